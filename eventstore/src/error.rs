@@ -1,0 +1,139 @@
+//! What can go wrong in the event store, split into the caller's mistakes, conflicts and outages.
+
+use uuid::Uuid;
+
+use crate::{ExpectedRevision, Position, StreamName, UpcastError};
+
+/// An event store error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream was not at the expected revision. `actual` is `None` when the stream does not exist.
+    #[error("wrong expected revision on {stream}: expected {expected}, actual {}", actual.map_or("no stream".to_owned(), |r| r.to_string()))]
+    WrongExpectedRevision {
+        /// The stream appended to.
+        stream: StreamName,
+        /// What the writer expected.
+        expected: ExpectedRevision,
+        /// The stream's revision at the time of the check.
+        actual: Option<u64>,
+    },
+    /// Some but not all of the event ids are already in the stream: not a retry, not new. Nothing was written.
+    #[error("partial duplicate append to {stream}: some event ids are already in the stream")]
+    PartialDuplicate {
+        /// The stream appended to.
+        stream: StreamName,
+    },
+    /// An event id is already used in another stream. Nothing was written.
+    #[error("an event id given for {stream} is already used in another stream")]
+    DuplicateEventId {
+        /// The stream appended to.
+        stream: StreamName,
+    },
+    /// The same event id appears twice in one append.
+    #[error("event id {0} appears twice in one append")]
+    RepeatedEventId(Uuid),
+    /// An event is larger than the store accepts.
+    #[error("event {event_id} is {size} bytes; the limit is {limit}")]
+    EventTooLarge {
+        /// The event.
+        event_id: Uuid,
+        /// Its data plus metadata, in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An append carried no events.
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+    /// An event's type or schema version is malformed, or its data is not JSON.
+    #[error("invalid event {event_id}: {reason}")]
+    InvalidEvent {
+        /// The event.
+        event_id: Uuid,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A stored event could not be read back (bad metadata, an upcaster failed, a bad stream name).
+    #[error("stored event at {position} cannot be read")]
+    Corrupt {
+        /// Where it sits.
+        position: Position,
+        /// Why.
+        #[source]
+        source: CorruptKind,
+    },
+    /// The database could not be reached, or the connection broke. Safe to retry.
+    #[error("event store unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database refused or failed in a way no caller can fix.
+    #[error("event store failure")]
+    Database(#[source] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("event store migration failed")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Why a stored event could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptKind {
+    /// The metadata is not the expected JSON.
+    #[error("bad metadata")]
+    Metadata(#[source] serde_json::Error),
+    /// The upcaster failed.
+    #[error(transparent)]
+    Upcast(#[from] UpcastError),
+    /// The stream name is invalid.
+    #[error(transparent)]
+    StreamName(#[from] crate::StreamNameError),
+    /// The hash column is not 32 bytes, or a number is out of range.
+    #[error("malformed column {0}")]
+    Column(&'static str),
+}
+
+impl Error {
+    /// True for the caller's mistakes: retrying the same request cannot succeed.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Self::PartialDuplicate { .. }
+                | Self::DuplicateEventId { .. }
+                | Self::RepeatedEventId(_)
+                | Self::EventTooLarge { .. }
+                | Self::EmptyAppend
+                | Self::InvalidEvent { .. }
+        )
+    }
+
+    /// True for optimistic-concurrency conflicts: reload, decide again, retry.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::WrongExpectedRevision { .. })
+    }
+
+    /// True when the store could not be reached: the same request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Sorts a driver error into outage or failure.
+pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
+    match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Error::Unavailable(err),
+        sqlx::Error::Database(db) if is_outage_code(db.code().as_deref()) => Error::Unavailable(err),
+        _ => Error::Database(err),
+    }
+}
+
+/// Postgres error classes that mean "the server is going away or overloaded", not "your query is wrong":
+/// 08 connection exception, 53 insufficient resources, 57P01..57P03 admin/crash shutdown, cannot connect now.
+fn is_outage_code(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03"))
+}
+
+/// Results of event store calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

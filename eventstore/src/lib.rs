@@ -1,0 +1,45 @@
+//! The event store: EventStoreDB semantics on PostgreSQL through sqlx.
+//!
+//! Its one job is to keep the log, the only source of truth of the gateway, and to hand it out in
+//! order. It knows nothing of the gateway's events: payloads are JSON text with a type and a schema
+//! version.
+//!
+//! - Streams are named `<category>-<id>` ([`StreamName`]). An append names an [`ExpectedRevision`]
+//!   and fails with [`Error::WrongExpectedRevision`] when the stream moved on.
+//! - Event ids are chosen by the client. Appending the same ids to the same stream again returns the
+//!   original result and writes nothing ([`AppendResult::idempotent`]); a partial overlap is refused.
+//! - `$all` is ordered by [`Position`] = (transaction id, allocated position). Readers see only
+//!   transactions older than every transaction still running, so an event that commits late can never
+//!   appear behind a reader's checkpoint. [`Subscription`] reads `$all` from a checkpoint, then follows.
+//! - Every stream is a hash chain ([`content_hash`], [`chain_link`]); [`EventStore::verify_all`] names
+//!   rows that were modified, deleted, inserted or reordered behind the store's back. The table itself
+//!   refuses UPDATE, DELETE and TRUNCATE.
+//! - Old schema versions are upcast on read ([`Upcasters`]); stored events are never rewritten.
+//!
+//! Design notes and the SQL behind each rule: `eventstore/README.md`.
+
+mod content_hash;
+mod error;
+mod event;
+mod expected_revision;
+mod metadata;
+mod position;
+mod postgres;
+mod store;
+mod stream_name;
+mod subscription;
+mod upcast;
+mod verify;
+
+pub use content_hash::{GENESIS, Hash, chain_link, content_hash};
+pub use error::{CorruptKind, Error, Result};
+pub use event::{DEFAULT_MAX_EVENT_BYTES, EventData, RecordedEvent};
+pub use expected_revision::ExpectedRevision;
+pub use metadata::{Actor, ActorKind, MAX_USER_AGENT_CHARS, Metadata};
+pub use position::{Position, PositionParseError};
+pub use postgres::{PgEventStore, PgEventStoreOptions, PgUnitOfWork};
+pub use store::{AppendResult, Direction, EventStore, StreamAppend, StreamCursor};
+pub use stream_name::{MAX_STREAM_NAME_BYTES, StreamName, StreamNameError};
+pub use subscription::{Subscription, SubscriptionOptions};
+pub use upcast::{UpcastError, UpcastFn, Upcasters};
+pub use verify::{ChainVerifier, MAX_VIOLATIONS, StoredRow, VerifyReport, Violation, ViolationKind};

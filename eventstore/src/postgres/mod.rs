@@ -1,0 +1,10 @@
+//! The PostgreSQL backend.
+
+mod append;
+mod pg_event_store;
+mod rows;
+mod unit_of_work;
+mod verify;
+
+pub use pg_event_store::{PgEventStore, PgEventStoreOptions};
+pub use unit_of_work::PgUnitOfWork;

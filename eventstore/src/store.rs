@@ -1,0 +1,97 @@
+//! The store's contract, shared by every backend.
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::{EventData, ExpectedRevision, Position, RecordedEvent, Result, StreamName, VerifyReport};
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Revision of the first event appended.
+    pub first_revision: u64,
+    /// Revision of the last event appended: pass `Exact(last_revision)` to append after it.
+    pub last_revision: u64,
+    /// `$all` position of the first event.
+    pub first_position: Position,
+    /// `$all` position of the last event: wait for a reader to pass it to read your own write.
+    pub position: Position,
+    /// True when every event was already in the stream: a retry, nothing written.
+    pub idempotent: bool,
+}
+
+/// One stream's part of a multi-stream append.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    /// The stream.
+    pub stream: StreamName,
+    /// What the writer expects of it.
+    pub expected: ExpectedRevision,
+    /// The events, in order.
+    pub events: Vec<EventData>,
+}
+
+/// Which way to read a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    Forwards,
+    /// Newest first.
+    Backwards,
+}
+
+/// Where a stream read starts (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCursor {
+    /// The first event.
+    Start,
+    /// The last event (for backward reads).
+    End,
+    /// The event at this revision.
+    Revision(u64),
+}
+
+/// An event store with EventStoreDB semantics.
+///
+/// Appends check an expected revision and are idempotent by event id; `$all` is read in commit
+/// order without ever skipping an event that commits late; every stream is a hash chain.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if it is at `expected`.
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult>;
+
+    /// Appends to several streams in one transaction: all or nothing. Results come in the order given.
+    async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>>;
+
+    /// Reads up to `limit` events of one stream from `from` (inclusive) in `direction`.
+    /// A stream that does not exist reads as empty.
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        direction: Direction,
+        from: StreamCursor,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Reads up to `limit` events of `$all` after `after` (exclusive; `None`: from the start), in
+    /// commit order. Events of transactions that may still commit below them are withheld.
+    async fn read_all(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The position of the last event a reader of `$all` can see now.
+    async fn head(&self) -> Result<Option<Position>>;
+
+    /// Verifies one stream's hash chain.
+    async fn verify_stream(&self, stream: &StreamName) -> Result<VerifyReport>;
+
+    /// Verifies every stream's hash chain.
+    async fn verify_all(&self) -> Result<VerifyReport>;
+
+    /// Ticks after every append this process committed, so subscribers wake at once instead of at the
+    /// next poll. Appends by other processes are found by polling.
+    fn appended(&self) -> watch::Receiver<u64>;
+}

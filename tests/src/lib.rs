@@ -1,0 +1,27 @@
+//! The integration-test harness.
+//!
+//! It starts real servers from installed binaries, each on a free loopback port with its data in a
+//! temporary directory: a throwaway PostgreSQL cluster ([`PostgresServer`], `initdb` + `postgres`)
+//! and a throwaway `nats-server -js` ([`NatsServer`]). Tests get a fresh database each
+//! ([`PostgresServer::create_database`]); fault tests start their own servers and kill or restart
+//! them. It never uses the services the machine may already run.
+//!
+//! Cleanup does not depend on the test finishing: every server has a watchdog process holding a pipe
+//! from the test process. When the test process exits for any reason (a panic, an abort, a kill), the
+//! pipe closes and the watchdog kills the server and removes its directory.
+//!
+//! Polling for asynchronous effects goes through [`eventually`], never through fixed sleeps.
+
+mod binaries;
+mod error;
+mod eventually;
+mod free_port;
+mod nats;
+mod postgres;
+mod watchdog;
+
+pub use error::HarnessError;
+pub use eventually::{eventually, eventually_ok};
+pub use free_port::free_port;
+pub use nats::NatsServer;
+pub use postgres::{PostgresOptions, PostgresServer, TestDatabase};

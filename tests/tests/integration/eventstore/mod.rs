@@ -1,0 +1,9 @@
+//! The event store against a real PostgreSQL.
+
+mod appends;
+mod concurrency;
+mod limits;
+mod ordering;
+mod reads;
+mod tamper;
+mod upcasting;

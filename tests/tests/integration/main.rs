@@ -1,0 +1,8 @@
+//! The workspace's integration tests, one binary: real PostgreSQL and NATS from the harness.
+
+// Test code: a failed set-up step should panic with its cause.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod eventstore;
+mod harness;
+mod support;
