@@ -1,1 +1,39 @@
-fn main() {}
+//! The benchmark harness: `cargo run --release -p bench -- <name>`.
+//!
+//! Each benchmark starts its own PostgreSQL (durable settings: fsync and synchronous commit on, as in
+//! production) from the test harness, measures the gateway's code next to a baseline measured in the
+//! same run on the same server, prints a table, and writes `bench/results/<name>.json`: a list of rows
+//! `{metric, value, unit, baseline, ratio, target, pass}`. Absolute figures swing with the machine's
+//! load; the ratio to the same-run baseline is what the targets are set on.
+
+mod eventstore_bench;
+mod payload;
+mod report;
+mod runner;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of the MCP Registry Gateway")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Appends and replay of the event store against plain-SQL baselines.
+    Eventstore(eventstore_bench::Options),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (name, rows) = match cli.bench {
+        Bench::Eventstore(options) => ("eventstore", eventstore_bench::run(options).await?),
+    };
+    report::print(name, &rows);
+    let path = report::write(name, &rows)?;
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}

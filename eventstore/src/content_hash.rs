@@ -4,8 +4,8 @@
 //! `SHA-256(event_id ‖ len‖stream ‖ len‖type ‖ version ‖ len‖data ‖ len‖metadata)`, lengths as
 //! big-endian u32 so that no two different events encode alike. The stored `hash` links it to its
 //! predecessor: `link(r) = SHA-256(link(r-1) ‖ r as i64 big-endian ‖ content(r))`, with
-//! `link(-1)` = 32 zero bytes. The client computes the content digest; the store computes the link
-//! inside the append transaction, where the predecessor is known under the stream's lock.
+//! `link(-1)` = 32 zero bytes. The client computes both; the append's compare-and-set checks the
+//! predecessor's link together with its revision, so a chain cannot fork.
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -46,6 +46,20 @@ pub fn chain_link(previous: &Hash, revision: u64, content: &Hash) -> Hash {
     h.update(i64::try_from(revision).unwrap_or(i64::MAX).to_be_bytes());
     h.update(content);
     h.finalize().into()
+}
+
+/// The links of events appended after `after` (`None`: a new stream, chained from [`GENESIS`]), one per
+/// content digest, starting from the link `previous`.
+pub fn chain(previous: &Hash, after: Option<u64>, contents: &[Hash]) -> Vec<Hash> {
+    let first = after.map_or(0, |r| r + 1);
+    let mut link = *previous;
+    (first..)
+        .zip(contents)
+        .map(|(revision, content)| {
+            link = chain_link(&link, revision, content);
+            link
+        })
+        .collect()
 }
 
 fn len_prefix(part: &str) -> [u8; 4] {

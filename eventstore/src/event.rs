@@ -45,10 +45,22 @@ impl EventData {
         })
     }
 
-    /// The id of the `index`-th event a command produces: UUIDv5 of the command id and the index.
-    /// The same command retried yields the same ids, which the store recognises as a retry.
+    /// The id of the `index`-th event a command produces. The same command retried yields the same ids,
+    /// which the store recognises as a retry.
+    ///
+    /// The id is UUIDv5 of the command id and the index; when the command id is a UUIDv7, the result keeps
+    /// its 48-bit timestamp (and the v7 layout), so event ids grow with time and the store's unique index
+    /// on them takes inserts at its right edge instead of on random pages.
     pub fn deterministic_id(command_id: Uuid, index: u32) -> Uuid {
-        Uuid::new_v5(&command_id, &index.to_be_bytes())
+        let hashed = Uuid::new_v5(&command_id, &index.to_be_bytes());
+        if command_id.get_version_num() != 7 {
+            return hashed;
+        }
+        let mut bytes = *hashed.as_bytes();
+        bytes[..6].copy_from_slice(&command_id.as_bytes()[..6]);
+        bytes[6] = (bytes[6] & 0x0f) | 0x70;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        Uuid::from_bytes(bytes)
     }
 }
 
@@ -79,5 +91,33 @@ impl RecordedEvent {
     /// Deserializes the payload.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(&self.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_ids_repeat_for_the_same_command_and_differ_by_index() {
+        let command = Uuid::now_v7();
+        assert_eq!(EventData::deterministic_id(command, 0), EventData::deterministic_id(command, 0));
+        assert_ne!(EventData::deterministic_id(command, 0), EventData::deterministic_id(command, 1));
+        assert_ne!(EventData::deterministic_id(command, 0), EventData::deterministic_id(Uuid::now_v7(), 0));
+    }
+
+    #[test]
+    fn ids_of_a_v7_command_are_v7_with_its_timestamp() {
+        let command = Uuid::now_v7();
+        let id = EventData::deterministic_id(command, 3);
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(id.get_timestamp(), command.get_timestamp());
+    }
+
+    #[test]
+    fn ids_of_other_commands_are_v5() {
+        let id = EventData::deterministic_id(Uuid::new_v4(), 0);
+        assert_eq!(id.get_version_num(), 5);
     }
 }

@@ -23,17 +23,6 @@ impl ExpectedRevision {
     pub fn after(last: Option<u64>) -> Self {
         last.map_or(Self::NoStream, Self::Exact)
     }
-
-    /// The wire encoding shared with the SQL function `es.append` (EventStoreDB's numbers).
-    pub(crate) fn as_wire(self) -> i64 {
-        match self {
-            Self::Any => -2,
-            Self::NoStream => -1,
-            Self::StreamExists => -4,
-            // revisions are below 2^63 in any store that exists
-            Self::Exact(n) => i64::try_from(n).unwrap_or(i64::MAX),
-        }
-    }
 }
 
 impl fmt::Display for ExpectedRevision {

@@ -31,7 +31,7 @@ mod subscription;
 mod upcast;
 mod verify;
 
-pub use content_hash::{GENESIS, Hash, chain_link, content_hash};
+pub use content_hash::{GENESIS, Hash, chain, chain_link, content_hash};
 pub use error::{CorruptKind, Error, Result};
 pub use event::{DEFAULT_MAX_EVENT_BYTES, EventData, RecordedEvent};
 pub use expected_revision::ExpectedRevision;

@@ -31,6 +31,13 @@ pub struct StreamAppend {
     pub events: Vec<EventData>,
 }
 
+impl StreamAppend {
+    /// The conflict reported when this part could not be written and no more is known.
+    pub(crate) fn stream_conflict(&self) -> crate::Error {
+        crate::Error::WrongExpectedRevision { stream: self.stream.clone(), expected: self.expected, actual: None }
+    }
+}
+
 /// Which way to read a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

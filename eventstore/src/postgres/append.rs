@@ -4,12 +4,12 @@ use std::collections::HashSet;
 
 use serde_json::value::RawValue;
 use sqlx::PgConnection;
-use sqlx::postgres::PgDatabaseError;
 use uuid::Uuid;
 
-use crate::content_hash::content_hash;
+use super::head_cache::HeadCache;
+use crate::content_hash::{GENESIS, Hash, chain, content_hash};
 use crate::error::from_sqlx;
-use crate::{AppendResult, Error, EventData, ExpectedRevision, Position, StreamAppend, StreamName};
+use crate::{AppendResult, Error, EventData, ExpectedRevision, Position, StreamName};
 
 /// Longest event type name accepted.
 const MAX_EVENT_TYPE_BYTES: usize = 128;
@@ -25,7 +25,7 @@ pub(crate) struct PreparedAppend {
     metadata: Vec<String>,
     correlation: Vec<Uuid>,
     causation: Vec<Option<Uuid>>,
-    content: Vec<Vec<u8>>,
+    content: Vec<Hash>,
 }
 
 impl PreparedAppend {
@@ -91,39 +91,27 @@ impl PreparedAppend {
             prepared.metadata.push(metadata);
             prepared.correlation.push(event.metadata.correlation_id);
             prepared.causation.push(event.metadata.causation_id);
-            prepared.content.push(content.to_vec());
+            prepared.content.push(content);
         }
         Ok(prepared)
+    }
+
+    /// The error for an append that kept losing races: a conflict, so the caller reloads and decides again.
+    pub(crate) fn lost_race(&self) -> Error {
+        Error::WrongExpectedRevision { stream: self.stream.clone(), expected: self.expected, actual: None }
     }
 }
 
 /// Why an append did not happen, before it is turned into an [`Error`].
 #[derive(Debug)]
 pub(crate) enum AppendFailure {
-    /// An identical append committed between our duplicate check and our insert: run it again and
-    /// it will take the idempotent path.
+    /// Another writer created the stream while an `Any` append ran, or the cached head was stale: run it again.
     Raced,
+    /// Some event id is already stored. The statement failed, and with it its transaction: classify on a
+    /// fresh one with [`explain_refusal`] (a retry, a partial duplicate, or an id used elsewhere).
+    KnownIds,
     /// Anything else.
     Failed(Error),
-}
-
-impl AppendFailure {
-    pub(crate) fn into_error(self, prepared: &PreparedAppend) -> Error {
-        match self {
-            Self::Raced => Error::DuplicateEventId { stream: prepared.stream.clone() },
-            Self::Failed(e) => e,
-        }
-    }
-
-    pub(crate) fn into_error_multi(self, appends: &[StreamAppend]) -> Error {
-        match self {
-            Self::Raced => match appends.first() {
-                Some(first) => Error::DuplicateEventId { stream: first.stream.clone() },
-                None => Error::EmptyAppend,
-            },
-            Self::Failed(e) => e,
-        }
-    }
 }
 
 impl From<Error> for AppendFailure {
@@ -132,56 +120,158 @@ impl From<Error> for AppendFailure {
     }
 }
 
-type Row = (i64, i64, i64, i64, i64, bool);
+/// What an append statement returned: the first and last position written, and the transaction id;
+/// all `None` when it wrote nothing.
+type Written = (Option<i64>, Option<i64>, Option<i64>);
 
-/// Calls `es.append` on `conn` (a pooled connection in autocommit, or the caller's transaction).
+/// Runs the append on `conn` (a pooled connection in autocommit, or a transaction). The chain continues
+/// from the head's link, taken from `heads` or read from the store. `Any` and `StreamExists` lock the head
+/// and append after it exactly, so every write is a compare-and-set; they need a transaction, or the lock
+/// ends with the statement. When nothing was written, asks the store why, on the same connection.
 pub(crate) async fn append_prepared(
     conn: &mut PgConnection,
     p: &PreparedAppend,
+    heads: &HeadCache,
 ) -> Result<AppendResult, AppendFailure> {
-    let row: Result<Row, sqlx::Error> =
-        sqlx::query_as("SELECT * FROM es.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(p.stream.as_str())
-            .bind(p.expected.as_wire())
-            .bind(&p.ids)
-            .bind(&p.types)
-            .bind(&p.versions)
-            .bind(&p.data)
-            .bind(&p.metadata)
-            .bind(&p.correlation)
-            .bind(&p.causation)
-            .bind(&p.content)
-            .fetch_one(&mut *conn)
-            .await;
-    match row {
-        Ok((first_revision, last_revision, tx, first_position, last_position, idempotent)) => Ok(AppendResult {
-            first_revision: first_revision as u64,
-            last_revision: last_revision as u64,
-            first_position: Position { transaction_id: tx as u64, global_position: first_position as u64 },
-            position: Position { transaction_id: tx as u64, global_position: last_position as u64 },
-            idempotent,
-        }),
-        Err(e) => Err(classify(e, p)),
+    let stream = p.stream.as_str();
+    let head = match p.expected {
+        ExpectedRevision::Exact(n) => match heads.get(stream).filter(|(revision, _)| *revision == n) {
+            Some(head) => Some(head),
+            None => match read_head(conn, stream, false).await? {
+                Some(head) if head.0 == n => Some(head),
+                _ => return explain_refusal(conn, p).await,
+            },
+        },
+        ExpectedRevision::NoStream => None,
+        ExpectedRevision::Any | ExpectedRevision::StreamExists => match read_head(conn, stream, true).await? {
+            None if p.expected == ExpectedRevision::StreamExists => return explain_refusal(conn, p).await,
+            head => head,
+        },
+    };
+    let after = head.map(|(revision, _)| revision);
+    let previous = head.map_or(GENESIS, |(_, link)| link);
+    let links = chain(&previous, after, &p.content);
+    let last_link = links.last().copied().unwrap_or(previous);
+    let links: Vec<&[u8]> = links.iter().map(|l| l.as_slice()).collect();
+    let count = i32::try_from(p.ids.len()).unwrap_or(i32::MAX);
+    let query = match after {
+        Some(revision) => sqlx::query_as(include_str!("append_exact.sql"))
+            .bind(stream)
+            .bind(i64::try_from(revision).unwrap_or(i64::MAX)),
+        None => sqlx::query_as(include_str!("append_new_stream.sql")).bind(stream),
+    };
+    let query = query
+        .bind(&p.ids)
+        .bind(&p.types)
+        .bind(&p.versions)
+        .bind(&p.data)
+        .bind(&p.metadata)
+        .bind(&p.correlation)
+        .bind(&p.causation)
+        .bind(&links)
+        .bind(count);
+    let query = match after {
+        Some(_) => query.bind(previous.as_slice()).bind(last_link.as_slice()),
+        None => query.bind(last_link.as_slice()),
+    };
+    let written: Result<Written, sqlx::Error> = query.fetch_one(&mut *conn).await;
+    match written {
+        Ok((Some(first), Some(last), Some(tx))) => {
+            let first_revision = after.map_or(0, |r| r + 1);
+            let last_revision = first_revision + p.ids.len() as u64 - 1;
+            heads.put(stream, last_revision, last_link);
+            Ok(AppendResult {
+                first_revision,
+                last_revision,
+                first_position: Position { transaction_id: tx as u64, global_position: first as u64 },
+                position: Position { transaction_id: tx as u64, global_position: last as u64 },
+                idempotent: false,
+            })
+        }
+        Ok(_) => {
+            heads.forget(stream);
+            match explain_refusal(conn, p).await {
+                // The revision matched but the link did not: a stale cached link. Run again.
+                Err(AppendFailure::Failed(Error::WrongExpectedRevision { actual, .. }))
+                    if actual.is_some() && actual == after =>
+                {
+                    Err(AppendFailure::Raced)
+                }
+                other => other,
+            }
+        }
+        // The statement failed and took its transaction with it: the caller asks why on a fresh one.
+        Err(e) if is_event_id_conflict(&e) => Err(AppendFailure::KnownIds),
+        Err(e) => Err(AppendFailure::Failed(from_sqlx(e))),
     }
 }
 
-/// Maps the codes raised by `es.append` and the constraints of `es.events` to typed errors.
-fn classify(err: sqlx::Error, p: &PreparedAppend) -> AppendFailure {
-    let Some(db) = err.as_database_error() else {
-        return AppendFailure::Failed(from_sqlx(err));
+/// The stream's head (revision and link), locked until the transaction ends when `lock` is set.
+async fn read_head(conn: &mut PgConnection, stream: &str, lock: bool) -> Result<Option<(u64, Hash)>, AppendFailure> {
+    let sql = if lock {
+        "SELECT revision, last_hash FROM es.streams WHERE stream_id = $1 FOR UPDATE"
+    } else {
+        "SELECT revision, last_hash FROM es.streams WHERE stream_id = $1"
     };
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(sql)
+        .bind(stream)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| AppendFailure::Failed(from_sqlx(e)))?;
+    Ok(row.and_then(|(revision, link)| Some((u64::try_from(revision).ok()?, Hash::try_from(link.as_slice()).ok()?))))
+}
+
+type Classification = (i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+/// Nothing was written: an idempotent retry (return the original result), a partial duplicate, an id
+/// used elsewhere, or a failed expectation.
+pub(crate) async fn explain_refusal(
+    conn: &mut PgConnection,
+    p: &PreparedAppend,
+) -> Result<AppendResult, AppendFailure> {
+    let (here, anywhere, first_rev, last_rev, first_pos, last_pos, tx, actual): Classification = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE e.stream_id = $1), count(*),
+                min(e.stream_revision), max(e.stream_revision), min(e.global_position), max(e.global_position),
+                max(e.transaction_id::text::bigint),
+                (SELECT revision FROM es.streams WHERE stream_id = $1)
+           FROM es.events e WHERE e.event_id = ANY ($2)",
+    )
+    .bind(p.stream.as_str())
+    .bind(&p.ids)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| AppendFailure::Failed(from_sqlx(e)))?;
     let stream = p.stream.clone();
-    match db.code().as_deref() {
-        Some("ES409") => {
-            let actual = db
-                .try_downcast_ref::<PgDatabaseError>()
-                .and_then(|pg| pg.detail())
-                .and_then(|detail| detail.parse::<u64>().ok());
-            AppendFailure::Failed(Error::WrongExpectedRevision { stream, expected: p.expected, actual })
-        }
-        Some("ES422") => AppendFailure::Failed(Error::PartialDuplicate { stream }),
-        Some("ES423") => AppendFailure::Failed(Error::DuplicateEventId { stream }),
-        Some("23505") if db.constraint() == Some("events_event_id_key") => AppendFailure::Raced,
-        _ => AppendFailure::Failed(from_sqlx(err)),
+    let n = p.ids.len() as i64;
+    if here == n {
+        let (Some(first_rev), Some(last_rev), Some(first_pos), Some(last_pos), Some(tx)) =
+            (first_rev, last_rev, first_pos, last_pos, tx)
+        else {
+            return Err(AppendFailure::Raced);
+        };
+        return Ok(AppendResult {
+            first_revision: first_rev as u64,
+            last_revision: last_rev as u64,
+            first_position: Position { transaction_id: tx as u64, global_position: first_pos as u64 },
+            position: Position { transaction_id: tx as u64, global_position: last_pos as u64 },
+            idempotent: true,
+        });
     }
+    if here > 0 {
+        return Err(Error::PartialDuplicate { stream }.into());
+    }
+    if anywhere > 0 {
+        return Err(Error::DuplicateEventId { stream }.into());
+    }
+    if p.expected == ExpectedRevision::Any {
+        // Another writer created the stream between our look at its head and our write.
+        return Err(AppendFailure::Raced);
+    }
+    Err(Error::WrongExpectedRevision { stream, expected: p.expected, actual: actual.map(|a| a as u64) }.into())
+}
+
+/// True for the unique violation on event ids: a retry, a reused id, or an identical append racing ours.
+fn is_event_id_conflict(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.code().as_deref() == Some("23505") && db.constraint() == Some("events_event_id_key"))
 }

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::append::AppendFailure::Raced;
-use super::append::{PreparedAppend, append_prepared};
+use super::append::{AppendFailure, PreparedAppend, append_prepared, explain_refusal};
+use super::head_cache::HeadCache;
 use super::rows::{decode_row, select_events};
 use super::unit_of_work::PgUnitOfWork;
 use crate::error::from_sqlx;
@@ -38,6 +38,7 @@ pub struct PgEventStore {
     pub(super) pool: PgPool,
     pub(super) options: Arc<PgEventStoreOptions>,
     pub(super) appended: Arc<watch::Sender<u64>>,
+    pub(super) heads: Arc<HeadCache>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -46,7 +47,7 @@ impl PgEventStore {
     /// A store on `pool`. Run [`PgEventStore::migrate`] first (or `sqlx migrate run`).
     pub fn new(pool: PgPool, options: PgEventStoreOptions) -> Self {
         let (appended, _) = watch::channel(0);
-        Self { pool, options: Arc::new(options), appended: Arc::new(appended) }
+        Self { pool, options: Arc::new(options), appended: Arc::new(appended), heads: Arc::default() }
     }
 
     /// Applies the schema migrations in `migrations/postgres`.
@@ -79,13 +80,52 @@ impl PgEventStore {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// One attempt: a single statement in autocommit for `Exact` and `NoStream`; a transaction holding the
+    /// head's lock for `Any` and `StreamExists`.
+    async fn append_once(&self, prepared: &PreparedAppend) -> Result<AppendResult, AppendFailure> {
+        let failed = |e| AppendFailure::Failed(from_sqlx(e));
+        match prepared.expected {
+            ExpectedRevision::Exact(_) | ExpectedRevision::NoStream => {
+                let mut conn = self.pool.acquire().await.map_err(failed)?;
+                append_prepared(&mut conn, prepared, &self.heads).await
+            }
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => {
+                let mut tx = self.pool.begin().await.map_err(failed)?;
+                let result = append_prepared(&mut tx, prepared, &self.heads).await?;
+                tx.commit().await.map_err(failed)?;
+                Ok(result)
+            }
+        }
+    }
+
+    /// A multi-stream append hit stored ids and rolled back: say which stream, and why.
+    async fn explain_multi(&self, appends: &[StreamAppend]) -> Error {
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return from_sqlx(e),
+        };
+        for a in appends {
+            let Ok(prepared) = self.prepare(&a.stream, a.expected, &a.events) else { continue };
+            match explain_refusal(&mut conn, &prepared).await {
+                // These ids are all in their stream: a retry of a multi-stream append that partly matches.
+                Ok(_) => return Error::PartialDuplicate { stream: a.stream.clone() },
+                Err(AppendFailure::Failed(e @ (Error::PartialDuplicate { .. } | Error::DuplicateEventId { .. }))) => {
+                    return e;
+                }
+                Err(_) => {}
+            }
+        }
+        appends.first().map_or(Error::EmptyAppend, |a| a.stream_conflict())
+    }
+
     fn decode_all(&self, rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<RecordedEvent>> {
         rows.iter().map(|row| decode_row(row, &self.options.upcasters)).collect()
     }
 }
 
-/// How many times an append is retried when an identical append raced it on the event-id index.
-const RACED_RETRIES: usize = 1;
+/// How many times an append runs again after losing a race that its next run resolves (an identical
+/// append committing first, or another writer creating the stream under `Any`).
+const RACE_RETRIES: usize = 3;
 
 #[async_trait]
 impl EventStore for PgEventStore {
@@ -97,36 +137,45 @@ impl EventStore for PgEventStore {
         events: Vec<EventData>,
     ) -> Result<AppendResult> {
         let prepared = self.prepare(stream, expected, &events)?;
-        let mut attempt = 0;
-        loop {
-            let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
-            match append_prepared(&mut conn, &prepared).await {
-                Err(Raced) if attempt < RACED_RETRIES => attempt += 1,
-                result => {
-                    let result = result.map_err(|e| e.into_error(&prepared))?;
+        for _ in 0..RACE_RETRIES {
+            match self.append_once(&prepared).await {
+                Ok(result) => {
                     if !result.idempotent {
                         self.signal_appended();
                     }
                     return Ok(result);
                 }
+                Err(AppendFailure::KnownIds) => {
+                    let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
+                    match explain_refusal(&mut conn, &prepared).await {
+                        Ok(result) => return Ok(result),
+                        Err(AppendFailure::Failed(e)) => return Err(e),
+                        // Not there after all (the other writer rolled back): run again.
+                        Err(_) => continue,
+                    }
+                }
+                Err(AppendFailure::Raced) => continue,
+                Err(AppendFailure::Failed(e)) => return Err(e),
             }
         }
+        Err(prepared.lost_race())
     }
 
     #[tracing::instrument(skip_all, fields(streams = appends.len()))]
     async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let mut attempt = 0;
-        loop {
+        for _ in 0..RACE_RETRIES {
             let mut unit = self.begin().await?;
             match unit.append_multi_raw(&appends).await {
-                Err(Raced) if attempt < RACED_RETRIES => attempt += 1,
-                Err(other) => return Err(other.into_error_multi(&appends)),
                 Ok(results) => {
                     unit.commit().await?;
                     return Ok(results);
                 }
+                Err(AppendFailure::Raced) => continue,
+                Err(AppendFailure::KnownIds) => return Err(self.explain_multi(&appends).await),
+                Err(AppendFailure::Failed(e)) => return Err(e),
             }
         }
+        Err(appends.first().map_or(Error::EmptyAppend, StreamAppend::stream_conflict))
     }
 
     async fn read_stream(
@@ -143,10 +192,10 @@ impl EventStore for PgEventStore {
         };
         let query = match direction {
             Direction::Forwards => sqlx::query(select_events!(
-                "WHERE stream_id = $1 AND stream_revision >= $2 ORDER BY stream_revision LIMIT $3"
+                "WHERE e.stream_id = $1 AND e.stream_revision >= $2 ORDER BY e.stream_revision LIMIT $3"
             )),
             Direction::Backwards => sqlx::query(select_events!(
-                "WHERE stream_id = $1 AND stream_revision <= $2 ORDER BY stream_revision DESC LIMIT $3"
+                "WHERE e.stream_id = $1 AND e.stream_revision <= $2 ORDER BY e.stream_revision DESC LIMIT $3"
             )),
         };
         let rows = query
@@ -156,7 +205,12 @@ impl EventStore for PgEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        self.decode_all(rows)
+        let events = self.decode_all(rows)?;
+        // The newest event read may be the head: remember it for the next append's chain link.
+        if let Some(newest) = events.iter().max_by_key(|e| e.revision) {
+            self.heads.put(stream.as_str(), newest.revision, newest.hash);
+        }
+        Ok(events)
     }
 
     async fn read_all(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -164,9 +218,9 @@ impl EventStore for PgEventStore {
         // Runs as its own statement, outside any transaction holding an xid, so its snapshot's xmin is
         // the oldest transaction still running anywhere in the cluster.
         let rows = sqlx::query(select_events!(
-            "WHERE (transaction_id, global_position) > ($1::bigint::text::xid8, $2)
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY transaction_id, global_position
+            "WHERE (e.transaction_id, e.global_position) > ($1::bigint::text::xid8, $2)
+               AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY e.transaction_id, e.global_position
              LIMIT $3"
         ))
         .bind(i64::try_from(after.transaction_id).unwrap_or(i64::MAX))
@@ -180,9 +234,9 @@ impl EventStore for PgEventStore {
 
     async fn head(&self) -> Result<Option<Position>> {
         let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text::bigint, global_position FROM es.events
-              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-              ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+            "SELECT e.transaction_id::text::bigint AS tx, e.global_position FROM es.events e
+              WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await

@@ -8,13 +8,15 @@ use crate::error::{CorruptKind, from_sqlx};
 use crate::verify::StoredRow;
 use crate::{Error, Metadata, Position, RecordedEvent, Result, StreamName, Upcasters};
 
-/// `SELECT <the columns decode_row expects> FROM es.events <rest>`, as one static string.
+/// `SELECT <the columns decode_row expects> FROM es.events e <rest>`, as one static string. Qualify columns
+/// in `<rest>` with `e.`: a bare `ORDER BY transaction_id` would sort by the output column (the bigint cast)
+/// and lose the index.
 macro_rules! select_events {
     ($rest:literal) => {
         concat!(
-            "SELECT transaction_id::text::bigint, global_position, event_id, stream_id, stream_revision, event_type, \
-                    schema_version, data::text, metadata::text, hash \
-               FROM es.events ",
+            "SELECT e.transaction_id::text::bigint AS tx, e.global_position, e.event_id, e.stream_id, \
+                    e.stream_revision, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.hash \
+               FROM es.events e ",
             $rest
         )
     };

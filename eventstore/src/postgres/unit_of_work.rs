@@ -28,7 +28,12 @@ impl PgUnitOfWork {
         events: Vec<EventData>,
     ) -> Result<AppendResult> {
         let prepared = self.store.prepare(stream, expected, &events)?;
-        let result = append_prepared(&mut self.tx, &prepared).await.map_err(|e| e.into_error(&prepared))?;
+        // Known ids abort the transaction, so a retry cannot be answered inside it: report a conflict,
+        // and the caller runs the unit again (where the retry is recognised before anything is written).
+        let result = append_prepared(&mut self.tx, &prepared, &self.store.heads).await.map_err(|e| match e {
+            AppendFailure::Raced | AppendFailure::KnownIds => prepared.lost_race(),
+            AppendFailure::Failed(e) => e,
+        })?;
         self.wrote |= !result.idempotent;
         Ok(result)
     }
@@ -55,7 +60,7 @@ impl PgUnitOfWork {
         }
         let mut results = vec![None; prepared.len()];
         for i in order {
-            results[i] = Some(append_prepared(&mut self.tx, &prepared[i]).await?);
+            results[i] = Some(append_prepared(&mut self.tx, &prepared[i], &self.store.heads).await?);
         }
         let results: Vec<AppendResult> = results.into_iter().flatten().collect();
         let retried = results.iter().filter(|r| r.idempotent).count();

@@ -20,7 +20,8 @@ pub(super) async fn verify(pool: &PgPool, stream: Option<&str>) -> Result<Verify
         let mut rows = sqlx::query(
             "WITH e AS (SELECT * FROM es.events WHERE $1::text IS NULL OR stream_id = $1) \
              SELECT e.transaction_id::text::bigint, e.global_position, e.event_id, e.stream_id, e.stream_revision, \
-                    e.event_type, e.schema_version, e.data::text, e.metadata::text, e.hash, s.revision AS head \
+                    e.event_type, e.schema_version, e.data::text, e.metadata::text, e.hash, s.revision AS head, \
+                    s.last_hash \
                FROM e LEFT JOIN es.streams s ON s.stream_id = e.stream_id \
               ORDER BY e.stream_id, e.stream_revision",
         )
@@ -29,7 +30,17 @@ pub(super) async fn verify(pool: &PgPool, stream: Option<&str>) -> Result<Verify
         while let Some(row) = rows.try_next().await.map_err(from_sqlx)? {
             let stored = stored_row(&row)?;
             let head: Option<i64> = row.try_get(10).map_err(from_sqlx)?;
+            let head_hash: Option<Vec<u8>> = row.try_get(11).map_err(from_sqlx)?;
             verifier.push(&stored, head.is_some());
+            if head == Some(stored.revision) && head_hash.as_deref() != Some(stored.hash.as_slice()) {
+                // The stream's recorded head link disagrees with its last row: that row was rewritten.
+                verifier.record(Violation {
+                    stream: stored.stream.clone(),
+                    revision: stored.revision,
+                    position: Some(stored.position),
+                    kind: ViolationKind::Modified,
+                });
+            }
             if head.is_some_and(|h| stored.revision > h) {
                 verifier.record(Violation {
                     stream: stored.stream.clone(),

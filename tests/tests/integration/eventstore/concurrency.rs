@@ -88,3 +88,30 @@ async fn an_exact_expectation_on_a_missing_stream_reports_no_stream() {
     assert!(matches!(err, Error::WrongExpectedRevision { actual: None, .. }), "{err:?}");
     assert!(err.is_conflict() && !err.is_client_error());
 }
+
+#[tokio::test]
+async fn two_store_instances_appending_in_turn_keep_one_valid_chain() {
+    // Two instances (as two gateway processes) each remember the heads they saw; neither sees the other's appends.
+    let (a, _db) = store().await;
+    let b = eventstore::PgEventStore::new(a.pool().clone(), Default::default());
+    let stream = new_stream("server");
+    let mut last =
+        a.append(&stream, ExpectedRevision::NoStream, vec![event("Registered", 0)]).await.unwrap().last_revision;
+    b.read_stream(&stream, Direction::Forwards, StreamCursor::Start, 10).await.unwrap();
+    for i in 1..20u64 {
+        let (writer, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        // The writer last saw the head before the other's append: its remembered link is stale.
+        let previous = last;
+        last = writer
+            .append(&stream, ExpectedRevision::Exact(previous), vec![event("Updated", i)])
+            .await
+            .unwrap()
+            .last_revision;
+        // And the other, which remembers `previous` as the head, is refused.
+        let stale = other.append(&stream, ExpectedRevision::Exact(previous), vec![event("Stale", i)]).await;
+        assert!(matches!(stale, Err(Error::WrongExpectedRevision { actual: Some(a), .. }) if a == last), "{stale:?}");
+    }
+    assert_eq!(last, 19);
+    let report = a.verify_all().await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+}
