@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use eventstore::{
-    Error, EventData, EventStore, ExpectedRevision, PgEventStore, PgEventStoreOptions, Position, StreamName,
+    Error, EventData, EventStore, ExpectedRevision, PgEventStore, PgEventStoreOptions, StreamName, Subscription,
+    SubscriptionOptions,
 };
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
@@ -37,6 +38,9 @@ pub(crate) struct Options {
     /// Replay runs per contender; medians are reported.
     #[arg(long, default_value_t = 3)]
     replay_rounds: usize,
+    /// Skip the append scenarios (measure replay only).
+    #[arg(long)]
+    skip_appends: bool,
 }
 
 const BASELINE_DDL: &str = "CREATE TABLE bench_plain (
@@ -61,7 +65,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let duration = Duration::from_secs(options.seconds);
     let mut rows = Vec::new();
 
-    for (writers, batch, min_ratio) in [(1, 1, 0.9), (16, 1, 0.9), (1, 100, 0.8), (16, 100, 0.8)] {
+    let scenarios: &[(usize, u64, f64)] =
+        if options.skip_appends { &[] } else { &[(1, 1, 0.9), (16, 1, 0.9), (1, 100, 0.8), (16, 100, 0.8)] };
+    for &(writers, batch, min_ratio) in scenarios {
         let (mut base, mut ours, mut p99, mut indexed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..options.rounds {
             base.push(baseline_inserts(&pool, writers, batch, duration).await?.events_per_sec());
@@ -96,14 +102,16 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         ));
     }
 
-    let contended = one_stream_contention(&store, 16, duration).await?;
-    rows.push(Row::info("append 1 event/tx, 16 writers, one stream", contended.events_per_sec(), "events/s"));
-    let attempts = contended.ops + contended.conflicts;
-    rows.push(Row::info(
-        "  conflict rate (WrongExpectedRevision / attempts)",
-        100.0 * contended.conflicts as f64 / attempts.max(1) as f64,
-        "%",
-    ));
+    if !options.skip_appends {
+        let contended = one_stream_contention(&store, 16, duration).await?;
+        rows.push(Row::info("append 1 event/tx, 16 writers, one stream", contended.events_per_sec(), "events/s"));
+        let attempts = contended.ops + contended.conflicts;
+        rows.push(Row::info(
+            "  conflict rate (WrongExpectedRevision / attempts)",
+            100.0 * contended.conflicts as f64 / attempts.max(1) as f64,
+            "%",
+        ));
+    }
 
     rows.extend(replay(&store, &pool, &options).await?);
     Ok(rows)
@@ -276,7 +284,7 @@ async fn replay(store: &Arc<PgEventStore>, pool: &PgPool, options: &Options) -> 
     let (mut copy_rates, mut ours) = (Vec::new(), Vec::new());
     for _ in 0..options.replay_rounds {
         copy_rates.push(copy_drain(pool, total as u64).await?);
-        ours.push(store_replay(store.as_ref(), total as u64).await?);
+        ours.push(store_replay(store.clone(), total as u64).await?);
     }
     eprintln!("replay: store {ours:?} vs COPY {copy_rates:?}");
     Ok(vec![Row::against(
@@ -307,25 +315,22 @@ async fn copy_drain(pool: &PgPool, expected: u64) -> anyhow::Result<f64> {
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Reads `$all` page by page into a fold: events per stream and per type, bytes of data.
-async fn store_replay(store: &dyn EventStore, expected: u64) -> anyhow::Result<f64> {
+/// Reads `$all` through a subscription (the projections' path) into a fold: events per stream and per
+/// type, bytes of data.
+async fn store_replay(store: Arc<dyn EventStore>, expected: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut per_stream: HashMap<StreamName, u64> = HashMap::new();
     let mut per_type: HashMap<String, u64> = HashMap::new();
     let mut bytes = 0usize;
-    let mut count = 0u64;
-    let mut checkpoint: Option<Position> = None;
-    loop {
-        let page = store.read_all(checkpoint, 5000).await?;
-        let Some(last) = page.last() else { break };
-        checkpoint = Some(last.position);
-        for event in page {
-            count += 1;
-            bytes += event.data.len();
-            *per_type.entry(event.event_type).or_default() += 1;
-            *per_stream.entry(event.stream).or_default() += 1;
-        }
+    let options = SubscriptionOptions { page_size: 5000, ..Default::default() };
+    let mut subscription = Subscription::new(store, None, options);
+    for _ in 0..expected {
+        let event = subscription.next().await?;
+        bytes += event.data.len();
+        *per_type.entry(event.event_type).or_default() += 1;
+        *per_stream.entry(event.stream).or_default() += 1;
     }
-    anyhow::ensure!(count == expected, "replay read {count} events, expected {expected} ({bytes} bytes)");
+    let count: u64 = per_stream.values().sum();
+    anyhow::ensure!(count == expected, "replay folded {count} events, expected {expected} ({bytes} bytes)");
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }

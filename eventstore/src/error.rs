@@ -69,6 +69,9 @@ pub enum Error {
     /// The database refused or failed in a way no caller can fix.
     #[error("event store failure")]
     Database(#[source] sqlx::Error),
+    /// The task reading the next `$all` page ahead of a subscriber panicked or was cancelled.
+    #[error("reading ahead of a subscription failed")]
+    ReadAheadFailed,
     /// Applying the schema failed.
     #[error("event store migration failed")]
     Migration(#[source] sqlx::migrate::MigrateError),

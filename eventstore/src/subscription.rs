@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::{EventStore, Position, RecordedEvent, Result};
 
@@ -26,10 +27,15 @@ impl Default for SubscriptionOptions {
 }
 
 /// A subscription to `$all` from a position (exclusive). It never ends; each event comes once, in order.
+///
+/// While catching up, the next page is read while the caller works through the current one: the
+/// database produces rows on one core while the caller folds on another. A page after a position is the
+/// same whenever it is read (nothing can appear below a reader's position), so reading ahead is safe.
 pub struct Subscription {
     store: Arc<dyn EventStore>,
     checkpoint: Option<Position>,
     buffer: VecDeque<RecordedEvent>,
+    ahead: Option<JoinHandle<Result<Vec<RecordedEvent>>>>,
     wake: watch::Receiver<u64>,
     options: SubscriptionOptions,
 }
@@ -38,7 +44,7 @@ impl Subscription {
     /// Subscribes after `from` (`None`: from the start).
     pub fn new(store: Arc<dyn EventStore>, from: Option<Position>, options: SubscriptionOptions) -> Self {
         let wake = store.appended();
-        Self { store, checkpoint: from, buffer: VecDeque::new(), wake, options }
+        Self { store, checkpoint: from, buffer: VecDeque::new(), ahead: None, wake, options }
     }
 
     /// The position of the last event handed out: the checkpoint to store.
@@ -55,13 +61,22 @@ impl Subscription {
             }
             // Mark the wake-up seen before reading, so an append that commits during the read still wakes us.
             self.wake.borrow_and_update();
-            let page = self.store.read_all(self.checkpoint, self.options.page_size).await?;
+            let page = match self.ahead.take() {
+                Some(ahead) => ahead.await.map_err(|_| crate::Error::ReadAheadFailed)??,
+                None => self.store.read_all(self.checkpoint, self.options.page_size).await?,
+            };
             if page.is_empty() {
                 // A closed channel (store dropped) just leaves the poll timer.
                 let _ = tokio::time::timeout(self.options.poll_interval, self.wake.changed()).await;
-            } else {
-                self.buffer.extend(page);
+                continue;
             }
+            if page.len() == self.options.page_size {
+                // Still catching up: read the next page while this one is handed out.
+                let (store, after, size) =
+                    (self.store.clone(), page.last().map(|e| e.position), self.options.page_size);
+                self.ahead = Some(tokio::spawn(async move { store.read_all(after, size).await }));
+            }
+            self.buffer.extend(page);
         }
     }
 
@@ -71,5 +86,13 @@ impl Subscription {
             let item = sub.next().await;
             Some((item, sub))
         })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.abort();
+        }
     }
 }
