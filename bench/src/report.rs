@@ -22,15 +22,17 @@ impl Row {
         Self { metric: metric.into(), value, unit, baseline: None, ratio: None, target: None, pass: None }
     }
 
-    /// A figure compared with a same-run baseline; passes when `value / baseline >= min_ratio`.
+    /// A figure compared with a same-run baseline; passes when `ratio >= min_ratio`. The caller gives the
+    /// ratio: the median of per-round ratios, which cancels drift between rounds better than the ratio of
+    /// two medians.
     pub(crate) fn against(
         metric: impl Into<String>,
         value: f64,
         unit: &'static str,
         baseline: f64,
+        ratio: f64,
         min_ratio: f64,
     ) -> Self {
-        let ratio = if baseline > 0.0 { value / baseline } else { 0.0 };
         Self {
             metric: metric.into(),
             value,
