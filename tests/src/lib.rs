@@ -18,6 +18,7 @@ mod eventually;
 mod free_port;
 mod nats;
 mod postgres;
+mod server_process;
 mod watchdog;
 
 pub use error::HarnessError;

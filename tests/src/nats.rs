@@ -4,11 +4,11 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::binaries::nats_server;
 use crate::postgres::log_tail;
+use crate::server_process::ServerProcess;
 use crate::watchdog::Watchdog;
 use crate::{HarnessError, free_port};
 
@@ -22,7 +22,7 @@ pub struct NatsServer {
     store_dir: PathBuf,
     pid_file: PathBuf,
     log_file: PathBuf,
-    process: Mutex<Option<Child>>,
+    process: ServerProcess,
     _watchdog: Watchdog,
 }
 
@@ -43,7 +43,7 @@ impl NatsServer {
             store_dir: root.join("store"),
             pid_file,
             log_file: root.join("nats.log"),
-            process: Mutex::new(None),
+            process: ServerProcess::default(),
             _watchdog: watchdog,
         };
         server.spawn_and_wait()?;
@@ -62,11 +62,7 @@ impl NatsServer {
 
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&self) -> Result<(), HarnessError> {
-        if let Some(mut child) = self.lock().take() {
-            child.kill().map_err(HarnessError::io("killing nats-server"))?;
-            child.wait().map_err(HarnessError::io("reaping nats-server"))?;
-        }
-        Ok(())
+        self.process.kill("nats-server")
     }
 
     /// Starts the server again on the same port and store (after [`NatsServer::kill`]).
@@ -77,11 +73,7 @@ impl NatsServer {
 
     /// True while the server process runs.
     pub fn is_running(&self) -> bool {
-        self.lock().as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Child>> {
-        self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.process.is_running()
     }
 
     fn spawn_and_wait(&self) -> Result<(), HarnessError> {
@@ -89,7 +81,7 @@ impl NatsServer {
         loop {
             let mut child = self.spawn()?;
             if self.wait_ready(&mut child, deadline) {
-                *self.lock() = Some(child);
+                self.process.set(child);
                 return Ok(());
             }
             let _ = child.kill();

@@ -4,13 +4,14 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::binaries::postgres_bindir;
+use crate::server_process::ServerProcess;
 use crate::watchdog::Watchdog;
 use crate::{HarnessError, free_port};
 
@@ -36,7 +37,7 @@ pub struct PostgresServer {
     log_file: PathBuf,
     run_as: Option<(u32, u32)>,
     settings: Vec<(String, String)>,
-    process: Mutex<Option<Child>>,
+    process: ServerProcess,
     _watchdog: Watchdog,
 }
 
@@ -86,7 +87,7 @@ impl PostgresServer {
             log_file,
             run_as,
             settings,
-            process: Mutex::new(None),
+            process: ServerProcess::default(),
             _watchdog: watchdog,
         };
         server.spawn_and_wait()?;
@@ -130,11 +131,7 @@ impl PostgresServer {
 
     /// Kills the server with SIGKILL, as a crash would. Backends notice and exit on their own.
     pub fn kill(&self) -> Result<(), HarnessError> {
-        if let Some(mut child) = self.lock().take() {
-            child.kill().map_err(HarnessError::io("killing postgres"))?;
-            child.wait().map_err(HarnessError::io("reaping postgres"))?;
-        }
-        Ok(())
+        self.process.kill("postgres")
     }
 
     /// Starts the server again on the same port and data (after [`PostgresServer::kill`]).
@@ -148,17 +145,13 @@ impl PostgresServer {
         log_tail(&self.log_file)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Child>> {
-        self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn spawn_and_wait(&self) -> Result<(), HarnessError> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             let mut child = self.spawn()?;
             match self.wait_ready(&mut child, deadline) {
                 Ok(()) => {
-                    *self.lock() = Some(child);
+                    self.process.set(child);
                     return Ok(());
                 }
                 // After a crash, old backends may still hold the shared memory for a moment: try again.

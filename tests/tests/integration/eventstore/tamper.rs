@@ -12,6 +12,11 @@ async fn attacker(url: &str) -> PgConnection {
     conn
 }
 
+/// Runs `statement` with the stream name as `$1` on the attacker's connection.
+async fn tamper(sql: &mut PgConnection, statement: &'static str, stream: &str) {
+    sqlx::query(statement).bind(stream).execute(sql).await.unwrap();
+}
+
 async fn position_of(conn: &mut PgConnection, stream: &str, revision: i64) -> Position {
     let (tx, gp): (i64, i64) = sqlx::query_as(
         "SELECT transaction_id::text::bigint, global_position FROM es.events WHERE stream_id = $1 AND stream_revision = $2",
@@ -83,7 +88,7 @@ async fn edited_metadata_type_or_version_is_named_too() {
         (1, "UPDATE es.events SET metadata = '{}' WHERE stream_id = $1 AND stream_revision = 1"),
         (2, "UPDATE es.events SET schema_version = 2 WHERE stream_id = $1 AND stream_revision = 2"),
     ] {
-        sqlx::query(statement).bind(stream.as_str()).execute(&mut sql).await.unwrap();
+        tamper(&mut sql, statement, stream.as_str()).await;
         let report = store.verify_stream(&stream).await.unwrap();
         assert!(
             report.violations.iter().any(|v| v.revision == revision && v.kind == ViolationKind::Modified),
@@ -100,11 +105,7 @@ async fn a_row_deleted_in_sql_is_named() {
     let mut sql = attacker(&db.url).await;
     let next_position = position_of(&mut sql, stream.as_str(), 3).await;
 
-    sqlx::query("DELETE FROM es.events WHERE stream_id = $1 AND stream_revision = 2")
-        .bind(stream.as_str())
-        .execute(&mut sql)
-        .await
-        .unwrap();
+    tamper(&mut sql, "DELETE FROM es.events WHERE stream_id = $1 AND stream_revision = 2", stream.as_str()).await;
 
     let report = store.verify_all().await.unwrap();
     let missing = report.violations.iter().find(|v| v.kind == ViolationKind::Missing).expect("missing row named");
@@ -119,11 +120,7 @@ async fn a_deleted_last_row_is_named() {
     let stream = new_stream("server");
     store.append(&stream, ExpectedRevision::NoStream, events(3)).await.unwrap();
     let mut sql = attacker(&db.url).await;
-    sqlx::query("DELETE FROM es.events WHERE stream_id = $1 AND stream_revision = 2")
-        .bind(stream.as_str())
-        .execute(&mut sql)
-        .await
-        .unwrap();
+    tamper(&mut sql, "DELETE FROM es.events WHERE stream_id = $1 AND stream_revision = 2", stream.as_str()).await;
     let report = store.verify_all().await.unwrap();
     assert_eq!(report.violations.len(), 1);
     assert_eq!((report.violations[0].revision, report.violations[0].kind), (2, ViolationKind::TailMissing));
