@@ -24,7 +24,7 @@ CREATE TABLE es.events (
   metadata        json     NOT NULL,
   correlation_id  uuid     NOT NULL,
   causation_id    uuid,
-  hash            bytea    NOT NULL,                             -- per-stream chain link, see es.append
+  hash            bytea    NOT NULL,                             -- per-stream chain link (eventstore/src/content_hash.rs)
   -- $all order is (transaction_id, global_position); the key doubles as the catch-up index.
   CONSTRAINT events_pkey PRIMARY KEY (transaction_id, global_position),
   CONSTRAINT events_stream_revision_key UNIQUE (stream_id, stream_revision),

@@ -1,4 +1,4 @@
-//! One append to one stream: validation, parameters, the `es.append` call and its errors.
+//! One append to one stream: validation, the append statements (`append_*.sql`), and why one wrote nothing.
 
 use std::collections::HashSet;
 
@@ -14,7 +14,7 @@ use crate::{AppendResult, Error, EventData, ExpectedRevision, Position, StreamNa
 /// Longest event type name accepted.
 const MAX_EVENT_TYPE_BYTES: usize = 128;
 
-/// An append checked and turned into the columns of `es.append`.
+/// An append checked and turned into the parameters of the append statements.
 pub(crate) struct PreparedAppend {
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedRevision,
