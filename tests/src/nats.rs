@@ -60,6 +60,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The temporary directory holding its store and log; removed when the server is dropped.
+    pub fn directory(&self) -> &std::path::Path {
+        self.store_dir.parent().unwrap_or(&self.store_dir)
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&self) -> Result<(), HarnessError> {
         self.process.kill("nats-server")

@@ -107,6 +107,11 @@ impl PostgresServer {
         self.port
     }
 
+    /// The temporary directory holding its data and log; removed when the server is dropped.
+    pub fn directory(&self) -> &std::path::Path {
+        self.data_dir.parent().unwrap_or(&self.data_dir)
+    }
+
     /// A connection URL for `database`, as the superuser `postgres`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

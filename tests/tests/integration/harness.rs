@@ -26,26 +26,21 @@ async fn a_killed_postgres_refuses_connections_and_comes_back_with_its_data() {
 }
 
 #[tokio::test]
-async fn a_dropped_server_leaves_no_directory_behind() {
-    let server = PostgresServer::start(PostgresOptions::default()).unwrap();
-    let port = server.port();
-    let dirs_before = leftover_dirs();
-    drop(server);
+async fn a_dropped_server_leaves_no_process_or_directory_behind() {
+    let postgres = PostgresServer::start(PostgresOptions::default()).unwrap();
+    let (port, directory) = (postgres.port(), postgres.directory().to_path_buf());
+    assert!(directory.join("data").is_dir());
+    drop(postgres);
+    // `drop` kills the server and waits for its watchdog, which removes the directory.
+    assert!(!directory.exists(), "{} is left behind", directory.display());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-    let nats = NatsServer::start().unwrap();
-    drop(nats);
-    // The watchdogs remove the directories once their pipe closes; `drop` waits for them.
-    let after = leftover_dirs();
-    assert!(after.len() < dirs_before.len() + 1, "before {dirs_before:?} after {after:?}");
-}
 
-fn leftover_dirs() -> Vec<String> {
-    std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("mgw-"))
-        .collect()
+    let nats = NatsServer::start().unwrap();
+    let (port, directory) = (nats.port(), nats.directory().to_path_buf());
+    assert!(directory.is_dir());
+    drop(nats);
+    assert!(!directory.exists(), "{} is left behind", directory.display());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
 #[tokio::test]
