@@ -202,3 +202,61 @@ async fn a_long_open_transaction_delays_readers_but_loses_nothing() {
     let next = tokio::time::timeout(DEADLINE, sub.next()).await.expect("released by rollback").unwrap();
     assert_eq!(next.position, after.position);
 }
+
+#[tokio::test]
+async fn a_subscription_survives_a_database_crash_and_loses_nothing() {
+    let server = PostgresServer::start(PostgresOptions::default()).unwrap();
+    let (store, _db) = store_with(&server, Default::default(), 4).await;
+    let options = SubscriptionOptions { page_size: 7, poll_interval: Duration::from_millis(5) };
+    let mut sub = Subscription::new(shared(&store), None, options);
+    for _ in 0..20 {
+        store.append(&new_stream("server"), ExpectedRevision::NoStream, events(3)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 30 {
+        seen.push(sub.next().await.unwrap().position);
+    }
+
+    // The database dies under the subscriber: it reports an outage, not a wrong answer
+    server.kill().unwrap();
+    let err = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match sub.next().await {
+                Ok(event) => seen.push(event.position),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the outage surfaces");
+    assert!(err.is_unavailable(), "{err:?}");
+
+    // It comes back, more events are written, and the subscriber carries on from its checkpoint
+    server.restart().unwrap();
+    let after_crash = new_stream("server");
+    let more = tests::eventually_ok(DEADLINE, || store.append(&after_crash, ExpectedRevision::NoStream, events(3)))
+        .await
+        .unwrap();
+    let total = row_count(&store).await as usize;
+    while seen.len() < total {
+        match tokio::time::timeout(DEADLINE, sub.next()).await.expect("resumes") {
+            Ok(event) => seen.push(event.position),
+            Err(e) => assert!(e.is_unavailable(), "{e:?}"),
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "each event once, in order");
+    assert_eq!(seen.last(), Some(&more.position));
+    assert_eq!(seen, ids_positions(&store).await);
+}
+
+/// Every position in `es.events`, in `$all` order.
+async fn ids_positions(store: &eventstore::PgEventStore) -> Vec<Position> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint AS tx, global_position FROM es.events e
+          ORDER BY e.transaction_id, e.global_position",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    rows.into_iter().map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }).collect()
+}
