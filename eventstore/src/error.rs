@@ -63,7 +63,8 @@ pub enum Error {
         #[source]
         source: CorruptKind,
     },
-    /// The database could not be reached, or the connection broke. Safe to retry.
+    /// The database could not be reached, the connection broke, or it asked to try again later (deadlock,
+    /// serialization failure, lock or statement timeout). Safe to retry.
     #[error("event store unavailable")]
     Unavailable(#[source] sqlx::Error),
     /// The database refused or failed in a way no caller can fix.
@@ -132,10 +133,15 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
     }
 }
 
-/// Postgres error classes that mean "the server is going away or overloaded", not "your query is wrong":
-/// 08 connection exception, 53 insufficient resources, 57P01..57P03 admin/crash shutdown, cannot connect now.
+/// Postgres errors that mean "try again later", not "your request is wrong": 08 connection exception,
+/// 53 insufficient resources, 57P01..57P03 shutdown or cannot connect now, 40001 serialization failure,
+/// 40P01 deadlock, 55P03 lock not available, 57014 statement timeout, 25P03 idle-in-transaction timeout.
 fn is_outage_code(code: Option<&str>) -> bool {
-    code.is_some_and(|c| c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03"))
+    code.is_some_and(|c| {
+        c.starts_with("08")
+            || c.starts_with("53")
+            || matches!(c, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "57014" | "25P03")
+    })
 }
 
 /// Results of event store calls.

@@ -8,6 +8,7 @@ CREATE TABLE es.streams (
   stream_id  text        PRIMARY KEY,
   revision   bigint      NOT NULL,          -- revision of the last event, 0-based
   last_hash  bytea       NOT NULL,          -- chain link of that event: the next append chains from it
+  last_tx    xid8        NOT NULL DEFAULT pg_current_xact_id(), -- transaction that wrote it (see append_exact.sql)
   created_at timestamptz NOT NULL DEFAULT now()
 );
 

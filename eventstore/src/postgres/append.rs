@@ -105,7 +105,8 @@ impl PreparedAppend {
 /// Why an append did not happen, before it is turned into an [`Error`].
 #[derive(Debug)]
 pub(crate) enum AppendFailure {
-    /// Another writer created the stream while an `Any` append ran, or the cached head was stale: run it again.
+    /// Another writer appended while an `Any` or `StreamExists` append ran, the cached head was stale, or the
+    /// stream's last writer has a later transaction id: run it again (in a new transaction).
     Raced,
     /// Some event id is already stored. The statement failed, and with it its transaction: classify on a
     /// fresh one with [`explain_refusal`] (a retry, a partial duplicate, or an id used elsewhere).
@@ -125,9 +126,10 @@ impl From<Error> for AppendFailure {
 type Written = (Option<i64>, Option<i64>, Option<i64>);
 
 /// Runs the append on `conn` (a pooled connection in autocommit, or a transaction). The chain continues
-/// from the head's link, taken from `heads` or read from the store. `Any` and `StreamExists` lock the head
-/// and append after it exactly, so every write is a compare-and-set; they need a transaction, or the lock
-/// ends with the statement. When nothing was written, asks the store why, on the same connection.
+/// from the head's link, taken from `heads` or read from the store. `Any` and `StreamExists` read the head
+/// and append after it exactly, so every write is a compare-and-set; when another writer got there
+/// first they report [`AppendFailure::Raced`] and the caller runs again. When nothing was written, asks
+/// the store why, on the same connection.
 pub(crate) async fn append_prepared(
     conn: &mut PgConnection,
     p: &PreparedAppend,
@@ -137,13 +139,13 @@ pub(crate) async fn append_prepared(
     let head = match p.expected {
         ExpectedRevision::Exact(n) => match heads.get(stream).filter(|(revision, _)| *revision == n) {
             Some(head) => Some(head),
-            None => match read_head(conn, stream, false).await? {
+            None => match read_head(conn, stream).await? {
                 Some(head) if head.0 == n => Some(head),
                 _ => return explain_refusal(conn, p).await,
             },
         },
         ExpectedRevision::NoStream => None,
-        ExpectedRevision::Any | ExpectedRevision::StreamExists => match read_head(conn, stream, true).await? {
+        ExpectedRevision::Any | ExpectedRevision::StreamExists => match read_head(conn, stream).await? {
             None if p.expected == ExpectedRevision::StreamExists => return explain_refusal(conn, p).await,
             head => head,
         },
@@ -191,7 +193,8 @@ pub(crate) async fn append_prepared(
         Ok(_) => {
             heads.forget(stream);
             match explain_refusal(conn, p).await {
-                // The revision matched but the link did not: a stale cached link. Run again.
+                // The revision matched but the link did not (a stale cached link), or the stream's last
+                // writer has a later transaction id than ours. Run again (in a new transaction).
                 Err(AppendFailure::Failed(Error::WrongExpectedRevision { actual, .. }))
                     if actual.is_some() && actual == after =>
                 {
@@ -206,14 +209,10 @@ pub(crate) async fn append_prepared(
     }
 }
 
-/// The stream's head (revision and link), locked until the transaction ends when `lock` is set.
-async fn read_head(conn: &mut PgConnection, stream: &str, lock: bool) -> Result<Option<(u64, Hash)>, AppendFailure> {
-    let sql = if lock {
-        "SELECT revision, last_hash FROM es.streams WHERE stream_id = $1 FOR UPDATE"
-    } else {
-        "SELECT revision, last_hash FROM es.streams WHERE stream_id = $1"
-    };
-    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(sql)
+/// The stream's head (revision and link), without locking it: the append's compare-and-set checks it.
+/// (A row lock here would give the transaction its id before it waits, which `last_tx` then refuses.)
+async fn read_head(conn: &mut PgConnection, stream: &str) -> Result<Option<(u64, Hash)>, AppendFailure> {
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT revision, last_hash FROM es.streams WHERE stream_id = $1")
         .bind(stream)
         .fetch_optional(&mut *conn)
         .await
@@ -263,8 +262,13 @@ pub(crate) async fn explain_refusal(
     if anywhere > 0 {
         return Err(Error::DuplicateEventId { stream }.into());
     }
-    if p.expected == ExpectedRevision::Any {
-        // Another writer created the stream between our look at its head and our write.
+    let moved_under_us = match p.expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::StreamExists => actual.is_some(),
+        ExpectedRevision::Exact(_) | ExpectedRevision::NoStream => false,
+    };
+    if moved_under_us {
+        // Another writer appended between our look at the head and our write.
         return Err(AppendFailure::Raced);
     }
     Err(Error::WrongExpectedRevision { stream, expected: p.expected, actual: actual.map(|a| a as u64) }.into())

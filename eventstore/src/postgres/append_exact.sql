@@ -5,9 +5,15 @@
 -- The UPDATE is the compare-and-set: a racing writer waits on the row lock, then re-checks the
 -- committed row and updates nothing, so nothing is inserted. An id already stored fails on
 -- events_event_id_key.
+-- `last_tx <= pg_current_xact_id()` keeps each stream in revision order within $all, which is ordered by
+-- transaction id: a transaction that took its id before the stream's last writer (it wrote something
+-- else first, or waited on the stream's lock) would place its event before its predecessor. It is
+-- refused instead, and the caller runs again in a new transaction.
 WITH moved AS (
-  UPDATE es.streams SET revision = $2::bigint + $11::int, last_hash = $13::bytea
+  UPDATE es.streams
+     SET revision = $2::bigint + $11::int, last_hash = $13::bytea, last_tx = pg_current_xact_id()
    WHERE stream_id = $1 AND revision = $2::bigint AND last_hash = $12::bytea
+     AND last_tx <= pg_current_xact_id()
   RETURNING 1
 ),
 ins AS (

@@ -80,42 +80,33 @@ impl PgEventStore {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// One attempt: a single statement in autocommit for `Exact` and `NoStream`; a transaction holding the
-    /// head's lock for `Any` and `StreamExists`.
+    /// One attempt, in autocommit: at most a head read and one append statement.
     async fn append_once(&self, prepared: &PreparedAppend) -> Result<AppendResult, AppendFailure> {
-        let failed = |e| AppendFailure::Failed(from_sqlx(e));
-        match prepared.expected {
-            ExpectedRevision::Exact(_) | ExpectedRevision::NoStream => {
-                let mut conn = self.pool.acquire().await.map_err(failed)?;
-                append_prepared(&mut conn, prepared, &self.heads).await
-            }
-            ExpectedRevision::Any | ExpectedRevision::StreamExists => {
-                let mut tx = self.pool.begin().await.map_err(failed)?;
-                let result = append_prepared(&mut tx, prepared, &self.heads).await?;
-                tx.commit().await.map_err(failed)?;
-                Ok(result)
-            }
-        }
+        let mut conn = self.pool.acquire().await.map_err(|e| AppendFailure::Failed(from_sqlx(e)))?;
+        append_prepared(&mut conn, prepared, &self.heads).await
     }
 
-    /// A multi-stream append hit stored ids and rolled back: say which stream, and why.
-    async fn explain_multi(&self, appends: &[StreamAppend]) -> Error {
-        let mut conn = match self.pool.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => return from_sqlx(e),
-        };
+    /// A multi-stream append hit stored ids and rolled back: a retry of the whole append (every part's
+    /// ids already in its stream: the original results), or say which part is wrong.
+    async fn explain_multi(&self, appends: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
+        let mut results = Vec::with_capacity(appends.len());
+        let mut new_part = None;
         for a in appends {
-            let Ok(prepared) = self.prepare(&a.stream, a.expected, &a.events) else { continue };
+            let prepared = self.prepare(&a.stream, a.expected, &a.events)?;
             match explain_refusal(&mut conn, &prepared).await {
-                // These ids are all in their stream: a retry of a multi-stream append that partly matches.
-                Ok(_) => return Error::PartialDuplicate { stream: a.stream.clone() },
+                Ok(result) => results.push(result),
                 Err(AppendFailure::Failed(e @ (Error::PartialDuplicate { .. } | Error::DuplicateEventId { .. }))) => {
-                    return e;
+                    return Err(e);
                 }
-                Err(_) => {}
+                Err(_) => new_part = new_part.or(Some(a.stream.clone())),
             }
         }
-        appends.first().map_or(Error::EmptyAppend, |a| a.stream_conflict())
+        match new_part {
+            // Some parts were retries and this one was new: not a retry of the whole append.
+            Some(stream) => Err(Error::PartialDuplicate { stream }),
+            None => Ok(results),
+        }
     }
 
     fn decode_all(&self, rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<RecordedEvent>> {
@@ -123,9 +114,10 @@ impl PgEventStore {
     }
 }
 
-/// How many times an append runs again after losing a race that its next run resolves (an identical
-/// append committing first, or another writer creating the stream under `Any`).
-const RACE_RETRIES: usize = 3;
+/// How many times an append runs again after losing a race that its next run resolves. Each lost race
+/// means another append succeeded, so the store as a whole always makes progress; the bound only keeps
+/// one unlucky `Any` writer from looping forever under contention.
+const RACE_RETRIES: usize = 50;
 
 #[async_trait]
 impl EventStore for PgEventStore {
@@ -171,7 +163,7 @@ impl EventStore for PgEventStore {
                     return Ok(results);
                 }
                 Err(AppendFailure::Raced) => continue,
-                Err(AppendFailure::KnownIds) => return Err(self.explain_multi(&appends).await),
+                Err(AppendFailure::KnownIds) => return self.explain_multi(&appends).await,
                 Err(AppendFailure::Failed(e)) => return Err(e),
             }
         }

@@ -213,3 +213,23 @@ async fn crossing_multi_stream_appends_do_not_deadlock() {
     }
     assert_eq!(row_count(&store).await, 80);
 }
+
+#[tokio::test]
+async fn retrying_a_whole_multi_stream_append_with_any_parts_returns_the_first_results() {
+    let (store, _db) = store().await;
+    let (a, b) = (new_stream("server"), new_stream("user"));
+    store.append(&b, ExpectedRevision::NoStream, events(1)).await.unwrap();
+    let appends = vec![
+        StreamAppend { stream: a.clone(), expected: ExpectedRevision::NoStream, events: events(2) },
+        StreamAppend { stream: b.clone(), expected: ExpectedRevision::Any, events: events(1) },
+    ];
+    let first = store.append_multi(appends.clone()).await.unwrap();
+    let rows = row_count(&store).await;
+    let again = store.append_multi(appends).await.unwrap();
+    assert!(again.iter().all(|r| r.idempotent), "{again:?}");
+    assert_eq!(
+        again.iter().map(|r| r.position).collect::<Vec<_>>(),
+        first.iter().map(|r| r.position).collect::<Vec<_>>()
+    );
+    assert_eq!(row_count(&store).await, rows);
+}

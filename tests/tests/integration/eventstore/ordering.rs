@@ -260,3 +260,29 @@ async fn ids_positions(store: &eventstore::PgEventStore) -> Vec<Position> {
     .unwrap();
     rows.into_iter().map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }).collect()
 }
+
+#[tokio::test]
+async fn a_transaction_older_than_the_streams_last_writer_cannot_append_before_it_in_all() {
+    let (store, _db) = store().await;
+    let stream = new_stream("server");
+    let head = store.append(&stream, ExpectedRevision::NoStream, events(1)).await.unwrap();
+
+    // Given a unit of work that took its transaction id first (it wrote a reservation, say)
+    let mut unit = store.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(unit.connection()).await.unwrap();
+    // and another writer that then appended to the stream and committed, with a later transaction id
+    let later = store.append(&stream, ExpectedRevision::Exact(head.last_revision), events(1)).await.unwrap();
+
+    // When the unit appends after that event, its event would sort before it in $all: refused as a conflict
+    let err = unit.append(&stream, ExpectedRevision::Exact(later.last_revision), events(1)).await.unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    drop(unit);
+
+    // Then run again in a new transaction, it appends, and $all holds the stream in revision order
+    let mut unit = store.begin().await.unwrap();
+    unit.append(&stream, ExpectedRevision::Exact(later.last_revision), events(1)).await.unwrap();
+    unit.commit().await.unwrap();
+    let all = read_one_by_one(&store, 3).await;
+    assert_eq!(all.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(store.verify_all().await.unwrap().is_intact());
+}
