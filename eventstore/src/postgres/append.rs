@@ -156,27 +156,25 @@ pub(crate) async fn append_prepared(
     let last_link = links.last().copied().unwrap_or(previous);
     let links: Vec<&[u8]> = links.iter().map(|l| l.as_slice()).collect();
     let count = i32::try_from(p.ids.len()).unwrap_or(i32::MAX);
-    let query = match after {
-        Some(revision) => sqlx::query_as(include_str!("append_exact.sql"))
+    let written: Result<Written, sqlx::Error> = if let (Some(revision), 1) = (after, p.ids.len()) {
+        sqlx::query_as(include_str!("append_exact_one.sql"))
             .bind(stream)
-            .bind(i64::try_from(revision).unwrap_or(i64::MAX)),
-        None => sqlx::query_as(include_str!("append_new_stream.sql")).bind(stream),
+            .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+            .bind(p.ids[0])
+            .bind(&p.types[0])
+            .bind(p.versions[0])
+            .bind(&p.data[0])
+            .bind(&p.metadata[0])
+            .bind(p.correlation[0])
+            .bind(p.causation[0])
+            .bind(last_link.as_slice())
+            .bind(previous.as_slice())
+            .fetch_optional(&mut *conn)
+            .await
+            .map(|row: Option<(i64, i64, i64)>| row.map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c))))
+    } else {
+        append_many(conn, p, after, &previous, &links, last_link, count).await
     };
-    let query = query
-        .bind(&p.ids)
-        .bind(&p.types)
-        .bind(&p.versions)
-        .bind(&p.data)
-        .bind(&p.metadata)
-        .bind(&p.correlation)
-        .bind(&p.causation)
-        .bind(&links)
-        .bind(count);
-    let query = match after {
-        Some(_) => query.bind(previous.as_slice()).bind(last_link.as_slice()),
-        None => query.bind(last_link.as_slice()),
-    };
-    let written: Result<Written, sqlx::Error> = query.fetch_one(&mut *conn).await;
     match written {
         Ok((Some(first), Some(last), Some(tx))) => {
             let first_revision = after.map_or(0, |r| r + 1);
@@ -207,6 +205,44 @@ pub(crate) async fn append_prepared(
         Err(e) if is_event_id_conflict(&e) => Err(AppendFailure::KnownIds),
         Err(e) => Err(AppendFailure::Failed(from_sqlx(e))),
     }
+}
+
+/// The array form of the append (`append_exact.sql`, `append_new_stream.sql`): any number of events.
+/// Positions come back per event: no aggregate over `RETURNING`, which cost a CTE in the plan.
+async fn append_many(
+    conn: &mut PgConnection,
+    p: &PreparedAppend,
+    after: Option<u64>,
+    previous: &Hash,
+    links: &[&[u8]],
+    last_link: Hash,
+    count: i32,
+) -> Result<Written, sqlx::Error> {
+    let query = match after {
+        Some(revision) => sqlx::query_as(include_str!("append_exact.sql"))
+            .bind(p.stream.as_str())
+            .bind(i64::try_from(revision).unwrap_or(i64::MAX)),
+        None => sqlx::query_as(include_str!("append_new_stream.sql")).bind(p.stream.as_str()),
+    };
+    let query = query
+        .bind(&p.ids)
+        .bind(&p.types)
+        .bind(&p.versions)
+        .bind(&p.data)
+        .bind(&p.metadata)
+        .bind(&p.correlation)
+        .bind(&p.causation)
+        .bind(links)
+        .bind(count);
+    let query = match after {
+        Some(_) => query.bind(previous.as_slice()).bind(last_link.as_slice()),
+        None => query.bind(last_link.as_slice()),
+    };
+    // One row per event; none when nothing was written.
+    let rows: Vec<(i64, i64)> = query.fetch_all(&mut *conn).await?;
+    let first = rows.iter().map(|&(position, _)| position).min();
+    let last = rows.iter().map(|&(position, _)| position).max();
+    Ok((first, last, rows.first().map(|&(_, tx)| tx)))
 }
 
 /// The stream's head (revision and link), without locking it: the append's compare-and-set checks it.

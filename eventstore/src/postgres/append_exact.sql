@@ -15,15 +15,12 @@ WITH moved AS (
    WHERE stream_id = $1 AND revision = $2::bigint AND last_hash = $12::bytea
      AND last_tx <= pg_current_xact_id()
   RETURNING 1
-),
-ins AS (
-  INSERT INTO es.events (event_id, stream_id, stream_revision, event_type, schema_version,
-                         data, metadata, correlation_id, causation_id, hash)
-  SELECT u.i, $1, $2::bigint + u.o, u.t, u.v, u.d::json, u.m::json, u.c, u.k, u.h
-    FROM moved,
-         unnest($3::uuid[], $4::text[], $5::int2[], $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::bytea[])
-         WITH ORDINALITY AS u(i, t, v, d, m, c, k, h, o)
-   ORDER BY u.o
-  RETURNING transaction_id, global_position
 )
-SELECT min(global_position), max(global_position), max(transaction_id::text::bigint) FROM ins
+INSERT INTO es.events (event_id, stream_id, stream_revision, event_type, schema_version,
+                       data, metadata, correlation_id, causation_id, hash)
+SELECT u.i, $1, $2::bigint + u.o, u.t, u.v, u.d::json, u.m::json, u.c, u.k, u.h
+  FROM moved,
+       unnest($3::uuid[], $4::text[], $5::int2[], $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::bytea[])
+       WITH ORDINALITY AS u(i, t, v, d, m, c, k, h, o)
+ ORDER BY u.o
+RETURNING global_position, transaction_id::text::bigint

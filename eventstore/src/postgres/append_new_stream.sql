@@ -6,15 +6,12 @@ WITH created AS (
   INSERT INTO es.streams (stream_id, revision, last_hash) VALUES ($1, $10::int - 1, $11::bytea)
   ON CONFLICT (stream_id) DO NOTHING
   RETURNING 1
-),
-ins AS (
-  INSERT INTO es.events (event_id, stream_id, stream_revision, event_type, schema_version,
-                         data, metadata, correlation_id, causation_id, hash)
-  SELECT u.i, $1, u.o - 1, u.t, u.v, u.d::json, u.m::json, u.c, u.k, u.h
-    FROM created,
-         unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::uuid[], $8::uuid[], $9::bytea[])
-         WITH ORDINALITY AS u(i, t, v, d, m, c, k, h, o)
-   ORDER BY u.o
-  RETURNING transaction_id, global_position
 )
-SELECT min(global_position), max(global_position), max(transaction_id::text::bigint) FROM ins
+INSERT INTO es.events (event_id, stream_id, stream_revision, event_type, schema_version,
+                       data, metadata, correlation_id, causation_id, hash)
+SELECT u.i, $1, u.o - 1, u.t, u.v, u.d::json, u.m::json, u.c, u.k, u.h
+  FROM created,
+       unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::uuid[], $8::uuid[], $9::bytea[])
+       WITH ORDINALITY AS u(i, t, v, d, m, c, k, h, o)
+ ORDER BY u.o
+RETURNING global_position, transaction_id::text::bigint
