@@ -139,13 +139,7 @@ async fn baseline_inserts(pool: &PgPool, writers: usize, batch: u64, duration: D
                 .execute(&pool)
                 .await?;
             } else {
-                let (mut ids, mut data, mut metadata) = (Vec::new(), Vec::new(), Vec::new());
-                for n in 0..batch {
-                    let (d, m) = payload::texts(n);
-                    ids.push(EventData::deterministic_id(Uuid::now_v7(), 0));
-                    data.push(d);
-                    metadata.push(m);
-                }
+                let (ids, data, metadata) = payload::columns(batch);
                 sqlx::query(
                     "INSERT INTO bench_plain (event_id, stream_id, event_type, data, metadata)
                      SELECT i, $2, 'ServerRegistered', d::json, m::json FROM UNNEST($1::uuid[], $3::text[], $4::text[]) AS u(i, d, m)",
@@ -171,14 +165,8 @@ async fn indexed_inserts(pool: &PgPool, writers: usize, batch: u64, duration: Du
         let pool = pool.clone();
         async move {
             let stream = format!("indexed-{run}-{w}");
-            let (mut ids, mut revisions, mut data, mut metadata) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for n in 0..batch {
-                let (d, m) = payload::texts(n);
-                ids.push(EventData::deterministic_id(Uuid::now_v7(), 0));
-                revisions.push((i * batch + n) as i64);
-                data.push(d);
-                metadata.push(m);
-            }
+            let (ids, data, metadata) = payload::columns(batch);
+            let revisions: Vec<i64> = (0..batch).map(|n| (i * batch + n) as i64).collect();
             sqlx::query(
                 "INSERT INTO bench_indexed (event_id, stream_id, revision, event_type, data, metadata)
                  SELECT i, $2, r, 'ServerRegistered', d::json, m::json

@@ -22,6 +22,19 @@ pub(crate) fn texts(n: u64) -> (String, String) {
     (event.data, metadata)
 }
 
+/// The columns of `count` benchmark rows for the plain-SQL baselines: ids (minted as the gateway mints
+/// them), data and metadata as JSON text.
+pub(crate) fn columns(count: u64) -> (Vec<Uuid>, Vec<String>, Vec<String>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..count {
+        let (data, metadata) = texts(n);
+        columns.0.push(EventData::deterministic_id(Uuid::now_v7(), 0));
+        columns.1.push(data);
+        columns.2.push(metadata);
+    }
+    columns
+}
+
 /// The `n`-th benchmark event.
 pub(crate) fn one(n: u64) -> EventData {
     let data = ServerRegistered {

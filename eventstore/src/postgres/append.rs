@@ -154,26 +154,9 @@ pub(crate) async fn append_prepared(
     let previous = head.map_or(GENESIS, |(_, link)| link);
     let links = chain(&previous, after, &p.content);
     let last_link = links.last().copied().unwrap_or(previous);
-    let links: Vec<&[u8]> = links.iter().map(|l| l.as_slice()).collect();
-    let count = i32::try_from(p.ids.len()).unwrap_or(i32::MAX);
-    let written: Result<Written, sqlx::Error> = if let (Some(revision), 1) = (after, p.ids.len()) {
-        sqlx::query_as(include_str!("append_exact_one.sql"))
-            .bind(stream)
-            .bind(i64::try_from(revision).unwrap_or(i64::MAX))
-            .bind(p.ids[0])
-            .bind(&p.types[0])
-            .bind(p.versions[0])
-            .bind(&p.data[0])
-            .bind(&p.metadata[0])
-            .bind(p.correlation[0])
-            .bind(p.causation[0])
-            .bind(last_link.as_slice())
-            .bind(previous.as_slice())
-            .fetch_optional(&mut *conn)
-            .await
-            .map(|row: Option<(i64, i64, i64)>| row.map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c))))
-    } else {
-        append_many(conn, p, after, &previous, &links, last_link, count).await
+    let written = match (after, links.as_slice()) {
+        (Some(revision), [link]) => append_one(conn, p, revision, &previous, link).await,
+        _ => append_many(conn, p, after, &previous, &links).await,
     };
     match written {
         Ok((Some(first), Some(last), Some(tx))) => {
@@ -207,6 +190,31 @@ pub(crate) async fn append_prepared(
     }
 }
 
+/// A single event after revision `after` (`append_exact_one.sql`): scalar parameters, the cheapest plan.
+async fn append_one(
+    conn: &mut PgConnection,
+    p: &PreparedAppend,
+    after: u64,
+    previous: &Hash,
+    link: &Hash,
+) -> Result<Written, sqlx::Error> {
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(include_str!("append_exact_one.sql"))
+        .bind(p.stream.as_str())
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(p.ids[0])
+        .bind(&p.types[0])
+        .bind(p.versions[0])
+        .bind(&p.data[0])
+        .bind(&p.metadata[0])
+        .bind(p.correlation[0])
+        .bind(p.causation[0])
+        .bind(link.as_slice())
+        .bind(previous.as_slice())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map_or((None, None, None), |(first, last, tx)| (Some(first), Some(last), Some(tx))))
+}
+
 /// The array form of the append (`append_exact.sql`, `append_new_stream.sql`): any number of events.
 /// Positions come back per event: no aggregate over `RETURNING`, which cost a CTE in the plan.
 async fn append_many(
@@ -214,10 +222,11 @@ async fn append_many(
     p: &PreparedAppend,
     after: Option<u64>,
     previous: &Hash,
-    links: &[&[u8]],
-    last_link: Hash,
-    count: i32,
+    links: &[Hash],
 ) -> Result<Written, sqlx::Error> {
+    let last_link = links.last().copied().unwrap_or(*previous);
+    let link_params: Vec<&[u8]> = links.iter().map(|l| l.as_slice()).collect();
+    let count = i32::try_from(p.ids.len()).unwrap_or(i32::MAX);
     let query = match after {
         Some(revision) => sqlx::query_as(include_str!("append_exact.sql"))
             .bind(p.stream.as_str())
@@ -232,7 +241,7 @@ async fn append_many(
         .bind(&p.metadata)
         .bind(&p.correlation)
         .bind(&p.causation)
-        .bind(links)
+        .bind(&link_params)
         .bind(count);
     let query = match after {
         Some(_) => query.bind(previous.as_slice()).bind(last_link.as_slice()),
