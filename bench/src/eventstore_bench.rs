@@ -41,6 +41,16 @@ pub(crate) struct Options {
     /// Skip the append scenarios (measure replay only).
     #[arg(long)]
     skip_appends: bool,
+    /// Run only these append scenarios, as `<writers>x<events per append>` (e.g. `16x1`); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Lanes of the store's group appends (see `PgEventStoreOptions::append_lanes`); the store's default
+    /// when absent.
+    #[arg(long)]
+    append_lanes: Option<usize>,
+    /// Skip the replay benchmark.
+    #[arg(long)]
+    skip_replay: bool,
 }
 
 const BASELINE_DDL: &str = "CREATE TABLE bench_plain (
@@ -54,20 +64,34 @@ const INDEXED_DDL: &str = "CREATE TABLE bench_indexed (
     event_id uuid NOT NULL UNIQUE, stream_id text NOT NULL, revision bigint NOT NULL, event_type text NOT NULL,
     data json NOT NULL, metadata json NOT NULL, UNIQUE (stream_id, revision))";
 
+/// Server settings for a write-heavy database, as docker-compose.yml sets them: room for the WAL between
+/// checkpoints, so runs measure appends rather than checkpoints and the creation of WAL segments.
+fn write_heavy_settings() -> Vec<(String, String)> {
+    [("max_wal_size", "8GB"), ("min_wal_size", "2GB"), ("checkpoint_timeout", "30min"), ("wal_buffers", "64MB")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
-    let server = PostgresServer::start(PostgresOptions { durable: true, ..Default::default() })?;
+    let server = PostgresServer::start(PostgresOptions { durable: true, settings: write_heavy_settings() })?;
     let db = server.create_database().await?;
     let pool = PgPoolOptions::new().max_connections(24).connect(&db.url).await?;
     PgEventStore::migrate(&pool).await?;
     sqlx::query(BASELINE_DDL).execute(&pool).await?;
     sqlx::query(INDEXED_DDL).execute(&pool).await?;
-    let store = Arc::new(PgEventStore::new(pool.clone(), PgEventStoreOptions::default()));
+    let mut store_options = PgEventStoreOptions::default();
+    store_options.append_lanes = options.append_lanes.unwrap_or(store_options.append_lanes);
+    let store = Arc::new(PgEventStore::new(pool.clone(), store_options));
     let duration = Duration::from_secs(options.seconds);
     let mut rows = Vec::new();
 
     let scenarios: &[(usize, u64, f64)] =
         if options.skip_appends { &[] } else { &[(1, 1, 0.9), (16, 1, 0.9), (1, 100, 0.8), (16, 100, 0.8)] };
-    for &(writers, batch, min_ratio) in scenarios {
+    let selected = |writers: usize, batch: u64| {
+        options.only.is_empty() || options.only.iter().any(|o| *o == format!("{writers}x{batch}"))
+    };
+    for &(writers, batch, min_ratio) in scenarios.iter().filter(|(w, b, _)| selected(*w, *b)) {
         let (mut base, mut ours, mut p99, mut indexed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..options.rounds {
             base.push(baseline_inserts(&pool, writers, batch, duration).await?.events_per_sec());
@@ -104,7 +128,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         ));
     }
 
-    if !options.skip_appends {
+    if !options.skip_appends && options.only.is_empty() {
         let contended = one_stream_contention(&store, 16, duration).await?;
         rows.push(Row::info("append 1 event/tx, 16 writers, one stream", contended.events_per_sec(), "events/s"));
         let attempts = contended.ops + contended.conflicts;
@@ -115,7 +139,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         ));
     }
 
-    rows.extend(replay(&store, &pool, &options).await?);
+    if !options.skip_replay {
+        rows.extend(replay(&store, &pool, &options).await?);
+    }
     Ok(rows)
 }
 

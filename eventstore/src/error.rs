@@ -73,6 +73,10 @@ pub enum Error {
     /// The task reading the next `$all` page ahead of a subscriber panicked or was cancelled.
     #[error("reading ahead of a subscription failed")]
     ReadAheadFailed,
+    /// The task running a group append panicked before it answered; whether the append was written is
+    /// unknown. Safe to retry with the same event ids.
+    #[error("the group append running this append failed")]
+    GroupAbandoned,
     /// Applying the schema failed.
     #[error("event store migration failed")]
     Migration(#[source] sqlx::migrate::MigrateError),
@@ -116,7 +120,7 @@ impl Error {
 
     /// True when the store could not be reached: the same request may succeed later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::GroupAbandoned)
     }
 }
 

@@ -18,14 +18,14 @@ const MAX_EVENT_TYPE_BYTES: usize = 128;
 pub(crate) struct PreparedAppend {
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedRevision,
-    ids: Vec<Uuid>,
-    types: Vec<String>,
-    versions: Vec<i16>,
-    data: Vec<String>,
-    metadata: Vec<String>,
-    correlation: Vec<Uuid>,
-    causation: Vec<Option<Uuid>>,
-    content: Vec<Hash>,
+    pub(super) ids: Vec<Uuid>,
+    pub(super) types: Vec<String>,
+    pub(super) versions: Vec<i16>,
+    pub(super) data: Vec<String>,
+    pub(super) metadata: Vec<String>,
+    pub(super) correlation: Vec<Uuid>,
+    pub(super) causation: Vec<Option<Uuid>>,
+    pub(super) content: Vec<Hash>,
 }
 
 impl PreparedAppend {

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend.
 
 mod append;
+mod append_group;
 mod head_cache;
 mod pg_event_store;
 mod rows;

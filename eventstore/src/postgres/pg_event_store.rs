@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use super::append::{AppendFailure, PreparedAppend, append_prepared, explain_refusal};
+use super::append_group::{AppendGroups, Completion, Entry};
 use super::head_cache::HeadCache;
 use super::rows::{decode_row, select_events};
 use super::unit_of_work::PgUnitOfWork;
@@ -24,11 +25,15 @@ pub struct PgEventStoreOptions {
     pub max_event_bytes: usize,
     /// Upcasters applied on every read.
     pub upcasters: Upcasters,
+    /// Standalone appends that run at once. Appends beyond that wait and then share one statement and one
+    /// commit (`append_group.rs`): under concurrency that costs less than a transaction each. 0 turns
+    /// grouping off. Keep it below the pool size.
+    pub append_lanes: usize,
 }
 
 impl Default for PgEventStoreOptions {
     fn default() -> Self {
-        Self { max_event_bytes: DEFAULT_MAX_EVENT_BYTES, upcasters: Upcasters::new() }
+        Self { max_event_bytes: DEFAULT_MAX_EVENT_BYTES, upcasters: Upcasters::new(), append_lanes: 2 }
     }
 }
 
@@ -39,6 +44,7 @@ pub struct PgEventStore {
     pub(super) options: Arc<PgEventStoreOptions>,
     pub(super) appended: Arc<watch::Sender<u64>>,
     pub(super) heads: Arc<HeadCache>,
+    pub(super) groups: Arc<AppendGroups>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -47,7 +53,8 @@ impl PgEventStore {
     /// A store on `pool`. Run [`PgEventStore::migrate`] first (or `sqlx migrate run`).
     pub fn new(pool: PgPool, options: PgEventStoreOptions) -> Self {
         let (appended, _) = watch::channel(0);
-        Self { pool, options: Arc::new(options), appended: Arc::new(appended), heads: Arc::default() }
+        let groups = Arc::new(AppendGroups::new(options.append_lanes));
+        Self { pool, options: Arc::new(options), appended: Arc::new(appended), heads: Arc::default(), groups }
     }
 
     /// Applies the schema migrations in `migrations/postgres`.
@@ -58,6 +65,12 @@ impl PgEventStore {
     /// The connection pool, for callers that keep their own tables next to the store.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Standalone appends waiting for a lane to run them as a group (see [`PgEventStoreOptions::append_lanes`]):
+    /// a gauge of write pressure.
+    pub fn waiting_appends(&self) -> usize {
+        self.groups.waiting()
     }
 
     /// Starts a transaction in which appends share the caller's other writes (a uniqueness reservation,
@@ -129,6 +142,18 @@ impl EventStore for PgEventStore {
         events: Vec<EventData>,
     ) -> Result<AppendResult> {
         let prepared = self.prepare(stream, expected, &events)?;
+        // Under concurrency, join a group; alone, or when the group could not write it, run it alone.
+        let (prepared, _lane) = match self.groups.groupable(self, &prepared) {
+            None => (prepared, None),
+            Some(head) => match AppendGroups::enter(self, prepared, head) {
+                Entry::Lane(lane, prepared) => (*prepared, Some(lane)),
+                Entry::Queued(reply) => match reply.await {
+                    Ok(Completion::Done(result)) => return Ok(result),
+                    Ok(Completion::Alone(prepared)) => (prepared, None),
+                    Err(_) => return Err(Error::GroupAbandoned),
+                },
+            },
+        };
         for _ in 0..RACE_RETRIES {
             match self.append_once(&prepared).await {
                 Ok(result) => {

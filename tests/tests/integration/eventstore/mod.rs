@@ -2,6 +2,7 @@
 
 mod appends;
 mod concurrency;
+mod grouping;
 mod limits;
 mod ordering;
 mod reads;
