@@ -15,6 +15,7 @@
 //!   rows that were modified, deleted, inserted or reordered behind the store's back. The table itself
 //!   refuses UPDATE, DELETE and TRUNCATE.
 //! - Old schema versions are upcast on read ([`Upcasters`]); stored events are never rewritten.
+//! - [`relay::Relay`] publishes `$all` to NATS JetStream, in order, once.
 //!
 //! Design notes and the SQL behind each rule: `eventstore/README.md`.
 
@@ -25,6 +26,7 @@ mod expected_revision;
 mod metadata;
 mod position;
 mod postgres;
+pub mod relay;
 mod store;
 mod stream_name;
 mod subscription;

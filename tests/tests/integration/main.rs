@@ -5,4 +5,5 @@
 
 mod eventstore;
 mod harness;
+mod relay;
 mod support;

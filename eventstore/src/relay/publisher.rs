@@ -1,0 +1,213 @@
+//! The relay loop: leader election, resync, pipelined publishing with a sequence fence.
+
+use std::collections::VecDeque;
+
+use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use sqlx::{ConnectOptions, PgConnection};
+
+use super::headers::{headers_for, position_of};
+use super::options::RelayOptions;
+use super::subject::subject_for;
+use crate::error::from_sqlx;
+use crate::{EventStore, PgEventStore, Position, RecordedEvent};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a relay term ended. The relay logs it, waits, and starts again.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading `$all`, the checkpoint or the leader lock failed.
+    #[error("event store: {0}")]
+    Store(#[from] crate::Error),
+    /// NATS refused, timed out or went away.
+    #[error("NATS: {0}")]
+    Nats(#[source] BoxError),
+    /// JetStream stored a publish at another sequence than expected, or called it a duplicate: another
+    /// publisher wrote to the stream, or the resync point was wrong.
+    #[error("JetStream acknowledged sequence {got} (duplicate: {duplicate}) where {expected} was expected")]
+    Fenced {
+        /// The sequence this relay expected.
+        expected: u64,
+        /// The sequence in the ack.
+        got: u64,
+        /// The ack called it a duplicate.
+        duplicate: bool,
+    },
+    /// The dedicated connection holding the leader lock broke: another relay may be active now.
+    #[error("lost the leader lock")]
+    LostLeadership,
+}
+
+fn nats(e: impl std::error::Error + Send + Sync + 'static) -> RelayError {
+    RelayError::Nats(Box::new(e))
+}
+
+/// Publishes the store's events to JetStream. See the [module docs](super).
+pub struct Relay {
+    store: PgEventStore,
+    jetstream: jetstream::Context,
+    options: RelayOptions,
+}
+
+impl Relay {
+    /// A relay from `store` to the JetStream of `jetstream`.
+    pub fn new(store: PgEventStore, jetstream: jetstream::Context, options: RelayOptions) -> Self {
+        Self { store, jetstream, options }
+    }
+
+    /// The checkpoint row of this relay in `es.checkpoints`.
+    fn checkpoint_name(&self) -> String {
+        format!("nats-relay:{}", self.options.stream)
+    }
+
+    /// Runs until the future is dropped: waits to become the leader, then publishes; after any failure,
+    /// waits and starts again.
+    pub async fn run(self) {
+        loop {
+            if let Err(e) = self.lead_once().await {
+                tracing::warn!(error = %e, stream = %self.options.stream, "relay stopped; starting again");
+            }
+            tokio::time::sleep(self.options.retry_after).await;
+        }
+    }
+
+    /// Becomes the leader (waiting as long as another relay is), then publishes until something fails.
+    async fn lead_once(&self) -> Result<(), RelayError> {
+        let mut lock = self.become_leader().await?;
+        tracing::info!(stream = %self.options.stream, "relay is the leader");
+        let stream = self.ensure_stream().await?;
+        let (mut after, mut sequence) = self.resync(&stream).await?;
+        tracing::info!(after = ?after.map(|p| p.to_string()), sequence, "relay resynced");
+        let mut woken = self.store.appended();
+        loop {
+            // The lock lives exactly as long as this connection: check it before every page.
+            sqlx::query("SELECT 1").execute(&mut lock).await.map_err(|_| RelayError::LostLeadership)?;
+            let events = self.store.read_all(after, self.options.page_size).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                // Nothing new: wait for an append in this process or for the next poll.
+                let _ = tokio::time::timeout(self.options.poll_interval, woken.changed()).await;
+                continue;
+            };
+            sequence = self.publish_page(&events, sequence).await?;
+            after = Some(last);
+            self.save_checkpoint(last).await?;
+        }
+    }
+
+    /// A dedicated connection holding the relay's advisory lock (a pooled connection would hand the lock
+    /// back to the pool with it).
+    async fn become_leader(&self) -> Result<PgConnection, RelayError> {
+        let options = self.store.pool().connect_options();
+        let key = format!("nats-relay:{}", self.options.stream);
+        let mut conn = options.connect().await.map_err(from_sqlx)?;
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(from_sqlx)?;
+            if locked {
+                return Ok(conn);
+            }
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+    }
+
+    async fn ensure_stream(&self) -> Result<stream::Stream, RelayError> {
+        let o = &self.options;
+        let config = stream::Config {
+            name: o.stream.clone(),
+            subjects: vec![format!("{}.>", o.subject_prefix)],
+            storage: stream::StorageType::File,
+            duplicate_window: o.duplicate_window,
+            num_replicas: o.replicas,
+            max_age: o.max_age,
+            allow_direct: true,
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        };
+        self.jetstream.create_or_update_stream(config).await.map_err(nats)?;
+        self.jetstream.get_stream(&o.stream).await.map_err(nats)
+    }
+
+    /// Where to resume: after the position in the stream's last message, or after the checkpoint when
+    /// that message is gone (expired by `max_age`), whichever is later; and the sequence to expect.
+    async fn resync(&self, stream: &stream::Stream) -> Result<(Option<Position>, u64), RelayError> {
+        let mut stream = stream.clone();
+        let last_sequence = stream.info().await.map_err(nats)?.state.last_sequence;
+        let published = if last_sequence == 0 {
+            None
+        } else {
+            match stream.direct_get(last_sequence).await {
+                Ok(message) => position_of(&message.headers),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => None,
+                Err(e) => return Err(nats(e)),
+            }
+        };
+        let checkpoint = self.load_checkpoint().await?;
+        Ok((published.max(checkpoint), last_sequence))
+    }
+
+    /// Publishes `events` expecting the stream to be at `sequence`; returns the sequence after them.
+    async fn publish_page(&self, events: &[RecordedEvent], mut sequence: u64) -> Result<u64, RelayError> {
+        let mut in_flight: VecDeque<(PublishAckFuture, u64)> = VecDeque::with_capacity(self.options.max_in_flight);
+        for event in events {
+            let message = jetstream::message::PublishMessage::build()
+                .payload(event.data.clone().into())
+                .headers(headers_for(event))
+                .message_id(event.event_id.to_string())
+                .expected_last_sequence(sequence);
+            let subject = subject_for(&self.options.subject_prefix, &event.stream);
+            let ack = self.jetstream.send_publish(subject, message).await.map_err(nats)?;
+            sequence += 1;
+            in_flight.push_back((ack, sequence));
+            if in_flight.len() >= self.options.max_in_flight
+                && let Some((ack, expected)) = in_flight.pop_front()
+            {
+                check_ack(ack, expected).await?;
+            }
+        }
+        while let Some((ack, expected)) = in_flight.pop_front() {
+            check_ack(ack, expected).await?;
+        }
+        Ok(sequence)
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<Position>, RelayError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT transaction_id, global_position FROM es.checkpoints WHERE name = $1")
+                .bind(self.checkpoint_name())
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(from_sqlx)?;
+        Ok(row.map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }))
+    }
+
+    /// Records how far the relay got. Only a fallback for resync (the stream's last message is the truth),
+    /// so it is written after the acks and never compared.
+    async fn save_checkpoint(&self, position: Position) -> Result<(), RelayError> {
+        sqlx::query(
+            "INSERT INTO es.checkpoints (name, transaction_id, global_position) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE
+                SET transaction_id = excluded.transaction_id, global_position = excluded.global_position,
+                    updated_at = now()",
+        )
+        .bind(self.checkpoint_name())
+        .bind(i64::try_from(position.transaction_id).unwrap_or(i64::MAX))
+        .bind(i64::try_from(position.global_position).unwrap_or(i64::MAX))
+        .execute(self.store.pool())
+        .await
+        .map_err(from_sqlx)?;
+        Ok(())
+    }
+}
+
+/// Waits for one ack and checks it stored the message at `expected`, as a new message.
+async fn check_ack(ack: PublishAckFuture, expected: u64) -> Result<(), RelayError> {
+    let ack = ack.await.map_err(nats)?;
+    if ack.sequence != expected || ack.duplicate {
+        return Err(RelayError::Fenced { expected, got: ack.sequence, duplicate: ack.duplicate });
+    }
+    Ok(())
+}
