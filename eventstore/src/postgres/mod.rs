@@ -3,10 +3,12 @@
 mod append;
 mod append_group;
 mod head_cache;
+mod leader_lock;
 mod pg_event_store;
 mod rows;
 mod unit_of_work;
 mod verify;
 
+pub use leader_lock::LeaderLock;
 pub use pg_event_store::{PgEventStore, PgEventStoreOptions};
 pub use unit_of_work::PgUnitOfWork;

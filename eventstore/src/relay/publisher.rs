@@ -3,13 +3,12 @@
 use std::collections::VecDeque;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
-use sqlx::{ConnectOptions, PgConnection};
 
 use super::headers::{headers_for, position_of};
 use super::options::RelayOptions;
 use super::subject::subject_for;
 use crate::error::from_sqlx;
-use crate::{EventStore, PgEventStore, Position, RecordedEvent};
+use crate::{EventStore, LeaderLock, PgEventStore, Position, RecordedEvent};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -73,7 +72,8 @@ impl Relay {
 
     /// Becomes the leader (waiting as long as another relay is), then publishes until something fails.
     async fn lead_once(&self) -> Result<(), RelayError> {
-        let mut lock = self.become_leader().await?;
+        let key = format!("nats-relay:{}", self.options.stream);
+        let mut lock = LeaderLock::acquire(self.store.pool(), &key, self.options.poll_interval).await?;
         tracing::info!(stream = %self.options.stream, "relay is the leader");
         let stream = self.ensure_stream().await?;
         let (mut after, mut sequence) = self.resync(&stream).await?;
@@ -81,7 +81,7 @@ impl Relay {
         let mut woken = self.store.appended();
         loop {
             // The lock lives exactly as long as this connection: check it before every page.
-            sqlx::query("SELECT 1").execute(&mut lock).await.map_err(|_| RelayError::LostLeadership)?;
+            lock.confirm().await.map_err(|_| RelayError::LostLeadership)?;
             let events = self.store.read_all(after, self.options.page_size).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 // Nothing new: wait for an append in this process or for the next poll.
@@ -91,25 +91,6 @@ impl Relay {
             sequence = self.publish_page(&events, sequence).await?;
             after = Some(last);
             self.save_checkpoint(last).await?;
-        }
-    }
-
-    /// A dedicated connection holding the relay's advisory lock (a pooled connection would hand the lock
-    /// back to the pool with it).
-    async fn become_leader(&self) -> Result<PgConnection, RelayError> {
-        let options = self.store.pool().connect_options();
-        let key = format!("nats-relay:{}", self.options.stream);
-        let mut conn = options.connect().await.map_err(from_sqlx)?;
-        loop {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-                .bind(&key)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(from_sqlx)?;
-            if locked {
-                return Ok(conn);
-            }
-            tokio::time::sleep(self.options.poll_interval).await;
         }
     }
 

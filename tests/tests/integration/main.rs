@@ -5,5 +5,6 @@
 
 mod eventstore;
 mod harness;
+mod projections;
 mod relay;
 mod support;

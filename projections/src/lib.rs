@@ -1,0 +1,28 @@
+//! The read side: runners that fold the event store's `$all` into read models.
+//!
+//! - [`TableProjection`]s keep their read model in PostgreSQL. The [`TableRunner`] applies events in
+//!   batches, and moves the projection's checkpoint in the same transaction with a compare-and-set on its
+//!   old value: a crash never applies an event twice or skips one, and a second runner is refused. One
+//!   runner per projection is active at a time (a [`eventstore::LeaderLock`]); others stand by.
+//! - [`MemoryProjection`]s live in the process and are rebuilt from the store at start
+//!   ([`MemoryRunner`]); they report ready once caught up with the head seen at start.
+//! - A projection names the stream categories it reads and the event types it knows. An event of those
+//!   categories with a type it does not know halts it, and it reports not ready: the authorization read
+//!   model fails closed rather than deciding on a partial view.
+//!
+//! The store is the truth and the source of every event; wake-ups come from appends in this process and
+//! from polling (NATS as a cross-instance wake-up arrives with the `api` binary).
+
+mod error;
+mod filter;
+mod memory_runner;
+mod projection;
+mod status;
+mod table_runner;
+
+pub use error::ProjectionError;
+pub use filter::EventFilter;
+pub use memory_runner::MemoryRunner;
+pub use projection::{MemoryProjection, TableProjection};
+pub use status::{ProjectionState, ProjectionStatus};
+pub use table_runner::{RunnerOptions, TableRunner, load_checkpoint};

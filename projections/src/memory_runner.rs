@@ -1,0 +1,101 @@
+//! The runner of a [`MemoryProjection`]: rebuilt from the whole store at start, then live.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use eventstore::{EventStore, Subscription, SubscriptionOptions};
+use tokio::sync::watch;
+
+use crate::filter::Relevance;
+use crate::{MemoryProjection, ProjectionError, ProjectionState, ProjectionStatus};
+
+/// Pause after a failed read before reading again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Runs one in-memory projection. Readers take [`MemoryRunner::model`]'s read lock.
+pub struct MemoryRunner<P: MemoryProjection> {
+    store: Arc<dyn EventStore>,
+    model: Arc<RwLock<P>>,
+    options: SubscriptionOptions,
+    status: watch::Sender<ProjectionStatus>,
+}
+
+impl<P: MemoryProjection> MemoryRunner<P> {
+    /// A runner folding `store` into `projection` (normally empty: it is rebuilt from the start).
+    pub fn new(store: Arc<dyn EventStore>, projection: P, options: SubscriptionOptions) -> Self {
+        let (status, _) = watch::channel(ProjectionStatus::new(projection.name()));
+        Self { store, model: Arc::new(RwLock::new(projection)), options, status }
+    }
+
+    /// The read model.
+    pub fn model(&self) -> Arc<RwLock<P>> {
+        self.model.clone()
+    }
+
+    /// Follows the runner's state: ready once caught up with the head seen at start.
+    pub fn status(&self) -> watch::Receiver<ProjectionStatus> {
+        self.status.subscribe()
+    }
+
+    /// Rebuilds, then follows, until the future is dropped or the projection halts (returned, and
+    /// reported as [`ProjectionState::Halted`]).
+    pub async fn run(self) -> ProjectionError {
+        let head = loop {
+            match self.store.head().await {
+                Ok(head) => break head,
+                Err(e) => {
+                    tracing::warn!(error = %e, "memory projection cannot read the head yet");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+        };
+        let live = head.is_none();
+        self.status.send_modify(|s| s.state = if live { ProjectionState::Live } else { ProjectionState::CatchingUp });
+        let mut subscription = Subscription::new(self.store.clone(), None, self.options);
+        loop {
+            let event = match subscription.next().await {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "memory projection read failed; reading again");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    continue;
+                }
+            };
+            let name = self.status.borrow().name.clone();
+            let relevance =
+                self.model.read().unwrap_or_else(|poisoned| poisoned.into_inner()).filter().relevance(&event);
+            let applied = match relevance {
+                Relevance::Elsewhere => false,
+                Relevance::Handled => {
+                    let mut model = self.model.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if let Err(error) = model.apply(&event) {
+                        return self.halt(error);
+                    }
+                    true
+                }
+                Relevance::Unknown => {
+                    let error = ProjectionError::UnknownEventType {
+                        projection: name,
+                        event_type: event.event_type.clone(),
+                        position: event.position,
+                    };
+                    return self.halt(error);
+                }
+            };
+            let caught_up = Some(event.position) >= head;
+            self.status.send_modify(|s| {
+                s.checkpoint = Some(event.position);
+                s.applied += u64::from(applied);
+                if caught_up {
+                    s.state = ProjectionState::Live;
+                }
+            });
+        }
+    }
+
+    fn halt(&self, error: ProjectionError) -> ProjectionError {
+        tracing::error!(error = %error, "memory projection halted");
+        self.status.send_modify(|s| s.state = ProjectionState::Halted(error.to_string()));
+        error
+    }
+}

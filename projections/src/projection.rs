@@ -1,0 +1,33 @@
+//! The two kinds of projection.
+
+use async_trait::async_trait;
+use eventstore::RecordedEvent;
+use sqlx::PgConnection;
+
+use crate::{EventFilter, ProjectionError};
+
+/// A read model in PostgreSQL tables.
+///
+/// `apply` must be deterministic (no clock, no randomness: a rebuild must reproduce the live model) and
+/// must write only through `tx`, which the runner commits together with the checkpoint.
+#[async_trait]
+pub trait TableProjection: Send + Sync {
+    /// Unique name; also the checkpoint's name.
+    fn name(&self) -> &str;
+    /// Bumped when `apply` changes meaning, which calls for a rebuild.
+    fn version(&self) -> u32;
+    /// The events it reads and knows.
+    fn filter(&self) -> &EventFilter;
+    /// Applies a batch of handled events, in `$all` order, inside the runner's transaction.
+    async fn apply(&self, tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+}
+
+/// A read model in memory, rebuilt from the store at start.
+pub trait MemoryProjection: Send + Sync + 'static {
+    /// Unique name.
+    fn name(&self) -> &str;
+    /// The events it reads and knows.
+    fn filter(&self) -> &EventFilter;
+    /// Applies one handled event.
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError>;
+}

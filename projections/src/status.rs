@@ -1,0 +1,40 @@
+//! What a runner reports about its projection: readiness for health checks, progress for metrics.
+
+use eventstore::Position;
+
+/// Where a projection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectionState {
+    /// Not started, or waiting to become the active runner.
+    Starting,
+    /// Reading the past; not ready to serve.
+    CatchingUp,
+    /// Caught up with the head seen at start, following new events: ready.
+    Live,
+    /// Stopped on an error that running again cannot fix: not ready until the code or data changes.
+    Halted(String),
+}
+
+/// A snapshot of a runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    /// The projection.
+    pub name: String,
+    /// Where it is.
+    pub state: ProjectionState,
+    /// The last event applied or skipped.
+    pub checkpoint: Option<Position>,
+    /// Events applied by this runner since it started.
+    pub applied: u64,
+}
+
+impl ProjectionStatus {
+    pub(crate) fn new(name: &str) -> Self {
+        Self { name: name.to_owned(), state: ProjectionState::Starting, checkpoint: None, applied: 0 }
+    }
+
+    /// True when the read model may serve requests.
+    pub fn is_ready(&self) -> bool {
+        self.state == ProjectionState::Live
+    }
+}
