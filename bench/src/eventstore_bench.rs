@@ -66,7 +66,7 @@ const INDEXED_DDL: &str = "CREATE TABLE bench_indexed (
 
 /// Server settings for a write-heavy database, as docker-compose.yml sets them: room for the WAL between
 /// checkpoints, so runs measure appends rather than checkpoints and the creation of WAL segments.
-fn write_heavy_settings() -> Vec<(String, String)> {
+pub(crate) fn write_heavy_settings() -> Vec<(String, String)> {
     [("max_wal_size", "8GB"), ("min_wal_size", "2GB"), ("checkpoint_timeout", "30min"), ("wal_buffers", "64MB")]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -273,8 +273,30 @@ async fn one_stream_contention(
 
 /// Loads `replay_events`, then times a full `$all` replay into an in-memory fold against a COPY drain.
 async fn replay(store: &Arc<PgEventStore>, pool: &PgPool, options: &Options) -> anyhow::Result<Vec<Row>> {
+    let total = load(store, pool, options.replay_events).await?;
+
+    let (mut copy_rates, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..options.replay_rounds {
+        copy_rates.push(copy_drain(pool, total).await?);
+        ours.push(store_replay(store.clone(), total).await?);
+    }
+    eprintln!("replay: store {ours:?} vs COPY {copy_rates:?}");
+    let mut ratios: Vec<f64> = ours.iter().zip(&copy_rates).map(|(o, b)| o / b.max(1.0)).collect();
+    Ok(vec![Row::against(
+        format!("replay $all ({total} events) into an in-memory fold (vs COPY drain)"),
+        median(&mut ours),
+        "events/s",
+        median(&mut copy_rates),
+        median(&mut ratios),
+        0.75,
+    )])
+}
+
+/// Fills the store up to `events` events, in 1000-event appends to new `replay-*` streams from two
+/// writers; returns how many events it holds.
+pub(crate) async fn load(store: &Arc<PgEventStore>, pool: &PgPool, events: u64) -> anyhow::Result<u64> {
     let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(pool).await?;
-    let to_load = options.replay_events.saturating_sub(existing as u64);
+    let to_load = events.saturating_sub(existing as u64);
     let started = Instant::now();
     let batches = to_load.div_ceil(1000);
     let loaders: Vec<_> = (0..2)
@@ -296,26 +318,11 @@ async fn replay(store: &Arc<PgEventStore>, pool: &PgPool, options: &Options) -> 
     sqlx::query("VACUUM ANALYZE es.events").execute(pool).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(pool).await?;
     eprintln!("loaded {to_load} events in {:.1}s; {total} in the store", started.elapsed().as_secs_f64());
-
-    let (mut copy_rates, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..options.replay_rounds {
-        copy_rates.push(copy_drain(pool, total as u64).await?);
-        ours.push(store_replay(store.clone(), total as u64).await?);
-    }
-    eprintln!("replay: store {ours:?} vs COPY {copy_rates:?}");
-    let mut ratios: Vec<f64> = ours.iter().zip(&copy_rates).map(|(o, b)| o / b.max(1.0)).collect();
-    Ok(vec![Row::against(
-        format!("replay $all ({total} events) into an in-memory fold (vs COPY drain)"),
-        median(&mut ours),
-        "events/s",
-        median(&mut copy_rates),
-        median(&mut ratios),
-        0.75,
-    )])
+    Ok(total as u64)
 }
 
 /// The server-side lower bound: the same ordered query through COPY, drained by the client.
-async fn copy_drain(pool: &PgPool, expected: u64) -> anyhow::Result<f64> {
+pub(crate) async fn copy_drain(pool: &PgPool, expected: u64) -> anyhow::Result<f64> {
     let mut conn = pool.acquire().await?;
     let started = Instant::now();
     let mut stream = conn

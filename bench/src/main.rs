@@ -8,6 +8,7 @@
 
 mod eventstore_bench;
 mod payload;
+mod pipeline_bench;
 mod report;
 mod runner;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Bench {
     /// Appends and replay of the event store against plain-SQL baselines.
     Eventstore(eventstore_bench::Options),
+    /// The read side: relay throughput, replays into in-memory and table projections.
+    Pipeline(pipeline_bench::Options),
 }
 
 #[tokio::main]
@@ -31,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (name, rows) = match cli.bench {
         Bench::Eventstore(options) => ("eventstore", eventstore_bench::run(options).await?),
+        Bench::Pipeline(options) => ("pipeline", pipeline_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;

@@ -45,6 +45,21 @@ impl Row {
     }
 }
 
+impl Row {
+    /// A figure with an absolute target: passes when `value >= min`.
+    pub(crate) fn at_least(metric: impl Into<String>, value: f64, unit: &'static str, min: f64) -> Self {
+        Self {
+            metric: metric.into(),
+            value,
+            unit,
+            baseline: None,
+            ratio: None,
+            target: Some(min),
+            pass: Some(value >= min),
+        }
+    }
+}
+
 fn number(v: f64) -> String {
     if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
 }
@@ -63,7 +78,7 @@ pub(crate) fn print(name: &str, rows: &[Row]) {
         };
         let target = match (r.target, r.ratio) {
             (Some(t), Some(_)) => format!("≥ {t:.2}×"),
-            (Some(t), None) => number(t),
+            (Some(t), None) => format!("≥ {}", number(t)),
             (None, _) => "–".into(),
         };
         println!(

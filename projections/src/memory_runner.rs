@@ -9,6 +9,9 @@ use tokio::sync::watch;
 use crate::filter::Relevance;
 use crate::{MemoryProjection, ProjectionError, ProjectionState, ProjectionStatus};
 
+/// Events between progress reports while rebuilding.
+const STATUS_EVERY: u64 = 4096;
+
 /// Pause after a failed read before reading again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -49,9 +52,11 @@ impl<P: MemoryProjection> MemoryRunner<P> {
                 }
             }
         };
-        let live = head.is_none();
+        let mut live = head.is_none();
         self.status.send_modify(|s| s.state = if live { ProjectionState::Live } else { ProjectionState::CatchingUp });
         let mut subscription = Subscription::new(self.store.clone(), None, self.options);
+        let name = self.status.borrow().name.clone();
+        let (mut pending, mut counted) = (0u64, 0u64);
         loop {
             let event = match subscription.next().await {
                 Ok(event) => event,
@@ -61,35 +66,43 @@ impl<P: MemoryProjection> MemoryRunner<P> {
                     continue;
                 }
             };
-            let name = self.status.borrow().name.clone();
-            let relevance =
-                self.model.read().unwrap_or_else(|poisoned| poisoned.into_inner()).filter().relevance(&event);
-            let applied = match relevance {
+            let mut model = self.model.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let applied = match model.filter().relevance(&event) {
                 Relevance::Elsewhere => false,
                 Relevance::Handled => {
-                    let mut model = self.model.write().unwrap_or_else(|poisoned| poisoned.into_inner());
                     if let Err(error) = model.apply(&event) {
+                        drop(model);
                         return self.halt(error);
                     }
                     true
                 }
                 Relevance::Unknown => {
                     let error = ProjectionError::UnknownEventType {
-                        projection: name,
+                        projection: name.clone(),
                         event_type: event.event_type.clone(),
                         position: event.position,
                     };
+                    drop(model);
                     return self.halt(error);
                 }
             };
+            drop(model);
+            // While rebuilding, report progress every so often rather than per event (each report wakes
+            // the watchers); once live, every event.
+            pending += u64::from(applied);
             let caught_up = Some(event.position) >= head;
-            self.status.send_modify(|s| {
-                s.checkpoint = Some(event.position);
-                s.applied += u64::from(applied);
-                if caught_up {
-                    s.state = ProjectionState::Live;
-                }
-            });
+            live |= caught_up;
+            counted += 1;
+            if live || counted.is_multiple_of(STATUS_EVERY) {
+                self.status.send_modify(|s| {
+                    s.checkpoint = Some(event.position);
+                    s.applied += pending;
+                    if live {
+                        s.state = ProjectionState::Live;
+                    }
+                });
+                pending = 0;
+            }
         }
     }
 

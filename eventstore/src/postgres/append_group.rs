@@ -8,14 +8,21 @@
 //! (`append_group.sql`) in which each append is still its own compare-and-set. A lone writer never waits
 //! for a group: it takes a free lane and runs alone, exactly as without grouping.
 //!
-//! Only small appends (up to [`MAX_GROUPED_APPEND_EVENTS`] events) whose head is known go into a group (an
-//! exact expected revision matching the head cache, or `NoStream`); an append whose expectation fails in
-//! the group, or any append of a group whose statement failed, goes back to its caller to run alone, which
-//! classifies the failure (conflict, idempotent retry, duplicate) as before. Groups are run by spawned tasks, so a caller that gives up
-//! waiting cancels nothing but its own wait (its append may still be written, as when a response is lost).
+//! Only small appends (up to [`MAX_GROUPED_APPEND_EVENTS`] events) to a stream whose head is known go
+//! into a group (an exact expected revision matching the head cache); an append whose expectation fails
+//! in the group, or any append of a group whose statement failed, goes back to its caller to run alone,
+//! which classifies the failure (conflict, idempotent retry, duplicate) as before.
+//!
+//! Nothing waits on a group for long. The group statement skips stream rows locked by other transactions
+//! (their appends run alone), so a caller holding a stream's lock in a unit of work cannot deadlock with
+//! a group that holds its own next append. An append still queued after `queue_deadline` (every lane
+//! stuck behind a lock) leaves the queue and runs alone. Groups are run by spawned tasks, so a caller that
+//! gives up waiting cancels nothing but its own wait (its append may still be written, as when a
+//! response is lost).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -35,17 +42,21 @@ const MAX_GROUPED_APPEND_EVENTS: usize = 16;
 /// The queue of appends waiting for a lane, shared by the clones of one store.
 pub(crate) struct AppendGroups {
     lanes: usize,
+    queue_deadline: Duration,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
+    /// Number of the next queued append.
+    next_ticket: u64,
     /// Lanes taken: appends running alone plus tasks running groups.
     busy: usize,
 }
 
 struct Queued {
+    ticket: u64,
     append: PreparedAppend,
     /// The stream's head the append continues from; `None` for a new stream.
     head: Option<(u64, Hash)>,
@@ -64,8 +75,14 @@ pub(crate) enum Completion {
 pub(crate) enum Entry {
     /// A lane was free: run the append alone, holding the lane until it is done.
     Lane(Lane, Box<PreparedAppend>),
-    /// Queued: a group will run it.
-    Queued(oneshot::Receiver<Completion>),
+    /// Queued: a group will run it; [`AppendGroups::wait`] waits for the answer.
+    Queued(Ticket),
+}
+
+/// A queued append's claim on its answer.
+pub(crate) struct Ticket {
+    number: u64,
+    reply: oneshot::Receiver<Completion>,
 }
 
 /// A taken lane. Dropping it frees the lane, or hands it to a new group task when appends are waiting.
@@ -81,15 +98,16 @@ impl Drop for Lane {
             state.busy -= 1;
         } else {
             drop(state);
-            spawn_group_task(Lane { store: self.store.clone() });
+            spawn_group_task(self.store.clone());
         }
     }
 }
 
 impl AppendGroups {
-    /// `lanes` appends or groups run at once; 0 turns grouping off.
-    pub(crate) fn new(lanes: usize) -> Self {
-        Self { lanes, state: Mutex::default() }
+    /// `lanes` appends or groups run at once (0 turns grouping off); an append queued for longer than
+    /// `queue_deadline` runs alone.
+    pub(crate) fn new(lanes: usize, queue_deadline: Duration) -> Self {
+        Self { lanes, queue_deadline, state: Mutex::default() }
     }
 
     /// The head a grouped `append` would continue from, or `None` when it must run alone.
@@ -98,11 +116,12 @@ impl AppendGroups {
             return None;
         }
         match append.expected {
-            ExpectedRevision::NoStream => Some(None),
             ExpectedRevision::Exact(n) => {
                 store.heads.get(append.stream.as_str()).filter(|(revision, _)| *revision == n).map(Some)
             }
-            ExpectedRevision::Any | ExpectedRevision::StreamExists => None,
+            // A new stream's row would be inserted, and an insert waits on a competing creator's
+            // uncommitted row: those run alone.
+            ExpectedRevision::NoStream | ExpectedRevision::Any | ExpectedRevision::StreamExists => None,
         }
     }
 
@@ -115,13 +134,33 @@ impl AppendGroups {
             return Entry::Lane(Lane { store: store.clone() }, Box::new(append));
         }
         let (reply, receiver) = oneshot::channel();
-        state.queue.push_back(Queued { append, head, reply });
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push_back(Queued { ticket, append, head, reply });
         if state.busy < groups.lanes {
             state.busy += 1;
             drop(state);
-            spawn_group_task(Lane { store: store.clone() });
+            spawn_group_task(store.clone());
         }
-        Entry::Queued(receiver)
+        Entry::Queued(Ticket { number: ticket, reply: receiver })
+    }
+
+    /// The answer to a queued append; after `queue_deadline` still in the queue, it leaves the queue and
+    /// comes back to run alone. `None` when the task running its group died without answering.
+    pub(crate) async fn wait(store: &PgEventStore, mut ticket: Ticket) -> Option<Completion> {
+        if let Ok(answer) = tokio::time::timeout(store.groups.queue_deadline, &mut ticket.reply).await {
+            return answer.ok();
+        }
+        let withdrawn = {
+            let mut state = store.groups.lock();
+            let index = state.queue.iter().position(|q| q.ticket == ticket.number);
+            index.and_then(|i| state.queue.remove(i))
+        };
+        if let Some(queued) = withdrawn {
+            return Some(Completion::Alone(queued.append));
+        }
+        // A group took it: its statement waits on no lock, so the answer comes.
+        ticket.reply.await.ok()
     }
 
     /// Appends queued for a group.
@@ -162,17 +201,14 @@ impl AppendGroups {
     }
 }
 
-fn spawn_group_task(lane: Lane) {
+/// Starts a task that runs groups while appends are queued; it holds the lane taken for it.
+fn spawn_group_task(store: PgEventStore) {
+    let unstarted = Unstarted(Some(store));
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        // No runtime left (it is shutting down): nobody is left to wait for the queued appends either.
-        let mut state = lane.store.groups.lock();
-        state.busy -= 1;
-        state.queue.clear();
-        drop(state);
-        std::mem::forget(lane);
-        return;
+        return; // no runtime left: dropping `unstarted` frees the lane and the queue
     };
     runtime.spawn(async move {
+        let Some(lane) = unstarted.start() else { return };
         loop {
             let group = lane.store.groups.next_group();
             if group.is_empty() {
@@ -183,6 +219,27 @@ fn spawn_group_task(lane: Lane) {
         // Dropping the lane frees it, or hands it on if appends queued meanwhile.
         drop(lane);
     });
+}
+
+/// A lane handed to a task that has not run yet. A runtime shutting down drops such tasks unpolled:
+/// then the lane is freed and the queue emptied (its callers learn that their group was abandoned),
+/// instead of handing the lane to yet another task that would never run.
+struct Unstarted(Option<PgEventStore>);
+
+impl Unstarted {
+    fn start(mut self) -> Option<Lane> {
+        self.0.take().map(|store| Lane { store })
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(store) = self.0.take() {
+            let mut state = store.groups.lock();
+            state.busy -= 1;
+            state.queue.clear();
+        }
+    }
 }
 
 /// Runs one group and answers every append in it.

@@ -1,6 +1,7 @@
 //! [`PgEventStore`]: the [`EventStore`] contract on PostgreSQL.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
@@ -29,11 +30,19 @@ pub struct PgEventStoreOptions {
     /// commit (`append_group.rs`): under concurrency that costs less than a transaction each. 0 turns
     /// grouping off. Keep it below the pool size.
     pub append_lanes: usize,
+    /// How long an append waits for a group before it runs alone (every lane may be stuck behind a row
+    /// lock held by a caller that is itself waiting for this append).
+    pub group_wait: Duration,
 }
 
 impl Default for PgEventStoreOptions {
     fn default() -> Self {
-        Self { max_event_bytes: DEFAULT_MAX_EVENT_BYTES, upcasters: Upcasters::new(), append_lanes: 2 }
+        Self {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            upcasters: Upcasters::new(),
+            append_lanes: 2,
+            group_wait: Duration::from_millis(100),
+        }
     }
 }
 
@@ -53,7 +62,7 @@ impl PgEventStore {
     /// A store on `pool`. Run [`PgEventStore::migrate`] first (or `sqlx migrate run`).
     pub fn new(pool: PgPool, options: PgEventStoreOptions) -> Self {
         let (appended, _) = watch::channel(0);
-        let groups = Arc::new(AppendGroups::new(options.append_lanes));
+        let groups = Arc::new(AppendGroups::new(options.append_lanes, options.group_wait));
         Self { pool, options: Arc::new(options), appended: Arc::new(appended), heads: Arc::default(), groups }
     }
 
@@ -147,10 +156,10 @@ impl EventStore for PgEventStore {
             None => (prepared, None),
             Some(head) => match AppendGroups::enter(self, prepared, head) {
                 Entry::Lane(lane, prepared) => (*prepared, Some(lane)),
-                Entry::Queued(reply) => match reply.await {
-                    Ok(Completion::Done(result)) => return Ok(result),
-                    Ok(Completion::Alone(prepared)) => (prepared, None),
-                    Err(_) => return Err(Error::GroupAbandoned),
+                Entry::Queued(ticket) => match AppendGroups::wait(self, ticket).await {
+                    Some(Completion::Done(result)) => return Ok(result),
+                    Some(Completion::Alone(prepared)) => (prepared, None),
+                    None => return Err(Error::GroupAbandoned),
                 },
             },
         };

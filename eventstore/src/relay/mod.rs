@@ -3,8 +3,9 @@
 //! The events table is the outbox. One relay among all gateway instances is active (a Postgres
 //! advisory lock held on a dedicated connection); the others stand by and take over when its
 //! connection goes. The active relay:
-//! 1. resyncs: the position in the last message of the JetStream stream (or the relay's checkpoint, if
-//!    that message has expired) is where it resumes, and that message's sequence is the one it expects;
+//! 1. resyncs: the position in the last message of the JetStream stream is where it resumes (the start,
+//!    for an empty stream; the relay's checkpoint, if that message has expired), and that message's
+//!    sequence is the one it expects;
 //! 2. reads `$all` in pages and publishes each event with `Nats-Msg-Id` = event id and
 //!    `Nats-Expected-Last-Sequence` = the sequence it expects, keeping many publishes in flight and
 //!    checking their acks in order;

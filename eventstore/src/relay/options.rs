@@ -17,7 +17,9 @@ pub struct RelayOptions {
     pub max_age: Duration,
     /// Events read from `$all` per page.
     pub page_size: usize,
-    /// Publishes awaiting their acknowledgement at once.
+    /// Publishes awaiting their acknowledgement at once. Keep it below the JetStream context's
+    /// `max_ack_inflight` (async-nats default 5,000): the context would otherwise wait for ack permits that
+    /// only this relay's own unawaited acks hold.
     pub max_in_flight: usize,
     /// How often to look for new events when no in-process append woke the relay, and to retry
     /// the leader lock.

@@ -32,6 +32,10 @@ pub enum RelayError {
         /// The ack called it a duplicate.
         duplicate: bool,
     },
+    /// The stream's last message carries no position: something other than the relay published into the
+    /// stream, and where to resume is unknown.
+    #[error("message {0} of the stream was not published by the relay (no position header)")]
+    ForeignMessage(u64),
     /// The dedicated connection holding the leader lock broke: another relay may be active now.
     #[error("lost the leader lock")]
     LostLeadership,
@@ -112,22 +116,26 @@ impl Relay {
         self.jetstream.get_stream(&o.stream).await.map_err(nats)
     }
 
-    /// Where to resume: after the position in the stream's last message, or after the checkpoint when
-    /// that message is gone (expired by `max_age`), whichever is later; and the sequence to expect.
+    /// Where to resume, and the sequence to expect. JetStream is the truth: after the position in the
+    /// stream's last message, or from the start when the stream is empty (new, or recreated: everything
+    /// is published again). Only when the last message is gone (expired by `max_age`) does the relay's
+    /// checkpoint say where it was.
     async fn resync(&self, stream: &stream::Stream) -> Result<(Option<Position>, u64), RelayError> {
         let mut stream = stream.clone();
         let last_sequence = stream.info().await.map_err(nats)?.state.last_sequence;
-        let published = if last_sequence == 0 {
-            None
-        } else {
-            match stream.direct_get(last_sequence).await {
-                Ok(message) => position_of(&message.headers),
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => None,
-                Err(e) => return Err(nats(e)),
+        if last_sequence == 0 {
+            return Ok((None, 0));
+        }
+        match stream.direct_get(last_sequence).await {
+            Ok(message) => match position_of(&message.headers) {
+                Some(position) => Ok((Some(position), last_sequence)),
+                None => Err(RelayError::ForeignMessage(last_sequence)),
+            },
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {
+                Ok((self.load_checkpoint().await?, last_sequence))
             }
-        };
-        let checkpoint = self.load_checkpoint().await?;
-        Ok((published.max(checkpoint), last_sequence))
+            Err(e) => Err(nats(e)),
+        }
     }
 
     /// Publishes `events` expecting the stream to be at `sequence`; returns the sequence after them.
@@ -165,14 +173,17 @@ impl Relay {
         Ok(row.map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }))
     }
 
-    /// Records how far the relay got. Only a fallback for resync (the stream's last message is the truth),
-    /// so it is written after the acks and never compared.
+    /// Records how far the relay got: the fallback for resync when the stream's last message expired.
+    /// Written after the acks, and only ever forwards (a deposed leader finishing a page cannot move it
+    /// back).
     async fn save_checkpoint(&self, position: Position) -> Result<(), RelayError> {
         sqlx::query(
             "INSERT INTO es.checkpoints (name, transaction_id, global_position) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE
                 SET transaction_id = excluded.transaction_id, global_position = excluded.global_position,
-                    updated_at = now()",
+                    updated_at = now()
+              WHERE (es.checkpoints.transaction_id, es.checkpoints.global_position)
+                  < (excluded.transaction_id, excluded.global_position)",
         )
         .bind(self.checkpoint_name())
         .bind(i64::try_from(position.transaction_id).unwrap_or(i64::MAX))

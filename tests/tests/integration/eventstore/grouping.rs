@@ -15,9 +15,10 @@ use crate::support::{DEADLINE, event, events, new_stream, row_count, store, stor
 
 const STREAMS: usize = 20;
 
-/// A store with one lane, so that appends queue behind one held on a row lock.
+/// A store with one lane, so that appends queue behind one held on a row lock, and wait for it as long
+/// as the test needs.
 async fn one_lane_store() -> (Arc<PgEventStore>, tests::TestDatabase) {
-    let options = PgEventStoreOptions { append_lanes: 1, ..Default::default() };
+    let options = PgEventStoreOptions { append_lanes: 1, group_wait: DEADLINE, ..Default::default() };
     let (store, db) = store_with(tests::PostgresServer::shared().unwrap(), options, 8).await;
     (Arc::new(store), db)
 }
@@ -163,11 +164,12 @@ async fn a_stored_event_id_in_a_group_fails_only_its_own_append() {
     let (locker, held) = hold_the_lane(&store, &db).await;
     let mut queued = queue_appends(&store, &streams[1..]).await;
     let fresh = new_stream("server");
-    let mut reused = event("Registered", 0);
+    store.append(&fresh, ExpectedRevision::NoStream, vec![event("Registered", 0)]).await.unwrap();
+    let mut reused = event("Renamed", 1);
     reused.event_id = stored[0].event_id;
     queued.push({
         let (store, fresh) = (store.clone(), fresh.clone());
-        tokio::spawn(async move { store.append(&fresh, ExpectedRevision::NoStream, vec![reused]).await })
+        tokio::spawn(async move { store.append(&fresh, ExpectedRevision::Exact(0), vec![reused]).await })
     });
     tests::eventually(DEADLINE, "the appends to queue", || async {
         (store.waiting_appends() == STREAMS).then_some(())
@@ -183,8 +185,8 @@ async fn a_stored_event_id_in_a_group_fails_only_its_own_append() {
     let refused = outcomes.pop().unwrap().unwrap_err();
     assert!(matches!(refused, Error::DuplicateEventId { .. }), "{refused:?}");
     assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|r| r.first_revision == 1)), "{outcomes:?}");
-    assert!(store.read_stream(&fresh, Direction::Forwards, StreamCursor::Start, 1).await.unwrap().is_empty());
-    assert_eq!(row_count(&store).await, (STREAMS + STREAMS - 1 + 2) as i64);
+    assert_eq!(store.read_stream(&fresh, Direction::Forwards, StreamCursor::Start, 10).await.unwrap().len(), 1);
+    assert_eq!(row_count(&store).await, (STREAMS + STREAMS - 1 + 3) as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,4 +218,44 @@ async fn many_writers_on_their_own_streams_keep_dense_revisions_and_valid_chains
     }
     assert_eq!(row_count(&store).await, 32 * 50);
     assert!(store.verify_all().await.unwrap().violations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_waiting_behind_a_lane_stuck_on_its_own_callers_lock_runs_alone() {
+    // Given a caller holding a stream's row lock in a unit of work, and the only lane taken by an append
+    // that waits for that lock
+    let options = PgEventStoreOptions { append_lanes: 1, ..Default::default() };
+    let (store, _db) = store_with(tests::PostgresServer::shared().unwrap(), options, 8).await;
+    let store = Arc::new(store);
+    let streams = streams_at_revision_zero(&store, 2).await;
+    let (locked, other) = (streams[0].clone(), streams[1].clone());
+    let mut unit = store.begin().await.unwrap();
+    unit.append(&locked, ExpectedRevision::Exact(0), vec![event("Renamed", 1)]).await.unwrap();
+    let stuck = {
+        let (store, locked) = (store.clone(), locked.clone());
+        // It read revision 0 before the unit of work wrote revision 1: it waits for the lock, then conflicts.
+        tokio::spawn(async move { store.append(&locked, ExpectedRevision::Exact(0), vec![event("Renamed", 2)]).await })
+    };
+    tests::eventually(DEADLINE, "the lane's append to wait on the row lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        (waiting == 1).then_some(())
+    })
+    .await;
+
+    // When the lock holder appends to another stream before it commits
+    let own =
+        tokio::time::timeout(DEADLINE, store.append(&other, ExpectedRevision::Exact(0), vec![event("Renamed", 1)]))
+            .await
+            .expect("the append leaves the queue and runs alone instead of waiting for the stuck lane");
+
+    // Then it is written, and once the unit of work commits the stuck append learns it lost
+    assert_eq!(own.unwrap().first_revision, 1);
+    unit.commit().await.unwrap();
+    let lost = stuck.await.unwrap().unwrap_err();
+    assert!(matches!(lost, Error::WrongExpectedRevision { actual: Some(1), .. }), "{lost:?}");
 }

@@ -1,0 +1,205 @@
+//! `bench pipeline`: the read side. The NATS relay's throughput, and replays of the store into an
+//! in-memory projection (against the COPY drain of the same rows) and into a table projection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use eventstore::relay::{Relay, RelayOptions};
+use eventstore::{PgEventStore, PgEventStoreOptions, RecordedEvent, SubscriptionOptions};
+use projections::{
+    EventFilter, MemoryProjection, MemoryRunner, ProjectionError, RunnerOptions, TableProjection, TableRunner,
+};
+use sqlx::PgConnection;
+use sqlx::postgres::PgPoolOptions;
+use tests::{NatsServer, PostgresOptions, PostgresServer};
+
+use crate::eventstore_bench::{copy_drain, load, write_heavy_settings};
+use crate::report::Row;
+use crate::runner::median;
+
+/// Options of `bench pipeline`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    /// Events in the store for the replays.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Events published by the relay run (the first ones of the store).
+    #[arg(long, default_value_t = 200_000)]
+    relay_events: u64,
+    /// Replay runs per contender; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// The deadline of one measured run: a run that takes longer is broken, not slow.
+const RUN_DEADLINE: Duration = Duration::from_secs(600);
+
+pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
+    let server = PostgresServer::start(PostgresOptions { durable: true, settings: write_heavy_settings() })?;
+    let db = server.create_database().await?;
+    let pool = PgPoolOptions::new().max_connections(24).connect(&db.url).await?;
+    PgEventStore::migrate(&pool).await?;
+    let store = Arc::new(PgEventStore::new(pool.clone(), PgEventStoreOptions::default()));
+    let total = load(&store, &pool, options.events.max(options.relay_events)).await?;
+    let mut rows = Vec::new();
+
+    let (mut copy, mut memory, mut table) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..options.rounds {
+        copy.push(copy_drain(&pool, total).await?);
+        memory.push(memory_replay(&store, total).await?);
+        table.push(table_replay(&store, &pool, total, round).await?);
+    }
+    eprintln!("replay: memory {memory:?}, table {table:?}, COPY {copy:?}");
+    let mut ratios: Vec<f64> = memory.iter().zip(&copy).map(|(m, c)| m / c.max(1.0)).collect();
+    rows.push(Row::against(
+        format!("replay {total} events into an in-memory projection (vs COPY drain)"),
+        median(&mut memory),
+        "events/s",
+        median(&mut copy),
+        median(&mut ratios),
+        0.75,
+    ));
+    rows.push(Row::at_least(
+        format!("replay {total} events into a table projection (per-stream upsert, batches of 2000)"),
+        median(&mut table),
+        "events/s",
+        30_000.0,
+    ));
+
+    let relayed = relay_throughput(&store, options.relay_events.min(total)).await?;
+    rows.push(Row::at_least(
+        format!("relay: {} events published to JetStream and acknowledged", options.relay_events.min(total)),
+        relayed,
+        "events/s",
+        20_000.0,
+    ));
+    Ok(rows)
+}
+
+/// Events per stream: the shape of the authorization model's fold.
+struct Counts {
+    filter: EventFilter,
+    per_stream: HashMap<String, u64>,
+}
+
+impl MemoryProjection for Counts {
+    fn name(&self) -> &str {
+        "bench-counts"
+    }
+    fn filter(&self) -> &EventFilter {
+        &self.filter
+    }
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        *self.per_stream.entry(event.stream.to_string()).or_default() += 1;
+        Ok(())
+    }
+}
+
+async fn memory_replay(store: &Arc<PgEventStore>, total: u64) -> anyhow::Result<f64> {
+    let projection = Counts { filter: EventFilter::new(["replay"], ["ServerRegistered"]), per_stream: HashMap::new() };
+    let options = SubscriptionOptions { page_size: 5000, ..Default::default() };
+    let started = Instant::now();
+    let runner = MemoryRunner::new(store.clone(), projection, options);
+    let (model, mut status) = (runner.model(), runner.status());
+    let task = tokio::spawn(runner.run());
+    tokio::time::timeout(RUN_DEADLINE, status.wait_for(|s| s.is_ready())).await??;
+    let elapsed = started.elapsed().as_secs_f64();
+    task.abort();
+    let folded: u64 = model.read().map_err(|_| anyhow::anyhow!("poisoned model"))?.per_stream.values().sum();
+    anyhow::ensure!(folded == total, "the in-memory projection folded {folded} events, expected {total}");
+    Ok(total as f64 / elapsed)
+}
+
+/// Per-stream counts in a table: one upsert per batch, rows folded per stream first (as the registry
+/// and audit read models will write).
+struct StreamCounts {
+    name: String,
+    filter: EventFilter,
+}
+
+#[async_trait]
+impl TableProjection for StreamCounts {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn filter(&self) -> &EventFilter {
+        &self.filter
+    }
+    async fn apply(&self, tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let mut folded: HashMap<&str, (i64, i64)> = HashMap::new();
+        for e in events {
+            let entry = folded.entry(e.stream.as_str()).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(e.revision as i64);
+        }
+        let (streams, (counts, revisions)): (Vec<&str>, (Vec<i64>, Vec<i64>)) = folded.into_iter().unzip();
+        // The table name is the projection's own (`bench_counts_<round>`), not input.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (stream, events, last_revision)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+             ON CONFLICT (stream) DO UPDATE
+                SET events = {table}.events + excluded.events, last_revision = excluded.last_revision",
+            table = self.name.replace('-', "_")
+        )))
+        .bind(&streams)
+        .bind(&counts)
+        .bind(&revisions)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn table_replay(store: &Arc<PgEventStore>, pool: &sqlx::PgPool, total: u64, round: usize) -> anyhow::Result<f64> {
+    let name = format!("bench-counts-{round}");
+    let table = name.replace('-', "_");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (stream text PRIMARY KEY, events bigint NOT NULL, last_revision bigint NOT NULL)"
+    )))
+    .execute(pool)
+    .await?;
+    let projection = Arc::new(StreamCounts { name, filter: EventFilter::new(["replay"], ["ServerRegistered"]) });
+    let options = RunnerOptions { batch_size: 2000, ..Default::default() };
+    let started = Instant::now();
+    let runner = TableRunner::new((**store).clone(), projection, options);
+    let mut status = runner.status();
+    let task = tokio::spawn(runner.run());
+    tokio::time::timeout(RUN_DEADLINE, status.wait_for(|s| s.is_ready())).await??;
+    let elapsed = started.elapsed().as_secs_f64();
+    task.abort();
+    let folded: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COALESCE(sum(events), 0)::bigint FROM {table}")))
+            .fetch_one(pool)
+            .await?;
+    anyhow::ensure!(folded as u64 == total, "the table projection folded {folded} events, expected {total}");
+    Ok(total as f64 / elapsed)
+}
+
+/// Starts a relay over a store holding at least `events` events and times it until JetStream holds them.
+async fn relay_throughput(store: &Arc<PgEventStore>, events: u64) -> anyhow::Result<f64> {
+    let nats = NatsServer::start()?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = async_nats::jetstream::new(client);
+    // Publish exactly `events`: a relay from a store holding more would keep going, so stop at the count.
+    let options = RelayOptions::default();
+    let started = Instant::now();
+    let task = tokio::spawn(Relay::new((**store).clone(), js.clone(), options.clone()).run());
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let elapsed = loop {
+        if let Ok(mut stream) = js.get_stream(&options.stream).await
+            && let Ok(info) = stream.info().await
+            && info.state.messages >= events
+        {
+            break started.elapsed().as_secs_f64();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the relay did not publish {events} events in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    task.abort();
+    Ok(events as f64 / elapsed)
+}
