@@ -54,7 +54,13 @@ async fn hold_the_lane(
         tokio::spawn(async move { store.append(&blocker, ExpectedRevision::Exact(0), vec![event("Renamed", 1)]).await })
     };
     // The blocked append has the lane once its statement waits on the lock.
-    tests::eventually(DEADLINE, "the blocked append to wait on the row lock", || async {
+    one_backend_waits_on_a_lock(store).await;
+    (locker, held)
+}
+
+/// Waits until one backend of the test's database waits on a lock.
+async fn one_backend_waits_on_a_lock(store: &PgEventStore) {
+    tests::eventually(DEADLINE, "an append to wait on a row lock", || async {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
@@ -64,7 +70,6 @@ async fn hold_the_lane(
         (waiting == 1).then_some(())
     })
     .await;
-    (locker, held)
 }
 
 /// Spawns one append per stream, each expecting revision 0, and waits until all of them are queued.
@@ -236,16 +241,7 @@ async fn an_append_waiting_behind_a_lane_stuck_on_its_own_callers_lock_runs_alon
         // It read revision 0 before the unit of work wrote revision 1: it waits for the lock, then conflicts.
         tokio::spawn(async move { store.append(&locked, ExpectedRevision::Exact(0), vec![event("Renamed", 2)]).await })
     };
-    tests::eventually(DEADLINE, "the lane's append to wait on the row lock", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        (waiting == 1).then_some(())
-    })
-    .await;
+    one_backend_waits_on_a_lock(&store).await;
 
     // When the lock holder appends to another stream before it commits
     let own =
