@@ -130,6 +130,14 @@ impl TableProjection for StreamCounts {
     fn filter(&self) -> &EventFilter {
         &self.filter
     }
+    async fn create(&self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "CREATE TABLE counts (stream text PRIMARY KEY, events bigint NOT NULL, last_revision bigint NOT NULL)",
+        )
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
     async fn apply(&self, tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         let mut folded: HashMap<&str, (i64, i64)> = HashMap::new();
         for e in events {
@@ -138,14 +146,12 @@ impl TableProjection for StreamCounts {
             entry.1 = entry.1.max(e.revision as i64);
         }
         let (streams, (counts, revisions)): (Vec<&str>, (Vec<i64>, Vec<i64>)) = folded.into_iter().unzip();
-        // The table name is the projection's own (`bench_counts_<round>`), not input.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {table} (stream, events, last_revision)
+        sqlx::query(
+            "INSERT INTO counts (stream, events, last_revision)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
              ON CONFLICT (stream) DO UPDATE
-                SET events = {table}.events + excluded.events, last_revision = excluded.last_revision",
-            table = self.name.replace('-', "_")
-        )))
+                SET events = counts.events + excluded.events, last_revision = excluded.last_revision",
+        )
         .bind(&streams)
         .bind(&counts)
         .bind(&revisions)
@@ -157,12 +163,7 @@ impl TableProjection for StreamCounts {
 
 async fn table_replay(store: &Arc<PgEventStore>, pool: &sqlx::PgPool, total: u64, round: usize) -> anyhow::Result<f64> {
     let name = format!("bench-counts-{round}");
-    let table = name.replace('-', "_");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (stream text PRIMARY KEY, events bigint NOT NULL, last_revision bigint NOT NULL)"
-    )))
-    .execute(pool)
-    .await?;
+    let table = format!("{}.counts", projections::schema_of(&name));
     let projection = Arc::new(StreamCounts { name, filter: EventFilter::new(["replay"], ["ServerRegistered"]) });
     let options = RunnerOptions { batch_size: 2000, ..Default::default() };
     let started = Instant::now();

@@ -5,5 +5,8 @@ CREATE TABLE es.checkpoints (
   name            text        PRIMARY KEY,
   transaction_id  bigint      NOT NULL,   -- Position.transaction_id of the last event handled
   global_position bigint      NOT NULL,   -- Position.global_position of the last event handled
+  generation      bigint      NOT NULL DEFAULT 0, -- bumped when a rebuilt read model replaces the live one:
+                                                  -- a runner still writing the old tables is refused
+  version         integer     NOT NULL DEFAULT 0, -- version of the projection that built the read model
   updated_at      timestamptz NOT NULL DEFAULT now()
 );

@@ -22,6 +22,9 @@ pub enum ProjectionError {
         /// Where the event sits in `$all`.
         position: Position,
     },
+    /// A projection name that cannot name a schema: `[a-z][a-z0-9_-]{0,47}`.
+    #[error("projection name {0:?} must match [a-z][a-z0-9_-]{{0,47}}")]
+    InvalidName(String),
     /// The checkpoint moved under this runner: another runner applied the same events.
     #[error("checkpoint of {0} moved under this runner")]
     CheckpointMoved(String),
@@ -40,6 +43,6 @@ pub enum ProjectionError {
 impl ProjectionError {
     /// True when running again cannot help: the projection's code or the events must change first.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::UnknownEventType { .. } | Self::Apply { .. })
+        matches!(self, Self::UnknownEventType { .. } | Self::Apply { .. } | Self::InvalidName(_))
     }
 }

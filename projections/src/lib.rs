@@ -4,6 +4,9 @@
 //!   batches, and moves the projection's checkpoint in the same transaction with a compare-and-set on its
 //!   old value: a crash never applies an event twice or skips one, and a second runner is refused. One
 //!   runner per projection is active at a time (a [`eventstore::LeaderLock`]); others stand by.
+//! - Each table projection owns a schema (`rm_<name>`). [`rebuild`] replays the store into a shadow schema
+//!   while the live model serves and swaps them atomically; a new [`TableProjection::version`] makes the
+//!   runner rebuild before it serves.
 //! - [`MemoryProjection`]s live in the process and are rebuilt from the store at start
 //!   ([`MemoryRunner`]); they report ready once caught up with the head seen at start.
 //! - A projection names the stream categories it reads and the event types it knows. An event of those
@@ -17,12 +20,16 @@ mod error;
 mod filter;
 mod memory_runner;
 mod projection;
+mod rebuild;
 mod status;
 mod table_runner;
+mod target;
 
 pub use error::ProjectionError;
 pub use filter::EventFilter;
 pub use memory_runner::MemoryRunner;
 pub use projection::{MemoryProjection, TableProjection};
+pub use rebuild::{RebuildReport, rebuild};
 pub use status::{ProjectionState, ProjectionStatus};
 pub use table_runner::{RunnerOptions, TableRunner, load_checkpoint};
+pub use target::schema_of;

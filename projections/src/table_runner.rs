@@ -8,6 +8,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::filter::Relevance;
+use crate::rebuild::rebuild_holding_lock;
+use crate::target::{self, Target, check_name};
 use crate::{ProjectionError, ProjectionState, ProjectionStatus, TableProjection};
 
 /// How a runner reads and waits.
@@ -37,7 +39,8 @@ pub struct TableRunner {
 }
 
 impl TableRunner {
-    /// A runner of `projection` over `store`; its read model lives in the store's database.
+    /// A runner of `projection` over `store`; its read model lives in the store's database, in the schema
+    /// [`schema_of`](crate::schema_of) its name.
     pub fn new(store: PgEventStore, projection: Arc<dyn TableProjection>, options: RunnerOptions) -> Self {
         let (status, _) = watch::channel(ProjectionStatus::new(projection.name()));
         Self { store, projection, options, status }
@@ -68,104 +71,46 @@ impl TableRunner {
         }
     }
 
-    /// Becomes the active runner, then applies until something fails.
+    /// Becomes the active runner, rebuilds if the projection's version changed, then applies until
+    /// something fails.
     async fn run_term(&self) -> Result<std::convert::Infallible, ProjectionError> {
-        let name = self.projection.name();
+        let projection = self.projection.as_ref();
+        let name = projection.name();
+        check_name(name)?;
         let pool = self.store.pool();
+        let live = Target::live(name);
         let mut lock = LeaderLock::acquire(pool, &format!("projection:{name}"), self.options.poll_interval).await?;
-        sqlx::query(
-            "INSERT INTO es.checkpoints (name, transaction_id, global_position) VALUES ($1, 0, 0)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .execute(pool)
-        .await?;
-        let mut checkpoint = load_checkpoint(pool, name).await?;
+        target::ensure(pool, projection, &live).await?;
+        let mut checkpoint = read_checkpoint(pool, &live).await?;
+        if checkpoint.version != i32::try_from(projection.version()).unwrap_or(i32::MAX) {
+            tracing::info!(projection = name, from = checkpoint.version, to = projection.version(), "rebuilding");
+            rebuild_holding_lock(&self.store, projection, self.options).await?;
+            checkpoint = read_checkpoint(pool, &live).await?;
+        }
         let head_at_start = self.store.head().await?;
-        let caught_up = |checkpoint: Option<Position>| checkpoint >= head_at_start;
-        self.set_progress(checkpoint, 0, caught_up(checkpoint));
+        let caught_up = |position: Option<Position>| position >= head_at_start;
+        self.set_progress(checkpoint.position, 0, caught_up(checkpoint.position));
         let mut woken = self.store.appended();
         loop {
             lock.confirm().await?;
-            let page = self.store.read_all(checkpoint, self.options.batch_size).await?;
-            let Some(last) = page.last().map(|e| e.position) else {
-                self.set_progress(checkpoint, 0, true);
+            let page = self.store.read_all(checkpoint.position, self.options.batch_size).await?;
+            if page.is_empty() {
+                self.set_progress(checkpoint.position, 0, true);
                 let _ = tokio::time::timeout(self.options.poll_interval, woken.changed()).await;
                 continue;
-            };
-            let (handled, through, unknown) = self.sort_page(page, last);
-            let applied = handled.len() as u64;
-            if through != checkpoint {
-                self.commit(&handled, checkpoint, through).await?;
-                checkpoint = through;
             }
-            self.set_progress(checkpoint, applied, caught_up(checkpoint));
+            let (handled, through, unknown) = split_page(projection, checkpoint.position, page);
+            if through != checkpoint.position {
+                let mut tx = pool.begin().await?;
+                target::apply_batch(&mut tx, projection, &live, &handled, &checkpoint, through).await?;
+                tx.commit().await?;
+                checkpoint.position = through;
+            }
+            self.set_progress(checkpoint.position, handled.len() as u64, caught_up(checkpoint.position));
             if let Some(error) = unknown {
                 return Err(error);
             }
         }
-    }
-
-    /// The handled events of a page, the position they are applied through (the page's last event, or the
-    /// one before the first event of unknown type), and that unknown event's error.
-    fn sort_page(
-        &self,
-        page: Vec<RecordedEvent>,
-        last: Position,
-    ) -> (Vec<RecordedEvent>, Option<Position>, Option<ProjectionError>) {
-        let filter = self.projection.filter();
-        let mut handled = Vec::new();
-        let mut before = None;
-        for event in page {
-            match filter.relevance(&event) {
-                Relevance::Elsewhere => {}
-                Relevance::Handled => handled.push(event.clone()),
-                Relevance::Unknown => {
-                    let error = ProjectionError::UnknownEventType {
-                        projection: self.projection.name().to_owned(),
-                        event_type: event.event_type.clone(),
-                        position: event.position,
-                    };
-                    return (handled, before, Some(error));
-                }
-            }
-            before = Some(event.position);
-        }
-        (handled, Some(last), None)
-    }
-
-    /// Applies `events` and moves the checkpoint from `from` to `to`, in one transaction. The checkpoint
-    /// moves only if it still is `from`: otherwise another runner got there, and nothing is written.
-    async fn commit(
-        &self,
-        events: &[RecordedEvent],
-        from: Option<Position>,
-        to: Option<Position>,
-    ) -> Result<(), ProjectionError> {
-        let name = self.projection.name();
-        let mut tx = self.store.pool().begin().await?;
-        if !events.is_empty() {
-            self.projection.apply(&mut tx, events).await?;
-        }
-        let (from_tx, from_gp) = columns(from);
-        let (to_tx, to_gp) = columns(to);
-        let moved = sqlx::query(
-            "UPDATE es.checkpoints SET transaction_id = $4, global_position = $5, updated_at = now()
-              WHERE name = $1 AND transaction_id = $2 AND global_position = $3",
-        )
-        .bind(name)
-        .bind(from_tx)
-        .bind(from_gp)
-        .bind(to_tx)
-        .bind(to_gp)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != 1 {
-            return Err(ProjectionError::CheckpointMoved(name.to_owned()));
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     fn set_progress(&self, checkpoint: Option<Position>, applied: u64, caught_up: bool) {
@@ -180,21 +125,46 @@ impl TableRunner {
     }
 }
 
-/// The stored checkpoint of `name`: the position it handled last (`None`: nothing yet).
-pub async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<Option<Position>, ProjectionError> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT transaction_id, global_position FROM es.checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row
-        .filter(|&(tx, gp)| (tx, gp) != (0, 0))
-        .map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }))
+async fn read_checkpoint(pool: &PgPool, target: &Target) -> Result<target::Checkpoint, ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    target::checkpoint(&mut conn, &target.checkpoint, false)
+        .await?
+        .ok_or_else(|| ProjectionError::CheckpointMoved(target.checkpoint.clone()))
 }
 
-/// The checkpoint's columns; `(0, 0)` stands for "nothing yet".
-fn columns(position: Option<Position>) -> (i64, i64) {
-    position.map_or((0, 0), |p| {
-        (i64::try_from(p.transaction_id).unwrap_or(i64::MAX), i64::try_from(p.global_position).unwrap_or(i64::MAX))
-    })
+/// The handled events of a page read after `start`, the position they are applied through (the page's
+/// last event, or the one before the first event of unknown type: `start` if that is the first), and
+/// that unknown event's error.
+pub(crate) fn split_page(
+    projection: &dyn TableProjection,
+    start: Option<Position>,
+    page: Vec<RecordedEvent>,
+) -> (Vec<RecordedEvent>, Option<Position>, Option<ProjectionError>) {
+    let filter = projection.filter();
+    let mut handled = Vec::new();
+    let mut through = start;
+    for event in page {
+        let position = event.position;
+        match filter.relevance(&event) {
+            Relevance::Elsewhere => {}
+            Relevance::Handled => handled.push(event),
+            Relevance::Unknown => {
+                let error = ProjectionError::UnknownEventType {
+                    projection: projection.name().to_owned(),
+                    event_type: event.event_type.clone(),
+                    position: event.position,
+                };
+                return (handled, through, Some(error));
+            }
+        }
+        through = Some(position);
+    }
+    (handled, through, None)
+}
+
+/// The stored checkpoint of the live read model of `name`: the position it handled last (`None`: nothing
+/// yet, or no such projection).
+pub async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<Option<Position>, ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    Ok(target::checkpoint(&mut conn, name, false).await?.and_then(|c| c.position))
 }
