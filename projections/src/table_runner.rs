@@ -96,9 +96,11 @@ impl TableRunner {
             let page = self.store.read_all(checkpoint.position, self.options.batch_size).await?;
             if page.is_empty() {
                 self.set_progress(checkpoint.position, 0, true);
+                metrics::gauge!("projection_lag_seconds", "projection" => name.to_owned()).set(0.0);
                 let _ = tokio::time::timeout(self.options.poll_interval, woken.changed()).await;
                 continue;
             }
+            let written_at = page.last().map(|e| e.metadata.occurred_at);
             let (handled, through, unknown) = split_page(projection, checkpoint.position, page);
             if through != checkpoint.position {
                 let mut tx = pool.begin().await?;
@@ -107,6 +109,11 @@ impl TableRunner {
                 checkpoint.position = through;
             }
             self.set_progress(checkpoint.position, handled.len() as u64, caught_up(checkpoint.position));
+            if let Some(written_at) = written_at {
+                // How far behind the newest event read was written: the projection's lag, in time.
+                let lag = (chrono::Utc::now() - written_at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::gauge!("projection_lag_seconds", "projection" => name.to_owned()).set(lag);
+            }
             if let Some(error) = unknown {
                 return Err(error);
             }

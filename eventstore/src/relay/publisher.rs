@@ -87,13 +87,20 @@ impl Relay {
             // The lock lives exactly as long as this connection: check it before every page.
             lock.confirm().await.map_err(|_| RelayError::LostLeadership)?;
             let events = self.store.read_all(after, self.options.page_size).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                // Nothing new: wait for an append in this process or for the next poll.
+            let Some((last, written_at)) = events.last().map(|e| (e.position, e.metadata.occurred_at)) else {
+                // Nothing new: caught up. Wait for an append in this process or for the next poll.
+                metrics::gauge!("relay_lag_seconds", "stream" => self.options.stream.clone()).set(0.0);
                 let _ = tokio::time::timeout(self.options.poll_interval, woken.changed()).await;
                 continue;
             };
             sequence = self.publish_page(&events, sequence).await?;
             after = Some(last);
+            let stream = self.options.stream.clone();
+            metrics::counter!("relay_events_published_total", "stream" => stream.clone())
+                .increment(events.len() as u64);
+            // How far behind the newest published event was written: the relay's backlog, in time.
+            let lag = (chrono::Utc::now() - written_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("relay_lag_seconds", "stream" => stream).set(lag);
             self.save_checkpoint(last).await?;
         }
     }
