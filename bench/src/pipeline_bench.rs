@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use eventstore::relay::{Relay, RelayOptions};
-use eventstore::{PgEventStore, PgEventStoreOptions, RecordedEvent, SubscriptionOptions};
+use eventstore::{EventStore, PgEventStore, PgEventStoreOptions, RecordedEvent, SubscriptionOptions};
 use projections::{
     EventFilter, MemoryProjection, MemoryRunner, ProjectionError, RunnerOptions, TableProjection, TableRunner,
 };
@@ -31,6 +31,9 @@ pub(crate) struct Options {
     /// Replay runs per contender; medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Seconds of appends at 500 events/s for the append → visible latency.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
 }
 
 /// The deadline of one measured run: a run that takes longer is broken, not slow.
@@ -67,6 +70,16 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         "events/s",
         30_000.0,
     ));
+
+    // In a database of its own, so the relay has no backlog to publish first.
+    let latency_db = server.create_database().await?;
+    let (p50, p99, count) = append_to_visible(&latency_db.url, options.latency_seconds).await?;
+    rows.push(Row::info(
+        format!("append → visible in another instance via NATS, p50 ({count} events at 500/s)"),
+        p50,
+        "ms",
+    ));
+    rows.push(Row::at_most("  same, p99 (from the append's return: commit excluded)", p99, "ms", 25.0));
 
     let relayed = relay_throughput(&store, options.relay_events.min(total)).await?;
     rows.push(Row::at_least(
@@ -203,4 +216,77 @@ async fn relay_throughput(store: &Arc<PgEventStore>, events: u64) -> anyhow::Res
     };
     task.abort();
     Ok(events as f64 / elapsed)
+}
+
+/// When each event became visible to a projection.
+struct Arrivals {
+    filter: EventFilter,
+    at: HashMap<uuid::Uuid, Instant>,
+}
+
+impl MemoryProjection for Arrivals {
+    fn name(&self) -> &str {
+        "bench-arrivals"
+    }
+    fn filter(&self) -> &EventFilter {
+        &self.filter
+    }
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.at.insert(event.event_id, Instant::now());
+        Ok(())
+    }
+}
+
+/// Appends single events at 500/s for `seconds` to an empty store at `url` (with a relay running), and measures how
+/// long after each append returned another instance's in-memory projection, woken by the relayed NATS
+/// message, applied it. Returns p50 and p99 in ms, and the count.
+async fn append_to_visible(url: &str, seconds: u64) -> anyhow::Result<(f64, f64, usize)> {
+    let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+    PgEventStore::migrate(&pool).await?;
+    let store = PgEventStore::new(pool, PgEventStoreOptions::default());
+    let nats = NatsServer::start()?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let options = RelayOptions::default();
+    let relay = tokio::spawn(Relay::new(store.clone(), js, options.clone()).run());
+    // The other instance: its own pool and store, following the store and woken by NATS.
+    let other = PgEventStore::new(PgPoolOptions::new().max_connections(4).connect(url).await?, Default::default());
+    let wake = eventstore::relay::wake_on_publish(other.clone(), client, &options).await?;
+    let projection = Arrivals { filter: EventFilter::new(["latency"], ["ServerRegistered"]), at: HashMap::new() };
+    let runner = MemoryRunner::new(Arc::new(other), projection, SubscriptionOptions::default());
+    let (model, mut status) = (runner.model(), runner.status());
+    let follow = tokio::spawn(runner.run());
+    tokio::time::timeout(RUN_DEADLINE, status.wait_for(|s| s.is_ready())).await??;
+
+    let mut appended = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    for _ in 0..seconds * 500 {
+        tick.tick().await;
+        let stream = eventstore::StreamName::from_parts("latency", uuid::Uuid::now_v7())?;
+        let events = crate::payload::many(1);
+        let id = events[0].event_id;
+        store.append(&stream, eventstore::ExpectedRevision::NoStream, events).await?;
+        appended.push((id, Instant::now()));
+    }
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let mut latencies = loop {
+        let arrived: Option<Vec<f64>> = {
+            let model = model.read().map_err(|_| anyhow::anyhow!("poisoned model"))?;
+            appended
+                .iter()
+                .map(|(id, at)| model.at.get(id).map(|seen| seen.saturating_duration_since(*at).as_secs_f64() * 1e3))
+                .collect()
+        };
+        if let Some(latencies) = arrived {
+            break latencies;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not every append became visible in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    relay.abort();
+    wake.abort();
+    follow.abort();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.5), at(0.99), latencies.len()))
 }

@@ -14,12 +14,24 @@ pub(crate) struct Row {
     pub(crate) ratio: Option<f64>,
     pub(crate) target: Option<f64>,
     pub(crate) pass: Option<bool>,
+    /// The target is a ceiling, not a floor (not in the JSON: `pass` says it).
+    #[serde(skip)]
+    pub(crate) ceiling: bool,
 }
 
 impl Row {
     /// A figure with no baseline and no target.
     pub(crate) fn info(metric: impl Into<String>, value: f64, unit: &'static str) -> Self {
-        Self { metric: metric.into(), value, unit, baseline: None, ratio: None, target: None, pass: None }
+        Self {
+            metric: metric.into(),
+            value,
+            unit,
+            baseline: None,
+            ratio: None,
+            target: None,
+            pass: None,
+            ceiling: false,
+        }
     }
 
     /// A figure compared with a same-run baseline; passes when `ratio >= min_ratio`. The caller gives the
@@ -41,11 +53,27 @@ impl Row {
             ratio: Some(ratio),
             target: Some(min_ratio),
             pass: Some(ratio >= min_ratio),
+            ceiling: false,
         }
     }
 }
 
 impl Row {
+    /// A figure with an absolute ceiling: passes when `value <= max` (printed as `≤ max`; the JSON's
+    /// target is the ceiling).
+    pub(crate) fn at_most(metric: impl Into<String>, value: f64, unit: &'static str, max: f64) -> Self {
+        Self {
+            metric: metric.into(),
+            value,
+            unit,
+            baseline: None,
+            ratio: None,
+            target: Some(max),
+            pass: Some(value <= max),
+            ceiling: true,
+        }
+    }
+
     /// A figure with an absolute target: passes when `value >= min`.
     pub(crate) fn at_least(metric: impl Into<String>, value: f64, unit: &'static str, min: f64) -> Self {
         Self {
@@ -56,6 +84,7 @@ impl Row {
             ratio: None,
             target: Some(min),
             pass: Some(value >= min),
+            ceiling: false,
         }
     }
 }
@@ -78,6 +107,7 @@ pub(crate) fn print(name: &str, rows: &[Row]) {
         };
         let target = match (r.target, r.ratio) {
             (Some(t), Some(_)) => format!("≥ {t:.2}×"),
+            (Some(t), None) if r.ceiling => format!("≤ {}", number(t)),
             (Some(t), None) => format!("≥ {}", number(t)),
             (None, _) => "–".into(),
         };

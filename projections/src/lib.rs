@@ -13,8 +13,8 @@
 //!   categories with a type it does not know halts it, and it reports not ready: the authorization read
 //!   model fails closed rather than deciding on a partial view.
 //!
-//! The store is the truth and the source of every event; wake-ups come from appends in this process and
-//! from polling (NATS as a cross-instance wake-up arrives with the `api` binary).
+//! The store is the truth and the source of every event; wake-ups come from appends in this process, from
+//! other instances through NATS (`eventstore::relay::wake_on_publish`), and from polling.
 
 mod error;
 mod filter;

@@ -98,6 +98,12 @@ impl PgEventStore {
         PreparedAppend::new(stream, expected, events, self.options.max_event_bytes)
     }
 
+    /// Wakes this process's readers (subscriptions, projection runners) as if it had appended: for a
+    /// signal that another process appended, such as a relayed NATS message.
+    pub fn notify_appended(&self) {
+        self.signal_appended();
+    }
+
     pub(super) fn signal_appended(&self) {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -14,6 +14,8 @@
 //!    a failed one, so nothing is skipped or reordered, and a second publisher is refused, not
 //!    interleaved.
 //!
+//! [`wake_on_publish`] lets every instance hear the publishes and wake its readers at once.
+//!
 //! Nothing is lost (the resume point comes from what JetStream stored) and nothing is published twice
 //! (resync starts after the last stored message; message ids catch a repeat inside the window).
 
@@ -21,8 +23,10 @@ mod headers;
 mod options;
 mod publisher;
 mod subject;
+mod wake;
 
 pub use headers::{CORRELATION_ID, HASH, METADATA, POSITION, REVISION, SCHEMA_VERSION, STREAM, TYPE};
 pub use options::RelayOptions;
 pub use publisher::{Relay, RelayError};
 pub use subject::subject_for;
+pub use wake::wake_on_publish;

@@ -215,3 +215,57 @@ async fn kill_lock_holder(db: &TestDatabase, store: &PgEventStore) {
     })
     .await;
 }
+
+/// Registrations per server stream, in memory.
+struct Registrations {
+    filter: projections::EventFilter,
+    count: u64,
+}
+
+impl projections::MemoryProjection for Registrations {
+    fn name(&self) -> &str {
+        "registrations"
+    }
+    fn filter(&self) -> &projections::EventFilter {
+        &self.filter
+    }
+    fn apply(&mut self, _: &eventstore::RecordedEvent) -> Result<(), projections::ProjectionError> {
+        self.count += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_sees_an_append_through_nats_long_before_its_next_poll() {
+    // Given a second instance (its own pool) whose projection polls the store only every two minutes, and
+    // which listens to the relay's publishes
+    let (store, db) = store().await;
+    let other = PgEventStore::new(db.pool(4).await.unwrap(), Default::default());
+    let nats = NatsServer::start().unwrap();
+    let js = connect(&nats).await;
+    let relay = spawn_relay(&store, &js);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let wake = relay::wake_on_publish(other.clone(), client, &options()).await.unwrap();
+    let projection = Registrations { filter: projections::EventFilter::new(["server"], ["Registered"]), count: 0 };
+    let slow_poll = eventstore::SubscriptionOptions { poll_interval: Duration::from_secs(120), ..Default::default() };
+    let runner = projections::MemoryRunner::new(Arc::new(other.clone()), projection, slow_poll);
+    let (model, mut status) = (runner.model(), runner.status());
+    let follow = tokio::spawn(runner.run());
+    status.wait_for(|s| s.is_ready()).await.unwrap();
+
+    // When the first instance appends, three times, each once the other saw the one before (so the other
+    // has gone back to waiting: a read that merely raced the append cannot explain all three)
+    for n in 1..=3 {
+        store.append(&new_stream("server"), ExpectedRevision::NoStream, vec![event("Registered", n)]).await.unwrap();
+
+        // Then the second sees it within seconds: woken by NATS, not by its poll
+        tests::eventually(Duration::from_secs(10), "the other instance to see the append", || async {
+            (model.read().unwrap().count == n).then_some(())
+        })
+        .await;
+    }
+    for task in [relay, wake] {
+        task.abort();
+    }
+    follow.abort();
+}
