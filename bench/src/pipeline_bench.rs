@@ -99,7 +99,7 @@ struct Counts {
 
 impl MemoryProjection for Counts {
     fn name(&self) -> &str {
-        "bench-counts"
+        "bench_counts"
     }
     fn filter(&self) -> &EventFilter {
         &self.filter
@@ -175,7 +175,7 @@ impl TableProjection for StreamCounts {
 }
 
 async fn table_replay(store: &Arc<PgEventStore>, pool: &sqlx::PgPool, total: u64, round: usize) -> anyhow::Result<f64> {
-    let name = format!("bench-counts-{round}");
+    let name = format!("bench_counts_{round}");
     let table = format!("{}.counts", projections::schema_of(&name));
     let projection = Arc::new(StreamCounts { name, filter: EventFilter::new(["replay"], ["ServerRegistered"]) });
     let options = RunnerOptions { batch_size: 2000, ..Default::default() };
@@ -226,7 +226,7 @@ struct Arrivals {
 
 impl MemoryProjection for Arrivals {
     fn name(&self) -> &str {
-        "bench-arrivals"
+        "bench_arrivals"
     }
     fn filter(&self) -> &EventFilter {
         &self.filter

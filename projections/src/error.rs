@@ -22,8 +22,8 @@ pub enum ProjectionError {
         /// Where the event sits in `$all`.
         position: Position,
     },
-    /// A projection name that cannot name a schema: `[a-z][a-z0-9_-]{0,47}`.
-    #[error("projection name {0:?} must match [a-z][a-z0-9_-]{{0,47}}")]
+    /// A projection name that cannot name a schema: `[a-z][a-z0-9_]{0,47}` without `__`.
+    #[error("projection name {0:?} must match [a-z][a-z0-9_]{{0,47}} without `__`")]
     InvalidName(String),
     /// The checkpoint moved under this runner: another runner applied the same events.
     #[error("checkpoint of {0} moved under this runner")]

@@ -14,7 +14,8 @@ use crate::{EventFilter, ProjectionError};
 /// the checkpoint.
 #[async_trait]
 pub trait TableProjection: Send + Sync {
-    /// Unique name, `[a-z][a-z0-9_-]{0,47}`; also the checkpoint's name and, as `rm_<name>`, the schema's.
+    /// Unique name, `[a-z][a-z0-9_]{0,47}` without `__`; also the checkpoint's name and, as `rm_<name>`,
+    /// the schema's.
     fn name(&self) -> &str;
     /// Bumped when `apply` changes meaning, which calls for a rebuild.
     fn version(&self) -> u32;

@@ -29,26 +29,17 @@ pub struct RebuildReport {
 }
 
 /// Rebuilds `projection`'s read model from the store and swaps it in; one rebuild per projection at a
-/// time (a leader lock). The live runner may keep running meanwhile.
+/// time (a leader lock, confirmed between batches). The live runner may keep running meanwhile, and
+/// runs this itself when the projection's version changed.
 pub async fn rebuild(
     store: &PgEventStore,
     projection: &dyn TableProjection,
     options: RunnerOptions,
 ) -> Result<RebuildReport, ProjectionError> {
-    check_name(projection.name())?;
-    let key = format!("projection-rebuild:{}", projection.name());
-    let _lock = LeaderLock::acquire(store.pool(), &key, options.poll_interval).await?;
-    rebuild_holding_lock(store, projection, options).await
-}
-
-/// [`rebuild`] by a caller that already excludes other rebuilds (the live runner, rebuilding at a version
-/// change while it holds the projection's lock).
-pub(crate) async fn rebuild_holding_lock(
-    store: &PgEventStore,
-    projection: &dyn TableProjection,
-    options: RunnerOptions,
-) -> Result<RebuildReport, ProjectionError> {
     let name = projection.name();
+    check_name(name)?;
+    let key = format!("projection-rebuild:{name}");
+    let mut lock = LeaderLock::acquire(store.pool(), &key, options.poll_interval).await?;
     let pool = store.pool();
     let (live, shadow) = (Target::live(name), Target::shadow(name));
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", shadow.schema))).execute(pool).await?;
@@ -60,6 +51,7 @@ pub(crate) async fn rebuild_holding_lock(
     // 1. Up to the head seen at the start, while the live model serves.
     let head = store.head().await?;
     while checkpoint.position < head {
+        lock.confirm().await?;
         let mut tx = pool.begin().await?;
         let Some(n) = apply_page(store, projection, &shadow, &mut tx, &mut checkpoint, None, options).await? else {
             break;
@@ -78,6 +70,11 @@ pub(crate) async fn rebuild_holding_lock(
             None => break,
         }
     }
+    if checkpoint.position < live_position {
+        // The live model is ahead of everything the store let us read: never swap in a model that is behind.
+        return Err(ProjectionError::CheckpointMoved(shadow.checkpoint.clone()));
+    }
+    lock.confirm().await?;
     let position = checkpoint.position.max(live_position);
     let old = format!("{}__old", live.schema);
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {old} CASCADE"))).execute(&mut *tx).await?;

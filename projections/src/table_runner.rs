@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::filter::Relevance;
-use crate::rebuild::rebuild_holding_lock;
+use crate::rebuild::rebuild;
 use crate::target::{self, Target, check_name};
 use crate::{ProjectionError, ProjectionState, ProjectionStatus, TableProjection};
 
@@ -84,7 +84,7 @@ impl TableRunner {
         let mut checkpoint = read_checkpoint(pool, &live).await?;
         if checkpoint.version != i32::try_from(projection.version()).unwrap_or(i32::MAX) {
             tracing::info!(projection = name, from = checkpoint.version, to = projection.version(), "rebuilding");
-            rebuild_holding_lock(&self.store, projection, self.options).await?;
+            rebuild(&self.store, projection, self.options).await?;
             checkpoint = read_checkpoint(pool, &live).await?;
         }
         let head_at_start = self.store.head().await?;
@@ -104,11 +104,22 @@ impl TableRunner {
             let (handled, through, unknown) = split_page(projection, checkpoint.position, page);
             if through != checkpoint.position {
                 let mut tx = pool.begin().await?;
-                target::apply_batch(&mut tx, projection, &live, &handled, &checkpoint, through).await?;
-                tx.commit().await?;
+                match target::apply_batch(&mut tx, projection, &live, &handled, &checkpoint, through).await {
+                    Ok(()) => tx.commit().await?,
+                    // A rebuild swapped a new model in (or an old runner was deposed): nothing of this batch
+                    // was written. Carry on from the new checkpoint, still the leader and still ready.
+                    Err(ProjectionError::CheckpointMoved(_)) => {
+                        drop(tx);
+                        checkpoint = read_checkpoint(pool, &live).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
                 checkpoint.position = through;
             }
-            self.set_progress(checkpoint.position, handled.len() as u64, caught_up(checkpoint.position));
+            // Not ready while an event it cannot apply is waiting, even when that event is the head.
+            let ready = unknown.is_none() && caught_up(checkpoint.position);
+            self.set_progress(checkpoint.position, handled.len() as u64, ready);
             if let Some(written_at) = written_at {
                 // How far behind the newest event read was written: the projection's lag, in time.
                 let lag = (chrono::Utc::now() - written_at).num_milliseconds().max(0) as f64 / 1000.0;

@@ -3,6 +3,10 @@
 //! A projection's SQL names its tables without a schema; the runner sets `search_path` to the target's
 //! schema in every transaction. The live read model is in `rm_<name>`; a rebuild writes `rm_<name>__rebuild`
 //! and swaps the schemas by renaming them, so readers switch from one complete model to the other.
+//!
+//! Readers query in READ COMMITTED (each statement resolves names and takes its snapshot together). A
+//! REPEATABLE READ transaction whose snapshot predates a swap would resolve the new tables by name but
+//! see only the rows committed before its snapshot.
 
 use eventstore::{Position, RecordedEvent};
 use sqlx::{PgConnection, PgPool};
@@ -36,16 +40,18 @@ impl Target {
     }
 }
 
-/// The live schema of projection `name`: `rm_` and the name with `-` as `_`.
+/// The live schema of projection `name`: `rm_<name>`.
 pub fn schema_of(name: &str) -> String {
-    format!("rm_{}", name.replace('-', "_"))
+    format!("rm_{name}")
 }
 
-/// Checks a projection name: it becomes part of schema names, so only `[a-z][a-z0-9_-]{0,47}`.
+/// Checks a projection name: it becomes part of schema names, so only `[a-z][a-z0-9_]{0,47}` without
+/// `__` (which separates the suffixes of the shadow and old schemas: no name can be another's shadow).
 pub(crate) fn check_name(name: &str) -> Result<(), ProjectionError> {
     let mut chars = name.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.contains("__")
         && name.len() <= 48;
     if valid { Ok(()) } else { Err(ProjectionError::InvalidName(name.to_owned())) }
 }
@@ -146,4 +152,20 @@ pub(crate) fn encode(position: Option<Position>) -> (i64, i64) {
 
 pub(crate) fn decode(tx: i64, gp: i64) -> Option<Position> {
     ((tx, gp) != (0, 0)).then_some(Position { transaction_id: tx as u64, global_position: gp as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_collide_or_escape_a_schema_name_are_refused() {
+        for good in ["registry", "authz_v2", "a"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Registry", "a-b", "x__rebuild", "x__old", "1st", "a;drop", "a b", &"a".repeat(49)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Target::shadow("registry").schema, "rm_registry__rebuild");
+    }
 }
