@@ -46,46 +46,23 @@ impl Row {
         min_ratio: f64,
     ) -> Self {
         Self {
-            metric: metric.into(),
-            value,
-            unit,
             baseline: Some(baseline),
             ratio: Some(ratio),
             target: Some(min_ratio),
             pass: Some(ratio >= min_ratio),
-            ceiling: false,
-        }
-    }
-}
-
-impl Row {
-    /// A figure with an absolute ceiling: passes when `value <= max` (printed as `≤ max`; the JSON's
-    /// target is the ceiling).
-    pub(crate) fn at_most(metric: impl Into<String>, value: f64, unit: &'static str, max: f64) -> Self {
-        Self {
-            metric: metric.into(),
-            value,
-            unit,
-            baseline: None,
-            ratio: None,
-            target: Some(max),
-            pass: Some(value <= max),
-            ceiling: true,
+            ..Self::info(metric, value, unit)
         }
     }
 
     /// A figure with an absolute target: passes when `value >= min`.
     pub(crate) fn at_least(metric: impl Into<String>, value: f64, unit: &'static str, min: f64) -> Self {
-        Self {
-            metric: metric.into(),
-            value,
-            unit,
-            baseline: None,
-            ratio: None,
-            target: Some(min),
-            pass: Some(value >= min),
-            ceiling: false,
-        }
+        Self { target: Some(min), pass: Some(value >= min), ..Self::info(metric, value, unit) }
+    }
+
+    /// A figure with an absolute ceiling: passes when `value <= max` (printed as `≤ max`; the JSON's
+    /// target is the ceiling).
+    pub(crate) fn at_most(metric: impl Into<String>, value: f64, unit: &'static str, max: f64) -> Self {
+        Self { target: Some(max), pass: Some(value <= max), ceiling: true, ..Self::info(metric, value, unit) }
     }
 }
 

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::append::PreparedAppend;
 use super::pg_event_store::PgEventStore;
-use crate::content_hash::{GENESIS, Hash, chain};
+use crate::content_hash::{Hash, chain};
 use crate::{AppendResult, ExpectedRevision, Position};
 
 /// Most events in one group statement.
@@ -58,8 +58,8 @@ struct State {
 struct Queued {
     ticket: u64,
     append: PreparedAppend,
-    /// The stream's head the append continues from; `None` for a new stream.
-    head: Option<(u64, Hash)>,
+    /// The stream's head (revision and link) the append continues from.
+    head: (u64, Hash),
     reply: oneshot::Sender<Completion>,
 }
 
@@ -111,13 +111,13 @@ impl AppendGroups {
     }
 
     /// The head a grouped `append` would continue from, or `None` when it must run alone.
-    pub(crate) fn groupable(&self, store: &PgEventStore, append: &PreparedAppend) -> Option<Option<(u64, Hash)>> {
+    pub(crate) fn groupable(&self, store: &PgEventStore, append: &PreparedAppend) -> Option<(u64, Hash)> {
         if self.lanes == 0 || append.ids.len() > MAX_GROUPED_APPEND_EVENTS {
             return None;
         }
         match append.expected {
             ExpectedRevision::Exact(n) => {
-                store.heads.get(append.stream.as_str()).filter(|(revision, _)| *revision == n).map(Some)
+                store.heads.get(append.stream.as_str()).filter(|(revision, _)| *revision == n)
             }
             // A new stream's row would be inserted, and an insert waits on a competing creator's
             // uncommitted row: those run alone.
@@ -126,7 +126,7 @@ impl AppendGroups {
     }
 
     /// Takes a free lane for `append`, or queues it for the next group.
-    pub(crate) fn enter(store: &PgEventStore, append: PreparedAppend, head: Option<(u64, Hash)>) -> Entry {
+    pub(crate) fn enter(store: &PgEventStore, append: PreparedAppend, head: (u64, Hash)) -> Entry {
         let groups = &store.groups;
         let mut state = groups.lock();
         if state.busy < groups.lanes && state.queue.is_empty() {
@@ -356,15 +356,14 @@ impl<'a> GroupParams<'a> {
         };
         for (index, q) in (1..).zip(group) {
             let a = &q.append;
-            let after = q.head.map(|(revision, _)| revision);
-            let previous = q.head.as_ref().map_or(&GENESIS, |(_, link)| link);
-            let links = chain(previous, after, &a.content);
+            let (after, previous) = &q.head;
+            let links = chain(previous, Some(*after), &a.content);
             p.streams.push(a.stream.as_str());
-            p.expected.push(after.map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX)));
+            p.expected.push(i64::try_from(*after).unwrap_or(i64::MAX));
             p.previous_links.push(previous.as_slice());
             p.head_links.push(links.last().copied().unwrap_or(*previous));
             p.counts.push(i32::try_from(a.ids.len()).unwrap_or(i32::MAX));
-            let first = after.map_or(0, |r| r + 1);
+            let first = after + 1;
             for n in 0..a.ids.len() {
                 p.append_index.push(index);
                 p.revisions.push(i64::try_from(first + n as u64).unwrap_or(i64::MAX));

@@ -14,7 +14,6 @@ use crate::error::from_sqlx;
 /// pool with it and outlive the job.
 pub struct LeaderLock {
     conn: PgConnection,
-    key: String,
 }
 
 impl LeaderLock {
@@ -28,7 +27,7 @@ impl LeaderLock {
                 .await
                 .map_err(from_sqlx)?;
             if locked {
-                return Ok(Self { conn, key: key.to_owned() });
+                return Ok(Self { conn });
             }
             tokio::time::sleep(retry_every).await;
         }
@@ -39,10 +38,5 @@ impl LeaderLock {
     pub async fn confirm(&mut self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&mut self.conn).await.map_err(from_sqlx)?;
         Ok(())
-    }
-
-    /// The lock's name.
-    pub fn key(&self) -> &str {
-        &self.key
     }
 }

@@ -93,11 +93,11 @@ impl Relay {
                 let _ = tokio::time::timeout(self.options.poll_interval, woken.changed()).await;
                 continue;
             };
-            sequence = self.publish_page(&events, sequence).await?;
+            let published = events.len() as u64;
+            sequence = self.publish_page(events, sequence).await?;
             after = Some(last);
             let stream = self.options.stream.clone();
-            metrics::counter!("relay_events_published_total", "stream" => stream.clone())
-                .increment(events.len() as u64);
+            metrics::counter!("relay_events_published_total", "stream" => stream.clone()).increment(published);
             // How far behind the newest published event was written: the relay's backlog, in time.
             let lag = (chrono::Utc::now() - written_at).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::gauge!("relay_lag_seconds", "stream" => stream).set(lag);
@@ -146,15 +146,16 @@ impl Relay {
     }
 
     /// Publishes `events` expecting the stream to be at `sequence`; returns the sequence after them.
-    async fn publish_page(&self, events: &[RecordedEvent], mut sequence: u64) -> Result<u64, RelayError> {
+    async fn publish_page(&self, events: Vec<RecordedEvent>, mut sequence: u64) -> Result<u64, RelayError> {
         let mut in_flight: VecDeque<(PublishAckFuture, u64)> = VecDeque::with_capacity(self.options.max_in_flight);
         for event in events {
-            let message = jetstream::message::PublishMessage::build()
-                .payload(event.data.clone().into())
-                .headers(headers_for(event))
-                .message_id(event.event_id.to_string())
-                .expected_last_sequence(sequence);
             let subject = subject_for(&self.options.subject_prefix, &event.stream);
+            let headers = headers_for(&event);
+            let message = jetstream::message::PublishMessage::build()
+                .headers(headers)
+                .message_id(event.event_id.to_string())
+                .expected_last_sequence(sequence)
+                .payload(event.data.into());
             let ack = self.jetstream.send_publish(subject, message).await.map_err(nats)?;
             sequence += 1;
             in_flight.push_back((ack, sequence));
