@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use eventstore::relay::{Relay, RelayOptions};
+use eventstore::relay::{NatsFeedOptions, NatsSubscription, Relay, RelayOptions};
 use eventstore::{EventStore, PgEventStore, PgEventStoreOptions, RecordedEvent, SubscriptionOptions};
 use projections::{
     EventFilter, MemoryProjection, MemoryRunner, ProjectionError, RunnerOptions, TableProjection, TableRunner,
@@ -238,22 +238,24 @@ impl MemoryProjection for Arrivals {
 }
 
 /// Appends single events at 500/s for `seconds` to an empty store at `url` (with a relay running), and measures how
-/// long after each append returned another instance's in-memory projection, woken by the relayed NATS
-/// message, applied it. Returns p50 and p99 in ms, and the count.
+/// long after each append returned another instance's in-memory projection, fed by the relayed NATS
+/// messages (`NatsSubscription`), applied it. Returns p50 and p99 in ms, and the count.
 async fn append_to_visible(url: &str, seconds: u64) -> anyhow::Result<(f64, f64, usize)> {
     let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
     PgEventStore::migrate(&pool).await?;
     let store = PgEventStore::new(pool, PgEventStoreOptions::default());
     let nats = NatsServer::start()?;
     let client = async_nats::connect(nats.url()).await?;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = async_nats::jetstream::new(client);
     let options = RelayOptions::default();
-    let relay = tokio::spawn(Relay::new(store.clone(), js, options.clone()).run());
-    // The other instance: its own pool and store, following the store and woken by NATS.
-    let other = PgEventStore::new(PgPoolOptions::new().max_connections(4).connect(url).await?, Default::default());
-    let wake = eventstore::relay::wake_on_publish(other.clone(), client, &options).await?;
+    let relay = tokio::spawn(Relay::new(store.clone(), js.clone(), options.clone()).run());
+    // The other instance: its own pool and store (it hears nothing of the appends in process), fed by the
+    // relay's messages; the store fills gaps.
+    let other: Arc<dyn eventstore::EventStore> =
+        Arc::new(PgEventStore::new(PgPoolOptions::new().max_connections(4).connect(url).await?, Default::default()));
+    let feed = NatsSubscription::new(other.clone(), js, None, NatsFeedOptions::for_relay(&options));
     let projection = Arrivals { filter: EventFilter::new(["latency"], ["ServerRegistered"]), at: HashMap::new() };
-    let runner = MemoryRunner::new(Arc::new(other), projection, SubscriptionOptions::default());
+    let runner = MemoryRunner::with_feed(other, projection, Box::new(feed));
     let (model, mut status) = (runner.model(), runner.status());
     let follow = tokio::spawn(runner.run());
     tokio::time::timeout(RUN_DEADLINE, status.wait_for(|s| s.is_ready())).await??;
@@ -284,7 +286,6 @@ async fn append_to_visible(url: &str, seconds: u64) -> anyhow::Result<(f64, f64,
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     relay.abort();
-    wake.abort();
     follow.abort();
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];

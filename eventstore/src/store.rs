@@ -92,6 +92,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last event a reader of `$all` can see now.
     async fn head(&self) -> Result<Option<Position>>;
 
+    /// The position of the last committed event, whether readers can see it yet or not (a transaction
+    /// still running below it holds them back). A reader that has passed it holds every event committed
+    /// before the call: the mark of a read model ready to serve.
+    async fn committed_head(&self) -> Result<Option<Position>>;
+
     /// Verifies one stream's hash chain.
     async fn verify_stream(&self, stream: &StreamName) -> Result<VerifyReport>;
 

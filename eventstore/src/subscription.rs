@@ -89,6 +89,28 @@ impl Subscription {
     }
 }
 
+/// A source of `$all` events in order, each once: the store ([`Subscription`]) or NATS with the store
+/// as the fallback ([`crate::relay::NatsSubscription`]).
+#[async_trait::async_trait]
+pub trait EventFeed: Send {
+    /// The next event after the last one handed out, waiting for one if there is none yet.
+    async fn next(&mut self) -> Result<RecordedEvent>;
+
+    /// The position of the last event handed out.
+    fn checkpoint(&self) -> Option<Position>;
+}
+
+#[async_trait::async_trait]
+impl EventFeed for Subscription {
+    async fn next(&mut self) -> Result<RecordedEvent> {
+        Subscription::next(self).await
+    }
+
+    fn checkpoint(&self) -> Option<Position> {
+        Subscription::checkpoint(self)
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(ahead) = self.ahead.take() {

@@ -3,7 +3,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use eventstore::{EventStore, Subscription, SubscriptionOptions};
+use eventstore::{EventFeed, EventStore, Subscription, SubscriptionOptions};
 use tokio::sync::watch;
 
 use crate::filter::Relevance;
@@ -19,15 +19,22 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 pub struct MemoryRunner<P: MemoryProjection> {
     store: Arc<dyn EventStore>,
     model: Arc<RwLock<P>>,
-    options: SubscriptionOptions,
+    feed: Box<dyn EventFeed>,
     status: watch::Sender<ProjectionStatus>,
 }
 
 impl<P: MemoryProjection> MemoryRunner<P> {
     /// A runner folding `store` into `projection` (normally empty: it is rebuilt from the start).
     pub fn new(store: Arc<dyn EventStore>, projection: P, options: SubscriptionOptions) -> Self {
+        let feed = Box::new(Subscription::new(store.clone(), None, options));
+        Self::with_feed(store, projection, feed)
+    }
+
+    /// A runner folding what `feed` delivers into `projection`; `feed` must start at the beginning of
+    /// `$all` (e.g. `eventstore::relay::NatsSubscription` from `None`: the past from the store, then NATS).
+    pub fn with_feed(store: Arc<dyn EventStore>, projection: P, feed: Box<dyn EventFeed>) -> Self {
         let (status, _) = watch::channel(ProjectionStatus::new(projection.name()));
-        Self { store, model: Arc::new(RwLock::new(projection)), options, status }
+        Self { store, model: Arc::new(RwLock::new(projection)), feed, status }
     }
 
     /// The read model.
@@ -42,9 +49,9 @@ impl<P: MemoryProjection> MemoryRunner<P> {
 
     /// Rebuilds, then follows, until the future is dropped or the projection halts (returned, and
     /// reported as [`ProjectionState::Halted`]).
-    pub async fn run(self) -> ProjectionError {
+    pub async fn run(mut self) -> ProjectionError {
         let head = loop {
-            match self.store.head().await {
+            match self.store.committed_head().await {
                 Ok(head) => break head,
                 Err(e) => {
                     tracing::warn!(error = %e, "memory projection cannot read the head yet");
@@ -54,11 +61,10 @@ impl<P: MemoryProjection> MemoryRunner<P> {
         };
         let mut live = head.is_none();
         self.status.send_modify(|s| s.state = if live { ProjectionState::Live } else { ProjectionState::CatchingUp });
-        let mut subscription = Subscription::new(self.store.clone(), None, self.options);
         let name = self.status.borrow().name.clone();
         let (mut pending, mut counted) = (0u64, 0u64);
         loop {
-            let event = match subscription.next().await {
+            let event = match self.feed.next().await {
                 Ok(event) => event,
                 Err(e) => {
                     tracing::warn!(error = %e, "memory projection read failed; reading again");

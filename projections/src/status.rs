@@ -11,6 +11,12 @@ pub enum ProjectionState {
     CatchingUp,
     /// Caught up with the head seen at start, following new events: ready.
     Live,
+    /// Another process runs the projection; `current` when the shared read model has reached the head
+    /// seen one poll earlier (ready: that runner keeps up).
+    Standby {
+        /// The shared model keeps up with the store.
+        current: bool,
+    },
     /// Stopped on an error that running again cannot fix: not ready until the code or data changes.
     Halted(String),
 }
@@ -35,6 +41,6 @@ impl ProjectionStatus {
 
     /// True when the read model may serve requests.
     pub fn is_ready(&self) -> bool {
-        self.state == ProjectionState::Live
+        matches!(self.state, ProjectionState::Live | ProjectionState::Standby { current: true })
     }
 }

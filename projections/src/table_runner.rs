@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::{EventStore, LeaderLock, PgEventStore, Position, RecordedEvent};
+use eventstore::{EventStore, LockCandidate, PgEventStore, Position, RecordedEvent};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -79,7 +79,16 @@ impl TableRunner {
         check_name(name)?;
         let pool = self.store.pool();
         let live = Target::live(name);
-        let mut lock = LeaderLock::acquire(pool, &format!("projection:{name}"), self.options.poll_interval).await?;
+        let mut candidate = LockCandidate::connect(pool, &format!("projection:{name}")).await?;
+        let mut head_before = None;
+        let mut lock = loop {
+            match candidate.try_acquire().await? {
+                Ok(lock) => break lock,
+                Err(waiting) => candidate = waiting,
+            }
+            head_before = self.report_standby(head_before).await;
+            tokio::time::sleep(self.options.poll_interval).await;
+        };
         target::ensure(pool, projection, &live).await?;
         let mut checkpoint = read_checkpoint(pool, &live).await?;
         if checkpoint.version != i32::try_from(projection.version()).unwrap_or(i32::MAX) {
@@ -87,7 +96,7 @@ impl TableRunner {
             rebuild(&self.store, projection, self.options).await?;
             checkpoint = read_checkpoint(pool, &live).await?;
         }
-        let head_at_start = self.store.head().await?;
+        let head_at_start = self.store.committed_head().await?;
         let caught_up = |position: Option<Position>| position >= head_at_start;
         self.set_progress(checkpoint.position, 0, caught_up(checkpoint.position));
         let mut woken = self.store.appended();
@@ -129,6 +138,27 @@ impl TableRunner {
                 return Err(error);
             }
         }
+    }
+
+    /// While another process runs the projection: reports whether the shared model has reached
+    /// `head_before` (the head at the previous look), and returns the head now.
+    async fn report_standby(&self, head_before: Option<Option<Position>>) -> Option<Option<Position>> {
+        let name = self.projection.name();
+        let looked = async {
+            let checkpoint = load_checkpoint(self.store.pool(), name).await?;
+            let head = self.store.committed_head().await?;
+            Ok::<_, ProjectionError>((checkpoint, head))
+        };
+        let (current, head) = match looked.await {
+            Ok((checkpoint, head)) => (head_before.is_some_and(|before| checkpoint >= before), Some(head)),
+            Err(error) => {
+                tracing::debug!(projection = name, %error, "standby cannot read the shared model's progress");
+                (false, None)
+            }
+        };
+        metrics::gauge!("projection_ready", "projection" => name.to_owned()).set(if current { 1.0 } else { 0.0 });
+        self.status.send_modify(|s| s.state = ProjectionState::Standby { current });
+        head
     }
 
     fn set_progress(&self, checkpoint: Option<Position>, applied: u64, caught_up: bool) {

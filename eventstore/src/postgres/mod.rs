@@ -9,6 +9,6 @@ mod rows;
 mod unit_of_work;
 mod verify;
 
-pub use leader_lock::LeaderLock;
+pub use leader_lock::{LeaderLock, LockCandidate};
 pub use pg_event_store::{PgEventStore, PgEventStoreOptions};
 pub use unit_of_work::PgUnitOfWork;

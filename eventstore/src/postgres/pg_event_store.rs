@@ -71,6 +71,12 @@ impl PgEventStore {
         MIGRATOR.run(pool).await.map_err(Error::Migration)
     }
 
+    /// The position of the one row `sql` selects, if any.
+    async fn last_position(&self, sql: &'static str) -> Result<Option<Position>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(sql).fetch_optional(&self.pool).await.map_err(from_sqlx)?;
+        Ok(row.map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }))
+    }
+
     /// The connection pool, for callers that keep their own tables next to the store.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -265,15 +271,20 @@ impl EventStore for PgEventStore {
     }
 
     async fn head(&self) -> Result<Option<Position>> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
+        self.last_position(
             "SELECT e.transaction_id::text::bigint AS tx, e.global_position FROM es.events e
               WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
               ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
         )
-        .fetch_optional(&self.pool)
         .await
-        .map_err(from_sqlx)?;
-        Ok(row.map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }))
+    }
+
+    async fn committed_head(&self) -> Result<Option<Position>> {
+        self.last_position(
+            "SELECT e.transaction_id::text::bigint AS tx, e.global_position FROM es.events e
+              ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
+        )
+        .await
     }
 
     async fn verify_stream(&self, stream: &StreamName) -> Result<VerifyReport> {

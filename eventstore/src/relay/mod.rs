@@ -14,18 +14,24 @@
 //!    a failed one, so nothing is skipped or reordered, and a second publisher is refused, not
 //!    interleaved.
 //!
-//! [`wake_on_publish`] lets every instance hear the publishes and wake its readers at once.
+//! Other instances read `$all` from the stream through [`NatsSubscription`] (the store fills any gap),
+//! or let [`wake_on_publish`] wake their store readers at once.
 //!
 //! Nothing is lost (the resume point comes from what JetStream stored) and nothing is published twice
 //! (resync starts after the last stored message; message ids catch a repeat inside the window).
 
+mod feed;
 mod headers;
 mod options;
 mod publisher;
 mod subject;
 mod wake;
 
-pub use headers::{CORRELATION_ID, HASH, METADATA, POSITION, REVISION, SCHEMA_VERSION, STREAM, TYPE};
+pub use feed::{NatsFeedOptions, NatsSubscription};
+pub use headers::{
+    CORRELATION_ID, HASH, METADATA, MessageError, POSITION, PREVIOUS_POSITION, REVISION, RelayedEvent, SCHEMA_VERSION,
+    STREAM, TYPE, decode_message, message_headers,
+};
 pub use options::RelayOptions;
 pub use publisher::{Relay, RelayError};
 pub use subject::subject_for;

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 
-use super::headers::{headers_for, position_of};
+use super::headers::{message_headers, position_of};
 use super::options::RelayOptions;
 use super::subject::subject_for;
 use crate::error::from_sqlx;
@@ -94,7 +94,7 @@ impl Relay {
                 continue;
             };
             let published = events.len() as u64;
-            sequence = self.publish_page(events, sequence).await?;
+            sequence = self.publish_page(events, after, sequence).await?;
             after = Some(last);
             let stream = self.options.stream.clone();
             metrics::counter!("relay_events_published_total", "stream" => stream.clone()).increment(published);
@@ -145,12 +145,19 @@ impl Relay {
         }
     }
 
-    /// Publishes `events` expecting the stream to be at `sequence`; returns the sequence after them.
-    async fn publish_page(&self, events: Vec<RecordedEvent>, mut sequence: u64) -> Result<u64, RelayError> {
+    /// Publishes `events`, which follow `previous` in `$all`, expecting the stream to be at `sequence`;
+    /// returns the sequence after them.
+    async fn publish_page(
+        &self,
+        events: Vec<RecordedEvent>,
+        mut previous: Option<Position>,
+        mut sequence: u64,
+    ) -> Result<u64, RelayError> {
         let mut in_flight: VecDeque<(PublishAckFuture, u64)> = VecDeque::with_capacity(self.options.max_in_flight);
         for event in events {
             let subject = subject_for(&self.options.subject_prefix, &event.stream);
-            let headers = headers_for(&event);
+            let headers = message_headers(&event, previous);
+            previous = Some(event.position);
             let message = jetstream::message::PublishMessage::build()
                 .headers(headers)
                 .message_id(event.event_id.to_string())

@@ -5,6 +5,7 @@
 
 mod eventstore;
 mod harness;
+mod nats_feed;
 mod projections;
 mod relay;
 mod support;

@@ -177,10 +177,10 @@ async fn of_two_runners_for_one_projection_exactly_one_applies() {
     let pool = db.pool(4).await.unwrap();
     let other = PgEventStore::new(pool, Default::default());
     let (first, second) = (Seen::new(), Seen::new());
-    let tasks = [
-        tokio::spawn(TableRunner::new(store.clone(), first.clone(), options()).run()),
-        tokio::spawn(TableRunner::new(other, second.clone(), options()).run()),
-    ];
+    let (a, b) =
+        (TableRunner::new(store.clone(), first.clone(), options()), TableRunner::new(other, second.clone(), options()));
+    let statuses = [a.status(), b.status()];
+    let tasks = [tokio::spawn(a.run()), tokio::spawn(b.run())];
 
     // When events arrive
     append_events(&store, 10, 50).await;
@@ -190,6 +190,15 @@ async fn of_two_runners_for_one_projection_exactly_one_applies() {
     let (a, b) = (first.applied.load(Ordering::SeqCst), second.applied.load(Ordering::SeqCst));
     assert!(a == 0 || b == 0, "both runners applied: {a} and {b}");
     assert_eq!(a + b, 10 * 50);
+
+    // And both instances report ready: one live, the other a standby that sees the shared model keep up
+    let states = tests::eventually(DEADLINE, "both runners to report ready", || async {
+        let states: Vec<_> = statuses.iter().map(|s| s.borrow().clone()).collect();
+        states.iter().all(|s| s.is_ready()).then_some(states)
+    })
+    .await;
+    assert!(states.iter().any(|s| s.state == ProjectionState::Live));
+    assert!(states.iter().any(|s| s.state == ProjectionState::Standby { current: true }));
     for task in tasks {
         task.abort();
     }

@@ -47,6 +47,8 @@ async fn an_event_committed_late_with_a_lower_position_is_not_skipped() {
     // When a reader looks before T1 commits, it sees neither (T2's event waits behind T1)
     assert!(store.read_all(None, 100).await.unwrap().is_empty());
     assert_eq!(store.head().await.unwrap(), None);
+    // though T2's event is committed: a reader that wants everything committed must wait for it
+    assert_eq!(store.committed_head().await.unwrap(), Some(r2.position));
 
     // Then after T1 commits it sees both, T1's first, and a checkpoint after one loses nothing
     t1.commit().await.unwrap();
