@@ -105,7 +105,13 @@ impl MemoryProjection for Counts {
         &self.filter
     }
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        *self.per_stream.entry(event.stream.to_string()).or_default() += 1;
+        // Look up before inserting: a key is allocated once per stream, not once per event.
+        match self.per_stream.get_mut(event.stream.as_str()) {
+            Some(count) => *count += 1,
+            None => {
+                self.per_stream.insert(event.stream.to_string(), 1);
+            }
+        }
         Ok(())
     }
 }
@@ -249,6 +255,13 @@ async fn append_to_visible(url: &str, seconds: u64) -> anyhow::Result<(f64, f64,
     let js = async_nats::jetstream::new(client);
     let options = RelayOptions::default();
     let relay = tokio::spawn(Relay::new(store.clone(), js.clone(), options.clone()).run());
+    // Measure from the moment the relay has created its stream: a reader that starts before it reads the
+    // store until it can consume (the first second of a new installation).
+    let deadline = Instant::now() + RUN_DEADLINE;
+    while js.get_stream(&options.stream).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the relay did not create its stream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The other instance: its own pool and store (it hears nothing of the appends in process), fed by the
     // relay's messages; the store fills gaps.
     let other: Arc<dyn eventstore::EventStore> =
