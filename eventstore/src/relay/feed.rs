@@ -180,9 +180,14 @@ impl NatsSubscription {
         }
     }
 
-    /// Waits for a message, an append in this process, or the store poll, whichever comes first.
+    /// Waits for a message, an append in this process, or the store poll, whichever comes first; without
+    /// a consumer, at most until it is time to create one again.
     async fn wait(&mut self) {
-        let deadline = tokio::time::sleep(self.options.store_poll);
+        let mut until = Instant::now() + self.options.store_poll;
+        if self.messages.is_none() {
+            until = until.min(self.connect_at);
+        }
+        let deadline = tokio::time::sleep_until(until);
         tokio::pin!(deadline);
         loop {
             let message = async {

@@ -108,13 +108,13 @@ async fn publish(js: &jetstream::Context, event: &RecordedEvent, previous: Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_fed_by_nats_skips_repeats_and_late_copies_and_fills_gaps_from_the_store() {
-    // Given a relay and another instance's in-memory projection fed through NATS, which reads the store on
-    // its own only after two minutes of silence
+    // Given another instance's in-memory projection fed through NATS, which reads the store on its own only
+    // after two minutes of silence, started before the relay has created its stream
     let (store, db) = store().await;
     let nats = NatsServer::start().unwrap();
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let relay = tokio::spawn(Relay::new(store.clone(), js.clone(), relay_options()).run());
     let (model, follow) = follower(&db, &js, Duration::from_secs(120)).await;
+    let relay = tokio::spawn(Relay::new(store.clone(), js.clone(), relay_options()).run());
     let first = append(&store, 20).await;
     assert_model_mirrors_the_store(&model, &store).await;
 
