@@ -1,0 +1,91 @@
+//! The Server aggregate's decisions.
+
+use super::command::{RegisterServer, ServerCommand, UpdateServer};
+use super::error::{MAX_REASON_CHARS, ServerError};
+use super::event::{ServerChanges, ServerEvent, ServerRegistered};
+use super::state::{Server, ServerState, ServerStatus};
+
+/// The events `command` produces in `state`, or why it is refused. An empty list means the command
+/// changes nothing (an update to the current values, the same policy again): nothing is appended.
+pub fn decide(state: &ServerState, command: ServerCommand) -> Result<Vec<ServerEvent>, ServerError> {
+    let server = match (state, &command) {
+        (ServerState::New, ServerCommand::Register(_)) => None,
+        (ServerState::New, _) => return Err(ServerError::NotFound),
+        (ServerState::Live(_), ServerCommand::Register(_)) => return Err(ServerError::AlreadyExists),
+        (ServerState::Live(server), _) => Some(server.as_ref()),
+        (ServerState::Deregistered(_), ServerCommand::Register(_)) => return Err(ServerError::AlreadyExists),
+        (ServerState::Deregistered(_), _) => return Err(ServerError::Deregistered),
+    };
+    match (server, command) {
+        (None, ServerCommand::Register(register)) => register_server(*register),
+        (Some(server), ServerCommand::Update(update)) => Ok(update_server(server, update)),
+        (Some(server), ServerCommand::ChangeAccess(access)) => {
+            access.validate()?;
+            Ok(if access == server.access { vec![] } else { vec![ServerEvent::AccessChanged(access)] })
+        }
+        (Some(_), ServerCommand::RotateCredential(auth)) => {
+            auth.validate()?;
+            Ok(vec![ServerEvent::CredentialRotated(auth)])
+        }
+        (Some(server), ServerCommand::Suspend { reason }) => {
+            if matches!(server.status, ServerStatus::Suspended { .. }) {
+                return Err(ServerError::AlreadySuspended);
+            }
+            Ok(vec![ServerEvent::Suspended { reason: checked_reason(reason)? }])
+        }
+        (Some(server), ServerCommand::Resume) => match server.status {
+            ServerStatus::Suspended { .. } => Ok(vec![ServerEvent::Resumed]),
+            ServerStatus::Active => Err(ServerError::NotSuspended),
+        },
+        (Some(server), ServerCommand::Deregister { reason }) => {
+            Ok(vec![ServerEvent::Deregistered { name: server.name.clone(), reason: checked_reason(reason)? }])
+        }
+        // Every other pairing was answered above.
+        (_, _) => Err(ServerError::NotFound),
+    }
+}
+
+fn register_server(register: RegisterServer) -> Result<Vec<ServerEvent>, ServerError> {
+    register.access.validate()?;
+    register.upstream_auth.validate()?;
+    let RegisterServer { server_id, name, title, description, tags, transport, endpoint, upstream_auth, access, owner } =
+        register;
+    Ok(vec![ServerEvent::Registered(Box::new(ServerRegistered {
+        server_id,
+        name,
+        title,
+        description,
+        tags,
+        transport,
+        endpoint,
+        upstream_auth,
+        access,
+        owner,
+    }))])
+}
+
+/// `new` when it differs from `old`.
+fn changed<T: PartialEq>(new: Option<T>, old: Option<&T>) -> Option<T> {
+    new.filter(|value| Some(value) != old)
+}
+
+/// Only the fields whose value differs are recorded.
+fn update_server(server: &Server, update: UpdateServer) -> Vec<ServerEvent> {
+    let changes = ServerChanges {
+        title: changed(update.title, server.title.as_ref()),
+        description: changed(update.description, Some(&server.description)),
+        tags: changed(update.tags, Some(&server.tags)),
+        transport: update.transport.filter(|t| *t != server.transport),
+        endpoint: changed(update.endpoint, Some(&server.endpoint)),
+    };
+    if changes.is_empty() { vec![] } else { vec![ServerEvent::Updated(changes)] }
+}
+
+fn checked_reason(reason: String) -> Result<String, ServerError> {
+    let reason = reason.trim();
+    let chars = reason.chars().count();
+    if chars == 0 || chars > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+        return Err(ServerError::Reason);
+    }
+    Ok(reason.to_owned())
+}

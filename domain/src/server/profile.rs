@@ -1,0 +1,165 @@
+//! What the catalogue shows about a server: title, description, tags.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 100;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+/// Most tags on one server.
+pub const MAX_TAGS: usize = 16;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 32;
+
+/// Why a title, description or tag list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// The title is empty, too long or has control characters.
+    #[error("a title has 1 to {MAX_TITLE_CHARS} characters and no control characters")]
+    Title,
+    /// The description is too long or has control characters other than newlines and tabs.
+    #[error(
+        "a description has at most {MAX_DESCRIPTION_CHARS} characters and no control characters but newlines and tabs"
+    )]
+    Description,
+    /// Too many tags.
+    #[error("at most {MAX_TAGS} tags")]
+    TooManyTags,
+    /// A tag outside the syntax.
+    #[error("tag {0:?}: a tag has 1 to {MAX_TAG_BYTES} lowercase letters, digits and `-`")]
+    Tag(String),
+}
+
+/// A display title.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Title(String);
+
+impl Title {
+    /// Checks `title` (trimmed).
+    pub fn parse(title: &str) -> Result<Self, ProfileError> {
+        let title = title.trim();
+        let chars = title.chars().count();
+        if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+            return Err(ProfileError::Title);
+        }
+        Ok(Self(title.to_owned()))
+    }
+
+    /// The title.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A free-text description (may be empty).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Description(String);
+
+impl Description {
+    /// Checks `description` (trimmed).
+    pub fn parse(description: &str) -> Result<Self, ProfileError> {
+        let description = description.trim();
+        if description.chars().count() > MAX_DESCRIPTION_CHARS
+            || description.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(ProfileError::Description);
+        }
+        Ok(Self(description.to_owned()))
+    }
+
+    /// The description.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A server's tags: distinct, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct Tags(Vec<String>);
+
+impl Tags {
+    /// Checks each tag; duplicates collapse and the order is normalised.
+    pub fn parse<I, S>(tags: I) -> Result<Self, ProfileError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out: Vec<String> = Vec::new();
+        for tag in tags {
+            let tag = tag.as_ref();
+            let valid = !tag.is_empty()
+                && tag.len() <= MAX_TAG_BYTES
+                && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(ProfileError::Tag(tag.chars().take(MAX_TAG_BYTES + 8).collect()));
+            }
+            out.push(tag.to_owned());
+        }
+        out.sort();
+        out.dedup();
+        if out.len() > MAX_TAGS {
+            return Err(ProfileError::TooManyTags);
+        }
+        Ok(Self(out))
+    }
+
+    /// The tags, sorted.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+macro_rules! string_conversions {
+    ($($ty:ident),*) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = ProfileError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+        impl From<$ty> for String {
+            fn from(value: $ty) -> Self {
+                value.0
+            }
+        }
+    )*};
+}
+string_conversions!(Title, Description);
+
+impl TryFrom<Vec<String>> for Tags {
+    type Error = ProfileError;
+    fn try_from(value: Vec<String>) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<Tags> for Vec<String> {
+    fn from(tags: Tags) -> Self {
+        tags.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_checked_deduplicated_and_sorted() {
+        assert_eq!(Tags::parse(["b", "a", "b"]).unwrap().as_slice(), ["a", "b"]);
+        assert_eq!(Tags::parse(["Bad"]), Err(ProfileError::Tag("Bad".into())));
+        let many: Vec<String> = (0..17).map(|n| format!("t{n}")).collect();
+        assert_eq!(Tags::parse(many), Err(ProfileError::TooManyTags));
+    }
+
+    #[test]
+    fn titles_and_descriptions_have_limits() {
+        assert!(Title::parse("  Weather  ").is_ok_and(|t| t.as_str() == "Weather"));
+        assert_eq!(Title::parse(""), Err(ProfileError::Title));
+        assert_eq!(Title::parse("a\u{7}b"), Err(ProfileError::Title));
+        assert!(Description::parse("line one\nline two").is_ok());
+        assert_eq!(Description::parse(&"x".repeat(2_001)), Err(ProfileError::Description));
+    }
+}
