@@ -124,6 +124,13 @@ impl Error {
     }
 }
 
+impl From<sqlx::Error> for Error {
+    /// For callers that run their own SQL in a unit of work: the same outage/failure split.
+    fn from(err: sqlx::Error) -> Self {
+        from_sqlx(err)
+    }
+}
+
 /// Sorts a driver error into outage or failure.
 pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
     match &err {

@@ -8,4 +8,5 @@ mod harness;
 mod nats_feed;
 mod projections;
 mod relay;
+mod server_commands;
 mod support;

@@ -1,0 +1,59 @@
+//! Why a command did not happen. Nothing was written in any of these cases.
+
+use domain::server::{EndpointError, ServerError};
+
+use crate::SealingError;
+
+/// A command that was refused or could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A field of the input is invalid.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field, as the API names it.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The URL broke one of the endpoint rules.
+    #[error("{field}: {source}")]
+    Endpoint {
+        /// `url` or `upstream_auth.token_url`.
+        field: &'static str,
+        /// The rule.
+        #[source]
+        source: EndpointError,
+    },
+    /// The aggregate refused.
+    #[error(transparent)]
+    Domain(#[from] ServerError),
+    /// Another live server has the name.
+    #[error("the name {0} is taken by another server")]
+    NameTaken(String),
+    /// The caller's expected revision is not the stream's.
+    #[error("the server is at revision {actual}, not {expected}")]
+    RevisionMismatch {
+        /// What the caller sent.
+        expected: u64,
+        /// The current revision.
+        actual: u64,
+    },
+    /// Concurrent writers kept winning; the command gave up.
+    #[error("the server kept changing concurrently; try again")]
+    Contended,
+    /// Sealing a secret failed.
+    #[error(transparent)]
+    Sealing(#[from] SealingError),
+    /// A stored event could not be read back.
+    #[error("stored event {0} of the server cannot be read")]
+    Corrupt(String),
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] eventstore::Error),
+}
+
+impl From<sqlx::Error> for CommandError {
+    fn from(error: sqlx::Error) -> Self {
+        CommandError::Store(error.into())
+    }
+}

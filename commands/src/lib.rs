@@ -1,0 +1,14 @@
+//! The write side: each command loads its aggregate's stream, asks `domain` to decide, and appends the
+//! events with the exact revision it loaded (never `Any`). Secrets are sealed here, before any event
+//! exists; names are reserved in the transaction of the append.
+
+mod error;
+mod resolver;
+mod sealing;
+mod secret;
+pub mod servers;
+
+pub use error::CommandError;
+pub use resolver::{HostResolver, SystemResolver};
+pub use sealing::{Keyring, SealingError};
+pub use secret::Secret;

@@ -1,0 +1,351 @@
+//! Server commands: load the stream, check inputs (SSRF guard included), seal secrets, decide, append.
+
+use std::sync::Arc;
+
+use domain::server::{
+    self, Description, Endpoint, NetworkPolicy, RegisterServer, ServerCommand, ServerEvent, ServerName, ServerState,
+    Tags, Title, UpdateServer, UpstreamAuth,
+};
+use eventstore::{
+    Direction, EventData, EventStore, ExpectedRevision, Metadata, PgEventStore, Position, StreamCursor, StreamName,
+};
+use uuid::Uuid;
+
+use super::input::{RegisterInput, UpdateInput, UpstreamAuthInput};
+use crate::{CommandError, HostResolver, Keyring};
+
+/// Attempts of a command without an expected revision before it reports [`CommandError::Contended`].
+const ATTEMPTS: usize = 3;
+
+/// Events read per page when loading a server.
+const PAGE: usize = 500;
+
+/// Who asks, and the id that makes a retry of the same request write nothing new.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    /// The command's id; event ids derive from it.
+    pub command_id: Uuid,
+    /// Metadata stored with every event.
+    pub metadata: Metadata,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The server.
+    pub server_id: Uuid,
+    /// The stream's revision after the command (the `ETag`).
+    pub revision: u64,
+    /// The `$all` position of the last event written; `None` when the command changed nothing.
+    pub position: Option<Position>,
+}
+
+/// The server command handlers.
+#[derive(Clone)]
+pub struct ServerCommands {
+    store: PgEventStore,
+    keyring: Arc<Keyring>,
+    network: NetworkPolicy,
+    resolver: Arc<dyn HostResolver>,
+}
+
+impl ServerCommands {
+    /// Handlers writing to `store`, sealing with `keyring`, checking URLs against `network` with names
+    /// resolved by `resolver`.
+    pub fn new(
+        store: PgEventStore,
+        keyring: Arc<Keyring>,
+        network: NetworkPolicy,
+        resolver: Arc<dyn HostResolver>,
+    ) -> Self {
+        Self { store, keyring, network, resolver }
+    }
+
+    /// The stream of server `id`.
+    pub fn stream(id: Uuid) -> Result<StreamName, CommandError> {
+        StreamName::from_parts(server::CATEGORY, id).map_err(|e| invalid("id", e))
+    }
+
+    /// The server's state and revision (`None`: no stream).
+    pub async fn load(&self, id: Uuid) -> Result<(ServerState, Option<u64>), CommandError> {
+        let stream = Self::stream(id)?;
+        let (mut state, mut revision) = (ServerState::New, None);
+        let mut cursor = StreamCursor::Start;
+        loop {
+            let page = self.store.read_stream(&stream, Direction::Forwards, cursor, PAGE).await?;
+            for event in &page {
+                let decoded = ServerEvent::from_json(&event.event_type, &event.data)
+                    .and_then(Result::ok)
+                    .ok_or_else(|| CommandError::Corrupt(event.event_id.to_string()))?;
+                state = server::evolve(state, &decoded);
+                revision = Some(event.revision);
+            }
+            match (page.len() == PAGE, revision) {
+                (true, Some(last)) => cursor = StreamCursor::Revision(last + 1),
+                _ => return Ok((state, revision)),
+            }
+        }
+    }
+
+    /// Registers a new server with id `server_id`, owned by `owner`. The name is reserved in the same
+    /// transaction as the append.
+    pub async fn register(
+        &self,
+        server_id: Uuid,
+        input: RegisterInput,
+        owner: &str,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        let name = ServerName::parse(input.name).map_err(|e| invalid("name", e))?;
+        let title = input.title.as_deref().map(Title::parse).transpose().map_err(|e| invalid("title", e))?;
+        let description = Description::parse(&input.description).map_err(|e| invalid("description", e))?;
+        let tags = Tags::parse(&input.tags).map_err(|e| invalid("tags", e))?;
+        let endpoint = self.endpoint("url", &input.url).await?;
+        let upstream_auth = self.seal(server_id, input.upstream_auth).await?;
+        let command = ServerCommand::Register(Box::new(RegisterServer {
+            server_id,
+            name: name.clone(),
+            title,
+            description,
+            tags,
+            transport: input.transport,
+            endpoint,
+            upstream_auth,
+            access: input.access,
+            owner: owner.to_owned(),
+        }));
+        let events = server::decide(&ServerState::New, command)?;
+        let mut unit = self.store.begin().await?;
+        let reserved: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO cmd.server_names (name, server_id) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET name = excluded.name WHERE cmd.server_names.server_id = $2
+             RETURNING server_id",
+        )
+        .bind(name.as_str())
+        .bind(server_id)
+        .fetch_optional(unit.connection())
+        .await?;
+        if reserved.is_none() {
+            return Err(CommandError::NameTaken(name.to_string()));
+        }
+        let data = event_data(&events, context)?;
+        let written = match unit.append(&Self::stream(server_id)?, ExpectedRevision::NoStream, data).await {
+            Ok(written) => written,
+            Err(e) if e.is_conflict() => return Err(server::ServerError::AlreadyExists.into()),
+            Err(e) => return Err(e.into()),
+        };
+        unit.commit().await?;
+        Ok(Outcome { server_id, revision: written.last_revision, position: Some(written.position) })
+    }
+
+    /// Changes catalogue fields and, when given, the access policy.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        input: UpdateInput,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        let update = UpdateServer {
+            title: input.title.as_deref().map(Title::parse).transpose().map_err(|e| invalid("title", e))?,
+            description: input
+                .description
+                .as_deref()
+                .map(Description::parse)
+                .transpose()
+                .map_err(|e| invalid("description", e))?,
+            tags: input.tags.as_ref().map(Tags::parse).transpose().map_err(|e| invalid("tags", e))?,
+            transport: input.transport,
+            endpoint: match &input.url {
+                Some(url) => Some(self.endpoint("url", url).await?),
+                None => None,
+            },
+        };
+        let access = input.access;
+        self.execute(id, expected, context, move |state| {
+            let mut events = server::decide(state, ServerCommand::Update(update.clone()))?;
+            if let Some(access) = &access {
+                let after = events.iter().fold(state.clone(), server::evolve);
+                events.extend(server::decide(&after, ServerCommand::ChangeAccess(access.clone()))?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    /// Replaces the upstream credential (or its mode).
+    pub async fn rotate_credential(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        auth: UpstreamAuthInput,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        let auth = self.seal(id, auth).await?;
+        self.execute(id, expected, context, move |state| {
+            server::decide(state, ServerCommand::RotateCredential(auth.clone()))
+        })
+        .await
+    }
+
+    /// Suspends a server.
+    pub async fn suspend(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        reason: String,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        self.execute(id, expected, context, move |state| {
+            server::decide(state, ServerCommand::Suspend { reason: reason.clone() })
+        })
+        .await
+    }
+
+    /// Resumes a suspended server.
+    pub async fn resume(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        self.execute(id, expected, context, |state| server::decide(state, ServerCommand::Resume)).await
+    }
+
+    /// Deregisters a server and frees its name, in one transaction.
+    pub async fn deregister(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        reason: String,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        self.execute(id, expected, context, move |state| {
+            server::decide(state, ServerCommand::Deregister { reason: reason.clone() })
+        })
+        .await
+    }
+
+    /// Load → decide → append with the loaded revision. With an `expected` revision from the caller a
+    /// conflict is the caller's to resolve; without one the command is decided again on the new state, a
+    /// few times.
+    async fn execute(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        context: &CommandContext,
+        decide: impl Fn(&ServerState) -> Result<Vec<ServerEvent>, server::ServerError>,
+    ) -> Result<Outcome, CommandError> {
+        for _ in 0..ATTEMPTS {
+            let (state, revision) = self.load(id).await?;
+            let Some(current) = revision else { return Err(server::ServerError::NotFound.into()) };
+            if let Some(expected) = expected
+                && expected != current
+            {
+                return Err(CommandError::RevisionMismatch { expected, actual: current });
+            }
+            let events = decide(&state)?;
+            if events.is_empty() {
+                return Ok(Outcome { server_id: id, revision: current, position: None });
+            }
+            let freed = events.iter().find_map(|e| match e {
+                ServerEvent::Deregistered { name, .. } => Some(name.clone()),
+                _ => None,
+            });
+            let mut unit = self.store.begin().await?;
+            if let Some(name) = freed {
+                sqlx::query("DELETE FROM cmd.server_names WHERE name = $1 AND server_id = $2")
+                    .bind(name.as_str())
+                    .bind(id)
+                    .execute(unit.connection())
+                    .await?;
+            }
+            match unit.append(&Self::stream(id)?, ExpectedRevision::Exact(current), event_data(&events, context)?).await
+            {
+                Ok(written) => {
+                    unit.commit().await?;
+                    return Ok(Outcome {
+                        server_id: id,
+                        revision: written.last_revision,
+                        position: Some(written.position),
+                    });
+                }
+                Err(e) if e.is_conflict() => match expected {
+                    Some(expected) => {
+                        let (_, actual) = self.load(id).await?;
+                        return Err(CommandError::RevisionMismatch { expected, actual: actual.unwrap_or(expected) });
+                    }
+                    None => continue,
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CommandError::Contended)
+    }
+
+    /// Parses `url` and checks it, and every address its host resolves to, against the network policy.
+    async fn endpoint(&self, field: &'static str, url: &str) -> Result<Endpoint, CommandError> {
+        let endpoint =
+            Endpoint::parse(url, &self.network).map_err(|source| CommandError::Endpoint { field, source })?;
+        if let Some(domain) = endpoint.domain()
+            && !self.network.allows(&endpoint.host().unwrap_or_default())
+        {
+            let addresses = self.resolver.resolve(domain, endpoint.port()).await;
+            endpoint
+                .check_resolved(&self.network, &addresses)
+                .map_err(|source| CommandError::Endpoint { field, source })?;
+        }
+        Ok(endpoint)
+    }
+
+    /// Seals the secrets of `auth` for server `id`.
+    async fn seal(&self, id: Uuid, auth: UpstreamAuthInput) -> Result<UpstreamAuth, CommandError> {
+        let context = |field: &str| format!("server:{id}:{field}");
+        let auth = match auth {
+            UpstreamAuthInput::None => UpstreamAuth::None,
+            UpstreamAuthInput::Bearer { token } => {
+                UpstreamAuth::Bearer { token: self.keyring.seal(&token, &context("bearer"))? }
+            }
+            UpstreamAuthInput::Header { name, value } => {
+                UpstreamAuth::Header { value: self.keyring.seal(&value, &context("header"))?, name }
+            }
+            UpstreamAuthInput::OauthClientCredentials { token_url, client_id, client_secret, scopes } => {
+                UpstreamAuth::OauthClientCredentials {
+                    token_url: self.endpoint("upstream_auth.token_url", &token_url).await?,
+                    client_id,
+                    client_secret: self.keyring.seal(&client_secret, &context("client_secret"))?,
+                    scopes,
+                }
+            }
+        };
+        auth.validate().map_err(|e| invalid("upstream_auth", e))?;
+        Ok(auth)
+    }
+
+    /// Opens a sealed secret of server `id` (for the proxy; never for API reads).
+    pub fn open(&self, id: Uuid, field: &str, sealed: &domain::Sealed) -> Result<crate::Secret, CommandError> {
+        Ok(self.keyring.open(sealed, &format!("server:{id}:{field}"))?)
+    }
+}
+
+fn invalid(field: &'static str, error: impl std::fmt::Display) -> CommandError {
+    CommandError::Invalid { field, message: error.to_string() }
+}
+
+/// The events as store records, ids derived from the command id.
+fn event_data(events: &[ServerEvent], context: &CommandContext) -> Result<Vec<EventData>, CommandError> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let data = event.to_json().map_err(|e| invalid("event", e))?;
+            Ok(EventData {
+                event_id: EventData::deterministic_id(context.command_id, index as u32),
+                event_type: event.event_type().to_owned(),
+                schema_version: server::SCHEMA_VERSION,
+                data,
+                metadata: context.metadata.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! The server command handlers against a real PostgreSQL: names unique among live servers, optimistic
+//! concurrency, the SSRF guard on resolved addresses, and secrets that never reach the event log.
+
+use std::sync::Arc;
+
+use commands::servers::{CommandContext, RegisterInput, ServerCommands, UpdateInput, UpstreamAuthInput};
+use commands::{CommandError, Keyring, Secret, SystemResolver};
+use domain::server::{BlockedRange, EndpointError, NetworkPolicy, ServerError, ServerState, Transport, UpstreamAuth};
+use eventstore::PgEventStore;
+use uuid::Uuid;
+
+use crate::support::{metadata, store};
+
+const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const K2: &str = "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
+
+fn handlers(store: &PgEventStore, keyring: Keyring) -> ServerCommands {
+    ServerCommands::new(store.clone(), Arc::new(keyring), NetworkPolicy::default(), Arc::new(SystemResolver))
+}
+
+fn context() -> CommandContext {
+    CommandContext { command_id: Uuid::now_v7(), metadata: metadata() }
+}
+
+fn input(name: &str, url: &str) -> RegisterInput {
+    RegisterInput {
+        name: name.into(),
+        title: Some("Weather".into()),
+        description: "Forecasts".into(),
+        tags: vec!["weather".into()],
+        transport: Transport::StreamableHttp,
+        url: url.into(),
+        upstream_auth: UpstreamAuthInput::None,
+        access: Default::default(),
+    }
+}
+
+async fn event_rows(store: &PgEventStore) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(store.pool()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_name_is_unique_among_live_servers_and_free_again_after_deregistration() {
+    let (store, _db) = store().await;
+    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    let first = Uuid::now_v7();
+    servers.register(first, input("weather", "https://93.184.216.34/mcp"), "owner", &context()).await.unwrap();
+
+    let taken =
+        servers.register(Uuid::now_v7(), input("weather", "https://93.184.216.34/mcp"), "owner", &context()).await;
+    assert!(matches!(taken, Err(CommandError::NameTaken(ref n)) if n == "weather"), "{taken:?}");
+    assert_eq!(event_rows(&store).await, 1, "the refused registration wrote nothing");
+
+    servers.deregister(first, Some(0), "retired".into(), &context()).await.unwrap();
+    servers.register(Uuid::now_v7(), input("weather", "https://93.184.216.34/mcp"), "owner", &context()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_same_command_retried_writes_nothing_new() {
+    let (store, _db) = store().await;
+    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    let (id, ctx) = (Uuid::now_v7(), context());
+    let first = servers.register(id, input("echo", "https://93.184.216.34/mcp"), "owner", &ctx).await.unwrap();
+    let again = servers.register(id, input("echo", "https://93.184.216.34/mcp"), "owner", &ctx).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(event_rows(&store).await, 1);
+}
+
+#[tokio::test]
+async fn a_stale_expected_revision_is_refused_and_writes_nothing() {
+    let (store, _db) = store().await;
+    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    let id = Uuid::now_v7();
+    servers.register(id, input("files", "https://93.184.216.34/mcp"), "owner", &context()).await.unwrap();
+    let update = UpdateInput { description: Some("v2".into()), ..Default::default() };
+    let done = servers.update(id, Some(0), update.clone(), &context()).await.unwrap();
+    assert_eq!(done.revision, 1);
+
+    let stale = servers
+        .update(id, Some(0), UpdateInput { description: Some("v3".into()), ..Default::default() }, &context())
+        .await;
+    assert!(matches!(stale, Err(CommandError::RevisionMismatch { expected: 0, actual: 1 })), "{stale:?}");
+    assert_eq!(event_rows(&store).await, 2);
+
+    // The same values again change nothing and append nothing.
+    let same = servers.update(id, Some(1), update, &context()).await.unwrap();
+    assert_eq!((same.revision, same.position), (1, None));
+    assert!(matches!(servers.resume(id, None, &context()).await, Err(CommandError::Domain(ServerError::NotSuspended))));
+}
+
+#[tokio::test]
+async fn a_host_that_resolves_to_an_internal_address_is_refused_naming_the_rule() {
+    let (store, _db) = store().await;
+    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    // This machine's own name resolves (through /etc/hosts) to one of its loopback or private addresses.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let addresses: Vec<std::net::IpAddr> =
+        tokio::net::lookup_host((hostname.as_str(), 443)).await.unwrap().map(|a| a.ip()).collect();
+    assert!(
+        addresses.iter().any(|ip| domain::server::blocked_range(*ip).is_some()),
+        "precondition: {hostname} resolves to an internal address ({addresses:?})"
+    );
+
+    let refused =
+        servers.register(Uuid::now_v7(), input("local", &format!("https://{hostname}/mcp")), "owner", &context()).await;
+    let Err(CommandError::Endpoint { field: "url", source: EndpointError::BlockedAddress { range, .. } }) = refused
+    else {
+        panic!("expected a blocked address, got {refused:?}");
+    };
+    assert!(matches!(range, BlockedRange::Loopback | BlockedRange::Private | BlockedRange::LinkLocal));
+    assert_eq!(event_rows(&store).await, 0);
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_before_the_event_and_stay_readable_after_a_key_rotation() {
+    let (store, _db) = store().await;
+    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    let id = Uuid::now_v7();
+    let mut register = input("vault", "https://93.184.216.34/mcp");
+    register.upstream_auth = UpstreamAuthInput::Bearer { token: Secret::new("tok-PLAINTEXT-4711") };
+    servers.register(id, register, "owner", &context()).await.unwrap();
+
+    let raw: Vec<String> =
+        sqlx::query_scalar("SELECT data::text || metadata::text FROM es.events").fetch_all(store.pool()).await.unwrap();
+    assert!(raw.iter().all(|row| !row.contains("PLAINTEXT")), "no event row holds the secret");
+
+    // After the sealing key rotates, the old secret still opens; a new one is sealed with the new key.
+    let rotated = handlers(&store, Keyring::new("k2", [("k1", K1), ("k2", K2)]).unwrap());
+    let (ServerState::Live(server), _) = rotated.load(id).await.unwrap() else { panic!("live server") };
+    let UpstreamAuth::Bearer { token } = &server.upstream_auth else { panic!("bearer") };
+    assert_eq!(token.key_id, "k1");
+    assert_eq!(rotated.open(id, "bearer", token).unwrap().expose(), "tok-PLAINTEXT-4711");
+
+    let new = UpstreamAuthInput::Bearer { token: Secret::new("tok-NEW-4712") };
+    rotated.rotate_credential(id, None, new, &context()).await.unwrap();
+    let (ServerState::Live(server), _) = rotated.load(id).await.unwrap() else { panic!("live server") };
+    let UpstreamAuth::Bearer { token } = &server.upstream_auth else { panic!("bearer") };
+    assert_eq!(token.key_id, "k2");
+    assert_eq!(rotated.open(id, "bearer", token).unwrap().expose(), "tok-NEW-4712");
+}
