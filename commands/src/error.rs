@@ -41,6 +41,9 @@ pub enum CommandError {
     /// Concurrent writers kept winning; the command gave up.
     #[error("the server kept changing concurrently; try again")]
     Contended,
+    /// The installation already has its first owner.
+    #[error("the gateway is already bootstrapped")]
+    AlreadyBootstrapped,
     /// Sealing a secret failed.
     #[error(transparent)]
     Sealing(#[from] SealingError),

@@ -3,6 +3,7 @@
 //! exists; names are reserved in the transaction of the append.
 
 mod error;
+pub mod identity;
 mod resolver;
 mod sealing;
 mod secret;

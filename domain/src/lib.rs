@@ -4,6 +4,8 @@
 //! write side (`commands`) loads a stream, asks [`server::decide`] and appends what it returns, and the
 //! read side folds the same events with [`server::evolve`].
 
+pub mod authz;
+pub mod identity;
 pub mod role;
 pub mod sealed;
 pub mod server;

@@ -16,11 +16,13 @@
 //! The store is the truth and the source of every event; wake-ups come from appends in this process, from
 //! other instances through NATS (`eventstore::relay::wake_on_publish`), and from polling.
 
+pub mod authz;
 mod error;
 mod filter;
 mod memory_runner;
 mod projection;
 mod rebuild;
+pub mod registry;
 mod status;
 mod table_runner;
 mod target;

@@ -110,31 +110,32 @@ impl Endpoint {
         let endpoint = Self(url);
         let host = endpoint.host().ok_or(EndpointError::Malformed)?;
         let allowed = policy.allows(&host);
-        match endpoint.0.scheme() {
-            "https" => {}
-            "http" if allowed => {}
-            "http" => return Err(EndpointError::Insecure),
-            _ => return Err(EndpointError::Scheme),
+        if !matches!(endpoint.0.scheme(), "https" | "http") {
+            return Err(EndpointError::Scheme);
+        }
+        // Where it points is checked before how: `http://127.0.0.1` is refused as loopback, the rule
+        // that matters, not merely as plain http.
+        if !allowed {
+            match endpoint.0.host() {
+                Some(Host::Ipv4(ip)) => endpoint.check_address(IpAddr::V4(ip))?,
+                Some(Host::Ipv6(ip)) => endpoint.check_address(IpAddr::V6(ip))?,
+                Some(Host::Domain(name)) => {
+                    let name = name.trim_end_matches('.');
+                    if BLOCKED_NAMES.contains(&name) || name.ends_with(".localhost") {
+                        return Err(EndpointError::BlockedName(name.to_owned()));
+                    }
+                }
+                None => return Err(EndpointError::Malformed),
+            }
+        }
+        if endpoint.0.scheme() == "http" && !allowed {
+            return Err(EndpointError::Insecure);
         }
         if !endpoint.0.username().is_empty() || endpoint.0.password().is_some() {
             return Err(EndpointError::Credentials);
         }
         if endpoint.0.fragment().is_some() {
             return Err(EndpointError::Fragment);
-        }
-        if allowed {
-            return Ok(endpoint);
-        }
-        match endpoint.0.host() {
-            Some(Host::Ipv4(ip)) => endpoint.check_address(IpAddr::V4(ip))?,
-            Some(Host::Ipv6(ip)) => endpoint.check_address(IpAddr::V6(ip))?,
-            Some(Host::Domain(name)) => {
-                let name = name.trim_end_matches('.');
-                if BLOCKED_NAMES.contains(&name) || name.ends_with(".localhost") {
-                    return Err(EndpointError::BlockedName(name.to_owned()));
-                }
-            }
-            None => return Err(EndpointError::Malformed),
         }
         Ok(endpoint)
     }
@@ -218,6 +219,7 @@ mod tests {
     #[test]
     fn literal_internal_addresses_are_refused_in_every_spelling() {
         assert_eq!(blocked("https://127.0.0.1/mcp"), BlockedRange::Loopback);
+        assert_eq!(blocked("http://127.0.0.1/mcp"), BlockedRange::Loopback);
         assert_eq!(blocked("https://169.254.169.254/latest"), BlockedRange::CloudMetadata);
         assert_eq!(blocked("https://[::ffff:10.0.0.1]/"), BlockedRange::Private);
         assert_eq!(blocked("https://2130706433/"), BlockedRange::Loopback);

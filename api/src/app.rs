@@ -1,0 +1,141 @@
+//! Starting a gateway instance: database, event store, relay, projections, and the router's state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use commands::servers::ServerCommands;
+use commands::{Keyring, SealingError, SystemResolver};
+use domain::server::NetworkPolicy;
+use eventstore::relay::{NatsFeedOptions, NatsSubscription, Relay, RelayOptions};
+use eventstore::{PgEventStore, PgEventStoreOptions, SubscriptionOptions};
+use metrics_exporter_prometheus::PrometheusHandle;
+use projections::authz::Authz;
+use projections::registry::{Registry, RegistryProjection};
+use projections::{MemoryRunner, RunnerOptions, TableRunner};
+use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// Everything an instance needs to start.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// PostgreSQL.
+    pub database_url: String,
+    /// NATS; without it, other instances are not woken and the relay does not run (one instance only).
+    pub nats_url: Option<String>,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Id of the key that seals new secrets.
+    pub sealing_key_current: String,
+    /// Every sealing key, `(id, base64 of 32 bytes)`; old keys stay to open old secrets.
+    pub sealing_keys: Vec<(String, String)>,
+    /// Upstream hosts allowed over http and on internal addresses.
+    pub upstream_allowlist: Vec<String>,
+    /// Database connections.
+    pub max_connections: u32,
+}
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be migrated.
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] eventstore::Error),
+    /// The sealing keys are wrong.
+    #[error("sealing keys: {0}")]
+    Sealing(#[from] SealingError),
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Nats {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running instance: the state for the router, and the background tasks (relay, projections).
+pub struct Gateway {
+    /// The router's state.
+    pub state: AppState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Connects, migrates, and starts the relay (with NATS) and the projections.
+    pub async fn start(config: &GatewayConfig, metrics: Option<PrometheusHandle>) -> Result<Self, StartError> {
+        let keyring = Arc::new(Keyring::new(&config.sealing_key_current, config.sealing_keys.clone())?);
+        let pool = PgPoolOptions::new().max_connections(config.max_connections).connect(&config.database_url).await?;
+        PgEventStore::migrate(&pool).await?;
+        let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
+        let mut tasks = Vec::new();
+
+        let nats = match &config.nats_url {
+            Some(url) => Some(
+                async_nats::connect(url)
+                    .await
+                    .map_err(|e| StartError::Nats { url: url.clone(), reason: e.to_string() })?,
+            ),
+            None => None,
+        };
+        let relay_options = RelayOptions::default();
+        let shared_store: Arc<dyn eventstore::EventStore> = Arc::new(store.clone());
+        let authz_runner = match &nats {
+            Some(client) => {
+                let jetstream = async_nats::jetstream::new(client.clone());
+                tasks.push(tokio::spawn(Relay::new(store.clone(), jetstream.clone(), relay_options.clone()).run()));
+                if let Ok(wake) =
+                    eventstore::relay::wake_on_publish(store.clone(), client.clone(), &relay_options).await
+                {
+                    tasks.push(wake);
+                }
+                let feed = NatsSubscription::new(
+                    shared_store.clone(),
+                    jetstream,
+                    None,
+                    NatsFeedOptions::for_relay(&relay_options),
+                );
+                MemoryRunner::with_feed(shared_store.clone(), Authz::default(), Box::new(feed))
+            }
+            None => MemoryRunner::new(shared_store.clone(), Authz::default(), SubscriptionOptions::default()),
+        };
+        let (authz, authz_status) = (authz_runner.model(), authz_runner.status());
+        tasks.push(tokio::spawn(async move {
+            let error = authz_runner.run().await;
+            tracing::error!(%error, "the authz projection halted");
+        }));
+        let registry_runner =
+            TableRunner::new(store.clone(), Arc::new(RegistryProjection::default()), RunnerOptions::default());
+        let registry_status = registry_runner.status();
+        tasks.push(tokio::spawn(async move {
+            let error = registry_runner.run().await;
+            tracing::error!(%error, "the registry projection halted");
+        }));
+
+        let network = NetworkPolicy::allowing(&config.upstream_allowlist);
+        let servers = ServerCommands::new(store.clone(), keyring, network, Arc::new(SystemResolver));
+        let state = AppState {
+            servers,
+            registry: Registry::new(pool.clone()),
+            authz,
+            authz_status,
+            registry_status,
+            pool,
+            store,
+            nats,
+            metrics,
+        };
+        Ok(Self { state, tasks })
+    }
+
+    /// Stops the background tasks.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}

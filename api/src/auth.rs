@@ -1,0 +1,59 @@
+//! Authentication (API keys, for now) and the one authorization question every endpoint asks.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use domain::authz::{Action, decide};
+use domain::identity::parse_api_key;
+use projections::authz::{Authz, Principal};
+
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// Allows `action`, or answers 403 with the decision's reason.
+    pub fn authorize(&self, action: Action) -> Result<(), Problem> {
+        let decision = decide(&self.0.roles, action);
+        if decision.allow {
+            Ok(())
+        } else {
+            tracing::info!(principal = %self.0.id, ?action, reason = %decision.reason, "access denied");
+            Err(Problem::forbidden(decision.reason))
+        }
+    }
+}
+
+/// Reads the key from `Authorization: Bearer …` (or `X-API-Key`), and finds its principal.
+fn authenticate(parts: &Parts, authz: &RwLock<Authz>) -> Result<Principal, Problem> {
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let presented = bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let key = presented.and_then(|k| parse_api_key(k.trim())).ok_or_else(Problem::unauthenticated)?;
+    // The model is keyed by the key's SHA-256: the secret itself is never stored or compared.
+    let digest = commands::identity::api_key_digest(key);
+    let model = authz.read().map_err(|_| Problem::internal())?;
+    model.by_api_key_digest(&digest).ok_or_else(Problem::unauthenticated)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !state.authz_ready() {
+            return Err(Problem::unavailable("the authorization model is still loading"));
+        }
+        authenticate(parts, &state.authz).map(Caller)
+    }
+}
+
+/// The shared authorization model.
+pub type SharedAuthz = Arc<RwLock<Authz>>;

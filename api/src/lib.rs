@@ -1,0 +1,15 @@
+//! The `mcp-gateway` application: the REST API over the registry, operations endpoints, and starting an
+//! instance (relay and projections in-process).
+
+pub mod app;
+pub mod auth;
+pub mod cursor;
+pub mod http;
+pub mod idempotency;
+pub mod json_body;
+pub mod problem;
+pub mod routes;
+pub mod state;
+
+pub use app::{Gateway, GatewayConfig, StartError};
+pub use http::router;

@@ -1,0 +1,246 @@
+//! `mcp-gateway`: serve, migrate, bootstrap, and operate projections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use api::{Gateway, GatewayConfig, router};
+use clap::{Parser, Subcommand};
+use eventstore::{Actor, EventStore, Metadata, PgEventStore, PgEventStoreOptions};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use projections::RunnerOptions;
+use projections::registry::RegistryProjection;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "mcp-gateway", version, about = "MCP registry and gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway: API, relay, projections.
+    Serve(ServeArgs),
+    /// Applies the database migrations and exits.
+    Migrate(DatabaseArgs),
+    /// Administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Read models: list, status, rebuild.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// NATS URL (JetStream enabled); needed for more than one instance.
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
+    /// Listen address.
+    #[arg(long, env = "MGW_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Sealing keys, `id:base64` (32 bytes), comma-separated; see `admin new-sealing-key`.
+    #[arg(long, env = "MGW_SEALING_KEYS", value_delimiter = ',', hide_env_values = true)]
+    sealing_keys: Vec<String>,
+    /// The key id that seals new secrets (default: the first key).
+    #[arg(long, env = "MGW_SEALING_KEY_CURRENT")]
+    sealing_key_current: Option<String>,
+    /// Upstream hosts allowed over plain http and on internal addresses, comma-separated.
+    #[arg(long, env = "MGW_UPSTREAM_ALLOWLIST", value_delimiter = ',')]
+    upstream_allowlist: Vec<String>,
+    /// Database connections.
+    #[arg(long, env = "MGW_DB_CONNECTIONS", default_value_t = 20)]
+    max_connections: u32,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Creates the first owner and prints its API key once.
+    Bootstrap {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The owner's display name.
+        #[arg(long, default_value = "owner")]
+        name: String,
+    },
+    /// Prints a new random sealing key as `id:base64`.
+    NewSealingKey,
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// The read models this binary runs.
+    List,
+    /// Where each table read model is against the head of `$all`.
+    Status(DatabaseArgs),
+    /// Rebuilds a table read model by replay while the live one serves, then swaps.
+    Rebuild {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The projection.
+        name: String,
+    },
+}
+
+/// The read models: (name, kind).
+const PROJECTIONS: [(&str, &str); 2] = [("registry", "table"), ("authz", "in-memory, rebuilt at every start")];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .json()
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(db) => {
+            let pool = PgPoolOptions::new().max_connections(2).connect(&db.database_url).await.context("database")?;
+            PgEventStore::migrate(&pool).await.context("migrations")?;
+            println!("migrated");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Bootstrap { database, name }) => bootstrap(&database, &name).await,
+        Command::Admin(AdminCommand::NewSealingKey) => {
+            let (key, _) = commands::identity::new_api_key();
+            // 32 random bytes, base64: reuse the key generator's randomness without its prefix.
+            let random = &key.expose()[domain::identity::API_KEY_PREFIX.len()..];
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, random)?;
+            let id = format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+            println!("{id}:{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes));
+            Ok(())
+        }
+        Command::Projections(command) => projections_command(command).await,
+    }
+}
+
+fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
+    let mut keys = Vec::new();
+    for entry in &args.sealing_keys {
+        let Some((id, key)) = entry.split_once(':') else {
+            bail!("MGW_SEALING_KEYS: expected `id:base64`, got an entry without `:`");
+        };
+        keys.push((id.trim().to_owned(), key.trim().to_owned()));
+    }
+    let Some(first) = keys.first() else {
+        bail!(
+            "MGW_SEALING_KEYS is required (secrets are sealed before they are stored); create one with `mcp-gateway admin new-sealing-key`"
+        );
+    };
+    let current = args.sealing_key_current.unwrap_or_else(|| first.0.clone());
+    Ok(GatewayConfig {
+        database_url: args.database.database_url,
+        nats_url: args.nats_url,
+        listen: args.listen,
+        sealing_key_current: current,
+        sealing_keys: keys,
+        upstream_allowlist: args.upstream_allowlist,
+        max_connections: args.max_connections,
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
+        .install_recorder()?;
+    let gateway = Gateway::start(&config, Some(metrics)).await?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    tracing::info!(listen = %config.listen, "serving");
+    println!("mcp-gateway listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(gateway.state.clone())).with_graceful_shutdown(shutdown()).await?;
+    gateway.stop();
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: in-flight requests finish, new ones are refused.
+async fn shutdown() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return interrupt.await.unwrap_or_default(),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    interrupt.await.unwrap_or_default();
+    tracing::info!("shutting down");
+}
+
+async fn bootstrap(database: &DatabaseArgs, name: &str) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
+    PgEventStore::migrate(&pool).await.context("migrations")?;
+    let store = PgEventStore::new(pool, PgEventStoreOptions::default());
+    let command_id = Uuid::now_v7();
+    let metadata = Metadata::new(command_id, Actor::system("admin-bootstrap"), chrono::Utc::now());
+    let context = commands::servers::CommandContext { command_id, metadata };
+    let done = commands::identity::bootstrap(&store, name, &context).await?;
+    println!("owner {} created. API key (shown once, store it now):", done.principal_id);
+    println!("{}", done.api_key.expose());
+    Ok(())
+}
+
+async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectionsCommand::List => {
+            for (name, kind) in PROJECTIONS {
+                println!("{name}\t{kind}");
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Status(database) => {
+            let pool =
+                PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
+            let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
+            let head = store.committed_head().await?;
+            println!("head of $all: {}", head.map(|p| p.to_string()).unwrap_or_else(|| "empty".into()));
+            for (name, kind) in PROJECTIONS {
+                if kind != "table" {
+                    println!("{name}\t{kind}");
+                    continue;
+                }
+                let checkpoint = projections::load_checkpoint(&pool, name).await?;
+                let behind: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM es.events WHERE (transaction_id::text::bigint, global_position) > ($1, $2)",
+                )
+                .bind(checkpoint.map_or(-1, |p| p.transaction_id as i64))
+                .bind(checkpoint.map_or(-1, |p| p.global_position as i64))
+                .fetch_one(&pool)
+                .await?;
+                let at = checkpoint.map(|p| p.to_string()).unwrap_or_else(|| "nothing applied".into());
+                println!("{name}\ttable\tcheckpoint {at}\t{behind} events behind");
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild { database, name } => {
+            let pool =
+                PgPoolOptions::new().max_connections(4).connect(&database.database_url).await.context("database")?;
+            let store = PgEventStore::new(pool, PgEventStoreOptions::default());
+            let projection: Arc<dyn projections::TableProjection> = match name.as_str() {
+                "registry" => Arc::new(RegistryProjection::default()),
+                "authz" => bail!("authz is in memory: every instance rebuilds it at start"),
+                other => bail!("no projection named {other}; see `mcp-gateway projections list`"),
+            };
+            let report = projections::rebuild(&store, projection.as_ref(), RunnerOptions::default()).await?;
+            println!("rebuilt {name}: {report:?}");
+            Ok(())
+        }
+    }
+}

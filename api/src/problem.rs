@@ -1,0 +1,139 @@
+//! Errors as RFC 9457 `application/problem+json`, with a stable `type` per error.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use commands::CommandError;
+use domain::server::ServerError;
+use serde::Serialize;
+
+/// A problem document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `/problems/<slug>`: stable, documented, what clients branch on.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the type.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened in this case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    /// A problem of type `slug`.
+    pub fn new(status: StatusCode, slug: &str, title: &'static str) -> Self {
+        Self { kind: format!("/problems/{slug}"), title, status: status.as_u16(), detail: None, field: None }
+    }
+
+    /// With a detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// With the field at fault.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 401.
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required")
+            .detail("send an API key as `Authorization: Bearer mgw_…`")
+    }
+
+    /// 403, with the authorization decision's reason.
+    pub fn forbidden(reason: String) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed").detail(reason)
+    }
+
+    /// 404.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
+    }
+
+    /// 503.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable").detail(detail)
+    }
+
+    /// 500; the cause is logged, not shown.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+impl From<CommandError> for Problem {
+    fn from(error: CommandError) -> Self {
+        let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+        match error {
+            CommandError::Invalid { field, message } => {
+                Problem::new(unprocessable, "invalid-field", "Invalid field").field(field).detail(message)
+            }
+            CommandError::Endpoint { field, source } => {
+                Problem::new(unprocessable, source.rule(), "Upstream URL refused")
+                    .field(field)
+                    .detail(source.to_string())
+            }
+            CommandError::Domain(error) => match error {
+                ServerError::NotFound => Problem::not_found(),
+                ServerError::Deregistered => {
+                    Problem::new(StatusCode::GONE, "deregistered", "Server deregistered").detail(error.to_string())
+                }
+                ServerError::AlreadyExists => {
+                    Problem::new(StatusCode::CONFLICT, "already-exists", "Already exists").detail(error.to_string())
+                }
+                ServerError::AlreadySuspended | ServerError::NotSuspended => {
+                    Problem::new(StatusCode::CONFLICT, "invalid-state", "Not possible in this state")
+                        .detail(error.to_string())
+                }
+                ServerError::Reason => Problem::new(unprocessable, "invalid-field", "Invalid field")
+                    .field("reason")
+                    .detail(error.to_string()),
+                ServerError::Access(e) => {
+                    Problem::new(unprocessable, "invalid-field", "Invalid field").field("access").detail(e.to_string())
+                }
+                ServerError::UpstreamAuth(e) => Problem::new(unprocessable, "invalid-field", "Invalid field")
+                    .field("upstream_auth")
+                    .detail(e.to_string()),
+            },
+            CommandError::NameTaken(name) => Problem::new(StatusCode::CONFLICT, "name-taken", "Name taken")
+                .field("name")
+                .detail(format!("a live server is already named {name}")),
+            CommandError::RevisionMismatch { .. } => {
+                Problem::new(StatusCode::PRECONDITION_FAILED, "revision-mismatch", "Stale revision")
+                    .detail(error.to_string())
+            }
+            CommandError::Contended => {
+                Problem::new(StatusCode::CONFLICT, "contended", "Concurrent changes").detail(error.to_string())
+            }
+            CommandError::AlreadyBootstrapped => {
+                Problem::new(StatusCode::CONFLICT, "already-bootstrapped", "Already bootstrapped")
+            }
+            CommandError::Store(e) if e.is_unavailable() => Problem::unavailable("the event store is unreachable"),
+            CommandError::Store(e) if e.is_client_error() => {
+                Problem::new(unprocessable, "rejected-event", "Event refused").detail(e.to_string())
+            }
+            error => {
+                tracing::error!(error = %error, "command failed");
+                Problem::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The HTTP routes.
+
+pub mod ops;
+pub mod registry_v0;
+pub mod servers;

@@ -1,0 +1,296 @@
+//! `/api/v1/servers`: the registry's commands and queries.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use commands::servers::{CommandContext, Outcome, RegisterInput, UpdateInput, UpstreamAuthInput};
+use domain::authz::Action;
+use eventstore::{Actor, ActorKind, Metadata, Position};
+use projections::registry::CatalogueFilter;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::idempotency::{self, Stored, etag};
+use crate::json_body;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/servers", post(register).get(list))
+        .route("/api/v1/servers/{id}", get(read).patch(update).delete(deregister))
+        .route("/api/v1/servers/{id}/suspend", post(suspend))
+        .route("/api/v1/servers/{id}/resume", post(resume))
+        .route("/api/v1/servers/{id}/rotate-credential", post(rotate_credential))
+}
+
+/// How long a read with `min_position` waits for the read model.
+const CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
+
+fn context(caller: &Caller, command_id: Uuid, headers: &HeaderMap) -> CommandContext {
+    let actor = Actor { id: caller.0.id.to_string(), kind: ActorKind::User };
+    let correlation = headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .unwrap_or(command_id);
+    let mut metadata = Metadata::new(correlation, actor, chrono::Utc::now());
+    metadata.user_agent =
+        headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| ua.chars().take(256).collect());
+    CommandContext { command_id, metadata }
+}
+
+fn outcome(status: StatusCode, outcome: Outcome) -> Stored {
+    let body = json!({
+        "id": outcome.server_id,
+        "revision": outcome.revision,
+        "position": outcome.position.map(|p| p.to_string()),
+    });
+    let location = (status == StatusCode::CREATED).then(|| format!("/api/v1/servers/{}", outcome.server_id));
+    Stored { status, body, location, etag: Some(etag(outcome.revision)) }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Stored, Problem> {
+    caller.authorize(Action::ManageServers)?;
+    let body = json_body::bytes(body)?;
+    let input: RegisterInput = json_body::parse(&body)?;
+    let servers = state.servers.clone();
+    let request_headers = headers.clone();
+    idempotency::run(&state, caller.0.id, &headers, &[b"register", &body], |command_id| async move {
+        let server_id = Uuid::new_v5(&command_id, b"server");
+        let ctx = context(&caller, command_id, &request_headers);
+        let done = servers.register(server_id, input, &caller.0.id.to_string(), &ctx).await?;
+        Ok(outcome(StatusCode::CREATED, done))
+    })
+    .await
+}
+
+/// `If-Match: "<revision>"`: required on PATCH (428 without it).
+fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<u64>, Problem> {
+    match headers.get(header::IF_MATCH) {
+        None if required => {
+            Err(Problem::new(StatusCode::PRECONDITION_REQUIRED, "if-match-required", "If-Match required")
+                .detail("send the server's ETag as If-Match"))
+        }
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|v| v.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-if-match", "Invalid If-Match")
+                    .detail("expected \"<revision>\"")
+            }),
+    }
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Stored, Problem> {
+    caller.authorize(Action::ManageServers)?;
+    let expected = if_match(&headers, true)?;
+    let input: UpdateInput = json_body::parse(&json_body::bytes(body)?)?;
+    let done = state.servers.update(id, expected, input, &context(&caller, Uuid::now_v7(), &headers)).await?;
+    Ok(outcome(StatusCode::OK, done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    upstream_auth: UpstreamAuthInput,
+}
+
+/// A POST on one server: idempotent, `If-Match` optional.
+async fn server_post<T, F, Fut>(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    route: &'static str,
+    command: F,
+) -> Result<Stored, Problem>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnOnce(Option<u64>, T, CommandContext) -> Fut,
+    Fut: Future<Output = Result<Outcome, commands::CommandError>>,
+{
+    caller.authorize(Action::ManageServers)?;
+    let expected = if_match(&headers, false)?;
+    let body = json_body::bytes(body)?;
+    let input: T = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
+    let id_bytes = id.as_bytes().to_vec();
+    let request_headers = headers.clone();
+    idempotency::run(state, caller.0.id, &headers, &[route.as_bytes(), &id_bytes, &body], |command_id| async move {
+        let done = command(expected, input, context(&caller, command_id, &request_headers)).await?;
+        Ok(outcome(StatusCode::OK, done))
+    })
+    .await
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Stored, Problem> {
+    let servers = state.servers.clone();
+    server_post(&state, caller, id, headers, body, "suspend", |expected, b: ReasonBody, ctx| async move {
+        servers.suspend(id, expected, b.reason, &ctx).await
+    })
+    .await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Stored, Problem> {
+    let servers = state.servers.clone();
+    server_post(&state, caller, id, headers, body, "resume", |expected, _: Empty, ctx| async move {
+        servers.resume(id, expected, &ctx).await
+    })
+    .await
+}
+
+async fn rotate_credential(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Stored, Problem> {
+    let servers = state.servers.clone();
+    server_post(&state, caller, id, headers, body, "rotate", |expected, b: RotateBody, ctx| async move {
+        servers.rotate_credential(id, expected, b.upstream_auth, &ctx).await
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeregisterQuery {
+    reason: Option<String>,
+}
+
+async fn deregister(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(query): Query<DeregisterQuery>,
+    headers: HeaderMap,
+) -> Result<Stored, Problem> {
+    caller.authorize(Action::ManageServers)?;
+    let expected = if_match(&headers, false)?;
+    let reason = query.reason.unwrap_or_else(|| "deregistered through the API".to_owned());
+    let done = state.servers.deregister(id, expected, reason, &context(&caller, Uuid::now_v7(), &headers)).await?;
+    Ok(outcome(StatusCode::OK, done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    min_position: Option<String>,
+}
+
+/// Waits, bounded, until the registry has applied `min_position`.
+async fn consistent(state: &AppState, min_position: Option<&str>) -> Result<(), Problem> {
+    let Some(raw) = min_position else { return Ok(()) };
+    let wanted: Position = raw.parse().map_err(|_| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-position", "Invalid min_position")
+            .detail("expected <tx>:<position>")
+    })?;
+    let deadline = tokio::time::Instant::now() + CONSISTENCY_WAIT;
+    loop {
+        let at = state.registry.position().await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
+        if at >= Some(wanted) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Problem::unavailable(format!("the catalogue has not reached {wanted} yet; retry")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Response, Problem> {
+    caller.authorize(Action::ReadServers)?;
+    consistent(&state, query.min_position.as_deref()).await?;
+    let entry = state.registry.get(id).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
+    let entry = entry.ok_or_else(Problem::not_found)?;
+    let mut response = axum::Json(&entry).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag(entry.revision as u64)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    tag: Option<String>,
+    status: Option<String>,
+    owner: Option<String>,
+    q: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+    min_position: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    caller.authorize(Action::ReadServers)?;
+    consistent(&state, query.min_position.as_deref()).await?;
+    let filter = CatalogueFilter {
+        tag: query.tag,
+        status: query.status,
+        owner: query.owner,
+        text: query.q,
+        after: query.cursor.map(|c| crate::cursor::decode(&c)).transpose()?,
+        limit: query.limit.unwrap_or(50),
+    };
+    let page = state.registry.list(&filter).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
+    let next = page.next.as_deref().map(crate::cursor::encode);
+    Ok(axum::Json(json!({ "servers": page.entries, "next_cursor": next })).into_response())
+}

@@ -1,0 +1,41 @@
+//! What every request handler shares.
+
+use commands::servers::ServerCommands;
+use eventstore::PgEventStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use projections::ProjectionStatus;
+use projections::registry::Registry;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::auth::SharedAuthz;
+
+/// The application state.
+#[derive(Clone)]
+pub struct AppState {
+    /// Server command handlers.
+    pub servers: ServerCommands,
+    /// Catalogue queries.
+    pub registry: Registry,
+    /// The authorization model.
+    pub authz: SharedAuthz,
+    /// Its runner's status.
+    pub authz_status: watch::Receiver<ProjectionStatus>,
+    /// The registry runner's status.
+    pub registry_status: watch::Receiver<ProjectionStatus>,
+    /// The database.
+    pub pool: PgPool,
+    /// The event store.
+    pub store: PgEventStore,
+    /// NATS, when configured.
+    pub nats: Option<async_nats::Client>,
+    /// The Prometheus exporter, when installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// True once the authorization model has caught up (requests fail closed before).
+    pub fn authz_ready(&self) -> bool {
+        self.authz_status.borrow().is_ready()
+    }
+}

@@ -1,0 +1,347 @@
+//! The REST API over the registry, through the binary's router, against a real PostgreSQL (and NATS where
+//! the test is about what leaves the process).
+
+use api::{Gateway, GatewayConfig, router};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use commands::servers::CommandContext;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::support::{DEADLINE, metadata};
+
+const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+struct Api {
+    router: Router,
+    key: String,
+    gateway: Gateway,
+    _db: tests::TestDatabase,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    raw: String,
+}
+
+async fn start(nats_url: Option<String>) -> Api {
+    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
+    let config = GatewayConfig {
+        database_url: db.url.clone(),
+        nats_url,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sealing_key_current: "k1".into(),
+        sealing_keys: vec![("k1".into(), K1.into())],
+        upstream_allowlist: vec!["mcp.internal".into()],
+        max_connections: 8,
+    };
+    let gateway = Gateway::start(&config, None).await.unwrap();
+    let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
+    let owner = commands::identity::bootstrap(&gateway.state.store, "owner", &context).await.unwrap();
+    let api = Api { router: router(gateway.state.clone()), key: owner.api_key.expose().to_owned(), gateway, _db: db };
+    // Ready once the authorization model knows the owner's key.
+    tests::eventually(DEADLINE, "the gateway to know the owner", || async {
+        (api.call(Method::GET, "/api/v1/servers", None, &[]).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    api
+}
+
+impl Api {
+    async fn call(&self, method: Method, uri: &str, body: Option<&str>, extra: &[(&str, &str)]) -> Reply {
+        let mut request =
+            Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {}", self.key));
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body.map(|b| Body::from(b.to_owned())).unwrap_or_else(Body::empty)).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), 10 << 20).await.unwrap();
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body, raw }
+    }
+
+    async fn register(&self, body: Value) -> Reply {
+        self.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await
+    }
+
+    async fn events(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM es.events WHERE stream_id LIKE 'server-%'")
+            .fetch_one(&self.gateway.state.pool)
+            .await
+            .unwrap()
+    }
+}
+
+fn server(name: &str) -> Value {
+    json!({
+        "name": name,
+        "title": "Weather",
+        "description": "Forecasts for any city",
+        "tags": ["weather", "public"],
+        "transport": "streamable_http",
+        "url": "https://93.184.216.34/mcp",
+    })
+}
+
+fn assert_problem(reply: &Reply, status: StatusCode, kind: &str) {
+    assert_eq!(reply.status, status, "{}", reply.raw);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/problem+json", "{}", reply.raw);
+    assert_eq!(reply.body["type"], format!("/problems/{kind}"), "{}", reply.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_server_then_read_it_list_it_and_export_it() {
+    let api = start(None).await;
+    let created = api.register(server("io.example/weather")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.headers[header::LOCATION], format!("/api/v1/servers/{id}"));
+    assert_eq!(created.headers[header::ETAG], "\"0\"");
+    let position = created.body["position"].as_str().unwrap();
+
+    let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.raw);
+    assert_eq!(read.body["name"], "io.example/weather");
+    assert_eq!(read.body["status"], "active");
+    assert_eq!(read.body["auth_mode"], "none");
+    assert_eq!(read.headers[header::ETAG], "\"0\"");
+
+    api.register(server("other")).await;
+    let created = api
+        .register(json!({"name": "tagged", "transport": "sse", "url": "https://93.184.216.34/sse", "tags": ["rare"]}))
+        .await;
+    let position = created.body["position"].as_str().unwrap();
+    let tagged = api.call(Method::GET, &format!("/api/v1/servers?tag=rare&min_position={position}"), None, &[]).await;
+    let names: Vec<&str> =
+        tagged.body["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tagged"]);
+    let searched = api.call(Method::GET, "/api/v1/servers?q=TAGG", None, &[]).await;
+    assert_eq!(searched.body["servers"].as_array().unwrap().len(), 1, "case-insensitive text search");
+    let searched = api.call(Method::GET, "/api/v1/servers?q=forecasts", None, &[]).await;
+    assert_eq!(searched.body["servers"].as_array().unwrap().len(), 2, "descriptions are searched too");
+
+    // Cursor pagination visits every server once, in name order.
+    let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/v1/servers?limit=1&cursor={c}"),
+            None => "/api/v1/servers?limit=1".to_owned(),
+        };
+        let page = api.call(Method::GET, &uri, None, &[]).await;
+        seen.extend(page.body["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["io.example/weather", "other", "tagged"]);
+
+    let exported = api.call(Method::GET, "/v0.1/servers/io.example%2Fweather", None, &[]).await;
+    assert_eq!(exported.status, StatusCode::OK, "{}", exported.raw);
+    assert_eq!(exported.body["server"]["name"], "io.example/weather");
+    assert_eq!(
+        exported.body["server"]["remotes"][0],
+        json!({"type": "streamable-http", "url": "https://93.184.216.34/mcp"})
+    );
+    let listed = api.call(Method::GET, "/v0.1/servers?limit=2", None, &[]).await;
+    assert_eq!(listed.body["metadata"]["count"], 2);
+    assert!(listed.body["metadata"]["nextCursor"].is_string());
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_name_is_a_conflict_and_an_idempotent_retry_writes_once() {
+    let api = start(None).await;
+    assert_eq!(api.register(server("dup")).await.status, StatusCode::CREATED);
+    assert_problem(&api.register(server("dup")).await, StatusCode::CONFLICT, "name-taken");
+
+    let body = server("once").to_string();
+    let first = api.call(Method::POST, "/api/v1/servers", Some(&body), &[("idempotency-key", "k-123")]).await;
+    let again = api.call(Method::POST, "/api/v1/servers", Some(&body), &[("idempotency-key", "k-123")]).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(first.body, again.body);
+    assert_eq!(api.events().await, 2, "one event per registered server");
+
+    let other = server("different").to_string();
+    let reused = api.call(Method::POST, "/api/v1/servers", Some(&other), &[("idempotency-key", "k-123")]).await;
+    assert_problem(&reused, StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused");
+    assert_eq!(api.events().await, 2);
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_if_match_is_refused_and_writes_nothing() {
+    let api = start(None).await;
+    let id = api.register(server("patchme")).await.body["id"].as_str().unwrap().to_owned();
+    let uri = format!("/api/v1/servers/{id}");
+    let patch = json!({"description": "v2"}).to_string();
+
+    assert_problem(
+        &api.call(Method::PATCH, &uri, Some(&patch), &[]).await,
+        StatusCode::PRECONDITION_REQUIRED,
+        "if-match-required",
+    );
+    let done = api.call(Method::PATCH, &uri, Some(&patch), &[("if-match", "\"0\"")]).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.raw);
+    assert_eq!(done.headers[header::ETAG], "\"1\"");
+    let stale =
+        api.call(Method::PATCH, &uri, Some(&json!({"description": "v3"}).to_string()), &[("if-match", "\"0\"")]).await;
+    assert_problem(&stale, StatusCode::PRECONDITION_FAILED, "revision-mismatch");
+    assert_eq!(api.events().await, 2);
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_targets_are_refused_naming_the_rule() {
+    let api = start(None).await;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let cases = [
+        ("http://127.0.0.1/mcp", "blocked-address", "loopback"),
+        ("http://169.254.169.254/latest/meta-data", "blocked-address", "cloud_metadata"),
+        ("http://[::ffff:10.0.0.1]/mcp", "blocked-address", "private"),
+        ("https://2130706433/mcp", "blocked-address", "loopback"),
+        ("https://0177.0.0.1/mcp", "blocked-address", "loopback"),
+        ("https://0x7f000001/mcp", "blocked-address", "loopback"),
+        (&format!("https://{hostname}/mcp"), "blocked-address", ""),
+        ("http://mcp.example.com/mcp", "insecure-url", ""),
+        ("https://user:pw@mcp.example.com/mcp", "url-credentials", ""),
+    ];
+    for (n, (url, rule, range)) in cases.iter().enumerate() {
+        let mut body = server(&format!("ssrf{n}"));
+        body["url"] = json!(url);
+        let reply = api.register(body).await;
+        assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, rule);
+        assert_eq!(reply.body["field"], "url");
+        assert!(reply.body["detail"].as_str().unwrap().contains(range), "{url}: {}", reply.raw);
+    }
+    // An allowlisted host may use plain http.
+    let mut allowed = server("internal");
+    allowed["url"] = json!("http://mcp.internal:8080/mcp");
+    assert_eq!(api.register(allowed).await.status, StatusCode::CREATED);
+    assert_eq!(api.events().await, 1, "nothing refused was written");
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_get_a_problem_never_a_500() {
+    let api = start(None).await;
+    let api = &api;
+    let post = |body: String| async move { api.call(Method::POST, "/api/v1/servers", Some(&body), &[]).await };
+    assert_problem(&post("{\"name\": ".into()).await, StatusCode::BAD_REQUEST, "malformed-json");
+    let mut unknown = server("x");
+    unknown["colour"] = json!("blue");
+    assert_problem(&post(unknown.to_string()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    assert_problem(&post(json!({"name": "x"}).to_string()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let mut oversized = server("x");
+    oversized["description"] = json!("d".repeat(100 * 1024));
+    assert_problem(&post(oversized.to_string()).await, StatusCode::PAYLOAD_TOO_LARGE, "body-too-large");
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    assert_problem(&post(deep).await, StatusCode::BAD_REQUEST, "too-deep");
+    let mut bad_name = server("Bad Name");
+    bad_name["name"] = json!("Bad Name");
+    let reply = post(bad_name.to_string()).await;
+    assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field");
+    assert_eq!(reply.body["field"], "name");
+    let unauthenticated =
+        api.router.clone().oneshot(Request::get("/api/v1/servers").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.events().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_resume_rotate_and_deregister() {
+    let api = start(None).await;
+    let id = api.register(server("lifecycle")).await.body["id"].as_str().unwrap().to_owned();
+    let post = |path: &'static str, body: Value| {
+        let uri = format!("/api/v1/servers/{id}/{path}");
+        let api = &api;
+        async move { api.call(Method::POST, &uri, Some(&body.to_string()), &[]).await }
+    };
+    let suspended = post("suspend", json!({"reason": "maintenance"})).await;
+    assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.raw);
+    assert_problem(&post("suspend", json!({"reason": "again"})).await, StatusCode::CONFLICT, "invalid-state");
+    let position = suspended.body["position"].as_str().unwrap().to_owned();
+    let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
+    assert_eq!(read.body["status"], "suspended");
+    assert_eq!(read.body["status_reason"], "maintenance");
+    assert_eq!(post("resume", json!({})).await.status, StatusCode::OK);
+    let rotated = post(
+        "rotate-credential",
+        json!({"upstream_auth": {"mode": "header", "name": "X-API-Key", "value": "hdr-SECRET-9"}}),
+    )
+    .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.raw);
+    let position = rotated.body["position"].as_str().unwrap().to_owned();
+    let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
+    assert_eq!(read.body["auth_mode"], "header");
+    assert!(!read.raw.contains("hdr-SECRET-9"));
+
+    let gone = api.call(Method::DELETE, &format!("/api/v1/servers/{id}?reason=retired"), None, &[]).await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.raw);
+    let position = gone.body["position"].as_str().unwrap().to_owned();
+    let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
+    assert_problem(&read, StatusCode::NOT_FOUND, "not-found");
+    assert_problem(&post("resume", json!({})).await, StatusCode::GONE, "deregistered");
+    assert_eq!(api.register(server("lifecycle")).await.status, StatusCode::CREATED, "the name is free again");
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_given_at_registration_is_in_no_event_row_no_nats_message_and_no_response() {
+    let nats = tests::NatsServer::start().unwrap();
+    let api = start(Some(nats.url())).await;
+    let mut body = server("secretive");
+    body["upstream_auth"] = json!({"mode": "bearer", "token": "tok-TOPSECRET-31337"});
+    let created = api.register(body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let id = created.body["id"].as_str().unwrap();
+    let read = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/servers/{id}?min_position={}", created.body["position"].as_str().unwrap()),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(read.body["auth_mode"], "bearer");
+
+    let rows: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT convert_to(data::text || metadata::text, 'UTF8') FROM es.events")
+            .fetch_all(&api.gateway.state.pool)
+            .await
+            .unwrap();
+    let needle = b"TOPSECRET";
+    let contains = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(!rows.iter().any(|r| contains(r)), "no event row holds the secret");
+    for reply in [&created, &read] {
+        assert!(!contains(reply.raw.as_bytes()));
+    }
+
+    // Every message the relay published, headers and payload, raw.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let total = rows.len() as u64;
+    let messages = tests::eventually(DEADLINE, "the relay to publish every event", || async {
+        let mut stream = js.get_stream("REGISTRY_EVENTS").await.ok()?;
+        let info = stream.info().await.ok()?;
+        (info.state.messages >= total).then_some(info.state.last_sequence)
+    })
+    .await;
+    let stream = js.get_stream("REGISTRY_EVENTS").await.unwrap();
+    for sequence in 1..=messages {
+        let message = stream.direct_get(sequence).await.unwrap();
+        let headers: String = message.headers.iter().map(|(k, v)| format!("{k}:{v:?}")).collect();
+        assert!(!contains(&message.payload) && !contains(headers.as_bytes()), "message {sequence} holds the secret");
+    }
+    api.gateway.stop();
+}
