@@ -212,7 +212,7 @@ async fn indexed_inserts(pool: &PgPool, writers: usize, batch: u64, duration: Du
 }
 
 /// Store appends, each writer to its own stream with an exact expected revision.
-async fn store_appends(
+pub(crate) async fn store_appends(
     store: &Arc<PgEventStore>,
     writers: usize,
     batch: u64,

@@ -6,6 +6,7 @@
 //! `{metric, value, unit, baseline, ratio, target, pass}`. Absolute figures swing with the machine's
 //! load; the ratio to the same-run baseline is what the targets are set on.
 
+mod api_bench;
 mod eventstore_bench;
 mod payload;
 mod pipeline_bench;
@@ -27,6 +28,8 @@ enum Bench {
     Eventstore(eventstore_bench::Options),
     /// The read side: relay throughput, replays into in-memory and table projections.
     Pipeline(pipeline_bench::Options),
+    /// The REST API: Add Server commands and catalogue reads.
+    Api(api_bench::Options),
 }
 
 #[tokio::main]
@@ -35,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let (name, rows) = match cli.bench {
         Bench::Eventstore(options) => ("eventstore", eventstore_bench::run(options).await?),
         Bench::Pipeline(options) => ("pipeline", pipeline_bench::run(options).await?),
+        Bench::Api(options) => ("api", api_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;
