@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::servers::routes())
         .merge(routes::registry_v0::routes())
         .merge(routes::ops::routes())
+        .merge(crate::openapi::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

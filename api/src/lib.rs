@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod http;
 pub mod idempotency;
 pub mod json_body;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;

@@ -7,7 +7,7 @@ use domain::server::ServerError;
 use serde::Serialize;
 
 /// A problem document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// `/problems/<slug>`: stable, documented, what clients branch on.
     #[serde(rename = "type")]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A role a principal holds. `auditor` stands apart from the chain (separation of duties).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything, including granting owner.

@@ -14,7 +14,6 @@ use domain::authz::Action;
 use eventstore::{Actor, ActorKind, Metadata, Position};
 use projections::registry::CatalogueFilter;
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -49,17 +48,56 @@ fn context(caller: &Caller, command_id: Uuid, headers: &HeaderMap) -> CommandCon
     CommandContext { command_id, metadata }
 }
 
+/// What a command answers: the server, its new revision (also the `ETag`), and the `$all` position to
+/// pass as `min_position` to read the write back.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CommandReply {
+    /// The server.
+    pub id: Uuid,
+    /// Its revision after the command.
+    pub revision: u64,
+    /// Where the command's last event sits in `$all` (`null` when nothing changed).
+    pub position: Option<String>,
+}
+
+/// A page of the catalogue.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ServerPage {
+    /// The servers, in name order.
+    pub servers: Vec<projections::registry::CatalogueEntry>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `suspend`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    /// Why (kept in the audit trail).
+    reason: String,
+}
+
+/// Body of `rotate-credential`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// The new upstream authentication.
+    upstream_auth: UpstreamAuthInput,
+}
+
 fn outcome(status: StatusCode, outcome: Outcome) -> Stored {
-    let body = json!({
-        "id": outcome.server_id,
-        "revision": outcome.revision,
-        "position": outcome.position.map(|p| p.to_string()),
-    });
+    let reply = CommandReply {
+        id: outcome.server_id,
+        revision: outcome.revision,
+        position: outcome.position.map(|p| p.to_string()),
+    };
+    let body = serde_json::to_value(&reply).unwrap_or_default();
     let location = (status == StatusCode::CREATED).then(|| format!("/api/v1/servers/{}", outcome.server_id));
     Stored { status, body, location, etag: Some(etag(outcome.revision)) }
 }
 
-async fn register(
+#[utoipa::path(post, path = "/api/v1/servers", operation_id = "add_server", request_body = RegisterInput, params(("Idempotency-Key" = Option<String>, Header, description = "retries return the first response")), responses((status = 201, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn register(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -100,7 +138,8 @@ fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<u64>, Problem>
     }
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/servers/{id}", operation_id = "update_server", request_body = UpdateInput, params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "the ETag read")), responses((status = 200, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
@@ -116,19 +155,7 @@ async fn update(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
-    reason: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Empty {}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    upstream_auth: UpstreamAuthInput,
-}
 
 /// A POST on one server: idempotent, `If-Match` optional.
 async fn server_post<T, F, Fut>(
@@ -158,7 +185,8 @@ where
     .await
 }
 
-async fn suspend(
+#[utoipa::path(post, path = "/api/v1/servers/{id}/suspend", operation_id = "suspend_server", request_body = ReasonBody, params(("id" = Uuid, Path)), responses((status = 200, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn suspend(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
@@ -172,7 +200,8 @@ async fn suspend(
     .await
 }
 
-async fn resume(
+#[utoipa::path(post, path = "/api/v1/servers/{id}/resume", operation_id = "resume_server", params(("id" = Uuid, Path)), responses((status = 200, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn resume(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
@@ -186,7 +215,8 @@ async fn resume(
     .await
 }
 
-async fn rotate_credential(
+#[utoipa::path(post, path = "/api/v1/servers/{id}/rotate-credential", operation_id = "rotate_server_credential", request_body = RotateBody, params(("id" = Uuid, Path)), responses((status = 200, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn rotate_credential(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
@@ -202,11 +232,12 @@ async fn rotate_credential(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeregisterQuery {
+pub(crate) struct DeregisterQuery {
     reason: Option<String>,
 }
 
-async fn deregister(
+#[utoipa::path(delete, path = "/api/v1/servers/{id}", operation_id = "deregister_server", params(("id" = Uuid, Path), ("reason" = Option<String>, Query)), responses((status = 200, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn deregister(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
@@ -222,7 +253,7 @@ async fn deregister(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReadQuery {
+pub(crate) struct ReadQuery {
     min_position: Option<String>,
 }
 
@@ -246,7 +277,8 @@ async fn consistent(state: &AppState, min_position: Option<&str>) -> Result<(), 
     }
 }
 
-async fn read(
+#[utoipa::path(get, path = "/api/v1/servers/{id}", operation_id = "get_server", params(("id" = Uuid, Path), ("min_position" = Option<String>, Query, description = "wait until the catalogue has applied this position")), responses((status = 200, body = projections::registry::CatalogueEntry), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
@@ -265,7 +297,7 @@ async fn read(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     tag: Option<String>,
     status: Option<String>,
     owner: Option<String>,
@@ -275,7 +307,8 @@ struct ListQuery {
     min_position: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/servers", operation_id = "list_servers", params(("tag" = Option<String>, Query), ("status" = Option<String>, Query), ("owner" = Option<String>, Query), ("q" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query), ("min_position" = Option<String>, Query)), responses((status = 200, body = ServerPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<ListQuery>,
@@ -292,5 +325,5 @@ async fn list(
     };
     let page = state.registry.list(&filter).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
     let next = page.next.as_deref().map(crate::cursor::encode);
-    Ok(axum::Json(json!({ "servers": page.entries, "next_cursor": next })).into_response())
+    Ok(axum::Json(ServerPage { servers: page.entries, next_cursor: next }).into_response())
 }

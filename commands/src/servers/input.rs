@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::Secret;
 
 /// Upstream authentication with its secret in plaintext.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UpstreamAuthInput {
     /// No credentials.
@@ -16,6 +16,7 @@ pub enum UpstreamAuthInput {
     /// A bearer token.
     Bearer {
         /// The token.
+        #[schema(value_type = String, format = Password)]
         token: Secret,
     },
     /// A custom header.
@@ -23,6 +24,7 @@ pub enum UpstreamAuthInput {
         /// Header name.
         name: String,
         /// Header value.
+        #[schema(value_type = String, format = Password)]
         value: Secret,
     },
     /// OAuth 2.0 client credentials.
@@ -32,6 +34,7 @@ pub enum UpstreamAuthInput {
         /// Client id.
         client_id: String,
         /// Client secret.
+        #[schema(value_type = String, format = Password)]
         client_secret: Secret,
         /// Scopes.
         #[serde(default)]
@@ -40,7 +43,7 @@ pub enum UpstreamAuthInput {
 }
 
 /// Registers a server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterInput {
     /// Unique name.
@@ -67,7 +70,7 @@ pub struct RegisterInput {
 }
 
 /// Changes catalogue fields; absent fields stay as they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateInput {
     /// New title.

@@ -14,7 +14,7 @@ pub const MAX_ENTRY_BYTES: usize = 256;
 /// A server's access policy: a principal may use the server when one of its roles, its id or one of its
 /// groups is listed; then each tool passes [`ToolRules`]. Empty lists admit nobody but owners and admins
 /// (decided by the authorization step).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessPolicy {
     /// Roles admitted.
@@ -32,7 +32,7 @@ pub struct AccessPolicy {
 }
 
 /// Per-tool rules: `deny` always wins; with an `allow` list, only the tools on it pass.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolRules {
     /// When set, the only tools exposed.

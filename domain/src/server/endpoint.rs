@@ -15,7 +15,7 @@ pub const MAX_URL_BYTES: usize = 2_048;
 const BLOCKED_NAMES: [&str; 4] = ["localhost", "metadata.google.internal", "metadata", "instance-data"];
 
 /// The MCP transport an upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     /// Streamable HTTP (MCP 2025-03-26 and later).

@@ -10,7 +10,7 @@ use super::projection::NAME;
 use crate::{ProjectionError, load_checkpoint};
 
 /// One server as the catalogue shows it (no secrets: the auth mode only).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CatalogueEntry {
     /// Id.
     pub id: Uuid,
@@ -29,6 +29,7 @@ pub struct CatalogueEntry {
     /// `none`, `bearer`, `header` or `oauth_client_credentials`.
     pub auth_mode: String,
     /// Access policy.
+    #[schema(value_type = Object)]
     pub access: sqlx::types::Json<serde_json::Value>,
     /// Owner principal.
     pub owner: String,

@@ -345,3 +345,90 @@ async fn a_secret_given_at_registration_is_in_no_event_row_no_nats_message_and_n
     }
     api.gateway.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_endpoint() {
+    let api = start(None).await;
+    let unauthenticated = Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap();
+    let response = api.router.clone().oneshot(unauthenticated).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["paths"]["/api/v1/servers"]["post"]["operationId"], "add_server");
+    for (path, method) in [
+        ("/api/v1/servers", "get"),
+        ("/api/v1/servers/{id}", "get"),
+        ("/api/v1/servers/{id}", "patch"),
+        ("/api/v1/servers/{id}", "delete"),
+        ("/api/v1/servers/{id}/suspend", "post"),
+        ("/api/v1/servers/{id}/resume", "post"),
+        ("/api/v1/servers/{id}/rotate-credential", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} documented");
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["RegisterInput"].is_object() && schemas["Problem"].is_object());
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_reads_but_may_not_add_a_server_and_health_and_readiness_answer() {
+    use domain::identity::{ApiKeyIssued, IdentityEvent, PrincipalCreated, PrincipalKind};
+    use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
+    let mut api = start(None).await;
+
+    // A viewer principal with its own key, as the identity step will issue them.
+    let (viewer, key_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let (key, sha256) = commands::identity::new_api_key();
+    let events = [
+        (
+            "principal",
+            viewer,
+            IdentityEvent::PrincipalCreated(PrincipalCreated {
+                principal_id: viewer,
+                kind: PrincipalKind::User,
+                display_name: "viewer".into(),
+                roles: vec![domain::Role::Viewer],
+            }),
+        ),
+        (
+            "apikey",
+            key_id,
+            IdentityEvent::ApiKeyIssued(ApiKeyIssued { key_id, principal_id: viewer, prefix: "mgw_".into(), sha256 }),
+        ),
+    ];
+    for (category, id, event) in events {
+        let data = EventData {
+            event_id: Uuid::now_v7(),
+            event_type: event.event_type().into(),
+            schema_version: 1,
+            data: event.to_json().unwrap(),
+            metadata: metadata(),
+        };
+        api.gateway
+            .state
+            .store
+            .append(&StreamName::from_parts(category, id).unwrap(), ExpectedRevision::NoStream, vec![data])
+            .await
+            .unwrap();
+    }
+    api.key = key.expose().to_owned();
+    tests::eventually(DEADLINE, "the viewer's key to be known", || async {
+        (api.call(Method::GET, "/api/v1/servers", None, &[]).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    let refused = api.register(server("not-yours")).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(api.events().await, 0);
+
+    assert_eq!(api.call(Method::GET, "/health", None, &[]).await.status, StatusCode::OK);
+    let ready = tests::eventually(DEADLINE, "the instance to be ready", || async {
+        let reply = api.call(Method::GET, "/ready", None, &[]).await;
+        (reply.status == StatusCode::OK).then_some(reply)
+    })
+    .await;
+    assert_eq!(ready.body["checks"]["event_store"], "ok");
+    assert_eq!(ready.body["checks"]["projection.registry"]["status"], "ok");
+    api.gateway.stop();
+}

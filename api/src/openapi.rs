@@ -1,0 +1,48 @@
+//! The OpenAPI document, generated from the handlers and types (`GET /api/v1/openapi.json`).
+
+use axum::Router;
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::servers;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "MCP Registry Gateway", description = "Registry of MCP servers and the gateway in front of them."),
+    paths(
+        servers::register,
+        servers::list,
+        servers::read,
+        servers::update,
+        servers::suspend,
+        servers::resume,
+        servers::rotate_credential,
+        servers::deregister
+    ),
+    components(schemas(crate::problem::Problem)),
+    modifiers(&ApiKeyAuth)
+)]
+struct ApiDoc;
+
+/// API keys go in `Authorization: Bearer mgw_…`.
+struct ApiKeyAuth;
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("mgw_ API key").build();
+        components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /api/v1/openapi.json`, public (it describes, it does not reveal).
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/openapi.json", get(|| async { axum::Json(document()) }))
+}
