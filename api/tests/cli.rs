@@ -1,0 +1,119 @@
+//! The `mcp-gateway` binary end to end against a throwaway PostgreSQL: migrate, bootstrap, serve (ready,
+//! Add Server with the printed key, graceful stop on SIGTERM), projections status and rebuild.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-gateway");
+const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn run(args: &[&str], database_url: &str) -> (bool, String, String) {
+    let output =
+        Command::new(BIN).args(args).env("DATABASE_URL", database_url).env("RUST_LOG", "warn").output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into(),
+        String::from_utf8_lossy(&output.stderr).into(),
+    )
+}
+
+/// One HTTP/1.1 request over a plain socket; returns the status and the body.
+async fn http(address: &str, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).await.ok()?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(key) = key {
+        request.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Some((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
+    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
+
+    let (ok, out, err) = run(&["migrate"], &db.url).await;
+    assert!(ok && out.contains("migrated"), "{out}{err}");
+
+    let (ok, out, err) = run(&["admin", "bootstrap", "--name", "Ada"], &db.url).await;
+    assert!(ok, "{err}");
+    let key = out.split_whitespace().find(|w| w.starts_with("mgw_")).expect("the key is printed").to_owned();
+    let (ok, _, err) = run(&["admin", "bootstrap"], &db.url).await;
+    assert!(!ok && err.contains("already bootstrapped"), "a second bootstrap is refused: {err}");
+
+    // Without sealing keys, serve refuses to start and says what is missing.
+    let (ok, _, err) = run(&["serve"], &db.url).await;
+    assert!(!ok && err.contains("MGW_SEALING_KEYS"), "{err}");
+
+    let mut serve = Command::new(BIN)
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("MGW_LISTEN", "127.0.0.1:0")
+        .env("MGW_SEALING_KEYS", KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let address = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("mcp-gateway listening on http://") {
+                return url.to_owned();
+            }
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .unwrap();
+
+    tests::eventually(DEADLINE, "GET /ready to answer 200", || async {
+        (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
+    })
+    .await;
+    let server = r#"{"name":"cli-weather","transport":"streamable_http","url":"https://93.184.216.34/mcp"}"#;
+    let (status, body) = tests::eventually(DEADLINE, "Add Server with the printed key", || async {
+        http(&address, "POST", "/api/v1/servers", Some(&key), Some(server)).await.filter(|(s, _)| *s != 503)
+    })
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let position = created["position"].as_str().unwrap().to_owned();
+    let (status, _) = http(&address, "GET", &format!("/api/v1/servers/{id}?min_position={position}"), Some(&key), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    let (ok, out, err) = run(&["projections", "list"], &db.url).await;
+    assert!(ok && out.contains("registry") && out.contains("authz"), "{out}{err}");
+    let (ok, out, err) = run(&["projections", "status"], &db.url).await;
+    assert!(ok && out.contains("registry\ttable\tcheckpoint"), "{out}{err}");
+    let (ok, out, err) = run(&["projections", "rebuild", "registry"], &db.url).await;
+    assert!(ok && out.contains("rebuilt registry"), "{out}{err}");
+    let (ok, _, err) = run(&["projections", "rebuild", "nope"], &db.url).await;
+    assert!(!ok && err.contains("no projection named nope"), "{err}");
+    // The rebuilt model still serves the server.
+    let (status, body) = http(&address, "GET", &format!("/api/v1/servers/{id}"), Some(&key), None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // SIGTERM: a graceful stop, exit status 0.
+    let pid = serve.id().unwrap().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(DEADLINE, serve.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
