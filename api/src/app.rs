@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::state::AppState;
 
-/// Everything an instance needs to start.
-#[derive(Debug, Clone)]
+/// Everything an instance needs to start. Its `Debug` hides the keys and the URLs' credentials.
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// PostgreSQL.
     pub database_url: String,
@@ -34,6 +34,31 @@ pub struct GatewayConfig {
     pub upstream_allowlist: Vec<String>,
     /// Database connections.
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key_ids: Vec<&String> = self.sealing_keys.iter().map(|(id, _)| id).collect();
+        f.debug_struct("GatewayConfig")
+            .field("database_url", &without_credentials(&self.database_url))
+            .field("nats_url", &self.nats_url.as_deref().map(without_credentials))
+            .field("listen", &self.listen)
+            .field("sealing_key_current", &self.sealing_key_current)
+            .field("sealing_key_ids", &key_ids)
+            .field("upstream_allowlist", &self.upstream_allowlist)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `url` with any user name and password removed, for messages.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// Why an instance could not start.
@@ -78,7 +103,7 @@ impl Gateway {
             Some(url) => Some(
                 async_nats::connect(url)
                     .await
-                    .map_err(|e| StartError::Nats { url: url.clone(), reason: e.to_string() })?,
+                    .map_err(|e| StartError::Nats { url: without_credentials(url), reason: e.to_string() })?,
             ),
             None => None,
         };
@@ -137,5 +162,18 @@ impl Gateway {
         for task in self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_removed_from_urls() {
+        assert_eq!(without_credentials("postgres://u:p@db:5432/x"), "postgres://db:5432/x");
+        assert_eq!(without_credentials("nats://tok@nats:4222"), "nats://nats:4222");
+        assert_eq!(without_credentials("nats://nats:4222/a@b"), "nats://nats:4222/a@b");
+        assert_eq!(without_credentials("no-scheme"), "no-scheme");
     }
 }

@@ -17,5 +17,6 @@ pub fn decode(cursor: &str) -> Result<String, Problem> {
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|name| !name.chars().any(char::is_control))
         .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "invalid-cursor", "Invalid cursor"))
 }

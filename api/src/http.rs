@@ -23,12 +23,44 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::registry_v0::routes())
         .merge(routes::ops::routes())
         .merge(crate::openapi::routes())
+        .layer(middleware::map_response(problem_for_plain_errors))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Errors that axum produces itself (a malformed path or query, an unknown route, a wrong method) come as
+/// text; they are turned into problem documents like every other error.
+async fn problem_for_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (slug, title) = match status.as_u16() {
+        404 => ("not-found", "No such resource"),
+        405 => ("method-not-allowed", "Method not allowed"),
+        413 => ("body-too-large", "Body too large"),
+        415 => ("unsupported-media-type", "Unsupported media type"),
+        400..=499 => ("bad-request", "Bad request"),
+        _ => ("internal", "Internal error"),
+    };
+    let detail = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .filter(|d| !d.is_empty() && status.is_client_error());
+    let mut problem = crate::problem::Problem::new(status, slug, title);
+    if let Some(detail) = detail {
+        problem = problem.detail(detail);
+    }
+    axum::response::IntoResponse::into_response(problem)
 }
 
 /// Counts requests and records their latency by route template (never the raw path: ids would explode

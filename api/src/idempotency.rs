@@ -1,5 +1,10 @@
 //! `Idempotency-Key` on POST: a retry returns the first response; the same key with another request is
-//! refused (422). The command id derives from the key, so even two concurrent retries append once.
+//! refused (422); a retry while the first is still running is told so (409).
+//!
+//! The key is claimed (a pending row) before the command runs, so two requests with one key never both
+//! run. The command id derives from the key, and the command handlers recognise their own events: a
+//! retry after a crash that left the claim pending (taken over after [`TAKEOVER_AFTER_SECONDS`]) or the
+//! response unrecorded appends nothing new and answers as the first attempt did.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +16,12 @@ use crate::state::AppState;
 
 /// Namespace of command ids derived from idempotency keys.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6d67_775f_6964_656d_706f_7465_6e63_7921);
+
+/// The status stored while the command runs.
+const PENDING: i16 = 0;
+
+/// A pending claim older than this belongs to a request that died; a retry takes it over.
+pub const TAKEOVER_AFTER_SECONDS: i32 = 60;
 
 /// A command's successful response, as stored for replays.
 pub struct Stored {
@@ -47,8 +58,85 @@ fn key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     })
 }
 
-/// Runs `command` once per (principal, key): with a key seen before, replays its response (same request)
-/// or refuses (different request). `command` gets the command id to use.
+fn database(_: sqlx::Error) -> Problem {
+    Problem::unavailable("the database is unreachable")
+}
+
+/// A stored key: request hash, status, body, location, and whether a pending claim is stale.
+type KeyRow = (Vec<u8>, i16, serde_json::Value, Option<String>, bool);
+
+/// What the key's row says when this request could not claim it.
+enum Seen {
+    /// Claimed by this request (fresh, or taken over from a dead one).
+    Ours,
+    /// Answered before: replay.
+    Done(Stored),
+}
+
+/// Claims (principal, key) for a request hashing to `hash`, or says why not.
+async fn claim(state: &AppState, principal: Uuid, key: &str, hash: &[u8]) -> Result<Seen, Problem> {
+    let claimed: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO api.idempotency (principal_id, key, request_hash, status, body)
+         VALUES ($1, $2, $3, $4, 'null') ON CONFLICT DO NOTHING RETURNING 1",
+    )
+    .bind(principal)
+    .bind(key)
+    .bind(hash)
+    .bind(PENDING)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(database)?;
+    if claimed.is_some() {
+        return Ok(Seen::Ours);
+    }
+    let row: Option<KeyRow> = sqlx::query_as(
+        "SELECT request_hash, status, body, location, created_at < now() - make_interval(secs => $3)
+           FROM api.idempotency WHERE principal_id = $1 AND key = $2",
+    )
+    .bind(principal)
+    .bind(key)
+    .bind(f64::from(TAKEOVER_AFTER_SECONDS))
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(database)?;
+    let Some((stored_hash, status, body, location, stale)) = row else {
+        // The claim was released (its command failed) between our insert and our read.
+        return Err(in_progress());
+    };
+    if stored_hash != hash {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
+            .detail("this key was used for a different request"));
+    }
+    if status != PENDING {
+        let etag = body.get("revision").and_then(|r| r.as_u64()).map(etag);
+        let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+        return Ok(Seen::Done(Stored { status, body, location, etag }));
+    }
+    if !stale {
+        return Err(in_progress());
+    }
+    let taken: Option<i32> = sqlx::query_scalar(
+        "UPDATE api.idempotency SET created_at = now()
+          WHERE principal_id = $1 AND key = $2 AND status = $3 AND created_at < now() - make_interval(secs => $4)
+          RETURNING 1",
+    )
+    .bind(principal)
+    .bind(key)
+    .bind(PENDING)
+    .bind(f64::from(TAKEOVER_AFTER_SECONDS))
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(database)?;
+    if taken.is_some() { Ok(Seen::Ours) } else { Err(in_progress()) }
+}
+
+fn in_progress() -> Problem {
+    Problem::new(StatusCode::CONFLICT, "idempotency-key-in-progress", "Request in progress")
+        .detail("a request with this Idempotency-Key is still running; retry shortly")
+}
+
+/// Runs `command` once per (principal, key); see the [module docs](self). `command` gets the command id
+/// to use.
 pub async fn run<F, Fut>(
     state: &AppState,
     principal: Uuid,
@@ -67,43 +155,44 @@ where
         hasher.update(part);
     }
     let hash = hasher.finalize().to_vec();
-    let seen: Option<(Vec<u8>, i16, serde_json::Value, Option<String>)> = sqlx::query_as(
-        "SELECT request_hash, status, body, location FROM api.idempotency WHERE principal_id = $1 AND key = $2",
-    )
-    .bind(principal)
-    .bind(&key)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(|_| Problem::unavailable("the database is unreachable"))?;
-    if let Some((stored_hash, status, body, location)) = seen {
-        if stored_hash != hash {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused",
-            )
-            .detail("this key was used for a different request"));
-        }
-        let etag = body.get("revision").and_then(|r| r.as_u64()).map(etag);
-        let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
-        return Ok(Stored { status, body, location, etag });
+    if let Seen::Done(stored) = claim(state, principal, &key, &hash).await? {
+        return Ok(stored);
     }
     let command_id = Uuid::new_v5(&NAMESPACE, format!("{principal}\n{key}").as_bytes());
-    let stored = command(command_id).await?;
-    sqlx::query(
-        "INSERT INTO api.idempotency (principal_id, key, request_hash, status, body, location)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-    )
-    .bind(principal)
-    .bind(&key)
-    .bind(&hash)
-    .bind(stored.status.as_u16() as i16)
-    .bind(&stored.body)
-    .bind(&stored.location)
-    .execute(&state.pool)
-    .await
-    .map_err(|_| Problem::unavailable("the database is unreachable"))?;
-    Ok(stored)
+    let outcome = command(command_id).await;
+    match &outcome {
+        Ok(stored) => {
+            let recorded = sqlx::query(
+                "UPDATE api.idempotency SET status = $3, body = $4, location = $5 WHERE principal_id = $1 AND key = $2",
+            )
+            .bind(principal)
+            .bind(&key)
+            .bind(stored.status.as_u16() as i16)
+            .bind(&stored.body)
+            .bind(&stored.location)
+            .execute(&state.pool)
+            .await;
+            if let Err(error) = recorded {
+                // The command happened: say so. A retry takes the claim over later and, the command
+                // finding its own events, answers the same.
+                tracing::warn!(%error, "could not record an idempotent response");
+            }
+        }
+        Err(_) => {
+            // Nothing was written: free the key so that a corrected retry can run.
+            let released =
+                sqlx::query("DELETE FROM api.idempotency WHERE principal_id = $1 AND key = $2 AND status = $3")
+                    .bind(principal)
+                    .bind(&key)
+                    .bind(PENDING)
+                    .execute(&state.pool)
+                    .await;
+            if let Err(error) = released {
+                tracing::warn!(%error, "could not release an idempotency claim");
+            }
+        }
+    }
+    outcome
 }
 
 /// The `ETag` of a revision.

@@ -8,6 +8,7 @@ pub mod http;
 pub mod idempotency;
 pub mod json_body;
 pub mod openapi;
+pub mod params;
 pub mod problem;
 pub mod routes;
 pub mod state;

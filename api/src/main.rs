@@ -37,7 +37,7 @@ enum Command {
 #[derive(clap::Args)]
 struct DatabaseArgs {
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
 }
 
@@ -46,7 +46,7 @@ struct ServeArgs {
     #[command(flatten)]
     database: DatabaseArgs,
     /// NATS URL (JetStream enabled); needed for more than one instance.
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
     /// Listen address.
     #[arg(long, env = "MGW_LISTEN", default_value = "127.0.0.1:8080")]

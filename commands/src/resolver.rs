@@ -2,6 +2,9 @@
 
 use std::net::IpAddr;
 
+/// Longest wait for a host name to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Resolves a host name to the addresses an HTTP client could connect to.
 #[async_trait::async_trait]
 pub trait HostResolver: Send + Sync {
@@ -16,10 +19,15 @@ pub struct SystemResolver;
 #[async_trait::async_trait]
 impl HostResolver for SystemResolver {
     async fn resolve(&self, host: &str, port: u16) -> Vec<IpAddr> {
-        match tokio::net::lookup_host((host, port)).await {
-            Ok(addresses) => addresses.map(|a| a.ip()).collect(),
-            Err(error) => {
+        // A resolver that hangs must not hold a request (or a connection of the pool) forever.
+        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(addresses)) => addresses.map(|a| a.ip()).collect(),
+            Ok(Err(error)) => {
                 tracing::debug!(host, %error, "host does not resolve");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(host, "host resolution timed out");
                 Vec::new()
             }
         }

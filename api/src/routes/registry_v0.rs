@@ -37,7 +37,7 @@ fn document(entry: &CatalogueEntry) -> Value {
     json!({
         "server": server,
         "_meta": { "io.modelcontextprotocol.registry/official": {
-            "status": entry.status,
+            "status": "active",
             "publishedAt": entry.registered_at,
             "updatedAt": entry.updated_at,
             "isLatest": true,
@@ -59,7 +59,9 @@ async fn list(
 ) -> Result<axum::Json<Value>, Problem> {
     caller.authorize(Action::ReadServers)?;
     let filter = CatalogueFilter {
-        text: query.search,
+        text: crate::params::text("search", query.search)?,
+        // Suspended servers are not offered to clients.
+        status: Some("active".into()),
         after: query.cursor.map(|c| crate::cursor::decode(&c)).transpose()?,
         limit: query.limit.unwrap_or(30).min(100),
         ..Default::default()
@@ -79,7 +81,8 @@ async fn read(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>, Problem> {
     caller.authorize(Action::ReadServers)?;
+    let name = crate::params::text("name", Some(name))?.unwrap_or_default();
     let entry =
         state.registry.get_by_name(&name).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
-    entry.map(|e| axum::Json(document(&e))).ok_or_else(Problem::not_found)
+    entry.filter(|e| e.status == "active").map(|e| axum::Json(document(&e))).ok_or_else(Problem::not_found)
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use commands::servers::{CommandContext, Outcome, RegisterInput, UpdateInput, UpstreamAuthInput};
 use domain::authz::Action;
-use eventstore::{Actor, ActorKind, Metadata, Position};
+use eventstore::{Actor, ActorKind, EventStore, Metadata, Position};
 use projections::registry::CatalogueFilter;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::idempotency::{self, Stored, etag};
 use crate::json_body;
+use crate::params;
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -125,16 +126,21 @@ fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<u64>, Problem>
                 .detail("send the server's ETag as If-Match"))
         }
         None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-            .and_then(|v| v.parse().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid-if-match", "Invalid If-Match")
-                    .detail("expected \"<revision>\"")
-            }),
+        // Any current representation: the server must exist, which every command checks anyway.
+        Some(value) if value.as_bytes() == b"*" => Ok(None),
+        // Weak tags never match under If-Match (RFC 9110 §13.1.1).
+        Some(value) if value.as_bytes().starts_with(b"W/") => {
+            Err(Problem::new(StatusCode::PRECONDITION_FAILED, "revision-mismatch", "Stale revision")
+                .detail("a weak ETag never matches If-Match"))
+        }
+        Some(value) => {
+            value.to_str().ok().map(|v| v.trim().trim_matches('"')).and_then(|v| v.parse().ok()).map(Some).ok_or_else(
+                || {
+                    Problem::new(StatusCode::BAD_REQUEST, "invalid-if-match", "Invalid If-Match")
+                        .detail("expected \"<revision>\"")
+                },
+            )
+        }
     }
 }
 
@@ -264,7 +270,14 @@ async fn consistent(state: &AppState, min_position: Option<&str>) -> Result<(), 
         Problem::new(StatusCode::BAD_REQUEST, "invalid-position", "Invalid min_position")
             .detail("expected <tx>:<position>")
     })?;
+    let head =
+        state.store.committed_head().await.map_err(|_| Problem::unavailable("the event store is unreachable"))?;
+    if Some(wanted) > head {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-position", "Unknown position")
+            .detail(format!("{wanted} is beyond the last committed event")));
+    }
     let deadline = tokio::time::Instant::now() + CONSISTENCY_WAIT;
+    let mut progress = state.registry_status.clone();
     loop {
         let at = state.registry.position().await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
         if at >= Some(wanted) {
@@ -273,7 +286,9 @@ async fn consistent(state: &AppState, min_position: Option<&str>) -> Result<(), 
         if tokio::time::Instant::now() >= deadline {
             return Err(Problem::unavailable(format!("the catalogue has not reached {wanted} yet; retry")));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Woken when this instance's runner moves; a standby instance (another runs the projection)
+        // looks again every 50 ms.
+        let _ = tokio::time::timeout(Duration::from_millis(50), progress.changed()).await;
     }
 }
 
@@ -316,10 +331,10 @@ pub(crate) async fn list(
     caller.authorize(Action::ReadServers)?;
     consistent(&state, query.min_position.as_deref()).await?;
     let filter = CatalogueFilter {
-        tag: query.tag,
-        status: query.status,
-        owner: query.owner,
-        text: query.q,
+        tag: params::text("tag", query.tag)?,
+        status: params::text("status", query.status)?,
+        owner: params::text("owner", query.owner)?,
+        text: params::text("q", query.q)?,
         after: query.cursor.map(|c| crate::cursor::decode(&c)).transpose()?,
         limit: query.limit.unwrap_or(50),
     };

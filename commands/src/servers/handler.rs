@@ -17,6 +17,9 @@ use crate::{CommandError, HostResolver, Keyring};
 /// Attempts of a command without an expected revision before it reports [`CommandError::Contended`].
 const ATTEMPTS: usize = 3;
 
+/// The most events one server command writes (an update and an access change).
+const MAX_EVENTS_PER_COMMAND: u32 = 4;
+
 /// Events read per page when loading a server.
 const PAGE: usize = 500;
 
@@ -68,12 +71,29 @@ impl ServerCommands {
 
     /// The server's state and revision (`None`: no stream).
     pub async fn load(&self, id: Uuid) -> Result<(ServerState, Option<u64>), CommandError> {
+        let (state, revision, _) = self.load_for(id, None).await?;
+        Ok((state, revision))
+    }
+
+    /// [`load`](Self::load), also finding the last event `command_id` wrote, if it already ran: its
+    /// revision and position.
+    async fn load_for(
+        &self,
+        id: Uuid,
+        command_id: Option<Uuid>,
+    ) -> Result<(ServerState, Option<u64>, Option<(u64, Position)>), CommandError> {
         let stream = Self::stream(id)?;
-        let (mut state, mut revision) = (ServerState::New, None);
+        let ours: Vec<Uuid> = command_id
+            .map(|c| (0..MAX_EVENTS_PER_COMMAND).map(|i| EventData::deterministic_id(c, i)).collect())
+            .unwrap_or_default();
+        let (mut state, mut revision, mut applied) = (ServerState::New, None, None);
         let mut cursor = StreamCursor::Start;
         loop {
             let page = self.store.read_stream(&stream, Direction::Forwards, cursor, PAGE).await?;
             for event in &page {
+                if ours.contains(&event.event_id) {
+                    applied = Some((event.revision, event.position));
+                }
                 let decoded = ServerEvent::from_json(&event.event_type, &event.data)
                     .and_then(Result::ok)
                     .ok_or_else(|| CommandError::Corrupt(event.event_id.to_string()))?;
@@ -82,7 +102,7 @@ impl ServerCommands {
             }
             match (page.len() == PAGE, revision) {
                 (true, Some(last)) => cursor = StreamCursor::Revision(last + 1),
-                _ => return Ok((state, revision)),
+                _ => return Ok((state, revision, applied)),
             }
         }
     }
@@ -237,7 +257,11 @@ impl ServerCommands {
         decide: impl Fn(&ServerState) -> Result<Vec<ServerEvent>, server::ServerError>,
     ) -> Result<Outcome, CommandError> {
         for _ in 0..ATTEMPTS {
-            let (state, revision) = self.load(id).await?;
+            let (state, revision, applied) = self.load_for(id, Some(context.command_id)).await?;
+            // A retry of a command that already ran (its response was lost): answer as it did.
+            if let Some((revision, position)) = applied {
+                return Ok(Outcome { server_id: id, revision, position: Some(position) });
+            }
             let Some(current) = revision else { return Err(server::ServerError::NotFound.into()) };
             if let Some(expected) = expected
                 && expected != current

@@ -100,8 +100,12 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<BlockedRange> {
         BlockedRange::Unspecified
     } else if first & 0xffc0 == 0xfe80 {
         BlockedRange::LinkLocal
-    } else if first & 0xfe00 == 0xfc00 {
+    } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
+        // Unique local, and the deprecated site-local block that some stacks still route internally.
         BlockedRange::UniqueLocal
+    } else if ip.segments()[..3] == [0x64, 0xff9b, 1] {
+        // Local-use NAT64 (RFC 8215): translated to whatever the operator's network holds.
+        BlockedRange::Reserved
     } else if ip.is_multicast() {
         BlockedRange::Multicast
     } else {
@@ -158,6 +162,8 @@ mod tests {
             ("64:ff9b::a9fe:a9fe", BlockedRange::CloudMetadata),
             ("2002:7f00:1::", BlockedRange::Loopback),
             ("168.63.129.16", BlockedRange::CloudMetadata),
+            ("fec0::1", BlockedRange::UniqueLocal),
+            ("64:ff9b:1::a00:1", BlockedRange::Reserved),
         ];
         for (ip, expected) in cases {
             assert_eq!(range(ip), Some(expected), "{ip}");

@@ -14,6 +14,31 @@ pub const MAX_URL_BYTES: usize = 2_048;
 /// Host names that always mean "this machine" or a metadata service, whatever DNS says.
 const BLOCKED_NAMES: [&str; 4] = ["localhost", "metadata.google.internal", "metadata", "instance-data"];
 
+/// Query parameter names that carry credentials, compared case-insensitively; names ending in `_key`,
+/// `_token`, `_secret` or `-key`, `-token`, `-secret` count too.
+const SECRET_PARAMETERS: [&str; 14] = [
+    "key",
+    "apikey",
+    "api_key",
+    "api-key",
+    "token",
+    "access_token",
+    "auth",
+    "secret",
+    "password",
+    "pass",
+    "pwd",
+    "sig",
+    "signature",
+    "code",
+];
+
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMETERS.contains(&name.as_str())
+        || ["_key", "_token", "_secret", "-key", "-token", "-secret"].iter().any(|s| name.ends_with(s))
+}
+
 /// The MCP transport an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -58,6 +83,10 @@ pub enum EndpointError {
     /// A user name or password in the URL.
     #[error("credentials in the URL are not allowed; configure upstream authentication instead")]
     Credentials,
+    /// A query parameter whose name says it carries a secret: it would be stored in events for good and
+    /// shown to every reader of the catalogue.
+    #[error("the URL's query parameter {0:?} looks like a credential; configure upstream authentication instead")]
+    SecretInQuery(String),
     /// A fragment, which no HTTP request carries.
     #[error("the URL must not have a fragment")]
     Fragment,
@@ -84,7 +113,7 @@ impl EndpointError {
             EndpointError::Malformed => "malformed-url",
             EndpointError::Scheme => "url-scheme",
             EndpointError::Insecure => "insecure-url",
-            EndpointError::Credentials => "url-credentials",
+            EndpointError::Credentials | EndpointError::SecretInQuery(_) => "url-credentials",
             EndpointError::Fragment => "url-fragment",
             EndpointError::BlockedAddress { .. } | EndpointError::BlockedName(_) => "blocked-address",
             EndpointError::Unresolvable(_) => "unresolvable-host",
@@ -137,6 +166,9 @@ impl Endpoint {
         if endpoint.0.fragment().is_some() {
             return Err(EndpointError::Fragment);
         }
+        if let Some((name, _)) = endpoint.0.query_pairs().find(|(name, _)| looks_secret(name)) {
+            return Err(EndpointError::SecretInQuery(name.into_owned()));
+        }
         Ok(endpoint)
     }
 
@@ -156,6 +188,10 @@ impl Endpoint {
     }
 
     /// Checks the addresses the host resolved to: every one must pass, since the HTTP client may use any.
+    ///
+    /// A check at registration does not bind later connections: a name can resolve elsewhere tomorrow.
+    /// Whatever connects to the upstream must resolve, check with this, and connect to exactly the
+    /// addresses checked (and not follow redirects unchecked).
     pub fn check_resolved(&self, policy: &NetworkPolicy, addresses: &[IpAddr]) -> Result<(), EndpointError> {
         let host = self.host().unwrap_or_default();
         if policy.allows(&host) {
@@ -239,6 +275,15 @@ mod tests {
         assert_eq!(parse("ftp://mcp.example.com/"), Err(EndpointError::Scheme));
         assert_eq!(parse("https://u:p@mcp.example.com/"), Err(EndpointError::Credentials));
         assert_eq!(parse("https://mcp.example.com/#x"), Err(EndpointError::Fragment));
+        assert_eq!(
+            parse("https://mcp.example.com/mcp?region=eu&API_KEY=abc"),
+            Err(EndpointError::SecretInQuery("API_KEY".into()))
+        );
+        assert_eq!(
+            parse("https://mcp.example.com/mcp?x-access-token=abc"),
+            Err(EndpointError::SecretInQuery("x-access-token".into()))
+        );
+        assert!(parse("https://mcp.example.com/mcp?region=eu&monkey=1").is_ok());
         assert_eq!(parse("not a url"), Err(EndpointError::Malformed));
     }
 

@@ -106,7 +106,7 @@ async fn apply_one(
         .bind(at)
         .execute(&mut *tx)
         .await
-        .map(drop),
+        .and_then(one_row),
         ServerEvent::AccessChanged(access) => {
             sqlx::query("UPDATE servers SET access = $2, revision = $3, updated_at = $4 WHERE id = $1")
                 .bind(id)
@@ -115,7 +115,7 @@ async fn apply_one(
                 .bind(at)
                 .execute(&mut *tx)
                 .await
-                .map(drop)
+                .and_then(one_row)
         }
         ServerEvent::CredentialRotated(auth) => {
             sqlx::query("UPDATE servers SET auth_mode = $2, revision = $3, updated_at = $4 WHERE id = $1")
@@ -125,12 +125,12 @@ async fn apply_one(
                 .bind(at)
                 .execute(&mut *tx)
                 .await
-                .map(drop)
+                .and_then(one_row)
         }
         ServerEvent::Suspended { reason } => set_status(tx, id, "suspended", Some(reason), revision, at).await,
         ServerEvent::Resumed => set_status(tx, id, "active", None, revision, at).await,
         ServerEvent::Deregistered { .. } => {
-            sqlx::query("DELETE FROM servers WHERE id = $1").bind(id).execute(&mut *tx).await.map(drop)
+            sqlx::query("DELETE FROM servers WHERE id = $1").bind(id).execute(&mut *tx).await.and_then(one_row)
         }
     }
 }
@@ -160,7 +160,7 @@ async fn insert(
     .bind(at)
     .execute(&mut *tx)
     .await
-    .map(drop)
+    .and_then(one_row)
 }
 
 async fn set_status(
@@ -179,7 +179,16 @@ async fn set_status(
         .bind(at)
         .execute(&mut *tx)
         .await
-        .map(drop)
+        .and_then(one_row)
+}
+
+/// An event of a server must change exactly its row; anything else means the model and the stream
+/// disagree, and the projection halts rather than drift.
+fn one_row(done: sqlx::postgres::PgQueryResult) -> Result<(), sqlx::Error> {
+    match done.rows_affected() {
+        1 => Ok(()),
+        n => Err(sqlx::Error::Protocol(format!("expected to change one server row, changed {n}"))),
+    }
 }
 
 fn transport_name(transport: domain::server::Transport) -> &'static str {

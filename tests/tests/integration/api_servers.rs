@@ -432,3 +432,103 @@ async fn a_viewer_reads_but_may_not_add_a_server_and_health_and_readiness_answer
     assert_eq!(ready.body["checks"]["projection.registry"]["status"], "ok");
     api.gateway.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_response_answers_as_the_first_attempt_and_writes_nothing() {
+    let api = start(None).await;
+    let id = api.register(server("retried")).await.body["id"].as_str().unwrap().to_owned();
+    for (path, body) in [
+        ("suspend", json!({"reason": "maintenance"})),
+        ("rotate-credential", json!({"upstream_auth": {"mode": "bearer", "token": "t-1"}})),
+    ] {
+        let uri = format!("/api/v1/servers/{id}/{path}");
+        let key = format!("key-{path}");
+        let first = api.call(Method::POST, &uri, Some(&body.to_string()), &[("idempotency-key", &key)]).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.raw);
+        let events = api.events().await;
+
+        // The process died after the append but before recording the response: the claim is pending,
+        // and old enough to be taken over.
+        sqlx::query("UPDATE api.idempotency SET status = 0, body = 'null', created_at = now() - interval '2 minutes' WHERE key = $1")
+            .bind(&key)
+            .execute(&api.gateway.state.pool)
+            .await
+            .unwrap();
+        let retry = api.call(Method::POST, &uri, Some(&body.to_string()), &[("idempotency-key", &key)]).await;
+        assert_eq!(retry.status, StatusCode::OK, "{}", retry.raw);
+        assert_eq!(retry.body, first.body, "the retry answers as the first attempt did");
+        assert_eq!(api.events().await, events, "and appends nothing");
+
+        // A retry while the first attempt still runs (a fresh pending claim) is told to come back.
+        sqlx::query("UPDATE api.idempotency SET status = 0, created_at = now() WHERE key = $1")
+            .bind(&key)
+            .execute(&api.gateway.state.pool)
+            .await
+            .unwrap();
+        let busy = api.call(Method::POST, &uri, Some(&body.to_string()), &[("idempotency-key", &key)]).await;
+        assert_problem(&busy, StatusCode::CONFLICT, "idempotency-key-in-progress");
+    }
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_paths_queries_positions_and_preconditions_get_problems() {
+    let api = start(None).await;
+    let created = api.register(server("edge")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/servers?q=%00", None, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+    );
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/servers?cursor=AA", None, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-cursor",
+    );
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/servers?limit=many", None, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+    );
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/servers/not-a-uuid", None, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+    );
+    assert_problem(&api.call(Method::GET, "/api/v1/nothing-here", None, &[]).await, StatusCode::NOT_FOUND, "not-found");
+    assert_problem(
+        &api.call(Method::PUT, "/api/v1/servers", None, &[]).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+    );
+    assert_problem(
+        &api.call(Method::GET, "/v0.1/servers/%00", None, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+    );
+    let beyond = format!("/api/v1/servers/{id}?min_position=999999999:1");
+    assert_problem(&api.call(Method::GET, &beyond, None, &[]).await, StatusCode::BAD_REQUEST, "invalid-position");
+
+    let uri = format!("/api/v1/servers/{id}");
+    let patch = json!({"description": "changed"}).to_string();
+    assert_problem(
+        &api.call(Method::PATCH, &uri, Some(&patch), &[("if-match", "W/\"0\"")]).await,
+        StatusCode::PRECONDITION_FAILED,
+        "revision-mismatch",
+    );
+    assert_eq!(api.call(Method::PATCH, &uri, Some(&patch), &[("if-match", "*")]).await.status, StatusCode::OK);
+
+    let mut leaky = server("leaky");
+    leaky["url"] = json!("https://93.184.216.34/mcp?api_key=abc");
+    assert_problem(&api.register(leaky).await, StatusCode::UNPROCESSABLE_ENTITY, "url-credentials");
+
+    // A suspended server is not offered through the registry API.
+    let suspended =
+        api.call(Method::POST, &format!("{uri}/suspend"), Some(&json!({"reason": "x"}).to_string()), &[]).await;
+    let position = suspended.body["position"].as_str().unwrap().to_owned();
+    api.call(Method::GET, &format!("{uri}?min_position={position}"), None, &[]).await;
+    assert_problem(&api.call(Method::GET, "/v0.1/servers/edge", None, &[]).await, StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(api.call(Method::GET, "/v0.1/servers", None, &[]).await.body["metadata"]["count"], 0);
+    api.gateway.stop();
+}

@@ -1,0 +1,20 @@
+//! Query parameters: text that PostgreSQL can store and compare (no control characters, bounded).
+
+use axum::http::StatusCode;
+
+use crate::problem::Problem;
+
+/// Longest text parameter accepted.
+const MAX_PARAM_CHARS: usize = 512;
+
+/// `value`, when it is acceptable text.
+pub fn text(name: &'static str, value: Option<String>) -> Result<Option<String>, Problem> {
+    match value {
+        Some(v) if v.chars().count() > MAX_PARAM_CHARS || v.chars().any(char::is_control) => {
+            Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter")
+                .field(name)
+                .detail(format!("at most {MAX_PARAM_CHARS} characters, no control characters")))
+        }
+        other => Ok(other),
+    }
+}
