@@ -41,28 +41,54 @@ struct DatabaseArgs {
     database_url: String,
 }
 
-#[derive(clap::Args)]
+/// `serve`'s settings: flags, else the environment, else the configuration file, else the default.
+#[derive(clap::Args, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct ServeArgs {
-    #[command(flatten)]
-    database: DatabaseArgs,
+    /// A TOML file with any of these settings (keys as the flags, with `_`: `database_url = "…"`).
+    #[arg(long, env = "MGW_CONFIG")]
+    #[serde(skip)]
+    config: Option<std::path::PathBuf>,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
-    /// Listen address.
-    #[arg(long, env = "MGW_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "MGW_LISTEN")]
+    listen: Option<SocketAddr>,
     /// Sealing keys, `id:base64` (32 bytes), comma-separated; see `admin new-sealing-key`.
     #[arg(long, env = "MGW_SEALING_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[serde(default)]
     sealing_keys: Vec<String>,
     /// The key id that seals new secrets (default: the first key).
     #[arg(long, env = "MGW_SEALING_KEY_CURRENT")]
     sealing_key_current: Option<String>,
     /// Upstream hosts allowed over plain http and on internal addresses, comma-separated.
     #[arg(long, env = "MGW_UPSTREAM_ALLOWLIST", value_delimiter = ',')]
+    #[serde(default)]
     upstream_allowlist: Vec<String>,
-    /// Database connections.
-    #[arg(long, env = "MGW_DB_CONNECTIONS", default_value_t = 20)]
-    max_connections: u32,
+    /// Database connections [default: 20].
+    #[arg(long, env = "MGW_DB_CONNECTIONS")]
+    max_connections: Option<u32>,
+}
+
+impl ServeArgs {
+    /// These settings, each missing one taken from `file`.
+    fn or(self, file: ServeArgs) -> ServeArgs {
+        let list = |mine: Vec<String>, theirs: Vec<String>| if mine.is_empty() { theirs } else { mine };
+        ServeArgs {
+            config: self.config,
+            database_url: self.database_url.or(file.database_url),
+            nats_url: self.nats_url.or(file.nats_url),
+            listen: self.listen.or(file.listen),
+            sealing_keys: list(self.sealing_keys, file.sealing_keys),
+            sealing_key_current: self.sealing_key_current.or(file.sealing_key_current),
+            upstream_allowlist: list(self.upstream_allowlist, file.upstream_allowlist),
+            max_connections: self.max_connections.or(file.max_connections),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -127,6 +153,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
+    let args = match &args.config {
+        Some(path) => {
+            let file: ServeArgs =
+                figment::Figment::from(<figment::providers::Toml as figment::providers::Format>::file_exact(path))
+                    .extract()
+                    .with_context(|| format!("configuration file {}", path.display()))?;
+            args.or(file)
+        }
+        None => args,
+    };
+    let Some(database_url) = args.database_url else {
+        bail!("DATABASE_URL (or --database-url, or database_url in the configuration file) is required");
+    };
     let mut keys = Vec::new();
     for entry in &args.sealing_keys {
         let Some((id, key)) = entry.split_once(':') else {
@@ -141,13 +180,13 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
     };
     let current = args.sealing_key_current.unwrap_or_else(|| first.0.clone());
     Ok(GatewayConfig {
-        database_url: args.database.database_url,
+        database_url,
         nats_url: args.nats_url,
-        listen: args.listen,
+        listen: args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         sealing_key_current: current,
         sealing_keys: keys,
         upstream_allowlist: args.upstream_allowlist,
-        max_connections: args.max_connections,
+        max_connections: args.max_connections.unwrap_or(20),
     })
 }
 

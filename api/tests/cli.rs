@@ -58,11 +58,24 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     let (ok, _, err) = run(&["serve"], &db.url).await;
     assert!(!ok && err.contains("MGW_SEALING_KEYS"), "{err}");
 
+    // A configuration file with an unknown key is refused, naming the file and the key.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "database_url = \"x\"\ncolour = \"blue\"\n").unwrap();
+    let refused =
+        Command::new(BIN).args(["serve", "--config"]).arg(&bad).env_remove("DATABASE_URL").output().await.unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("bad.toml") && err.contains("colour"), "{err}");
+
+    // Settings from a configuration file, the listen address from the environment.
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, format!("database_url = \"{}\"\nsealing_keys = [\"{KEY}\"]\n", db.url)).unwrap();
     let mut serve = Command::new(BIN)
         .arg("serve")
-        .env("DATABASE_URL", &db.url)
+        .env("MGW_CONFIG", &config)
+        .env_remove("DATABASE_URL")
+        .env_remove("MGW_SEALING_KEYS")
         .env("MGW_LISTEN", "127.0.0.1:0")
-        .env("MGW_SEALING_KEYS", KEY)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -109,6 +122,12 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     // The rebuilt model still serves the server.
     let (status, body) = http(&address, "GET", &format!("/api/v1/servers/{id}"), Some(&key), None).await.unwrap();
     assert_eq!(status, 200, "{body}");
+
+    // Prometheus metrics count the requests by route template.
+    let (status, metrics) = http(&address, "GET", "/metrics", None, None).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("http_requests_total") && metrics.contains("route=\"/api/v1/servers/{id}\""), "{metrics}");
+    assert!(metrics.contains("http_request_duration_seconds_bucket"), "explicit buckets: {metrics}");
 
     // SIGTERM: a graceful stop, exit status 0.
     let pid = serve.id().unwrap().to_string();

@@ -177,7 +177,9 @@ async fn caught_up(gateway: &Gateway, store: &PgEventStore) -> anyhow::Result<()
         anyhow::ensure!(std::time::Instant::now() < deadline, "the registry did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sqlx::raw_sql("VACUUM (ANALYZE); CHECKPOINT").execute(&gateway.state.pool).await?;
+    // Separate statements: a multi-statement string runs as one transaction block, which VACUUM refuses.
+    sqlx::raw_sql("VACUUM (ANALYZE)").execute(&gateway.state.pool).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(&gateway.state.pool).await?;
     Ok(())
 }
 
