@@ -138,3 +138,45 @@ async fn secrets_are_sealed_before_the_event_and_stay_readable_after_a_key_rotat
     assert_eq!(token.key_id, "k2");
     assert_eq!(rotated.open(id, "bearer", token).unwrap().expose(), "tok-NEW-4712");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer_each_on_its_own() {
+    let (store, _db) = store().await;
+    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    // 48 registrations at once, 16 names three times each.
+    let attempts: Vec<_> = (0..48)
+        .map(|n| {
+            let servers = servers.clone();
+            tokio::spawn(async move {
+                let name = format!("name-{}", n % 16);
+                let ctx = context();
+                (
+                    name.clone(),
+                    servers.register(Uuid::now_v7(), input(&name, "https://93.184.216.34/mcp"), "owner", &ctx).await,
+                )
+            })
+        })
+        .collect();
+    let mut won = std::collections::BTreeMap::new();
+    for attempt in attempts {
+        let (name, result) = attempt.await.unwrap();
+        match result {
+            Ok(outcome) => assert!(won.insert(name, outcome).is_none(), "one winner per name"),
+            Err(CommandError::NameTaken(taken)) => assert_eq!(taken, name),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 16, "every name registered once");
+    assert_eq!(event_rows(&store).await, 16, "one event per winner, nothing for the refused");
+    let reservations: Vec<(String, Uuid)> =
+        sqlx::query_as("SELECT name, server_id FROM cmd.server_names ORDER BY name")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let expected: Vec<(String, Uuid)> = won.iter().map(|(name, outcome)| (name.clone(), outcome.server_id)).collect();
+    assert_eq!(reservations, expected, "each name reserved for its winner");
+    for outcome in won.values() {
+        let (state, revision) = servers.load(outcome.server_id).await.unwrap();
+        assert!(matches!(state, ServerState::Live(_)) && revision == Some(0));
+    }
+}
