@@ -9,6 +9,7 @@ use domain::server::NetworkPolicy;
 use eventstore::relay::{NatsFeedOptions, NatsSubscription, Relay, RelayOptions};
 use eventstore::{PgEventStore, PgEventStoreOptions, SubscriptionOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
+use projections::audit::AuditProjection;
 use projections::authz::Authz;
 use projections::registry::{Registry, RegistryProjection};
 use projections::{MemoryRunner, RunnerOptions, TableRunner};
@@ -139,6 +140,14 @@ impl Gateway {
         tasks.push(tokio::spawn(async move {
             let error = registry_runner.run().await;
             tracing::error!(%error, "the registry projection halted");
+        }));
+
+        // The audit trail: every event, hash-chained (queries and verification arrive with step 5).
+        let audit_runner =
+            TableRunner::new(store.clone(), Arc::new(AuditProjection::default()), RunnerOptions::default());
+        tasks.push(tokio::spawn(async move {
+            let error = audit_runner.run().await;
+            tracing::error!(%error, "the audit projection halted");
         }));
 
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_servers;
+mod audit;
 mod eventstore;
 mod harness;
 mod nats_feed;

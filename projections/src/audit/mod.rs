@@ -1,0 +1,17 @@
+//! The `audit` read model: one entry per event, in `$all` order, hash-chained.
+//!
+//! Every event of the gateway maps to an entry (actor, action, target, outcome, time, origin, correlation,
+//! reason, changed fields; never a secret). Entries are numbered densely and chained:
+//! `entry_hash = SHA-256(prev_hash ‖ canonical entry)`, where the canonical entry includes its number and
+//! `$all` position, so a modified, deleted, inserted or reordered row breaks the chain at that row.
+//! Replaying the store rebuilds the same chain, hash for hash (no clock, no randomness in `apply`).
+
+mod entry;
+mod mapping;
+mod projection;
+mod verify;
+
+pub use entry::{AuditEntry, GENESIS};
+pub use mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, entry_for};
+pub use projection::AuditProjection;
+pub use verify::{AuditReport, AuditViolation, AuditViolationKind, verify};

@@ -1,0 +1,188 @@
+//! Verifying the audit trail against itself (the chain) and against the event store (completeness).
+
+use chrono::{DateTime, Utc};
+use eventstore::Position;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::entry::{AuditEntry, GENESIS};
+use super::mapping::AUDITED_CATEGORIES;
+use super::projection::NAME;
+use crate::{ProjectionError, load_checkpoint};
+
+/// Entries read per page.
+const PAGE: i64 = 10_000;
+
+/// What is wrong at the first bad entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditViolationKind {
+    /// The entry's content does not hash to its stored link: modified.
+    Modified,
+    /// The entry does not link to the one before it: an entry was removed, inserted or moved before it.
+    BrokenLink,
+    /// The numbering skips: entries were deleted.
+    Missing,
+    /// The entry has no event at its position in the store: forged or moved.
+    Unexpected,
+    /// An event the trail has reached has no entry.
+    Unrecorded,
+}
+
+/// The first bad entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditViolation {
+    /// Its number (for `Missing`: the first number absent).
+    pub seq: i64,
+    /// The `$all` position concerned.
+    pub position: Option<Position>,
+    /// What is wrong.
+    pub kind: AuditViolationKind,
+}
+
+/// The result of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Entries checked.
+    pub checked: u64,
+    /// The first violation, if any.
+    pub violation: Option<AuditViolation>,
+}
+
+/// A stored entry with its links.
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    tx: i64,
+    gp: i64,
+    event_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    actor_id: String,
+    actor_kind: String,
+    action: String,
+    target_kind: String,
+    target_id: String,
+    target_name: Option<String>,
+    outcome: String,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    reason: Option<String>,
+    changes: serde_json::Value,
+    prev_hash: Vec<u8>,
+    entry_hash: Vec<u8>,
+}
+
+impl Row {
+    fn entry(&self) -> AuditEntry {
+        AuditEntry {
+            seq: self.seq,
+            tx: self.tx,
+            gp: self.gp,
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            actor_id: self.actor_id.clone(),
+            actor_kind: self.actor_kind.clone(),
+            action: self.action.clone(),
+            target_kind: self.target_kind.clone(),
+            target_id: self.target_id.clone(),
+            target_name: self.target_name.clone(),
+            outcome: self.outcome.clone(),
+            source_ip: self.source_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            reason: self.reason.clone(),
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+fn position(tx: i64, gp: i64) -> Position {
+    Position { transaction_id: tx as u64, global_position: gp as u64 }
+}
+
+/// Checks every entry's link and content, their numbering, and that they are exactly the audited events
+/// of the store up to the trail's checkpoint, in order. Names the first entry that is wrong.
+pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
+    let checkpoint = load_checkpoint(pool, NAME).await?;
+    let categories: Vec<String> = AUDITED_CATEGORIES.iter().map(|c| (*c).to_owned()).collect();
+    let (mut expected_seq, mut previous, mut checked) = (1i64, GENESIS.to_vec(), 0u64);
+    let mut after_event: (i64, i64) = (-1, -1);
+    loop {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind, target_id,
+                    target_name, outcome, source_ip, user_agent, correlation_id, causation_id, reason, changes,
+                    prev_hash, entry_hash
+               FROM rm_audit.entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(expected_seq)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+        // The audited events that should correspond, in $all order.
+        let events: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+            "SELECT e.event_id, e.transaction_id::text::bigint, e.global_position FROM es.events e
+              WHERE split_part(e.stream_id, '-', 1) = ANY($1)
+                AND (e.transaction_id::text::bigint, e.global_position) > ($2, $3)
+                AND (e.transaction_id::text::bigint, e.global_position) <= ($4, $5)
+              ORDER BY e.transaction_id, e.global_position LIMIT $6",
+        )
+        .bind(&categories)
+        .bind(after_event.0)
+        .bind(after_event.1)
+        .bind(checkpoint.map_or(-1, |p| p.transaction_id as i64))
+        .bind(checkpoint.map_or(-1, |p| p.global_position as i64))
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+        let mut events = events.into_iter();
+        for row in &rows {
+            let entry = row.entry();
+            let at = Some(position(entry.tx, entry.gp));
+            let violation =
+                |kind, seq| Ok(AuditReport { checked, violation: Some(AuditViolation { seq, position: at, kind }) });
+            if entry.seq != expected_seq {
+                return violation(AuditViolationKind::Missing, expected_seq);
+            }
+            if row.prev_hash != previous {
+                return violation(AuditViolationKind::BrokenLink, entry.seq);
+            }
+            let previous_link = <[u8; 32]>::try_from(previous.as_slice()).unwrap_or(GENESIS);
+            if entry.chain_hash(&previous_link).as_slice() != row.entry_hash.as_slice() {
+                return violation(AuditViolationKind::Modified, entry.seq);
+            }
+            match events.next() {
+                Some((id, tx, gp)) if id == entry.event_id && (tx, gp) == (entry.tx, entry.gp) => {
+                    after_event = (tx, gp)
+                }
+                Some((_, tx, gp)) if (tx, gp) < (entry.tx, entry.gp) => {
+                    return Ok(AuditReport {
+                        checked,
+                        violation: Some(AuditViolation {
+                            seq: entry.seq,
+                            position: Some(position(tx, gp)),
+                            kind: AuditViolationKind::Unrecorded,
+                        }),
+                    });
+                }
+                _ => return violation(AuditViolationKind::Unexpected, entry.seq),
+            }
+            previous = row.entry_hash.clone();
+            expected_seq += 1;
+            checked += 1;
+        }
+        if rows.len() < PAGE as usize {
+            // Entries end here: any audited event left up to the checkpoint has no entry.
+            if let Some((_, tx, gp)) = events.next() {
+                let violation = AuditViolation {
+                    seq: expected_seq,
+                    position: Some(position(tx, gp)),
+                    kind: AuditViolationKind::Unrecorded,
+                };
+                return Ok(AuditReport { checked, violation: Some(violation) });
+            }
+            return Ok(AuditReport { checked, violation: None });
+        }
+    }
+}

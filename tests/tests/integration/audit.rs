@@ -1,0 +1,211 @@
+//! The audit trail against a real PostgreSQL: every event type becomes an entry, the chain verifies, a
+//! rebuild reproduces it hash for hash, and tampering with the table is named at the first bad entry.
+
+use std::sync::Arc;
+
+use commands::servers::{CommandContext, RegisterInput, ServerCommands, UpdateInput, UpstreamAuthInput};
+use commands::{Keyring, Secret, SystemResolver};
+use domain::server::{NetworkPolicy, Transport};
+use eventstore::{EventStore, PgEventStore};
+use projections::audit::{AuditEntry, AuditProjection, AuditViolationKind, verify};
+use projections::{RunnerOptions, TableRunner, load_checkpoint, rebuild};
+use uuid::Uuid;
+
+use crate::support::{DEADLINE, metadata, store};
+
+const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn context() -> CommandContext {
+    CommandContext { command_id: Uuid::now_v7(), metadata: metadata() }
+}
+
+/// Writes one event of every type the gateway has, through the real command handlers.
+async fn write_every_event_type(store: &PgEventStore) {
+    commands::identity::bootstrap(store, "Ada", &context()).await.unwrap();
+    let servers = ServerCommands::new(
+        store.clone(),
+        Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap()),
+        NetworkPolicy::default(),
+        Arc::new(SystemResolver),
+    );
+    let id = Uuid::now_v7();
+    let input = RegisterInput {
+        name: "audited".into(),
+        title: None,
+        description: "d".into(),
+        tags: vec![],
+        transport: Transport::StreamableHttp,
+        url: "https://93.184.216.34/mcp".into(),
+        upstream_auth: UpstreamAuthInput::Bearer { token: Secret::new("tok-AUDITSECRET-1") },
+        access: Default::default(),
+    };
+    servers.register(id, input, "owner-1", &context()).await.unwrap();
+    let update = UpdateInput { description: Some("d2".into()), ..Default::default() };
+    servers.update(id, None, update, &context()).await.unwrap();
+    let mut access = domain::server::AccessPolicy::default();
+    access.roles.insert(domain::Role::Developer);
+    servers.update(id, None, UpdateInput { access: Some(access), ..Default::default() }, &context()).await.unwrap();
+    let token = UpstreamAuthInput::Bearer { token: Secret::new("tok-AUDITSECRET-2") };
+    servers.rotate_credential(id, None, token, &context()).await.unwrap();
+    servers.suspend(id, None, "maintenance".into(), &context()).await.unwrap();
+    servers.resume(id, None, &context()).await.unwrap();
+    servers.deregister(id, None, "retired".into(), &context()).await.unwrap();
+}
+
+/// Runs the audit projection until it has applied everything committed.
+async fn caught_up(store: &PgEventStore) -> tokio::task::JoinHandle<projections::ProjectionError> {
+    let runner = TableRunner::new(store.clone(), Arc::new(AuditProjection::default()), RunnerOptions::default());
+    let task = tokio::spawn(runner.run());
+    let head = store.committed_head().await.unwrap();
+    tests::eventually(DEADLINE, "the audit trail to reach the head", || async {
+        (load_checkpoint(store.pool(), "audit").await.unwrap() >= head).then_some(())
+    })
+    .await;
+    task
+}
+
+/// action, target kind, target name, reason, changes.
+type EntrySummary = (String, String, Option<String>, Option<String>, serde_json::Value);
+
+async fn hashes(store: &PgEventStore) -> Vec<Vec<u8>> {
+    sqlx::query_scalar("SELECT entry_hash FROM rm_audit.entries ORDER BY seq").fetch_all(store.pool()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_identically() {
+    let (store, _db) = store().await;
+    write_every_event_type(&store).await;
+    let runner = caught_up(&store).await;
+
+    let rows: Vec<EntrySummary> =
+        sqlx::query_as("SELECT action, target_kind, target_name, reason, changes FROM rm_audit.entries ORDER BY seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    // The bootstrap is one multi-stream append; it writes its streams in name order, and so $all has them.
+    assert_eq!(
+        actions,
+        [
+            "api_key.issued",
+            "principal.created",
+            "gateway.bootstrapped",
+            "server.registered",
+            "server.updated",
+            "server.access_changed",
+            "server.credential_rotated",
+            "server.suspended",
+            "server.resumed",
+            "server.deregistered",
+        ]
+    );
+    // Events that do not carry the server's name get it from the trail; reasons and changes are kept.
+    assert!(rows[4..].iter().all(|r| r.1 == "server" && r.2.as_deref() == Some("audited")));
+    assert_eq!(rows[4].4, serde_json::json!({"description": "d2"}));
+    assert_eq!(rows[6].4, serde_json::json!({"auth_mode": "bearer"}));
+    assert_eq!(rows[7].3.as_deref(), Some("maintenance"));
+    let dump: Vec<String> =
+        sqlx::query_scalar("SELECT e::text FROM rm_audit.entries e").fetch_all(store.pool()).await.unwrap();
+    assert!(
+        dump.iter().all(|row| !row.contains("AUDITSECRET") && !row.contains("ciphertext")),
+        "no secret in the trail"
+    );
+
+    let report = verify(store.pool()).await.unwrap();
+    assert_eq!((report.checked, report.violation), (10, None));
+
+    let before = hashes(&store).await;
+    runner.abort();
+    let _ = runner.await;
+    rebuild(&store, &AuditProjection::default(), RunnerOptions::default()).await.unwrap();
+    assert_eq!(hashes(&store).await, before, "a rebuild from zero reproduces every hash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_the_trail_is_named_at_the_first_bad_entry() {
+    let (store, _db) = store().await;
+    write_every_event_type(&store).await;
+    let runner = caught_up(&store).await;
+    runner.abort();
+    let _ = runner.await;
+    let store = &store;
+    let restore =
+        || async move { rebuild(store, &AuditProjection::default(), RunnerOptions::default()).await.unwrap() };
+    let exec = |sql: &'static str| async move { sqlx::query(sql).execute(store.pool()).await.unwrap() };
+
+    // A modified entry.
+    exec("UPDATE rm_audit.entries SET reason = 'nothing to see' WHERE seq = 8").await;
+    let violation = verify(store.pool()).await.unwrap().violation.unwrap();
+    assert_eq!((violation.seq, violation.kind), (8, AuditViolationKind::Modified));
+    restore().await;
+    assert_eq!(verify(store.pool()).await.unwrap().violation, None);
+
+    // A deleted entry.
+    exec("DELETE FROM rm_audit.entries WHERE seq = 5").await;
+    let violation = verify(store.pool()).await.unwrap().violation.unwrap();
+    assert_eq!((violation.seq, violation.kind), (5, AuditViolationKind::Missing));
+    restore().await;
+
+    // Two entries swapped (numbers exchanged).
+    exec("UPDATE rm_audit.entries SET seq = -6 WHERE seq = 6").await;
+    exec("UPDATE rm_audit.entries SET seq = 6 WHERE seq = 7").await;
+    exec("UPDATE rm_audit.entries SET seq = 7 WHERE seq = -6").await;
+    let violation = verify(store.pool()).await.unwrap().violation.unwrap();
+    assert_eq!(violation.seq, 6);
+    assert!(matches!(violation.kind, AuditViolationKind::BrokenLink | AuditViolationKind::Modified), "{violation:?}");
+    restore().await;
+
+    // A forged entry appended with a correct link: only the store shows it happened nowhere.
+    let (seq, last): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, entry_hash FROM rm_audit.entries ORDER BY seq DESC LIMIT 1")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    let forged = AuditEntry {
+        seq: seq + 1,
+        tx: i64::MAX - 1,
+        gp: 1,
+        event_id: Uuid::now_v7(),
+        occurred_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        actor_id: "mallory".into(),
+        actor_kind: "user".into(),
+        action: "server.registered".into(),
+        target_kind: "server".into(),
+        target_id: Uuid::now_v7().to_string(),
+        target_name: Some("backdoor".into()),
+        outcome: "success".into(),
+        source_ip: None,
+        user_agent: None,
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        reason: None,
+        changes: serde_json::json!({}),
+    };
+    let link = forged.chain_hash(&<[u8; 32]>::try_from(last.as_slice()).unwrap());
+    sqlx::query(
+        "INSERT INTO rm_audit.entries (seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind,
+                                       target_id, target_name, outcome, correlation_id, changes, prev_hash, entry_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(forged.seq)
+    .bind(forged.tx)
+    .bind(forged.gp)
+    .bind(forged.event_id)
+    .bind(forged.occurred_at)
+    .bind(&forged.actor_id)
+    .bind(&forged.actor_kind)
+    .bind(&forged.action)
+    .bind(&forged.target_kind)
+    .bind(&forged.target_id)
+    .bind(&forged.target_name)
+    .bind(&forged.outcome)
+    .bind(forged.correlation_id)
+    .bind(&forged.changes)
+    .bind(last.as_slice())
+    .bind(link.as_slice())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let violation = verify(store.pool()).await.unwrap().violation.unwrap();
+    assert_eq!((violation.seq, violation.kind), (seq + 1, AuditViolationKind::Unexpected));
+}
