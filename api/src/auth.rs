@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use domain::access::{AccessDenied, AccessEvent};
 use domain::authz::{Action, decide};
 use domain::identity::parse_api_key;
 use projections::authz::{Authz, Principal};
@@ -17,15 +18,25 @@ use crate::state::AppState;
 pub struct Caller(pub Principal);
 
 impl Caller {
-    /// Allows `action`, or answers 403 with the decision's reason.
-    pub fn authorize(&self, action: Action) -> Result<(), Problem> {
+    /// Allows `action` on `resource`, or answers 403 with the decision's reason; a refusal is recorded
+    /// in the audit trail.
+    pub async fn authorize(&self, state: &AppState, action: Action, resource: &str) -> Result<(), Problem> {
         let decision = decide(&self.0.roles, action);
         if decision.allow {
-            Ok(())
-        } else {
-            tracing::info!(principal = %self.0.id, ?action, reason = %decision.reason, "access denied");
-            Err(Problem::forbidden(decision.reason))
+            return Ok(());
         }
+        tracing::info!(principal = %self.0.id, ?action, reason = %decision.reason, "access denied");
+        let denied = AccessEvent::Denied(AccessDenied {
+            principal_id: self.0.id,
+            action: action.as_str().to_owned(),
+            resource: resource.to_owned(),
+            reason: decision.reason.clone(),
+        });
+        if let Err(error) = crate::access_log::record(state, self, denied).await {
+            // The refusal stands either way; only its record is missing.
+            tracing::warn!(%error, "could not record an access denial");
+        }
+        Err(Problem::forbidden(decision.reason))
     }
 }
 

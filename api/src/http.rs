@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::servers::routes())
         .merge(routes::registry_v0::routes())
+        .merge(routes::audit::routes())
         .merge(routes::ops::routes())
         .merge(crate::openapi::routes())
         .layer(middleware::map_response(problem_for_plain_errors))

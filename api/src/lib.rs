@@ -1,6 +1,7 @@
 //! The `mcp-gateway` application: the REST API over the registry, operations endpoints, and starting an
 //! instance (relay and projections in-process).
 
+pub mod access_log;
 pub mod app;
 pub mod auth;
 pub mod cursor;

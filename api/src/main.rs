@@ -32,6 +32,16 @@ enum Command {
     /// Read models: list, status, rebuild.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verifies the audit trail's chain and that it holds exactly the store's events; names the first
+    /// bad entry and exits with status 1 when there is one.
+    Verify(DatabaseArgs),
 }
 
 #[derive(clap::Args)]
@@ -121,7 +131,8 @@ enum ProjectionsCommand {
 }
 
 /// The read models: (name, kind).
-const PROJECTIONS: [(&str, &str); 2] = [("registry", "table"), ("authz", "in-memory, rebuilt at every start")];
+const PROJECTIONS: [(&str, &str); 3] =
+    [("registry", "table"), ("audit", "table"), ("authz", "in-memory, rebuilt at every start")];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -149,6 +160,35 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(command) => projections_command(command).await,
+        Command::Audit(AuditCommand::Verify(database)) => {
+            let pool =
+                PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
+            let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
+            let events = store.verify_all().await?;
+            let audit = projections::audit::verify(&pool).await?;
+            println!(
+                "event store: {} events in {} streams checked, {} violations",
+                events.events,
+                events.streams,
+                events.violations.len()
+            );
+            match (&audit.violation, events.violations.first()) {
+                (None, None) => {
+                    println!("audit trail: {} entries checked, intact", audit.checked);
+                    Ok(())
+                }
+                (violation, first) => {
+                    if let Some(v) = first {
+                        println!("event store: first violation {v:?}");
+                    }
+                    if let Some(v) = violation {
+                        let at = v.position.map(|p| p.to_string()).unwrap_or_default();
+                        println!("audit trail: entry {} at {at}: {:?}", v.seq, v.kind);
+                    }
+                    std::process::exit(1)
+                }
+            }
+        }
     }
 }
 
@@ -275,6 +315,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             let store = PgEventStore::new(pool, PgEventStoreOptions::default());
             let projection: Arc<dyn projections::TableProjection> = match name.as_str() {
                 "registry" => Arc::new(RegistryProjection::default()),
+                "audit" => Arc::new(projections::audit::AuditProjection::default()),
                 "authz" => bail!("authz is in memory: every instance rebuilds it at start"),
                 other => bail!("no projection named {other}; see `mcp-gateway projections list`"),
             };

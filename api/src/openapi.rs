@@ -5,7 +5,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::servers;
+use crate::routes::{audit, servers};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -19,7 +19,9 @@ use crate::state::AppState;
         servers::suspend,
         servers::resume,
         servers::rotate_credential,
-        servers::deregister
+        servers::deregister,
+        audit::list,
+        audit::verify
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&ApiKeyAuth)

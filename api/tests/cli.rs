@@ -117,6 +117,15 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     assert!(ok && out.contains("registry\ttable\tcheckpoint"), "{out}{err}");
     let (ok, out, err) = run(&["projections", "rebuild", "registry"], &db.url).await;
     assert!(ok && out.contains("rebuilt registry"), "{out}{err}");
+    let (ok, out, err) = run(&["projections", "rebuild", "audit"], &db.url).await;
+    assert!(ok && out.contains("rebuilt audit"), "{out}{err}");
+    let (ok, out, err) = run(&["audit", "verify"], &db.url).await;
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    // A modified audit entry: verify names it and fails.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE rm_audit.entries SET actor_id = 'someone else' WHERE seq = 2").execute(&pool).await.unwrap();
+    let (ok, out, _) = run(&["audit", "verify"], &db.url).await;
+    assert!(!ok && out.contains("entry 2") && out.contains("Modified"), "{out}");
     let (ok, _, err) = run(&["projections", "rebuild", "nope"], &db.url).await;
     assert!(!ok && err.contains("no projection named nope"), "{err}");
     // The rebuilt model still serves the server.

@@ -10,6 +10,19 @@ pub enum Action {
     ReadServers,
     /// Register, update, suspend, resume, rotate, deregister.
     ManageServers,
+    /// Query, export and verify the audit trail.
+    ReadAudit,
+}
+
+impl Action {
+    /// The stable name recorded in the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ReadServers => "servers.read",
+            Action::ManageServers => "servers.manage",
+            Action::ReadAudit => "audit.read",
+        }
+    }
 }
 
 /// The answer, with the reason recorded in the audit trail.
@@ -26,6 +39,8 @@ pub fn decide(roles: &[Role], action: Action) -> Decision {
     let permitted: &[Role] = match action {
         Action::ReadServers => &[Role::Owner, Role::Admin, Role::ServerManager, Role::Developer, Role::Viewer],
         Action::ManageServers => &[Role::Owner, Role::Admin, Role::ServerManager],
+        // Separation of duties: admins and managers do not read the trail of what they did.
+        Action::ReadAudit => &[Role::Owner, Role::Auditor],
     };
     match roles.iter().find(|r| permitted.contains(r)) {
         Some(role) => Decision { allow: true, reason: format!("role {} permits {action:?}", role.as_str()) },
@@ -44,5 +59,7 @@ mod tests {
         assert!(decide(&[Role::Viewer], Action::ReadServers).allow);
         assert!(!decide(&[Role::Auditor], Action::ReadServers).allow);
         assert!(!decide(&[], Action::ReadServers).allow);
+        assert!(decide(&[Role::Auditor], Action::ReadAudit).allow);
+        assert!(!decide(&[Role::Admin], Action::ReadAudit).allow);
     }
 }

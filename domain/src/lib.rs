@@ -4,6 +4,7 @@
 //! write side (`commands`) loads a stream, asks [`server::decide`] and appends what it returns, and the
 //! read side folds the same events with [`server::evolve`].
 
+pub mod access;
 pub mod authz;
 pub mod identity;
 pub mod role;

@@ -1,5 +1,6 @@
 //! The HTTP routes.
 
+pub mod audit;
 pub mod ops;
 pub mod registry_v0;
 pub mod servers;

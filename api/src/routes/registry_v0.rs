@@ -57,7 +57,7 @@ async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, Problem> {
-    caller.authorize(Action::ReadServers)?;
+    caller.authorize(&state, Action::ReadServers, "registry").await?;
     let filter = CatalogueFilter {
         text: crate::params::text("search", query.search)?,
         // Suspended servers are not offered to clients.
@@ -80,7 +80,7 @@ async fn read(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>, Problem> {
-    caller.authorize(Action::ReadServers)?;
+    caller.authorize(&state, Action::ReadServers, "registry").await?;
     let name = crate::params::text("name", Some(name))?.unwrap_or_default();
     let entry =
         state.registry.get_by_name(&name).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;

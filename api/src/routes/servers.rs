@@ -104,7 +104,7 @@ pub(crate) async fn register(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Stored, Problem> {
-    caller.authorize(Action::ManageServers)?;
+    caller.authorize(&state, Action::ManageServers, "servers").await?;
     let body = json_body::bytes(body)?;
     let input: RegisterInput = json_body::parse(&body)?;
     let servers = state.servers.clone();
@@ -152,7 +152,7 @@ pub(crate) async fn update(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Stored, Problem> {
-    caller.authorize(Action::ManageServers)?;
+    caller.authorize(&state, Action::ManageServers, &format!("server:{id}")).await?;
     let expected = if_match(&headers, true)?;
     let input: UpdateInput = json_body::parse(&json_body::bytes(body)?)?;
     let done = state.servers.update(id, expected, input, &context(&caller, Uuid::now_v7(), &headers)).await?;
@@ -178,7 +178,7 @@ where
     F: FnOnce(Option<u64>, T, CommandContext) -> Fut,
     Fut: Future<Output = Result<Outcome, commands::CommandError>>,
 {
-    caller.authorize(Action::ManageServers)?;
+    caller.authorize(state, Action::ManageServers, &format!("server:{id}")).await?;
     let expected = if_match(&headers, false)?;
     let body = json_body::bytes(body)?;
     let input: T = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
@@ -250,7 +250,7 @@ pub(crate) async fn deregister(
     Query(query): Query<DeregisterQuery>,
     headers: HeaderMap,
 ) -> Result<Stored, Problem> {
-    caller.authorize(Action::ManageServers)?;
+    caller.authorize(&state, Action::ManageServers, &format!("server:{id}")).await?;
     let expected = if_match(&headers, false)?;
     let reason = query.reason.unwrap_or_else(|| "deregistered through the API".to_owned());
     let done = state.servers.deregister(id, expected, reason, &context(&caller, Uuid::now_v7(), &headers)).await?;
@@ -299,7 +299,7 @@ pub(crate) async fn read(
     Path(id): Path<Uuid>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Response, Problem> {
-    caller.authorize(Action::ReadServers)?;
+    caller.authorize(&state, Action::ReadServers, &format!("server:{id}")).await?;
     consistent(&state, query.min_position.as_deref()).await?;
     let entry = state.registry.get(id).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
     let entry = entry.ok_or_else(Problem::not_found)?;
@@ -328,7 +328,7 @@ pub(crate) async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, Problem> {
-    caller.authorize(Action::ReadServers)?;
+    caller.authorize(&state, Action::ReadServers, "servers").await?;
     consistent(&state, query.min_position.as_deref()).await?;
     let filter = CatalogueFilter {
         tag: params::text("tag", query.tag)?,

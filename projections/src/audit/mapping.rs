@@ -2,6 +2,7 @@
 //! category with a type missing from the list halts the projection (the test below fails first).
 
 use chrono::{DateTime, Utc};
+use domain::access::AccessEvent;
 use domain::identity::IdentityEvent;
 use domain::server::ServerEvent;
 use eventstore::RecordedEvent;
@@ -10,10 +11,10 @@ use serde_json::{Value, json};
 use super::entry::AuditEntry;
 
 /// The stream categories the audit trail covers: all of the gateway's.
-pub const AUDITED_CATEGORIES: [&str; 4] = ["server", "principal", "apikey", "system"];
+pub const AUDITED_CATEGORIES: [&str; 5] = ["server", "principal", "apikey", "system", "access"];
 
 /// Every event type with an audit mapping.
-pub const AUDITED_TYPES: [&str; 10] = [
+pub const AUDITED_TYPES: [&str; 12] = [
     "ServerRegistered",
     "ServerUpdated",
     "ServerAccessChanged",
@@ -24,12 +25,15 @@ pub const AUDITED_TYPES: [&str; 10] = [
     "PrincipalCreated",
     "ApiKeyIssued",
     "GatewayBootstrapped",
+    "AccessDenied",
+    "AuditTrailRead",
 ];
 
 /// The entry for `event`, numbered `seq`; `target_name` is the name the target had before (for events
 /// that do not carry it). `Err` when the payload does not decode.
 pub fn entry_for(event: &RecordedEvent, seq: i64, target_name: Option<String>) -> Result<AuditEntry, String> {
-    let (action, target_kind, target_name, reason, changes) = describe(event, target_name)?;
+    let (action, target_kind, target_name, reason, changes, target_id) = describe(event, target_name)?;
+    let outcome = if action == "access.denied" { "denied" } else { "success" };
     let m = &event.metadata;
     Ok(AuditEntry {
         seq,
@@ -44,9 +48,9 @@ pub fn entry_for(event: &RecordedEvent, seq: i64, target_name: Option<String>) -
             .unwrap_or_default(),
         action: action.to_owned(),
         target_kind: target_kind.to_owned(),
-        target_id: event.stream.id().to_owned(),
+        target_id: target_id.unwrap_or_else(|| event.stream.id().to_owned()),
         target_name,
-        outcome: "success".to_owned(),
+        outcome: outcome.to_owned(),
         source_ip: m.source_ip.map(|ip| ip.to_string()),
         user_agent: m.user_agent.clone(),
         correlation_id: m.correlation_id,
@@ -61,9 +65,33 @@ fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
-type Described = (&'static str, &'static str, Option<String>, Option<String>, Value);
+/// Action, target kind, target name, reason, changes, and the target id when it is not the stream's id.
+type Described = (&'static str, &'static str, Option<String>, Option<String>, Value, Option<String>);
 
 fn describe(event: &RecordedEvent, name: Option<String>) -> Result<Described, String> {
+    let (action, kind, name, reason, changes) = match describe_access(event)? {
+        Some(access) => return Ok(access),
+        None => describe_change(event, name)?,
+    };
+    Ok((action, kind, name, reason, changes, None))
+}
+
+/// Access records: the target is the resource asked for, not the principal's stream.
+fn describe_access(event: &RecordedEvent) -> Result<Option<Described>, String> {
+    let Some(decoded) = AccessEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
+    Ok(Some(match decoded.map_err(|e| e.to_string())? {
+        AccessEvent::Denied(d) => {
+            ("access.denied", "resource", None, Some(d.reason), json!({ "action": d.action }), Some(d.resource))
+        }
+        AccessEvent::AuditRead(r) => {
+            ("audit.read", "audit_trail", None, None, json!({ "query": r.query }), Some("audit".to_owned()))
+        }
+    }))
+}
+
+type Change = (&'static str, &'static str, Option<String>, Option<String>, Value);
+
+fn describe_change(event: &RecordedEvent, name: Option<String>) -> Result<Change, String> {
     if let Some(decoded) = ServerEvent::from_json(&event.event_type, &event.data) {
         let decoded = decoded.map_err(|e| e.to_string())?;
         return Ok(match decoded {
@@ -129,7 +157,8 @@ mod tests {
 
     #[test]
     fn every_event_type_of_the_gateway_has_an_audit_mapping() {
-        for event_type in ServerEvent::TYPES.iter().chain(IdentityEvent::TYPES.iter()) {
+        for event_type in ServerEvent::TYPES.iter().chain(IdentityEvent::TYPES.iter()).chain(AccessEvent::TYPES.iter())
+        {
             assert!(AUDITED_TYPES.contains(event_type), "{event_type} has no audit mapping");
         }
     }

@@ -9,9 +9,11 @@
 mod entry;
 mod mapping;
 mod projection;
+mod query;
 mod verify;
 
 pub use entry::{AuditEntry, GENESIS};
 pub use mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, entry_for};
 pub use projection::AuditProjection;
+pub use query::{AuditFilter, AuditRecord, query};
 pub use verify::{AuditReport, AuditViolation, AuditViolationKind, verify};

@@ -82,6 +82,59 @@ impl Api {
     }
 }
 
+/// A new principal holding `role`, with its own API key, as the identity step will issue them; waits until
+/// the gateway knows the key.
+async fn principal_key(api: &Api, role: domain::Role) -> String {
+    use domain::identity::{ApiKeyIssued, IdentityEvent, PrincipalCreated, PrincipalKind};
+    use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
+    let (principal, key_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let (key, sha256) = commands::identity::new_api_key();
+    let events = [
+        (
+            "principal",
+            principal,
+            IdentityEvent::PrincipalCreated(PrincipalCreated {
+                principal_id: principal,
+                kind: PrincipalKind::User,
+                display_name: format!("{role:?}"),
+                roles: vec![role],
+            }),
+        ),
+        (
+            "apikey",
+            key_id,
+            IdentityEvent::ApiKeyIssued(ApiKeyIssued {
+                key_id,
+                principal_id: principal,
+                prefix: "mgw_".into(),
+                sha256,
+            }),
+        ),
+    ];
+    for (category, id, event) in events {
+        let data = EventData {
+            event_id: Uuid::now_v7(),
+            event_type: event.event_type().into(),
+            schema_version: 1,
+            data: event.to_json().unwrap(),
+            metadata: metadata(),
+        };
+        api.gateway
+            .state
+            .store
+            .append(&StreamName::from_parts(category, id).unwrap(), ExpectedRevision::NoStream, vec![data])
+            .await
+            .unwrap();
+    }
+    let key = key.expose().to_owned();
+    tests::eventually(DEADLINE, "the new key to be known", || async {
+        let model = api.gateway.state.authz.read().unwrap();
+        model.by_api_key_digest(&commands::identity::api_key_digest(&key)).map(|_| ())
+    })
+    .await;
+    key
+}
+
 fn server(name: &str) -> Value {
     json!({
         "name": name,
@@ -374,50 +427,8 @@ async fn the_openapi_document_describes_every_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_reads_but_may_not_add_a_server_and_health_and_readiness_answer() {
-    use domain::identity::{ApiKeyIssued, IdentityEvent, PrincipalCreated, PrincipalKind};
-    use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
     let mut api = start(None).await;
-
-    // A viewer principal with its own key, as the identity step will issue them.
-    let (viewer, key_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let (key, sha256) = commands::identity::new_api_key();
-    let events = [
-        (
-            "principal",
-            viewer,
-            IdentityEvent::PrincipalCreated(PrincipalCreated {
-                principal_id: viewer,
-                kind: PrincipalKind::User,
-                display_name: "viewer".into(),
-                roles: vec![domain::Role::Viewer],
-            }),
-        ),
-        (
-            "apikey",
-            key_id,
-            IdentityEvent::ApiKeyIssued(ApiKeyIssued { key_id, principal_id: viewer, prefix: "mgw_".into(), sha256 }),
-        ),
-    ];
-    for (category, id, event) in events {
-        let data = EventData {
-            event_id: Uuid::now_v7(),
-            event_type: event.event_type().into(),
-            schema_version: 1,
-            data: event.to_json().unwrap(),
-            metadata: metadata(),
-        };
-        api.gateway
-            .state
-            .store
-            .append(&StreamName::from_parts(category, id).unwrap(), ExpectedRevision::NoStream, vec![data])
-            .await
-            .unwrap();
-    }
-    api.key = key.expose().to_owned();
-    tests::eventually(DEADLINE, "the viewer's key to be known", || async {
-        (api.call(Method::GET, "/api/v1/servers", None, &[]).await.status == StatusCode::OK).then_some(())
-    })
-    .await;
+    api.key = principal_key(&api, domain::Role::Viewer).await;
     let refused = api.register(server("not-yours")).await;
     assert_problem(&refused, StatusCode::FORBIDDEN, "forbidden");
     assert_eq!(api.events().await, 0);
@@ -530,5 +541,64 @@ async fn malformed_paths_queries_positions_and_preconditions_get_problems() {
     api.call(Method::GET, &format!("{uri}?min_position={position}"), None, &[]).await;
     assert_problem(&api.call(Method::GET, "/v0.1/servers/edge", None, &[]).await, StatusCode::NOT_FOUND, "not-found");
     assert_eq!(api.call(Method::GET, "/v0.1/servers", None, &[]).await.body["metadata"]["count"], 0);
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it() {
+    let mut api = start(None).await;
+    let owner_key = api.key.clone();
+    let created = api.register(server("audited-api")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let viewer_key = principal_key(&api, domain::Role::Viewer).await;
+    let auditor_key = principal_key(&api, domain::Role::Auditor).await;
+
+    // A viewer is refused the trail, and a server manager's action, both recorded.
+    api.key = viewer_key;
+    assert_problem(&api.call(Method::GET, "/api/v1/audit", None, &[]).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_problem(&api.register(server("not-allowed")).await, StatusCode::FORBIDDEN, "forbidden");
+
+    api.key = auditor_key;
+    let denied = tests::eventually(DEADLINE, "the refusals to reach the trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?outcome=denied", None, &[]).await;
+        let entries = page.body["entries"].as_array()?.clone();
+        (entries.len() >= 2).then_some(entries)
+    })
+    .await;
+    assert_eq!(denied[0]["action"], "access.denied");
+    assert_eq!(denied[0]["changes"]["action"], "audit.read");
+    assert_eq!(denied[1]["changes"]["action"], "servers.manage");
+
+    // Filters: one server's history by target, and by action prefix.
+    let history = api.call(Method::GET, &format!("/api/v1/audit?target_kind=server&target_id={id}"), None, &[]).await;
+    let actions: Vec<&str> =
+        history.body["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["server.registered"]);
+    let by_prefix = api.call(Method::GET, "/api/v1/audit?action=server.&limit=1", None, &[]).await;
+    assert_eq!(by_prefix.body["entries"].as_array().unwrap().len(), 1);
+    assert!(by_prefix.body["next_cursor"].is_null(), "one server action in all");
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/audit?colour=red", None, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+    );
+
+    // The auditor's own reads are in the trail too.
+    let reads = tests::eventually(DEADLINE, "the reads to reach the trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=audit.read", None, &[]).await;
+        let entries = page.body["entries"].as_array()?.clone();
+        (entries.len() >= 3).then_some(entries)
+    })
+    .await;
+    assert!(reads.iter().all(|e| e["target_kind"] == "audit_trail"));
+
+    let verified = api.call(Method::GET, "/api/v1/audit/verify", None, &[]).await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.raw);
+    assert!(verified.body["violation"].is_null(), "{}", verified.raw);
+    assert!(verified.body["checked"].as_u64().unwrap() >= 5);
+
+    // Owners read the trail too; admins and managers do not (separation of duties).
+    api.key = owner_key;
+    assert_eq!(api.call(Method::GET, "/api/v1/audit?limit=1", None, &[]).await.status, StatusCode::OK);
     api.gateway.stop();
 }
