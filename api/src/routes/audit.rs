@@ -17,7 +17,11 @@ use crate::state::AppState;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/audit", get(list)).route("/api/v1/audit/verify", get(verify))
+    Router::new()
+        .route("/api/v1/audit", get(list))
+        .route("/api/v1/audit/verify", get(verify))
+        .route("/api/v1/audit/export", get(export))
+        .route("/api/v1/audit/{seq}", get(one))
 }
 
 /// A page of the trail.
@@ -39,7 +43,7 @@ pub struct VerifyReply {
     pub violation: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     actor: Option<String>,
@@ -52,6 +56,24 @@ pub(crate) struct AuditQuery {
     correlation_id: Option<Uuid>,
     cursor: Option<i64>,
     limit: Option<u32>,
+    format: Option<String>,
+}
+
+impl AuditQuery {
+    fn filter(self) -> Result<AuditFilter, Problem> {
+        Ok(AuditFilter {
+            actor: params::text("actor", self.actor)?,
+            action_prefix: params::text("action", self.action)?,
+            target_kind: params::text("target_kind", self.target_kind)?,
+            target_id: params::text("target_id", self.target_id)?,
+            outcome: params::text("outcome", self.outcome)?,
+            from: self.from,
+            to: self.to,
+            correlation_id: self.correlation_id,
+            after: self.cursor,
+            limit: self.limit.unwrap_or(100),
+        })
+    }
 }
 
 /// Records that `caller` read the trail with `query`; the read does not happen when this fails.
@@ -70,18 +92,7 @@ pub(crate) async fn list(
     axum::extract::Query(query): axum::extract::Query<AuditQuery>,
 ) -> Result<axum::Json<AuditPage>, Problem> {
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
-    let filter = AuditFilter {
-        actor: params::text("actor", query.actor)?,
-        action_prefix: params::text("action", query.action)?,
-        target_kind: params::text("target_kind", query.target_kind)?,
-        target_id: params::text("target_id", query.target_id)?,
-        outcome: params::text("outcome", query.outcome)?,
-        from: query.from,
-        to: query.to,
-        correlation_id: query.correlation_id,
-        after: query.cursor,
-        limit: query.limit.unwrap_or(100),
-    };
+    let filter = query.filter()?;
     record_read(&state, &caller, raw.unwrap_or_default()).await?;
     let (entries, next) = projections::audit::query(&state.pool, &filter)
         .await
@@ -104,4 +115,155 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Res
         })
     });
     Ok(axum::Json(VerifyReply { checked: report.checked, violation }))
+}
+
+/// Entries per page of an export: the export holds this many in memory at a time, whatever its size.
+const EXPORT_PAGE: u32 = 500;
+
+/// `GET /api/v1/audit/export?format=jsonl|csv` with the filters of the query: every matching entry,
+/// streamed page by page in number order (constant memory).
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+) -> Result<axum::response::Response, Problem> {
+    caller.authorize(&state, Action::ReadAudit, "audit").await?;
+    let csv = match query.format.as_deref() {
+        None | Some("jsonl") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(Problem::new(axum::http::StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter")
+                .field("format")
+                .detail("jsonl or csv"));
+        }
+    };
+    let mut filter = query.filter()?;
+    filter.limit = EXPORT_PAGE;
+    record_read(&state, &caller, format!("export?{}", raw.unwrap_or_default())).await?;
+    let header = csv.then(|| format!("{}\n", CSV_COLUMNS.join(",")));
+    let pool = state.pool.clone();
+    let pages = futures_util::stream::unfold(Some(filter), move |filter| {
+        let pool = pool.clone();
+        async move {
+            let mut filter = filter?;
+            match projections::audit::query(&pool, &filter).await {
+                Ok((records, next)) => {
+                    let mut chunk = String::new();
+                    for record in &records {
+                        chunk.push_str(&if csv { csv_line(record) } else { json_line(record) });
+                    }
+                    let rest = next.map(|after| {
+                        filter.after = Some(after);
+                        filter
+                    });
+                    Some((Ok::<_, std::io::Error>(chunk), rest))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "audit export failed part way");
+                    Some((Err(std::io::Error::other("the audit trail became unreachable")), None))
+                }
+            }
+        }
+    });
+    let body = futures_util::StreamExt::chain(futures_util::stream::iter(header.map(Ok)), pages);
+    let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
+    Ok(axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from_stream(body))
+        .map_err(|_| Problem::internal())?)
+}
+
+/// The columns of a CSV export, in order.
+const CSV_COLUMNS: [&str; 18] = [
+    "seq",
+    "position",
+    "event_id",
+    "occurred_at",
+    "actor_id",
+    "actor_kind",
+    "action",
+    "target_kind",
+    "target_id",
+    "target_name",
+    "outcome",
+    "source_ip",
+    "user_agent",
+    "correlation_id",
+    "causation_id",
+    "reason",
+    "changes",
+    "entry_hash",
+];
+
+fn json_line(record: &AuditRecord) -> String {
+    let mut line = serde_json::to_string(record).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// One RFC 4180 line: fields with a comma, quote or line break are quoted, quotes doubled.
+fn csv_line(r: &AuditRecord) -> String {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let fields = [
+        r.seq.to_string(),
+        r.position.clone(),
+        r.event_id.to_string(),
+        r.occurred_at.to_rfc3339(),
+        r.actor_id.clone(),
+        r.actor_kind.clone(),
+        r.action.clone(),
+        r.target_kind.clone(),
+        r.target_id.clone(),
+        opt(&r.target_name),
+        r.outcome.clone(),
+        opt(&r.source_ip),
+        opt(&r.user_agent),
+        r.correlation_id.to_string(),
+        r.causation_id.map(|c| c.to_string()).unwrap_or_default(),
+        opt(&r.reason),
+        r.changes.to_string(),
+        r.entry_hash.clone(),
+    ];
+    let quoted: Vec<String> = fields
+        .iter()
+        .map(|f| if f.contains([',', '"', '\n', '\r']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
+        .collect();
+    format!("{}\n", quoted.join(","))
+}
+
+/// `GET /api/v1/audit/{seq}`: one entry.
+pub(crate) async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(seq): axum::extract::Path<i64>,
+) -> Result<axum::Json<AuditRecord>, Problem> {
+    caller.authorize(&state, Action::ReadAudit, "audit").await?;
+    record_read(&state, &caller, format!("entry {seq}")).await?;
+    let filter = AuditFilter { after: Some(seq - 1), limit: 1, ..Default::default() };
+    let (records, _) = projections::audit::query(&state.pool, &filter)
+        .await
+        .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
+    records.into_iter().find(|r| r.seq == seq).map(axum::Json).ok_or_else(Problem::not_found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_with_separators_are_quoted() {
+        let record: AuditRecord = serde_json::from_value(serde_json::json!({
+            "seq": 1, "position": "1:1", "event_id": Uuid::nil(), "occurred_at": "2026-01-01T00:00:00Z",
+            "actor_id": "a", "actor_kind": "user", "action": "server.updated", "target_kind": "server",
+            "target_id": "t", "target_name": "x,y", "outcome": "success", "source_ip": null,
+            "user_agent": "say \"hi\"", "correlation_id": Uuid::nil(), "causation_id": null,
+            "reason": null, "changes": {"a": 1}, "entry_hash": "00"
+        }))
+        .unwrap();
+        let line = csv_line(&record);
+        assert!(line.contains(",\"x,y\","), "{line}");
+        assert!(line.contains(",\"say \"\"hi\"\"\","), "{line}");
+        assert!(line.contains("\"{\"\"a\"\":1}\""), "{line}");
+    }
 }

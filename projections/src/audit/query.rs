@@ -33,7 +33,7 @@ pub struct AuditFilter {
 }
 
 /// One entry as the API shows it, with its link.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Entry number.
     pub seq: i64,

@@ -597,6 +597,33 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     assert!(verified.body["violation"].is_null(), "{}", verified.raw);
     assert!(verified.body["checked"].as_u64().unwrap() >= 5);
 
+    // The export streams every entry, in order, as JSON lines or CSV; one entry by number.
+    let jsonl = api.call(Method::GET, "/api/v1/audit/export?format=jsonl&action=server.", None, &[]).await;
+    assert_eq!(jsonl.status, StatusCode::OK, "{}", jsonl.raw);
+    assert_eq!(jsonl.headers[header::CONTENT_TYPE], "application/x-ndjson");
+    let lines: Vec<Value> = jsonl.raw.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["action"], "server.registered");
+    let everything = api.call(Method::GET, "/api/v1/audit/export", None, &[]).await;
+    let seqs: Vec<i64> =
+        everything.raw.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.len() >= 5 && seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 1, "{seqs:?}");
+    let csv = api.call(Method::GET, "/api/v1/audit/export?format=csv", None, &[]).await;
+    assert!(csv.raw.starts_with("seq,position,event_id,"), "{}", csv.raw);
+    assert!(csv.raw.lines().count() > seqs.len(), "a header and at least the entries exported before");
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/audit/export?format=xml", None, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+    );
+    let first = api.call(Method::GET, "/api/v1/audit/1", None, &[]).await;
+    assert_eq!(first.body["seq"], 1, "{}", first.raw);
+    assert_problem(
+        &api.call(Method::GET, "/api/v1/audit/99999999", None, &[]).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+
     // Owners read the trail too; admins and managers do not (separation of duties).
     api.key = owner_key;
     assert_eq!(api.call(Method::GET, "/api/v1/audit?limit=1", None, &[]).await.status, StatusCode::OK);
