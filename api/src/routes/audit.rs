@@ -168,10 +168,10 @@ pub(crate) async fn export(
     });
     let body = futures_util::StreamExt::chain(futures_util::stream::iter(header.map(Ok)), pages);
     let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
-    Ok(axum::response::Response::builder()
+    axum::response::Response::builder()
         .header(axum::http::header::CONTENT_TYPE, content_type)
         .body(axum::body::Body::from_stream(body))
-        .map_err(|_| Problem::internal())?)
+        .map_err(|_| Problem::internal())
 }
 
 /// The columns of a CSV export, in order.
