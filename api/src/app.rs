@@ -9,7 +9,7 @@ use domain::server::NetworkPolicy;
 use eventstore::relay::{NatsFeedOptions, NatsSubscription, Relay, RelayOptions};
 use eventstore::{PgEventStore, PgEventStoreOptions, SubscriptionOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
-use projections::audit::AuditProjection;
+use projections::audit::{AuditKeys, AuditProjection, run_checkpointer};
 use projections::authz::Authz;
 use projections::registry::{Registry, RegistryProjection};
 use projections::{MemoryRunner, RunnerOptions, TableRunner};
@@ -17,6 +17,9 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
+
+/// How often the audit trail's head is signed (when it moved).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Everything an instance needs to start. Its `Debug` hides the keys and the URLs' credentials.
 #[derive(Clone)]
@@ -35,6 +38,9 @@ pub struct GatewayConfig {
     pub upstream_allowlist: Vec<String>,
     /// Database connections.
     pub max_connections: u32,
+    /// Audit checkpoint signing keys, `(id, base64 of a 32-byte Ed25519 seed)`; the first signs. Without
+    /// any, the trail is chained but not signed.
+    pub audit_signing_keys: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -48,6 +54,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("sealing_key_ids", &key_ids)
             .field("upstream_allowlist", &self.upstream_allowlist)
             .field("max_connections", &self.max_connections)
+            .field("audit_signing_key_ids", &self.audit_signing_keys.iter().map(|(id, _)| id).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -74,6 +81,9 @@ pub enum StartError {
     /// The sealing keys are wrong.
     #[error("sealing keys: {0}")]
     Sealing(#[from] SealingError),
+    /// The audit signing keys are wrong.
+    #[error("audit signing keys: {0}")]
+    AuditKeys(#[from] projections::audit::AuditKeyError),
     /// NATS could not be reached.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Nats {
@@ -95,6 +105,7 @@ impl Gateway {
     /// Connects, migrates, and starts the relay (with NATS) and the projections.
     pub async fn start(config: &GatewayConfig, metrics: Option<PrometheusHandle>) -> Result<Self, StartError> {
         let keyring = Arc::new(Keyring::new(&config.sealing_key_current, config.sealing_keys.clone())?);
+        let audit_keys = Arc::new(AuditKeys::new(&config.audit_signing_keys)?);
         let pool = PgPoolOptions::new().max_connections(config.max_connections).connect(&config.database_url).await?;
         PgEventStore::migrate(&pool).await?;
         let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
@@ -150,6 +161,13 @@ impl Gateway {
             tracing::error!(%error, "the audit projection halted");
         }));
 
+        if audit_keys.can_sign() {
+            let signer = AuditKeys::new(&config.audit_signing_keys)?;
+            tasks.push(tokio::spawn(run_checkpointer(pool.clone(), signer, CHECKPOINT_EVERY)));
+        } else {
+            tracing::warn!("no audit signing key (MGW_AUDIT_SIGNING_KEYS): the audit trail is chained but not signed");
+        }
+
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
         let servers = ServerCommands::new(store.clone(), keyring, network, Arc::new(SystemResolver));
         let state = AppState {
@@ -158,6 +176,7 @@ impl Gateway {
             authz,
             authz_status,
             registry_status,
+            audit_keys,
             pool,
             store,
             nats,

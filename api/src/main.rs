@@ -82,6 +82,10 @@ struct ServeArgs {
     /// Database connections [default: 20].
     #[arg(long, env = "MGW_DB_CONNECTIONS")]
     max_connections: Option<u32>,
+    /// Audit checkpoint signing keys, `id:base64` (32-byte Ed25519 seeds), comma-separated; the first signs.
+    #[arg(long, env = "MGW_AUDIT_SIGNING_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[serde(default)]
+    audit_signing_keys: Vec<String>,
 }
 
 impl ServeArgs {
@@ -97,6 +101,7 @@ impl ServeArgs {
             sealing_key_current: self.sealing_key_current.or(file.sealing_key_current),
             upstream_allowlist: list(self.upstream_allowlist, file.upstream_allowlist),
             max_connections: self.max_connections.or(file.max_connections),
+            audit_signing_keys: list(self.audit_signing_keys, file.audit_signing_keys),
         }
     }
 }
@@ -206,13 +211,8 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
     let Some(database_url) = args.database_url else {
         bail!("DATABASE_URL (or --database-url, or database_url in the configuration file) is required");
     };
-    let mut keys = Vec::new();
-    for entry in &args.sealing_keys {
-        let Some((id, key)) = entry.split_once(':') else {
-            bail!("MGW_SEALING_KEYS: expected `id:base64`, got an entry without `:`");
-        };
-        keys.push((id.trim().to_owned(), key.trim().to_owned()));
-    }
+    let keys = key_pairs("MGW_SEALING_KEYS", &args.sealing_keys)?;
+    let audit_signing_keys = key_pairs("MGW_AUDIT_SIGNING_KEYS", &args.audit_signing_keys)?;
     let Some(first) = keys.first() else {
         bail!(
             "MGW_SEALING_KEYS is required (secrets are sealed before they are stored); create one with `mcp-gateway admin new-sealing-key`"
@@ -227,7 +227,19 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         sealing_keys: keys,
         upstream_allowlist: args.upstream_allowlist,
         max_connections: args.max_connections.unwrap_or(20),
+        audit_signing_keys,
     })
+}
+
+/// `id:base64` entries as pairs.
+fn key_pairs(setting: &str, entries: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    entries
+        .iter()
+        .map(|entry| match entry.split_once(':') {
+            Some((id, key)) => Ok((id.trim().to_owned(), key.trim().to_owned())),
+            None => bail!("{setting}: expected `id:base64`, got an entry without `:`"),
+        })
+        .collect()
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

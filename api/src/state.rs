@@ -23,6 +23,8 @@ pub struct AppState {
     pub authz_status: watch::Receiver<ProjectionStatus>,
     /// The registry runner's status.
     pub registry_status: watch::Receiver<ProjectionStatus>,
+    /// The audit trail's signing and verification keys.
+    pub audit_keys: std::sync::Arc<projections::audit::AuditKeys>,
     /// The database.
     pub pool: PgPool,
     /// The event store.

@@ -50,6 +50,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         sealing_keys: vec![("k1".into(), KEY.into())],
         upstream_allowlist: vec![],
         max_connections: 24,
+        audit_signing_keys: vec![],
     };
     let gateway = Gateway::start(&config, None).await?;
     let command_id = Uuid::now_v7();

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(list))
         .route("/api/v1/audit/verify", get(verify))
         .route("/api/v1/audit/export", get(export))
+        .route("/api/v1/audit/keys", get(keys))
         .route("/api/v1/audit/{seq}", get(one))
 }
 
@@ -41,6 +42,22 @@ pub struct VerifyReply {
     /// The first bad entry: its number, `$all` position and what is wrong; `null` when all is well.
     #[schema(value_type = Option<Object>)]
     pub violation: Option<serde_json::Value>,
+    /// Signed checkpoints checked.
+    pub checkpoints_checked: u64,
+    /// The first bad checkpoint: its id, the entry it signed and what is wrong; `null` when all is well.
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint_violation: Option<serde_json::Value>,
+}
+
+/// `GET /api/v1/audit/keys`: the public keys that verify checkpoints (public: they reveal nothing).
+pub(crate) async fn keys(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let keys: Vec<serde_json::Value> = state
+        .audit_keys
+        .public_keys()
+        .into_iter()
+        .map(|(key_id, public_key)| serde_json::json!({ "key_id": key_id, "algorithm": "Ed25519", "public_key": public_key }))
+        .collect();
+    axum::Json(serde_json::json!({ "keys": keys }))
 }
 
 #[derive(Deserialize, Clone)]
@@ -114,7 +131,12 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Res
             "kind": format!("{:?}", v.kind),
         })
     });
-    Ok(axum::Json(VerifyReply { checked: report.checked, violation }))
+    let (checkpoints_checked, bad) = projections::audit::verify_checkpoints(&state.pool, &state.audit_keys)
+        .await
+        .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
+    let checkpoint_violation =
+        bad.map(|v| serde_json::json!({ "id": v.id, "seq": v.seq, "kind": format!("{:?}", v.kind) }));
+    Ok(axum::Json(VerifyReply { checked: report.checked, violation, checkpoints_checked, checkpoint_violation }))
 }
 
 /// Entries per page of an export: the export holds this many in memory at a time, whatever its size.

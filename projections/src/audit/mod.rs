@@ -6,12 +6,17 @@
 //! `$all` position, so a modified, deleted, inserted or reordered row breaks the chain at that row.
 //! Replaying the store rebuilds the same chain, hash for hash (no clock, no randomness in `apply`).
 
+mod checkpoint;
 mod entry;
 mod mapping;
 mod projection;
 mod query;
 mod verify;
 
+pub use checkpoint::{
+    AuditKeyError, AuditKeys, CheckpointViolation, CheckpointViolationKind, run_checkpointer, verify_checkpoints,
+    write_checkpoint,
+};
 pub use entry::{AuditEntry, GENESIS};
 pub use mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, entry_for};
 pub use projection::AuditProjection;

@@ -38,6 +38,7 @@ async fn start(nats_url: Option<String>) -> Api {
         sealing_keys: vec![("k1".into(), K1.into())],
         upstream_allowlist: vec!["mcp.internal".into()],
         max_connections: 8,
+        audit_signing_keys: vec![("a1".into(), K1.into())],
     };
     let gateway = Gateway::start(&config, None).await.unwrap();
     let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
@@ -596,6 +597,14 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.raw);
     assert!(verified.body["violation"].is_null(), "{}", verified.raw);
     assert!(verified.body["checked"].as_u64().unwrap() >= 5);
+    assert!(verified.body["checkpoint_violation"].is_null(), "{}", verified.raw);
+    // The checkpoint keys are published, without authentication.
+    let keys =
+        api.router.clone().oneshot(Request::get("/api/v1/audit/keys").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(keys.status(), StatusCode::OK);
+    let keys: Value = serde_json::from_slice(&axum::body::to_bytes(keys.into_body(), 1 << 16).await.unwrap()).unwrap();
+    assert_eq!(keys["keys"][0]["key_id"], "a1");
+    assert_eq!(keys["keys"][0]["algorithm"], "Ed25519");
 
     // The export streams every entry, in order, as JSON lines or CSV; one entry by number.
     let jsonl = api.call(Method::GET, "/api/v1/audit/export?format=jsonl&action=server.", None, &[]).await;

@@ -209,3 +209,69 @@ async fn tampering_with_the_trail_is_named_at_the_first_bad_entry() {
     let violation = verify(store.pool()).await.unwrap().violation.unwrap();
     assert_eq!((violation.seq, violation.kind), (seq + 1, AuditViolationKind::Unexpected));
 }
+
+const SIGNING: &str = "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_verify_with_the_published_keys_and_a_removed_one_is_named() {
+    use projections::audit::{AuditKeys, CheckpointViolationKind, verify_checkpoints, write_checkpoint};
+    let (store, _db) = store().await;
+    let keys = AuditKeys::new(&[("a1".into(), SIGNING.into())]).unwrap();
+    write_every_event_type(&store).await;
+    let runner = caught_up(&store).await;
+    assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), Some(10));
+    assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), None, "nothing new to sign");
+    write_every_event_type_again(&store).await;
+    runner.abort();
+    let _ = runner.await;
+    let runner = caught_up(&store).await;
+    let second = write_checkpoint(store.pool(), &keys).await.unwrap().unwrap();
+    assert!(second > 10);
+    write_every_event_type_again(&store).await;
+    runner.abort();
+    let _ = runner.await;
+    let runner = caught_up(&store).await;
+    write_checkpoint(store.pool(), &keys).await.unwrap().unwrap();
+    runner.abort();
+
+    // Verified with the published public keys only, as an auditor would.
+    let published = AuditKeys::verifying(&keys.public_keys()).unwrap();
+    assert_eq!(verify_checkpoints(store.pool(), &published).await.unwrap(), (3, None));
+    // A rebuild keeps every checkpoint valid: it reproduces the hashes they signed.
+    rebuild(&store, &AuditProjection::default(), RunnerOptions::default()).await.unwrap();
+    assert_eq!(verify_checkpoints(store.pool(), &published).await.unwrap(), (3, None));
+
+    // A removed checkpoint is named at the next one.
+    sqlx::query("DELETE FROM audit_sig.checkpoints WHERE seq = $1").bind(second).execute(store.pool()).await.unwrap();
+    let (_, violation) = verify_checkpoints(store.pool(), &published).await.unwrap();
+    let violation = violation.unwrap();
+    assert_eq!(violation.kind, CheckpointViolationKind::Unlinked);
+    assert!(violation.seq > second);
+
+    // A key the auditor does not know signs nothing valid.
+    let stranger = AuditKeys::new(&[("a1".into(), K1.into())]).unwrap();
+    let (_, violation) =
+        verify_checkpoints(store.pool(), &AuditKeys::verifying(&stranger.public_keys()).unwrap()).await.unwrap();
+    assert_eq!(violation.unwrap().kind, CheckpointViolationKind::BadSignature);
+}
+
+/// More events of the same kinds, for a trail that grows between checkpoints.
+async fn write_every_event_type_again(store: &PgEventStore) {
+    let servers = ServerCommands::new(
+        store.clone(),
+        Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap()),
+        NetworkPolicy::default(),
+        Arc::new(SystemResolver),
+    );
+    let input = RegisterInput {
+        name: format!("more-{}", Uuid::now_v7().simple()),
+        title: None,
+        description: "d".into(),
+        tags: vec![],
+        transport: Transport::Sse,
+        url: "https://93.184.216.34/sse".into(),
+        upstream_auth: UpstreamAuthInput::None,
+        access: Default::default(),
+    };
+    servers.register(Uuid::now_v7(), input, "owner-2", &context()).await.unwrap();
+}

@@ -1,0 +1,179 @@
+//! Signed checkpoints: every so often the chain head (entry number and link) is signed with Ed25519,
+//! together with the previous checkpoint's signature. With the public keys (`GET /api/v1/audit/keys`), an
+//! auditor can check that the trail up to each checkpoint is what the gateway saw, and that no checkpoint
+//! was removed.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sqlx::PgPool;
+
+use crate::ProjectionError;
+
+/// Why the signing keys could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditKeyError {
+    /// A key is not 32 bytes of base64.
+    #[error("audit signing key {0}: expected 32 bytes, base64-encoded")]
+    BadKey(String),
+}
+
+/// The audit signing keys: the first signs, all verify.
+pub struct AuditKeys {
+    signer: Option<(String, SigningKey)>,
+    public: Vec<(String, VerifyingKey)>,
+}
+
+impl std::fmt::Debug for AuditKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&String> = self.public.iter().map(|(id, _)| id).collect();
+        f.debug_struct("AuditKeys").field("key_ids", &ids).finish_non_exhaustive()
+    }
+}
+
+impl AuditKeys {
+    /// Keys from `(id, base64 seed)` pairs; the first signs new checkpoints.
+    pub fn new(keys: &[(String, String)]) -> Result<Self, AuditKeyError> {
+        let mut signer = None;
+        let mut public = Vec::new();
+        for (id, seed) in keys {
+            let bytes = STANDARD.decode(seed.trim()).map_err(|_| AuditKeyError::BadKey(id.clone()))?;
+            let seed: [u8; 32] = bytes.try_into().map_err(|_| AuditKeyError::BadKey(id.clone()))?;
+            let key = SigningKey::from_bytes(&seed);
+            public.push((id.clone(), key.verifying_key()));
+            if signer.is_none() {
+                signer = Some((id.clone(), key));
+            }
+        }
+        Ok(Self { signer, public })
+    }
+
+    /// Verification only, from published public keys `(id, base64)`.
+    pub fn verifying(keys: &[(String, String)]) -> Result<Self, AuditKeyError> {
+        let mut public = Vec::new();
+        for (id, key) in keys {
+            let bytes = STANDARD.decode(key.trim()).map_err(|_| AuditKeyError::BadKey(id.clone()))?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| AuditKeyError::BadKey(id.clone()))?;
+            public.push((id.clone(), VerifyingKey::from_bytes(&bytes).map_err(|_| AuditKeyError::BadKey(id.clone()))?));
+        }
+        Ok(Self { signer: None, public })
+    }
+
+    /// The public keys, `(id, base64)`, for publishing.
+    pub fn public_keys(&self) -> Vec<(String, String)> {
+        self.public.iter().map(|(id, key)| (id.clone(), STANDARD.encode(key.to_bytes()))).collect()
+    }
+
+    /// True when checkpoints can be signed.
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+}
+
+/// What a checkpoint signs.
+fn message(seq: i64, entry_hash: &[u8], prev_signature: &[u8]) -> Vec<u8> {
+    format!("mcp-gateway audit checkpoint v1\n{seq}\n{}\n{}", hex::encode(entry_hash), hex::encode(prev_signature))
+        .into_bytes()
+}
+
+/// Signs the current chain head, if it moved since the last checkpoint; returns the entry number signed.
+pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<i64>, ProjectionError> {
+    let Some((key_id, key)) = &keys.signer else { return Ok(None) };
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, entry_hash FROM rm_audit.entries ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    let Some((seq, entry_hash)) = head else { return Ok(None) };
+    let last: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, signature FROM audit_sig.checkpoints ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    if last.as_ref().is_some_and(|(signed, _)| *signed >= seq) {
+        return Ok(None);
+    }
+    let prev_signature = last.map(|(_, signature)| signature).unwrap_or_default();
+    let signature = key.sign(&message(seq, &entry_hash, &prev_signature));
+    sqlx::query(
+        "INSERT INTO audit_sig.checkpoints (seq, entry_hash, prev_signature, key_id, signature) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(seq)
+    .bind(&entry_hash)
+    .bind(&prev_signature)
+    .bind(key_id)
+    .bind(signature.to_bytes().as_slice())
+    .execute(pool)
+    .await?;
+    Ok(Some(seq))
+}
+
+/// Signs a checkpoint every `every` while the trail grows; runs until dropped.
+pub async fn run_checkpointer(pool: PgPool, keys: AuditKeys, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(error) = write_checkpoint(&pool, &keys).await {
+            tracing::warn!(%error, "could not sign an audit checkpoint");
+        }
+    }
+}
+
+/// What is wrong with the first bad checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointViolationKind {
+    /// It does not follow the previous checkpoint: one was removed (or reordered) before it.
+    Unlinked,
+    /// The signature does not verify, or names an unknown key.
+    BadSignature,
+    /// The entry it signed no longer has the signed link: the trail up to it changed.
+    EntryChanged,
+}
+
+/// The first bad checkpoint: its id and the entry number it signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointViolation {
+    /// The checkpoint's id.
+    pub id: i64,
+    /// The entry it signed.
+    pub seq: i64,
+    /// What is wrong.
+    pub kind: CheckpointViolationKind,
+}
+
+/// Checks every checkpoint: linked to the one before, signed by a known key, and matching the entry it
+/// signed. Returns the number checked and the first violation.
+pub async fn verify_checkpoints(
+    pool: &PgPool,
+    keys: &AuditKeys,
+) -> Result<(u64, Option<CheckpointViolation>), ProjectionError> {
+    type Stored = (i64, i64, Vec<u8>, Vec<u8>, String, Vec<u8>, Option<Vec<u8>>);
+    let rows: Vec<Stored> = sqlx::query_as(
+        "SELECT c.id, c.seq, c.entry_hash, c.prev_signature, c.key_id, c.signature, e.entry_hash
+           FROM audit_sig.checkpoints c LEFT JOIN rm_audit.entries e ON e.seq = c.seq
+          ORDER BY c.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut previous: Vec<u8> = Vec::new();
+    for (checked, (id, seq, entry_hash, prev_signature, key_id, signature, current)) in rows.into_iter().enumerate() {
+        let violation = |kind| Ok((checked as u64, Some(CheckpointViolation { id, seq, kind })));
+        if prev_signature != previous {
+            return violation(CheckpointViolationKind::Unlinked);
+        }
+        let key = keys.public.iter().find(|(known, _)| *known == key_id).map(|(_, key)| key);
+        let valid = match (key, Signature::from_slice(&signature)) {
+            (Some(key), Ok(sig)) => key.verify_strict(&message(seq, &entry_hash, &prev_signature), &sig).is_ok(),
+            _ => false,
+        };
+        if !valid {
+            return violation(CheckpointViolationKind::BadSignature);
+        }
+        if current.as_deref() != Some(entry_hash.as_slice()) {
+            return violation(CheckpointViolationKind::EntryChanged);
+        }
+        previous = signature;
+    }
+    let total = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_sig.checkpoints").fetch_one(pool).await?;
+    Ok((total as u64, None))
+}
