@@ -42,6 +42,15 @@ enum AuditCommand {
     /// Verifies the audit trail's chain and that it holds exactly the store's events; names the first
     /// bad entry and exits with status 1 when there is one.
     Verify(DatabaseArgs),
+    /// Verifies an export file (`GET /api/v1/audit/export`, JSON lines) offline, with the published public
+    /// keys (`GET /api/v1/audit/keys`): the chain, every entry's link, the checkpoints' signatures.
+    VerifyExport {
+        /// The export file.
+        file: std::path::PathBuf,
+        /// Public keys, `id:base64`, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        public_keys: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -165,6 +174,26 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(command) => projections_command(command).await,
+        Command::Audit(AuditCommand::VerifyExport { file, public_keys }) => {
+            let keys = projections::audit::AuditKeys::verifying(&key_pairs("--public-keys", &public_keys)?)?;
+            let reader =
+                std::io::BufReader::new(std::fs::File::open(&file).with_context(|| format!("{}", file.display()))?);
+            let report = projections::audit::verify_export(reader, &keys)?;
+            println!(
+                "{} entries, {} signed checkpoints, {} entries after the last checkpoint",
+                report.entries, report.checkpoints, report.unsigned_tail
+            );
+            match report.problem {
+                None => {
+                    println!("intact");
+                    Ok(())
+                }
+                Some((line, why)) => {
+                    println!("line {line}: {why}");
+                    std::process::exit(1)
+                }
+            }
+        }
         Command::Audit(AuditCommand::Verify(database)) => {
             let pool =
                 PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;

@@ -138,6 +138,23 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     assert!(metrics.contains("http_requests_total") && metrics.contains("route=\"/api/v1/servers/{id}\""), "{metrics}");
     assert!(metrics.contains("http_request_duration_seconds_bucket"), "explicit buckets: {metrics}");
 
+    // The trail modified above is rebuilt from the events; then an export verifies offline, an edited one
+    // does not, and the line is named.
+    let (ok, out, err) = run(&["projections", "rebuild", "audit"], &db.url).await;
+    assert!(ok, "{out}{err}");
+    let (status, export) = http(&address, "GET", "/api/v1/audit/export", Some(&key), None).await.unwrap();
+    assert_eq!(status, 200);
+    let export = export.split("\r\n").filter(|l| l.starts_with('{')).collect::<Vec<_>>().join("\n");
+    let file = dir.path().join("audit.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let checked = Command::new(BIN).args(["audit", "verify-export"]).arg(&file).output().await.unwrap();
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success() && out.contains("intact"), "{out}");
+    std::fs::write(&file, export.replacen("cli-weather", "cli-forged", 1)).unwrap();
+    let checked = Command::new(BIN).args(["audit", "verify-export"]).arg(&file).output().await.unwrap();
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert!(!checked.status.success() && out.contains("was modified"), "{out}");
+
     // SIGTERM: a graceful stop, exit status 0.
     let pid = serve.id().unwrap().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();

@@ -139,6 +139,16 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Res
     Ok(axum::Json(VerifyReply { checked: report.checked, violation, checkpoints_checked, checkpoint_violation }))
 }
 
+/// Where an export is.
+enum Export {
+    /// Entries after the filter's cursor; the range of numbers exported so far.
+    Page(AuditFilter, Option<(i64, i64)>),
+    /// The checkpoints signing the exported range.
+    Checkpoints(Option<(i64, i64)>),
+    /// Finished.
+    Done,
+}
+
 /// Entries per page of an export: the export holds this many in memory at a time, whatever its size.
 const EXPORT_PAGE: u32 = 500;
 
@@ -165,26 +175,56 @@ pub(crate) async fn export(
     record_read(&state, &caller, format!("export?{}", raw.unwrap_or_default())).await?;
     let header = csv.then(|| format!("{}\n", CSV_COLUMNS.join(",")));
     let pool = state.pool.clone();
-    let pages = futures_util::stream::unfold(Some(filter), move |filter| {
+    // Pages of entries, then (JSON lines) the signed checkpoints that cover them, so that the file
+    // verifies offline (`mcp-gateway audit verify --export`).
+    let pages = futures_util::stream::unfold(Export::Page(filter, None), move |step| {
         let pool = pool.clone();
         async move {
-            let mut filter = filter?;
-            match projections::audit::query(&pool, &filter).await {
-                Ok((records, next)) => {
-                    let mut chunk = String::new();
-                    for record in &records {
-                        chunk.push_str(&if csv { csv_line(record) } else { json_line(record) });
+            match step {
+                Export::Page(mut filter, range) => match projections::audit::query(&pool, &filter).await {
+                    Ok((records, next)) => {
+                        let mut chunk = String::new();
+                        for record in &records {
+                            chunk.push_str(&if csv { csv_line(record) } else { json_line(record) });
+                        }
+                        let range = match (range, records.first(), records.last()) {
+                            (Some((first, _)), _, Some(last)) => Some((first, last.seq)),
+                            (None, Some(first), Some(last)) => Some((first.seq, last.seq)),
+                            (range, _, _) => range,
+                        };
+                        let following = match next {
+                            Some(after) => {
+                                filter.after = Some(after);
+                                Export::Page(filter, range)
+                            }
+                            None if csv => Export::Done,
+                            None => Export::Checkpoints(range),
+                        };
+                        Some((Ok::<_, std::io::Error>(chunk), following))
                     }
-                    let rest = next.map(|after| {
-                        filter.after = Some(after);
-                        filter
-                    });
-                    Some((Ok::<_, std::io::Error>(chunk), rest))
+                    Err(error) => {
+                        tracing::warn!(%error, "audit export failed part way");
+                        Some((Err(std::io::Error::other("the audit trail became unreachable")), Export::Done))
+                    }
+                },
+                Export::Checkpoints(Some((first, last))) => {
+                    match projections::audit::checkpoints_between(&pool, first, last).await {
+                        Ok(checkpoints) => {
+                            let chunk: String = checkpoints
+                                .into_iter()
+                                .map(|checkpoint| {
+                                    let line = projections::audit::ExportLine::Checkpoint { checkpoint };
+                                    format!("{}\n", serde_json::to_string(&line).unwrap_or_default())
+                                })
+                                .collect();
+                            Some((Ok(chunk), Export::Done))
+                        }
+                        Err(_) => {
+                            Some((Err(std::io::Error::other("the audit trail became unreachable")), Export::Done))
+                        }
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "audit export failed part way");
-                    Some((Err(std::io::Error::other("the audit trail became unreachable")), None))
-                }
+                Export::Checkpoints(None) | Export::Done => None,
             }
         }
     });
@@ -280,7 +320,7 @@ mod tests {
             "actor_id": "a", "actor_kind": "user", "action": "server.updated", "target_kind": "server",
             "target_id": "t", "target_name": "x,y", "outcome": "success", "source_ip": null,
             "user_agent": "say \"hi\"", "correlation_id": Uuid::nil(), "causation_id": null,
-            "reason": null, "changes": {"a": 1}, "entry_hash": "00"
+            "reason": null, "changes": {"a": 1}, "prev_hash": "00", "entry_hash": "00"
         }))
         .unwrap();
         let line = csv_line(&record);

@@ -66,6 +66,15 @@ impl AuditKeys {
         self.public.iter().map(|(id, key)| (id.clone(), STANDARD.encode(key.to_bytes()))).collect()
     }
 
+    /// True when `signature` over `message` verifies with the key named `key_id`.
+    pub fn verify(&self, key_id: &str, message: &[u8], signature: &[u8]) -> bool {
+        let key = self.public.iter().find(|(known, _)| known == key_id).map(|(_, key)| key);
+        match (key, Signature::from_slice(signature)) {
+            (Some(key), Ok(signature)) => key.verify_strict(message, &signature).is_ok(),
+            _ => false,
+        }
+    }
+
     /// True when checkpoints can be signed.
     pub fn can_sign(&self) -> bool {
         self.signer.is_some()
@@ -73,7 +82,7 @@ impl AuditKeys {
 }
 
 /// What a checkpoint signs.
-fn message(seq: i64, entry_hash: &[u8], prev_signature: &[u8]) -> Vec<u8> {
+pub(crate) fn checkpoint_message(seq: i64, entry_hash: &[u8], prev_signature: &[u8]) -> Vec<u8> {
     format!("mcp-gateway audit checkpoint v1\n{seq}\n{}\n{}", hex::encode(entry_hash), hex::encode(prev_signature))
         .into_bytes()
 }
@@ -94,7 +103,7 @@ pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<
         return Ok(None);
     }
     let prev_signature = last.map(|(_, signature)| signature).unwrap_or_default();
-    let signature = key.sign(&message(seq, &entry_hash, &prev_signature));
+    let signature = key.sign(&checkpoint_message(seq, &entry_hash, &prev_signature));
     sqlx::query(
         "INSERT INTO audit_sig.checkpoints (seq, entry_hash, prev_signature, key_id, signature) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -163,7 +172,9 @@ pub async fn verify_checkpoints(
         }
         let key = keys.public.iter().find(|(known, _)| *known == key_id).map(|(_, key)| key);
         let valid = match (key, Signature::from_slice(&signature)) {
-            (Some(key), Ok(sig)) => key.verify_strict(&message(seq, &entry_hash, &prev_signature), &sig).is_ok(),
+            (Some(key), Ok(sig)) => {
+                key.verify_strict(&checkpoint_message(seq, &entry_hash, &prev_signature), &sig).is_ok()
+            }
             _ => false,
         };
         if !valid {

@@ -70,8 +70,37 @@ pub struct AuditRecord {
     /// Changed fields.
     #[schema(value_type = Object)]
     pub changes: serde_json::Value,
+    /// The previous entry's link, hex (so that an exported range verifies on its own).
+    pub prev_hash: String,
     /// The entry's chain link, hex.
     pub entry_hash: String,
+}
+
+impl AuditRecord {
+    /// The entry as the chain hashed it.
+    pub fn entry(&self) -> Option<super::AuditEntry> {
+        let (tx, gp) = self.position.split_once(':')?;
+        Some(super::AuditEntry {
+            seq: self.seq,
+            tx: tx.parse().ok()?,
+            gp: gp.parse().ok()?,
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            actor_id: self.actor_id.clone(),
+            actor_kind: self.actor_kind.clone(),
+            action: self.action.clone(),
+            target_kind: self.target_kind.clone(),
+            target_id: self.target_id.clone(),
+            target_name: self.target_name.clone(),
+            outcome: self.outcome.clone(),
+            source_ip: self.source_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            reason: self.reason.clone(),
+            changes: self.changes.clone(),
+        })
+    }
 }
 
 /// A page of entries in number order, and the number to continue after.
@@ -84,7 +113,7 @@ pub async fn query(pool: &PgPool, filter: &AuditFilter) -> Result<(Vec<AuditReco
     let mut records: Vec<AuditRecord> = sqlx::query_as(
         "SELECT seq, tx::text || ':' || gp::text AS position, event_id, occurred_at, actor_id, actor_kind, action,
                 target_kind, target_id, target_name, outcome, source_ip, user_agent, correlation_id, causation_id,
-                reason, changes, encode(entry_hash, 'hex') AS entry_hash
+                reason, changes, encode(prev_hash, 'hex') AS prev_hash, encode(entry_hash, 'hex') AS entry_hash
            FROM rm_audit.entries
           WHERE ($1::text IS NULL OR actor_id = $1)
             AND ($2::text IS NULL OR action LIKE $2)

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::entry::{AuditEntry, GENESIS};
 use super::mapping::AUDITED_CATEGORIES;
 use super::projection::NAME;
-use crate::{ProjectionError, load_checkpoint};
+use crate::ProjectionError;
 
 /// Entries read per page.
 const PAGE: i64 = 10_000;
@@ -105,7 +105,16 @@ fn position(tx: i64, gp: i64) -> Position {
 /// Checks every entry's link and content, their numbering, and that they are exactly the audited events
 /// of the store up to the trail's checkpoint, in order. Names the first entry that is wrong.
 pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
-    let checkpoint = load_checkpoint(pool, NAME).await?;
+    // One snapshot for every read: the runner commits entries and their checkpoint together, so in a
+    // snapshot every entry is at or before the checkpoint, and one beyond it was put there by hand.
+    let mut snapshot = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *snapshot).await?;
+    let checkpoint: Option<(i64, i64)> =
+        sqlx::query_as("SELECT transaction_id, global_position FROM es.checkpoints WHERE name = $1")
+            .bind(NAME)
+            .fetch_optional(&mut *snapshot)
+            .await?;
+    let checkpoint = checkpoint.filter(|c| *c != (0, 0)).map(|(tx, gp)| position(tx, gp));
     let categories: Vec<String> = AUDITED_CATEGORIES.iter().map(|c| (*c).to_owned()).collect();
     let (mut expected_seq, mut previous, mut checked) = (1i64, GENESIS.to_vec(), 0u64);
     let mut after_event: (i64, i64) = (-1, -1);
@@ -118,7 +127,7 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
         )
         .bind(expected_seq)
         .bind(PAGE)
-        .fetch_all(pool)
+        .fetch_all(&mut *snapshot)
         .await?;
         // The audited events that should correspond, in $all order.
         let events: Vec<(Uuid, i64, i64)> = sqlx::query_as(
@@ -134,7 +143,7 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
         .bind(checkpoint.map_or(-1, |p| p.transaction_id as i64))
         .bind(checkpoint.map_or(-1, |p| p.global_position as i64))
         .bind(PAGE)
-        .fetch_all(pool)
+        .fetch_all(&mut *snapshot)
         .await?;
         let mut events = events.into_iter();
         for row in &rows {

@@ -625,6 +625,21 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
         StatusCode::BAD_REQUEST,
         "invalid-parameter",
     );
+    // An export with the checkpoint that signs it verifies offline with the published key alone, and an
+    // edited line is named.
+    let keys = projections::audit::AuditKeys::new(&[("a1".into(), K1.into())]).unwrap();
+    projections::audit::write_checkpoint(&api.gateway.state.pool, &keys).await.unwrap();
+    let export = api.call(Method::GET, "/api/v1/audit/export", None, &[]).await;
+    let published = projections::audit::AuditKeys::verifying(&keys.public_keys()).unwrap();
+    let report = projections::audit::verify_export(export.raw.as_bytes(), &published).unwrap();
+    assert_eq!(report.problem, None, "{}", export.raw);
+    assert_eq!(report.checkpoints, 1);
+    assert!(report.entries >= 5);
+    let tampered = export.raw.replacen("\"server.registered\"", "\"server.suspended\"", 1);
+    let report = projections::audit::verify_export(tampered.as_bytes(), &published).unwrap();
+    let (_, why) = report.problem.unwrap();
+    assert!(why.contains("was modified"), "{why}");
+
     let first = api.call(Method::GET, "/api/v1/audit/1", None, &[]).await;
     assert_eq!(first.body["seq"], 1, "{}", first.raw);
     assert_problem(
