@@ -80,53 +80,134 @@ impl TableProjection for AuditProjection {
             Some((seq, hash)) => (seq, <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS)),
             None => (0, GENESIS),
         };
+        // Server events after the registration do not carry the name: take it from the trail, once per
+        // batch for the servers the batch touches, then from the batch itself.
+        let servers: Vec<String> = events
+            .iter()
+            .filter(|e| e.stream.category() == domain::server::CATEGORY)
+            .map(|e| e.stream.id().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let known: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT ON (target_id) target_id, target_name FROM entries
+              WHERE target_kind = 'server' AND target_id = ANY($1) AND target_name IS NOT NULL
+              ORDER BY target_id, seq DESC",
+        )
+        .bind(&servers)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut names: std::collections::HashMap<String, String> = known.into_iter().collect();
+        let mut rows = Rows::default();
         for event in events {
             let fail = |reason: String| ProjectionError::Apply {
                 projection: NAME.to_owned(),
                 position: event.position,
                 reason,
             };
-            // The target's name as the trail last recorded it, for events that do not carry it.
-            let known_name: Option<String> = sqlx::query_scalar(
-                "SELECT target_name FROM entries WHERE target_kind = $1 AND target_id = $2 AND target_name IS NOT NULL
-                  ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(event.stream.category())
-            .bind(event.stream.id())
-            .fetch_optional(&mut *tx)
-            .await?;
+            let known_name = if event.stream.category() == domain::server::CATEGORY {
+                names.get(event.stream.id()).cloned()
+            } else {
+                None
+            };
             let entry = entry_for(event, seq + 1, known_name).map_err(fail)?;
+            if entry.target_kind == "server"
+                && let Some(name) = &entry.target_name
+            {
+                names.insert(entry.target_id.clone(), name.clone());
+            }
             let hash = entry.chain_hash(&previous);
-            sqlx::query(
-                "INSERT INTO entries (seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind,
-                                      target_id, target_name, outcome, source_ip, user_agent, correlation_id,
-                                      causation_id, reason, changes, prev_hash, entry_hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-            )
-            .bind(entry.seq)
-            .bind(entry.tx)
-            .bind(entry.gp)
-            .bind(entry.event_id)
-            .bind(entry.occurred_at)
-            .bind(&entry.actor_id)
-            .bind(&entry.actor_kind)
-            .bind(&entry.action)
-            .bind(&entry.target_kind)
-            .bind(&entry.target_id)
-            .bind(&entry.target_name)
-            .bind(&entry.outcome)
-            .bind(&entry.source_ip)
-            .bind(&entry.user_agent)
-            .bind(entry.correlation_id)
-            .bind(entry.causation_id)
-            .bind(&entry.reason)
-            .bind(&entry.changes)
-            .bind(previous.as_slice())
-            .bind(hash.as_slice())
-            .execute(&mut *tx)
-            .await?;
-            (seq, previous) = (entry.seq, hash);
+            rows.push(entry, previous, hash);
+            (seq, previous) = (seq + 1, hash);
         }
+        rows.insert(tx).await
+    }
+}
+
+/// A batch of entries as columns, written by one statement.
+#[derive(Default)]
+struct Rows {
+    seq: Vec<i64>,
+    tx: Vec<i64>,
+    gp: Vec<i64>,
+    event_id: Vec<uuid::Uuid>,
+    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
+    actor_id: Vec<String>,
+    actor_kind: Vec<String>,
+    action: Vec<String>,
+    target_kind: Vec<String>,
+    target_id: Vec<String>,
+    target_name: Vec<Option<String>>,
+    outcome: Vec<String>,
+    source_ip: Vec<Option<String>>,
+    user_agent: Vec<Option<String>>,
+    correlation_id: Vec<uuid::Uuid>,
+    causation_id: Vec<Option<uuid::Uuid>>,
+    reason: Vec<Option<String>>,
+    changes: Vec<serde_json::Value>,
+    prev_hash: Vec<Vec<u8>>,
+    entry_hash: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    fn push(&mut self, e: crate::audit::AuditEntry, previous: [u8; 32], hash: [u8; 32]) {
+        self.seq.push(e.seq);
+        self.tx.push(e.tx);
+        self.gp.push(e.gp);
+        self.event_id.push(e.event_id);
+        self.occurred_at.push(e.occurred_at);
+        self.actor_id.push(e.actor_id);
+        self.actor_kind.push(e.actor_kind);
+        self.action.push(e.action);
+        self.target_kind.push(e.target_kind);
+        self.target_id.push(e.target_id);
+        self.target_name.push(e.target_name);
+        self.outcome.push(e.outcome);
+        self.source_ip.push(e.source_ip);
+        self.user_agent.push(e.user_agent);
+        self.correlation_id.push(e.correlation_id);
+        self.causation_id.push(e.causation_id);
+        self.reason.push(e.reason);
+        self.changes.push(e.changes);
+        self.prev_hash.push(previous.to_vec());
+        self.entry_hash.push(hash.to_vec());
+    }
+
+    async fn insert(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.seq.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO entries (seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind,
+                                  target_id, target_name, outcome, source_ip, user_agent, correlation_id,
+                                  causation_id, reason, changes, prev_hash, entry_hash)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::timestamptz[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                                  $12::text[], $13::text[], $14::text[], $15::uuid[], $16::uuid[], $17::text[],
+                                  $18::jsonb[], $19::bytea[], $20::bytea[])",
+        )
+        .bind(self.seq)
+        .bind(self.tx)
+        .bind(self.gp)
+        .bind(self.event_id)
+        .bind(self.occurred_at)
+        .bind(self.actor_id)
+        .bind(self.actor_kind)
+        .bind(self.action)
+        .bind(self.target_kind)
+        .bind(self.target_id)
+        .bind(self.target_name)
+        .bind(self.outcome)
+        .bind(self.source_ip)
+        .bind(self.user_agent)
+        .bind(self.correlation_id)
+        .bind(self.causation_id)
+        .bind(self.reason)
+        .bind(self.changes)
+        .bind(self.prev_hash)
+        .bind(self.entry_hash)
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 }
