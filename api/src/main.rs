@@ -41,7 +41,13 @@ enum Command {
 enum AuditCommand {
     /// Verifies the audit trail's chain and that it holds exactly the store's events; names the first
     /// bad entry and exits with status 1 when there is one.
-    Verify(DatabaseArgs),
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Public keys of the signed checkpoints, `id:base64`, comma-separated (`GET /api/v1/audit/keys`).
+        #[arg(long, value_delimiter = ',')]
+        public_keys: Vec<String>,
+    },
     /// Verifies an export file (`GET /api/v1/audit/export`, JSON lines) offline, with the published public
     /// keys (`GET /api/v1/audit/keys`): the chain, every entry's link, the checkpoints' signatures.
     VerifyExport {
@@ -50,6 +56,10 @@ enum AuditCommand {
         /// Public keys, `id:base64`, comma-separated.
         #[arg(long, value_delimiter = ',')]
         public_keys: Vec<String>,
+        /// Accept an export without a signed trailer (written by a gateway without an audit signing key):
+        /// it then proves only that its entries chain, not that it is complete.
+        #[arg(long)]
+        allow_unsigned: bool,
     },
 }
 
@@ -174,19 +184,25 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(command) => projections_command(command).await,
-        Command::Audit(AuditCommand::VerifyExport { file, public_keys }) => {
+        Command::Audit(AuditCommand::VerifyExport { file, public_keys, allow_unsigned }) => {
             let keys = projections::audit::AuditKeys::verifying(&key_pairs("--public-keys", &public_keys)?)?;
             let reader =
                 std::io::BufReader::new(std::fs::File::open(&file).with_context(|| format!("{}", file.display()))?);
             let report = projections::audit::verify_export(reader, &keys)?;
             println!(
-                "{} entries, {} signed checkpoints, {} entries after the last checkpoint",
-                report.entries, report.checkpoints, report.unsigned_tail
+                "{} entries, {} signed checkpoints, signed trailer: {}",
+                report.entries,
+                report.checkpoints,
+                if report.trailer { "yes" } else { "no" }
             );
             match report.problem {
-                None => {
+                None if report.trailer || allow_unsigned => {
                     println!("intact");
                     Ok(())
+                }
+                None => {
+                    println!("not signed: the entries chain, but nothing vouches that the file is complete");
+                    std::process::exit(1)
                 }
                 Some((line, why)) => {
                     println!("line {line}: {why}");
@@ -194,12 +210,23 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Audit(AuditCommand::Verify(database)) => {
+        Command::Audit(AuditCommand::Verify { database, public_keys }) => {
             let pool =
                 PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
             let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
             let events = store.verify_all().await?;
             let audit = projections::audit::verify(&pool).await?;
+            let keys = projections::audit::AuditKeys::verifying(&key_pairs("--public-keys", &public_keys)?)?;
+            let (checkpoints, bad_checkpoint) = projections::audit::verify_checkpoints(&pool, &keys).await?;
+            if let Some(bad) = bad_checkpoint {
+                println!("checkpoint {} (entry {}): {:?}", bad.id, bad.seq, bad.kind);
+                std::process::exit(1)
+            }
+            if public_keys.is_empty() && checkpoints > 0 {
+                println!("{checkpoints} checkpoints not checked: give --public-keys");
+            } else {
+                println!("{checkpoints} signed checkpoints verified");
+            }
             println!(
                 "event store: {} events in {} streams checked, {} violations",
                 events.events,

@@ -7,6 +7,7 @@
 //! load; the ratio to the same-run baseline is what the targets are set on.
 
 mod api_bench;
+mod audit_bench;
 mod eventstore_bench;
 mod payload;
 mod pipeline_bench;
@@ -30,6 +31,8 @@ enum Bench {
     Pipeline(pipeline_bench::Options),
     /// The REST API: Add Server commands and catalogue reads.
     Api(api_bench::Options),
+    /// The audit trail: queries, export and verification over millions of entries.
+    Audit(audit_bench::Options),
 }
 
 #[tokio::main]
@@ -39,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Eventstore(options) => ("eventstore", eventstore_bench::run(options).await?),
         Bench::Pipeline(options) => ("pipeline", pipeline_bench::run(options).await?),
         Bench::Api(options) => ("api", api_bench::run(options).await?),
+        Bench::Audit(options) => ("audit", audit_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;

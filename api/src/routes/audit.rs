@@ -139,12 +139,22 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Res
     Ok(axum::Json(VerifyReply { checked: report.checked, violation, checkpoints_checked, checkpoint_violation }))
 }
 
+/// The entries exported so far: first number and the link before it, last number and its link, count.
+#[derive(Clone)]
+struct Range {
+    first: (i64, String),
+    last: (i64, String),
+    count: u64,
+}
+
 /// Where an export is.
 enum Export {
-    /// Entries after the filter's cursor; the range of numbers exported so far.
-    Page(AuditFilter, Option<(i64, i64)>),
-    /// The checkpoints signing the exported range.
-    Checkpoints(Option<(i64, i64)>),
+    /// Entries after the filter's cursor, and the range exported so far.
+    Page(AuditFilter, Option<Range>),
+    /// The checkpoints signing the exported range, then the trailer.
+    Checkpoints(Range),
+    /// The signed trailer.
+    Trailer(Range),
     /// Finished.
     Done,
 }
@@ -170,15 +180,27 @@ pub(crate) async fn export(
                 .detail("jsonl or csv"));
         }
     };
+    // Only a contiguous range (a cursor, nothing else) chains from entry to entry: other filters give a
+    // plain extract, without checkpoints or trailer, that does not verify offline.
+    let contiguous = query.actor.is_none()
+        && query.action.is_none()
+        && query.target_kind.is_none()
+        && query.target_id.is_none()
+        && query.outcome.is_none()
+        && query.from.is_none()
+        && query.to.is_none()
+        && query.correlation_id.is_none();
     let mut filter = query.filter()?;
     filter.limit = EXPORT_PAGE;
+    let signed = !csv && contiguous;
+    let keys = state.audit_keys.clone();
     record_read(&state, &caller, format!("export?{}", raw.unwrap_or_default())).await?;
     let header = csv.then(|| format!("{}\n", CSV_COLUMNS.join(",")));
     let pool = state.pool.clone();
     // Pages of entries, then (JSON lines) the signed checkpoints that cover them, so that the file
-    // verifies offline (`mcp-gateway audit verify --export`).
+    // verifies offline (`mcp-gateway audit verify-export`).
     let pages = futures_util::stream::unfold(Export::Page(filter, None), move |step| {
-        let pool = pool.clone();
+        let (pool, keys) = (pool.clone(), keys.clone());
         async move {
             match step {
                 Export::Page(mut filter, range) => match projections::audit::query(&pool, &filter).await {
@@ -188,17 +210,25 @@ pub(crate) async fn export(
                             chunk.push_str(&if csv { csv_line(record) } else { json_line(record) });
                         }
                         let range = match (range, records.first(), records.last()) {
-                            (Some((first, _)), _, Some(last)) => Some((first, last.seq)),
-                            (None, Some(first), Some(last)) => Some((first.seq, last.seq)),
+                            (Some(range), _, Some(last)) => Some(Range {
+                                last: (last.seq, last.entry_hash.clone()),
+                                count: range.count + records.len() as u64,
+                                ..range
+                            }),
+                            (None, Some(first), Some(last)) => Some(Range {
+                                first: (first.seq, first.prev_hash.clone()),
+                                last: (last.seq, last.entry_hash.clone()),
+                                count: records.len() as u64,
+                            }),
                             (range, _, _) => range,
                         };
-                        let following = match next {
-                            Some(after) => {
+                        let following = match (next, range) {
+                            (Some(after), range) => {
                                 filter.after = Some(after);
                                 Export::Page(filter, range)
                             }
-                            None if csv => Export::Done,
-                            None => Export::Checkpoints(range),
+                            (None, Some(range)) if signed => Export::Checkpoints(range),
+                            (None, _) => Export::Done,
                         };
                         Some((Ok::<_, std::io::Error>(chunk), following))
                     }
@@ -207,8 +237,8 @@ pub(crate) async fn export(
                         Some((Err(std::io::Error::other("the audit trail became unreachable")), Export::Done))
                     }
                 },
-                Export::Checkpoints(Some((first, last))) => {
-                    match projections::audit::checkpoints_between(&pool, first, last).await {
+                Export::Checkpoints(range) => {
+                    match projections::audit::checkpoints_between(&pool, range.first.0, range.last.0).await {
                         Ok(checkpoints) => {
                             let chunk: String = checkpoints
                                 .into_iter()
@@ -217,14 +247,29 @@ pub(crate) async fn export(
                                     format!("{}\n", serde_json::to_string(&line).unwrap_or_default())
                                 })
                                 .collect();
-                            Some((Ok(chunk), Export::Done))
+                            Some((Ok(chunk), Export::Trailer(range)))
                         }
                         Err(_) => {
                             Some((Err(std::io::Error::other("the audit trail became unreachable")), Export::Done))
                         }
                     }
                 }
-                Export::Checkpoints(None) | Export::Done => None,
+                Export::Trailer(range) => {
+                    let trailer = projections::audit::ExportTrailer::sign(
+                        &keys,
+                        (range.first.0, &range.first.1),
+                        (range.last.0, &range.last.1),
+                        range.count,
+                    );
+                    let chunk = trailer
+                        .map(|trailer| {
+                            let line = projections::audit::ExportLine::Trailer { trailer };
+                            format!("{}\n", serde_json::to_string(&line).unwrap_or_default())
+                        })
+                        .unwrap_or_default();
+                    Some((Ok(chunk), Export::Done))
+                }
+                Export::Done => None,
             }
         }
     });
@@ -302,7 +347,8 @@ pub(crate) async fn one(
 ) -> Result<axum::Json<AuditRecord>, Problem> {
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
     record_read(&state, &caller, format!("entry {seq}")).await?;
-    let filter = AuditFilter { after: Some(seq - 1), limit: 1, ..Default::default() };
+    let after = seq.checked_sub(1).ok_or_else(Problem::not_found)?;
+    let filter = AuditFilter { after: Some(after), limit: 1, ..Default::default() };
     let (records, _) = projections::audit::query(&state.pool, &filter)
         .await
         .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;

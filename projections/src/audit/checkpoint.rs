@@ -75,6 +75,12 @@ impl AuditKeys {
         }
     }
 
+    /// Signs `message` with the signing key: its id and the signature.
+    pub fn sign(&self, message: &[u8]) -> Option<(String, Vec<u8>)> {
+        let (key_id, key) = self.signer.as_ref()?;
+        Some((key_id.clone(), key.sign(message).to_bytes().to_vec()))
+    }
+
     /// True when checkpoints can be signed.
     pub fn can_sign(&self) -> bool {
         self.signer.is_some()
@@ -90,14 +96,17 @@ pub(crate) fn checkpoint_message(seq: i64, entry_hash: &[u8], prev_signature: &[
 /// Signs the current chain head, if it moved since the last checkpoint; returns the entry number signed.
 pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<i64>, ProjectionError> {
     let Some((key_id, key)) = &keys.signer else { return Ok(None) };
+    // One writer at a time across instances: two that read the same last checkpoint would fork the chain.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('audit-checkpoint'))").execute(&mut *tx).await?;
     let head: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, entry_hash FROM rm_audit.entries ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?;
     let Some((seq, entry_hash)) = head else { return Ok(None) };
     let last: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, signature FROM audit_sig.checkpoints ORDER BY id DESC LIMIT 1")
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?;
     if last.as_ref().is_some_and(|(signed, _)| *signed >= seq) {
         return Ok(None);
@@ -112,8 +121,9 @@ pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<
     .bind(&prev_signature)
     .bind(key_id)
     .bind(signature.to_bytes().as_slice())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Some(seq))
 }
 
@@ -164,6 +174,7 @@ pub async fn verify_checkpoints(
     )
     .fetch_all(pool)
     .await?;
+    let total = rows.len() as u64;
     let mut previous: Vec<u8> = Vec::new();
     for (checked, (id, seq, entry_hash, prev_signature, key_id, signature, current)) in rows.into_iter().enumerate() {
         let violation = |kind| Ok((checked as u64, Some(CheckpointViolation { id, seq, kind })));
@@ -185,6 +196,5 @@ pub async fn verify_checkpoints(
         }
         previous = signature;
     }
-    let total = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_sig.checkpoints").fetch_one(pool).await?;
-    Ok((total as u64, None))
+    Ok((total, None))
 }

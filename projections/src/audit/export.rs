@@ -56,6 +56,48 @@ pub async fn checkpoints_between(
         .collect())
 }
 
+/// The last line of a JSON-lines export: the range it holds, signed when it was written, so that a
+/// file cut short, or with its head or tail replaced, does not verify.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportTrailer {
+    /// The first entry's number.
+    pub first_seq: i64,
+    /// The last entry's number.
+    pub last_seq: i64,
+    /// Entries in the file.
+    pub count: u64,
+    /// The link before the first entry, hex.
+    pub first_prev_hash: String,
+    /// The last entry's link, hex.
+    pub last_entry_hash: String,
+    /// The key that signed.
+    pub key_id: String,
+    /// The signature, hex.
+    pub signature: String,
+}
+
+/// What a trailer signs.
+pub(crate) fn trailer_message(first: i64, last: i64, count: u64, first_prev: &str, last_hash: &str) -> Vec<u8> {
+    format!("mcp-gateway audit export v1\n{first}\n{last}\n{count}\n{first_prev}\n{last_hash}").into_bytes()
+}
+
+impl ExportTrailer {
+    /// A signed trailer for the range, or `None` without a signing key.
+    pub fn sign(keys: &AuditKeys, first: (i64, &str), last: (i64, &str), count: u64) -> Option<Self> {
+        let message = trailer_message(first.0, last.0, count, first.1, last.1);
+        let (key_id, signature) = keys.sign(&message)?;
+        Some(Self {
+            first_seq: first.0,
+            last_seq: last.0,
+            count,
+            first_prev_hash: first.1.to_owned(),
+            last_entry_hash: last.1.to_owned(),
+            key_id,
+            signature: hex::encode(signature),
+        })
+    }
+}
+
 /// One line of an export.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -64,6 +106,11 @@ pub enum ExportLine {
     Checkpoint {
         /// It.
         checkpoint: ExportedCheckpoint,
+    },
+    /// The signed trailer.
+    Trailer {
+        /// It.
+        trailer: ExportTrailer,
     },
     /// An entry.
     Entry(Box<AuditRecord>),
@@ -76,42 +123,62 @@ pub struct ExportReport {
     pub entries: u64,
     /// Checkpoints whose signature held and whose entry matched.
     pub checkpoints: u64,
-    /// Entries after the last checkpoint of the file: chained, but not signed yet.
-    pub unsigned_tail: u64,
+    /// True when a signed trailer vouches for the whole range (no truncation, no replaced head or tail).
+    pub trailer: bool,
     /// The first problem: the line number (1-based) and what is wrong.
     pub problem: Option<(usize, String)>,
 }
 
-/// Verifies an export read from `input` with `keys` (public keys suffice).
+/// Verifies an export read from `input` with `keys` (public keys suffice): entries chain from the first
+/// to the last (from the genesis link when the file starts at entry 1), each recomputes to its link;
+/// checkpoints follow the entries they sign, chain to each other and carry valid signatures; the trailer
+/// signs the exact range. Anything out of place is named by line.
 pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportReport, std::io::Error> {
-    let mut report = ExportReport { entries: 0, checkpoints: 0, unsigned_tail: 0, problem: None };
+    let mut report = ExportReport { entries: 0, checkpoints: 0, trailer: false, problem: None };
     let mut links: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-    let mut previous: Option<(i64, String)> = None;
-    let mut last_signed = i64::MIN;
+    let (mut first, mut previous): (Option<(i64, String)>, Option<(i64, String)>) = (None, None);
+    let mut previous_checkpoint: Option<String> = None;
+    let mut entries_done = false;
     for (index, line) in input.lines().enumerate() {
         let line = line?;
         let number = index + 1;
-        let fail = |report: &mut ExportReport, why: String| report.problem = Some((number, why));
+        let problem = |report: &mut ExportReport, why: String| {
+            report.problem = Some((number, why));
+        };
+        if report.trailer {
+            problem(&mut report, "lines after the trailer".into());
+            return Ok(report);
+        }
         let parsed: ExportLine = match serde_json::from_str(&line) {
             Ok(parsed) => parsed,
             Err(e) => {
-                fail(&mut report, format!("not an export line: {e}"));
+                problem(&mut report, format!("not an export line: {e}"));
                 return Ok(report);
             }
         };
         match parsed {
             ExportLine::Entry(record) => {
-                if let Some((seq, link)) = &previous {
-                    if record.seq != seq + 1 {
-                        fail(
-                            &mut report,
-                            format!("entry {} follows entry {seq}: entries missing or reordered", record.seq),
-                        );
-                        return Ok(report);
+                if entries_done {
+                    problem(&mut report, format!("entry {} after the checkpoints", record.seq));
+                    return Ok(report);
+                }
+                match &previous {
+                    Some((seq, link)) => {
+                        if record.seq != seq + 1 {
+                            problem(&mut report, format!("entry {} follows entry {seq}: entries missing or reordered", record.seq));
+                            return Ok(report);
+                        }
+                        if &record.prev_hash != link {
+                            problem(&mut report, format!("entry {} does not link to entry {seq}", record.seq));
+                            return Ok(report);
+                        }
                     }
-                    if &record.prev_hash != link {
-                        fail(&mut report, format!("entry {} does not link to entry {seq}", record.seq));
-                        return Ok(report);
+                    None => {
+                        if record.seq == 1 && record.prev_hash != hex::encode(super::GENESIS) {
+                            problem(&mut report, "entry 1 does not start from the genesis link".into());
+                            return Ok(report);
+                        }
+                        first = Some((record.seq, record.prev_hash.clone()));
                     }
                 }
                 let recomputed = (|| {
@@ -119,7 +186,7 @@ pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportRepo
                     Some(hex::encode(record.entry()?.chain_hash(&previous)))
                 })();
                 if recomputed.as_deref() != Some(record.entry_hash.as_str()) {
-                    fail(&mut report, format!("entry {} was modified", record.seq));
+                    problem(&mut report, format!("entry {} was modified", record.seq));
                     return Ok(report);
                 }
                 links.insert(record.seq, record.entry_hash.clone());
@@ -127,6 +194,15 @@ pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportRepo
                 report.entries += 1;
             }
             ExportLine::Checkpoint { checkpoint } => {
+                entries_done = true;
+                if links.get(&checkpoint.seq) != Some(&checkpoint.entry_hash) {
+                    problem(&mut report, format!("the checkpoint of entry {} signs an entry this file does not hold", checkpoint.seq));
+                    return Ok(report);
+                }
+                if previous_checkpoint.as_ref().is_some_and(|p| *p != checkpoint.prev_signature) {
+                    problem(&mut report, format!("the checkpoint of entry {} does not follow the one before: one was removed", checkpoint.seq));
+                    return Ok(report);
+                }
                 let signed = (|| {
                     let message = checkpoint_message(
                         checkpoint.seq,
@@ -136,18 +212,32 @@ pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportRepo
                     Some(keys.verify(&checkpoint.key_id, &message, &hex::decode(&checkpoint.signature).ok()?))
                 })();
                 if signed != Some(true) {
-                    fail(&mut report, format!("the checkpoint of entry {} is not validly signed", checkpoint.seq));
+                    problem(&mut report, format!("the checkpoint of entry {} is not validly signed", checkpoint.seq));
                     return Ok(report);
                 }
-                if links.get(&checkpoint.seq).is_some_and(|link| *link != checkpoint.entry_hash) {
-                    fail(&mut report, format!("entry {} differs from what its checkpoint signed", checkpoint.seq));
-                    return Ok(report);
-                }
-                last_signed = last_signed.max(checkpoint.seq);
+                previous_checkpoint = Some(checkpoint.signature.clone());
                 report.checkpoints += 1;
+            }
+            ExportLine::Trailer { trailer } => {
+                let (Some((first_seq, first_prev)), Some((last_seq, last_hash))) = (&first, &previous) else {
+                    problem(&mut report, "a trailer without entries".into());
+                    return Ok(report);
+                };
+                let matches = trailer.first_seq == *first_seq
+                    && trailer.last_seq == *last_seq
+                    && trailer.count == report.entries
+                    && trailer.first_prev_hash == *first_prev
+                    && trailer.last_entry_hash == *last_hash;
+                let message =
+                    trailer_message(trailer.first_seq, trailer.last_seq, trailer.count, &trailer.first_prev_hash, &trailer.last_entry_hash);
+                let signed = hex::decode(&trailer.signature).is_ok_and(|sig| keys.verify(&trailer.key_id, &message, &sig));
+                if !matches || !signed {
+                    problem(&mut report, "the trailer does not vouch for these entries (cut short, or head or tail replaced)".into());
+                    return Ok(report);
+                }
+                report.trailer = true;
             }
         }
     }
-    report.unsigned_tail = links.keys().filter(|seq| **seq > last_signed).count() as u64;
     Ok(report)
 }

@@ -19,7 +19,7 @@ pub use checkpoint::{
     write_checkpoint,
 };
 pub use entry::{AuditEntry, GENESIS};
-pub use export::{ExportLine, ExportReport, ExportedCheckpoint, checkpoints_between, verify_export};
+pub use export::{ExportLine, ExportReport, ExportTrailer, ExportedCheckpoint, checkpoints_between, verify_export};
 pub use mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, entry_for};
 pub use projection::AuditProjection;
 pub use query::{AuditFilter, AuditRecord, query};

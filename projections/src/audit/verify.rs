@@ -98,6 +98,20 @@ impl Row {
     }
 }
 
+/// Every row's link recomputed from its content and its stored predecessor link, in parallel.
+fn recompute_links(rows: &[Row]) -> Vec<[u8; 32]> {
+    let link = |row: &Row| {
+        let previous = <[u8; 32]>::try_from(row.prev_hash.as_slice()).unwrap_or(GENESIS);
+        row.entry().chain_hash(&previous)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let chunk = rows.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = rows.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(link).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|part| part.join().unwrap_or_default()).collect()
+    })
+}
+
 fn position(tx: i64, gp: i64) -> Position {
     Position { transaction_id: tx as u64, global_position: gp as u64 }
 }
@@ -117,7 +131,7 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
     let checkpoint = checkpoint.filter(|c| *c != (0, 0)).map(|(tx, gp)| position(tx, gp));
     let categories: Vec<String> = AUDITED_CATEGORIES.iter().map(|c| (*c).to_owned()).collect();
     let (mut expected_seq, mut previous, mut checked) = (1i64, GENESIS.to_vec(), 0u64);
-    let mut after_event: (i64, i64) = (-1, -1);
+    let mut after_event: (i64, i64) = (0, 0);
     loop {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind, target_id,
@@ -133,49 +147,59 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
         let events: Vec<(Uuid, i64, i64)> = sqlx::query_as(
             "SELECT e.event_id, e.transaction_id::text::bigint, e.global_position FROM es.events e
               WHERE split_part(e.stream_id, '-', 1) = ANY($1)
-                AND (e.transaction_id::text::bigint, e.global_position) > ($2, $3)
-                AND (e.transaction_id::text::bigint, e.global_position) <= ($4, $5)
+                AND (e.transaction_id, e.global_position) > ($2::bigint::text::xid8, $3)
+                AND (e.transaction_id, e.global_position) <= ($4::bigint::text::xid8, $5)
               ORDER BY e.transaction_id, e.global_position LIMIT $6",
         )
         .bind(&categories)
         .bind(after_event.0)
         .bind(after_event.1)
-        .bind(checkpoint.map_or(-1, |p| p.transaction_id as i64))
-        .bind(checkpoint.map_or(-1, |p| p.global_position as i64))
+        .bind(checkpoint.map_or(0, |p| p.transaction_id as i64))
+        .bind(checkpoint.map_or(0, |p| p.global_position as i64))
         .bind(PAGE)
         .fetch_all(&mut *snapshot)
         .await?;
         let mut events = events.into_iter();
-        for row in &rows {
-            let entry = row.entry();
-            let at = Some(position(entry.tx, entry.gp));
+        // Each entry's link depends only on its own row (its stored predecessor link is checked against
+        // the previous row below), so the hashing, the bulk of the work, runs on every core.
+        let (rows, links) = tokio::task::spawn_blocking(move || {
+            let links = recompute_links(&rows);
+            (rows, links)
+        })
+        .await
+        .map_err(|e| ProjectionError::Apply {
+            projection: NAME.to_owned(),
+            position: Position { transaction_id: 0, global_position: 0 },
+            reason: format!("verification task failed: {e}"),
+        })?;
+        for (row, link) in rows.iter().zip(&links) {
+            let at = Some(position(row.tx, row.gp));
             let violation =
                 |kind, seq| Ok(AuditReport { checked, violation: Some(AuditViolation { seq, position: at, kind }) });
-            if entry.seq != expected_seq {
+            if row.seq != expected_seq {
                 return violation(AuditViolationKind::Missing, expected_seq);
             }
             if row.prev_hash != previous {
-                return violation(AuditViolationKind::BrokenLink, entry.seq);
+                return violation(AuditViolationKind::BrokenLink, row.seq);
             }
-            let previous_link = <[u8; 32]>::try_from(previous.as_slice()).unwrap_or(GENESIS);
-            if entry.chain_hash(&previous_link).as_slice() != row.entry_hash.as_slice() {
-                return violation(AuditViolationKind::Modified, entry.seq);
+            if link.as_slice() != row.entry_hash.as_slice() {
+                return violation(AuditViolationKind::Modified, row.seq);
             }
             match events.next() {
-                Some((id, tx, gp)) if id == entry.event_id && (tx, gp) == (entry.tx, entry.gp) => {
+                Some((id, tx, gp)) if id == row.event_id && (tx, gp) == (row.tx, row.gp) => {
                     after_event = (tx, gp)
                 }
-                Some((_, tx, gp)) if (tx, gp) < (entry.tx, entry.gp) => {
+                Some((_, tx, gp)) if (tx, gp) < (row.tx, row.gp) => {
                     return Ok(AuditReport {
                         checked,
                         violation: Some(AuditViolation {
-                            seq: entry.seq,
+                            seq: row.seq,
                             position: Some(position(tx, gp)),
                             kind: AuditViolationKind::Unrecorded,
                         }),
                     });
                 }
-                _ => return violation(AuditViolationKind::Unexpected, entry.seq),
+                _ => return violation(AuditViolationKind::Unexpected, row.seq),
             }
             previous = row.entry_hash.clone();
             expected_seq += 1;

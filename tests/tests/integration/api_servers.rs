@@ -615,7 +615,8 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     assert_eq!(lines[0]["action"], "server.registered");
     let everything = api.call(Method::GET, "/api/v1/audit/export", None, &[]).await;
     let seqs: Vec<i64> =
-        everything.raw.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_i64().unwrap()).collect();
+        everything.raw.lines().filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_i64()).collect();
+    assert!(everything.raw.lines().last().unwrap().starts_with("{\"trailer\""), "a full export ends with its trailer");
     assert!(seqs.len() >= 5 && seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 1, "{seqs:?}");
     let csv = api.call(Method::GET, "/api/v1/audit/export?format=csv", None, &[]).await;
     assert!(csv.raw.starts_with("seq,position,event_id,"), "{}", csv.raw);
@@ -634,7 +635,25 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     let report = projections::audit::verify_export(export.raw.as_bytes(), &published).unwrap();
     assert_eq!(report.problem, None, "{}", export.raw);
     assert_eq!(report.checkpoints, 1);
+    assert!(report.trailer, "a signed trailer vouches for the whole range");
     assert!(report.entries >= 5);
+    let lines: Vec<&str> = export.raw.lines().collect();
+    // Cut short (the trailer lost with the tail): chained, but unsigned.
+    let cut = lines[..lines.len() - 1].join("\n");
+    let report = projections::audit::verify_export(cut.as_bytes(), &published).unwrap();
+    assert!(report.problem.is_none() && !report.trailer);
+    // The last entry dropped, the trailer kept: the trailer no longer vouches.
+    let entries = lines.iter().filter(|l| !l.starts_with("{\"checkpoint\"") && !l.starts_with("{\"trailer\"")).count();
+    let mut dropped: Vec<&str> = lines.clone();
+    dropped.remove(entries - 1);
+    let report = projections::audit::verify_export(dropped.join("\n").as_bytes(), &published).unwrap();
+    assert!(report.problem.is_some_and(|(_, why)| why.contains("does not vouch") || why.contains("does not hold")));
+    // A checkpoint put in front of entries it does not follow.
+    let mut moved: Vec<&str> = lines.clone();
+    let checkpoint = moved.remove(entries);
+    moved.insert(0, checkpoint);
+    let report = projections::audit::verify_export(moved.join("\n").as_bytes(), &published).unwrap();
+    assert!(report.problem.is_some_and(|(line, _)| line == 1));
     let tampered = export.raw.replacen("\"server.registered\"", "\"server.suspended\"", 1);
     let report = projections::audit::verify_export(tampered.as_bytes(), &published).unwrap();
     let (_, why) = report.problem.unwrap();
