@@ -151,11 +151,13 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     let checked = Command::new(BIN).args(["audit", "verify-export"]).arg(&file).output().await.unwrap();
     let out = String::from_utf8_lossy(&checked.stdout);
     assert!(!checked.status.success() && out.contains("not signed"), "{out}");
-    let checked = Command::new(BIN).args(["audit", "verify-export", "--allow-unsigned"]).arg(&file).output().await.unwrap();
+    let checked =
+        Command::new(BIN).args(["audit", "verify-export", "--allow-unsigned"]).arg(&file).output().await.unwrap();
     let out = String::from_utf8_lossy(&checked.stdout);
     assert!(checked.status.success() && out.contains("intact"), "{out}");
     std::fs::write(&file, export.replacen("cli-weather", "cli-forged", 1)).unwrap();
-    let checked = Command::new(BIN).args(["audit", "verify-export", "--allow-unsigned"]).arg(&file).output().await.unwrap();
+    let checked =
+        Command::new(BIN).args(["audit", "verify-export", "--allow-unsigned"]).arg(&file).output().await.unwrap();
     let out = String::from_utf8_lossy(&checked.stdout);
     assert!(!checked.status.success() && out.contains("was modified"), "{out}");
 

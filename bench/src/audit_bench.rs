@@ -56,7 +56,10 @@ fn server_events(n: u64) -> anyhow::Result<Vec<EventData>> {
                 owner: format!("user-{}", n % ACTORS),
             }))
         } else {
-            ServerEvent::Updated(ServerChanges { description: Some(Description::parse(&format!("revision {i}"))?), ..Default::default() })
+            ServerEvent::Updated(ServerChanges {
+                description: Some(Description::parse(&format!("revision {i}"))?),
+                ..Default::default()
+            })
         };
         // Actors and days spread evenly: each actor has entries on every day of the year.
         let k = n * PER_SERVER + i;
@@ -175,7 +178,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
 
     let ms = |values: &[u64]| percentile(values, 95.0) as f64 / 1000.0;
     Ok(vec![
-        Row::info(format!("build the trail from {} events (projection, batches of 2000)", servers * PER_SERVER), built, "entries/s"),
+        Row::info(
+            format!("build the trail from {} events (projection, batches of 2000)", servers * PER_SERVER),
+            built,
+            "entries/s",
+        ),
         Row::at_most("query: one actor, 30 days, first 100 entries (p95)", ms(&actor_ms), "ms", 50.0),
         Row::at_most("query: one server's history (p95)", ms(&target_ms), "ms", 50.0),
         Row::at_least("export, JSON lines, pages of 500", export_rate, "rows/s", 100_000.0),

@@ -136,7 +136,9 @@ pub struct ExportReport {
 pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportReport, std::io::Error> {
     let mut report = ExportReport { entries: 0, checkpoints: 0, trailer: false, problem: None };
     let mut links: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-    let (mut first, mut previous): (Option<(i64, String)>, Option<(i64, String)>) = (None, None);
+    // The first entry (its number, the link before it) and the last one seen (its number, its link).
+    let mut first: Option<(i64, String)> = None;
+    let mut previous: Option<(i64, String)> = None;
     let mut previous_checkpoint: Option<String> = None;
     let mut entries_done = false;
     for (index, line) in input.lines().enumerate() {
@@ -165,7 +167,10 @@ pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportRepo
                 match &previous {
                     Some((seq, link)) => {
                         if record.seq != seq + 1 {
-                            problem(&mut report, format!("entry {} follows entry {seq}: entries missing or reordered", record.seq));
+                            problem(
+                                &mut report,
+                                format!("entry {} follows entry {seq}: entries missing or reordered", record.seq),
+                            );
                             return Ok(report);
                         }
                         if &record.prev_hash != link {
@@ -196,11 +201,20 @@ pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportRepo
             ExportLine::Checkpoint { checkpoint } => {
                 entries_done = true;
                 if links.get(&checkpoint.seq) != Some(&checkpoint.entry_hash) {
-                    problem(&mut report, format!("the checkpoint of entry {} signs an entry this file does not hold", checkpoint.seq));
+                    problem(
+                        &mut report,
+                        format!("the checkpoint of entry {} signs an entry this file does not hold", checkpoint.seq),
+                    );
                     return Ok(report);
                 }
                 if previous_checkpoint.as_ref().is_some_and(|p| *p != checkpoint.prev_signature) {
-                    problem(&mut report, format!("the checkpoint of entry {} does not follow the one before: one was removed", checkpoint.seq));
+                    problem(
+                        &mut report,
+                        format!(
+                            "the checkpoint of entry {} does not follow the one before: one was removed",
+                            checkpoint.seq
+                        ),
+                    );
                     return Ok(report);
                 }
                 let signed = (|| {
@@ -228,11 +242,20 @@ pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportRepo
                     && trailer.count == report.entries
                     && trailer.first_prev_hash == *first_prev
                     && trailer.last_entry_hash == *last_hash;
-                let message =
-                    trailer_message(trailer.first_seq, trailer.last_seq, trailer.count, &trailer.first_prev_hash, &trailer.last_entry_hash);
-                let signed = hex::decode(&trailer.signature).is_ok_and(|sig| keys.verify(&trailer.key_id, &message, &sig));
+                let message = trailer_message(
+                    trailer.first_seq,
+                    trailer.last_seq,
+                    trailer.count,
+                    &trailer.first_prev_hash,
+                    &trailer.last_entry_hash,
+                );
+                let signed =
+                    hex::decode(&trailer.signature).is_ok_and(|sig| keys.verify(&trailer.key_id, &message, &sig));
                 if !matches || !signed {
-                    problem(&mut report, "the trailer does not vouch for these entries (cut short, or head or tail replaced)".into());
+                    problem(
+                        &mut report,
+                        "the trailer does not vouch for these entries (cut short, or head or tail replaced)".into(),
+                    );
                     return Ok(report);
                 }
                 report.trailer = true;

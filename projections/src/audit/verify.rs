@@ -107,7 +107,8 @@ fn recompute_links(rows: &[Row]) -> Vec<[u8; 32]> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let chunk = rows.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
-        let parts: Vec<_> = rows.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(link).collect::<Vec<_>>())).collect();
+        let parts: Vec<_> =
+            rows.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(link).collect::<Vec<_>>())).collect();
         parts.into_iter().flat_map(|part| part.join().unwrap_or_default()).collect()
     })
 }
@@ -186,9 +187,7 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
                 return violation(AuditViolationKind::Modified, row.seq);
             }
             match events.next() {
-                Some((id, tx, gp)) if id == row.event_id && (tx, gp) == (row.tx, row.gp) => {
-                    after_event = (tx, gp)
-                }
+                Some((id, tx, gp)) if id == row.event_id && (tx, gp) == (row.tx, row.gp) => after_event = (tx, gp),
                 Some((_, tx, gp)) if (tx, gp) < (row.tx, row.gp) => {
                     return Ok(AuditReport {
                         checked,
