@@ -9,7 +9,7 @@ use domain::server::NetworkPolicy;
 use eventstore::relay::{NatsFeedOptions, NatsSubscription, Relay, RelayOptions};
 use eventstore::{PgEventStore, PgEventStoreOptions, SubscriptionOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
-use projections::audit::{AuditKeys, AuditProjection, run_checkpointer};
+use projections::audit::{AuditKeys, AuditProjection, CheckpointPolicy, run_checkpointer};
 use projections::authz::Authz;
 use projections::registry::{Registry, RegistryProjection};
 use projections::{MemoryRunner, RunnerOptions, TableRunner};
@@ -17,9 +17,6 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
-
-/// How often the audit trail's head is signed (when it moved).
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Everything an instance needs to start. Its `Debug` hides the keys and the URLs' credentials.
 #[derive(Clone)]
@@ -163,7 +160,7 @@ impl Gateway {
 
         if audit_keys.can_sign() {
             let signer = AuditKeys::new(&config.audit_signing_keys)?;
-            tasks.push(tokio::spawn(run_checkpointer(pool.clone(), signer, CHECKPOINT_EVERY)));
+            tasks.push(tokio::spawn(run_checkpointer(pool.clone(), signer, CheckpointPolicy::default())));
         } else {
             tracing::warn!("no audit signing key (MGW_AUDIT_SIGNING_KEYS): the audit trail is chained but not signed");
         }

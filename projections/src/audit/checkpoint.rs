@@ -127,14 +127,67 @@ pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<
     Ok(Some(seq))
 }
 
-/// Signs a checkpoint every `every` while the trail grows; runs until dropped.
-pub async fn run_checkpointer(pool: PgPool, keys: AuditKeys, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+/// When to sign: every `entries` new entries, or every `interval` when the trail moved at all.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// Entries since the last checkpoint that call for a new one.
+    pub entries: i64,
+    /// Longest time the head of a growing trail stays unsigned.
+    pub interval: Duration,
+    /// How often to look.
+    pub poll: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self { entries: 10_000, interval: Duration::from_secs(60), poll: Duration::from_secs(5) }
+    }
+}
+
+impl CheckpointPolicy {
+    /// True when a checkpoint is due: `unsigned` entries after the last one, `since` it was signed.
+    pub fn due(&self, unsigned: i64, since: Duration) -> bool {
+        unsigned >= self.entries || (unsigned > 0 && since >= self.interval)
+    }
+}
+
+/// Signs checkpoints as `policy` says while the trail grows; runs until dropped.
+pub async fn run_checkpointer(pool: PgPool, keys: AuditKeys, policy: CheckpointPolicy) {
+    let mut tick = tokio::time::interval(policy.poll);
+    let mut last = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        if let Err(error) = write_checkpoint(&pool, &keys).await {
-            tracing::warn!(%error, "could not sign an audit checkpoint");
+        let unsigned: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT coalesce((SELECT max(seq) FROM rm_audit.entries), 0)
+                  - coalesce((SELECT max(seq) FROM audit_sig.checkpoints), 0)",
+        )
+        .fetch_one(&pool)
+        .await;
+        match unsigned {
+            Ok(unsigned) if policy.due(unsigned.unwrap_or(0), last.elapsed()) => {
+                match write_checkpoint(&pool, &keys).await {
+                    Ok(_) => last = tokio::time::Instant::now(),
+                    Err(error) => tracing::warn!(%error, "could not sign an audit checkpoint"),
+                }
+            }
+            Ok(_) => {}
+            // Before the projection has created its schema, or while the database is away.
+            Err(error) => tracing::debug!(%error, "cannot look at the audit trail's head yet"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_due_after_enough_entries_or_enough_time() {
+        let policy = CheckpointPolicy { entries: 100, interval: Duration::from_secs(60), poll: Duration::from_secs(5) };
+        assert!(policy.due(100, Duration::ZERO));
+        assert!(!policy.due(99, Duration::from_secs(59)));
+        assert!(policy.due(1, Duration::from_secs(60)));
+        assert!(!policy.due(0, Duration::from_secs(3_600)), "nothing new: nothing to sign");
     }
 }
 

@@ -163,3 +163,62 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod golden {
+    //! The chain must hash the same forever: a rebuild of an old trail is checked against checkpoints
+    //! signed years ago. A change to the mapping or to the canonical form that alters these hashes must be
+    //! a new projection version with a migration story, never an accident.
+
+    use eventstore::{Actor, ActorKind, Metadata, Position, StreamName};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn recorded(event_type: &str, data: &str, n: u128) -> RecordedEvent {
+        let at = DateTime::from_timestamp(1_800_000_000 + n as i64, 123_456_789).unwrap_or_default();
+        let actor = Actor { id: "user-1".into(), kind: ActorKind::User };
+        let metadata = Metadata::new(Uuid::from_u128(0xc0ffee + n), actor, at)
+            .from_client(Some("203.0.113.7".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())), Some("golden/1"));
+        RecordedEvent {
+            position: Position { transaction_id: 1000 + n as u64, global_position: n as u64 },
+            event_id: Uuid::from_u128(n),
+            stream: StreamName::from_parts("server", Uuid::from_u128(42)).unwrap_or_else(|_| unreachable!()),
+            revision: n as u64,
+            event_type: event_type.into(),
+            schema_version: 1,
+            data: data.into(),
+            metadata,
+            hash: [0; 32],
+        }
+    }
+
+    #[test]
+    fn the_canonical_entries_hash_as_they_always_have() {
+        let events = [
+            recorded(
+                "ServerRegistered",
+                r#"{"server_id":"00000000-0000-0000-0000-00000000002a","name":"golden","description":"d","tags":["a"],"transport":"sse","endpoint":"https://example.com/mcp","upstream_auth":{"mode":"none"},"access":{},"owner":"user-1"}"#,
+                1,
+            ),
+            recorded("ServerUpdated", r#"{"description":"e"}"#, 2),
+            recorded("ServerSuspended", r#"{"reason":"maintenance"}"#, 3),
+        ];
+        let mut previous = super::super::GENESIS;
+        let mut name = None;
+        let mut links = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let entry = entry_for(event, i as i64 + 1, name.clone()).unwrap_or_else(|e| panic!("{e}"));
+            name = entry.target_name.clone();
+            previous = entry.chain_hash(&previous);
+            links.push(hex::encode(previous));
+        }
+        assert_eq!(links, GOLDEN, "the audit chain's hashes changed");
+    }
+
+    const GOLDEN: [&str; 3] = [
+        "47402d8cf1647f16eb8336b4070c49bc2157df291f3daa43622dd79f6362621a",
+        "7b9034124275a6e0b3f9e003ba53e51d12ed8aa4c46d891e77c8e402512267d6",
+        "ca545dd4c657ea44ae21648ca4238d34076b86e902ea56704a98524d0e2b6b87",
+    ];
+}

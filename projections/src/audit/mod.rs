@@ -15,8 +15,8 @@ mod query;
 mod verify;
 
 pub use checkpoint::{
-    AuditKeyError, AuditKeys, CheckpointViolation, CheckpointViolationKind, run_checkpointer, verify_checkpoints,
-    write_checkpoint,
+    AuditKeyError, AuditKeys, CheckpointPolicy, CheckpointViolation, CheckpointViolationKind, run_checkpointer,
+    verify_checkpoints, write_checkpoint,
 };
 pub use entry::{AuditEntry, GENESIS};
 pub use export::{ExportLine, ExportReport, ExportTrailer, ExportedCheckpoint, checkpoints_between, verify_export};
