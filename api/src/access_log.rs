@@ -2,7 +2,7 @@
 //! reach the audit trail like every change.
 
 use domain::access::{ACCESS_CATEGORY, AccessEvent};
-use eventstore::{Actor, ActorKind, EventData, EventStore, ExpectedRevision, Metadata, StreamName};
+use eventstore::{Actor, ActorKind, EventData, EventStore, ExpectedRevision, StreamName};
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -22,7 +22,7 @@ pub async fn record(state: &AppState, caller: &Caller, event: AccessEvent) -> Re
         data: event
             .to_json()
             .map_err(|_| eventstore::Error::InvalidEvent { event_id: id, reason: "not serializable" })?,
-        metadata: Metadata::new(id, actor, chrono::Utc::now()),
+        metadata: caller.1.metadata(actor, id),
     };
     state.store.append(&stream, ExpectedRevision::Any, vec![data]).await.map(drop)
 }

@@ -13,9 +13,38 @@ use projections::authz::{Authz, Principal};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request, and where the request came from (recorded with every event
+/// it causes: PCI DSS 10.2.2 "origin").
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+pub struct Caller(pub Principal, pub Origin);
+
+/// Where a request came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The peer's address (the socket's; a proxy in front should be configured to pass the client's).
+    pub source_ip: Option<std::net::IpAddr>,
+    /// The user agent, cut to the store's limit.
+    pub user_agent: Option<String>,
+    /// `X-Correlation-Id`, when the client sent a UUID.
+    pub correlation_id: Option<uuid::Uuid>,
+}
+
+impl Origin {
+    fn of(parts: &Parts) -> Self {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        Self {
+            source_ip: parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()),
+            user_agent: header("user-agent").map(|ua| ua.chars().take(eventstore::MAX_USER_AGENT_CHARS).collect()),
+            correlation_id: header("x-correlation-id").and_then(|v| uuid::Uuid::parse_str(v).ok()),
+        }
+    }
+
+    /// Event metadata for `actor`, in a new correlation unless the client named one.
+    pub fn metadata(&self, actor: eventstore::Actor, fallback_correlation: uuid::Uuid) -> eventstore::Metadata {
+        eventstore::Metadata::new(self.correlation_id.unwrap_or(fallback_correlation), actor, chrono::Utc::now())
+            .from_client(self.source_ip, self.user_agent.as_deref())
+    }
+}
 
 impl Caller {
     /// Allows `action` on `resource`, or answers 403 with the decision's reason; a refusal is recorded
@@ -62,7 +91,8 @@ impl FromRequestParts<AppState> for Caller {
         if !state.authz_ready() {
             return Err(Problem::unavailable("the authorization model is still loading"));
         }
-        authenticate(parts, &state.authz).map(Caller)
+        let origin = Origin::of(parts);
+        authenticate(parts, &state.authz).map(|principal| Caller(principal, origin))
     }
 }
 

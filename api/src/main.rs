@@ -308,7 +308,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     tracing::info!(listen = %config.listen, "serving");
     println!("mcp-gateway listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(gateway.state.clone())).with_graceful_shutdown(shutdown()).await?;
+    // The peer's address reaches the handlers (ConnectInfo), and from them every event's metadata.
+    let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     gateway.stop();
     Ok(())
 }

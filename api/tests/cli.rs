@@ -145,6 +145,9 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     let (status, export) = http(&address, "GET", "/api/v1/audit/export", Some(&key), None).await.unwrap();
     assert_eq!(status, 200);
     let export = export.split("\r\n").filter(|l| l.starts_with('{')).collect::<Vec<_>>().join("\n");
+    // Events caused over HTTP carry the client's address.
+    let registered = export.lines().find(|l| l.contains("\"server.registered\"")).expect("the registration's entry");
+    assert!(registered.contains("\"source_ip\":\"127.0.0.1\""), "{registered}");
     let file = dir.path().join("audit.jsonl");
     std::fs::write(&file, &export).unwrap();
     // This gateway has no audit signing key: the file chains but nothing vouches that it is complete.

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use commands::servers::{CommandContext, Outcome, RegisterInput, UpdateInput, UpstreamAuthInput};
 use domain::authz::Action;
-use eventstore::{Actor, ActorKind, EventStore, Metadata, Position};
+use eventstore::{Actor, ActorKind, EventStore, Position};
 use projections::registry::CatalogueFilter;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -36,17 +36,9 @@ pub fn routes() -> Router<AppState> {
 /// How long a read with `min_position` waits for the read model.
 const CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
 
-fn context(caller: &Caller, command_id: Uuid, headers: &HeaderMap) -> CommandContext {
-    let actor = Actor { id: caller.0.id.to_string(), kind: ActorKind::User };
-    let correlation = headers
-        .get("x-correlation-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or(command_id);
-    let mut metadata = Metadata::new(correlation, actor, chrono::Utc::now());
-    metadata.user_agent =
-        headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| ua.chars().take(256).collect());
-    CommandContext { command_id, metadata }
+fn context(caller: &Caller, command_id: Uuid) -> CommandContext {
+    let actor = Actor { id: caller.0.id.to_string(), kind: ActorKind::ApiKey };
+    CommandContext { command_id, metadata: caller.1.metadata(actor, command_id) }
 }
 
 /// What a command answers: the server, its new revision (also the `ETag`), and the `$all` position to
@@ -108,10 +100,9 @@ pub(crate) async fn register(
     let body = json_body::bytes(body)?;
     let input: RegisterInput = json_body::parse(&body)?;
     let servers = state.servers.clone();
-    let request_headers = headers.clone();
     idempotency::run(&state, caller.0.id, &headers, &[b"register", &body], |command_id| async move {
         let server_id = Uuid::new_v5(&command_id, b"server");
-        let ctx = context(&caller, command_id, &request_headers);
+        let ctx = context(&caller, command_id);
         let done = servers.register(server_id, input, &caller.0.id.to_string(), &ctx).await?;
         Ok(outcome(StatusCode::CREATED, done))
     })
@@ -155,7 +146,7 @@ pub(crate) async fn update(
     caller.authorize(&state, Action::ManageServers, &format!("server:{id}")).await?;
     let expected = if_match(&headers, true)?;
     let input: UpdateInput = json_body::parse(&json_body::bytes(body)?)?;
-    let done = state.servers.update(id, expected, input, &context(&caller, Uuid::now_v7(), &headers)).await?;
+    let done = state.servers.update(id, expected, input, &context(&caller, Uuid::now_v7())).await?;
     Ok(outcome(StatusCode::OK, done))
 }
 
@@ -183,9 +174,8 @@ where
     let body = json_body::bytes(body)?;
     let input: T = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
     let id_bytes = id.as_bytes().to_vec();
-    let request_headers = headers.clone();
     idempotency::run(state, caller.0.id, &headers, &[route.as_bytes(), &id_bytes, &body], |command_id| async move {
-        let done = command(expected, input, context(&caller, command_id, &request_headers)).await?;
+        let done = command(expected, input, context(&caller, command_id)).await?;
         Ok(outcome(StatusCode::OK, done))
     })
     .await
@@ -253,7 +243,7 @@ pub(crate) async fn deregister(
     caller.authorize(&state, Action::ManageServers, &format!("server:{id}")).await?;
     let expected = if_match(&headers, false)?;
     let reason = query.reason.unwrap_or_else(|| "deregistered through the API".to_owned());
-    let done = state.servers.deregister(id, expected, reason, &context(&caller, Uuid::now_v7(), &headers)).await?;
+    let done = state.servers.deregister(id, expected, reason, &context(&caller, Uuid::now_v7())).await?;
     Ok(outcome(StatusCode::OK, done))
 }
 
