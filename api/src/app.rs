@@ -159,8 +159,7 @@ impl Gateway {
         }));
 
         if audit_keys.can_sign() {
-            let signer = AuditKeys::new(&config.audit_signing_keys)?;
-            tasks.push(tokio::spawn(run_checkpointer(pool.clone(), signer, CheckpointPolicy::default())));
+            tasks.push(tokio::spawn(run_checkpointer(pool.clone(), audit_keys.clone(), CheckpointPolicy::default())));
         } else {
             tracing::warn!("no audit signing key (MGW_AUDIT_SIGNING_KEYS): the audit trail is chained but not signed");
         }

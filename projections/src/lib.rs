@@ -24,6 +24,7 @@ mod memory_runner;
 mod projection;
 mod rebuild;
 pub mod registry;
+mod sql;
 mod status;
 mod table_runner;
 mod target;

@@ -152,7 +152,7 @@ impl CheckpointPolicy {
 }
 
 /// Signs checkpoints as `policy` says while the trail grows; runs until dropped.
-pub async fn run_checkpointer(pool: PgPool, keys: AuditKeys, policy: CheckpointPolicy) {
+pub async fn run_checkpointer(pool: PgPool, keys: std::sync::Arc<AuditKeys>, policy: CheckpointPolicy) {
     let mut tick = tokio::time::interval(policy.poll);
     let mut last = tokio::time::Instant::now();
     loop {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 pub const GENESIS: [u8; 32] = [0; 32];
 
 /// One audited fact. Field order is the canonical order: the chain hashes this struct's JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     /// 1-based, dense, in `$all` order.
     pub seq: i64,

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::ProjectionError;
+use crate::sql::escape_like;
 
 /// What to find. Every filter is optional; they combine with AND.
 #[derive(Debug, Clone, Default)]
@@ -106,10 +107,7 @@ impl AuditRecord {
 /// A page of entries in number order, and the number to continue after.
 pub async fn query(pool: &PgPool, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, Option<i64>), ProjectionError> {
     let limit = filter.limit.clamp(1, 500);
-    let prefix = filter
-        .action_prefix
-        .as_ref()
-        .map(|p| format!("{}%", p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let prefix = filter.action_prefix.as_ref().map(|p| format!("{}%", escape_like(p)));
     let mut records: Vec<AuditRecord> = sqlx::query_as(
         "SELECT seq, tx::text || ':' || gp::text AS position, event_id, occurred_at, actor_id, actor_kind, action,
                 target_kind, target_id, target_name, outcome, source_ip, user_agent, correlation_id, causation_id,

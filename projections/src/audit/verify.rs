@@ -1,6 +1,5 @@
 //! Verifying the audit trail against itself (the chain) and against the event store (completeness).
 
-use chrono::{DateTime, Utc};
 use eventstore::Position;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -51,58 +50,17 @@ pub struct AuditReport {
 /// A stored entry with its links.
 #[derive(sqlx::FromRow)]
 struct Row {
-    seq: i64,
-    tx: i64,
-    gp: i64,
-    event_id: Uuid,
-    occurred_at: DateTime<Utc>,
-    actor_id: String,
-    actor_kind: String,
-    action: String,
-    target_kind: String,
-    target_id: String,
-    target_name: Option<String>,
-    outcome: String,
-    source_ip: Option<String>,
-    user_agent: Option<String>,
-    correlation_id: Uuid,
-    causation_id: Option<Uuid>,
-    reason: Option<String>,
-    changes: serde_json::Value,
+    #[sqlx(flatten)]
+    entry: AuditEntry,
     prev_hash: Vec<u8>,
     entry_hash: Vec<u8>,
-}
-
-impl Row {
-    fn entry(&self) -> AuditEntry {
-        AuditEntry {
-            seq: self.seq,
-            tx: self.tx,
-            gp: self.gp,
-            event_id: self.event_id,
-            occurred_at: self.occurred_at,
-            actor_id: self.actor_id.clone(),
-            actor_kind: self.actor_kind.clone(),
-            action: self.action.clone(),
-            target_kind: self.target_kind.clone(),
-            target_id: self.target_id.clone(),
-            target_name: self.target_name.clone(),
-            outcome: self.outcome.clone(),
-            source_ip: self.source_ip.clone(),
-            user_agent: self.user_agent.clone(),
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
-            reason: self.reason.clone(),
-            changes: self.changes.clone(),
-        }
-    }
 }
 
 /// Every row's link recomputed from its content and its stored predecessor link, in parallel.
 fn recompute_links(rows: &[Row]) -> Vec<[u8; 32]> {
     let link = |row: &Row| {
         let previous = <[u8; 32]>::try_from(row.prev_hash.as_slice()).unwrap_or(GENESIS);
-        row.entry().chain_hash(&previous)
+        row.entry.chain_hash(&previous)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let chunk = rows.len().div_ceil(threads).max(1);
@@ -174,31 +132,33 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
             reason: format!("verification task failed: {e}"),
         })?;
         for (row, link) in rows.iter().zip(&links) {
-            let at = Some(position(row.tx, row.gp));
+            let at = Some(position(row.entry.tx, row.entry.gp));
             let violation =
                 |kind, seq| Ok(AuditReport { checked, violation: Some(AuditViolation { seq, position: at, kind }) });
-            if row.seq != expected_seq {
+            if row.entry.seq != expected_seq {
                 return violation(AuditViolationKind::Missing, expected_seq);
             }
             if row.prev_hash != previous {
-                return violation(AuditViolationKind::BrokenLink, row.seq);
+                return violation(AuditViolationKind::BrokenLink, row.entry.seq);
             }
             if link.as_slice() != row.entry_hash.as_slice() {
-                return violation(AuditViolationKind::Modified, row.seq);
+                return violation(AuditViolationKind::Modified, row.entry.seq);
             }
             match events.next() {
-                Some((id, tx, gp)) if id == row.event_id && (tx, gp) == (row.tx, row.gp) => after_event = (tx, gp),
-                Some((_, tx, gp)) if (tx, gp) < (row.tx, row.gp) => {
+                Some((id, tx, gp)) if id == row.entry.event_id && (tx, gp) == (row.entry.tx, row.entry.gp) => {
+                    after_event = (tx, gp)
+                }
+                Some((_, tx, gp)) if (tx, gp) < (row.entry.tx, row.entry.gp) => {
                     return Ok(AuditReport {
                         checked,
                         violation: Some(AuditViolation {
-                            seq: row.seq,
+                            seq: row.entry.seq,
                             position: Some(position(tx, gp)),
                             kind: AuditViolationKind::Unrecorded,
                         }),
                     });
                 }
-                _ => return violation(AuditViolationKind::Unexpected, row.seq),
+                _ => return violation(AuditViolationKind::Unexpected, row.entry.seq),
             }
             previous = row.entry_hash.clone();
             expected_seq += 1;

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::projection::NAME;
+use crate::sql::escape_like;
 use crate::{ProjectionError, load_checkpoint};
 
 /// One server as the catalogue shows it (no secrets: the auth mode only).
@@ -134,9 +135,4 @@ impl Registry {
     pub async fn position(&self) -> Result<Option<Position>, ProjectionError> {
         load_checkpoint(&self.pool, NAME).await
     }
-}
-
-/// `text` with the `LIKE` wildcards taken literally.
-fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
