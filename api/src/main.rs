@@ -175,12 +175,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin(AdminCommand::Bootstrap { database, name }) => bootstrap(&database, &name).await,
         Command::Admin(AdminCommand::NewSealingKey) => {
-            let (key, _) = commands::identity::new_api_key();
-            // 32 random bytes, base64: reuse the key generator's randomness without its prefix.
-            let random = &key.expose()[domain::identity::API_KEY_PREFIX.len()..];
-            let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, random)?;
             let id = format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-            println!("{id}:{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes));
+            println!("{id}:{}", commands::Keyring::generate_key().expose());
             Ok(())
         }
         Command::Projections(command) => projections_command(command).await,

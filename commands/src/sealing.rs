@@ -69,6 +69,13 @@ impl Keyring {
         Ok(Self { current: current.to_owned(), ciphers })
     }
 
+    /// A new random 32-byte key, base64, as the keyring reads it (also a valid Ed25519 seed for the
+    /// audit signing keys).
+    pub fn generate_key() -> Secret {
+        let key = chacha20poly1305::Key::generate();
+        Secret::new(STANDARD.encode(key))
+    }
+
     /// Seals `secret` for `context` (e.g. `server:<id>:bearer`).
     pub fn seal(&self, secret: &Secret, context: &str) -> Result<Sealed, SealingError> {
         let nonce = XNonce::generate();
@@ -122,6 +129,15 @@ mod tests {
         let sealed_after = rotated.seal(&Secret::new("after"), "c").unwrap();
         assert_eq!(sealed_after.key_id, "k2");
         assert_eq!(old.open(&sealed_after, "c"), Err(SealingError::UnknownKey("k2".into())));
+    }
+
+    #[test]
+    fn a_generated_key_makes_a_working_keyring() {
+        let key = Keyring::generate_key();
+        let keyring = Keyring::new("k", [("k", key.expose())]).unwrap();
+        let sealed = keyring.seal(&Secret::new("x"), "c").unwrap();
+        assert_eq!(keyring.open(&sealed, "c").unwrap().expose(), "x");
+        assert_ne!(Keyring::generate_key().expose(), key.expose());
     }
 
     #[test]

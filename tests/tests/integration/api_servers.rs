@@ -231,6 +231,17 @@ async fn a_duplicate_name_is_a_conflict_and_an_idempotent_retry_writes_once() {
     let reused = api.call(Method::POST, "/api/v1/servers", Some(&other), &[("idempotency-key", "k-123")]).await;
     assert_problem(&reused, StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused");
     assert_eq!(api.events().await, 2);
+
+    // A command that fails writes nothing and frees its key: the corrected request runs under it.
+    let taken = api
+        .call(Method::POST, "/api/v1/servers", Some(&server("dup").to_string()), &[("idempotency-key", "k-456")])
+        .await;
+    assert_problem(&taken, StatusCode::CONFLICT, "name-taken");
+    let fixed = api
+        .call(Method::POST, "/api/v1/servers", Some(&server("fixed").to_string()), &[("idempotency-key", "k-456")])
+        .await;
+    assert_eq!(fixed.status, StatusCode::CREATED, "{}", fixed.raw);
+    assert_eq!(api.events().await, 3);
     api.gateway.stop();
 }
 

@@ -146,7 +146,7 @@ async fn a_projection_fed_by_nats_skips_repeats_and_late_copies_and_fills_gaps_f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_projection_fed_by_nats_reads_the_store_while_nats_is_down_and_resumes_on_nats_after() {
+async fn a_projection_fed_by_nats_reads_the_store_while_nats_is_down_and_loses_nothing_when_it_returns() {
     // Given a follower fed through NATS that polls the store every 200 ms when NATS is silent
     let (store, db) = store().await;
     let nats = NatsServer::start().unwrap();
