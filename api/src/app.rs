@@ -165,9 +165,10 @@ impl Gateway {
         }
 
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
-        let servers = ServerCommands::new(store.clone(), keyring, network, Arc::new(SystemResolver));
+        let servers = ServerCommands::new(store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let state = AppState {
             servers,
+            keyring,
             registry: Registry::new(pool.clone()),
             authz,
             authz_status,

@@ -8,7 +8,6 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::problem::Problem;
@@ -62,8 +61,9 @@ fn database(_: sqlx::Error) -> Problem {
     Problem::unavailable("the database is unreachable")
 }
 
-/// A stored key: request hash, status, body, location, and whether a pending claim is stale.
-type KeyRow = (Vec<u8>, i16, serde_json::Value, Option<String>, bool);
+/// A stored key: request fingerprint and its key id, status, body, location, and whether a pending claim
+/// is stale.
+type KeyRow = (Vec<u8>, String, i16, serde_json::Value, Option<String>, bool);
 
 /// What the key's row says when this request could not claim it.
 enum Seen {
@@ -73,16 +73,19 @@ enum Seen {
     Done(Stored),
 }
 
-/// Claims (principal, key) for a request hashing to `hash`, or says why not.
-async fn claim(state: &AppState, principal: Uuid, key: &str, hash: &[u8]) -> Result<Seen, Problem> {
+/// Claims (principal, key) for `request`, or says why not. Requests are compared by keyed fingerprint
+/// (a body may hold an upstream secret; a plain hash of it could be tested against guesses).
+async fn claim(state: &AppState, principal: Uuid, key: &str, request: &[&[u8]]) -> Result<Seen, Problem> {
+    let (hash_key_id, hash) = state.keyring.fingerprint(request);
     let claimed: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO api.idempotency (principal_id, key, request_hash, status, body)
-         VALUES ($1, $2, $3, $4, 'null') ON CONFLICT DO NOTHING RETURNING 1",
+        "INSERT INTO api.idempotency (principal_id, key, request_hash, hash_key_id, status, body)
+         VALUES ($1, $2, $3, $5, $4, 'null') ON CONFLICT DO NOTHING RETURNING 1",
     )
     .bind(principal)
     .bind(key)
-    .bind(hash)
+    .bind(&hash)
     .bind(PENDING)
+    .bind(&hash_key_id)
     .fetch_optional(&state.pool)
     .await
     .map_err(database)?;
@@ -90,7 +93,7 @@ async fn claim(state: &AppState, principal: Uuid, key: &str, hash: &[u8]) -> Res
         return Ok(Seen::Ours);
     }
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT request_hash, status, body, location, created_at < now() - make_interval(secs => $3)
+        "SELECT request_hash, hash_key_id, status, body, location, created_at < now() - make_interval(secs => $3)
            FROM api.idempotency WHERE principal_id = $1 AND key = $2",
     )
     .bind(principal)
@@ -99,11 +102,12 @@ async fn claim(state: &AppState, principal: Uuid, key: &str, hash: &[u8]) -> Res
     .fetch_optional(&state.pool)
     .await
     .map_err(database)?;
-    let Some((stored_hash, status, body, location, stale)) = row else {
+    let Some((stored_hash, stored_key_id, status, body, location, stale)) = row else {
         // The claim was released (its command failed) between our insert and our read.
         return Err(in_progress());
     };
-    if stored_hash != hash {
+    // Compared with the key the stored fingerprint was made with (the current one may have rotated since).
+    if state.keyring.fingerprint_with(&stored_key_id, request).as_deref() != Some(stored_hash.as_slice()) {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
             .detail("this key was used for a different request"));
     }
@@ -149,13 +153,7 @@ where
     Fut: Future<Output = Result<Stored, Problem>>,
 {
     let Some(key) = key(headers)? else { return command(Uuid::now_v7()).await };
-    let mut hasher = Sha256::new();
-    for part in request {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    let hash = hasher.finalize().to_vec();
-    if let Seen::Done(stored) = claim(state, principal, &key, &hash).await? {
+    if let Seen::Done(stored) = claim(state, principal, &key, request).await? {
         return Ok(stored);
     }
     let command_id = Uuid::new_v5(&NAMESPACE, format!("{principal}\n{key}").as_bytes());

@@ -15,6 +15,8 @@ use crate::auth::SharedAuthz;
 pub struct AppState {
     /// Server command handlers.
     pub servers: ServerCommands,
+    /// The sealing keys (also key request fingerprints).
+    pub keyring: std::sync::Arc<commands::Keyring>,
     /// Catalogue queries.
     pub registry: Registry,
     /// The authorization model.

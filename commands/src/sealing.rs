@@ -38,6 +38,8 @@ pub enum SealingError {
 pub struct Keyring {
     current: String,
     ciphers: HashMap<String, XChaCha20Poly1305>,
+    /// Per key id, a key derived for request fingerprints (never the sealing key itself).
+    fingerprints: HashMap<String, [u8; 32]>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -56,17 +58,20 @@ impl Keyring {
         K: Into<String>,
         V: AsRef<str>,
     {
-        let mut ciphers = HashMap::new();
+        let (mut ciphers, mut fingerprints) = (HashMap::new(), HashMap::new());
         for (id, key) in keys {
             let id = id.into();
             let bytes = STANDARD.decode(key.as_ref().trim()).map_err(|_| SealingError::BadKey(id.clone()))?;
             let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| SealingError::BadKey(id.clone()))?;
-            ciphers.insert(id, cipher);
+            let derived = keyed(&bytes, &[b"mcp-gateway request fingerprint v1"])
+                .ok_or_else(|| SealingError::BadKey(id.clone()))?;
+            ciphers.insert(id.clone(), cipher);
+            fingerprints.insert(id, derived);
         }
         if !ciphers.contains_key(current) {
             return Err(SealingError::MissingCurrent(current.to_owned()));
         }
-        Ok(Self { current: current.to_owned(), ciphers })
+        Ok(Self { current: current.to_owned(), ciphers, fingerprints })
     }
 
     /// A new random 32-byte key, base64, as the keyring reads it (also a valid Ed25519 seed for the
@@ -74,6 +79,19 @@ impl Keyring {
     pub fn generate_key() -> Secret {
         let key = chacha20poly1305::Key::generate();
         Secret::new(STANDARD.encode(key))
+    }
+
+    /// A keyed fingerprint (HMAC-SHA256) of `parts` with the current key: its key id and the digest.
+    /// Stored instead of a plain hash where the data may hold a secret.
+    pub fn fingerprint(&self, parts: &[&[u8]]) -> (String, Vec<u8>) {
+        let digest = self.fingerprint_with(&self.current, parts).unwrap_or_default();
+        (self.current.clone(), digest)
+    }
+
+    /// [`fingerprint`](Self::fingerprint) with the key `key_id`, if it is configured.
+    pub fn fingerprint_with(&self, key_id: &str, parts: &[&[u8]]) -> Option<Vec<u8>> {
+        let key = self.fingerprints.get(key_id)?;
+        keyed(key, parts).map(|d| d.to_vec())
     }
 
     /// Seals `secret` for `context` (e.g. `server:<id>:bearer`).
@@ -102,6 +120,17 @@ impl Keyring {
             .map_err(|_| SealingError::Corrupt)?;
         String::from_utf8(plaintext).map(Secret::new).map_err(|_| SealingError::Corrupt)
     }
+}
+
+/// HMAC-SHA256 of `parts`, each prefixed with its length so that no two splits of the same bytes agree.
+fn keyed(key: &[u8], parts: &[&[u8]]) -> Option<[u8; 32]> {
+    use hmac::{KeyInit as _, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    Some(mac.finalize().into_bytes().into())
 }
 
 #[cfg(test)]
@@ -138,6 +167,17 @@ mod tests {
         let sealed = keyring.seal(&Secret::new("x"), "c").unwrap();
         assert_eq!(keyring.open(&sealed, "c").unwrap().expose(), "x");
         assert_ne!(Keyring::generate_key().expose(), key.expose());
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_survive_a_rotation() {
+        let old = Keyring::new("k1", [("k1", K1)]).unwrap();
+        let (id, digest) = old.fingerprint(&[b"body with tok-1"]);
+        let other = Keyring::new("k2", [("k2", K2)]).unwrap();
+        assert_ne!(other.fingerprint(&[b"body with tok-1"]).1, digest, "another key, another digest");
+        let rotated = Keyring::new("k2", [("k1", K1), ("k2", K2)]).unwrap();
+        assert_eq!(rotated.fingerprint_with(&id, &[b"body with tok-1"]), Some(digest.clone()));
+        assert_ne!(old.fingerprint(&[b"body with ", b"tok-1"]).1, digest, "parts are delimited");
     }
 
     #[test]
