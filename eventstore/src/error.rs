@@ -30,6 +30,17 @@ pub enum Error {
         /// The stream appended to.
         stream: StreamName,
     },
+    /// Another stream holds a claim the append takes. Nothing was written.
+    #[error("{scope} {value:?} is held by another stream")]
+    ClaimTaken {
+        /// The claim's scope.
+        scope: String,
+        /// The value claimed.
+        value: String,
+    },
+    /// A claim is malformed (empty or too long), or taken and released by the same append.
+    #[error("invalid claim: {0}")]
+    InvalidClaim(&'static str),
     /// The same event id appears twice in one append.
     #[error("event id {0} appears twice in one append")]
     RepeatedEventId(Uuid),
@@ -107,6 +118,8 @@ impl Error {
             Self::PartialDuplicate { .. }
                 | Self::DuplicateEventId { .. }
                 | Self::RepeatedEventId(_)
+                | Self::ClaimTaken { .. }
+                | Self::InvalidClaim(_)
                 | Self::EventTooLarge { .. }
                 | Self::EmptyAppend
                 | Self::InvalidEvent { .. }

@@ -14,11 +14,14 @@
 //! - Every stream is a hash chain ([`content_hash`], [`chain_link`]); [`EventStore::verify_all`] names
 //!   rows that were modified, deleted, inserted or reordered behind the store's back. The table itself
 //!   refuses UPDATE, DELETE and TRUNCATE.
+//! - An append may take and release [`Claims`]: values unique among streams (set validation), written
+//!   with the events or not at all.
 //! - Old schema versions are upcast on read ([`Upcasters`]); stored events are never rewritten.
 //! - [`relay::Relay`] publishes `$all` to NATS JetStream, in order, once.
 //!
 //! Design notes and the SQL behind each rule: `eventstore/README.md`.
 
+mod claim;
 mod content_hash;
 mod error;
 mod event;
@@ -33,6 +36,7 @@ mod subscription;
 mod upcast;
 mod verify;
 
+pub use claim::{Claim, Claims};
 pub use content_hash::{GENESIS, Hash, chain, chain_link, content_hash};
 pub use error::{CorruptKind, Error, Result};
 pub use event::{DEFAULT_MAX_EVENT_BYTES, EventData, RecordedEvent};

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::{EventData, ExpectedRevision, Position, RecordedEvent, Result, StreamName, VerifyReport};
+use crate::{Claims, EventData, ExpectedRevision, Position, RecordedEvent, Result, StreamName, VerifyReport};
 
 /// The outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,19 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        self.append_claiming(stream, expected, events, Claims::none()).await
+    }
+
+    /// [`append`](Self::append), taking and releasing `claims` for `stream` atomically with the events:
+    /// when another stream holds a claim taken, nothing is written ([`Error::ClaimTaken`](crate::Error::ClaimTaken)).
+    /// A retry of an append already written returns its original result without looking at claims.
+    async fn append_claiming(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+        claims: Claims,
     ) -> Result<AppendResult>;
 
     /// Appends to several streams in one transaction: all or nothing. Results come in the order given.

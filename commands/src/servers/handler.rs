@@ -7,7 +7,8 @@ use domain::server::{
     Tags, Title, UpdateServer, UpstreamAuth,
 };
 use eventstore::{
-    Direction, EventData, EventStore, ExpectedRevision, Metadata, PgEventStore, Position, StreamCursor, StreamName,
+    Claim, Claims, Direction, EventData, EventStore, ExpectedRevision, Metadata, PgEventStore, Position, StreamCursor,
+    StreamName,
 };
 use uuid::Uuid;
 
@@ -22,6 +23,9 @@ const MAX_EVENTS_PER_COMMAND: u32 = 4;
 
 /// Events read per page when loading a server.
 const PAGE: usize = 500;
+
+/// The scope of the claims that keep server names unique among live servers.
+const NAME_SCOPE: &str = "server-name";
 
 /// Who asks, and the id that makes a retry of the same request write nothing new.
 #[derive(Debug, Clone)]
@@ -107,8 +111,8 @@ impl ServerCommands {
         }
     }
 
-    /// Registers a new server with id `server_id`, owned by `owner`. The name is reserved in the same
-    /// transaction as the append.
+    /// Registers a new server with id `server_id`, owned by `owner`. The append claims the name: both are
+    /// written, or neither.
     pub async fn register(
         &self,
         server_id: Uuid,
@@ -135,26 +139,16 @@ impl ServerCommands {
             owner: owner.to_owned(),
         }));
         let events = server::decide(&ServerState::New, command)?;
-        let mut unit = self.store.begin().await?;
-        let reserved: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO cmd.server_names (name, server_id) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET name = excluded.name WHERE cmd.server_names.server_id = $2
-             RETURNING server_id",
-        )
-        .bind(name.as_str())
-        .bind(server_id)
-        .fetch_optional(unit.connection())
-        .await?;
-        if reserved.is_none() {
-            return Err(CommandError::NameTaken(name.to_string()));
-        }
         let data = event_data(&events, context)?;
-        let written = match unit.append(&Self::stream(server_id)?, ExpectedRevision::NoStream, data).await {
-            Ok(written) => written,
-            Err(e) if e.is_conflict() => return Err(server::ServerError::AlreadyExists.into()),
-            Err(e) => return Err(e.into()),
-        };
-        unit.commit().await?;
+        let claims = Claims::take(Claim::new(NAME_SCOPE, name.as_str()));
+        let written =
+            match self.store.append_claiming(&Self::stream(server_id)?, ExpectedRevision::NoStream, data, claims).await
+            {
+                Ok(written) => written,
+                Err(eventstore::Error::ClaimTaken { .. }) => return Err(CommandError::NameTaken(name.to_string())),
+                Err(e) if e.is_conflict() => return Err(server::ServerError::AlreadyExists.into()),
+                Err(e) => return Err(e.into()),
+            };
         Ok(Outcome { server_id, revision: written.last_revision, position: Some(written.position) })
     }
 
@@ -232,7 +226,7 @@ impl ServerCommands {
         self.execute(id, expected, context, |state| server::decide(state, ServerCommand::Resume)).await
     }
 
-    /// Deregisters a server and frees its name, in one transaction.
+    /// Deregisters a server and frees its name, in one append.
     pub async fn deregister(
         &self,
         id: Uuid,
@@ -272,22 +266,19 @@ impl ServerCommands {
             if events.is_empty() {
                 return Ok(Outcome { server_id: id, revision: current, position: None });
             }
-            let freed = events.iter().find_map(|e| match e {
-                ServerEvent::Deregistered { name, .. } => Some(name.clone()),
-                _ => None,
-            });
-            let mut unit = self.store.begin().await?;
-            if let Some(name) = freed {
-                sqlx::query("DELETE FROM cmd.server_names WHERE name = $1 AND server_id = $2")
-                    .bind(name.as_str())
-                    .bind(id)
-                    .execute(unit.connection())
-                    .await?;
-            }
-            match unit.append(&Self::stream(id)?, ExpectedRevision::Exact(current), event_data(&events, context)?).await
-            {
+            // Deregistration frees the name with the same append.
+            let claims = events
+                .iter()
+                .find_map(|e| match e {
+                    ServerEvent::Deregistered { name, .. } => {
+                        Some(Claims::release(Claim::new(NAME_SCOPE, name.as_str())))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let data = event_data(&events, context)?;
+            match self.store.append_claiming(&Self::stream(id)?, ExpectedRevision::Exact(current), data, claims).await {
                 Ok(written) => {
-                    unit.commit().await?;
                     return Ok(Outcome {
                         server_id: id,
                         revision: written.last_revision,

@@ -3,16 +3,22 @@
 use std::collections::HashSet;
 
 use serde_json::value::RawValue;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::head_cache::HeadCache;
 use crate::content_hash::{GENESIS, Hash, chain, content_hash};
 use crate::error::from_sqlx;
-use crate::{AppendResult, Error, EventData, ExpectedRevision, Position, StreamName};
+use crate::{AppendResult, Claim, Claims, Error, EventData, ExpectedRevision, Position, StreamName};
 
 /// Longest event type name accepted.
 const MAX_EVENT_TYPE_BYTES: usize = 128;
+
+/// Longest claim scope accepted.
+const MAX_CLAIM_SCOPE_BYTES: usize = 64;
+
+/// Longest claimed value accepted.
+const MAX_CLAIM_VALUE_BYTES: usize = 512;
 
 /// An append checked and turned into the parameters of the append statements.
 pub(crate) struct PreparedAppend {
@@ -26,19 +32,23 @@ pub(crate) struct PreparedAppend {
     pub(super) correlation: Vec<Uuid>,
     pub(super) causation: Vec<Option<Uuid>>,
     pub(super) content: Vec<Hash>,
+    /// Claims taken (sorted, so that concurrent appends lock them in one order) and released.
+    pub(super) claims: Claims,
 }
 
 impl PreparedAppend {
-    /// Validates `events` and computes their content digests.
+    /// Validates `events` and `claims` and computes the events' content digests.
     pub(crate) fn new(
         stream: &StreamName,
         expected: ExpectedRevision,
         events: &[EventData],
+        claims: Claims,
         max_event_bytes: usize,
     ) -> Result<Self, Error> {
         if events.is_empty() {
             return Err(Error::EmptyAppend);
         }
+        let claims = checked_claims(claims)?;
         let mut seen = HashSet::with_capacity(events.len());
         let mut prepared = Self {
             stream: stream.clone(),
@@ -51,6 +61,7 @@ impl PreparedAppend {
             correlation: Vec::with_capacity(events.len()),
             causation: Vec::with_capacity(events.len()),
             content: Vec::with_capacity(events.len()),
+            claims,
         };
         for event in events {
             let invalid = |reason| Error::InvalidEvent { event_id: event.event_id, reason };
@@ -100,6 +111,25 @@ impl PreparedAppend {
     pub(crate) fn lost_race(&self) -> Error {
         Error::WrongExpectedRevision { stream: self.stream.clone(), expected: self.expected, actual: None }
     }
+}
+
+/// `claims` with the takes sorted and deduplicated, or why they are refused.
+fn checked_claims(mut claims: Claims) -> Result<Claims, Error> {
+    let malformed = |c: &Claim| {
+        c.scope.is_empty()
+            || c.scope.len() > MAX_CLAIM_SCOPE_BYTES
+            || c.value.is_empty()
+            || c.value.len() > MAX_CLAIM_VALUE_BYTES
+    };
+    if claims.take.iter().chain(&claims.release).any(malformed) {
+        return Err(Error::InvalidClaim("scope must be 1-64 bytes and value 1-512 bytes"));
+    }
+    claims.take.sort();
+    claims.take.dedup();
+    if claims.release.iter().any(|c| claims.take.binary_search(c).is_ok()) {
+        return Err(Error::InvalidClaim("an append cannot take and release the same claim"));
+    }
+    Ok(claims)
 }
 
 /// Why an append did not happen, before it is turned into an [`Error`].
@@ -188,6 +218,60 @@ pub(crate) async fn append_prepared(
         Err(e) if is_event_id_conflict(&e) => Err(AppendFailure::KnownIds),
         Err(e) => Err(AppendFailure::Failed(from_sqlx(e))),
     }
+}
+
+/// [`append_prepared`] for an append that takes or releases claims, in a transaction on `conn`: the claims
+/// first (a claim held by another stream refuses the append before anything is written), then the events.
+pub(crate) async fn append_claiming(
+    conn: &mut PgConnection,
+    p: &PreparedAppend,
+    heads: &HeadCache,
+) -> Result<AppendResult, AppendFailure> {
+    let failed = |e| AppendFailure::Failed(from_sqlx(e));
+    let mut tx = conn.begin().await.map_err(failed)?;
+    let stream = p.stream.as_str();
+    let (scopes, values): (Vec<&str>, Vec<&str>) =
+        p.claims.take.iter().map(|c| (c.scope.as_str(), c.value.as_str())).unzip();
+    let held: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO es.claims (scope, value, stream_id)
+         SELECT c.scope, c.value, $3 FROM unnest($1::text[], $2::text[]) AS c(scope, value)
+         ON CONFLICT (scope, value) DO UPDATE SET stream_id = excluded.stream_id
+          WHERE es.claims.stream_id = excluded.stream_id
+         RETURNING scope, value",
+    )
+    .bind(&scopes)
+    .bind(&values)
+    .bind(stream)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(failed)?;
+    if let Some(taken) = p.claims.take.iter().find(|c| !held.iter().any(|(s, v)| *s == c.scope && *v == c.value)) {
+        drop(tx);
+        // A retry of an append already written answers as the first time, whoever holds the claim now.
+        return match explain_refusal(conn, p).await {
+            Ok(result) => Ok(result),
+            Err(_) => Err(Error::ClaimTaken { scope: taken.scope.clone(), value: taken.value.clone() }.into()),
+        };
+    }
+    let (scopes, values): (Vec<&str>, Vec<&str>) =
+        p.claims.release.iter().map(|c| (c.scope.as_str(), c.value.as_str())).unzip();
+    sqlx::query(
+        "DELETE FROM es.claims c USING unnest($1::text[], $2::text[]) AS r(scope, value)
+          WHERE c.scope = r.scope AND c.value = r.value AND c.stream_id = $3",
+    )
+    .bind(&scopes)
+    .bind(&values)
+    .bind(stream)
+    .execute(&mut *tx)
+    .await
+    .map_err(failed)?;
+    let result = append_prepared(&mut tx, p, heads).await?;
+    if result.idempotent {
+        // A retry: its claims were taken and released the first time. Dropping `tx` rolls back.
+        return Ok(result);
+    }
+    tx.commit().await.map_err(failed)?;
+    Ok(result)
 }
 
 /// A single event after revision `after` (`append_exact_one.sql`): scalar parameters, the cheapest plan.

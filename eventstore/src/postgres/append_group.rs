@@ -8,14 +8,16 @@
 //! (`append_group.sql`) in which each append is still its own compare-and-set. A lone writer never waits
 //! for a group: it takes a free lane and runs alone, exactly as without grouping.
 //!
-//! Only small appends (up to [`MAX_GROUPED_APPEND_EVENTS`] events) to a stream whose head is known go
-//! into a group (an exact expected revision matching the head cache); an append whose expectation fails
-//! in the group, or any append of a group whose statement failed, goes back to its caller to run alone,
-//! which classifies the failure (conflict, idempotent retry, duplicate) as before.
+//! Only small appends (up to [`MAX_GROUPED_APPEND_EVENTS`] events) go into a group: to a stream whose head
+//! is known (an exact expected revision matching the head cache) or to a new stream (`NoStream`), with
+//! their claims. An append whose expectation fails in the group, or any append of a group whose statement
+//! failed (an event id or a claim already taken, a lock timeout), goes back to its caller to run alone,
+//! which classifies the failure (conflict, idempotent retry, duplicate, claim taken) as before.
 //!
 //! Nothing waits on a group for long. The group statement skips stream rows locked by other transactions
 //! (their appends run alone), so a caller holding a stream's lock in a unit of work cannot deadlock with
-//! a group that holds its own next append. An append still queued after `queue_deadline` (every lane
+//! a group that holds its own next append; an insert that waits (a new stream or a claim another
+//! transaction is inserting) gives up after the group connections' lock timeout. An append still queued after `queue_deadline` (every lane
 //! stuck behind a lock) leaves the queue and runs alone. Groups are run by spawned tasks, so a caller that
 //! gives up waiting cancels nothing but its own wait (its append may still be written, as when a
 //! response is lost).
@@ -29,7 +31,7 @@ use uuid::Uuid;
 
 use super::append::PreparedAppend;
 use super::pg_event_store::PgEventStore;
-use crate::content_hash::{Hash, chain};
+use crate::content_hash::{GENESIS, Hash, chain};
 use crate::{AppendResult, ExpectedRevision, Position};
 
 /// Most events in one group statement.
@@ -58,8 +60,8 @@ struct State {
 struct Queued {
     ticket: u64,
     append: PreparedAppend,
-    /// The stream's head (revision and link) the append continues from.
-    head: (u64, Hash),
+    /// The stream's head (revision and link) the append continues from; `None` for a new stream.
+    head: Option<(u64, Hash)>,
     reply: oneshot::Sender<Completion>,
 }
 
@@ -68,7 +70,7 @@ pub(crate) enum Completion {
     /// Written by a group.
     Done(AppendResult),
     /// Not written: run it alone.
-    Alone(PreparedAppend),
+    Alone(Box<PreparedAppend>),
 }
 
 /// What [`AppendGroups::enter`] decided.
@@ -110,23 +112,24 @@ impl AppendGroups {
         Self { lanes, queue_deadline, state: Mutex::default() }
     }
 
-    /// The head a grouped `append` would continue from, or `None` when it must run alone.
-    pub(crate) fn groupable(&self, store: &PgEventStore, append: &PreparedAppend) -> Option<(u64, Hash)> {
+    /// The head a grouped `append` would continue from (`Some(None)` for a new stream), or `None` when it
+    /// must run alone.
+    pub(crate) fn groupable(&self, store: &PgEventStore, append: &PreparedAppend) -> Option<Option<(u64, Hash)>> {
         if self.lanes == 0 || append.ids.len() > MAX_GROUPED_APPEND_EVENTS {
             return None;
         }
         match append.expected {
             ExpectedRevision::Exact(n) => {
-                store.heads.get(append.stream.as_str()).filter(|(revision, _)| *revision == n)
+                store.heads.get(append.stream.as_str()).filter(|(revision, _)| *revision == n).map(Some)
             }
-            // A new stream's row would be inserted, and an insert waits on a competing creator's
-            // uncommitted row: those run alone.
-            ExpectedRevision::NoStream | ExpectedRevision::Any | ExpectedRevision::StreamExists => None,
+            ExpectedRevision::NoStream => Some(None),
+            // These read the head in their own statement: they run alone.
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => None,
         }
     }
 
     /// Takes a free lane for `append`, or queues it for the next group.
-    pub(crate) fn enter(store: &PgEventStore, append: PreparedAppend, head: (u64, Hash)) -> Entry {
+    pub(crate) fn enter(store: &PgEventStore, append: PreparedAppend, head: Option<(u64, Hash)>) -> Entry {
         let groups = &store.groups;
         let mut state = groups.lock();
         if state.busy < groups.lanes && state.queue.is_empty() {
@@ -157,7 +160,7 @@ impl AppendGroups {
             index.and_then(|i| state.queue.remove(i))
         };
         if let Some(queued) = withdrawn {
-            return Some(Completion::Alone(queued.append));
+            return Some(Completion::Alone(Box::new(queued.append)));
         }
         // A group took it: its statement waits on no lock, so the answer comes.
         ticket.reply.await.ok()
@@ -251,7 +254,7 @@ async fn run_group(store: &PgEventStore, mut group: Vec<Queued>) {
     }
     group.sort_by(|a, b| a.append.stream.as_str().cmp(b.append.stream.as_str()));
     let params = GroupParams::new(&group);
-    let rows = match store.pool.acquire().await {
+    let rows = match store.group_pool.acquire().await {
         Ok(mut conn) => params.bind(sqlx::query_as(include_str!("append_group.sql"))).fetch_all(&mut *conn).await,
         Err(e) => Err(e),
     };
@@ -302,7 +305,7 @@ async fn run_group(store: &PgEventStore, mut group: Vec<Queued>) {
     for (q, outcome) in group.into_iter().zip(outcomes) {
         let completion = match outcome {
             Some(result) => Completion::Done(result),
-            None => Completion::Alone(q.append),
+            None => Completion::Alone(Box::new(q.append)),
         };
         // A caller that stopped waiting has nobody to tell.
         let _ = q.reply.send(completion);
@@ -311,14 +314,15 @@ async fn run_group(store: &PgEventStore, mut group: Vec<Queued>) {
 
 fn answer_alone(group: Vec<Queued>) {
     for q in group {
-        let _ = q.reply.send(Completion::Alone(q.append));
+        let _ = q.reply.send(Completion::Alone(Box::new(q.append)));
     }
 }
 
 /// The parameters of `append_group.sql`, in its order.
 struct GroupParams<'a> {
     streams: Vec<&'a str>,
-    expected: Vec<i64>,
+    /// `None` for a new stream.
+    expected: Vec<Option<i64>>,
     previous_links: Vec<&'a [u8]>,
     head_links: Vec<Hash>,
     counts: Vec<i32>,
@@ -332,6 +336,12 @@ struct GroupParams<'a> {
     correlation: Vec<Uuid>,
     causation: Vec<Option<Uuid>>,
     links: Vec<Hash>,
+    claim_index: Vec<i32>,
+    claim_scopes: Vec<&'a str>,
+    claim_values: Vec<&'a str>,
+    release_index: Vec<i32>,
+    release_scopes: Vec<&'a str>,
+    release_values: Vec<&'a str>,
 }
 
 impl<'a> GroupParams<'a> {
@@ -353,17 +363,34 @@ impl<'a> GroupParams<'a> {
             correlation: Vec::with_capacity(events),
             causation: Vec::with_capacity(events),
             links: Vec::with_capacity(events),
+            claim_index: Vec::new(),
+            claim_scopes: Vec::new(),
+            claim_values: Vec::new(),
+            release_index: Vec::new(),
+            release_scopes: Vec::new(),
+            release_values: Vec::new(),
         };
         for (index, q) in (1..).zip(group) {
             let a = &q.append;
-            let (after, previous) = &q.head;
-            let links = chain(previous, Some(*after), &a.content);
+            let after = q.head.map(|(revision, _)| revision);
+            let previous = q.head.as_ref().map_or(&GENESIS, |(_, link)| link);
+            let links = chain(previous, after, &a.content);
             p.streams.push(a.stream.as_str());
-            p.expected.push(i64::try_from(*after).unwrap_or(i64::MAX));
+            p.expected.push(after.map(|r| i64::try_from(r).unwrap_or(i64::MAX)));
             p.previous_links.push(previous.as_slice());
             p.head_links.push(links.last().copied().unwrap_or(*previous));
             p.counts.push(i32::try_from(a.ids.len()).unwrap_or(i32::MAX));
-            let first = after + 1;
+            for claim in &a.claims.take {
+                p.claim_index.push(index);
+                p.claim_scopes.push(&claim.scope);
+                p.claim_values.push(&claim.value);
+            }
+            for claim in &a.claims.release {
+                p.release_index.push(index);
+                p.release_scopes.push(&claim.scope);
+                p.release_values.push(&claim.value);
+            }
+            let first = after.map_or(0, |r| r + 1);
             for n in 0..a.ids.len() {
                 p.append_index.push(index);
                 p.revisions.push(i64::try_from(first + n as u64).unwrap_or(i64::MAX));
@@ -402,5 +429,11 @@ impl<'a> GroupParams<'a> {
             .bind(&self.correlation)
             .bind(&self.causation)
             .bind(links)
+            .bind(&self.claim_index)
+            .bind(&self.claim_scopes)
+            .bind(&self.claim_values)
+            .bind(&self.release_index)
+            .bind(&self.release_scopes)
+            .bind(&self.release_values)
     }
 }

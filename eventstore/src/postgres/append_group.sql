@@ -1,15 +1,17 @@
--- Appends of independent callers to different existing streams, in one statement and one commit
--- (eventstore/src/postgres/append_group.rs).
---   Per append, sorted by stream: $1 streams, $2 expected revisions, $3 the head's link, $4 the new head's
---   link, $5 event counts.
+-- Appends of independent callers to different streams, existing or new, with their claims, in one
+-- statement and one commit (eventstore/src/postgres/append_group.rs).
+--   Per append, sorted by stream: $1 streams, $2 expected revisions (NULL: a new stream), $3 the head's
+--   link, $4 the new head's link, $5 event counts.
 --   Per event, appends in the order above: $6 the append's index in $1 (1-based), $7 revisions, $8 ids,
 --   $9 types, $10 versions, $11 data, $12 metadata, $13 correlation ids, $14 causation ids, $15 chain links.
--- The statement never waits for another transaction's row lock: it locks the stream rows it can, in name
--- order, and skips the rest (a caller that holds a stream's lock in a unit of work may be waiting for this
--- very group). Each append is then its own compare-and-set, exactly as in append_exact.sql: one that was
--- skipped or whose expectation fails writes nothing while the others go ahead, and its caller runs it
--- alone to learn why. An id already stored fails the whole statement (events_event_id_key): then every
--- caller runs alone.
+--   Per claim taken: $16 the append's index, $17 scopes, $18 values; per claim released: $19-$21 alike.
+-- The statement never waits for another transaction's row lock on a stream: it locks the stream rows it
+-- can, in name order, and skips the rest (a caller that holds a stream's lock in a unit of work may be
+-- waiting for this very group). Each append is then its own compare-and-set, exactly as in
+-- append_exact.sql and append_new_stream.sql: one that was skipped or whose expectation fails writes
+-- nothing, claims included, while the others go ahead, and its caller runs it alone to learn why.
+-- An id already stored (events_event_id_key) or a claim already held (claims_pkey) fails the whole
+-- statement: then every caller runs alone.
 WITH appends AS (
   SELECT a.stream_id, a.expected, a.prev, a.head, a.n, a.k
     FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::int[])
@@ -28,6 +30,32 @@ moved AS (
    WHERE s.stream_id = a.stream_id AND s.revision = a.expected AND s.last_hash = a.prev
      AND s.last_tx <= pg_current_xact_id()
   RETURNING a.k
+),
+created AS (
+  INSERT INTO es.streams (stream_id, revision, last_hash)
+  SELECT a.stream_id, a.n - 1, a.head FROM appends a WHERE a.expected IS NULL ORDER BY a.stream_id
+  ON CONFLICT (stream_id) DO NOTHING
+  RETURNING stream_id
+),
+written AS MATERIALIZED (
+  SELECT k FROM moved
+  UNION ALL
+  SELECT a.k FROM created c JOIN appends a ON a.stream_id = c.stream_id
+),
+claimed AS (
+  INSERT INTO es.claims (scope, value, stream_id)
+  SELECT c.scope, c.value, a.stream_id
+    FROM unnest($16::int[], $17::text[], $18::text[]) AS c(k, scope, value)
+    JOIN written w ON w.k = c.k
+    JOIN appends a ON a.k = c.k
+   ORDER BY c.scope, c.value
+  RETURNING 1
+),
+released AS (
+  DELETE FROM es.claims x
+   USING unnest($19::int[], $20::text[], $21::text[]) AS r(k, scope, value), written w, appends a
+   WHERE w.k = r.k AND a.k = r.k AND x.scope = r.scope AND x.value = r.value AND x.stream_id = a.stream_id
+  RETURNING 1
 )
 INSERT INTO es.events (event_id, stream_id, stream_revision, event_type, schema_version,
                        data, metadata, correlation_id, causation_id, hash)
@@ -35,7 +63,7 @@ SELECT u.i, a.stream_id, u.r, u.t, u.v, u.d::json, u.m::json, u.c, u.s, u.h
   FROM unnest($6::int[], $7::bigint[], $8::uuid[], $9::text[], $10::int2[], $11::text[], $12::text[],
               $13::uuid[], $14::uuid[], $15::bytea[])
        WITH ORDINALITY AS u(k, r, i, t, v, d, m, c, s, h, o)
-  JOIN moved w ON w.k = u.k
+  JOIN written w ON w.k = u.k
   JOIN appends a ON a.k = u.k
  ORDER BY u.o
 RETURNING stream_id, stream_revision, global_position, transaction_id::text::bigint

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 
-use super::append::{AppendFailure, PreparedAppend, append_prepared, explain_refusal};
+use super::append::{AppendFailure, PreparedAppend, append_claiming, append_prepared, explain_refusal};
 use super::append_group::{AppendGroups, Completion, Entry};
 use super::head_cache::HeadCache;
 use super::rows::{decode_row, select_events};
@@ -15,8 +16,8 @@ use super::unit_of_work::PgUnitOfWork;
 use crate::error::from_sqlx;
 use crate::store::{Direction, StreamCursor};
 use crate::{
-    AppendResult, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position, RecordedEvent,
-    Result, StreamAppend, StreamName, Upcasters, VerifyReport,
+    AppendResult, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
+    RecordedEvent, Result, StreamAppend, StreamName, Upcasters, VerifyReport,
 };
 
 /// Settings of a [`PgEventStore`].
@@ -50,11 +51,19 @@ impl Default for PgEventStoreOptions {
 #[derive(Clone)]
 pub struct PgEventStore {
     pub(super) pool: PgPool,
+    /// Connections for group statements, which give up waiting for a lock after [`GROUP_LOCK_TIMEOUT`].
+    pub(super) group_pool: PgPool,
     pub(super) options: Arc<PgEventStoreOptions>,
     pub(super) appended: Arc<watch::Sender<u64>>,
     pub(super) heads: Arc<HeadCache>,
     pub(super) groups: Arc<AppendGroups>,
 }
+
+/// How long a group statement waits for a row lock before it fails and its appends run alone. Group
+/// statements skip locked stream rows, but an insert (a new stream, a claim) waits for a competing
+/// transaction that inserted the same key; should that transaction wait for the group (a unit of work
+/// whose caller's next append joined it), the timeout breaks the cycle.
+const GROUP_LOCK_TIMEOUT: &str = "1s";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -63,7 +72,19 @@ impl PgEventStore {
     pub fn new(pool: PgPool, options: PgEventStoreOptions) -> Self {
         let (appended, _) = watch::channel(0);
         let groups = Arc::new(AppendGroups::new(options.append_lanes, options.group_wait));
-        Self { pool, options: Arc::new(options), appended: Arc::new(appended), heads: Arc::default(), groups }
+        // Connected on first use: a store that never groups never opens one.
+        let group_pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(options.append_lanes.max(1)).unwrap_or(u32::MAX))
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with((*pool.connect_options()).clone().options([("lock_timeout", GROUP_LOCK_TIMEOUT)]));
+        Self {
+            pool,
+            group_pool,
+            options: Arc::new(options),
+            appended: Arc::new(appended),
+            heads: Arc::default(),
+            groups,
+        }
     }
 
     /// Applies the schema migrations in `migrations/postgres`.
@@ -101,7 +122,7 @@ impl PgEventStore {
         expected: ExpectedRevision,
         events: &[EventData],
     ) -> Result<PreparedAppend> {
-        PreparedAppend::new(stream, expected, events, self.options.max_event_bytes)
+        PreparedAppend::new(stream, expected, events, Claims::none(), self.options.max_event_bytes)
     }
 
     /// Wakes this process's readers (subscriptions, projection runners) as if it had appended: for a
@@ -114,10 +135,14 @@ impl PgEventStore {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// One attempt, in autocommit: at most a head read and one append statement.
+    /// One attempt: in autocommit at most a head read and one append statement; with claims, a transaction.
     async fn append_once(&self, prepared: &PreparedAppend) -> Result<AppendResult, AppendFailure> {
         let mut conn = self.pool.acquire().await.map_err(|e| AppendFailure::Failed(from_sqlx(e)))?;
-        append_prepared(&mut conn, prepared, &self.heads).await
+        if prepared.claims.is_empty() {
+            append_prepared(&mut conn, prepared, &self.heads).await
+        } else {
+            append_claiming(&mut conn, prepared, &self.heads).await
+        }
     }
 
     /// A multi-stream append hit stored ids and rolled back: a retry of the whole append (every part's
@@ -156,13 +181,14 @@ const RACE_RETRIES: usize = 50;
 #[async_trait]
 impl EventStore for PgEventStore {
     #[tracing::instrument(skip_all, fields(stream = %stream, expected = %expected, events = events.len()))]
-    async fn append(
+    async fn append_claiming(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<EventData>,
+        claims: Claims,
     ) -> Result<AppendResult> {
-        let prepared = self.prepare(stream, expected, &events)?;
+        let prepared = PreparedAppend::new(stream, expected, &events, claims, self.options.max_event_bytes)?;
         // Under concurrency, join a group; alone, or when the group could not write it, run it alone.
         let (prepared, _lane) = match self.groups.groupable(self, &prepared) {
             None => (prepared, None),
@@ -170,7 +196,7 @@ impl EventStore for PgEventStore {
                 Entry::Lane(lane, prepared) => (*prepared, Some(lane)),
                 Entry::Queued(ticket) => match AppendGroups::wait(self, ticket).await {
                     Some(Completion::Done(result)) => return Ok(result),
-                    Some(Completion::Alone(prepared)) => (prepared, None),
+                    Some(Completion::Alone(prepared)) => (*prepared, None),
                     None => return Err(Error::GroupAbandoned),
                 },
             },

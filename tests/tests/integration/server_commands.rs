@@ -168,12 +168,13 @@ async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer
     }
     assert_eq!(won.len(), 16, "every name registered once");
     assert_eq!(event_rows(&store).await, 16, "one event per winner, nothing for the refused");
-    let reservations: Vec<(String, Uuid)> =
-        sqlx::query_as("SELECT name, server_id FROM cmd.server_names ORDER BY name")
+    let reservations: Vec<(String, String)> =
+        sqlx::query_as("SELECT value, stream_id FROM es.claims WHERE scope = 'server-name' ORDER BY value")
             .fetch_all(store.pool())
             .await
             .unwrap();
-    let expected: Vec<(String, Uuid)> = won.iter().map(|(name, outcome)| (name.clone(), outcome.server_id)).collect();
+    let expected: Vec<(String, String)> =
+        won.iter().map(|(name, outcome)| (name.clone(), format!("server-{}", outcome.server_id))).collect();
     assert_eq!(reservations, expected, "each name reserved for its winner");
     for outcome in won.values() {
         let (state, revision) = servers.load(outcome.server_id).await.unwrap();

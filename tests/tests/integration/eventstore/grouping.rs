@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use eventstore::{
-    AppendResult, Direction, Error, EventStore, ExpectedRevision, PgEventStore, PgEventStoreOptions, Result,
-    StreamCursor, StreamName,
+    AppendResult, Claim, Claims, Direction, Error, EventStore, ExpectedRevision, PgEventStore, PgEventStoreOptions,
+    Result, StreamCursor, StreamName,
 };
 use sqlx::Connection;
 use tokio::task::JoinHandle;
@@ -74,19 +74,52 @@ async fn one_backend_waits_on_a_lock(store: &PgEventStore) {
 
 /// Spawns one append per stream, each expecting revision 0, and waits until all of them are queued.
 async fn queue_appends(store: &Arc<PgEventStore>, streams: &[StreamName]) -> Vec<JoinHandle<Result<AppendResult>>> {
-    let tasks = streams
-        .iter()
-        .map(|stream| {
-            let (store, stream) = (store.clone(), stream.clone());
+    queue(store, streams.iter().map(|s| (s.clone(), ExpectedRevision::Exact(0), Claims::none())).collect()).await
+}
+
+/// Spawns one append of one event per entry, and waits until all of them are queued.
+async fn queue(
+    store: &Arc<PgEventStore>,
+    appends: Vec<(StreamName, ExpectedRevision, Claims)>,
+) -> Vec<JoinHandle<Result<AppendResult>>> {
+    let count = appends.len();
+    let tasks = appends
+        .into_iter()
+        .map(|(stream, expected, claims)| {
+            let store = store.clone();
             tokio::spawn(
-                async move { store.append(&stream, ExpectedRevision::Exact(0), vec![event("Renamed", 1)]).await },
+                async move { store.append_claiming(&stream, expected, vec![event("Renamed", 1)], claims).await },
             )
         })
         .collect();
-    let count = streams.len();
     tests::eventually(DEADLINE, "the appends to queue", || async { (store.waiting_appends() == count).then_some(()) })
         .await;
     tasks
+}
+
+/// New streams, each taking the claim `name-<n>`.
+fn new_streams_claiming(count: usize) -> Vec<(StreamName, ExpectedRevision, Claims)> {
+    (0..count)
+        .map(|n| {
+            (new_stream("server"), ExpectedRevision::NoStream, Claims::take(Claim::new("name", format!("name-{n}"))))
+        })
+        .collect()
+}
+
+/// The claims of scope `name`, as (value, stream) pairs in value order.
+async fn claims(store: &PgEventStore) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT value, stream_id FROM es.claims WHERE scope = 'name' ORDER BY value")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn stream_exists(store: &PgEventStore, stream: &StreamName) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM es.streams WHERE stream_id = $1)")
+        .bind(stream.as_str())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,10 +199,10 @@ async fn a_stored_event_id_in_a_group_fails_only_its_own_append() {
     let (store, db) = one_lane_store().await;
     let streams = streams_at_revision_zero(&store, STREAMS).await;
     let stored = store.read_stream(&streams[0], Direction::Forwards, StreamCursor::Start, 1).await.unwrap();
-    let (locker, held) = hold_the_lane(&store, &db).await;
-    let mut queued = queue_appends(&store, &streams[1..]).await;
     let fresh = new_stream("server");
     store.append(&fresh, ExpectedRevision::NoStream, vec![event("Registered", 0)]).await.unwrap();
+    let (locker, held) = hold_the_lane(&store, &db).await;
+    let mut queued = queue_appends(&store, &streams[1..]).await;
     let mut reused = event("Renamed", 1);
     reused.event_id = stored[0].event_id;
     queued.push({
@@ -254,4 +287,116 @@ async fn an_append_waiting_behind_a_lane_stuck_on_its_own_callers_lock_runs_alon
     unit.commit().await.unwrap();
     let lost = stuck.await.unwrap().unwrap_err();
     assert!(matches!(lost, Error::WrongExpectedRevision { actual: Some(1), .. }), "{lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_streams_queued_with_their_claims_are_created_together_in_one_transaction() {
+    // Given appends creating streams, each claiming a name, queued behind the only lane
+    let (store, db) = one_lane_store().await;
+    let (locker, held) = hold_the_lane(&store, &db).await;
+    let appends = new_streams_claiming(STREAMS);
+    let streams: Vec<StreamName> = appends.iter().map(|(s, _, _)| s.clone()).collect();
+    let queued = queue(&store, appends).await;
+
+    // When the lane comes free
+    locker.close().await.unwrap();
+    held.await.unwrap().unwrap();
+    let results: Vec<AppendResult> =
+        futures_util::future::join_all(queued).await.into_iter().map(|t| t.unwrap().unwrap()).collect();
+
+    // Then they share one transaction, each stream starts at revision 0, and each holds its claim
+    let transactions: HashSet<u64> = results.iter().map(|r| r.position.transaction_id).collect();
+    assert_eq!(transactions.len(), 1, "{transactions:?}");
+    assert!(results.iter().all(|r| (r.first_revision, r.last_revision) == (0, 0)), "{results:?}");
+    let mut expected: Vec<(String, String)> =
+        streams.iter().enumerate().map(|(n, s)| (format!("name-{n}"), s.to_string())).collect();
+    expected.sort();
+    assert_eq!(claims(&store).await, expected);
+    assert!(store.verify_all().await.unwrap().violations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_held_elsewhere_refuses_only_its_own_append_in_a_group() {
+    // Given a stream holding `name-0`, and queued appends claiming `name-0` .. `name-19`
+    let (store, db) = one_lane_store().await;
+    let holder = new_stream("server");
+    store
+        .append_claiming(
+            &holder,
+            ExpectedRevision::NoStream,
+            vec![event("Registered", 0)],
+            Claims::take(Claim::new("name", "name-0")),
+        )
+        .await
+        .unwrap();
+    let (locker, held) = hold_the_lane(&store, &db).await;
+    let appends = new_streams_claiming(STREAMS);
+    let refused_stream = appends[0].0.clone();
+    let queued = queue(&store, appends).await;
+
+    // When they run
+    locker.close().await.unwrap();
+    held.await.unwrap().unwrap();
+    let mut outcomes: Vec<_> = futures_util::future::join_all(queued).await.into_iter().map(|t| t.unwrap()).collect();
+
+    // Then the claim already held is refused by name and nothing of its append is written; the rest are
+    let refused = outcomes.remove(0).unwrap_err();
+    assert!(matches!(&refused, Error::ClaimTaken { value, .. } if value == "name-0"), "{refused:?}");
+    assert!(!stream_exists(&store, &refused_stream).await);
+    assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|r| r.first_revision == 0)), "{outcomes:?}");
+    let held_claims = claims(&store).await;
+    assert_eq!(held_claims.len(), STREAMS);
+    assert!(held_claims.contains(&("name-0".to_owned(), holder.to_string())));
+    assert_eq!(row_count(&store).await, (STREAMS + 2) as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_that_exists_conflicts_in_a_group_and_the_others_commit_together() {
+    // Given an existing stream, and queued appends creating new streams plus one "creating" it again
+    let (store, db) = one_lane_store().await;
+    let existing = streams_at_revision_zero(&store, 1).await.remove(0);
+    let (locker, held) = hold_the_lane(&store, &db).await;
+    let mut appends = new_streams_claiming(STREAMS - 1);
+    appends.push((existing, ExpectedRevision::NoStream, Claims::take(Claim::new("name", "late"))));
+    let queued = queue(&store, appends).await;
+
+    // When they run
+    locker.close().await.unwrap();
+    held.await.unwrap().unwrap();
+    let mut outcomes: Vec<_> = futures_util::future::join_all(queued).await.into_iter().map(|t| t.unwrap()).collect();
+
+    // Then that one conflicts with revision 0 and takes no claim, and the others share one transaction
+    let conflict = outcomes.pop().unwrap().unwrap_err();
+    assert!(matches!(conflict, Error::WrongExpectedRevision { actual: Some(0), .. }), "{conflict:?}");
+    let transactions: HashSet<u64> = outcomes.iter().map(|o| o.as_ref().unwrap().position.transaction_id).collect();
+    assert_eq!(transactions.len(), 1, "{transactions:?}");
+    assert!(!claims(&store).await.iter().any(|(value, _)| value == "late"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_waiting_on_an_uncommitted_new_stream_gives_up_and_its_appends_run_alone() {
+    // Given a unit of work that created a stream and has not committed
+    let (store, db) = one_lane_store().await;
+    let contested = new_stream("server");
+    let mut unit = store.begin().await.unwrap();
+    unit.append(&contested, ExpectedRevision::NoStream, vec![event("Registered", 0)]).await.unwrap();
+    // And a group that will try to create the same stream, next to others
+    let (locker, held) = hold_the_lane(&store, &db).await;
+    let mut appends = new_streams_claiming(4);
+    appends.push((contested.clone(), ExpectedRevision::NoStream, Claims::none()));
+    let mut queued = queue(&store, appends).await;
+
+    // When the group runs while the unit of work stays open
+    locker.close().await.unwrap();
+    held.await.unwrap().unwrap();
+    let contender = queued.pop().unwrap();
+    let others = tokio::time::timeout(DEADLINE, futures_util::future::join_all(queued))
+        .await
+        .expect("the group gives up on the lock and the others run alone");
+
+    // Then the others are written, and the contender learns it lost once the unit of work commits
+    assert!(others.into_iter().all(|o| o.unwrap().is_ok_and(|r| r.first_revision == 0)));
+    unit.commit().await.unwrap();
+    let lost = contender.await.unwrap().unwrap_err();
+    assert!(matches!(lost, Error::WrongExpectedRevision { actual: Some(0), .. }), "{lost:?}");
 }

@@ -1,6 +1,7 @@
 //! The event store against a real PostgreSQL.
 
 mod appends;
+mod claims;
 mod concurrency;
 mod grouping;
 mod limits;
