@@ -76,6 +76,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         caught_up(&gateway, &store).await?;
         let baseline = store_appends(&store, options.clients, 1, duration).await?.events_per_sec();
         caught_up(&gateway, &store).await?;
+        eprintln!("round {round}: appends {baseline:.0}/s; measuring Add Server");
         let (app2, key2) = (app.clone(), key.clone());
         let created = Arc::new(std::sync::Mutex::new(Vec::new()));
         let created2 = created.clone();

@@ -101,6 +101,8 @@ pub async fn rebuild(
     .execute(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM es.checkpoints WHERE name = $1").bind(&shadow.checkpoint).execute(&mut *tx).await?;
+    // The pages applied above commit lazily (`target::enter`); the swap is reported done, so it waits.
+    sqlx::query("SELECT set_config('synchronous_commit', 'on', true)").execute(&mut *tx).await?;
     tx.commit().await?;
 
     // 3. The old model; this waits until a live runner's refused commit has rolled back.

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+use super::append_group::GroupParams;
 use super::head_cache::HeadCache;
 use crate::content_hash::{GENESIS, Hash, chain, content_hash};
 use crate::error::from_sqlx;
@@ -138,6 +139,9 @@ pub(crate) enum AppendFailure {
     /// Another writer appended while an `Any` or `StreamExists` append ran, the cached head was stale, or the
     /// stream's last writer has a later transaction id: run it again (in a new transaction).
     Raced,
+    /// A claim the append takes is held (by another stream, or already by this one): run it again with
+    /// [`append_claiming`], which tells the two apart.
+    ClaimHeld,
     /// Some event id is already stored. The statement failed, and with it its transaction: classify on a
     /// fresh one with [`explain_refusal`] (a retry, a partial duplicate, or an id used elsewhere).
     KnownIds,
@@ -165,6 +169,17 @@ pub(crate) async fn append_prepared(
     p: &PreparedAppend,
     heads: &HeadCache,
 ) -> Result<AppendResult, AppendFailure> {
+    append_events(conn, p, heads, !p.claims.is_empty()).await
+}
+
+/// [`append_prepared`]; with `claims`, the claims are taken and released by the same statement (the group
+/// statement, with one append), else they are ignored (the caller took care of them).
+async fn append_events(
+    conn: &mut PgConnection,
+    p: &PreparedAppend,
+    heads: &HeadCache,
+    claims: bool,
+) -> Result<AppendResult, AppendFailure> {
     let stream = p.stream.as_str();
     let head = match p.expected {
         ExpectedRevision::Exact(n) => match heads.get(stream).filter(|(revision, _)| *revision == n) {
@@ -185,6 +200,7 @@ pub(crate) async fn append_prepared(
     let links = chain(&previous, after, &p.content);
     let last_link = links.last().copied().unwrap_or(previous);
     let written = match (after, links.as_slice()) {
+        _ if claims => append_with_claims(conn, p, head).await,
         (Some(revision), [link]) => append_one(conn, p, revision, &previous, link).await,
         _ => append_many(conn, p, after, &previous, &links).await,
     };
@@ -215,13 +231,15 @@ pub(crate) async fn append_prepared(
             }
         }
         // The statement failed and took its transaction with it: the caller asks why on a fresh one.
-        Err(e) if is_event_id_conflict(&e) => Err(AppendFailure::KnownIds),
+        Err(e) if is_unique_violation(&e, "events_event_id_key") => Err(AppendFailure::KnownIds),
+        Err(e) if is_unique_violation(&e, "claims_pkey") => Err(AppendFailure::ClaimHeld),
         Err(e) => Err(AppendFailure::Failed(from_sqlx(e))),
     }
 }
 
-/// [`append_prepared`] for an append that takes or releases claims, in a transaction on `conn`: the claims
-/// first (a claim held by another stream refuses the append before anything is written), then the events.
+/// [`append_prepared`] for an append whose claim is held, in a transaction on `conn`: the claims first (a
+/// claim held by another stream refuses the append before anything is written; one held by the stream
+/// itself is kept), then the events.
 pub(crate) async fn append_claiming(
     conn: &mut PgConnection,
     p: &PreparedAppend,
@@ -230,6 +248,43 @@ pub(crate) async fn append_claiming(
     let failed = |e| AppendFailure::Failed(from_sqlx(e));
     let mut tx = conn.begin().await.map_err(failed)?;
     let stream = p.stream.as_str();
+    if let Some(taken) = take_claims(&mut tx, p).await.map_err(failed)? {
+        drop(tx);
+        // A retry of an append already written answers as the first time, whoever holds the claim now.
+        return match explain_refusal(conn, p).await {
+            Ok(result) => Ok(result),
+            Err(_) => Err(Error::ClaimTaken { scope: taken.scope.clone(), value: taken.value.clone() }.into()),
+        };
+    }
+    if !p.claims.release.is_empty() {
+        let (scopes, values): (Vec<&str>, Vec<&str>) =
+            p.claims.release.iter().map(|c| (c.scope.as_str(), c.value.as_str())).unzip();
+        sqlx::query(
+            "DELETE FROM es.claims c USING unnest($1::text[], $2::text[]) AS r(scope, value)
+              WHERE c.scope = r.scope AND c.value = r.value AND c.stream_id = $3",
+        )
+        .bind(&scopes)
+        .bind(&values)
+        .bind(stream)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    }
+    let result = append_events(&mut tx, p, heads, false).await?;
+    if result.idempotent {
+        // A retry: its claims were taken and released the first time. Dropping `tx` rolls back.
+        return Ok(result);
+    }
+    tx.commit().await.map_err(failed)?;
+    Ok(result)
+}
+
+/// Takes the claims of `p` for its stream (keeping those it holds already); the first claim another stream
+/// holds, if any.
+async fn take_claims<'p>(conn: &mut PgConnection, p: &'p PreparedAppend) -> Result<Option<&'p Claim>, sqlx::Error> {
+    if p.claims.take.is_empty() {
+        return Ok(None);
+    }
     let (scopes, values): (Vec<&str>, Vec<&str>) =
         p.claims.take.iter().map(|c| (c.scope.as_str(), c.value.as_str())).unzip();
     let held: Vec<(String, String)> = sqlx::query_as(
@@ -241,37 +296,10 @@ pub(crate) async fn append_claiming(
     )
     .bind(&scopes)
     .bind(&values)
-    .bind(stream)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(failed)?;
-    if let Some(taken) = p.claims.take.iter().find(|c| !held.iter().any(|(s, v)| *s == c.scope && *v == c.value)) {
-        drop(tx);
-        // A retry of an append already written answers as the first time, whoever holds the claim now.
-        return match explain_refusal(conn, p).await {
-            Ok(result) => Ok(result),
-            Err(_) => Err(Error::ClaimTaken { scope: taken.scope.clone(), value: taken.value.clone() }.into()),
-        };
-    }
-    let (scopes, values): (Vec<&str>, Vec<&str>) =
-        p.claims.release.iter().map(|c| (c.scope.as_str(), c.value.as_str())).unzip();
-    sqlx::query(
-        "DELETE FROM es.claims c USING unnest($1::text[], $2::text[]) AS r(scope, value)
-          WHERE c.scope = r.scope AND c.value = r.value AND c.stream_id = $3",
-    )
-    .bind(&scopes)
-    .bind(&values)
-    .bind(stream)
-    .execute(&mut *tx)
-    .await
-    .map_err(failed)?;
-    let result = append_prepared(&mut tx, p, heads).await?;
-    if result.idempotent {
-        // A retry: its claims were taken and released the first time. Dropping `tx` rolls back.
-        return Ok(result);
-    }
-    tx.commit().await.map_err(failed)?;
-    Ok(result)
+    .bind(p.stream.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(p.claims.take.iter().find(|c| !held.iter().any(|(s, v)| *s == c.scope && *v == c.value)))
 }
 
 /// A single event after revision `after` (`append_exact_one.sql`): scalar parameters, the cheapest plan.
@@ -297,6 +325,18 @@ async fn append_one(
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.map_or((None, None, None), |(first, last, tx)| (Some(first), Some(last), Some(tx))))
+}
+
+/// The append with its claims, by the group statement (`append_group.sql`) with one append.
+async fn append_with_claims(
+    conn: &mut PgConnection,
+    p: &PreparedAppend,
+    head: Option<(u64, Hash)>,
+) -> Result<Written, sqlx::Error> {
+    let rows = GroupParams::new(std::iter::once((p, head))).run(conn).await?;
+    let first = rows.iter().map(|&(_, _, position, _)| position).min();
+    let last = rows.iter().map(|&(_, _, position, _)| position).max();
+    Ok((first, last, rows.first().map(|&(_, _, _, tx)| tx)))
 }
 
 /// The array form of the append (`append_exact.sql`, `append_new_stream.sql`): any number of events.
@@ -403,8 +443,9 @@ pub(crate) async fn explain_refusal(
     Err(Error::WrongExpectedRevision { stream, expected: p.expected, actual: actual.map(|a| a as u64) }.into())
 }
 
-/// True for the unique violation on event ids: a retry, a reused id, or an identical append racing ours.
-fn is_event_id_conflict(err: &sqlx::Error) -> bool {
+/// True for a unique violation of `constraint`: on event ids, a retry, a reused id, or an identical append
+/// racing ours; on claims, a claim held.
+fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
     err.as_database_error()
-        .is_some_and(|db| db.code().as_deref() == Some("23505") && db.constraint() == Some("events_event_id_key"))
+        .is_some_and(|db| db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint))
 }

@@ -253,12 +253,12 @@ async fn run_group(store: &PgEventStore, mut group: Vec<Queued>) {
         return;
     }
     group.sort_by(|a, b| a.append.stream.as_str().cmp(b.append.stream.as_str()));
-    let params = GroupParams::new(&group);
+    let params = GroupParams::new(group.iter().map(|q| (&q.append, q.head)));
     let rows = match store.group_pool.acquire().await {
-        Ok(mut conn) => params.bind(sqlx::query_as(include_str!("append_group.sql"))).fetch_all(&mut *conn).await,
+        Ok(mut conn) => params.run(&mut conn).await,
         Err(e) => Err(e),
     };
-    let rows: Vec<(String, i64, i64, i64)> = match rows {
+    let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {
             tracing::debug!(error = %e, appends = group.len(), "group append failed; each append runs alone");
@@ -318,13 +318,17 @@ fn answer_alone(group: Vec<Queued>) {
     }
 }
 
+/// One row per event written by `append_group.sql`: stream, revision, position, transaction.
+pub(super) type GroupRow = (String, i64, i64, i64);
+
 /// The parameters of `append_group.sql`, in its order.
-struct GroupParams<'a> {
+pub(super) struct GroupParams<'a> {
     streams: Vec<&'a str>,
     /// `None` for a new stream.
     expected: Vec<Option<i64>>,
-    previous_links: Vec<&'a [u8]>,
-    head_links: Vec<Hash>,
+    previous_links: Vec<Hash>,
+    /// Per append, the link its last event will have.
+    pub(super) head_links: Vec<Hash>,
     counts: Vec<i32>,
     append_index: Vec<i32>,
     revisions: Vec<i64>,
@@ -345,8 +349,11 @@ struct GroupParams<'a> {
 }
 
 impl<'a> GroupParams<'a> {
-    fn new(group: &'a [Queued]) -> Self {
-        let events: usize = group.iter().map(|q| q.append.ids.len()).sum();
+    /// The parameters for `appends`, each with the head it continues from (`None`: a new stream), in the
+    /// order given (sorted by stream, so that concurrent groups lock in one order).
+    pub(super) fn new(appends: impl Iterator<Item = (&'a PreparedAppend, Option<(u64, Hash)>)>) -> Self {
+        let group: Vec<(&'a PreparedAppend, Option<(u64, Hash)>)> = appends.collect();
+        let events: usize = group.iter().map(|(a, _)| a.ids.len()).sum();
         let mut p = Self {
             streams: Vec::with_capacity(group.len()),
             expected: Vec::with_capacity(group.len()),
@@ -370,14 +377,13 @@ impl<'a> GroupParams<'a> {
             release_scopes: Vec::new(),
             release_values: Vec::new(),
         };
-        for (index, q) in (1..).zip(group) {
-            let a = &q.append;
-            let after = q.head.map(|(revision, _)| revision);
-            let previous = q.head.as_ref().map_or(&GENESIS, |(_, link)| link);
+        for (index, (a, head)) in (1..).zip(group) {
+            let after = head.map(|(revision, _)| revision);
+            let previous = head.as_ref().map_or(&GENESIS, |(_, link)| link);
             let links = chain(previous, after, &a.content);
             p.streams.push(a.stream.as_str());
             p.expected.push(after.map(|r| i64::try_from(r).unwrap_or(i64::MAX)));
-            p.previous_links.push(previous.as_slice());
+            p.previous_links.push(*previous);
             p.head_links.push(links.last().copied().unwrap_or(*previous));
             p.counts.push(i32::try_from(a.ids.len()).unwrap_or(i32::MAX));
             for claim in &a.claims.take {
@@ -407,16 +413,22 @@ impl<'a> GroupParams<'a> {
         p
     }
 
+    /// Runs the statement: the rows written, none for an append that was refused.
+    pub(super) async fn run(&self, conn: &mut sqlx::PgConnection) -> Result<Vec<GroupRow>, sqlx::Error> {
+        self.bind(sqlx::query_as(include_str!("append_group.sql"))).fetch_all(conn).await
+    }
+
     fn bind<'q, O>(
         &'q self,
         query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        let previous_links: Vec<&[u8]> = self.previous_links.iter().map(|l| l.as_slice()).collect();
         let head_links: Vec<&[u8]> = self.head_links.iter().map(|l| l.as_slice()).collect();
         let links: Vec<&[u8]> = self.links.iter().map(|l| l.as_slice()).collect();
         query
             .bind(&self.streams)
             .bind(&self.expected)
-            .bind(&self.previous_links)
+            .bind(previous_links)
             .bind(head_links)
             .bind(&self.counts)
             .bind(&self.append_index)

@@ -76,7 +76,11 @@ impl PgEventStore {
         let group_pool = PgPoolOptions::new()
             .max_connections(u32::try_from(options.append_lanes.max(1)).unwrap_or(u32::MAX))
             .idle_timeout(Duration::from_secs(60))
-            .connect_lazy_with((*pool.connect_options()).clone().options([("lock_timeout", GROUP_LOCK_TIMEOUT)]));
+            .connect_lazy_with(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("lock_timeout", GROUP_LOCK_TIMEOUT), ("plan_cache_mode", "force_custom_plan")]),
+            );
         Self {
             pool,
             group_pool,
@@ -135,14 +139,20 @@ impl PgEventStore {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// One attempt: in autocommit at most a head read and one append statement; with claims, a transaction.
+    /// One attempt, in autocommit: at most a head read and one append statement; with claims, maybe a
+    /// transaction.
     async fn append_once(&self, prepared: &PreparedAppend) -> Result<AppendResult, AppendFailure> {
         let mut conn = self.pool.acquire().await.map_err(|e| AppendFailure::Failed(from_sqlx(e)))?;
-        if prepared.claims.is_empty() {
-            append_prepared(&mut conn, prepared, &self.heads).await
-        } else {
-            append_claiming(&mut conn, prepared, &self.heads).await
+        // Claims are taken by the append's statement when it creates the stream. The statement skips a
+        // locked stream row, so an append to an existing stream with claims, which must wait for the lock
+        // instead, runs in a transaction, as does one whose claim turns out held.
+        if prepared.claims.is_empty() || prepared.expected == ExpectedRevision::NoStream {
+            match append_prepared(&mut conn, prepared, &self.heads).await {
+                Err(AppendFailure::ClaimHeld) => {}
+                other => return other,
+            }
         }
+        append_claiming(&mut conn, prepared, &self.heads).await
     }
 
     /// A multi-stream append hit stored ids and rolled back: a retry of the whole append (every part's
@@ -218,7 +228,8 @@ impl EventStore for PgEventStore {
                         Err(_) => continue,
                     }
                 }
-                Err(AppendFailure::Raced) => continue,
+                // (`append_once` answers a held claim itself.)
+                Err(AppendFailure::Raced | AppendFailure::ClaimHeld) => continue,
                 Err(AppendFailure::Failed(e)) => return Err(e),
             }
         }
@@ -234,7 +245,8 @@ impl EventStore for PgEventStore {
                     unit.commit().await?;
                     return Ok(results);
                 }
-                Err(AppendFailure::Raced) => continue,
+                // (No part takes claims.)
+                Err(AppendFailure::Raced | AppendFailure::ClaimHeld) => continue,
                 Err(AppendFailure::KnownIds) => return self.explain_multi(&appends).await,
                 Err(AppendFailure::Failed(e)) => return Err(e),
             }

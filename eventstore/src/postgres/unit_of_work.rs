@@ -31,7 +31,7 @@ impl PgUnitOfWork {
         // Known ids abort the transaction, so a retry cannot be answered inside it: report a conflict,
         // and the caller runs the unit again (where the retry is recognised before anything is written).
         let result = append_prepared(&mut self.tx, &prepared, &self.store.heads).await.map_err(|e| match e {
-            AppendFailure::Raced | AppendFailure::KnownIds => prepared.lost_race(),
+            AppendFailure::Raced | AppendFailure::KnownIds | AppendFailure::ClaimHeld => prepared.lost_race(),
             AppendFailure::Failed(e) => e,
         })?;
         self.wrote |= !result.idempotent;

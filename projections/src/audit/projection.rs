@@ -81,22 +81,33 @@ impl TableProjection for AuditProjection {
             None => (0, GENESIS),
         };
         // Server events after the registration do not carry the name: take it from the trail, once per
-        // batch for the servers the batch touches, then from the batch itself.
-        let servers: Vec<String> = events
+        // batch, for the servers the batch touches but does not register (a registration, revision 0,
+        // names its server for the rest of the batch).
+        let registered: std::collections::HashSet<&str> = events
             .iter()
-            .filter(|e| e.stream.category() == domain::server::CATEGORY)
-            .map(|e| e.stream.id().to_owned())
+            .filter(|e| e.stream.category() == domain::server::CATEGORY && e.revision == 0)
+            .map(|e| e.stream.id())
+            .collect();
+        let servers: Vec<&str> = events
+            .iter()
+            .filter(|e| e.stream.category() == domain::server::CATEGORY && !registered.contains(e.stream.id()))
+            .map(|e| e.stream.id())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let known: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT ON (target_id) target_id, target_name FROM entries
-              WHERE target_kind = 'server' AND target_id = ANY($1) AND target_name IS NOT NULL
-              ORDER BY target_id, seq DESC",
-        )
-        .bind(&servers)
-        .fetch_all(&mut *tx)
-        .await?;
+        let known: Vec<(String, String)> = if servers.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT s.id, n.name FROM unnest($1::text[]) AS s(id)
+                   CROSS JOIN LATERAL (SELECT target_name AS name FROM entries
+                                        WHERE target_kind = 'server' AND target_id = s.id AND target_name IS NOT NULL
+                                        ORDER BY seq DESC LIMIT 1) n",
+            )
+            .bind(&servers)
+            .fetch_all(&mut *tx)
+            .await?
+        };
         let mut names: std::collections::HashMap<String, String> = known.into_iter().collect();
         let mut rows = Rows::default();
         for event in events {

@@ -65,6 +65,8 @@ impl TableProjection for RegistryProjection {
     }
 
     async fn apply(&self, tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        // Registrations in a row are inserted by one statement; every other event changes its row alone.
+        let mut registrations = Registrations::default();
         for recorded in events {
             let fail = |reason: String| ProjectionError::Apply {
                 projection: NAME.to_owned(),
@@ -75,9 +77,96 @@ impl TableProjection for RegistryProjection {
             let event = ServerEvent::from_json(&recorded.event_type, &recorded.data)
                 .ok_or_else(|| fail(format!("unknown type {}", recorded.event_type)))?
                 .map_err(|e| fail(e.to_string()))?;
+            if let ServerEvent::Registered(registered) = &event {
+                registrations.push(registered, recorded).map_err(|e| fail(e.to_string()))?;
+                continue;
+            }
+            registrations.flush(tx).await?;
             apply_one(tx, id, &event, recorded).await.map_err(|e| fail(e.to_string()))?;
         }
+        registrations.flush(tx).await
+    }
+}
+
+/// Registrations waiting to be inserted, as columns.
+#[derive(Default)]
+struct Registrations {
+    /// Where the first of them sits, to name it when the insert fails.
+    first: Option<eventstore::Position>,
+    id: Vec<Uuid>,
+    name: Vec<String>,
+    title: Vec<Option<String>>,
+    description: Vec<String>,
+    /// Each server's tags as a JSON array: arrays of arrays must be rectangular in PostgreSQL.
+    tags: Vec<String>,
+    transport: Vec<&'static str>,
+    url: Vec<String>,
+    auth_mode: Vec<&'static str>,
+    access: Vec<String>,
+    owner: Vec<String>,
+    revision: Vec<i64>,
+    at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Registrations {
+    fn push(&mut self, r: &ServerRegistered, recorded: &RecordedEvent) -> Result<(), serde_json::Error> {
+        self.tags.push(serde_json::to_string(r.tags.as_slice())?);
+        self.first = self.first.or(Some(recorded.position));
+        self.access.push(serde_json::to_string(&r.access)?);
+        self.id.push(r.server_id);
+        self.name.push(r.name.as_str().to_owned());
+        self.title.push(r.title.as_ref().map(|t| t.as_str().to_owned()));
+        self.description.push(r.description.as_str().to_owned());
+        self.transport.push(transport_name(r.transport));
+        self.url.push(r.endpoint.as_str().to_owned());
+        self.auth_mode.push(auth_mode_name(&r.upstream_auth));
+        self.owner.push(r.owner.clone());
+        self.revision.push(recorded.revision as i64);
+        self.at.push(recorded.metadata.occurred_at);
         Ok(())
+    }
+
+    /// Inserts the registrations gathered so far, each of which must add its row, and starts over.
+    async fn flush(&mut self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        let Some(first) = self.first else { return Ok(()) };
+        self.insert(tx).await.map_err(|e| ProjectionError::Apply {
+            projection: NAME.to_owned(),
+            position: first,
+            reason: e.to_string(),
+        })
+    }
+
+    async fn insert(&mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO servers (id, name, title, description, tags, transport, url, auth_mode, access, owner,
+                                  status, revision, registered_at, updated_at)
+             SELECT r.id, r.name, r.title, r.description,
+                    ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.transport, r.url, r.auth_mode,
+                    r.access::jsonb, r.owner, 'active', r.revision, r.at, r.at
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                           $8::text[], $9::text[], $10::text[], $11::bigint[], $12::timestamptz[])
+                    AS r(id, name, title, description, tags, transport, url, auth_mode, access, owner, revision, at)",
+        )
+        .bind(&self.id)
+        .bind(&self.name)
+        .bind(&self.title)
+        .bind(&self.description)
+        .bind(&self.tags)
+        .bind(&self.transport)
+        .bind(&self.url)
+        .bind(&self.auth_mode)
+        .bind(&self.access)
+        .bind(&self.owner)
+        .bind(&self.revision)
+        .bind(&self.at)
+        .execute(&mut *tx)
+        .await?;
+        let expected = self.id.len() as u64;
+        *self = Self::default();
+        match done.rows_affected() {
+            n if n == expected => Ok(()),
+            n => Err(sqlx::Error::Protocol(format!("expected to add {expected} server rows, added {n}"))),
+        }
     }
 }
 
@@ -89,7 +178,8 @@ async fn apply_one(
 ) -> Result<(), sqlx::Error> {
     let (revision, at) = (recorded.revision as i64, recorded.metadata.occurred_at);
     match event {
-        ServerEvent::Registered(registered) => insert(tx, registered, revision, at).await,
+        // Inserted in batches by `Registrations`.
+        ServerEvent::Registered(_) => Ok(()),
         ServerEvent::Updated(changes) => sqlx::query(
             "UPDATE servers SET title = COALESCE($2, title), description = COALESCE($3, description),
                         tags = COALESCE($4, tags), transport = COALESCE($5, transport), url = COALESCE($6, url),
@@ -133,34 +223,6 @@ async fn apply_one(
             sqlx::query("DELETE FROM servers WHERE id = $1").bind(id).execute(&mut *tx).await.and_then(one_row)
         }
     }
-}
-
-async fn insert(
-    tx: &mut PgConnection,
-    r: &ServerRegistered,
-    revision: i64,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO servers (id, name, title, description, tags, transport, url, auth_mode, access, owner, status,
-                              revision, registered_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $12)",
-    )
-    .bind(r.server_id)
-    .bind(r.name.as_str())
-    .bind(r.title.as_ref().map(|t| t.as_str()))
-    .bind(r.description.as_str())
-    .bind(r.tags.as_slice().to_vec())
-    .bind(transport_name(r.transport))
-    .bind(r.endpoint.as_str())
-    .bind(auth_mode_name(&r.upstream_auth))
-    .bind(sqlx::types::Json(&r.access))
-    .bind(&r.owner)
-    .bind(revision)
-    .bind(at)
-    .execute(&mut *tx)
-    .await
-    .and_then(one_row)
 }
 
 async fn set_status(

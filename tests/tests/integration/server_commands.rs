@@ -181,3 +181,47 @@ async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer
         assert!(matches!(state, ServerState::Live(_)) && revision == Some(0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_applies_registrations_updates_and_a_reused_name_in_one_page() {
+    // Given commands written before the registry runs, so that it meets them in one page: registrations,
+    // an update between them, a deregistration and a registration reusing the freed name
+    let (store, _db) = store().await;
+    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    let url = "https://93.184.216.34/mcp";
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = Uuid::now_v7();
+        servers.register(id, input(&format!("server-{n}"), url), "owner", &context()).await.unwrap();
+        ids.push(id);
+    }
+    let update = UpdateInput { description: Some("Updated".into()), ..Default::default() };
+    servers.update(ids[1], Some(0), update, &context()).await.unwrap();
+    servers.register(Uuid::now_v7(), input("server-5", url), "owner", &context()).await.unwrap();
+    servers.deregister(ids[0], Some(0), "retired".into(), &context()).await.unwrap();
+    let reused = Uuid::now_v7();
+    servers.register(reused, input("server-0", url), "owner", &context()).await.unwrap();
+
+    // When the registry projection runs
+    let runner = projections::TableRunner::new(
+        store.clone(),
+        Arc::new(projections::registry::RegistryProjection::default()),
+        projections::RunnerOptions::default(),
+    );
+    let task = tokio::spawn(runner.run());
+    let registry = projections::registry::Registry::new(store.pool().clone());
+    let entry = tests::eventually(crate::support::DEADLINE, "the registry to apply the page", || async {
+        registry.get(reused).await.ok().flatten()
+    })
+    .await;
+    task.abort();
+
+    // Then it holds each live server once, with its latest revision
+    assert_eq!(entry.name, "server-0");
+    assert!(registry.get(ids[0]).await.unwrap().is_none(), "the deregistered server is gone");
+    let updated = registry.get(ids[1]).await.unwrap().unwrap();
+    assert_eq!((updated.description.as_str(), updated.revision), ("Updated", 1));
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rm_registry.servers").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(live, 6);
+}
