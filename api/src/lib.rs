@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod app;
+pub mod audit_prune;
 pub mod auth;
 pub mod cursor;
 pub mod http;

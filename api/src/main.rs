@@ -48,6 +48,25 @@ enum AuditCommand {
         #[arg(long, value_delimiter = ',')]
         public_keys: Vec<String>,
     },
+    /// Moves the entries older than the retention out of the hot table: writes them to a new archive file
+    /// (a signed export that `verify-export` checks offline), reads it back and verifies it, then deletes
+    /// them. Events are never deleted: `projections rebuild audit` restores every entry.
+    Prune {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Keep entries of the last this many days.
+        #[arg(long, default_value_t = 365, conflicts_with = "before")]
+        retention_days: u32,
+        /// Prune entries of events before this time instead (RFC 3339).
+        #[arg(long)]
+        before: Option<chrono::DateTime<chrono::Utc>>,
+        /// The archive to write (must not exist).
+        #[arg(long)]
+        archive: std::path::PathBuf,
+        /// Audit signing keys, `id:base64` (as `serve`): the archive's trailer is signed with the first.
+        #[arg(long, env = "MGW_AUDIT_SIGNING_KEYS", value_delimiter = ',', hide_env_values = true)]
+        signing_keys: Vec<String>,
+    },
     /// Verifies an export file (`GET /api/v1/audit/export`, JSON lines) offline, with the published public
     /// keys (`GET /api/v1/audit/keys`): the chain, every entry's link, the checkpoints' signatures.
     VerifyExport {
@@ -180,6 +199,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(command) => projections_command(command).await,
+        Command::Audit(AuditCommand::Prune { database, retention_days, before, archive, signing_keys }) => {
+            let pool =
+                PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
+            let keys =
+                Arc::new(projections::audit::AuditKeys::new(&key_pairs("MGW_AUDIT_SIGNING_KEYS", &signing_keys)?)?);
+            if !keys.can_sign() {
+                eprintln!("no audit signing key: the archive will chain but carry no signed trailer");
+            }
+            let before =
+                before.unwrap_or_else(|| chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days)));
+            match api::audit_prune::prune_to_archive(&pool, keys, before, &archive).await? {
+                api::audit_prune::PruneOutcome::Nothing => println!("nothing before {before} to prune"),
+                api::audit_prune::PruneOutcome::Pruned { first, last, sha256 } => {
+                    println!("entries {first}..={last} archived to {} (sha256 {sha256}) and pruned", archive.display())
+                }
+            }
+            Ok(())
+        }
         Command::Audit(AuditCommand::VerifyExport { file, public_keys, allow_unsigned }) => {
             let keys = projections::audit::AuditKeys::verifying(&key_pairs("--public-keys", &public_keys)?)?;
             let reader =

@@ -88,6 +88,7 @@ impl AuditQuery {
             to: self.to,
             correlation_id: self.correlation_id,
             after: self.cursor,
+            through: None,
             limit: self.limit.unwrap_or(100),
         })
     }
@@ -193,13 +194,31 @@ pub(crate) async fn export(
     let mut filter = query.filter()?;
     filter.limit = EXPORT_PAGE;
     let signed = !csv && contiguous;
-    let keys = state.audit_keys.clone();
     record_read(&state, &caller, format!("export?{}", raw.unwrap_or_default())).await?;
     let header = csv.then(|| format!("{}\n", CSV_COLUMNS.join(",")));
-    let pool = state.pool.clone();
+    let pages = export_lines(state.pool.clone(), state.audit_keys.clone(), filter, csv, signed);
+    let body = futures_util::StreamExt::chain(futures_util::stream::iter(header.map(Ok)), pages);
+    let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from_stream(body))
+        .map_err(|_| Problem::internal())
+}
+
+/// The lines of an export of the entries `filter` selects, page by page in number order (constant
+/// memory): JSON lines or CSV rows; when `signed`, followed by the checkpoints that sign the range and a
+/// signed trailer, so that the file verifies offline (`mcp-gateway audit verify-export`). Also writes the
+/// archive of `mcp-gateway audit prune`.
+pub fn export_lines(
+    pool: sqlx::PgPool,
+    keys: std::sync::Arc<projections::audit::AuditKeys>,
+    filter: AuditFilter,
+    csv: bool,
+    signed: bool,
+) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send {
     // Pages of entries, then (JSON lines) the signed checkpoints that cover them, so that the file
     // verifies offline (`mcp-gateway audit verify-export`).
-    let pages = futures_util::stream::unfold(Export::Page(filter, None), move |step| {
+    futures_util::stream::unfold(Export::Page(filter, None), move |step| {
         let (pool, keys) = (pool.clone(), keys.clone());
         async move {
             match step {
@@ -272,13 +291,7 @@ pub(crate) async fn export(
                 Export::Done => None,
             }
         }
-    });
-    let body = futures_util::StreamExt::chain(futures_util::stream::iter(header.map(Ok)), pages);
-    let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
-    axum::response::Response::builder()
-        .header(axum::http::header::CONTENT_TYPE, content_type)
-        .body(axum::body::Body::from_stream(body))
-        .map_err(|_| Problem::internal())
+    })
 }
 
 /// The columns of a CSV export, in order.

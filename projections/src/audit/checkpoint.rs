@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::retention::latest_prune;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -228,6 +229,9 @@ pub async fn verify_checkpoints(
     .fetch_all(pool)
     .await?;
     let total = rows.len() as u64;
+    // Entries up to the last prune are archived: a checkpoint that signed one is checked against the
+    // link the prune recorded (its last entry) or, before that, for its signature and order only.
+    let mark = latest_prune(&mut *pool.acquire().await?).await?;
     let mut previous: Vec<u8> = Vec::new();
     for (checked, (id, seq, entry_hash, prev_signature, key_id, signature, current)) in rows.into_iter().enumerate() {
         let violation = |kind| Ok((checked as u64, Some(CheckpointViolation { id, seq, kind })));
@@ -244,7 +248,12 @@ pub async fn verify_checkpoints(
         if !valid {
             return violation(CheckpointViolationKind::BadSignature);
         }
-        if current.as_deref() != Some(entry_hash.as_slice()) {
+        let archived = match &mark {
+            Some(mark) if current.is_none() && seq < mark.seq => true,
+            Some(mark) if current.is_none() && seq == mark.seq => mark.entry_hash == entry_hash,
+            _ => false,
+        };
+        if !archived && current.as_deref() != Some(entry_hash.as_slice()) {
             return violation(CheckpointViolationKind::EntryChanged);
         }
         previous = signature;

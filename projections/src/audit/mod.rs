@@ -12,6 +12,7 @@ mod export;
 mod mapping;
 mod projection;
 mod query;
+mod retention;
 mod verify;
 
 pub use checkpoint::{
@@ -23,4 +24,5 @@ pub use export::{ExportLine, ExportReport, ExportTrailer, ExportedCheckpoint, ch
 pub use mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, entry_for};
 pub use projection::AuditProjection;
 pub use query::{AuditFilter, AuditRecord, query};
+pub use retention::{PruneMark, latest_prune, prunable, prune};
 pub use verify::{AuditReport, AuditViolation, AuditViolationKind, verify};

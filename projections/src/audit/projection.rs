@@ -29,7 +29,8 @@ impl TableProjection for AuditProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: server names kept in `target_names`, which retention never prunes (entries unchanged).
+        2
     }
 
     fn filter(&self) -> &EventFilter {
@@ -64,7 +65,15 @@ impl TableProjection for AuditProjection {
              CREATE INDEX entries_target ON entries (target_kind, target_id, seq);
              CREATE INDEX entries_action ON entries (action text_pattern_ops, seq);
              CREATE INDEX entries_time ON entries (occurred_at, seq);
-             CREATE INDEX entries_correlation ON entries (correlation_id);",
+             CREATE INDEX entries_correlation ON entries (correlation_id);
+             -- The latest name of each named target: what entries of later events that do not carry
+             -- the name record. Kept apart from the entries, which retention prunes.
+             CREATE TABLE target_names (
+                 target_kind text NOT NULL,
+                 target_id   text NOT NULL,
+                 name        text NOT NULL,
+                 PRIMARY KEY (target_kind, target_id)
+             );",
         )
         .execute(&mut *tx)
         .await?;
@@ -80,8 +89,8 @@ impl TableProjection for AuditProjection {
             Some((seq, hash)) => (seq, <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS)),
             None => (0, GENESIS),
         };
-        // Server events after the registration do not carry the name: take it from the trail, once per
-        // batch, for the servers the batch touches but does not register (a registration, revision 0,
+        // Server events after the registration do not carry the name: take it from `target_names`, once
+        // per batch, for the servers the batch touches but does not register (a registration, revision 0,
         // names its server for the rest of the batch).
         let registered: std::collections::HashSet<&str> = events
             .iter()
@@ -99,10 +108,7 @@ impl TableProjection for AuditProjection {
             Vec::new()
         } else {
             sqlx::query_as(
-                "SELECT s.id, n.name FROM unnest($1::text[]) AS s(id)
-                   CROSS JOIN LATERAL (SELECT target_name AS name FROM entries
-                                        WHERE target_kind = 'server' AND target_id = s.id AND target_name IS NOT NULL
-                                        ORDER BY seq DESC LIMIT 1) n",
+                "SELECT target_id, name FROM target_names WHERE target_kind = 'server' AND target_id = ANY($1)",
             )
             .bind(&servers)
             .fetch_all(&mut *tx)
@@ -131,7 +137,21 @@ impl TableProjection for AuditProjection {
             rows.push(entry, previous, hash);
             (seq, previous) = (seq + 1, hash);
         }
-        rows.insert(tx).await
+        rows.insert(tx).await?;
+        // The names of the servers this batch touched, as they are after it.
+        let (ids, latest): (Vec<String>, Vec<String>) = names.into_iter().unzip();
+        if !ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO target_names (target_kind, target_id, name)
+                 SELECT 'server', i, n FROM unnest($1::text[], $2::text[]) AS u(i, n)
+                 ON CONFLICT (target_kind, target_id) DO UPDATE SET name = excluded.name",
+            )
+            .bind(&ids)
+            .bind(&latest)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
 }
 

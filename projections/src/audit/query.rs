@@ -29,6 +29,8 @@ pub struct AuditFilter {
     pub correlation_id: Option<Uuid>,
     /// Entries after this number (the cursor).
     pub after: Option<i64>,
+    /// Entries up to this number.
+    pub through: Option<i64>,
     /// Page size (1 to 500).
     pub limit: u32,
 }
@@ -122,6 +124,7 @@ pub async fn query(pool: &PgPool, filter: &AuditFilter) -> Result<(Vec<AuditReco
             AND ($7::timestamptz IS NULL OR occurred_at < $7)
             AND ($8::uuid IS NULL OR correlation_id = $8)
             AND seq > $9
+            AND ($11::bigint IS NULL OR seq <= $11)
           ORDER BY seq LIMIT $10",
     )
     .bind(&filter.actor)
@@ -134,6 +137,7 @@ pub async fn query(pool: &PgPool, filter: &AuditFilter) -> Result<(Vec<AuditReco
     .bind(filter.correlation_id)
     .bind(filter.after.unwrap_or(0))
     .bind(i64::from(limit) + 1)
+    .bind(filter.through)
     .fetch_all(pool)
     .await?;
     let next = if records.len() > limit as usize {

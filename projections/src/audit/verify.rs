@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::entry::{AuditEntry, GENESIS};
 use super::mapping::AUDITED_CATEGORIES;
 use super::projection::NAME;
+use super::retention::latest_prune;
 use crate::ProjectionError;
 
 /// Entries read per page.
@@ -76,7 +77,8 @@ fn position(tx: i64, gp: i64) -> Position {
 }
 
 /// Checks every entry's link and content, their numbering, and that they are exactly the audited events
-/// of the store up to the trail's checkpoint, in order. Names the first entry that is wrong.
+/// of the store up to the trail's checkpoint, in order (after the last prune: from the link it recorded).
+/// Names the first entry that is wrong.
 pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
     // One snapshot for every read: the runner commits entries and their checkpoint together, so in a
     // snapshot every entry is at or before the checkpoint, and one beyond it was put there by hand.
@@ -89,8 +91,17 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
             .await?;
     let checkpoint = checkpoint.filter(|c| *c != (0, 0)).map(|(tx, gp)| position(tx, gp));
     let categories: Vec<String> = AUDITED_CATEGORIES.iter().map(|c| (*c).to_owned()).collect();
-    let (mut expected_seq, mut previous, mut checked) = (1i64, GENESIS.to_vec(), 0u64);
-    let mut after_event: (i64, i64) = (0, 0);
+    // A pruned trail starts after the last pruned entry, from its recorded link (unless a rebuild has
+    // brought the pruned entries back).
+    let oldest: Option<i64> =
+        sqlx::query_scalar("SELECT min(seq) FROM rm_audit.entries").fetch_one(&mut *snapshot).await?;
+    let (mut expected_seq, mut previous, mut after_event) = match latest_prune(&mut snapshot).await? {
+        Some(mark) if oldest != Some(1) => {
+            (mark.seq + 1, mark.entry_hash, (mark.position.transaction_id as i64, mark.position.global_position as i64))
+        }
+        _ => (1i64, GENESIS.to_vec(), (0, 0)),
+    };
+    let mut checked = 0u64;
     loop {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind, target_id,

@@ -366,3 +366,100 @@ async fn every_filter_and_their_combination_and_pagination_stable_under_concurre
     assert_eq!(seen, (1..=total).collect::<Vec<_>>(), "each entry once, in order");
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_archives_old_entries_to_a_file_that_verifies_and_the_rest_of_the_trail_still_verifies() {
+    use api::audit_prune::{PruneError, PruneOutcome, prune_to_archive};
+    use projections::audit::{AuditKeys, verify_checkpoints, verify_export, write_checkpoint};
+    let (store, _db) = store().await;
+    let keys = Arc::new(AuditKeys::new(&[("a1".into(), SIGNING.into())]).unwrap());
+    let published = AuditKeys::verifying(&keys.public_keys()).unwrap();
+    let servers = ServerCommands::new(
+        store.clone(),
+        Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap()),
+        NetworkPolicy::default(),
+        Arc::new(SystemResolver),
+    );
+    // Given entries before a cut-off, among them a server's registration, signed by a checkpoint
+    write_every_event_type(&store).await;
+    let early = Uuid::now_v7();
+    let input = RegisterInput {
+        name: "early".into(),
+        title: None,
+        description: "d".into(),
+        tags: vec![],
+        transport: Transport::StreamableHttp,
+        url: "https://93.184.216.34/mcp".into(),
+        upstream_auth: UpstreamAuthInput::None,
+        access: Default::default(),
+    };
+    servers.register(early, input, "owner-1", &context()).await.unwrap();
+    let runner = caught_up(&store).await;
+    let signed = write_checkpoint(store.pool(), &keys).await.unwrap().unwrap();
+    runner.abort();
+    let _ = runner.await;
+    let cutoff = chrono::Utc::now();
+    // And entries after it, none of that server
+    write_every_event_type_again(&store).await;
+    let runner = caught_up(&store).await;
+    let before_prune = hashes(&store).await;
+
+    // When the entries before the cut-off are pruned to an archive
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("audit-archive.jsonl");
+    let outcome = prune_to_archive(store.pool(), keys.clone(), cutoff, &archive).await.unwrap();
+
+    // Then exactly the entries up to the signed checkpoint left the table, into a file that verifies offline
+    assert_eq!(outcome, PruneOutcome::Pruned { first: 1, last: signed, sha256: outcome_sha(&outcome) });
+    let oldest: i64 =
+        sqlx::query_scalar("SELECT min(seq) FROM rm_audit.entries").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(oldest, signed + 1);
+    let report = verify_export(std::io::BufReader::new(std::fs::File::open(&archive).unwrap()), &published).unwrap();
+    assert_eq!((report.problem, report.trailer, report.entries), (None, true, signed as u64));
+    // And the rest of the trail verifies from the recorded link, checkpoints included
+    let audit = verify(store.pool()).await.unwrap();
+    assert_eq!((audit.violation, audit.checked), (None, before_prune.len() as u64 - signed as u64));
+    write_checkpoint(store.pool(), &keys).await.unwrap().unwrap();
+    assert_eq!(verify_checkpoints(store.pool(), &published).await.unwrap(), (2, None));
+    // And a change after the prune still names the server whose registration was pruned
+    let update = UpdateInput { description: Some("after the prune".into()), ..Default::default() };
+    servers.update(early, None, update, &context()).await.unwrap();
+    let head = store.committed_head().await.unwrap();
+    tests::eventually(DEADLINE, "the audit trail to reach the head", || async {
+        (load_checkpoint(store.pool(), "audit").await.unwrap() >= head).then_some(())
+    })
+    .await;
+    let named: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT target_name FROM rm_audit.entries WHERE target_id = $1 AND action = 'server.updated' ORDER BY seq",
+    )
+    .bind(early.to_string())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(named, [Some("early".to_owned())]);
+    // And an archive is never overwritten
+    let again = prune_to_archive(store.pool(), keys.clone(), chrono::Utc::now(), &archive).await;
+    assert!(matches!(again, Err(PruneError::ArchiveExists(_))), "{again:?}");
+
+    // And a rebuild from the events restores every entry, hash for hash
+    runner.abort();
+    let _ = runner.await;
+    let before_rebuild = hashes(&store).await;
+    rebuild(&store, &AuditProjection::default(), RunnerOptions::default()).await.unwrap();
+    let rebuilt = hashes(&store).await;
+    assert_eq!(rebuilt[..before_prune.len()], before_prune[..]);
+    assert_eq!(rebuilt[signed as usize..], before_rebuild[..]);
+    assert_eq!(verify(store.pool()).await.unwrap().violation, None);
+
+    // And a deleted entry after the prune point is still named
+    sqlx::query("DELETE FROM rm_audit.entries WHERE seq <= $1").bind(signed + 1).execute(store.pool()).await.unwrap();
+    let violation = verify(store.pool()).await.unwrap().violation.unwrap();
+    assert_eq!((violation.kind, violation.seq), (AuditViolationKind::Missing, signed + 1));
+}
+
+fn outcome_sha(outcome: &api::audit_prune::PruneOutcome) -> String {
+    match outcome {
+        api::audit_prune::PruneOutcome::Pruned { sha256, .. } => sha256.clone(),
+        api::audit_prune::PruneOutcome::Nothing => String::new(),
+    }
+}
