@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::mapping::CHAIN_VERSION;
 use super::retention::latest_prune;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -88,10 +89,15 @@ impl AuditKeys {
     }
 }
 
-/// What a checkpoint signs.
-pub(crate) fn checkpoint_message(seq: i64, entry_hash: &[u8], prev_signature: &[u8]) -> Vec<u8> {
-    format!("mcp-gateway audit checkpoint v1\n{seq}\n{}\n{}", hex::encode(entry_hash), hex::encode(prev_signature))
-        .into_bytes()
+/// What a checkpoint of chain format `version` signs. From version 2 the version is signed too, so that a
+/// checkpoint cannot be passed off as one of an older format (whose entries are no longer compared).
+pub(crate) fn checkpoint_message(version: i32, seq: i64, entry_hash: &[u8], prev_signature: &[u8]) -> Vec<u8> {
+    let (entry, previous) = (hex::encode(entry_hash), hex::encode(prev_signature));
+    match version {
+        1 => format!("mcp-gateway audit checkpoint v1\n{seq}\n{entry}\n{previous}"),
+        v => format!("mcp-gateway audit checkpoint v{v}\n{seq}\n{entry}\n{previous}"),
+    }
+    .into_bytes()
 }
 
 /// Signs the current chain head, if it moved since the last checkpoint; returns the entry number signed.
@@ -113,15 +119,17 @@ pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<
         return Ok(None);
     }
     let prev_signature = last.map(|(_, signature)| signature).unwrap_or_default();
-    let signature = key.sign(&checkpoint_message(seq, &entry_hash, &prev_signature));
+    let signature = key.sign(&checkpoint_message(CHAIN_VERSION, seq, &entry_hash, &prev_signature));
     sqlx::query(
-        "INSERT INTO audit_sig.checkpoints (seq, entry_hash, prev_signature, key_id, signature) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit_sig.checkpoints (seq, entry_hash, prev_signature, key_id, signature, chain_version)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(seq)
     .bind(&entry_hash)
     .bind(&prev_signature)
     .bind(key_id)
     .bind(signature.to_bytes().as_slice())
+    .bind(CHAIN_VERSION)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -220,9 +228,9 @@ pub async fn verify_checkpoints(
     pool: &PgPool,
     keys: &AuditKeys,
 ) -> Result<(u64, Option<CheckpointViolation>), ProjectionError> {
-    type Stored = (i64, i64, Vec<u8>, Vec<u8>, String, Vec<u8>, Option<Vec<u8>>);
+    type Stored = (i64, i64, Vec<u8>, Vec<u8>, String, Vec<u8>, Option<Vec<u8>>, i32);
     let rows: Vec<Stored> = sqlx::query_as(
-        "SELECT c.id, c.seq, c.entry_hash, c.prev_signature, c.key_id, c.signature, e.entry_hash
+        "SELECT c.id, c.seq, c.entry_hash, c.prev_signature, c.key_id, c.signature, e.entry_hash, c.chain_version
            FROM audit_sig.checkpoints c LEFT JOIN rm_audit.entries e ON e.seq = c.seq
           ORDER BY c.id",
     )
@@ -232,23 +240,27 @@ pub async fn verify_checkpoints(
     // Entries up to the last prune are archived: a checkpoint that signed one is checked against the
     // link the prune recorded (its last entry) or, before that, for its signature and order only.
     let mark = latest_prune(&mut *pool.acquire().await?).await?;
-    let mut previous: Vec<u8> = Vec::new();
-    for (checked, (id, seq, entry_hash, prev_signature, key_id, signature, current)) in rows.into_iter().enumerate() {
+    let (mut previous, mut previous_version): (Vec<u8>, i32) = (Vec::new(), 1);
+    for (checked, row) in rows.into_iter().enumerate() {
+        let (id, seq, entry_hash, prev_signature, key_id, signature, current, version) = row;
         let violation = |kind| Ok((checked as u64, Some(CheckpointViolation { id, seq, kind })));
-        if prev_signature != previous {
+        // Formats only move forward: an older one after a newer one was put there.
+        if prev_signature != previous || version < previous_version || version > CHAIN_VERSION {
             return violation(CheckpointViolationKind::Unlinked);
         }
         let key = keys.public.iter().find(|(known, _)| *known == key_id).map(|(_, key)| key);
         let valid = match (key, Signature::from_slice(&signature)) {
             (Some(key), Ok(sig)) => {
-                key.verify_strict(&checkpoint_message(seq, &entry_hash, &prev_signature), &sig).is_ok()
+                key.verify_strict(&checkpoint_message(version, seq, &entry_hash, &prev_signature), &sig).is_ok()
             }
             _ => false,
         };
         if !valid {
             return violation(CheckpointViolationKind::BadSignature);
         }
+        // A checkpoint of an older format signed entries that now hash differently.
         let archived = match &mark {
+            _ if version < CHAIN_VERSION => true,
             Some(mark) if current.is_none() && seq < mark.seq => true,
             Some(mark) if current.is_none() && seq == mark.seq => mark.entry_hash == entry_hash,
             _ => false,
@@ -256,7 +268,7 @@ pub async fn verify_checkpoints(
         if !archived && current.as_deref() != Some(entry_hash.as_slice()) {
             return violation(CheckpointViolationKind::EntryChanged);
         }
-        previous = signature;
+        (previous, previous_version) = (signature, version);
     }
     Ok((total, None))
 }

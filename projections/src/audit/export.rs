@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::checkpoint::{AuditKeys, checkpoint_message};
+use super::mapping::CHAIN_VERSION;
 use super::query::AuditRecord;
 use crate::ProjectionError;
 
@@ -25,12 +26,19 @@ pub struct ExportedCheckpoint {
     pub key_id: String,
     /// The signature, hex.
     pub signature: String,
+    /// The chain format it signed (files written before the field: 1).
+    #[serde(default = "first_chain_version")]
+    pub chain_version: i32,
+}
+
+fn first_chain_version() -> i32 {
+    1
 }
 
 /// seq, entry hash, previous signature, key id, signature.
 type StoredCheckpoint = (i64, Vec<u8>, Vec<u8>, String, Vec<u8>);
 
-/// The checkpoints that sign entries `first..=last`, in order.
+/// The checkpoints that sign entries `first..=last` in the current chain format, in order.
 pub async fn checkpoints_between(
     pool: &PgPool,
     first: i64,
@@ -38,10 +46,11 @@ pub async fn checkpoints_between(
 ) -> Result<Vec<ExportedCheckpoint>, ProjectionError> {
     let rows: Vec<StoredCheckpoint> = sqlx::query_as(
         "SELECT seq, entry_hash, prev_signature, key_id, signature FROM audit_sig.checkpoints
-          WHERE seq BETWEEN $1 AND $2 ORDER BY id",
+          WHERE seq BETWEEN $1 AND $2 AND chain_version = $3 ORDER BY id",
     )
     .bind(first)
     .bind(last)
+    .bind(CHAIN_VERSION)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -52,6 +61,7 @@ pub async fn checkpoints_between(
             prev_signature: hex::encode(prev_signature),
             key_id,
             signature: hex::encode(signature),
+            chain_version: CHAIN_VERSION,
         })
         .collect())
 }
@@ -219,6 +229,7 @@ pub fn verify_export(input: impl BufRead, keys: &AuditKeys) -> Result<ExportRepo
                 }
                 let signed = (|| {
                     let message = checkpoint_message(
+                        checkpoint.chain_version,
                         checkpoint.seq,
                         &hex::decode(&checkpoint.entry_hash).ok()?,
                         &hex::decode(&checkpoint.prev_signature).ok()?,

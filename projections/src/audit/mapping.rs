@@ -29,10 +29,27 @@ pub const AUDITED_TYPES: [&str; 12] = [
     "AuditTrailRead",
 ];
 
-/// The entry for `event`, numbered `seq`; `target_name` is the name the target had before (for events
-/// that do not carry it). `Err` when the payload does not decode.
-pub fn entry_for(event: &RecordedEvent, seq: i64, target_name: Option<String>) -> Result<AuditEntry, String> {
-    let (action, target_kind, target_name, reason, changes, target_id) = describe(event, target_name)?;
+/// The format of the canonical entries. Bump it (and the projection's version, which rebuilds the trail)
+/// whenever a change here or in [`AuditEntry`] alters any entry's hash; checkpoints signed in an older
+/// format keep their signatures and order but are no longer compared with entries. 2: the before and
+/// after values of changed fields.
+pub const CHAIN_VERSION: i32 = 2;
+
+/// What the trail knows of a target before an event: its name and its audited fields as last recorded
+/// (the "before" of the next change).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetState {
+    /// Its name.
+    pub name: Option<String>,
+    /// Field name → value (an object).
+    pub fields: Value,
+}
+
+/// The entry for `event`, numbered `seq`; `before` is what the trail knew of its target (for the name of
+/// events that do not carry it, and the before values of changed fields). `Err` when the payload does
+/// not decode.
+pub fn entry_for(event: &RecordedEvent, seq: i64, before: Option<&TargetState>) -> Result<AuditEntry, String> {
+    let (action, target_kind, target_name, reason, changes, target_id) = describe(event, before)?;
     let outcome = if action == "access.denied" { "denied" } else { "success" };
     let m = &event.metadata;
     Ok(AuditEntry {
@@ -68,12 +85,76 @@ fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
 /// Action, target kind, target name, reason, changes, and the target id when it is not the stream's id.
 type Described = (&'static str, &'static str, Option<String>, Option<String>, Value, Option<String>);
 
-fn describe(event: &RecordedEvent, name: Option<String>) -> Result<Described, String> {
+fn describe(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Described, String> {
     let (action, kind, name, reason, changes) = match describe_access(event)? {
         Some(access) => return Ok(access),
-        None => describe_change(event, name)?,
+        None => describe_change(event, before)?,
     };
     Ok((action, kind, name, reason, changes, None))
+}
+
+/// The fields a server event sets, with their new values (all of them for a registration).
+fn server_fields(event: &ServerEvent) -> Result<serde_json::Map<String, Value>, String> {
+    let value = match event {
+        ServerEvent::Registered(r) => json!({
+            "name": r.name, "title": r.title, "description": r.description, "tags": r.tags,
+            "transport": r.transport, "url": r.endpoint, "auth_mode": r.upstream_auth.kind(),
+            "access": r.access, "owner": r.owner,
+        }),
+        ServerEvent::Updated(changes) => {
+            let mut changed = serde_json::to_value(changes).map_err(|e| e.to_string())?;
+            // The catalogue calls the endpoint `url`.
+            if let Some(map) = changed.as_object_mut()
+                && let Some(url) = map.remove("endpoint")
+            {
+                map.insert("url".into(), url);
+            }
+            changed
+        }
+        ServerEvent::AccessChanged(access) => json!({ "access": access }),
+        // The mode only: sealed values are secrets at rest, not audit material.
+        ServerEvent::CredentialRotated(auth) => json!({ "auth_mode": auth.kind() }),
+        ServerEvent::Suspended { .. } => json!({ "status": "suspended" }),
+        ServerEvent::Resumed => json!({ "status": "active" }),
+        ServerEvent::Deregistered { .. } => json!({ "status": "deregistered" }),
+    };
+    Ok(match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    })
+}
+
+/// `{field: {"before": …, "after": …}}` for each field `after` sets (before: `null` when unknown).
+fn before_after(before: Option<&TargetState>, after: serde_json::Map<String, Value>) -> Value {
+    let known = before.and_then(|b| b.fields.as_object());
+    let changes: serde_json::Map<String, Value> = after
+        .into_iter()
+        .map(|(field, value)| {
+            let was = known.and_then(|k| k.get(&field)).cloned().unwrap_or(Value::Null);
+            (field, json!({ "before": was, "after": value }))
+        })
+        .collect();
+    Value::Object(changes)
+}
+
+/// What the trail knows of the target of a server `event` after it: `None` for other events.
+pub fn state_after(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Option<TargetState>, String> {
+    let Some(decoded) = ServerEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
+    let decoded = decoded.map_err(|e| e.to_string())?;
+    let mut fields = match (&decoded, before.and_then(|b| b.fields.as_object())) {
+        (ServerEvent::Registered(_), _) | (_, None) => serde_json::Map::new(),
+        (_, Some(known)) => known.clone(),
+    };
+    if matches!(decoded, ServerEvent::Registered(_)) {
+        fields.insert("status".into(), json!("active"));
+    }
+    fields.extend(server_fields(&decoded)?);
+    let name = match &decoded {
+        ServerEvent::Registered(r) => Some(r.name.to_string()),
+        ServerEvent::Deregistered { name, .. } => Some(name.to_string()),
+        _ => before.and_then(|b| b.name.clone()),
+    };
+    Ok(Some(TargetState { name, fields: Value::Object(fields) }))
 }
 
 /// Access records: the target is the resource asked for, not the principal's stream.
@@ -91,35 +172,29 @@ fn describe_access(event: &RecordedEvent) -> Result<Option<Described>, String> {
 
 type Change = (&'static str, &'static str, Option<String>, Option<String>, Value);
 
-fn describe_change(event: &RecordedEvent, name: Option<String>) -> Result<Change, String> {
+fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Change, String> {
     if let Some(decoded) = ServerEvent::from_json(&event.event_type, &event.data) {
         let decoded = decoded.map_err(|e| e.to_string())?;
+        let name = before.and_then(|b| b.name.clone());
+        let fields = server_fields(&decoded)?;
         return Ok(match decoded {
-            ServerEvent::Registered(r) => (
-                "server.registered",
-                "server",
-                Some(r.name.to_string()),
-                None,
-                json!({
-                    "name": r.name, "title": r.title, "description": r.description, "tags": r.tags,
-                    "transport": r.transport, "url": r.endpoint, "auth_mode": r.upstream_auth.kind(),
-                    "access": r.access, "owner": r.owner,
-                }),
-            ),
-            ServerEvent::Updated(changes) => {
-                ("server.updated", "server", name, None, serde_json::to_value(&changes).map_err(|e| e.to_string())?)
+            // A registration sets every field: its values, as they are.
+            ServerEvent::Registered(r) => {
+                ("server.registered", "server", Some(r.name.to_string()), None, Value::Object(fields))
             }
-            ServerEvent::AccessChanged(access) => {
-                ("server.access_changed", "server", name, None, json!({ "access": access }))
+            ServerEvent::Updated(_) => ("server.updated", "server", name, None, before_after(before, fields)),
+            ServerEvent::AccessChanged(_) => {
+                ("server.access_changed", "server", name, None, before_after(before, fields))
             }
-            // The mode only: sealed values are secrets at rest, not audit material.
-            ServerEvent::CredentialRotated(auth) => {
-                ("server.credential_rotated", "server", name, None, json!({ "auth_mode": auth.kind() }))
+            ServerEvent::CredentialRotated(_) => {
+                ("server.credential_rotated", "server", name, None, before_after(before, fields))
             }
-            ServerEvent::Suspended { reason } => ("server.suspended", "server", name, Some(reason), json!({})),
-            ServerEvent::Resumed => ("server.resumed", "server", name, None, json!({})),
+            ServerEvent::Suspended { reason } => {
+                ("server.suspended", "server", name, Some(reason), before_after(before, fields))
+            }
+            ServerEvent::Resumed => ("server.resumed", "server", name, None, before_after(before, fields)),
             ServerEvent::Deregistered { name, reason } => {
-                ("server.deregistered", "server", Some(name.to_string()), Some(reason), json!({}))
+                ("server.deregistered", "server", Some(name.to_string()), Some(reason), before_after(before, fields))
             }
         });
     }
@@ -205,20 +280,48 @@ mod golden {
             recorded("ServerSuspended", r#"{"reason":"maintenance"}"#, 3),
         ];
         let mut previous = super::super::GENESIS;
-        let mut name = None;
+        let mut state = None;
         let mut links = Vec::new();
         for (i, event) in events.iter().enumerate() {
-            let entry = entry_for(event, i as i64 + 1, name.clone()).unwrap_or_else(|e| panic!("{e}"));
-            name = entry.target_name.clone();
+            let entry = entry_for(event, i as i64 + 1, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+            state = state_after(event, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
             previous = entry.chain_hash(&previous);
             links.push(hex::encode(previous));
         }
         assert_eq!(links, GOLDEN, "the audit chain's hashes changed");
     }
 
+    /// Chain format 2 ([`CHAIN_VERSION`]); the registration hashes as in format 1.
     const GOLDEN: [&str; 3] = [
         "47402d8cf1647f16eb8336b4070c49bc2157df291f3daa43622dd79f6362621a",
-        "7b9034124275a6e0b3f9e003ba53e51d12ed8aa4c46d891e77c8e402512267d6",
-        "ca545dd4c657ea44ae21648ca4238d34076b86e902ea56704a98524d0e2b6b87",
+        "c1ebac8c13a488aeccfb9edfa592b553a5be9c33932b89586328571ec2893f3c",
+        "a50652dfdd24901b18903a580a700880ae5626ee5a34effa910c09b971cbc458",
     ];
+
+    #[test]
+    fn changes_carry_the_values_they_replace() {
+        let registered = recorded(
+            "ServerRegistered",
+            r#"{"server_id":"00000000-0000-0000-0000-00000000002a","name":"golden","description":"d","tags":["a"],"transport":"sse","endpoint":"https://example.com/mcp","upstream_auth":{"mode":"none"},"access":{},"owner":"user-1"}"#,
+            1,
+        );
+        let state = state_after(&registered, None).unwrap_or_else(|e| panic!("{e}"));
+        let updated = recorded("ServerUpdated", r#"{"description":"e","endpoint":"https://example.org/mcp"}"#, 2);
+        let entry = entry_for(&updated, 2, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(entry.target_name.as_deref(), Some("golden"));
+        assert_eq!(
+            entry.changes,
+            json!({
+                "description": { "before": "d", "after": "e" },
+                "url": { "before": "https://example.com/mcp", "after": "https://example.org/mcp" },
+            })
+        );
+        let state = state_after(&updated, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        let suspended = recorded("ServerSuspended", r#"{"reason":"maintenance"}"#, 3);
+        let entry = entry_for(&suspended, 3, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(entry.changes, json!({ "status": { "before": "active", "after": "suspended" } }));
+        // Without what came before (a trail that starts mid-stream), the before values are unknown.
+        let entry = entry_for(&suspended, 3, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(entry.changes, json!({ "status": { "before": null, "after": "suspended" } }));
+    }
 }

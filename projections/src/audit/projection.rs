@@ -5,7 +5,7 @@ use eventstore::RecordedEvent;
 use sqlx::PgConnection;
 
 use super::entry::GENESIS;
-use super::mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, entry_for};
+use super::mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, TargetState, entry_for, state_after};
 use crate::{EventFilter, ProjectionError, TableProjection};
 
 /// The name of the projection, its checkpoint and (as `rm_audit`) its schema.
@@ -29,8 +29,8 @@ impl TableProjection for AuditProjection {
     }
 
     fn version(&self) -> u32 {
-        // 2: server names kept in `target_names`, which retention never prunes (entries unchanged).
-        2
+        // 3: entries in chain format 2 (before and after values), names and fields in `target_names`.
+        3
     }
 
     fn filter(&self) -> &EventFilter {
@@ -66,12 +66,14 @@ impl TableProjection for AuditProjection {
              CREATE INDEX entries_action ON entries (action text_pattern_ops, seq);
              CREATE INDEX entries_time ON entries (occurred_at, seq);
              CREATE INDEX entries_correlation ON entries (correlation_id);
-             -- The latest name of each named target: what entries of later events that do not carry
-             -- the name record. Kept apart from the entries, which retention prunes.
+             -- The latest name and audited fields of each named target: the name entries of later
+             -- events record, and the before values of their changes. Kept apart from the entries,
+             -- which retention prunes.
              CREATE TABLE target_names (
-                 target_kind text NOT NULL,
-                 target_id   text NOT NULL,
-                 name        text NOT NULL,
+                 target_kind text  NOT NULL,
+                 target_id   text  NOT NULL,
+                 name        text  NOT NULL,
+                 fields      jsonb NOT NULL,
                  PRIMARY KEY (target_kind, target_id)
              );",
         )
@@ -89,9 +91,9 @@ impl TableProjection for AuditProjection {
             Some((seq, hash)) => (seq, <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS)),
             None => (0, GENESIS),
         };
-        // Server events after the registration do not carry the name: take it from `target_names`, once
-        // per batch, for the servers the batch touches but does not register (a registration, revision 0,
-        // names its server for the rest of the batch).
+        // Server events after the registration carry neither the name nor the values they replace: take
+        // both from `target_names`, once per batch, for the servers the batch touches but does not
+        // register (a registration, revision 0, sets them for the rest of the batch).
         let registered: std::collections::HashSet<&str> = events
             .iter()
             .filter(|e| e.stream.category() == domain::server::CATEGORY && e.revision == 0)
@@ -104,17 +106,18 @@ impl TableProjection for AuditProjection {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let known: Vec<(String, String)> = if servers.is_empty() {
+        let known: Vec<(String, String, serde_json::Value)> = if servers.is_empty() {
             Vec::new()
         } else {
             sqlx::query_as(
-                "SELECT target_id, name FROM target_names WHERE target_kind = 'server' AND target_id = ANY($1)",
+                "SELECT target_id, name, fields FROM target_names WHERE target_kind = 'server' AND target_id = ANY($1)",
             )
             .bind(&servers)
             .fetch_all(&mut *tx)
             .await?
         };
-        let mut names: std::collections::HashMap<String, String> = known.into_iter().collect();
+        let mut states: std::collections::HashMap<String, TargetState> =
+            known.into_iter().map(|(id, name, fields)| (id, TargetState { name: Some(name), fields })).collect();
         let mut rows = Rows::default();
         for event in events {
             let fail = |reason: String| ProjectionError::Apply {
@@ -122,32 +125,37 @@ impl TableProjection for AuditProjection {
                 position: event.position,
                 reason,
             };
-            let known_name = if event.stream.category() == domain::server::CATEGORY {
-                names.get(event.stream.id()).cloned()
-            } else {
-                None
-            };
-            let entry = entry_for(event, seq + 1, known_name).map_err(fail)?;
-            if entry.target_kind == "server"
-                && let Some(name) = &entry.target_name
+            let server = (event.stream.category() == domain::server::CATEGORY).then(|| event.stream.id());
+            let before = server.and_then(|id| states.get(id));
+            let entry = entry_for(event, seq + 1, before).map_err(fail)?;
+            if let Some(id) = server
+                && let Some(after) = state_after(event, before).map_err(fail)?
             {
-                names.insert(entry.target_id.clone(), name.clone());
+                states.insert(id.to_owned(), after);
             }
             let hash = entry.chain_hash(&previous);
             rows.push(entry, previous, hash);
             (seq, previous) = (seq + 1, hash);
         }
         rows.insert(tx).await?;
-        // The names of the servers this batch touched, as they are after it.
-        let (ids, latest): (Vec<String>, Vec<String>) = names.into_iter().unzip();
+        // The servers this batch touched, as they are after it.
+        let (mut ids, mut names, mut fields) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, state) in states {
+            if let Some(name) = state.name {
+                ids.push(id);
+                names.push(name);
+                fields.push(state.fields);
+            }
+        }
         if !ids.is_empty() {
             sqlx::query(
-                "INSERT INTO target_names (target_kind, target_id, name)
-                 SELECT 'server', i, n FROM unnest($1::text[], $2::text[]) AS u(i, n)
-                 ON CONFLICT (target_kind, target_id) DO UPDATE SET name = excluded.name",
+                "INSERT INTO target_names (target_kind, target_id, name, fields)
+                 SELECT 'server', i, n, f FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS u(i, n, f)
+                 ON CONFLICT (target_kind, target_id) DO UPDATE SET name = excluded.name, fields = excluded.fields",
             )
             .bind(&ids)
-            .bind(&latest)
+            .bind(&names)
+            .bind(&fields)
             .execute(&mut *tx)
             .await?;
         }

@@ -99,11 +99,18 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
             "server.deregistered",
         ]
     );
-    // Events that do not carry the server's name get it from the trail; reasons and changes are kept.
+    // Events that do not carry the server's name get it from the trail; reasons are kept, and changes
+    // carry the values they replace.
+    use serde_json::json;
     assert!(rows[4..].iter().all(|r| r.1 == "server" && r.2.as_deref() == Some("audited")));
-    assert_eq!(rows[4].4, serde_json::json!({"description": "d2"}));
-    assert_eq!(rows[6].4, serde_json::json!({"auth_mode": "bearer"}));
+    assert_eq!(rows[4].4, json!({"description": {"before": "d", "after": "d2"}}));
+    assert_eq!(rows[5].4["access"]["before"]["roles"], json!([]));
+    assert_eq!(rows[5].4["access"]["after"]["roles"], json!(["developer"]));
+    assert_eq!(rows[6].4, json!({"auth_mode": {"before": "bearer", "after": "bearer"}}));
     assert_eq!(rows[7].3.as_deref(), Some("maintenance"));
+    assert_eq!(rows[7].4, json!({"status": {"before": "active", "after": "suspended"}}));
+    assert_eq!(rows[8].4, json!({"status": {"before": "suspended", "after": "active"}}));
+    assert_eq!(rows[9].4, json!({"status": {"before": "active", "after": "deregistered"}}));
     let dump: Vec<String> =
         sqlx::query_scalar("SELECT e::text FROM rm_audit.entries e").fetch_all(store.pool()).await.unwrap();
     assert!(
@@ -462,4 +469,53 @@ fn outcome_sha(outcome: &api::audit_prune::PruneOutcome) -> String {
         api::audit_prune::PruneOutcome::Pruned { sha256, .. } => sha256.clone(),
         api::audit_prune::PruneOutcome::Nothing => String::new(),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_of_an_older_chain_format_keep_their_place_and_cannot_be_passed_off_as_another() {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    use projections::audit::{AuditKeys, CHAIN_VERSION, CheckpointViolationKind, verify_checkpoints, write_checkpoint};
+    let (store, _db) = store().await;
+    let keys = AuditKeys::new(&[("a1".into(), SIGNING.into())]).unwrap();
+    let published = AuditKeys::verifying(&keys.public_keys()).unwrap();
+    write_every_event_type(&store).await;
+    let runner = caught_up(&store).await;
+    // Given a checkpoint signed in chain format 1, over an entry that hashed differently in that format
+    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(SIGNING).unwrap().try_into().unwrap();
+    let old_hash = [7u8; 32];
+    let message = format!("mcp-gateway audit checkpoint v1\n5\n{}\n", hex::encode(old_hash));
+    let signature = ed25519_dalek::SigningKey::from_bytes(&seed).sign(message.as_bytes());
+    sqlx::query(
+        "INSERT INTO audit_sig.checkpoints (seq, entry_hash, prev_signature, key_id, signature, chain_version)
+         VALUES (5, $1, '', 'a1', $2, 1)",
+    )
+    .bind(old_hash.as_slice())
+    .bind(signature.to_bytes().as_slice())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    // And one in the current format after it
+    write_checkpoint(store.pool(), &keys).await.unwrap().unwrap();
+    runner.abort();
+
+    // Then both verify: the old one by its signature and its place, the new one also against its entry
+    const { assert!(CHAIN_VERSION > 1) };
+    assert_eq!(verify_checkpoints(store.pool(), &published).await.unwrap(), (2, None));
+
+    // And a current checkpoint relabelled as the old format (whose entries are not compared) is refused
+    sqlx::query("UPDATE audit_sig.checkpoints SET chain_version = 1 WHERE seq <> 5")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let violation = verify_checkpoints(store.pool(), &published).await.unwrap().1.unwrap();
+    assert_eq!(violation.kind, CheckpointViolationKind::BadSignature);
+    // And so is an old one relabelled as current
+    sqlx::query("UPDATE audit_sig.checkpoints SET chain_version = $1")
+        .bind(CHAIN_VERSION)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let violation = verify_checkpoints(store.pool(), &published).await.unwrap().1.unwrap();
+    assert_eq!((violation.kind, violation.seq), (CheckpointViolationKind::BadSignature, 5));
 }
