@@ -21,7 +21,8 @@ use crate::state::AppState;
         servers::rotate_credential,
         servers::deregister,
         audit::list,
-        audit::verify
+        audit::verify,
+        audit::hash
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&ApiKeyAuth)

@@ -106,7 +106,20 @@ impl Keyring {
             key_id: self.current.clone(),
             nonce: STANDARD.encode(nonce),
             ciphertext: STANDARD.encode(ciphertext),
+            fingerprint: Some(self.secret_hash(secret.expose(), &self.current)).flatten(),
         })
+    }
+
+    /// The audit hash of a secret value with the fingerprint key `key_id`: `hmac-sha256:<key id>:<hex>`,
+    /// as [`seal`](Self::seal) records it. `None` when the key is not configured.
+    pub fn secret_hash(&self, value: &str, key_id: &str) -> Option<String> {
+        let digest = self.fingerprint_with(key_id, &[b"mcp-gateway audit secret", value.as_bytes()])?;
+        Some(format!("hmac-sha256:{key_id}:{}", hex::encode(digest)))
+    }
+
+    /// The id of the key that seals (and hashes) new secrets.
+    pub fn current_key_id(&self) -> &str {
+        &self.current
     }
 
     /// Opens `sealed`, which must have been sealed for `context`.

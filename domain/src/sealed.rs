@@ -12,6 +12,12 @@ pub struct Sealed {
     pub nonce: String,
     /// Ciphertext and tag, base64.
     pub ciphertext: String,
+    /// A keyed hash of the secret, `hmac-sha256:<key id>:<hex>` (Vault's audit HMAC): the audit trail
+    /// shows whether a credential changed, and an auditor holding a candidate value can ask the gateway
+    /// for its hash (`POST /api/v1/audit/hash`) to tell whether it is the one configured, while the trail
+    /// never holds the secret. Absent on secrets sealed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for Sealed {

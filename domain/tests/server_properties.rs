@@ -12,7 +12,12 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 fn sealed() -> impl Strategy<Value = Sealed> {
-    ("k[1-3]", "[a-zA-Z0-9]{4,8}").prop_map(|(key_id, c)| Sealed { key_id, nonce: "bm9uY2U=".into(), ciphertext: c })
+    ("k[1-3]", "[a-zA-Z0-9]{4,8}").prop_map(|(key_id, c)| Sealed {
+        key_id,
+        nonce: "bm9uY2U=".into(),
+        ciphertext: c,
+        fingerprint: None,
+    })
 }
 
 fn upstream_auth() -> impl Strategy<Value = UpstreamAuth> {

@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit/verify", get(verify))
         .route("/api/v1/audit/export", get(export))
         .route("/api/v1/audit/keys", get(keys))
+        .route("/api/v1/audit/hash", axum::routing::post(hash))
         .route("/api/v1/audit/{seq}", get(one))
 }
 
@@ -58,6 +59,45 @@ pub(crate) async fn keys(State(state): State<AppState>) -> axum::Json<serde_json
         .map(|(key_id, public_key)| serde_json::json!({ "key_id": key_id, "algorithm": "Ed25519", "public_key": public_key }))
         .collect();
     axum::Json(serde_json::json!({ "keys": keys }))
+}
+
+/// A value to hash as the trail hashes secrets.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HashRequest {
+    /// The candidate value (a token, a client secret).
+    pub value: String,
+    /// The fingerprint key to hash with, as named in the hash being compared (default: the current key).
+    pub key_id: Option<String>,
+}
+
+/// The keyed hash of a value.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HashReply {
+    /// `hmac-sha256:<key id>:<hex>`: compare with the `credential` values of the trail.
+    pub hash: String,
+}
+
+/// `POST /api/v1/audit/hash`: the keyed hash the trail would record for a secret value (Vault's
+/// `sys/audit-hash`), so that an auditor holding a candidate (a leaked token, say) can find where it was
+/// configured without the trail ever holding secrets. Asked by auditors only; the request is recorded,
+/// never the value.
+#[utoipa::path(post, path = "/api/v1/audit/hash", operation_id = "audit_hash", request_body = HashRequest, responses((status = 200, body = HashReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn hash(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::Json<HashReply>, Problem> {
+    caller.authorize(&state, Action::ReadAudit, "audit").await?;
+    let request: HashRequest = crate::json_body::parse(&crate::json_body::bytes(body)?)?;
+    let key_id = request.key_id.unwrap_or_else(|| state.keyring.current_key_id().to_owned());
+    let hash = state.keyring.secret_hash(&request.value, &key_id).ok_or_else(|| {
+        Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "unknown-key", "Unknown key")
+            .field("key_id")
+            .detail("no fingerprint key with this id is configured")
+    })?;
+    record_read(&state, &caller, format!("hash?key_id={key_id}")).await?;
+    Ok(axum::Json(HashReply { hash }))
 }
 
 #[derive(Deserialize, Clone)]

@@ -81,6 +81,16 @@ impl UpstreamAuth {
         }
     }
 
+    /// The keyed hash of the secret, when the mode has one and it was recorded.
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            UpstreamAuth::None => None,
+            UpstreamAuth::Bearer { token: sealed }
+            | UpstreamAuth::Header { value: sealed, .. }
+            | UpstreamAuth::OauthClientCredentials { client_secret: sealed, .. } => sealed.fingerprint.as_deref(),
+        }
+    }
+
     /// Checks the non-secret fields.
     pub fn validate(&self) -> Result<(), UpstreamAuthError> {
         match self {
@@ -114,7 +124,7 @@ mod tests {
     use super::*;
 
     fn sealed() -> Sealed {
-        Sealed { key_id: "k1".into(), nonce: "n".into(), ciphertext: "c".into() }
+        Sealed { key_id: "k1".into(), nonce: "n".into(), ciphertext: "c".into(), fingerprint: None }
     }
 
     #[test]

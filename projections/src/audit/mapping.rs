@@ -96,11 +96,17 @@ fn describe(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Descr
 /// The fields a server event sets, with their new values (all of them for a registration).
 fn server_fields(event: &ServerEvent) -> Result<serde_json::Map<String, Value>, String> {
     let value = match event {
-        ServerEvent::Registered(r) => json!({
-            "name": r.name, "title": r.title, "description": r.description, "tags": r.tags,
-            "transport": r.transport, "url": r.endpoint, "auth_mode": r.upstream_auth.kind(),
-            "access": r.access, "owner": r.owner,
-        }),
+        ServerEvent::Registered(r) => {
+            let mut fields = json!({
+                "name": r.name, "title": r.title, "description": r.description, "tags": r.tags,
+                "transport": r.transport, "url": r.endpoint, "auth_mode": r.upstream_auth.kind(),
+                "access": r.access, "owner": r.owner,
+            });
+            if let (Some(map), Some(hash)) = (fields.as_object_mut(), r.upstream_auth.fingerprint()) {
+                map.insert("credential".into(), json!(hash));
+            }
+            fields
+        }
         ServerEvent::Updated(changes) => {
             let mut changed = serde_json::to_value(changes).map_err(|e| e.to_string())?;
             // The catalogue calls the endpoint `url`.
@@ -112,8 +118,11 @@ fn server_fields(event: &ServerEvent) -> Result<serde_json::Map<String, Value>, 
             changed
         }
         ServerEvent::AccessChanged(access) => json!({ "access": access }),
-        // The mode only: sealed values are secrets at rest, not audit material.
-        ServerEvent::CredentialRotated(auth) => json!({ "auth_mode": auth.kind() }),
+        // The mode, and the secret's keyed hash (never the sealed value): whether the credential changed.
+        ServerEvent::CredentialRotated(auth) => match auth.fingerprint() {
+            Some(hash) => json!({ "auth_mode": auth.kind(), "credential": hash }),
+            None => json!({ "auth_mode": auth.kind() }),
+        },
         ServerEvent::Suspended { .. } => json!({ "status": "suspended" }),
         ServerEvent::Resumed => json!({ "status": "active" }),
         ServerEvent::Deregistered { .. } => json!({ "status": "deregistered" }),

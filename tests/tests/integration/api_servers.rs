@@ -428,6 +428,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/api/v1/servers/{id}/suspend", "post"),
         ("/api/v1/servers/{id}/resume", "post"),
         ("/api/v1/servers/{id}/rotate-credential", "post"),
+        ("/api/v1/audit/hash", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} documented");
     }
@@ -681,5 +682,66 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     // Owners read the trail too; admins and managers do not (separation of duties).
     api.key = owner_key;
     assert_eq!(api.call(Method::GET, "/api/v1/audit?limit=1", None, &[]).await.status, StatusCode::OK);
+    api.gateway.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_shows_whether_a_credential_changed_and_an_auditor_can_match_a_candidate_secret() {
+    let mut api = start(None).await;
+    let mut body = server("hashed");
+    body["upstream_auth"] = json!({ "mode": "bearer", "token": "tok-CANDIDATE-1" });
+    let created = api.register(body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let rotate = json!({ "upstream_auth": { "mode": "bearer", "token": "tok-CANDIDATE-2" } }).to_string();
+    let rotated = api.call(Method::POST, &format!("/api/v1/servers/{id}/rotate-credential"), Some(&rotate), &[]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.raw);
+    let viewer_key = principal_key(&api, domain::Role::Viewer).await;
+    let auditor_key = principal_key(&api, domain::Role::Auditor).await;
+
+    // The trail records keyed hashes of the credentials: a rotation to another secret shows as a change
+    api.key = auditor_key;
+    let history = tests::eventually(DEADLINE, "the rotation to reach the trail", || async {
+        let page = api.call(Method::GET, &format!("/api/v1/audit?target_id={id}"), None, &[]).await;
+        let entries = page.body["entries"].as_array()?.clone();
+        (entries.len() == 2).then_some(entries)
+    })
+    .await;
+    let first = history[0]["changes"]["credential"].as_str().unwrap().to_owned();
+    let change = &history[1]["changes"]["credential"];
+    assert_eq!(change["before"], first.as_str());
+    assert!(first.starts_with("hmac-sha256:k1:"), "{first}");
+    assert_ne!(change["after"], change["before"]);
+    assert!(!history.iter().any(|e| e.to_string().contains("CANDIDATE")), "no secret in the trail");
+
+    // An auditor holding a candidate asks for its hash and finds which credential it was
+    let ask = |value: &str| json!({ "value": value }).to_string();
+    let hashed = api.call(Method::POST, "/api/v1/audit/hash", Some(&ask("tok-CANDIDATE-1")), &[]).await;
+    assert_eq!(hashed.status, StatusCode::OK, "{}", hashed.raw);
+    assert_eq!(hashed.body["hash"], first.as_str());
+    let other = api.call(Method::POST, "/api/v1/audit/hash", Some(&ask("tok-OTHER")), &[]).await;
+    assert_ne!(other.body["hash"], first.as_str());
+    let unknown = json!({ "value": "x", "key_id": "nope" }).to_string();
+    assert_problem(
+        &api.call(Method::POST, "/api/v1/audit/hash", Some(&unknown), &[]).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown-key",
+    );
+    // The question is recorded, never the value
+    let asked = tests::eventually(DEADLINE, "the question to reach the trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=audit.read", None, &[]).await;
+        let entries = page.body["entries"].as_array()?.clone();
+        entries.iter().any(|e| e["changes"]["query"] == "hash?key_id=k1").then_some(entries)
+    })
+    .await;
+    assert!(!asked.iter().any(|e| e.to_string().contains("CANDIDATE")));
+
+    // Only auditors (and owners) may ask
+    api.key = viewer_key;
+    assert_problem(
+        &api.call(Method::POST, "/api/v1/audit/hash", Some(&ask("tok-CANDIDATE-1")), &[]).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
     api.gateway.stop();
 }

@@ -106,7 +106,10 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
     assert_eq!(rows[4].4, json!({"description": {"before": "d", "after": "d2"}}));
     assert_eq!(rows[5].4["access"]["before"]["roles"], json!([]));
     assert_eq!(rows[5].4["access"]["after"]["roles"], json!(["developer"]));
-    assert_eq!(rows[6].4, json!({"auth_mode": {"before": "bearer", "after": "bearer"}}));
+    assert_eq!(rows[6].4["auth_mode"], json!({"before": "bearer", "after": "bearer"}));
+    let credential = &rows[6].4["credential"];
+    assert!(credential["before"].as_str().unwrap().starts_with("hmac-sha256:k1:"), "{credential}");
+    assert_ne!(credential["before"], credential["after"], "another secret: another keyed hash");
     assert_eq!(rows[7].3.as_deref(), Some("maintenance"));
     assert_eq!(rows[7].4, json!({"status": {"before": "active", "after": "suspended"}}));
     assert_eq!(rows[8].4, json!({"status": {"before": "suspended", "after": "active"}}));
