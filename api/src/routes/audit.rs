@@ -335,13 +335,14 @@ pub fn export_lines(
 }
 
 /// The columns of a CSV export, in order.
-const CSV_COLUMNS: [&str; 18] = [
+const CSV_COLUMNS: [&str; 19] = [
     "seq",
     "position",
     "event_id",
     "occurred_at",
     "actor_id",
     "actor_kind",
+    "actor_name",
     "action",
     "target_kind",
     "target_id",
@@ -372,6 +373,7 @@ fn csv_line(r: &AuditRecord) -> String {
         r.occurred_at.to_rfc3339(),
         r.actor_id.clone(),
         r.actor_kind.clone(),
+        opt(&r.actor_name),
         r.action.clone(),
         r.target_kind.clone(),
         r.target_id.clone(),

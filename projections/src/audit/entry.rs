@@ -25,6 +25,8 @@ pub struct AuditEntry {
     pub actor_id: String,
     /// Who: `user`, `service`, `system`, …
     pub actor_kind: String,
+    /// Who: the principal's display name at the time, when the trail knows it.
+    pub actor_name: Option<String>,
     /// Stable dotted name, e.g. `server.registered`.
     pub action: String,
     /// What kind of thing it happened to.

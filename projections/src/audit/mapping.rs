@@ -32,7 +32,7 @@ pub const AUDITED_TYPES: [&str; 12] = [
 /// The format of the canonical entries. Bump it (and the projection's version, which rebuilds the trail)
 /// whenever a change here or in [`AuditEntry`] alters any entry's hash; checkpoints signed in an older
 /// format keep their signatures and order but are no longer compared with entries. 2: the before and
-/// after values of changed fields.
+/// after values of changed fields, and the actor's display name.
 pub const CHAIN_VERSION: i32 = 2;
 
 /// What the trail knows of a target before an event: its name and its audited fields as last recorded
@@ -46,9 +46,14 @@ pub struct TargetState {
 }
 
 /// The entry for `event`, numbered `seq`; `before` is what the trail knew of its target (for the name of
-/// events that do not carry it, and the before values of changed fields). `Err` when the payload does
-/// not decode.
-pub fn entry_for(event: &RecordedEvent, seq: i64, before: Option<&TargetState>) -> Result<AuditEntry, String> {
+/// events that do not carry it, and the before values of changed fields), `actor_name` the acting
+/// principal's display name as the trail knew it. `Err` when the payload does not decode.
+pub fn entry_for(
+    event: &RecordedEvent,
+    seq: i64,
+    before: Option<&TargetState>,
+    actor_name: Option<&str>,
+) -> Result<AuditEntry, String> {
     let (action, target_kind, target_name, reason, changes, target_id) = describe(event, before)?;
     let outcome = if action == "access.denied" { "denied" } else { "success" };
     let m = &event.metadata;
@@ -63,6 +68,7 @@ pub fn entry_for(event: &RecordedEvent, seq: i64, before: Option<&TargetState>) 
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
+        actor_name: actor_name.map(str::to_owned),
         action: action.to_owned(),
         target_kind: target_kind.to_owned(),
         target_id: target_id.unwrap_or_else(|| event.stream.id().to_owned()),
@@ -146,8 +152,13 @@ fn before_after(before: Option<&TargetState>, after: serde_json::Map<String, Val
     Value::Object(changes)
 }
 
-/// What the trail knows of the target of a server `event` after it: `None` for other events.
+/// What the trail knows of the target of `event` after it (a server, or a principal for the names of
+/// actors): `None` for other events.
 pub fn state_after(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Option<TargetState>, String> {
+    if let Some(Ok(IdentityEvent::PrincipalCreated(p))) = IdentityEvent::from_json(&event.event_type, &event.data) {
+        let fields = json!({ "kind": p.kind, "roles": p.roles });
+        return Ok(Some(TargetState { name: Some(p.display_name.clone()), fields }));
+    }
     let Some(decoded) = ServerEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
     let decoded = decoded.map_err(|e| e.to_string())?;
     let mut fields = match (&decoded, before.and_then(|b| b.fields.as_object())) {
@@ -292,7 +303,7 @@ mod golden {
         let mut state = None;
         let mut links = Vec::new();
         for (i, event) in events.iter().enumerate() {
-            let entry = entry_for(event, i as i64 + 1, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+            let entry = entry_for(event, i as i64 + 1, state.as_ref(), Some("Ada")).unwrap_or_else(|e| panic!("{e}"));
             state = state_after(event, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
             previous = entry.chain_hash(&previous);
             links.push(hex::encode(previous));
@@ -300,11 +311,11 @@ mod golden {
         assert_eq!(links, GOLDEN, "the audit chain's hashes changed");
     }
 
-    /// Chain format 2 ([`CHAIN_VERSION`]); the registration hashes as in format 1.
+    /// Chain format 2 ([`CHAIN_VERSION`]).
     const GOLDEN: [&str; 3] = [
-        "47402d8cf1647f16eb8336b4070c49bc2157df291f3daa43622dd79f6362621a",
-        "c1ebac8c13a488aeccfb9edfa592b553a5be9c33932b89586328571ec2893f3c",
-        "a50652dfdd24901b18903a580a700880ae5626ee5a34effa910c09b971cbc458",
+        "63b3a21192555221a4c804bd226ed1c8a133762247419aff684df0f1fa4537f5",
+        "5351ac6b1d9f1ca9e0fc1a4db2b23fea7178aa49388922e356dece24041d981f",
+        "9b631644cd312e84422ea1ccec967cea2c3234eda0baadd20d9da6cccf710890",
     ];
 
     #[test]
@@ -316,7 +327,7 @@ mod golden {
         );
         let state = state_after(&registered, None).unwrap_or_else(|e| panic!("{e}"));
         let updated = recorded("ServerUpdated", r#"{"description":"e","endpoint":"https://example.org/mcp"}"#, 2);
-        let entry = entry_for(&updated, 2, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        let entry = entry_for(&updated, 2, state.as_ref(), None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(entry.target_name.as_deref(), Some("golden"));
         assert_eq!(
             entry.changes,
@@ -327,10 +338,10 @@ mod golden {
         );
         let state = state_after(&updated, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
         let suspended = recorded("ServerSuspended", r#"{"reason":"maintenance"}"#, 3);
-        let entry = entry_for(&suspended, 3, state.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        let entry = entry_for(&suspended, 3, state.as_ref(), None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(entry.changes, json!({ "status": { "before": "active", "after": "suspended" } }));
         // Without what came before (a trail that starts mid-stream), the before values are unknown.
-        let entry = entry_for(&suspended, 3, None).unwrap_or_else(|e| panic!("{e}"));
+        let entry = entry_for(&suspended, 3, None, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(entry.changes, json!({ "status": { "before": null, "after": "suspended" } }));
     }
 }

@@ -1,5 +1,7 @@
 //! Folds every event into `rm_audit.entries`, chaining each entry to the one before.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use async_trait::async_trait;
 use eventstore::RecordedEvent;
 use sqlx::PgConnection;
@@ -47,6 +49,7 @@ impl TableProjection for AuditProjection {
                  occurred_at    timestamptz NOT NULL,
                  actor_id       text        NOT NULL,
                  actor_kind     text        NOT NULL,
+                 actor_name     text,
                  action         text        NOT NULL,
                  target_kind    text        NOT NULL,
                  target_id      text        NOT NULL,
@@ -91,33 +94,35 @@ impl TableProjection for AuditProjection {
             Some((seq, hash)) => (seq, <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS)),
             None => (0, GENESIS),
         };
-        // Server events after the registration carry neither the name nor the values they replace: take
-        // both from `target_names`, once per batch, for the servers the batch touches but does not
-        // register (a registration, revision 0, sets them for the rest of the batch).
-        let registered: std::collections::HashSet<&str> = events
+        // Server events after the registration carry neither the name nor the values they replace, and
+        // no event carries its actor's name: take them from `target_names`, once per batch, for the
+        // servers the batch touches but does not register (a registration, revision 0, sets them for the
+        // rest of the batch) and for the principals who act in it.
+        let registered: HashSet<&str> = events
             .iter()
             .filter(|e| e.stream.category() == domain::server::CATEGORY && e.revision == 0)
             .map(|e| e.stream.id())
             .collect();
-        let servers: Vec<&str> = events
+        let wanted: BTreeSet<(&str, &str)> = events
             .iter()
             .filter(|e| e.stream.category() == domain::server::CATEGORY && !registered.contains(e.stream.id()))
-            .map(|e| e.stream.id())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
+            .map(|e| ("server", e.stream.id()))
+            .chain(events.iter().map(|e| ("principal", e.metadata.actor.id.as_str())))
             .collect();
-        let known: Vec<(String, String, serde_json::Value)> = if servers.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_as(
-                "SELECT target_id, name, fields FROM target_names WHERE target_kind = 'server' AND target_id = ANY($1)",
-            )
-            .bind(&servers)
-            .fetch_all(&mut *tx)
-            .await?
-        };
-        let mut states: std::collections::HashMap<String, TargetState> =
-            known.into_iter().map(|(id, name, fields)| (id, TargetState { name: Some(name), fields })).collect();
+        let (kinds, ids): (Vec<&str>, Vec<&str>) = wanted.into_iter().unzip();
+        let known: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT t.target_kind, t.target_id, t.name, t.fields
+               FROM unnest($1::text[], $2::text[]) AS k(kind, id)
+               JOIN target_names t ON t.target_kind = k.kind AND t.target_id = k.id",
+        )
+        .bind(&kinds)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut states: HashMap<(String, String), TargetState> = known
+            .into_iter()
+            .map(|(kind, id, name, fields)| ((kind, id), TargetState { name: Some(name), fields }))
+            .collect();
         let mut rows = Rows::default();
         for event in events {
             let fail = |reason: String| ProjectionError::Apply {
@@ -125,23 +130,27 @@ impl TableProjection for AuditProjection {
                 position: event.position,
                 reason,
             };
-            let server = (event.stream.category() == domain::server::CATEGORY).then(|| event.stream.id());
-            let before = server.and_then(|id| states.get(id));
-            let entry = entry_for(event, seq + 1, before).map_err(fail)?;
-            if let Some(id) = server
-                && let Some(after) = state_after(event, before).map_err(fail)?
-            {
-                states.insert(id.to_owned(), after);
+            let key = |kind: &str, id: &str| (kind.to_owned(), id.to_owned());
+            let actor_name = states.get(&key("principal", &event.metadata.actor.id)).and_then(|s| s.name.as_deref());
+            let target = match event.stream.category() {
+                domain::server::CATEGORY => Some(key("server", event.stream.id())),
+                _ => None,
+            };
+            let before = target.as_ref().and_then(|k| states.get(k));
+            let entry = entry_for(event, seq + 1, before, actor_name).map_err(fail)?;
+            if let Some(after) = state_after(event, before).map_err(fail)? {
+                states.insert(key(&entry.target_kind, &entry.target_id), after);
             }
             let hash = entry.chain_hash(&previous);
             rows.push(entry, previous, hash);
             (seq, previous) = (seq + 1, hash);
         }
         rows.insert(tx).await?;
-        // The servers this batch touched, as they are after it.
-        let (mut ids, mut names, mut fields) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, state) in states {
+        // The targets this batch touched or looked up, as they are after it.
+        let (mut kinds, mut ids, mut names, mut fields) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((kind, id), state) in states {
             if let Some(name) = state.name {
+                kinds.push(kind);
                 ids.push(id);
                 names.push(name);
                 fields.push(state.fields);
@@ -150,9 +159,10 @@ impl TableProjection for AuditProjection {
         if !ids.is_empty() {
             sqlx::query(
                 "INSERT INTO target_names (target_kind, target_id, name, fields)
-                 SELECT 'server', i, n, f FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS u(i, n, f)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
                  ON CONFLICT (target_kind, target_id) DO UPDATE SET name = excluded.name, fields = excluded.fields",
             )
+            .bind(&kinds)
             .bind(&ids)
             .bind(&names)
             .bind(&fields)
@@ -173,6 +183,7 @@ struct Rows {
     occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
     actor_id: Vec<String>,
     actor_kind: Vec<String>,
+    actor_name: Vec<Option<String>>,
     action: Vec<String>,
     target_kind: Vec<String>,
     target_id: Vec<String>,
@@ -197,6 +208,7 @@ impl Rows {
         self.occurred_at.push(e.occurred_at);
         self.actor_id.push(e.actor_id);
         self.actor_kind.push(e.actor_kind);
+        self.actor_name.push(e.actor_name);
         self.action.push(e.action);
         self.target_kind.push(e.target_kind);
         self.target_id.push(e.target_id);
@@ -217,13 +229,13 @@ impl Rows {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO entries (seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind,
-                                  target_id, target_name, outcome, source_ip, user_agent, correlation_id,
-                                  causation_id, reason, changes, prev_hash, entry_hash)
+            "INSERT INTO entries (seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, actor_name, action,
+                                  target_kind, target_id, target_name, outcome, source_ip, user_agent,
+                                  correlation_id, causation_id, reason, changes, prev_hash, entry_hash)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::timestamptz[],
                                   $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                                  $12::text[], $13::text[], $14::text[], $15::uuid[], $16::uuid[], $17::text[],
-                                  $18::jsonb[], $19::bytea[], $20::bytea[])",
+                                  $12::text[], $13::text[], $14::text[], $15::text[], $16::uuid[], $17::uuid[],
+                                  $18::text[], $19::jsonb[], $20::bytea[], $21::bytea[])",
         )
         .bind(self.seq)
         .bind(self.tx)
@@ -232,6 +244,7 @@ impl Rows {
         .bind(self.occurred_at)
         .bind(self.actor_id)
         .bind(self.actor_kind)
+        .bind(self.actor_name)
         .bind(self.action)
         .bind(self.target_kind)
         .bind(self.target_id)

@@ -50,6 +50,8 @@ pub struct AuditRecord {
     pub actor_id: String,
     /// What kind of principal.
     pub actor_kind: String,
+    /// Who, by name at the time.
+    pub actor_name: Option<String>,
     /// What.
     pub action: String,
     /// On what kind of thing.
@@ -91,6 +93,7 @@ impl AuditRecord {
             occurred_at: self.occurred_at,
             actor_id: self.actor_id.clone(),
             actor_kind: self.actor_kind.clone(),
+            actor_name: self.actor_name.clone(),
             action: self.action.clone(),
             target_kind: self.target_kind.clone(),
             target_id: self.target_id.clone(),
@@ -111,7 +114,7 @@ pub async fn query(pool: &PgPool, filter: &AuditFilter) -> Result<(Vec<AuditReco
     let limit = filter.limit.clamp(1, 500);
     let prefix = filter.action_prefix.as_ref().map(|p| format!("{}%", escape_like(p)));
     let mut records: Vec<AuditRecord> = sqlx::query_as(
-        "SELECT seq, tx::text || ':' || gp::text AS position, event_id, occurred_at, actor_id, actor_kind, action,
+        "SELECT seq, tx::text || ':' || gp::text AS position, event_id, occurred_at, actor_id, actor_kind, actor_name, action,
                 target_kind, target_id, target_name, outcome, source_ip, user_agent, correlation_id, causation_id,
                 reason, changes, encode(prev_hash, 'hex') AS prev_hash, encode(entry_hash, 'hex') AS entry_hash
            FROM rm_audit.entries

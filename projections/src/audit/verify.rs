@@ -104,7 +104,7 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
     let mut checked = 0u64;
     loop {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, action, target_kind, target_id,
+            "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, actor_name, action, target_kind, target_id,
                     target_name, outcome, source_ip, user_agent, correlation_id, causation_id, reason, changes,
                     prev_hash, entry_hash
                FROM rm_audit.entries WHERE seq >= $1 ORDER BY seq LIMIT $2",

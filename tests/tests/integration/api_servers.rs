@@ -707,6 +707,8 @@ async fn the_trail_shows_whether_a_credential_changed_and_an_auditor_can_match_a
         (entries.len() == 2).then_some(entries)
     })
     .await;
+    // Each entry names its actor as the principal was called at the time
+    assert!(history.iter().all(|e| e["actor_name"] == "owner"), "{history:?}");
     let first = history[0]["changes"]["credential"].as_str().unwrap().to_owned();
     let change = &history[1]["changes"]["credential"];
     assert_eq!(change["before"], first.as_str());

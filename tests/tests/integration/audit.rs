@@ -178,6 +178,7 @@ async fn tampering_with_the_trail_is_named_at_the_first_bad_entry() {
         event_id: Uuid::now_v7(),
         occurred_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         actor_id: "mallory".into(),
+        actor_name: None,
         actor_kind: "user".into(),
         action: "server.registered".into(),
         target_kind: "server".into(),
