@@ -158,9 +158,24 @@ impl CheckpointPolicy {
     pub fn due(&self, unsigned: i64, since: Duration) -> bool {
         unsigned >= self.entries || (unsigned > 0 && since >= self.interval)
     }
+
+    /// How far past its interval (plus one poll of slack) a checkpoint is, with `unsigned` entries waiting
+    /// `since` the last one was signed; zero when none is late.
+    pub fn overdue(&self, unsigned: i64, since: Duration) -> Duration {
+        if unsigned <= 0 {
+            return Duration::ZERO;
+        }
+        since.saturating_sub(self.interval + self.poll)
+    }
 }
 
 /// Signs checkpoints as `policy` says while the trail grows; runs until dropped.
+///
+/// Publishes `mgw_audit_unsigned_entries` (entries after the newest checkpoint) and
+/// `mgw_audit_checkpoint_overdue_seconds` (how long the head has stayed unsigned beyond the policy's
+/// interval; 0 while on time), and warns in the log while a checkpoint is overdue: a signing key that
+/// stopped working, or a database that refuses the writes, must not go unnoticed
+/// (`deploy/prometheus/alerts.yml` alerts on it).
 pub async fn run_checkpointer(pool: PgPool, keys: std::sync::Arc<AuditKeys>, policy: CheckpointPolicy) {
     let mut tick = tokio::time::interval(policy.poll);
     let mut last = tokio::time::Instant::now();
@@ -173,13 +188,21 @@ pub async fn run_checkpointer(pool: PgPool, keys: std::sync::Arc<AuditKeys>, pol
         .fetch_one(&pool)
         .await;
         match unsigned {
-            Ok(unsigned) if policy.due(unsigned.unwrap_or(0), last.elapsed()) => {
-                match write_checkpoint(&pool, &keys).await {
-                    Ok(_) => last = tokio::time::Instant::now(),
-                    Err(error) => tracing::warn!(%error, "could not sign an audit checkpoint"),
+            Ok(unsigned) => {
+                let unsigned = unsigned.unwrap_or(0);
+                if policy.due(unsigned, last.elapsed()) {
+                    match write_checkpoint(&pool, &keys).await {
+                        Ok(_) => last = tokio::time::Instant::now(),
+                        Err(error) => tracing::warn!(%error, "could not sign an audit checkpoint"),
+                    }
+                }
+                let overdue = policy.overdue(unsigned, last.elapsed());
+                metrics::gauge!("mgw_audit_unsigned_entries").set(unsigned as f64);
+                metrics::gauge!("mgw_audit_checkpoint_overdue_seconds").set(overdue.as_secs_f64());
+                if !overdue.is_zero() {
+                    tracing::warn!(unsigned, overdue_s = overdue.as_secs(), "an audit checkpoint is overdue");
                 }
             }
-            Ok(_) => {}
             // Before the projection has created its schema, or while the database is away.
             Err(error) => tracing::debug!(%error, "cannot look at the audit trail's head yet"),
         }
@@ -197,6 +220,15 @@ mod tests {
         assert!(!policy.due(99, Duration::from_secs(59)));
         assert!(policy.due(1, Duration::from_secs(60)));
         assert!(!policy.due(0, Duration::from_secs(3_600)), "nothing new: nothing to sign");
+    }
+
+    #[test]
+    fn a_checkpoint_is_overdue_only_past_its_interval_with_entries_waiting() {
+        let policy = CheckpointPolicy::default();
+        assert_eq!(policy.overdue(5, Duration::from_secs(30)), Duration::ZERO);
+        assert_eq!(policy.overdue(5, Duration::from_secs(65)), Duration::ZERO, "one poll of slack");
+        assert_eq!(policy.overdue(5, Duration::from_secs(125)), Duration::from_secs(60));
+        assert_eq!(policy.overdue(0, Duration::from_secs(3_600)), Duration::ZERO, "nothing waits");
     }
 }
 
