@@ -62,6 +62,10 @@ pub async fn prune_to_archive(
     before: DateTime<Utc>,
     archive: &Path,
 ) -> Result<PruneOutcome, PruneError> {
+    // Refused up front, even when there is nothing to prune: a name given twice is a mistake either way.
+    if archive.exists() {
+        return Err(PruneError::ArchiveExists(archive.to_owned()));
+    }
     let Some((first, last)) = projections::audit::prunable(pool, before).await? else {
         return Ok(PruneOutcome::Nothing);
     };

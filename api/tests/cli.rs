@@ -164,6 +164,31 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     let out = String::from_utf8_lossy(&checked.stdout);
     assert!(!checked.status.success() && out.contains("was modified"), "{out}");
 
+    // Retention: everything but the newest entry is archived to a signed file, then pruned; the rest of
+    // the trail still verifies, and an archive is never overwritten.
+    let archive = dir.path().join("archive.jsonl");
+    let prune = |archive: std::path::PathBuf| {
+        let url = db.url.clone();
+        async move {
+            let output = Command::new(BIN)
+                .args(["audit", "prune", "--before", "2100-01-01T00:00:00Z", "--archive"])
+                .arg(archive)
+                .env("DATABASE_URL", url)
+                .env("MGW_AUDIT_SIGNING_KEYS", KEY.replacen("k1:", "a1:", 1))
+                .output()
+                .await
+                .unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (output.status.success(), text(&output.stdout), text(&output.stderr))
+        }
+    };
+    let (ok, out, err) = prune(archive.clone()).await;
+    assert!(ok && out.contains("archived") && out.contains("pruned"), "{out}{err}");
+    let (ok, out, err) = run(&["audit", "verify"], &db.url).await;
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    let (ok, _, err) = prune(archive).await;
+    assert!(!ok && err.contains("exists"), "{err}");
+
     // SIGTERM: a graceful stop, exit status 0.
     let pid = serve.id().unwrap().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
