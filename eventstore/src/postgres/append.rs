@@ -327,7 +327,7 @@ async fn append_one(
     Ok(row.map_or((None, None, None), |(first, last, tx)| (Some(first), Some(last), Some(tx))))
 }
 
-/// The append with its claims, by the group statement (`append_group.sql`) with one append.
+/// The append with its claims, by the general group statement (`append_group_any.sql`) with one append.
 async fn append_with_claims(
     conn: &mut PgConnection,
     p: &PreparedAppend,

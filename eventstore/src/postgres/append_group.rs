@@ -5,7 +5,8 @@
 //! (a statement to plan and run, a commit to flush, a backend to wake) outweighs the rows it writes. So
 //! a few appends run at once, each in a *lane*; an append that finds every lane busy queues, and the
 //! next lane to come free takes everything queued (one append per stream) as one group: one statement
-//! (`append_group.sql`) in which each append is still its own compare-and-set. A lone writer never waits
+//! (`append_group_existing.sql`, or `append_group_any.sql` when it creates streams or touches claims) in
+//! which each append is still its own compare-and-set. A lone writer never waits
 //! for a group: it takes a free lane and runs alone, exactly as without grouping.
 //!
 //! Only small appends (up to [`MAX_GROUPED_APPEND_EVENTS`] events) go into a group: to a stream whose head
@@ -254,7 +255,10 @@ async fn run_group(store: &PgEventStore, mut group: Vec<Queued>) {
     }
     group.sort_by(|a, b| a.append.stream.as_str().cmp(b.append.stream.as_str()));
     let params = GroupParams::new(group.iter().map(|q| (&q.append, q.head)));
-    let rows = match store.group_pool.acquire().await {
+    // Only the general statement inserts, and so may wait for a lock: it runs on the connections that give
+    // up after a lock timeout.
+    let pool = if params.general() { &store.group_pool } else { &store.pool };
+    let rows = match pool.acquire().await {
         Ok(mut conn) => params.run(&mut conn).await,
         Err(e) => Err(e),
     };
@@ -318,10 +322,10 @@ fn answer_alone(group: Vec<Queued>) {
     }
 }
 
-/// One row per event written by `append_group.sql`: stream, revision, position, transaction.
+/// One row per event written by a group statement: stream, revision, position, transaction.
 pub(super) type GroupRow = (String, i64, i64, i64);
 
-/// The parameters of `append_group.sql`, in its order.
+/// The parameters of the group statements, in their order (the claims last, for the general one).
 pub(super) struct GroupParams<'a> {
     streams: Vec<&'a str>,
     /// `None` for a new stream.
@@ -413,9 +417,28 @@ impl<'a> GroupParams<'a> {
         p
     }
 
+    /// True when some append creates its stream or touches claims: then the general statement
+    /// (`append_group_any.sql`) runs; otherwise the cheaper one for existing streams
+    /// (`append_group_existing.sql`), whose cached plan serves the most common group.
+    pub(super) fn general(&self) -> bool {
+        self.expected.iter().any(Option::is_none) || !self.claim_index.is_empty() || !self.release_index.is_empty()
+    }
+
     /// Runs the statement: the rows written, none for an append that was refused.
     pub(super) async fn run(&self, conn: &mut sqlx::PgConnection) -> Result<Vec<GroupRow>, sqlx::Error> {
-        self.bind(sqlx::query_as(include_str!("append_group.sql"))).fetch_all(conn).await
+        if self.general() {
+            self.bind(sqlx::query_as(include_str!("append_group_any.sql")))
+                .bind(&self.claim_index)
+                .bind(&self.claim_scopes)
+                .bind(&self.claim_values)
+                .bind(&self.release_index)
+                .bind(&self.release_scopes)
+                .bind(&self.release_values)
+                .fetch_all(conn)
+                .await
+        } else {
+            self.bind(sqlx::query_as(include_str!("append_group_existing.sql"))).fetch_all(conn).await
+        }
     }
 
     fn bind<'q, O>(
@@ -441,11 +464,5 @@ impl<'a> GroupParams<'a> {
             .bind(&self.correlation)
             .bind(&self.causation)
             .bind(links)
-            .bind(&self.claim_index)
-            .bind(&self.claim_scopes)
-            .bind(&self.claim_values)
-            .bind(&self.release_index)
-            .bind(&self.release_scopes)
-            .bind(&self.release_values)
     }
 }

@@ -51,7 +51,8 @@ impl Default for PgEventStoreOptions {
 #[derive(Clone)]
 pub struct PgEventStore {
     pub(super) pool: PgPool,
-    /// Connections for group statements, which give up waiting for a lock after [`GROUP_LOCK_TIMEOUT`].
+    /// Connections for the statements that insert streams and claims for several callers: they give up
+    /// waiting for a lock after [`GROUP_LOCK_TIMEOUT`] and plan every run (custom plans).
     pub(super) group_pool: PgPool,
     pub(super) options: Arc<PgEventStoreOptions>,
     pub(super) appended: Arc<watch::Sender<u64>>,
@@ -74,7 +75,8 @@ impl PgEventStore {
         let groups = Arc::new(AppendGroups::new(options.append_lanes, options.group_wait));
         // Connected on first use: a store that never groups never opens one.
         let group_pool = PgPoolOptions::new()
-            .max_connections(u32::try_from(options.append_lanes.max(1)).unwrap_or(u32::MAX))
+            // A lane's group or lone append, plus lone appends with claims that take no lane.
+            .max_connections(u32::try_from(options.append_lanes + 4).unwrap_or(u32::MAX))
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(
                 (*pool.connect_options())
@@ -142,17 +144,25 @@ impl PgEventStore {
     /// One attempt, in autocommit: at most a head read and one append statement; with claims, maybe a
     /// transaction.
     async fn append_once(&self, prepared: &PreparedAppend) -> Result<AppendResult, AppendFailure> {
-        let mut conn = self.pool.acquire().await.map_err(|e| AppendFailure::Failed(from_sqlx(e)))?;
-        // Claims are taken by the append's statement when it creates the stream. The statement skips a
-        // locked stream row, so an append to an existing stream with claims, which must wait for the lock
-        // instead, runs in a transaction, as does one whose claim turns out held.
-        if prepared.claims.is_empty() || prepared.expected == ExpectedRevision::NoStream {
-            match append_prepared(&mut conn, prepared, &self.heads).await {
+        let acquire = |pool: &PgPool| {
+            let pool = pool.clone();
+            async move { pool.acquire().await.map_err(|e| AppendFailure::Failed(from_sqlx(e))) }
+        };
+        if prepared.claims.is_empty() {
+            return append_prepared(&mut *acquire(&self.pool).await?, prepared, &self.heads).await;
+        }
+        // Claims are taken by the append's statement when it creates the stream, on a group connection
+        // (custom plans; it gives up waiting for a lock). The statement skips a locked stream row, so an
+        // append to an existing stream with claims, which must wait for the lock instead, runs in a
+        // transaction, as does one whose claim turns out held or whose statement gave up waiting.
+        if prepared.expected == ExpectedRevision::NoStream {
+            match append_prepared(&mut *acquire(&self.group_pool).await?, prepared, &self.heads).await {
                 Err(AppendFailure::ClaimHeld) => {}
+                Err(AppendFailure::Failed(e)) if e.is_unavailable() => {}
                 other => return other,
             }
         }
-        append_claiming(&mut conn, prepared, &self.heads).await
+        append_claiming(&mut *acquire(&self.pool).await?, prepared, &self.heads).await
     }
 
     /// A multi-stream append hit stored ids and rolled back: a retry of the whole append (every part's
