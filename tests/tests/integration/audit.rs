@@ -523,3 +523,45 @@ async fn checkpoints_of_an_older_chain_format_keep_their_place_and_cannot_be_pas
     let violation = verify_checkpoints(store.pool(), &published).await.unwrap().1.unwrap();
     assert_eq!((violation.kind, violation.seq), (CheckpointViolationKind::BadSignature, 5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_a_trail_of_several_pages_and_names_tampering_on_any_page() {
+    use eventstore::{EventData, ExpectedRevision, StreamName};
+    // Given 26,000 entries (verify reads 10,000 per page, the next page while it hashes one)
+    let (store, _db) = store().await;
+    for n in 0..260u32 {
+        let id = Uuid::now_v7();
+        let registered = format!(
+            r#"{{"server_id":"{id}","name":"paged-{n}","description":"d","tags":[],"transport":"sse","endpoint":"https://example.com/mcp","upstream_auth":{{"mode":"none"}},"access":{{}},"owner":"user-1"}}"#
+        );
+        let mut events = vec![EventData {
+            event_id: Uuid::now_v7(),
+            event_type: "ServerRegistered".into(),
+            schema_version: 1,
+            data: registered,
+            metadata: metadata(),
+        }];
+        events.extend((1..100).map(|i| EventData {
+            event_id: Uuid::now_v7(),
+            event_type: "ServerUpdated".into(),
+            schema_version: 1,
+            data: format!(r#"{{"description":"d{i}"}}"#),
+            metadata: metadata(),
+        }));
+        let stream = StreamName::from_parts("server", id).unwrap();
+        store.append(&stream, ExpectedRevision::NoStream, events).await.unwrap();
+    }
+    let runner = caught_up(&store).await;
+    runner.abort();
+    let _ = runner.await;
+    let report = verify(store.pool()).await.unwrap();
+    assert_eq!((report.checked, report.violation), (26_000, None));
+
+    // A modified entry on the third page, then a deleted one at the start of the third page
+    sqlx::query("UPDATE rm_audit.entries SET reason = 'edited' WHERE seq = 23456").execute(store.pool()).await.unwrap();
+    let violation = verify(store.pool()).await.unwrap().violation.unwrap();
+    assert_eq!((violation.seq, violation.kind), (23456, AuditViolationKind::Modified));
+    sqlx::query("DELETE FROM rm_audit.entries WHERE seq = 20001").execute(store.pool()).await.unwrap();
+    let violation = verify(store.pool()).await.unwrap().violation.unwrap();
+    assert_eq!((violation.seq, violation.kind), (20001, AuditViolationKind::Missing));
+}
