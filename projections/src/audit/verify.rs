@@ -102,31 +102,46 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
         _ => (1i64, GENESIS.to_vec(), (0, 0)),
     };
     let mut checked = 0u64;
-    let mut page = read_page(&mut snapshot, expected_seq, after_event, &categories, checkpoint).await?;
     loop {
-        let (rows, events) = page;
-        let full = rows.len() == PAGE as usize;
-        let next_seq = rows.last().map_or(expected_seq, |r| r.entry.seq + 1);
-        let next_event = events.last().map_or(after_event, |&(_, tx, gp)| (tx, gp));
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, actor_name, action, target_kind, target_id,
+                    target_name, outcome, source_ip, user_agent, correlation_id, causation_id, reason, changes,
+                    prev_hash, entry_hash
+               FROM rm_audit.entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(expected_seq)
+        .bind(PAGE)
+        .fetch_all(&mut *snapshot)
+        .await?;
+        // The audited events that should correspond, in $all order.
+        let events: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+            "SELECT e.event_id, e.transaction_id::text::bigint, e.global_position FROM es.events e
+              WHERE split_part(e.stream_id, '-', 1) = ANY($1)
+                AND (e.transaction_id, e.global_position) > ($2::bigint::text::xid8, $3)
+                AND (e.transaction_id, e.global_position) <= ($4::bigint::text::xid8, $5)
+              ORDER BY e.transaction_id, e.global_position LIMIT $6",
+        )
+        .bind(&categories)
+        .bind(after_event.0)
+        .bind(after_event.1)
+        .bind(checkpoint.map_or(0, |p| p.transaction_id as i64))
+        .bind(checkpoint.map_or(0, |p| p.global_position as i64))
+        .bind(PAGE)
+        .fetch_all(&mut *snapshot)
+        .await?;
+        let mut events = events.into_iter();
         // Each entry's link depends only on its own row (its stored predecessor link is checked against
-        // the previous row below), so the hashing, the bulk of the work, runs on every core, while the
-        // next page is read (speculatively: it is used only if this page holds, and then it starts right
-        // after this page's last entry and last event).
-        let hashing = tokio::task::spawn_blocking(move || {
+        // the previous row below), so the hashing, the bulk of the work, runs on every core.
+        let (rows, links) = tokio::task::spawn_blocking(move || {
             let links = recompute_links(&rows);
             (rows, links)
-        });
-        let prefetched = if full {
-            Some(read_page(&mut snapshot, next_seq, next_event, &categories, checkpoint).await)
-        } else {
-            None
-        };
-        let (rows, links) = hashing.await.map_err(|e| ProjectionError::Apply {
+        })
+        .await
+        .map_err(|e| ProjectionError::Apply {
             projection: NAME.to_owned(),
             position: Position { transaction_id: 0, global_position: 0 },
             reason: format!("verification task failed: {e}"),
         })?;
-        let mut events = events.into_iter();
         for (row, link) in rows.iter().zip(&links) {
             let at = Some(position(row.entry.tx, row.entry.gp));
             let violation =
@@ -160,7 +175,7 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
             expected_seq += 1;
             checked += 1;
         }
-        if !full {
+        if rows.len() < PAGE as usize {
             // Entries end here: any audited event left up to the checkpoint has no entry.
             if let Some((_, tx, gp)) = events.next() {
                 let violation = AuditViolation {
@@ -172,46 +187,5 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
             }
             return Ok(AuditReport { checked, violation: None });
         }
-        page = match prefetched {
-            Some(page) => page?,
-            None => read_page(&mut snapshot, expected_seq, after_event, &categories, checkpoint).await?,
-        };
     }
-}
-
-/// Entries from number `from_seq`, and the audited events after `after_event` up to `checkpoint` that
-/// should correspond to them, in `$all` order: a page of each.
-async fn read_page(
-    snapshot: &mut sqlx::PgConnection,
-    from_seq: i64,
-    after_event: (i64, i64),
-    categories: &[String],
-    checkpoint: Option<Position>,
-) -> Result<(Vec<Row>, Vec<(Uuid, i64, i64)>), ProjectionError> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, actor_name, action, target_kind, target_id,
-                target_name, outcome, source_ip, user_agent, correlation_id, causation_id, reason, changes,
-                prev_hash, entry_hash
-           FROM rm_audit.entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
-    )
-    .bind(from_seq)
-    .bind(PAGE)
-    .fetch_all(&mut *snapshot)
-    .await?;
-    let events: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT e.event_id, e.transaction_id::text::bigint, e.global_position FROM es.events e
-          WHERE split_part(e.stream_id, '-', 1) = ANY($1)
-            AND (e.transaction_id, e.global_position) > ($2::bigint::text::xid8, $3)
-            AND (e.transaction_id, e.global_position) <= ($4::bigint::text::xid8, $5)
-          ORDER BY e.transaction_id, e.global_position LIMIT $6",
-    )
-    .bind(categories)
-    .bind(after_event.0)
-    .bind(after_event.1)
-    .bind(checkpoint.map_or(0, |p| p.transaction_id as i64))
-    .bind(checkpoint.map_or(0, |p| p.global_position as i64))
-    .bind(PAGE)
-    .fetch_all(&mut *snapshot)
-    .await?;
-    Ok((rows, events))
 }
