@@ -9,6 +9,9 @@ CREATE TABLE es.claims (
   CONSTRAINT claims_pkey PRIMARY KEY (scope, value)
 );
 
+-- No registration or deregistration of an older instance may commit between the copy and the drop.
+LOCK TABLE cmd.server_names IN EXCLUSIVE MODE;
+
 INSERT INTO es.claims (scope, value, stream_id, claimed_at)
 SELECT 'server-name', name, 'server-' || server_id::text, reserved_at FROM cmd.server_names;
 

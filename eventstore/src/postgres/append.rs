@@ -251,9 +251,14 @@ pub(crate) async fn append_claiming(
     if let Some(taken) = take_claims(&mut tx, p).await.map_err(failed)? {
         drop(tx);
         // A retry of an append already written answers as the first time, whoever holds the claim now.
+        let claim_taken = || Error::ClaimTaken { scope: taken.scope.clone(), value: taken.value.clone() }.into();
         return match explain_refusal(conn, p).await {
             Ok(result) => Ok(result),
-            Err(_) => Err(Error::ClaimTaken { scope: taken.scope.clone(), value: taken.value.clone() }.into()),
+            // Not a retry: the claim decides. Anything else (an outage, a duplicate id) says itself.
+            Err(AppendFailure::Raced | AppendFailure::Failed(Error::WrongExpectedRevision { .. })) => {
+                Err(claim_taken())
+            }
+            Err(other) => Err(other),
         };
     }
     if !p.claims.release.is_empty() {

@@ -156,10 +156,13 @@ impl PgEventStore {
         // append to an existing stream with claims, which must wait for the lock instead, runs in a
         // transaction, as does one whose claim turns out held or whose statement gave up waiting.
         if prepared.expected == ExpectedRevision::NoStream {
-            match append_prepared(&mut *acquire(&self.group_pool).await?, prepared, &self.heads).await {
-                Err(AppendFailure::ClaimHeld) => {}
-                Err(AppendFailure::Failed(e)) if e.is_unavailable() => {}
-                other => return other,
+            // With no group connection free, the transaction below does the same on the main pool.
+            if let Ok(mut conn) = acquire(&self.group_pool).await {
+                match append_prepared(&mut conn, prepared, &self.heads).await {
+                    Err(AppendFailure::ClaimHeld) => {}
+                    Err(AppendFailure::Failed(e)) if e.is_unavailable() => {}
+                    other => return other,
+                }
             }
         }
         append_claiming(&mut *acquire(&self.pool).await?, prepared, &self.heads).await
