@@ -43,7 +43,7 @@ pub use event::{DEFAULT_MAX_EVENT_BYTES, EventData, RecordedEvent};
 pub use expected_revision::ExpectedRevision;
 pub use metadata::{Actor, ActorKind, MAX_USER_AGENT_CHARS, Metadata};
 pub use position::{Position, PositionParseError};
-pub use postgres::{LeaderLock, LockCandidate, PgEventStore, PgEventStoreOptions, PgUnitOfWork};
+pub use postgres::{INDEX_DRIVEN_PLANS, LeaderLock, LockCandidate, PgEventStore, PgEventStoreOptions, PgUnitOfWork};
 pub use store::{AppendResult, Direction, EventStore, StreamAppend, StreamCursor};
 pub use stream_name::{MAX_STREAM_NAME_BYTES, StreamName, StreamNameError};
 pub use subscription::{EventFeed, Subscription, SubscriptionOptions};

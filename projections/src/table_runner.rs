@@ -1,7 +1,7 @@
 //! The runner of a [`TableProjection`]: batches applied in one transaction with the checkpoint.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventstore::{EventStore, LockCandidate, PgEventStore, Position, RecordedEvent};
 use sqlx::PgPool;
@@ -22,11 +22,20 @@ pub struct RunnerOptions {
     pub poll_interval: Duration,
     /// Pause after a failure that running again may fix (database down, another runner).
     pub retry_after: Duration,
+    /// The least time between two reads while following live appends: a batch per interval's worth of
+    /// appends rather than a batch (five statements and a commit) per wake-up. See
+    /// [`eventstore::SubscriptionOptions::min_read_interval`].
+    pub min_read_interval: Duration,
 }
 
 impl Default for RunnerOptions {
     fn default() -> Self {
-        Self { batch_size: 500, poll_interval: Duration::from_millis(200), retry_after: Duration::from_millis(500) }
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(200),
+            retry_after: Duration::from_millis(500),
+            min_read_interval: Duration::from_millis(2),
+        }
     }
 }
 
@@ -100,9 +109,21 @@ impl TableRunner {
         let caught_up = |position: Option<Position>| position >= head_at_start;
         self.set_progress(checkpoint.position, 0, caught_up(checkpoint.position));
         let mut woken = self.store.appended();
+        let mut confirmed = Instant::now();
+        let mut last_read: Option<Instant> = None;
         loop {
-            lock.confirm().await?;
+            // The lock's connection is checked once per poll interval, not per batch: a deposed runner's
+            // batch cannot land anyway, since it moves the checkpoint only from where it read it.
+            if confirmed.elapsed() >= self.options.poll_interval {
+                lock.confirm().await?;
+                confirmed = Instant::now();
+            }
+            if let Some(wait) = last_read.and_then(|at| self.options.min_read_interval.checked_sub(at.elapsed())) {
+                tokio::time::sleep(wait).await;
+            }
             let page = self.store.read_all(checkpoint.position, self.options.batch_size).await?;
+            // A full page means catching up: the next read follows at once.
+            last_read = (page.len() < self.options.batch_size).then(Instant::now);
             if page.is_empty() {
                 self.set_progress(checkpoint.position, 0, true);
                 metrics::gauge!("projection_lag_seconds", "projection" => name.to_owned()).set(0.0);

@@ -57,26 +57,29 @@ pub(crate) fn check_name(name: &str) -> Result<(), ProjectionError> {
 }
 
 /// Sets up a transaction writing the target: `search_path` to its schema (then `public`, for extensions),
-/// custom plans, and commits that do not wait for the disk.
+/// plans by key, and commits that do not wait for the disk.
 ///
-/// Custom plans: a projection's tables grow from empty faster than autovacuum analyzes them (a rebuild
-/// writes millions of rows in minutes; autovacuum looks once a minute). A cached generic plan made while
-/// a table was nearly empty (a sequential scan) stays in use while the table grows: the audit
-/// projection's lookup of server names took 75 ms per batch after 20,000 entries (`bench api`), and a
-/// replay from zero became quadratic. A custom plan costs tens of microseconds per statement.
+/// Plans by key ([`eventstore::INDEX_DRIVEN_PLANS`]): a projection's tables grow from empty faster than
+/// autovacuum analyzes them, and its statements touch rows by key; planned from a nearly empty table's
+/// statistics, a lookup scans the table, and a cached plan keeps scanning it as it grows (a replay from
+/// zero became quadratic). Custom plans avoided that at a fifth of the machine's CPU in `bench api`.
 ///
 /// Lazy commits: a read model is derived state. A crash may lose its last batches, checkpoint included
 /// (both are in the transaction), and the runner applies them again from the log, which is durable.
 /// Waiting for the flush made every batch queue behind the commands' commits (`bench api`).
 pub(crate) async fn enter(tx: &mut PgConnection, target: &Target) -> Result<(), ProjectionError> {
     // The schema name is built from a checked projection name, never from input.
-    sqlx::query(
-        "SELECT set_config('search_path', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true),
-                set_config('synchronous_commit', 'off', true)",
-    )
-    .bind(format!("{}, public", target.schema))
-    .execute(&mut *tx)
-    .await?;
+    let search_path = format!("{}, public", target.schema);
+    let (mut names, mut values) = (vec!["search_path", "synchronous_commit"], vec![search_path, "off".to_owned()]);
+    for (name, value) in eventstore::INDEX_DRIVEN_PLANS {
+        names.push(name);
+        values.push(value.to_owned());
+    }
+    sqlx::query("SELECT set_config(name, value, true) FROM unnest($1::text[], $2::text[]) AS s(name, value)")
+        .bind(&names)
+        .bind(&values)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

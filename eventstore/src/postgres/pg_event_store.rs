@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::append::{AppendFailure, PreparedAppend, append_claiming, append_prepared, explain_refusal};
 use super::append_group::{AppendGroups, Completion, Entry};
 use super::head_cache::HeadCache;
+use super::index_plans::INDEX_DRIVEN_PLANS;
 use super::rows::{decode_row, select_events};
 use super::unit_of_work::PgUnitOfWork;
 use crate::error::from_sqlx;
@@ -52,8 +53,12 @@ impl Default for PgEventStoreOptions {
 pub struct PgEventStore {
     pub(super) pool: PgPool,
     /// Connections for the statements that insert streams and claims for several callers: they give up
-    /// waiting for a lock after [`GROUP_LOCK_TIMEOUT`] and plan every run (custom plans).
+    /// waiting for a lock after [`GROUP_LOCK_TIMEOUT`] and plan by key ([`INDEX_DRIVEN_PLANS`]).
     pub(super) group_pool: PgPool,
+    /// Connections for reading `$all` while following it: every subscriber reads a few times per
+    /// second per append burst, and a custom plan per read cost more than the read
+    /// ([`INDEX_DRIVEN_PLANS`]: planned once per connection).
+    feed_pool: PgPool,
     pub(super) options: Arc<PgEventStoreOptions>,
     pub(super) appended: Arc<watch::Sender<u64>>,
     pub(super) heads: Arc<HeadCache>,
@@ -66,6 +71,9 @@ pub struct PgEventStore {
 /// whose caller's next append joined it), the timeout breaks the cycle.
 const GROUP_LOCK_TIMEOUT: &str = "1s";
 
+/// Connections reading `$all` at once: the in-process subscribers (a gateway runs four or five).
+const FEED_CONNECTIONS: u32 = 4;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 impl PgEventStore {
@@ -74,18 +82,28 @@ impl PgEventStore {
         let (appended, _) = watch::channel(0);
         let groups = Arc::new(AppendGroups::new(options.append_lanes, options.group_wait));
         // Connected on first use: a store that never groups never opens one.
+        // The side pools give up acquiring when the main pool does: an outage surfaces, with the same delay.
+        let acquire_timeout = pool.options().get_acquire_timeout();
         let group_pool = PgPoolOptions::new()
+            .acquire_timeout(acquire_timeout)
             // A lane's group or lone append, plus lone appends with claims that take no lane.
             .max_connections(u32::try_from(options.append_lanes + 4).unwrap_or(u32::MAX))
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(
                 (*pool.connect_options())
                     .clone()
-                    .options([("lock_timeout", GROUP_LOCK_TIMEOUT), ("plan_cache_mode", "force_custom_plan")]),
+                    .options([("lock_timeout", GROUP_LOCK_TIMEOUT)])
+                    .options(INDEX_DRIVEN_PLANS),
             );
+        let feed_pool = PgPoolOptions::new()
+            .acquire_timeout(acquire_timeout)
+            .max_connections(FEED_CONNECTIONS)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with((*pool.connect_options()).clone().options(INDEX_DRIVEN_PLANS));
         Self {
             pool,
             group_pool,
+            feed_pool,
             options: Arc::new(options),
             appended: Arc::new(appended),
             heads: Arc::default(),
@@ -315,7 +333,7 @@ impl EventStore for PgEventStore {
         .bind(i64::try_from(after.transaction_id).unwrap_or(i64::MAX))
         .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.feed_pool)
         .await
         .map_err(from_sqlx)?;
         self.decode_all(rows)

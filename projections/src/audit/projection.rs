@@ -111,9 +111,12 @@ impl TableProjection for AuditProjection {
             .collect();
         let (kinds, ids): (Vec<&str>, Vec<&str>) = wanted.into_iter().unzip();
         let known: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
-            "SELECT t.target_kind, t.target_id, t.name, t.fields
+            // One key lookup per wanted target: a lateral subquery with a limit is never turned into a
+            // join, so no plan can scan `target_names` whole (see `eventstore::INDEX_DRIVEN_PLANS`).
+            "SELECT k.kind, k.id, t.name, t.fields
                FROM unnest($1::text[], $2::text[]) AS k(kind, id)
-               JOIN target_names t ON t.target_kind = k.kind AND t.target_id = k.id",
+              CROSS JOIN LATERAL (SELECT name, fields FROM target_names
+                                   WHERE target_kind = k.kind AND target_id = k.id LIMIT 1) t",
         )
         .bind(&kinds)
         .bind(&ids)

@@ -564,3 +564,76 @@ async fn verify_reads_a_trail_of_several_pages_and_names_tampering_on_any_page()
     let violation = verify(store.pool()).await.unwrap().violation.unwrap();
     assert_eq!((violation.seq, violation.kind), (20001, AuditViolationKind::Missing));
 }
+
+/// Sequential scans of the audit tables so far, as the statistics collector has them.
+async fn audit_seq_scans(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT relname::text, seq_scan FROM pg_stat_user_tables WHERE schemaname = 'rm_audit' ORDER BY relname",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Runs the audit projection to the head on connections of its own, and waits until they are gone: a
+/// backend reports its statistics (the scans it made) before it leaves `pg_stat_activity`.
+async fn catch_up_on_own_backends(db: &tests::TestDatabase, name: &str) {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    let options = db.url.parse::<PgConnectOptions>().unwrap().application_name(name);
+    let pool = PgPoolOptions::new().max_connections(4).connect_with(options).await.unwrap();
+    let store = PgEventStore::new(pool.clone(), Default::default());
+    let runner = caught_up(&store).await;
+    runner.abort();
+    let _ = runner.await;
+    drop(store);
+    pool.close().await;
+    let observer = db.pool(1).await.unwrap();
+    tests::eventually(DEADLINE, "the runner's backends to exit", || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(name)
+            .fetch_one(&observer)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_keeps_to_its_indexes_while_its_tables_outgrow_their_statistics() {
+    use eventstore::{EventData, ExpectedRevision, StreamName};
+    // Given an audit trail of a few entries, analyzed while it is that small
+    let (store, db) = store().await;
+    write_every_event_type(&store).await;
+    catch_up_on_own_backends(&db, "audit-small").await;
+    sqlx::query("ANALYZE rm_audit.entries, rm_audit.target_names").execute(store.pool()).await.unwrap();
+    let before = audit_seq_scans(store.pool()).await;
+    let small: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_audit.entries").fetch_one(store.pool()).await.unwrap();
+
+    // When 3,000 more events arrive, applied in batches planned from those statistics
+    for n in 0..30u32 {
+        let id = Uuid::now_v7();
+        let registered = format!(
+            r#"{{"server_id":"{id}","name":"grown-{n}","description":"d","tags":[],"transport":"sse","endpoint":"https://example.com/mcp","upstream_auth":{{"mode":"none"}},"access":{{}},"owner":"user-1"}}"#
+        );
+        let events = std::iter::once(("ServerRegistered", registered))
+            .chain((1..100).map(|i| ("ServerUpdated", format!(r#"{{"description":"d{i}"}}"#))))
+            .map(|(event_type, data)| EventData {
+                event_id: Uuid::now_v7(),
+                event_type: event_type.into(),
+                schema_version: 1,
+                data,
+                metadata: metadata(),
+            })
+            .collect();
+        let stream = StreamName::from_parts("server", id).unwrap();
+        store.append(&stream, ExpectedRevision::NoStream, events).await.unwrap();
+    }
+    catch_up_on_own_backends(&db, "audit-grown").await;
+
+    // Then no batch scanned an audit table whole: the chain head, the names and the inserts went by index
+    let after = audit_seq_scans(store.pool()).await;
+    assert_eq!(after, before, "sequential scans of rm_audit tables while the trail grew");
+    let report = verify(store.pool()).await.unwrap();
+    assert_eq!((report.checked, report.violation.is_none()), (small as u64 + 3_000, true));
+}

@@ -85,6 +85,7 @@ fn options() -> RunnerOptions {
         batch_size: 50,
         poll_interval: std::time::Duration::from_millis(20),
         retry_after: std::time::Duration::from_millis(50),
+        ..Default::default()
     }
 }
 

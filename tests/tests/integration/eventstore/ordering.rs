@@ -92,7 +92,7 @@ async fn a_subscriber_racing_eight_writers_with_random_commit_delays_sees_every_
     let dyn_store = shared(&store);
 
     // A subscriber with small pages runs while the writers race
-    let options = SubscriptionOptions { page_size: 50, poll_interval: Duration::from_millis(5) };
+    let options = SubscriptionOptions { page_size: 50, poll_interval: Duration::from_millis(5), ..Default::default() };
     let mut subscription = Subscription::new(dyn_store.clone(), None, options);
     let total = WRITERS * PER_WRITER;
     let reader = tokio::spawn(async move {
@@ -142,7 +142,7 @@ async fn a_subscription_catches_up_then_follows_live_appends() {
     let stream = new_stream("server");
     let first = store.append(&stream, ExpectedRevision::NoStream, events(3)).await.unwrap();
     // The default poll interval is long: the live event must arrive through the in-process wake-up.
-    let options = SubscriptionOptions { page_size: 2, poll_interval: Duration::from_secs(3600) };
+    let options = SubscriptionOptions { page_size: 2, poll_interval: Duration::from_secs(3600), ..Default::default() };
     let mut sub = Subscription::new(shared(&store), None, options);
     for expected in 0..3 {
         assert_eq!(sub.next().await.unwrap().revision, expected);
@@ -168,7 +168,7 @@ async fn a_long_open_transaction_delays_readers_but_loses_nothing() {
     let mut sub = Subscription::new(
         dyn_store.clone(),
         Some(before.position),
-        SubscriptionOptions { page_size: 100, poll_interval: Duration::from_millis(5) },
+        SubscriptionOptions { page_size: 100, poll_interval: Duration::from_millis(5), ..Default::default() },
     );
 
     // Given a transaction that holds an xid (and an appended event) open
@@ -209,7 +209,7 @@ async fn a_long_open_transaction_delays_readers_but_loses_nothing() {
 async fn a_subscription_survives_a_database_crash_and_loses_nothing() {
     let server = PostgresServer::start(PostgresOptions::default()).unwrap();
     let (store, _db) = store_with(&server, Default::default(), 4).await;
-    let options = SubscriptionOptions { page_size: 7, poll_interval: Duration::from_millis(5) };
+    let options = SubscriptionOptions { page_size: 7, poll_interval: Duration::from_millis(5), ..Default::default() };
     let mut sub = Subscription::new(shared(&store), None, options);
     for _ in 0..20 {
         store.append(&new_stream("server"), ExpectedRevision::NoStream, events(3)).await.unwrap();
