@@ -166,8 +166,10 @@ impl Gateway {
 
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
         let servers = ServerCommands::new(store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
+        let principals = commands::principals::PrincipalCommands::new(store.clone(), keyring.clone());
         let state = AppState {
             servers,
+            principals,
             keyring,
             registry: Registry::new(pool.clone()),
             authz,

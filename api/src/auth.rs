@@ -6,7 +6,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use domain::access::{AccessDenied, AccessEvent};
-use domain::authz::{Action, decide};
+use domain::authz::{Action, Resource, Subject, decide};
 use domain::identity::parse_api_key;
 use projections::authz::{Authz, Principal};
 
@@ -47,10 +47,22 @@ impl Origin {
 }
 
 impl Caller {
-    /// Allows `action` on `resource`, or answers 403 with the decision's reason; a refusal is recorded
-    /// in the audit trail.
+    /// Allows `action` (on nothing in particular), or answers 403 with the decision's reason; a refusal
+    /// is recorded in the audit trail.
     pub async fn authorize(&self, state: &AppState, action: Action, resource: &str) -> Result<(), Problem> {
-        let decision = decide(&self.0.roles, action);
+        self.authorize_on(state, action, Resource::Any, resource).await
+    }
+
+    /// Allows `action` on `resource` (named `label` in the audit trail), or answers 403.
+    pub async fn authorize_on(
+        &self,
+        state: &AppState,
+        action: Action,
+        resource: Resource<'_>,
+        label: &str,
+    ) -> Result<(), Problem> {
+        let subject = Subject { id: self.0.id, roles: &self.0.roles, scopes: &self.0.scopes };
+        let decision = decide(&subject, action, resource);
         if decision.allow {
             return Ok(());
         }
@@ -58,7 +70,7 @@ impl Caller {
         let denied = AccessEvent::Denied(AccessDenied {
             principal_id: self.0.id,
             action: action.as_str().to_owned(),
-            resource: resource.to_owned(),
+            resource: label.to_owned(),
             reason: decision.reason.clone(),
         });
         if let Err(error) = crate::access_log::record(state, self, denied).await {
@@ -66,6 +78,11 @@ impl Caller {
             tracing::warn!(%error, "could not record an access denial");
         }
         Err(Problem::forbidden(decision.reason))
+    }
+
+    /// Whether the caller's roles let it manage every server (not only its own).
+    pub fn manages_all_servers(&self) -> bool {
+        self.0.roles.iter().any(|r| matches!(r, domain::Role::Owner | domain::Role::Admin))
     }
 }
 
@@ -81,7 +98,7 @@ fn authenticate(parts: &Parts, authz: &RwLock<Authz>) -> Result<Principal, Probl
     // The model is keyed by the key's SHA-256: the secret itself is never stored or compared.
     let digest = commands::identity::api_key_digest(key);
     let model = authz.read().map_err(|_| Problem::internal())?;
-    model.by_api_key_digest(&digest).ok_or_else(Problem::unauthenticated)
+    model.by_api_key_digest(&digest, chrono::Utc::now()).ok_or_else(Problem::unauthenticated)
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -20,6 +20,7 @@ pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::servers::routes())
+        .merge(routes::users::routes())
         .merge(routes::registry_v0::routes())
         .merge(routes::audit::routes())
         .merge(routes::ops::routes())

@@ -5,7 +5,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, servers};
+use crate::routes::{audit, servers, users};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -22,7 +22,20 @@ use crate::state::AppState;
         servers::deregister,
         audit::list,
         audit::verify,
-        audit::hash
+        audit::hash,
+        users::me,
+        users::list,
+        users::read,
+        users::create,
+        users::grant,
+        users::revoke,
+        users::disable,
+        users::enable,
+        users::issue_key,
+        users::list_keys,
+        users::revoke_key,
+        users::enroll_totp,
+        users::verify_totp
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&ApiKeyAuth)

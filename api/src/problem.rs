@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use commands::CommandError;
+use domain::identity::RoleChangeRefused;
 use domain::server::ServerError;
 use serde::Serialize;
 
@@ -79,6 +80,23 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The refusals of the role rules, each with its own type.
+fn role_change(refused: RoleChangeRefused) -> Problem {
+    let (status, kind, title) = match refused {
+        RoleChangeRefused::OwnRoles => (StatusCode::FORBIDDEN, "own-roles", "Own roles"),
+        RoleChangeRefused::AboveOwn(_) => (StatusCode::FORBIDDEN, "above-own-role", "Role above your own"),
+        RoleChangeRefused::LastOwner => (StatusCode::CONFLICT, "last-owner", "Last owner"),
+        RoleChangeRefused::MfaRequired(_) => (StatusCode::FORBIDDEN, "mfa-required", "Second factor required"),
+        RoleChangeRefused::ReasonRequired => {
+            return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field")
+                .field("reason")
+                .detail(refused.to_string());
+        }
+        RoleChangeRefused::NoChange(_) => (StatusCode::CONFLICT, "no-change", "Nothing to change"),
+    };
+    Problem::new(status, kind, title).detail(refused.to_string())
+}
+
 impl From<CommandError> for Problem {
     fn from(error: CommandError) -> Self {
         let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
@@ -125,6 +143,20 @@ impl From<CommandError> for Problem {
             }
             CommandError::AlreadyBootstrapped => {
                 Problem::new(StatusCode::CONFLICT, "already-bootstrapped", "Already bootstrapped")
+            }
+            CommandError::PrincipalNotFound | CommandError::KeyNotFound => Problem::not_found(),
+            CommandError::PrincipalExists => {
+                Problem::new(StatusCode::CONFLICT, "already-exists", "Already exists").detail(error.to_string())
+            }
+            CommandError::PrincipalDisabled => {
+                Problem::new(StatusCode::CONFLICT, "principal-disabled", "Principal disabled").detail(error.to_string())
+            }
+            CommandError::RoleChange(refused) => role_change(refused),
+            CommandError::TotpNotEnrolled => {
+                Problem::new(StatusCode::CONFLICT, "mfa-not-enrolled", "No second factor").detail(error.to_string())
+            }
+            CommandError::TotpRejected => {
+                Problem::new(unprocessable, "invalid-code", "Invalid code").field("code").detail(error.to_string())
             }
             CommandError::Store(e) if e.is_unavailable() => Problem::unavailable("the event store is unreachable"),
             CommandError::Store(e) if e.is_client_error() => {

@@ -15,6 +15,8 @@ use crate::auth::SharedAuthz;
 pub struct AppState {
     /// Server command handlers.
     pub servers: ServerCommands,
+    /// Principal command handlers (roles, keys, disabling, second factor).
+    pub principals: commands::principals::PrincipalCommands,
     /// The sealing keys (also key request fingerprints).
     pub keyring: std::sync::Arc<commands::Keyring>,
     /// Catalogue queries.

@@ -44,6 +44,27 @@ pub enum CommandError {
     /// The installation already has its first owner.
     #[error("the gateway is already bootstrapped")]
     AlreadyBootstrapped,
+    /// No principal has the id.
+    #[error("no such principal")]
+    PrincipalNotFound,
+    /// A principal (or key) with the id exists already.
+    #[error("a principal or key with this id exists already")]
+    PrincipalExists,
+    /// The principal is disabled.
+    #[error("the principal is disabled")]
+    PrincipalDisabled,
+    /// No key of the principal has the id.
+    #[error("no such API key")]
+    KeyNotFound,
+    /// A role change or disabling broke one of the rules.
+    #[error(transparent)]
+    RoleChange(#[from] domain::identity::RoleChangeRefused),
+    /// The principal has no TOTP secret enrolled.
+    #[error("no second factor is enrolled")]
+    TotpNotEnrolled,
+    /// The code is wrong, outside the time window, or was used already.
+    #[error("the code is not valid")]
+    TotpRejected,
     /// Sealing a secret failed.
     #[error(transparent)]
     Sealing(#[from] SealingError),

@@ -4,7 +4,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use domain::Role;
 use domain::identity::{
-    API_KEY_CATEGORY, API_KEY_PREFIX, ApiKeyIssued, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalCreated, PrincipalKind,
+    API_KEY_CATEGORY, API_KEY_PREFIX, ApiKeyIssued, IdentityEvent, OWNERS_STREAM, OwnersChanged, PRINCIPAL_CATEGORY,
+    PrincipalCreated, PrincipalKind,
 };
 use eventstore::{EventData, EventStore, ExpectedRevision, PgEventStore, StreamAppend, StreamName};
 use rand::Rng;
@@ -56,7 +57,16 @@ pub async fn bootstrap(
         display_name: display_name.to_owned(),
         roles: vec![Role::Owner],
     });
-    let issued = IdentityEvent::ApiKeyIssued(ApiKeyIssued { key_id, principal_id, prefix, sha256 });
+    let issued = IdentityEvent::ApiKeyIssued(ApiKeyIssued {
+        key_id,
+        principal_id,
+        prefix,
+        sha256,
+        name: None,
+        expires_at: None,
+        scopes: vec![],
+    });
+    let owners = IdentityEvent::OwnersChanged(OwnersChanged { owners: vec![principal_id] });
     let stream = |category: &str, id: &dyn std::fmt::Display| {
         StreamName::from_parts(category, id).map_err(|e| CommandError::Invalid { field: "id", message: e.to_string() })
     };
@@ -92,6 +102,12 @@ pub async fn bootstrap(
             stream: stream(API_KEY_CATEGORY, &key_id)?,
             expected: ExpectedRevision::NoStream,
             events: vec![data(1, &issued)?],
+        },
+        StreamAppend {
+            stream: StreamName::parse(OWNERS_STREAM)
+                .map_err(|e| CommandError::Invalid { field: "id", message: e.to_string() })?,
+            expected: ExpectedRevision::NoStream,
+            events: vec![data(3, &owners)?],
         },
     ];
     match store.append_multi(appends).await {

@@ -1,28 +1,113 @@
-//! The one authorization decision every endpoint asks. This step knows roles and server actions; the
-//! identity step extends it with per-server policies, sessions and scopes.
+//! The one authorization decision every endpoint asks: the permission matrix of the six roles, narrowed
+//! by the scopes of the credential presented and by ownership of the resource.
+
+use std::str::FromStr;
+
+use uuid::Uuid;
 
 use crate::Role;
 
-/// What a principal wants to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a principal wants to do. Each is one column of the permission matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {
     /// Read the catalogue.
     ReadServers,
-    /// Register, update, suspend, resume, rotate, deregister.
+    /// Register, update, suspend, resume, rotate, deregister (a server manager: only servers it owns).
     ManageServers,
+    /// Call servers' tools through the gateway.
+    UseServers,
     /// Query, export and verify the audit trail.
     ReadAudit,
+    /// List principals, their roles and sessions (access reviews).
+    ReadUsers,
+    /// Create service principals, disable and enable principals, manage others' keys and sessions.
+    ManageUsers,
+    /// Grant and revoke roles (never above one's own, never one's own).
+    GrantRoles,
+    /// One's own API keys, sessions and second factor.
+    ManageOwnCredentials,
 }
 
 impl Action {
-    /// The stable name recorded in the audit trail.
+    /// Every action, in matrix order.
+    pub const ALL: [Action; 8] = [
+        Action::ReadServers,
+        Action::ManageServers,
+        Action::UseServers,
+        Action::ReadAudit,
+        Action::ReadUsers,
+        Action::ManageUsers,
+        Action::GrantRoles,
+        Action::ManageOwnCredentials,
+    ];
+
+    /// The stable name recorded in the audit trail and used as an API key scope.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::ReadServers => "servers.read",
             Action::ManageServers => "servers.manage",
+            Action::UseServers => "servers.use",
             Action::ReadAudit => "audit.read",
+            Action::ReadUsers => "users.read",
+            Action::ManageUsers => "users.manage",
+            Action::GrantRoles => "roles.grant",
+            Action::ManageOwnCredentials => "self.credentials",
         }
     }
+
+    /// The roles whose holders may do this: the permission matrix, one column.
+    pub fn permitted(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            Action::ReadServers => &[Owner, Admin, ServerManager, Developer, Viewer],
+            Action::ManageServers => &[Owner, Admin, ServerManager],
+            Action::UseServers => &[Owner, Admin, ServerManager, Developer],
+            // Separation of duties: admins and managers do not read the trail of what they did.
+            Action::ReadAudit => &[Owner, Auditor],
+            // Access reviews are an auditor's work too.
+            Action::ReadUsers => &[Owner, Admin, Auditor],
+            Action::ManageUsers | Action::GrantRoles => &[Owner, Admin],
+            Action::ManageOwnCredentials => &Role::ALL,
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| UnknownAction(s.to_owned()))
+    }
+}
+
+/// A scope that names no action.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?}")]
+pub struct UnknownAction(pub String);
+
+/// Who asks: a principal, its roles, and the scopes of the credential it presented (empty: unrestricted).
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The principal.
+    pub id: Uuid,
+    /// Its roles.
+    pub roles: &'a [Role],
+    /// The credential's scopes; an empty list does not narrow the roles.
+    pub scopes: &'a [Action],
+}
+
+/// What the action is on, as far as the decision depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource<'a> {
+    /// Nothing in particular (a collection, a new server).
+    Any,
+    /// An existing server and its owner's principal id.
+    Server {
+        /// The owner, as recorded on the server.
+        owner: &'a str,
+    },
+    /// A principal (for credentials: one's own or somebody else's).
+    Principal(Uuid),
 }
 
 /// The answer, with the reason recorded in the audit trail.
@@ -34,32 +119,98 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Decides `action` for a principal holding `roles`.
-pub fn decide(roles: &[Role], action: Action) -> Decision {
-    let permitted: &[Role] = match action {
-        Action::ReadServers => &[Role::Owner, Role::Admin, Role::ServerManager, Role::Developer, Role::Viewer],
-        Action::ManageServers => &[Role::Owner, Role::Admin, Role::ServerManager],
-        // Separation of duties: admins and managers do not read the trail of what they did.
-        Action::ReadAudit => &[Role::Owner, Role::Auditor],
-    };
-    match roles.iter().find(|r| permitted.contains(r)) {
-        Some(role) => Decision { allow: true, reason: format!("role {} permits {action:?}", role.as_str()) },
-        None => Decision { allow: false, reason: format!("no role of the principal permits {action:?}") },
+impl Decision {
+    fn deny(reason: String) -> Self {
+        Self { allow: false, reason }
     }
+}
+
+/// Decides `action` on `resource` for `subject`.
+pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> Decision {
+    if !subject.scopes.is_empty() && !subject.scopes.contains(&action) {
+        return Decision::deny(format!("the credential's scopes do not include {}", action.as_str()));
+    }
+    // Somebody else's credentials are user management.
+    let action = match (action, resource) {
+        (Action::ManageOwnCredentials, Resource::Principal(owner)) if owner != subject.id => Action::ManageUsers,
+        _ => action,
+    };
+    let Some(role) = subject.roles.iter().find(|r| action.permitted().contains(r)) else {
+        return Decision::deny(format!("no role of the principal permits {}", action.as_str()));
+    };
+    // A server manager manages the servers it owns; admins and owners manage all of them.
+    if let (Action::ManageServers, Resource::Server { owner }) = (action, resource) {
+        let manages_all = subject.roles.iter().any(|r| matches!(r, Role::Owner | Role::Admin));
+        if !manages_all && owner != subject.id.to_string() {
+            return Decision::deny("a server manager manages only the servers it owns".to_owned());
+        }
+    }
+    Decision { allow: true, reason: format!("role {} permits {}", role.as_str(), action.as_str()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn subject(roles: &[Role]) -> Subject<'_> {
+        Subject { id: Uuid::from_u128(7), roles, scopes: &[] }
+    }
+
+    /// The matrix as a table: a row per role, a column per action in [`Action::ALL`] order.
+    const MATRIX: [(Role, [bool; 8]); 6] = [
+        (Role::Owner, [true, true, true, true, true, true, true, true]),
+        (Role::Admin, [true, true, true, false, true, true, true, true]),
+        (Role::ServerManager, [true, true, true, false, false, false, false, true]),
+        (Role::Developer, [true, false, true, false, false, false, false, true]),
+        (Role::Viewer, [true, false, false, false, false, false, false, true]),
+        (Role::Auditor, [false, false, false, true, true, false, false, true]),
+    ];
+
     #[test]
-    fn managers_manage_viewers_read_auditors_neither() {
-        assert!(decide(&[Role::ServerManager], Action::ManageServers).allow);
-        assert!(!decide(&[Role::Viewer], Action::ManageServers).allow);
-        assert!(decide(&[Role::Viewer], Action::ReadServers).allow);
-        assert!(!decide(&[Role::Auditor], Action::ReadServers).allow);
-        assert!(!decide(&[], Action::ReadServers).allow);
-        assert!(decide(&[Role::Auditor], Action::ReadAudit).allow);
-        assert!(!decide(&[Role::Admin], Action::ReadAudit).allow);
+    fn every_cell_of_the_matrix() {
+        for (role, row) in MATRIX {
+            for (action, expected) in Action::ALL.into_iter().zip(row) {
+                let decision = decide(&subject(&[role]), action, Resource::Any);
+                assert_eq!(decision.allow, expected, "{} × {}: {}", role.as_str(), action.as_str(), decision.reason);
+            }
+        }
+        for action in Action::ALL {
+            assert!(!decide(&subject(&[]), action, Resource::Any).allow);
+        }
+    }
+
+    #[test]
+    fn scopes_narrow_what_the_roles_allow_and_never_widen_it() {
+        let scoped = Subject { id: Uuid::from_u128(7), roles: &[Role::Admin], scopes: &[Action::ReadServers] };
+        assert!(decide(&scoped, Action::ReadServers, Resource::Any).allow);
+        assert!(!decide(&scoped, Action::ManageServers, Resource::Any).allow);
+        let viewer = Subject { id: Uuid::from_u128(7), roles: &[Role::Viewer], scopes: &[Action::ManageServers] };
+        assert!(!decide(&viewer, Action::ManageServers, Resource::Any).allow);
+    }
+
+    #[test]
+    fn a_server_manager_manages_its_own_servers_only() {
+        let me = subject(&[Role::ServerManager]);
+        let mine = me.id.to_string();
+        assert!(decide(&me, Action::ManageServers, Resource::Server { owner: &mine }).allow);
+        assert!(!decide(&me, Action::ManageServers, Resource::Server { owner: "someone-else" }).allow);
+        assert!(decide(&subject(&[Role::Admin]), Action::ManageServers, Resource::Server { owner: "x" }).allow);
+    }
+
+    #[test]
+    fn somebody_elses_credentials_are_user_management() {
+        let viewer = subject(&[Role::Viewer]);
+        assert!(decide(&viewer, Action::ManageOwnCredentials, Resource::Principal(viewer.id)).allow);
+        assert!(!decide(&viewer, Action::ManageOwnCredentials, Resource::Principal(Uuid::from_u128(8))).allow);
+        let admin = subject(&[Role::Admin]);
+        assert!(decide(&admin, Action::ManageOwnCredentials, Resource::Principal(Uuid::from_u128(8))).allow);
+    }
+
+    #[test]
+    fn every_action_round_trips_through_its_name() {
+        for action in Action::ALL {
+            assert_eq!(action.as_str().parse::<Action>(), Ok(action));
+        }
+        assert!("servers.delete".parse::<Action>().is_err());
     }
 }

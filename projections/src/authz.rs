@@ -1,17 +1,19 @@
-//! The `authz` in-memory read model: who holds which API key and which roles. Every request's
-//! authentication and authorization reads it; the identity step adds sessions, revocations and server
-//! policies.
+//! The `authz` in-memory read model: principals, their roles and whether they are disabled, and their
+//! API keys (digest, expiry, scopes, revocation). Every request's authentication and authorization
+//! reads it; a revocation or a disabling applied here is refused on the next request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use domain::Role;
-use domain::identity::{API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY};
+use domain::authz::Action;
+use domain::identity::{API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind};
 use eventstore::RecordedEvent;
 use uuid::Uuid;
 
 use crate::{EventFilter, MemoryProjection, ProjectionError};
 
-/// An authenticated principal.
+/// An authenticated principal, as one credential presents it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// Id.
@@ -22,19 +24,64 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// The API key it presented.
     pub key_id: Uuid,
+    /// The key's scopes (empty: unrestricted).
+    pub scopes: Vec<Action>,
+}
+
+/// A principal as listed for access reviews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalSummary {
+    /// Id.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: PrincipalKind,
+    /// Display name.
+    pub display_name: String,
+    /// Roles, highest first.
+    pub roles: Vec<Role>,
+    /// Disabled principals authenticate nowhere.
+    pub disabled: bool,
+}
+
+/// An API key as listed to its holder: never the key or its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySummary {
+    /// Id.
+    pub key_id: Uuid,
+    /// `mgw_` and the first characters.
+    pub prefix: String,
+    /// What it is for.
+    pub name: Option<String>,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Its scopes.
+    pub scopes: Vec<Action>,
+    /// Revoked keys are refused.
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone)]
 struct PrincipalEntry {
+    kind: PrincipalKind,
     display_name: String,
-    roles: Vec<Role>,
+    roles: BTreeSet<Role>,
+    disabled: bool,
+}
+
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    principal_id: Uuid,
+    digest: String,
+    summary: KeySummary,
 }
 
 /// The model.
 pub struct Authz {
     filter: EventFilter,
     principals: HashMap<Uuid, PrincipalEntry>,
-    keys: HashMap<String, (Uuid, Uuid)>,
+    /// Key digest → key id.
+    digests: HashMap<String, Uuid>,
+    keys: HashMap<Uuid, KeyEntry>,
 }
 
 impl Default for Authz {
@@ -42,27 +89,63 @@ impl Default for Authz {
         Self {
             filter: EventFilter::new([PRINCIPAL_CATEGORY, API_KEY_CATEGORY], IdentityEvent::TYPES),
             principals: HashMap::new(),
+            digests: HashMap::new(),
             keys: HashMap::new(),
         }
     }
 }
 
 impl Authz {
-    /// The principal holding the API key whose SHA-256 (hex) is `digest`.
-    pub fn by_api_key_digest(&self, digest: &str) -> Option<Principal> {
-        let (key_id, principal_id) = self.keys.get(digest)?;
-        let principal = self.principals.get(principal_id)?;
+    /// The principal holding the API key whose SHA-256 (hex) is `digest`, if the key is neither revoked
+    /// nor expired at `now` and its principal is enabled.
+    pub fn by_api_key_digest(&self, digest: &str, now: DateTime<Utc>) -> Option<Principal> {
+        let key = self.keys.get(self.digests.get(digest)?)?;
+        if key.summary.revoked || key.summary.expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let principal = self.principals.get(&key.principal_id).filter(|p| !p.disabled)?;
         Some(Principal {
-            id: *principal_id,
+            id: key.principal_id,
             display_name: principal.display_name.clone(),
-            roles: principal.roles.clone(),
-            key_id: *key_id,
+            roles: principal.roles.iter().copied().collect(),
+            key_id: key.summary.key_id,
+            scopes: key.summary.scopes.clone(),
         })
+    }
+
+    /// One principal.
+    pub fn principal(&self, id: Uuid) -> Option<PrincipalSummary> {
+        self.principals.get(&id).map(|p| PrincipalSummary {
+            id,
+            kind: p.kind,
+            display_name: p.display_name.clone(),
+            roles: p.roles.iter().copied().collect(),
+            disabled: p.disabled,
+        })
+    }
+
+    /// Every principal, by id.
+    pub fn principals(&self) -> Vec<PrincipalSummary> {
+        let mut ids: Vec<Uuid> = self.principals.keys().copied().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|id| self.principal(id)).collect()
+    }
+
+    /// The keys of `principal_id`, by id.
+    pub fn keys_of(&self, principal_id: Uuid) -> Vec<KeySummary> {
+        let mut keys: Vec<KeySummary> =
+            self.keys.values().filter(|k| k.principal_id == principal_id).map(|k| k.summary.clone()).collect();
+        keys.sort_by_key(|k| k.key_id);
+        keys
     }
 
     /// Number of principals.
     pub fn principal_count(&self) -> usize {
         self.principals.len()
+    }
+
+    fn principal_mut(&mut self, id: Uuid) -> Result<&mut PrincipalEntry, String> {
+        self.principals.get_mut(&id).ok_or_else(|| format!("principal {id} is not known"))
     }
 }
 
@@ -83,12 +166,52 @@ impl MemoryProjection for Authz {
             .map_err(|e| fail(e.to_string()))?;
         match event {
             IdentityEvent::PrincipalCreated(created) => {
-                let entry = PrincipalEntry { display_name: created.display_name, roles: created.roles };
+                let entry = PrincipalEntry {
+                    kind: created.kind,
+                    display_name: created.display_name,
+                    roles: created.roles.into_iter().collect(),
+                    disabled: false,
+                };
                 self.principals.insert(created.principal_id, entry);
             }
             IdentityEvent::ApiKeyIssued(issued) => {
-                self.keys.insert(issued.sha256, (issued.key_id, issued.principal_id));
+                // Scopes were checked when the key was issued; one no longer known grants nothing.
+                let scopes = issued.scopes.iter().filter_map(|s| s.parse().ok()).collect();
+                let summary = KeySummary {
+                    key_id: issued.key_id,
+                    prefix: issued.prefix,
+                    name: issued.name,
+                    expires_at: issued.expires_at,
+                    scopes,
+                    revoked: false,
+                };
+                self.digests.insert(issued.sha256.clone(), issued.key_id);
+                self.keys.insert(
+                    issued.key_id,
+                    KeyEntry { principal_id: issued.principal_id, digest: issued.sha256, summary },
+                );
             }
+            IdentityEvent::ApiKeyRevoked(revoked) => {
+                if let Some(key) = self.keys.get_mut(&revoked.key_id) {
+                    key.summary.revoked = true;
+                    // Nothing authenticates with a revoked key: drop the digest.
+                    self.digests.remove(&key.digest);
+                }
+            }
+            IdentityEvent::RoleGranted(granted) => {
+                self.principal_mut(granted.principal_id).map_err(fail)?.roles.insert(granted.role);
+            }
+            IdentityEvent::RoleRevoked(revoked) => {
+                self.principal_mut(revoked.principal_id).map_err(fail)?.roles.remove(&revoked.role);
+            }
+            IdentityEvent::UserDisabled(disabled) => {
+                self.principal_mut(disabled.principal_id).map_err(fail)?.disabled = true;
+            }
+            IdentityEvent::UserEnabled(enabled) => {
+                self.principal_mut(enabled.principal_id).map_err(fail)?.disabled = false;
+            }
+            // The second factor is the command side's; the owners' set lives in its own stream.
+            IdentityEvent::TotpEnrolled(_) | IdentityEvent::TotpVerified(_) | IdentityEvent::OwnersChanged(_) => {}
         }
         Ok(())
     }

@@ -4,3 +4,4 @@ pub mod audit;
 pub mod ops;
 pub mod registry_v0;
 pub mod servers;
+pub mod users;

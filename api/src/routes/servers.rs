@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use commands::servers::{CommandContext, Outcome, RegisterInput, UpdateInput, UpstreamAuthInput};
-use domain::authz::Action;
+use domain::authz::{Action, Resource};
 use eventstore::{Actor, ActorKind, EventStore, Position};
 use projections::registry::CatalogueFilter;
 use serde::Deserialize;
@@ -143,7 +143,7 @@ pub(crate) async fn update(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Stored, Problem> {
-    caller.authorize(&state, Action::ManageServers, &format!("server:{id}")).await?;
+    authorize_server(&state, &caller, id).await?;
     let expected = if_match(&headers, true)?;
     let input: UpdateInput = json_body::parse(&json_body::bytes(body)?)?;
     let done = state.servers.update(id, expected, input, &context(&caller, Uuid::now_v7())).await?;
@@ -153,6 +153,22 @@ pub(crate) async fn update(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+/// `servers.manage` on server `id`: owners and admins manage every server, a server manager the ones it
+/// owns (read from the server's own stream, not from the catalogue, which may lag).
+async fn authorize_server(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), Problem> {
+    let label = format!("server:{id}");
+    caller.authorize(state, Action::ManageServers, &label).await?;
+    if caller.manages_all_servers() {
+        return Ok(());
+    }
+    let owner = match state.servers.load(id).await?.0 {
+        domain::server::ServerState::Live(server) | domain::server::ServerState::Deregistered(server) => server.owner,
+        // The command answers "not found".
+        domain::server::ServerState::New => return Ok(()),
+    };
+    caller.authorize_on(state, Action::ManageServers, Resource::Server { owner: &owner }, &label).await
+}
 
 /// A POST on one server: idempotent, `If-Match` optional.
 async fn server_post<T, F, Fut>(
@@ -169,7 +185,7 @@ where
     F: FnOnce(Option<u64>, T, CommandContext) -> Fut,
     Fut: Future<Output = Result<Outcome, commands::CommandError>>,
 {
-    caller.authorize(state, Action::ManageServers, &format!("server:{id}")).await?;
+    authorize_server(state, &caller, id).await?;
     let expected = if_match(&headers, false)?;
     let body = json_body::bytes(body)?;
     let input: T = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
@@ -240,7 +256,7 @@ pub(crate) async fn deregister(
     Query(query): Query<DeregisterQuery>,
     headers: HeaderMap,
 ) -> Result<Stored, Problem> {
-    caller.authorize(&state, Action::ManageServers, &format!("server:{id}")).await?;
+    authorize_server(&state, &caller, id).await?;
     let expected = if_match(&headers, false)?;
     let reason = query.reason.unwrap_or_else(|| "deregistered through the API".to_owned());
     let done = state.servers.deregister(id, expected, reason, &context(&caller, Uuid::now_v7())).await?;

@@ -1,12 +1,14 @@
-//! Identity events.
+//! Identity events: principals (`principal-<id>`), API keys (`apikey-<id>`) and the set of owners
+//! (`system-owners`, the consistency boundary of "the last owner cannot lose the role").
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::Role;
+use crate::{Role, Sealed};
 
 /// Who a principal is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalKind {
     /// A person.
@@ -41,6 +43,114 @@ pub struct ApiKeyIssued {
     pub prefix: String,
     /// SHA-256 of the key, hex.
     pub sha256: String,
+    /// What the key is for, as its holder named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// After this the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The actions the key may be used for ([`crate::authz::Action`] names); empty: whatever the roles
+    /// allow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// An API key was revoked: it is refused from now on, everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRevoked {
+    /// Key id.
+    pub key_id: Uuid,
+    /// Owner principal.
+    pub principal_id: Uuid,
+    /// Why.
+    pub reason: String,
+}
+
+/// Where a role change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleSource {
+    /// An administrator's command.
+    Admin,
+    /// The identity provider's claims at a login.
+    Idp,
+}
+
+/// A role was granted to a principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGranted {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// The role.
+    pub role: Role,
+    /// From where.
+    pub source: RoleSource,
+    /// Why (required from administrators).
+    pub reason: String,
+}
+
+/// A role was taken from a principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRevoked {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// The role.
+    pub role: Role,
+    /// From where.
+    pub source: RoleSource,
+    /// Why.
+    pub reason: String,
+}
+
+/// A principal was disabled: its sessions and keys stop working everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDisabled {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// Why.
+    pub reason: String,
+}
+
+/// A disabled principal was enabled again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEnabled {
+    /// The principal.
+    pub principal_id: Uuid,
+}
+
+/// A TOTP second factor was enrolled (the secret sealed; replaces an earlier one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnrolled {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// The shared secret, sealed.
+    pub secret: Sealed,
+}
+
+/// The principal proved its second factor (a TOTP code): the step-up that sensitive grants require.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpVerified {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The TOTP time step of the code, so that a code is accepted once.
+    pub step: u64,
+}
+
+/// The set of owners after a change (on `system-owners`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnersChanged {
+    /// Every owner, after the change.
+    pub owners: Vec<Uuid>,
 }
 
 /// Identity events.
@@ -50,17 +160,52 @@ pub enum IdentityEvent {
     PrincipalCreated(PrincipalCreated),
     /// `ApiKeyIssued`.
     ApiKeyIssued(ApiKeyIssued),
+    /// `ApiKeyRevoked`.
+    ApiKeyRevoked(ApiKeyRevoked),
+    /// `RoleGranted`.
+    RoleGranted(RoleGranted),
+    /// `RoleRevoked`.
+    RoleRevoked(RoleRevoked),
+    /// `UserDisabled`.
+    UserDisabled(UserDisabled),
+    /// `UserEnabled`.
+    UserEnabled(UserEnabled),
+    /// `TotpEnrolled`.
+    TotpEnrolled(TotpEnrolled),
+    /// `TotpVerified`.
+    TotpVerified(TotpVerified),
+    /// `OwnersChanged`.
+    OwnersChanged(OwnersChanged),
 }
 
 impl IdentityEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 2] = ["PrincipalCreated", "ApiKeyIssued"];
+    pub const TYPES: [&'static str; 10] = [
+        "PrincipalCreated",
+        "ApiKeyIssued",
+        "ApiKeyRevoked",
+        "RoleGranted",
+        "RoleRevoked",
+        "UserDisabled",
+        "UserEnabled",
+        "TotpEnrolled",
+        "TotpVerified",
+        "OwnersChanged",
+    ];
 
     /// The stored type name.
     pub fn event_type(&self) -> &'static str {
         match self {
             IdentityEvent::PrincipalCreated(_) => Self::TYPES[0],
             IdentityEvent::ApiKeyIssued(_) => Self::TYPES[1],
+            IdentityEvent::ApiKeyRevoked(_) => Self::TYPES[2],
+            IdentityEvent::RoleGranted(_) => Self::TYPES[3],
+            IdentityEvent::RoleRevoked(_) => Self::TYPES[4],
+            IdentityEvent::UserDisabled(_) => Self::TYPES[5],
+            IdentityEvent::UserEnabled(_) => Self::TYPES[6],
+            IdentityEvent::TotpEnrolled(_) => Self::TYPES[7],
+            IdentityEvent::TotpVerified(_) => Self::TYPES[8],
+            IdentityEvent::OwnersChanged(_) => Self::TYPES[9],
         }
     }
 
@@ -69,15 +214,51 @@ impl IdentityEvent {
         match self {
             IdentityEvent::PrincipalCreated(e) => serde_json::to_string(e),
             IdentityEvent::ApiKeyIssued(e) => serde_json::to_string(e),
+            IdentityEvent::ApiKeyRevoked(e) => serde_json::to_string(e),
+            IdentityEvent::RoleGranted(e) => serde_json::to_string(e),
+            IdentityEvent::RoleRevoked(e) => serde_json::to_string(e),
+            IdentityEvent::UserDisabled(e) => serde_json::to_string(e),
+            IdentityEvent::UserEnabled(e) => serde_json::to_string(e),
+            IdentityEvent::TotpEnrolled(e) => serde_json::to_string(e),
+            IdentityEvent::TotpVerified(e) => serde_json::to_string(e),
+            IdentityEvent::OwnersChanged(e) => serde_json::to_string(e),
         }
     }
 
     /// Reads a stored event back; `None` for another type.
     pub fn from_json(event_type: &str, data: &str) -> Option<Result<Self, serde_json::Error>> {
+        use serde_json::from_str;
         Some(match event_type {
-            "PrincipalCreated" => serde_json::from_str(data).map(IdentityEvent::PrincipalCreated),
-            "ApiKeyIssued" => serde_json::from_str(data).map(IdentityEvent::ApiKeyIssued),
+            "PrincipalCreated" => from_str(data).map(IdentityEvent::PrincipalCreated),
+            "ApiKeyIssued" => from_str(data).map(IdentityEvent::ApiKeyIssued),
+            "ApiKeyRevoked" => from_str(data).map(IdentityEvent::ApiKeyRevoked),
+            "RoleGranted" => from_str(data).map(IdentityEvent::RoleGranted),
+            "RoleRevoked" => from_str(data).map(IdentityEvent::RoleRevoked),
+            "UserDisabled" => from_str(data).map(IdentityEvent::UserDisabled),
+            "UserEnabled" => from_str(data).map(IdentityEvent::UserEnabled),
+            "TotpEnrolled" => from_str(data).map(IdentityEvent::TotpEnrolled),
+            "TotpVerified" => from_str(data).map(IdentityEvent::TotpVerified),
+            "OwnersChanged" => from_str(data).map(IdentityEvent::OwnersChanged),
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_issued_before_names_expiry_and_scopes_existed_still_reads() {
+        let old = concat!(
+            r#"{"key_id":"00000000-0000-0000-0000-000000000001","#,
+            r#""principal_id":"00000000-0000-0000-0000-000000000002","prefix":"mgw_abcdef","sha256":"00"}"#
+        );
+        let Some(Ok(IdentityEvent::ApiKeyIssued(key))) = IdentityEvent::from_json("ApiKeyIssued", old) else {
+            panic!("the old shape must read");
+        };
+        assert_eq!((key.name, key.expires_at, key.scopes), (None, None, vec![]));
+        let written = IdentityEvent::ApiKeyIssued(ApiKeyIssued { name: None, expires_at: None, scopes: vec![], ..key });
+        assert_eq!(written.to_json().unwrap(), old);
     }
 }

@@ -1,13 +1,24 @@
-//! Principals and their API keys (the first authentication layer; OIDC users and sessions arrive with the
-//! identity step). API keys are stored as their SHA-256 only: the key itself is shown once and never kept.
+//! Principals, their roles and API keys (the first authentication layer; OIDC users and sessions arrive
+//! later in the identity step). API keys are stored as their SHA-256 only: the key itself is shown once
+//! and never kept.
 
 mod api_key;
 mod event;
+mod principal;
 
 pub use api_key::{API_KEY_PREFIX, ApiKeyDigest, parse_api_key};
-pub use event::{ApiKeyIssued, IdentityEvent, PrincipalCreated, PrincipalKind};
+pub use event::{
+    ApiKeyIssued, ApiKeyRevoked, IdentityEvent, OwnersChanged, PrincipalCreated, PrincipalKind, RoleGranted,
+    RoleRevoked, RoleSource, TotpEnrolled, TotpVerified, UserDisabled, UserEnabled,
+};
+pub use principal::{
+    MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused, decide_disable, decide_role_change,
+};
 
 /// Stream category of principals (`principal-<id>`).
 pub const PRINCIPAL_CATEGORY: &str = "principal";
 /// Stream category of API keys (`apikey-<id>`).
 pub const API_KEY_CATEGORY: &str = "apikey";
+/// The stream that holds the set of owners: appended with every owner grant and revocation, at its
+/// expected revision, so that two concurrent revocations cannot leave no owner.
+pub const OWNERS_STREAM: &str = "system-owners";

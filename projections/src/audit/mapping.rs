@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::access::AccessEvent;
-use domain::identity::IdentityEvent;
+use domain::identity::{IdentityEvent, RoleSource};
 use domain::server::ServerEvent;
 use eventstore::RecordedEvent;
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use super::entry::AuditEntry;
 pub const AUDITED_CATEGORIES: [&str; 5] = ["server", "principal", "apikey", "system", "access"];
 
 /// Every event type with an audit mapping.
-pub const AUDITED_TYPES: [&str; 12] = [
+pub const AUDITED_TYPES: [&str; 20] = [
     "ServerRegistered",
     "ServerUpdated",
     "ServerAccessChanged",
@@ -24,6 +24,14 @@ pub const AUDITED_TYPES: [&str; 12] = [
     "ServerDeregistered",
     "PrincipalCreated",
     "ApiKeyIssued",
+    "ApiKeyRevoked",
+    "RoleGranted",
+    "RoleRevoked",
+    "UserDisabled",
+    "UserEnabled",
+    "TotpEnrolled",
+    "TotpVerified",
+    "OwnersChanged",
     "GatewayBootstrapped",
     "AccessDenied",
     "AuditTrailRead",
@@ -155,9 +163,16 @@ fn before_after(before: Option<&TargetState>, after: serde_json::Map<String, Val
 /// What the trail knows of the target of `event` after it (a server, or a principal for the names of
 /// actors): `None` for other events.
 pub fn state_after(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Option<TargetState>, String> {
-    if let Some(Ok(IdentityEvent::PrincipalCreated(p))) = IdentityEvent::from_json(&event.event_type, &event.data) {
-        let fields = json!({ "kind": p.kind, "roles": p.roles });
-        return Ok(Some(TargetState { name: Some(p.display_name.clone()), fields }));
+    if let Some(decoded) = IdentityEvent::from_json(&event.event_type, &event.data) {
+        let decoded = decoded.map_err(|e| e.to_string())?;
+        if let IdentityEvent::PrincipalCreated(p) = &decoded {
+            let fields = json!({ "kind": p.kind, "roles": p.roles, "status": "enabled" });
+            return Ok(Some(TargetState { name: Some(p.display_name.clone()), fields }));
+        }
+        let Some(after) = principal_fields(&decoded, before) else { return Ok(None) };
+        let mut fields = before.and_then(|b| b.fields.as_object()).cloned().unwrap_or_default();
+        fields.extend(after);
+        return Ok(Some(TargetState { name: before.and_then(|b| b.name.clone()), fields: Value::Object(fields) }));
     }
     let Some(decoded) = ServerEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
     let decoded = decoded.map_err(|e| e.to_string())?;
@@ -175,6 +190,38 @@ pub fn state_after(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
         _ => before.and_then(|b| b.name.clone()),
     };
     Ok(Some(TargetState { name, fields: Value::Object(fields) }))
+}
+
+/// The fields of a principal that `event` changes, with their new values; `None` for events that
+/// change none (keys, second factor, the owners' set).
+fn principal_fields(event: &IdentityEvent, before: Option<&TargetState>) -> Option<serde_json::Map<String, Value>> {
+    let roles = || -> Vec<domain::Role> {
+        before
+            .and_then(|b| b.fields.get("roles"))
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or_default()
+    };
+    let value = match event {
+        IdentityEvent::RoleGranted(g) => {
+            let mut after = roles();
+            if !after.contains(&g.role) {
+                after.push(g.role);
+            }
+            after.sort();
+            json!({ "roles": after })
+        }
+        IdentityEvent::RoleRevoked(r) => {
+            let after: Vec<domain::Role> = roles().into_iter().filter(|x| *x != r.role).collect();
+            json!({ "roles": after })
+        }
+        IdentityEvent::UserDisabled(_) => json!({ "status": "disabled" }),
+        IdentityEvent::UserEnabled(_) => json!({ "status": "enabled" }),
+        _ => return None,
+    };
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
 }
 
 /// Access records: the target is the resource asked for, not the principal's stream.
@@ -219,7 +266,17 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
         });
     }
     if let Some(decoded) = IdentityEvent::from_json(&event.event_type, &event.data) {
-        return Ok(match decoded.map_err(|e| e.to_string())? {
+        let decoded = decoded.map_err(|e| e.to_string())?;
+        let name = before.and_then(|b| b.name.clone());
+        let changed = principal_fields(&decoded, before).map(|after| before_after(before, after));
+        let changes = |source: Option<RoleSource>| {
+            let mut changes = changed.clone().unwrap_or_else(|| json!({}));
+            if let (Some(map), Some(source)) = (changes.as_object_mut(), source) {
+                map.insert("source".into(), json!(source));
+            }
+            changes
+        };
+        return Ok(match decoded {
             IdentityEvent::PrincipalCreated(p) => (
                 "principal.created",
                 "principal",
@@ -228,13 +285,36 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
                 json!({ "kind": p.kind, "roles": p.roles }),
             ),
             // The digest of a key stays out: it identifies a secret.
-            IdentityEvent::ApiKeyIssued(k) => (
-                "api_key.issued",
-                "api_key",
-                Some(k.prefix.clone()),
-                None,
-                json!({ "principal_id": k.principal_id, "prefix": k.prefix }),
-            ),
+            IdentityEvent::ApiKeyIssued(k) => {
+                let mut changes = json!({ "principal_id": k.principal_id, "prefix": k.prefix });
+                if let Some(map) = changes.as_object_mut() {
+                    if let Some(key_name) = &k.name {
+                        map.insert("name".into(), json!(key_name));
+                    }
+                    if let Some(at) = k.expires_at {
+                        map.insert("expires_at".into(), json!(at));
+                    }
+                    if !k.scopes.is_empty() {
+                        map.insert("scopes".into(), json!(k.scopes));
+                    }
+                }
+                ("api_key.issued", "api_key", Some(k.prefix.clone()), None, changes)
+            }
+            IdentityEvent::ApiKeyRevoked(k) => {
+                ("api_key.revoked", "api_key", None, Some(k.reason), json!({ "principal_id": k.principal_id }))
+            }
+            IdentityEvent::RoleGranted(g) => {
+                ("role.granted", "principal", name, Some(g.reason), changes(Some(g.source)))
+            }
+            IdentityEvent::RoleRevoked(r) => {
+                ("role.revoked", "principal", name, Some(r.reason), changes(Some(r.source)))
+            }
+            IdentityEvent::UserDisabled(d) => ("user.disabled", "principal", name, Some(d.reason), changes(None)),
+            IdentityEvent::UserEnabled(_) => ("user.enabled", "principal", name, None, changes(None)),
+            // Never the secret, sealed or not: that a factor was enrolled or proven is what is audited.
+            IdentityEvent::TotpEnrolled(_) => ("mfa.enrolled", "principal", name, None, json!({ "method": "totp" })),
+            IdentityEvent::TotpVerified(_) => ("mfa.verified", "principal", name, None, json!({ "method": "totp" })),
+            IdentityEvent::OwnersChanged(o) => ("owners.changed", "gateway", None, None, json!({ "owners": o.owners })),
         });
     }
     match event.event_type.as_str() {

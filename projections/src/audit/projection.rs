@@ -98,15 +98,12 @@ impl TableProjection for AuditProjection {
         // no event carries its actor's name: take them from `target_names`, once per batch, for the
         // servers the batch touches but does not register (a registration, revision 0, sets them for the
         // rest of the batch) and for the principals who act in it.
-        let registered: HashSet<&str> = events
-            .iter()
-            .filter(|e| e.stream.category() == domain::server::CATEGORY && e.revision == 0)
-            .map(|e| e.stream.id())
-            .collect();
+        let registered: HashSet<&str> =
+            events.iter().filter(|e| target_kind(e).is_some() && e.revision == 0).map(|e| e.stream.id()).collect();
         let wanted: BTreeSet<(&str, &str)> = events
             .iter()
-            .filter(|e| e.stream.category() == domain::server::CATEGORY && !registered.contains(e.stream.id()))
-            .map(|e| ("server", e.stream.id()))
+            .filter(|e| !registered.contains(e.stream.id()))
+            .filter_map(|e| target_kind(e).map(|kind| (kind, e.stream.id())))
             .chain(events.iter().map(|e| ("principal", e.metadata.actor.id.as_str())))
             .collect();
         let (kinds, ids): (Vec<&str>, Vec<&str>) = wanted.into_iter().unzip();
@@ -135,10 +132,7 @@ impl TableProjection for AuditProjection {
             };
             let key = |kind: &str, id: &str| (kind.to_owned(), id.to_owned());
             let actor_name = states.get(&key("principal", &event.metadata.actor.id)).and_then(|s| s.name.as_deref());
-            let target = match event.stream.category() {
-                domain::server::CATEGORY => Some(key("server", event.stream.id())),
-                _ => None,
-            };
+            let target = target_kind(event).map(|kind| key(kind, event.stream.id()));
             let before = target.as_ref().and_then(|k| states.get(k));
             let entry = entry_for(event, seq + 1, before, actor_name).map_err(fail)?;
             if let Some(after) = state_after(event, before).map_err(fail)? {
@@ -173,6 +167,16 @@ impl TableProjection for AuditProjection {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// The kind of target whose name and fields the trail follows across events: servers and principals
+/// (events after the first carry neither the name nor the values they replace).
+fn target_kind(event: &RecordedEvent) -> Option<&'static str> {
+    match event.stream.category() {
+        domain::server::CATEGORY => Some("server"),
+        domain::identity::PRINCIPAL_CATEGORY => Some("principal"),
+        _ => None,
     }
 }
 

@@ -14,21 +14,21 @@ use crate::support::{DEADLINE, metadata};
 
 const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-struct Api {
-    router: Router,
-    key: String,
-    gateway: Gateway,
+pub(crate) struct Api {
+    pub(crate) router: Router,
+    pub(crate) key: String,
+    pub(crate) gateway: Gateway,
     _db: tests::TestDatabase,
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-    raw: String,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: Value,
+    pub(crate) raw: String,
 }
 
-async fn start(nats_url: Option<String>) -> Api {
+pub(crate) async fn start(nats_url: Option<String>) -> Api {
     let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let config = GatewayConfig {
         database_url: db.url.clone(),
@@ -53,9 +53,21 @@ async fn start(nats_url: Option<String>) -> Api {
 }
 
 impl Api {
-    async fn call(&self, method: Method, uri: &str, body: Option<&str>, extra: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn call(&self, method: Method, uri: &str, body: Option<&str>, extra: &[(&str, &str)]) -> Reply {
+        self.call_as(&self.key, method, uri, body, extra).await
+    }
+
+    /// A request authenticated with `key`.
+    pub(crate) async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
         let mut request =
-            Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {}", self.key));
+            Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {key}"));
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
@@ -109,6 +121,9 @@ async fn principal_key(api: &Api, role: domain::Role) -> String {
                 principal_id: principal,
                 prefix: "mgw_".into(),
                 sha256,
+                name: None,
+                expires_at: None,
+                scopes: vec![],
             }),
         ),
     ];
@@ -130,7 +145,7 @@ async fn principal_key(api: &Api, role: domain::Role) -> String {
     let key = key.expose().to_owned();
     tests::eventually(DEADLINE, "the new key to be known", || async {
         let model = api.gateway.state.authz.read().unwrap();
-        model.by_api_key_digest(&commands::identity::api_key_digest(&key)).map(|_| ())
+        model.by_api_key_digest(&commands::identity::api_key_digest(&key), chrono::Utc::now()).map(|_| ())
     })
     .await;
     key

@@ -21,13 +21,10 @@ fn context() -> CommandContext {
 
 /// Writes one event of every type the gateway has, through the real command handlers.
 async fn write_every_event_type(store: &PgEventStore) {
-    commands::identity::bootstrap(store, "Ada", &context()).await.unwrap();
-    let servers = ServerCommands::new(
-        store.clone(),
-        Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap()),
-        NetworkPolicy::default(),
-        Arc::new(SystemResolver),
-    );
+    let owner = commands::identity::bootstrap(store, "Ada", &context()).await.unwrap().principal_id;
+    let keyring = Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap());
+    let servers =
+        ServerCommands::new(store.clone(), keyring.clone(), NetworkPolicy::default(), Arc::new(SystemResolver));
     let id = Uuid::now_v7();
     let input = RegisterInput {
         name: "audited".into(),
@@ -50,6 +47,25 @@ async fn write_every_event_type(store: &PgEventStore) {
     servers.suspend(id, None, "maintenance".into(), &context()).await.unwrap();
     servers.resume(id, None, &context()).await.unwrap();
     servers.deregister(id, None, "retired".into(), &context()).await.unwrap();
+
+    // Principals: a service account's roles, keys and disabling; the owner's second factor.
+    use commands::principals::{KeyInput, PrincipalCommands, RoleRequest};
+    use domain::identity::{PrincipalKind, RoleChange};
+    let principals = PrincipalCommands::new(store.clone(), keyring);
+    let (bob, now) = (Uuid::now_v7(), chrono::Utc::now());
+    principals.create(bob, PrincipalKind::Service, "Bob", &context()).await.unwrap();
+    let viewer = domain::Role::Viewer;
+    let grant = RoleRequest { target: bob, change: RoleChange::Grant, role: viewer, reason: "reads" };
+    principals.change_role(owner, grant, now, &context()).await.unwrap();
+    let revoke = RoleRequest { change: RoleChange::Revoke, reason: "no more", ..grant };
+    principals.change_role(owner, revoke, now, &context()).await.unwrap();
+    let enrolment = principals.enroll_totp(owner, &context()).await.unwrap();
+    let code = crate::api_users::totp_code(enrolment.secret_base32.expose());
+    principals.verify_totp(owner, &code, now, &context()).await.unwrap();
+    let key = principals.issue_key(bob, Uuid::now_v7(), KeyInput::default(), now, &context()).await.unwrap();
+    principals.revoke_key(bob, key.key_id, "rotated", &context()).await.unwrap();
+    principals.set_disabled(owner, bob, true, "left", &context()).await.unwrap();
+    principals.set_disabled(owner, bob, false, "", &context()).await.unwrap();
 }
 
 /// Runs the audit projection until it has applied everything committed.
@@ -90,6 +106,7 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
             "api_key.issued",
             "principal.created",
             "gateway.bootstrapped",
+            "owners.changed",
             "server.registered",
             "server.updated",
             "server.access_changed",
@@ -97,23 +114,41 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
             "server.suspended",
             "server.resumed",
             "server.deregistered",
+            "principal.created",
+            "role.granted",
+            "role.revoked",
+            "mfa.enrolled",
+            "mfa.verified",
+            "api_key.issued",
+            "api_key.revoked",
+            "user.disabled",
+            "user.enabled",
         ]
     );
     // Events that do not carry the server's name get it from the trail; reasons are kept, and changes
     // carry the values they replace.
     use serde_json::json;
-    assert!(rows[4..].iter().all(|r| r.1 == "server" && r.2.as_deref() == Some("audited")));
-    assert_eq!(rows[4].4, json!({"description": {"before": "d", "after": "d2"}}));
-    assert_eq!(rows[5].4["access"]["before"]["roles"], json!([]));
-    assert_eq!(rows[5].4["access"]["after"]["roles"], json!(["developer"]));
-    assert_eq!(rows[6].4["auth_mode"], json!({"before": "bearer", "after": "bearer"}));
-    let credential = &rows[6].4["credential"];
+    let (server, principal) = (&rows[4..11], &rows[11..]);
+    assert!(server.iter().all(|r| r.1 == "server" && r.2.as_deref() == Some("audited")));
+    assert_eq!(server[1].4, json!({"description": {"before": "d", "after": "d2"}}));
+    assert_eq!(server[2].4["access"]["before"]["roles"], json!([]));
+    assert_eq!(server[2].4["access"]["after"]["roles"], json!(["developer"]));
+    assert_eq!(server[3].4["auth_mode"], json!({"before": "bearer", "after": "bearer"}));
+    let credential = &server[3].4["credential"];
     assert!(credential["before"].as_str().unwrap().starts_with("hmac-sha256:k1:"), "{credential}");
     assert_ne!(credential["before"], credential["after"], "another secret: another keyed hash");
-    assert_eq!(rows[7].3.as_deref(), Some("maintenance"));
-    assert_eq!(rows[7].4, json!({"status": {"before": "active", "after": "suspended"}}));
-    assert_eq!(rows[8].4, json!({"status": {"before": "suspended", "after": "active"}}));
-    assert_eq!(rows[9].4, json!({"status": {"before": "active", "after": "deregistered"}}));
+    assert_eq!(server[4].3.as_deref(), Some("maintenance"));
+    assert_eq!(server[4].4, json!({"status": {"before": "active", "after": "suspended"}}));
+    assert_eq!(server[5].4, json!({"status": {"before": "suspended", "after": "active"}}));
+    assert_eq!(server[6].4, json!({"status": {"before": "active", "after": "deregistered"}}));
+    // A principal's role changes and disabling carry their before and after; its name comes from the trail.
+    assert_eq!(principal[1].2.as_deref(), Some("Bob"));
+    assert_eq!(principal[1].3.as_deref(), Some("reads"));
+    assert_eq!(principal[1].4, json!({"roles": {"before": [], "after": ["viewer"]}, "source": "admin"}));
+    assert_eq!(principal[2].4, json!({"roles": {"before": ["viewer"], "after": []}, "source": "admin"}));
+    assert_eq!(principal[3].2.as_deref(), Some("Ada"), "the owner's second factor, under the owner's name");
+    assert_eq!(principal[7].4, json!({"status": {"before": "enabled", "after": "disabled"}}));
+    assert_eq!(principal[8].4, json!({"status": {"before": "disabled", "after": "enabled"}}));
     let dump: Vec<String> =
         sqlx::query_scalar("SELECT e::text FROM rm_audit.entries e").fetch_all(store.pool()).await.unwrap();
     assert!(
@@ -122,7 +157,7 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
     );
 
     let report = verify(store.pool()).await.unwrap();
-    assert_eq!((report.checked, report.violation), (10, None));
+    assert_eq!((report.checked, report.violation), (20, None));
 
     let before = hashes(&store).await;
     runner.abort();
@@ -230,14 +265,14 @@ async fn signed_checkpoints_verify_with_the_published_keys_and_a_removed_one_is_
     let keys = AuditKeys::new(&[("a1".into(), SIGNING.into())]).unwrap();
     write_every_event_type(&store).await;
     let runner = caught_up(&store).await;
-    assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), Some(10));
+    assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), Some(20));
     assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), None, "nothing new to sign");
     write_every_event_type_again(&store).await;
     runner.abort();
     let _ = runner.await;
     let runner = caught_up(&store).await;
     let second = write_checkpoint(store.pool(), &keys).await.unwrap().unwrap();
-    assert!(second > 10);
+    assert!(second > 20);
     write_every_event_type_again(&store).await;
     runner.abort();
     let _ = runner.await;

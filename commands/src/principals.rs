@@ -1,0 +1,453 @@
+//! Principal commands: service principals, role grants and revocations, disabling, API keys, and the
+//! TOTP step-up that sensitive grants require.
+//!
+//! Each loads the streams it decides on and appends at their exact revisions; a role change that
+//! touches ownership also appends the new set of owners to `system-owners` at its revision, in the same
+//! transaction, so that two concurrent revocations cannot leave the gateway without an owner.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use domain::Role;
+use domain::authz::Action;
+use domain::identity::{
+    API_KEY_CATEGORY, API_KEY_PREFIX, ApiKeyIssued, ApiKeyRevoked, IdentityEvent, OWNERS_STREAM, OwnersChanged,
+    PRINCIPAL_CATEGORY, PrincipalCreated, PrincipalKind, PrincipalState, RoleActor, RoleChange, TotpEnrolled,
+    TotpVerified, decide_disable, decide_role_change,
+};
+use eventstore::{
+    AppendResult, Direction, EventData, EventStore, ExpectedRevision, PgEventStore, StreamAppend, StreamCursor,
+    StreamName,
+};
+use uuid::Uuid;
+
+use crate::identity::new_api_key;
+use crate::servers::CommandContext;
+use crate::{CommandError, Keyring, Secret};
+
+/// Attempts of a command whose streams keep moving under it.
+const ATTEMPTS: usize = 4;
+/// Events read per page when loading a stream.
+const PAGE: usize = 500;
+/// Longest display name.
+const MAX_NAME_CHARS: usize = 200;
+/// TOTP: 6 digits, 30-second steps, one step of clock skew either way (RFC 6238's defaults).
+const TOTP_STEP_SECONDS: u64 = 30;
+
+/// An API key just issued: shown once.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// Its id.
+    pub key_id: Uuid,
+    /// The key; stored nowhere.
+    pub key: Secret,
+    /// Its display prefix.
+    pub prefix: String,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A TOTP enrolment: the secret to put in an authenticator app, shown once.
+#[derive(Debug)]
+pub struct TotpEnrolment {
+    /// Base32 secret.
+    pub secret_base32: Secret,
+    /// `otpauth://` URI with the same secret (for a QR code).
+    pub otpauth_uri: Secret,
+}
+
+/// A role change asked of [`PrincipalCommands::change_role`].
+#[derive(Debug, Clone, Copy)]
+pub struct RoleRequest<'a> {
+    /// Whose role.
+    pub target: Uuid,
+    /// Grant or revoke.
+    pub change: RoleChange,
+    /// Which role.
+    pub role: Role,
+    /// Why (required).
+    pub reason: &'a str,
+}
+
+/// The input of an API key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyInput {
+    /// What it is for.
+    pub name: Option<String>,
+    /// When it stops working (`None`: never).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The actions it may be used for (empty: whatever its principal's roles allow).
+    pub scopes: Vec<Action>,
+}
+
+/// The principal command handlers.
+#[derive(Clone)]
+pub struct PrincipalCommands {
+    store: PgEventStore,
+    keyring: Arc<Keyring>,
+}
+
+fn invalid(field: &'static str, message: impl std::fmt::Display) -> CommandError {
+    CommandError::Invalid { field, message: message.to_string() }
+}
+
+fn stream(category: &str, id: Uuid) -> Result<StreamName, CommandError> {
+    StreamName::from_parts(category, id).map_err(|e| invalid("id", e))
+}
+
+fn expected(revision: Option<u64>) -> ExpectedRevision {
+    revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact)
+}
+
+impl PrincipalCommands {
+    /// Handlers over `store`, sealing TOTP secrets with `keyring`.
+    pub fn new(store: PgEventStore, keyring: Arc<Keyring>) -> Self {
+        Self { store, keyring }
+    }
+
+    async fn read_all_of(&self, stream: &StreamName) -> Result<Vec<eventstore::RecordedEvent>, CommandError> {
+        let mut events = Vec::new();
+        let mut cursor = StreamCursor::Start;
+        loop {
+            let page = self.store.read_stream(stream, Direction::Forwards, cursor, PAGE).await?;
+            let full = page.len() == PAGE;
+            let last = page.last().map(|e| e.revision);
+            events.extend(page);
+            match (full, last) {
+                (true, Some(last)) => cursor = StreamCursor::Revision(last + 1),
+                _ => return Ok(events),
+            }
+        }
+    }
+
+    async fn identity_events(&self, stream: &StreamName) -> Result<(Vec<IdentityEvent>, Option<u64>), CommandError> {
+        let recorded = self.read_all_of(stream).await?;
+        let revision = recorded.last().map(|e| e.revision);
+        let events = recorded
+            .iter()
+            .map(|e| {
+                IdentityEvent::from_json(&e.event_type, &e.data)
+                    .and_then(Result::ok)
+                    .ok_or_else(|| CommandError::Corrupt(e.event_id.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((events, revision))
+    }
+
+    /// A principal's state and revision; `NotFound` when there is none.
+    pub async fn load(&self, id: Uuid) -> Result<(PrincipalState, u64), CommandError> {
+        let (events, revision) = self.identity_events(&stream(PRINCIPAL_CATEGORY, id)?).await?;
+        let state = events.iter().fold(None, PrincipalState::evolve);
+        match (state, revision) {
+            (Some(state), Some(revision)) => Ok((state, revision)),
+            _ => Err(CommandError::PrincipalNotFound),
+        }
+    }
+
+    /// The enabled owners and the revision of their stream.
+    pub async fn owners(&self) -> Result<(BTreeSet<Uuid>, Option<u64>), CommandError> {
+        let owners_stream = StreamName::parse(OWNERS_STREAM).map_err(|e| invalid("id", e))?;
+        let (events, revision) = self.identity_events(&owners_stream).await?;
+        let owners = events
+            .into_iter()
+            .rev()
+            .find_map(|e| match e {
+                IdentityEvent::OwnersChanged(o) => Some(o.owners.into_iter().collect()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok((owners, revision))
+    }
+
+    fn data(&self, context: &CommandContext, index: u32, event: &IdentityEvent) -> Result<EventData, CommandError> {
+        Ok(EventData {
+            event_id: EventData::deterministic_id(context.command_id, index),
+            event_type: event.event_type().to_owned(),
+            schema_version: 1,
+            data: event.to_json().map_err(|e| invalid("event", e))?,
+            metadata: context.metadata.clone(),
+        })
+    }
+
+    /// Appends `event` to the principal's stream at `revision`, and the new set of owners when it changed.
+    async fn append_principal_event(
+        &self,
+        context: &CommandContext,
+        target: Uuid,
+        revision: u64,
+        event: &IdentityEvent,
+        owners: Option<(BTreeSet<Uuid>, Option<u64>)>,
+    ) -> Result<AppendResult, CommandError> {
+        let mut appends = vec![StreamAppend {
+            stream: stream(PRINCIPAL_CATEGORY, target)?,
+            expected: ExpectedRevision::Exact(revision),
+            events: vec![self.data(context, 0, event)?],
+        }];
+        if let Some((owners, owners_revision)) = owners {
+            let changed = IdentityEvent::OwnersChanged(OwnersChanged { owners: owners.into_iter().collect() });
+            appends.push(StreamAppend {
+                stream: StreamName::parse(OWNERS_STREAM).map_err(|e| invalid("id", e))?,
+                expected: expected(owners_revision),
+                events: vec![self.data(context, 1, &changed)?],
+            });
+        }
+        let mut results = self.store.append_multi(appends).await?;
+        Ok(results.remove(0))
+    }
+
+    /// Creates a principal with no roles (a service account, or a person before their first grant).
+    pub async fn create(
+        &self,
+        principal_id: Uuid,
+        kind: PrincipalKind,
+        display_name: &str,
+        context: &CommandContext,
+    ) -> Result<AppendResult, CommandError> {
+        let display_name = display_name.trim();
+        if display_name.is_empty()
+            || display_name.chars().count() > MAX_NAME_CHARS
+            || display_name.contains(char::is_control)
+        {
+            return Err(invalid("display_name", format!("1 to {MAX_NAME_CHARS} printable characters")));
+        }
+        let created = IdentityEvent::PrincipalCreated(PrincipalCreated {
+            principal_id,
+            kind,
+            display_name: display_name.to_owned(),
+            roles: vec![],
+        });
+        let result = self
+            .store
+            .append(
+                &stream(PRINCIPAL_CATEGORY, principal_id)?,
+                ExpectedRevision::NoStream,
+                vec![self.data(context, 0, &created)?],
+            )
+            .await;
+        match result {
+            Ok(result) => Ok(result),
+            Err(e) if e.is_conflict() => Err(CommandError::PrincipalExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Grants or revokes `role` on `target`, as `actor` (whose roles and second factor are read from its
+    /// own stream, not from a read model).
+    pub async fn change_role(
+        &self,
+        actor: Uuid,
+        request: RoleRequest<'_>,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<AppendResult, CommandError> {
+        let RoleRequest { target, change, role, reason } = request;
+        for _ in 0..ATTEMPTS {
+            let (actor_state, _) = self.load(actor).await?;
+            let (target_state, revision) = self.load(target).await?;
+            let (owners, owners_revision) = self.owners().await?;
+            let acting = RoleActor { id: actor, roles: &actor_state.roles, mfa_fresh: actor_state.mfa_fresh(now) };
+            let event = decide_role_change(acting, &target_state, change, role, reason, &owners)?;
+            let owners_after = (role == Role::Owner && !target_state.disabled).then(|| {
+                let mut after = owners.clone();
+                match change {
+                    RoleChange::Grant => after.insert(target),
+                    RoleChange::Revoke => after.remove(&target),
+                };
+                (after, owners_revision)
+            });
+            match self.append_principal_event(context, target, revision, &event, owners_after).await {
+                Ok(result) => return Ok(result),
+                Err(CommandError::Store(e)) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CommandError::Contended)
+    }
+
+    /// Disables (`disable`) or enables `target`. `None` when it already was so.
+    pub async fn set_disabled(
+        &self,
+        actor: Uuid,
+        target: Uuid,
+        disable: bool,
+        reason: &str,
+        context: &CommandContext,
+    ) -> Result<Option<AppendResult>, CommandError> {
+        for _ in 0..ATTEMPTS {
+            let (actor_state, _) = self.load(actor).await?;
+            let (target_state, revision) = self.load(target).await?;
+            let (owners, owners_revision) = self.owners().await?;
+            let acting = RoleActor { id: actor, roles: &actor_state.roles, mfa_fresh: false };
+            let Some(event) = decide_disable(acting, &target_state, disable, reason, &owners)? else {
+                return Ok(None);
+            };
+            let owners_after = target_state.roles.contains(&Role::Owner).then(|| {
+                let mut after = owners.clone();
+                if disable {
+                    after.remove(&target);
+                } else {
+                    after.insert(target);
+                }
+                (after, owners_revision)
+            });
+            match self.append_principal_event(context, target, revision, &event, owners_after).await {
+                Ok(result) => return Ok(Some(result)),
+                Err(CommandError::Store(e)) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CommandError::Contended)
+    }
+
+    /// Issues an API key to `principal_id`: the key is returned once, its digest recorded.
+    pub async fn issue_key(
+        &self,
+        principal_id: Uuid,
+        key_id: Uuid,
+        input: KeyInput,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<IssuedKey, CommandError> {
+        let (principal, _) = self.load(principal_id).await?;
+        if principal.disabled {
+            return Err(CommandError::PrincipalDisabled);
+        }
+        if input.expires_at.is_some_and(|at| at <= now) {
+            return Err(invalid("expires_at", "must be in the future"));
+        }
+        let name = input.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.contains(char::is_control)) {
+            return Err(invalid("name", format!("at most {MAX_NAME_CHARS} printable characters")));
+        }
+        let (key, sha256) = new_api_key();
+        let prefix: String = key.expose().chars().take(API_KEY_PREFIX.len() + 6).collect();
+        let mut scopes: Vec<String> = input.scopes.iter().map(|s| s.as_str().to_owned()).collect();
+        scopes.sort();
+        scopes.dedup();
+        let issued = IdentityEvent::ApiKeyIssued(ApiKeyIssued {
+            key_id,
+            principal_id,
+            prefix: prefix.clone(),
+            sha256,
+            name,
+            expires_at: input.expires_at,
+            scopes,
+        });
+        self.store
+            .append(
+                &stream(API_KEY_CATEGORY, key_id)?,
+                ExpectedRevision::NoStream,
+                vec![self.data(context, 0, &issued)?],
+            )
+            .await
+            .map_err(|e| if e.is_conflict() { CommandError::PrincipalExists } else { e.into() })?;
+        Ok(IssuedKey { key_id, key, prefix, expires_at: input.expires_at })
+    }
+
+    /// Revokes key `key_id` of `principal_id`. `None` when it already was revoked.
+    pub async fn revoke_key(
+        &self,
+        principal_id: Uuid,
+        key_id: Uuid,
+        reason: &str,
+        context: &CommandContext,
+    ) -> Result<Option<AppendResult>, CommandError> {
+        let key_stream = stream(API_KEY_CATEGORY, key_id)?;
+        let (events, revision) = self.identity_events(&key_stream).await?;
+        let owner = events.iter().find_map(|e| match e {
+            IdentityEvent::ApiKeyIssued(k) => Some(k.principal_id),
+            _ => None,
+        });
+        let (Some(revision), Some(owner)) = (revision, owner) else { return Err(CommandError::KeyNotFound) };
+        if owner != principal_id {
+            return Err(CommandError::KeyNotFound);
+        }
+        if events.iter().any(|e| matches!(e, IdentityEvent::ApiKeyRevoked(_))) {
+            return Ok(None);
+        }
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(invalid("reason", "a reason is required"));
+        }
+        let revoked = IdentityEvent::ApiKeyRevoked(ApiKeyRevoked { key_id, principal_id, reason: reason.to_owned() });
+        let result = self
+            .store
+            .append(&key_stream, ExpectedRevision::Exact(revision), vec![self.data(context, 0, &revoked)?])
+            .await;
+        match result {
+            Ok(result) => Ok(Some(result)),
+            // Revoked concurrently: the key is revoked either way.
+            Err(e) if e.is_conflict() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn totp(secret: Vec<u8>, account: &str) -> Result<totp_rs::Totp, CommandError> {
+        totp_rs::Builder::new()
+            .with_secret(totp_rs::Secret::from(secret))
+            .with_step_duration(TOTP_STEP_SECONDS)
+            .with_skew(1)
+            .with_issuer(Some("MCP Registry Gateway"))
+            .with_account_name(account)
+            .build()
+            .map_err(|e| invalid("totp", e))
+    }
+
+    fn totp_context(principal_id: Uuid) -> String {
+        format!("principal:{principal_id}:totp")
+    }
+
+    /// Enrols a new TOTP secret for `principal_id` (replacing any earlier one), sealed in the event.
+    pub async fn enroll_totp(
+        &self,
+        principal_id: Uuid,
+        context: &CommandContext,
+    ) -> Result<TotpEnrolment, CommandError> {
+        use rand::Rng;
+        for _ in 0..ATTEMPTS {
+            let (principal, revision) = self.load(principal_id).await?;
+            let mut secret = vec![0u8; 20];
+            rand::rng().fill_bytes(&mut secret);
+            let totp = Self::totp(secret.clone(), &principal.display_name.replace(':', " "))?;
+            let base32 = Secret::new(totp_rs::Secret::from(secret).to_base32());
+            let uri = Secret::new(totp.to_url().map_err(|e| invalid("totp", e))?);
+            let sealed = self.keyring.seal(&base32, &Self::totp_context(principal_id))?;
+            let enrolled = IdentityEvent::TotpEnrolled(TotpEnrolled { principal_id, secret: sealed });
+            match self.append_principal_event(context, principal_id, revision, &enrolled, None).await {
+                Ok(_) => return Ok(TotpEnrolment { secret_base32: base32, otpauth_uri: uri }),
+                Err(CommandError::Store(e)) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CommandError::Contended)
+    }
+
+    /// Checks a TOTP `code` of `principal_id` at `now`; records the step-up when it is right and newer
+    /// than the last accepted one (a code is good once).
+    pub async fn verify_totp(
+        &self,
+        principal_id: Uuid,
+        code: &str,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<AppendResult, CommandError> {
+        let (principal, revision) = self.load(principal_id).await?;
+        let sealed = principal.totp.as_ref().ok_or(CommandError::TotpNotEnrolled)?;
+        let base32 = self.keyring.open(sealed, &Self::totp_context(principal_id))?;
+        let secret = totp_rs::Secret::try_from_base32(base32.expose()).map_err(|e| invalid("totp", e))?;
+        let totp = Self::totp(secret.as_bytes().to_vec(), "principal")?;
+        let seconds = u64::try_from(now.timestamp()).unwrap_or(0);
+        let step = totp.check(code.trim(), seconds).ok_or(CommandError::TotpRejected)?;
+        if principal.mfa.is_some_and(|(_, last)| step <= last) {
+            return Err(CommandError::TotpRejected);
+        }
+        let verified = IdentityEvent::TotpVerified(TotpVerified { principal_id, at: now, step });
+        match self.append_principal_event(context, principal_id, revision, &verified, None).await {
+            Ok(result) => Ok(result),
+            // Another verification landed first: this code may be the same one; refuse rather than guess.
+            Err(CommandError::Store(e)) if e.is_conflict() => Err(CommandError::TotpRejected),
+            Err(e) => Err(e),
+        }
+    }
+}

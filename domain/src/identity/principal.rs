@@ -1,0 +1,320 @@
+//! The principal aggregate: its roles, whether it is disabled, its second factor; and the rules every
+//! role change and every disabling obeys.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::event::{
+    IdentityEvent, PrincipalCreated, PrincipalKind, RoleGranted, RoleRevoked, RoleSource, UserDisabled, UserEnabled,
+};
+use crate::{Role, Sealed};
+
+/// How recent a second-factor proof must be for granting `admin` or `owner`.
+pub const MFA_FRESHNESS: Duration = Duration::minutes(10);
+
+/// A principal as its stream folds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalState {
+    /// Id.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: PrincipalKind,
+    /// Display name.
+    pub display_name: String,
+    /// Roles held.
+    pub roles: BTreeSet<Role>,
+    /// Disabled principals authenticate nowhere.
+    pub disabled: bool,
+    /// The enrolled TOTP secret, sealed.
+    pub totp: Option<Sealed>,
+    /// The last second-factor proof and its TOTP step.
+    pub mfa: Option<(DateTime<Utc>, u64)>,
+}
+
+impl PrincipalState {
+    /// Folds the principal's events; `None` before its creation.
+    pub fn evolve(state: Option<Self>, event: &IdentityEvent) -> Option<Self> {
+        if let IdentityEvent::PrincipalCreated(PrincipalCreated { principal_id, kind, display_name, roles }) = event {
+            return Some(Self {
+                id: *principal_id,
+                kind: *kind,
+                display_name: display_name.clone(),
+                roles: roles.iter().copied().collect(),
+                disabled: false,
+                totp: None,
+                mfa: None,
+            });
+        }
+        let mut state = state?;
+        match event {
+            IdentityEvent::RoleGranted(g) => {
+                state.roles.insert(g.role);
+            }
+            IdentityEvent::RoleRevoked(r) => {
+                state.roles.remove(&r.role);
+            }
+            IdentityEvent::UserDisabled(_) => state.disabled = true,
+            IdentityEvent::UserEnabled(_) => state.disabled = false,
+            IdentityEvent::TotpEnrolled(t) => {
+                state.totp = Some(t.secret.clone());
+                state.mfa = None;
+            }
+            IdentityEvent::TotpVerified(v) => state.mfa = Some((v.at, v.step)),
+            _ => {}
+        }
+        Some(state)
+    }
+
+    /// Whether a second factor was proven within [`MFA_FRESHNESS`] of `now`.
+    pub fn mfa_fresh(&self, now: DateTime<Utc>) -> bool {
+        self.mfa.is_some_and(|(at, _)| now - at <= MFA_FRESHNESS && at <= now + Duration::seconds(5))
+    }
+}
+
+/// Grant or revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    /// Give the role.
+    Grant,
+    /// Take it.
+    Revoke,
+}
+
+/// Why a role change, or a disabling, is refused. Each has a stable problem type in the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleChangeRefused {
+    /// Nobody changes their own roles (or disables themselves).
+    #[error("nobody changes their own roles or disables themselves")]
+    OwnRoles,
+    /// Nobody grants or revokes a role above their own.
+    #[error("the role {0} is above every role the actor holds")]
+    AboveOwn(&'static str),
+    /// The last owner keeps the role and stays enabled.
+    #[error("the last owner cannot lose the role or be disabled")]
+    LastOwner,
+    /// Granting admin or owner needs a second factor proven in the last minutes.
+    #[error("granting {0} needs a second factor proven in the last 10 minutes (TOTP step-up or an IdP login with MFA)")]
+    MfaRequired(&'static str),
+    /// Administrators say why.
+    #[error("a reason is required")]
+    ReasonRequired,
+    /// Granting a role held, or revoking one not held.
+    #[error("the principal {0} the role")]
+    NoChange(&'static str),
+}
+
+/// The rank a role confers for granting: owner above admin; the auditor, outside the chain, is granted
+/// only by admins and owners.
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Owner => 5,
+        Role::Admin | Role::Auditor => 4,
+        Role::ServerManager => 3,
+        Role::Developer => 2,
+        Role::Viewer => 1,
+    }
+}
+
+/// The actor of a role change, as its own stream has it.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleActor<'a> {
+    /// Who.
+    pub id: Uuid,
+    /// Its roles.
+    pub roles: &'a BTreeSet<Role>,
+    /// Whether it proved a second factor recently.
+    pub mfa_fresh: bool,
+}
+
+/// Decides an administrator's role change on `target`; `owners` is the current set of owners. The
+/// event to append, or why not. (Whether the actor may change roles at all is the authorization
+/// decision's `roles.grant`, asked before.)
+pub fn decide_role_change(
+    actor: RoleActor<'_>,
+    target: &PrincipalState,
+    change: RoleChange,
+    role: Role,
+    reason: &str,
+    owners: &BTreeSet<Uuid>,
+) -> Result<IdentityEvent, RoleChangeRefused> {
+    if actor.id == target.id {
+        return Err(RoleChangeRefused::OwnRoles);
+    }
+    if reason.trim().is_empty() {
+        return Err(RoleChangeRefused::ReasonRequired);
+    }
+    if actor.roles.iter().map(|r| rank(*r)).max().unwrap_or(0) < rank(role) {
+        return Err(RoleChangeRefused::AboveOwn(role.as_str()));
+    }
+    let (principal_id, reason) = (target.id, reason.trim().to_owned());
+    match change {
+        RoleChange::Grant => {
+            if target.roles.contains(&role) {
+                return Err(RoleChangeRefused::NoChange("already holds"));
+            }
+            if matches!(role, Role::Owner | Role::Admin) && !actor.mfa_fresh {
+                return Err(RoleChangeRefused::MfaRequired(role.as_str()));
+            }
+            Ok(IdentityEvent::RoleGranted(RoleGranted { principal_id, role, source: RoleSource::Admin, reason }))
+        }
+        RoleChange::Revoke => {
+            if !target.roles.contains(&role) {
+                return Err(RoleChangeRefused::NoChange("does not hold"));
+            }
+            if role == Role::Owner && owners.iter().all(|o| *o == target.id) {
+                return Err(RoleChangeRefused::LastOwner);
+            }
+            Ok(IdentityEvent::RoleRevoked(RoleRevoked { principal_id, role, source: RoleSource::Admin, reason }))
+        }
+    }
+}
+
+/// Decides disabling (`disable`) or enabling a principal: nobody disables or enables a principal who
+/// holds a role above their own (an admin cannot lock an owner out).
+pub fn decide_disable(
+    actor: RoleActor<'_>,
+    target: &PrincipalState,
+    disable: bool,
+    reason: &str,
+    owners: &BTreeSet<Uuid>,
+) -> Result<Option<IdentityEvent>, RoleChangeRefused> {
+    if actor.id == target.id {
+        return Err(RoleChangeRefused::OwnRoles);
+    }
+    let highest = |roles: &BTreeSet<Role>| roles.iter().map(|r| rank(*r)).max().unwrap_or(0);
+    if let Some(above) = target.roles.iter().find(|r| rank(**r) > highest(actor.roles)) {
+        return Err(RoleChangeRefused::AboveOwn(above.as_str()));
+    }
+    if !disable {
+        return Ok(target.disabled.then_some(IdentityEvent::UserEnabled(UserEnabled { principal_id: target.id })));
+    }
+    if reason.trim().is_empty() {
+        return Err(RoleChangeRefused::ReasonRequired);
+    }
+    let enabled_owners = owners.iter().filter(|o| **o != target.id).count();
+    if target.roles.contains(&Role::Owner) && enabled_owners == 0 {
+        return Err(RoleChangeRefused::LastOwner);
+    }
+    Ok((!target.disabled).then(|| {
+        IdentityEvent::UserDisabled(UserDisabled { principal_id: target.id, reason: reason.trim().to_owned() })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(n: u128, roles: &[Role]) -> PrincipalState {
+        PrincipalState {
+            id: Uuid::from_u128(n),
+            kind: PrincipalKind::User,
+            display_name: format!("p{n}"),
+            roles: roles.iter().copied().collect(),
+            disabled: false,
+            totp: None,
+            mfa: None,
+        }
+    }
+
+    fn actor(p: &PrincipalState, mfa_fresh: bool) -> RoleActor<'_> {
+        RoleActor { id: p.id, roles: &p.roles, mfa_fresh }
+    }
+
+    #[test]
+    fn nobody_changes_their_own_roles() {
+        let owner = principal(1, &[Role::Owner]);
+        let owners = BTreeSet::from([owner.id, Uuid::from_u128(9)]);
+        let refused = decide_role_change(actor(&owner, true), &owner, RoleChange::Revoke, Role::Owner, "r", &owners);
+        assert_eq!(refused, Err(RoleChangeRefused::OwnRoles));
+        assert_eq!(decide_disable(actor(&owner, true), &owner, true, "r", &owners), Err(RoleChangeRefused::OwnRoles));
+    }
+
+    #[test]
+    fn nobody_grants_or_revokes_above_their_own_role() {
+        let (admin, target) = (principal(1, &[Role::Admin]), principal(2, &[Role::Owner]));
+        let owners = BTreeSet::from([target.id, Uuid::from_u128(9)]);
+        for change in [RoleChange::Grant, RoleChange::Revoke] {
+            let refused = decide_role_change(actor(&admin, true), &target, change, Role::Owner, "r", &owners);
+            assert_eq!(refused, Err(RoleChangeRefused::AboveOwn("owner")));
+        }
+        let viewer = principal(3, &[]);
+        let granted = decide_role_change(actor(&admin, true), &viewer, RoleChange::Grant, Role::Auditor, "r", &owners);
+        assert!(matches!(granted, Ok(IdentityEvent::RoleGranted(_))));
+    }
+
+    #[test]
+    fn the_last_owner_keeps_the_role_and_stays_enabled() {
+        let (a, b) = (principal(1, &[Role::Owner]), principal(2, &[Role::Owner]));
+        let only_b = BTreeSet::from([b.id]);
+        let refused = decide_role_change(actor(&a, true), &b, RoleChange::Revoke, Role::Owner, "r", &only_b);
+        assert_eq!(refused, Err(RoleChangeRefused::LastOwner));
+        assert_eq!(decide_disable(actor(&a, true), &b, true, "r", &only_b), Err(RoleChangeRefused::LastOwner));
+        let both = BTreeSet::from([a.id, b.id]);
+        assert!(decide_role_change(actor(&a, true), &b, RoleChange::Revoke, Role::Owner, "r", &both).is_ok());
+        assert!(decide_disable(actor(&a, true), &b, true, "r", &both).unwrap().is_some());
+        let admin = principal(3, &[Role::Admin]);
+        assert_eq!(
+            decide_disable(actor(&admin, true), &b, true, "r", &both),
+            Err(RoleChangeRefused::AboveOwn("owner"))
+        );
+    }
+
+    #[test]
+    fn granting_admin_or_owner_needs_a_fresh_second_factor() {
+        let (owner, target) = (principal(1, &[Role::Owner]), principal(2, &[]));
+        let owners = BTreeSet::from([owner.id]);
+        for role in [Role::Admin, Role::Owner] {
+            let refused = decide_role_change(actor(&owner, false), &target, RoleChange::Grant, role, "r", &owners);
+            assert_eq!(refused, Err(RoleChangeRefused::MfaRequired(role.as_str())));
+            assert!(decide_role_change(actor(&owner, true), &target, RoleChange::Grant, role, "r", &owners).is_ok());
+        }
+        let developer =
+            decide_role_change(actor(&owner, false), &target, RoleChange::Grant, Role::Developer, "r", &owners);
+        assert!(developer.is_ok());
+    }
+
+    #[test]
+    fn a_reason_is_required_and_no_op_changes_are_refused() {
+        let (owner, target) = (principal(1, &[Role::Owner]), principal(2, &[Role::Viewer]));
+        let owners = BTreeSet::from([owner.id]);
+        let refused =
+            decide_role_change(actor(&owner, true), &target, RoleChange::Grant, Role::Developer, " ", &owners);
+        assert_eq!(refused, Err(RoleChangeRefused::ReasonRequired));
+        let held = decide_role_change(actor(&owner, true), &target, RoleChange::Grant, Role::Viewer, "r", &owners);
+        assert_eq!(held, Err(RoleChangeRefused::NoChange("already holds")));
+    }
+
+    #[test]
+    fn a_second_factor_is_fresh_for_ten_minutes() {
+        let mut p = principal(1, &[]);
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert!(!p.mfa_fresh(now));
+        p.mfa = Some((now - Duration::minutes(9), 1));
+        assert!(p.mfa_fresh(now));
+        p.mfa = Some((now - Duration::minutes(11), 1));
+        assert!(!p.mfa_fresh(now));
+    }
+
+    #[test]
+    fn the_stream_folds_into_the_state() {
+        let id = Uuid::from_u128(1);
+        let created = IdentityEvent::PrincipalCreated(PrincipalCreated {
+            principal_id: id,
+            kind: PrincipalKind::Service,
+            display_name: "ci".into(),
+            roles: vec![Role::Viewer],
+        });
+        let granted = IdentityEvent::RoleGranted(RoleGranted {
+            principal_id: id,
+            role: Role::Developer,
+            source: RoleSource::Admin,
+            reason: "r".into(),
+        });
+        let disabled = IdentityEvent::UserDisabled(UserDisabled { principal_id: id, reason: "r".into() });
+        let state = [created, granted, disabled].iter().fold(None, PrincipalState::evolve).unwrap();
+        assert_eq!(state.roles, BTreeSet::from([Role::Viewer, Role::Developer]));
+        assert!(state.disabled);
+    }
+}

@@ -1,0 +1,318 @@
+//! Principals, roles, API keys and the TOTP step-up through the REST API, against a real PostgreSQL:
+//! every cell of the permission matrix, the role rules, and credentials that stop working everywhere.
+
+use axum::http::{Method, StatusCode};
+use domain::Role;
+use domain::authz::Action;
+use serde_json::{Value, json};
+
+use crate::api_servers::{Api, Reply, start};
+use crate::support::DEADLINE;
+
+/// The current TOTP code for a base32 secret (what an authenticator app shows).
+pub(crate) fn totp_code(secret: &str) -> String {
+    let bytes = totp_rs::Secret::try_from_base32(secret).unwrap().as_bytes().to_vec();
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::from(bytes))
+        .with_step_duration(30)
+        .with_skew(1)
+        .build()
+        .unwrap();
+    totp.generate_current().to_string()
+}
+
+fn assert_problem(reply: &Reply, status: StatusCode, kind: &str) {
+    assert_eq!(reply.status, status, "{}", reply.raw);
+    assert_eq!(
+        reply.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{}",
+        reply.raw
+    );
+    assert!(reply.body["type"].as_str().is_some_and(|t| t.ends_with(kind)), "{kind}: {}", reply.raw);
+}
+
+impl Api {
+    async fn post_as(&self, key: &str, uri: &str, body: Value) -> Reply {
+        self.call_as(key, Method::POST, uri, Some(&body.to_string()), &[]).await
+    }
+
+    /// The owner's step-up: enrol a TOTP secret (once) and prove a code.
+    async fn step_up(&self, key: &str) -> String {
+        let enrolled = self.call_as(key, Method::POST, "/api/v1/me/mfa/totp", None, &[]).await;
+        assert_eq!(enrolled.status, StatusCode::CREATED, "{}", enrolled.raw);
+        let secret = enrolled.body["secret"].as_str().unwrap().to_owned();
+        assert!(enrolled.body["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"));
+        let verified = self.post_as(key, "/api/v1/me/mfa/totp/verify", json!({ "code": totp_code(&secret) })).await;
+        assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.raw);
+        secret
+    }
+
+    /// A new service principal holding `roles` (granted by the owner, who must have stepped up for admin
+    /// and owner), and an API key of its own.
+    async fn principal_with(&self, name: &str, roles: &[Role]) -> (String, String) {
+        let created = self.post_as(&self.key, "/api/v1/users", json!({ "display_name": name })).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+        let id = created.body["id"].as_str().unwrap().to_owned();
+        for role in roles {
+            let granted = self
+                .post_as(&self.key, &format!("/api/v1/users/{id}/roles"), json!({ "role": role, "reason": "test" }))
+                .await;
+            assert_eq!(granted.status, StatusCode::OK, "{}", granted.raw);
+        }
+        let key = self.post_as(&self.key, &format!("/api/v1/users/{id}/api-keys"), json!({ "name": name })).await;
+        assert_eq!(key.status, StatusCode::CREATED, "{}", key.raw);
+        (id, key.body["key"].as_str().unwrap().to_owned())
+    }
+}
+
+/// One request per action, whose answer is 403 exactly when the action is refused (an allowed request
+/// may still fail on its body: what matters is that it got past the decision).
+async fn exercise(api: &Api, key: &str, action: Action) -> Option<Reply> {
+    let other = uuid::Uuid::now_v7();
+    Some(match action {
+        Action::ReadServers => api.call_as(key, Method::GET, "/api/v1/servers", None, &[]).await,
+        Action::ManageServers => api.post_as(key, "/api/v1/servers", json!({})).await,
+        Action::ReadAudit => api.call_as(key, Method::GET, "/api/v1/audit?limit=1", None, &[]).await,
+        Action::ReadUsers => api.call_as(key, Method::GET, "/api/v1/users", None, &[]).await,
+        Action::ManageUsers => api.post_as(key, "/api/v1/users", json!({})).await,
+        Action::GrantRoles => api.post_as(key, &format!("/api/v1/users/{other}/roles"), json!({})).await,
+        Action::ManageOwnCredentials => api.call_as(key, Method::GET, "/api/v1/users/me/api-keys", None, &[]).await,
+        // Calling tools arrives with the gateway's MCP endpoint; the decision is covered in `domain`.
+        Action::UseServers => return None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_and_permission_cell_through_the_http_api() {
+    let api = start(None).await;
+    api.step_up(&api.key).await;
+    for role in Role::ALL {
+        let (_, key) = api.principal_with(role.as_str(), &[role]).await;
+        let me = api.call_as(&key, Method::GET, "/api/v1/me", None, &[]).await;
+        assert_eq!(me.body["roles"], json!([role]), "{}", me.raw);
+        for action in Action::ALL {
+            let Some(reply) = exercise(&api, &key, action).await else { continue };
+            let allowed = action.permitted().contains(&role);
+            if allowed {
+                assert!(
+                    reply.status != StatusCode::FORBIDDEN && reply.status != StatusCode::UNAUTHORIZED,
+                    "{} × {} should pass the decision: {} {}",
+                    role.as_str(),
+                    action.as_str(),
+                    reply.status,
+                    reply.raw
+                );
+            } else {
+                assert_problem(&reply, StatusCode::FORBIDDEN, "forbidden");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_rules_are_refused_with_problem_json_and_nothing_is_written() {
+    let api = start(None).await;
+    let owner_id = api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().to_owned();
+    let (admin_id, admin_key) = {
+        // Granting admin without a recent second factor is refused...
+        let created = api.post_as(&api.key, "/api/v1/users", json!({ "display_name": "ada" })).await;
+        let id = created.body["id"].as_str().unwrap().to_owned();
+        let refused = api
+            .post_as(&api.key, &format!("/api/v1/users/{id}/roles"), json!({ "role": "admin", "reason": "r" }))
+            .await;
+        assert_problem(&refused, StatusCode::FORBIDDEN, "mfa-required");
+        // ...and allowed after the TOTP step-up, whose code is good once.
+        let secret = api.step_up(&api.key).await;
+        let again = api.post_as(&api.key, "/api/v1/me/mfa/totp/verify", json!({ "code": totp_code(&secret) })).await;
+        assert_problem(&again, StatusCode::UNPROCESSABLE_ENTITY, "invalid-code");
+        let granted = api
+            .post_as(&api.key, &format!("/api/v1/users/{id}/roles"), json!({ "role": "admin", "reason": "r" }))
+            .await;
+        assert_eq!(granted.status, StatusCode::OK, "{}", granted.raw);
+        let key = api.post_as(&api.key, &format!("/api/v1/users/{id}/api-keys"), json!({})).await;
+        (id, key.body["key"].as_str().unwrap().to_owned())
+    };
+    let events_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(&api.gateway.state.pool).await.unwrap();
+
+    // Nobody changes their own roles
+    let own = api
+        .post_as(&admin_key, &format!("/api/v1/users/{admin_id}/roles"), json!({ "role": "auditor", "reason": "r" }))
+        .await;
+    assert_problem(&own, StatusCode::FORBIDDEN, "own-roles");
+    // Nobody grants above their own role, nor takes a higher one away, nor disables its holder
+    let target = api.post_as(&api.key, "/api/v1/users", json!({ "display_name": "bob" })).await;
+    let target_id = target.body["id"].as_str().unwrap().to_owned();
+    let events_before = events_before + 1;
+    let above = api
+        .post_as(&admin_key, &format!("/api/v1/users/{target_id}/roles"), json!({ "role": "owner", "reason": "r" }))
+        .await;
+    assert_problem(&above, StatusCode::FORBIDDEN, "above-own-role");
+    let revoke_owner = api
+        .call_as(&admin_key, Method::DELETE, &format!("/api/v1/users/{owner_id}/roles/owner?reason=r"), None, &[])
+        .await;
+    assert_problem(&revoke_owner, StatusCode::FORBIDDEN, "above-own-role");
+    let disable_owner =
+        api.post_as(&admin_key, &format!("/api/v1/users/{owner_id}/disable"), json!({ "reason": "r" })).await;
+    assert_problem(&disable_owner, StatusCode::FORBIDDEN, "above-own-role");
+    // A reason is required
+    let no_reason = api
+        .post_as(&admin_key, &format!("/api/v1/users/{target_id}/roles"), json!({ "role": "viewer", "reason": " " }))
+        .await;
+    assert_problem(&no_reason, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field");
+    // Malformed input is a client error, never a 500
+    let unknown_role = api
+        .post_as(&admin_key, &format!("/api/v1/users/{target_id}/roles"), json!({ "role": "root", "reason": "r" }))
+        .await;
+    assert!(unknown_role.status.is_client_error(), "{}", unknown_role.raw);
+    let not_a_role = api
+        .call_as(&admin_key, Method::DELETE, &format!("/api/v1/users/{target_id}/roles/root?reason=r"), None, &[])
+        .await;
+    assert_problem(&not_a_role, StatusCode::NOT_FOUND, "unknown-role");
+    let events_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(&api.gateway.state.pool).await.unwrap();
+    // Only the refusals were recorded (AccessDenied is not among them: these passed the decision).
+    assert_eq!(events_after, events_before, "a refused change wrote events");
+
+    // Two owners revoking each other at once: one wins, one owner always remains
+    let (second_owner_id, second_owner_key) = api.principal_with("carol", &[Role::Owner]).await;
+    let (revoke_second, revoke_first) = (
+        format!("/api/v1/users/{second_owner_id}/roles/owner?reason=r"),
+        format!("/api/v1/users/{owner_id}/roles/owner?reason=r"),
+    );
+    let first = api.call(Method::DELETE, &revoke_second, None, &[]);
+    let second = api.call_as(&second_owner_key, Method::DELETE, &revoke_first, None, &[]);
+    let (first, second) = tokio::join!(first, second);
+    let wins = [&first, &second].iter().filter(|r| r.status == StatusCode::OK).count();
+    assert_eq!(wins, 1, "{} / {}", first.raw, second.raw);
+    let loser = if first.status == StatusCode::OK { &second } else { &first };
+    assert!(loser.status == StatusCode::FORBIDDEN || loser.status == StatusCode::CONFLICT, "{}", loser.raw);
+    let owners = api.gateway.state.principals.owners().await.unwrap().0;
+    assert_eq!(owners.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_expired_scoped_and_disabled_credentials_stop_working() {
+    let api = start(None).await;
+    let (viewer_id, viewer_key) = api.principal_with("viewer", &[Role::Viewer, Role::ServerManager]).await;
+    let works = |key: String| {
+        let api = &api;
+        async move { api.call_as(&key, Method::GET, "/api/v1/servers", None, &[]).await.status }
+    };
+    assert_eq!(works(viewer_key.clone()).await, StatusCode::OK);
+
+    // A wrong key with the right prefix and shape is refused like any other
+    let forged = format!("mgw_{}", "A".repeat(43));
+    assert_problem(
+        &api.call_as(&forged, Method::GET, "/api/v1/servers", None, &[]).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+
+    // The holder lists its keys: never the key or its digest
+    let listed = api.call_as(&viewer_key, Method::GET, "/api/v1/users/me/api-keys", None, &[]).await;
+    assert_eq!(listed.body["keys"].as_array().unwrap().len(), 1, "{}", listed.raw);
+    assert!(!listed.raw.contains(&viewer_key[4..]), "a listing shows the key");
+
+    // A scoped key does what its scopes say, and no more than the roles allow
+    let scoped = api
+        .post_as(&viewer_key, "/api/v1/users/me/api-keys", json!({ "name": "ci", "scopes": ["servers.read"] }))
+        .await;
+    assert_eq!(scoped.status, StatusCode::CREATED, "{}", scoped.raw);
+    let scoped_key = scoped.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(works(scoped_key.clone()).await, StatusCode::OK);
+    assert_problem(&api.post_as(&scoped_key, "/api/v1/servers", json!({})).await, StatusCode::FORBIDDEN, "forbidden");
+    let bad_scope = api.post_as(&viewer_key, "/api/v1/users/me/api-keys", json!({ "scopes": ["root"] })).await;
+    assert_problem(&bad_scope, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field");
+    // Somebody else's keys are user management: a viewer cannot issue one for the owner
+    let owner_id = api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().to_owned();
+    let for_owner = api.post_as(&viewer_key, &format!("/api/v1/users/{owner_id}/api-keys"), json!({})).await;
+    assert_problem(&for_owner, StatusCode::FORBIDDEN, "forbidden");
+
+    // A revoked key is refused at once
+    let scoped_id = scoped.body["id"].as_str().unwrap();
+    let revoked = api
+        .call_as(
+            &viewer_key,
+            Method::DELETE,
+            &format!("/api/v1/users/me/api-keys/{scoped_id}?reason=leaked"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
+    assert_eq!(works(scoped_key).await, StatusCode::UNAUTHORIZED);
+
+    // An expiring key works until it expires
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let expiring = api.post_as(&viewer_key, "/api/v1/users/me/api-keys", json!({ "expires_at": soon })).await;
+    let expiring_key = expiring.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(works(expiring_key.clone()).await, StatusCode::OK);
+    tests::eventually(DEADLINE, "the key to expire", || {
+        let key = expiring_key.clone();
+        let works = &works;
+        async move { (works(key).await == StatusCode::UNAUTHORIZED).then_some(()) }
+    })
+    .await;
+    let past =
+        api.post_as(&viewer_key, "/api/v1/users/me/api-keys", json!({ "expires_at": "2020-01-01T00:00:00Z" })).await;
+    assert_problem(&past, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field");
+
+    // A disabled principal's keys all stop working; enabled again, they work
+    let disabled =
+        api.post_as(&api.key, &format!("/api/v1/users/{viewer_id}/disable"), json!({ "reason": "left" })).await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.raw);
+    assert_eq!(works(viewer_key.clone()).await, StatusCode::UNAUTHORIZED);
+    let enabled = api.call(Method::POST, &format!("/api/v1/users/{viewer_id}/enable"), None, &[]).await;
+    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.raw);
+    assert_eq!(works(viewer_key).await, StatusCode::OK);
+
+    // Every change reached the audit trail, the role grants with their before and after
+    tests::eventually(DEADLINE, "the audit trail to show the grants", || async {
+        let trail = api.call(Method::GET, "/api/v1/audit?action=role.granted", None, &[]).await;
+        let entries = trail.body["entries"].as_array().cloned().unwrap_or_default();
+        (entries.len() == 2).then_some(entries)
+    })
+    .await;
+    for action in ["user.disabled", "user.enabled", "api_key.revoked", "api_key.issued"] {
+        tests::eventually(DEADLINE, action, || async {
+            let trail = api.call(Method::GET, &format!("/api/v1/audit?action={action}"), None, &[]).await;
+            trail.body["entries"].as_array().is_some_and(|e| !e.is_empty()).then_some(())
+        })
+        .await;
+    }
+    let trail = api.call(Method::GET, "/api/v1/audit?action=role.granted", None, &[]).await;
+    let last = &trail.body["entries"].as_array().unwrap()[1];
+    assert_eq!(
+        last["changes"]["roles"],
+        json!({ "before": ["viewer"], "after": ["server_manager", "viewer"] }),
+        "{last}"
+    );
+    assert_eq!(last["target_name"], json!("viewer"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_manager_manages_only_the_servers_it_owns() {
+    let api = start(None).await;
+    api.step_up(&api.key).await;
+    let (_, first) = api.principal_with("first", &[Role::ServerManager]).await;
+    let (_, second) = api.principal_with("second", &[Role::ServerManager]).await;
+    let (_, admin) = api.principal_with("admin", &[Role::Admin]).await;
+    let body = json!({
+        "name": "owned", "description": "d", "transport": "streamable_http", "url": "https://93.184.216.34/mcp",
+        "upstream_auth": { "mode": "none" },
+    });
+    let created = api.post_as(&first, "/api/v1/servers", body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let id = created.body["id"].as_str().unwrap();
+    let suspend = |key: String| {
+        let api = &api;
+        let uri = format!("/api/v1/servers/{id}/suspend");
+        async move { api.post_as(&key, &uri, json!({ "reason": "maintenance" })).await }
+    };
+    assert_problem(&suspend(second).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(suspend(first.clone()).await.status, StatusCode::OK);
+    let resumed = api.post_as(&admin, &format!("/api/v1/servers/{id}/resume"), json!({})).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.raw);
+}
