@@ -38,6 +38,16 @@ pub struct GatewayConfig {
     /// Audit checkpoint signing keys, `(id, base64 of a 32-byte Ed25519 seed)`; the first signs. Without
     /// any, the trail is chained but not signed.
     pub audit_signing_keys: Vec<(String, String)>,
+    /// The gateway's public base URL: the `iss` of its tokens (`{public_url}/api/v1` is their `aud`).
+    /// Without it, `http://<listen>`.
+    pub public_url: Option<String>,
+}
+
+impl GatewayConfig {
+    /// The issuer of the gateway's tokens.
+    pub fn issuer(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+    }
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -81,6 +91,9 @@ pub enum StartError {
     /// The audit signing keys are wrong.
     #[error("audit signing keys: {0}")]
     AuditKeys(#[from] projections::audit::AuditKeyError),
+    /// The token signing keys could not be loaded, created or tested.
+    #[error("token signing keys: {0}")]
+    Tokens(#[from] commands::CommandError),
     /// NATS could not be reached.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Nats {
@@ -167,9 +180,25 @@ impl Gateway {
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
         let servers = ServerCommands::new(store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(store.clone(), keyring.clone());
+        let issuer = config.issuer();
+        let tokens = commands::tokens::TokenService::new(
+            store.clone(),
+            keyring.clone(),
+            issuer.clone(),
+            format!("{issuer}/api/v1"),
+        );
+        let command_id = uuid::Uuid::now_v7();
+        let system = eventstore::Actor::system("gateway");
+        let context = commands::servers::CommandContext {
+            command_id,
+            metadata: eventstore::Metadata::new(command_id, system, chrono::Utc::now()),
+        };
+        tokens.start(&context).await?;
+        principals.ensure_owners_stream(&context).await?;
         let state = AppState {
             servers,
             principals,
+            tokens: Arc::new(tokens),
             keyring,
             registry: Registry::new(pool.clone()),
             authz,

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use commands::tokens::TokenError;
 use domain::access::{AccessDenied, AccessEvent};
 use domain::authz::{Action, Resource, Subject, decide};
 use domain::identity::parse_api_key;
@@ -86,19 +87,59 @@ impl Caller {
     }
 }
 
-/// Reads the key from `Authorization: Bearer …` (or `X-API-Key`), and finds its principal.
-fn authenticate(parts: &Parts, authz: &RwLock<Authz>) -> Result<Principal, Problem> {
+/// Reads the credential from `Authorization: Bearer …` (or an API key from `X-API-Key`), and finds its
+/// principal: an `mgw_` API key by its digest, anything else as a gateway access token.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Problem> {
     let bearer = parts
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     let presented = bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    let key = presented.and_then(|k| parse_api_key(k.trim())).ok_or_else(Problem::unauthenticated)?;
-    // The model is keyed by the key's SHA-256: the secret itself is never stored or compared.
-    let digest = commands::identity::api_key_digest(key);
-    let model = authz.read().map_err(|_| Problem::internal())?;
-    model.by_api_key_digest(&digest, chrono::Utc::now()).ok_or_else(Problem::unauthenticated)
+    let presented = presented.map(str::trim).ok_or_else(Problem::unauthenticated)?;
+    let now = chrono::Utc::now();
+    if presented.starts_with(domain::identity::API_KEY_PREFIX) {
+        let key = parse_api_key(presented).ok_or_else(Problem::unauthenticated)?;
+        // The model is keyed by the key's SHA-256: the secret itself is never stored or compared.
+        let digest = commands::identity::api_key_digest(key);
+        let model = state.authz.read().map_err(|_| Problem::internal())?;
+        return model.by_api_key_digest(&digest, now).ok_or_else(Problem::unauthenticated);
+    }
+    let claims = match state.tokens.verify(presented) {
+        Err(TokenError::UnknownKey(_)) => {
+            // Another instance may have rotated the keys: look again (at most once a second).
+            if state.tokens.reload_if_stale().await.unwrap_or(false) {
+                state.tokens.verify(presented)
+            } else {
+                Err(TokenError::UnknownKey(String::new()))
+            }
+        }
+        verified => verified,
+    };
+    let claims = claims.map_err(|error| {
+        tracing::debug!(%error, "access token refused");
+        Problem::unauthenticated()
+    })?;
+    let (Ok(principal), Ok(key)) = (uuid::Uuid::parse_str(&claims.sub), uuid::Uuid::parse_str(&claims.sid)) else {
+        return Err(Problem::unauthenticated());
+    };
+    let scopes: Vec<Action> = claims.scope.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+    let model = state.authz.read().map_err(|_| Problem::internal())?;
+    let mut found = model.by_token(principal, key, now).ok_or_else(Problem::unauthenticated)?;
+    // The token's scopes narrow the key's, never widen them (an empty list means "the key's").
+    if !scopes.is_empty() {
+        if !found.scopes.is_empty() {
+            let key_scopes = std::mem::take(&mut found.scopes);
+            found.scopes = scopes.into_iter().filter(|s| key_scopes.contains(s)).collect();
+            // Nothing in common: nothing allowed (an empty list would mean "unrestricted").
+            if found.scopes.is_empty() {
+                return Err(Problem::unauthenticated());
+            }
+        } else {
+            found.scopes = scopes;
+        }
+    }
+    Ok(found)
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -109,7 +150,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(Problem::unavailable("the authorization model is still loading"));
         }
         let origin = Origin::of(parts);
-        authenticate(parts, &state.authz).map(|principal| Caller(principal, origin))
+        authenticate(parts, state).await.map(|principal| Caller(principal, origin))
     }
 }
 

@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::servers::routes())
         .merge(routes::users::routes())
+        .merge(routes::tokens::routes())
         .merge(routes::registry_v0::routes())
         .merge(routes::audit::routes())
         .merge(routes::ops::routes())

@@ -124,6 +124,9 @@ struct ServeArgs {
     #[arg(long, env = "MGW_AUDIT_SIGNING_KEYS", value_delimiter = ',', hide_env_values = true)]
     #[serde(default)]
     audit_signing_keys: Vec<String>,
+    /// The gateway's public base URL, the issuer of its tokens [default: http://<listen>].
+    #[arg(long, env = "MGW_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -140,6 +143,7 @@ impl ServeArgs {
             upstream_allowlist: list(self.upstream_allowlist, file.upstream_allowlist),
             max_connections: self.max_connections.or(file.max_connections),
             audit_signing_keys: list(self.audit_signing_keys, file.audit_signing_keys),
+            public_url: self.public_url.or(file.public_url),
         }
     }
 }
@@ -317,6 +321,7 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         upstream_allowlist: args.upstream_allowlist,
         max_connections: args.max_connections.unwrap_or(20),
         audit_signing_keys,
+        public_url: args.public_url,
     })
 }
 

@@ -5,7 +5,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, servers, users};
+use crate::routes::{audit, servers, tokens, users};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -35,7 +35,9 @@ use crate::state::AppState;
         users::list_keys,
         users::revoke_key,
         users::enroll_totp,
-        users::verify_totp
+        users::verify_totp,
+        tokens::issue,
+        tokens::jwks
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&ApiKeyAuth)

@@ -155,6 +155,16 @@ impl From<CommandError> for Problem {
             CommandError::TotpNotEnrolled => {
                 Problem::new(StatusCode::CONFLICT, "mfa-not-enrolled", "No second factor").detail(error.to_string())
             }
+            CommandError::TotpCodeRequired => {
+                Problem::new(StatusCode::FORBIDDEN, "mfa-required", "Second factor required").detail(error.to_string())
+            }
+            CommandError::TooManyAttempts => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-attempts", "Too many attempts")
+                    .detail(error.to_string())
+            }
+            CommandError::NotYours(_) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(error.to_string())
+            }
             CommandError::TotpRejected => {
                 Problem::new(unprocessable, "invalid-code", "Invalid code").field("code").detail(error.to_string())
             }
@@ -162,7 +172,8 @@ impl From<CommandError> for Problem {
             CommandError::Store(e) if e.is_client_error() => {
                 Problem::new(unprocessable, "rejected-event", "Event refused").detail(e.to_string())
             }
-            error => {
+            // Listed, not caught all: a new refusal must be given its own problem, not a 500.
+            error @ (CommandError::Store(_) | CommandError::Sealing(_) | CommandError::Corrupt(_)) => {
                 tracing::error!(error = %error, "command failed");
                 Problem::internal()
             }

@@ -17,6 +17,8 @@ pub struct AppState {
     pub servers: ServerCommands,
     /// Principal command handlers (roles, keys, disabling, second factor).
     pub principals: commands::principals::PrincipalCommands,
+    /// The gateway's access tokens.
+    pub tokens: std::sync::Arc<commands::tokens::TokenService>,
     /// The sealing keys (also key request fingerprints).
     pub keyring: std::sync::Arc<commands::Keyring>,
     /// Catalogue queries.

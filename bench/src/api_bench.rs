@@ -51,6 +51,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         upstream_allowlist: vec![],
         max_connections: 24,
         audit_signing_keys: vec![],
+        public_url: None,
     };
     let gateway = Gateway::start(&config, None).await?;
     let command_id = Uuid::now_v7();

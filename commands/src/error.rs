@@ -65,6 +65,16 @@ pub enum CommandError {
     /// The code is wrong, outside the time window, or was used already.
     #[error("the code is not valid")]
     TotpRejected,
+    /// Replacing an enrolled second factor needs a current code from it.
+    #[error("a second factor is enrolled: send a current code from it to replace it")]
+    TotpCodeRequired,
+    /// Too many wrong codes: the principal must wait.
+    #[error("too many wrong codes; try again in a few minutes")]
+    TooManyAttempts,
+    /// Keys are issued to people by themselves; others may issue keys only to service principals, and
+    /// never to a principal that outranks them.
+    #[error("{0}")]
+    NotYours(&'static str),
     /// Sealing a secret failed.
     #[error(transparent)]
     Sealing(#[from] SealingError),

@@ -16,7 +16,7 @@ use crate::servers::CommandContext;
 use crate::{CommandError, Secret};
 
 /// The stream whose first event marks an installation as bootstrapped: a second bootstrap finds it.
-const BOOTSTRAP_STREAM: &str = "system-bootstrap";
+pub(crate) const BOOTSTRAP_STREAM: &str = "system-bootstrap";
 
 /// The result of a bootstrap: the owner and the key, shown once.
 #[derive(Debug)]

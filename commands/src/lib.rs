@@ -9,6 +9,7 @@ mod resolver;
 mod sealing;
 mod secret;
 pub mod servers;
+pub mod tokens;
 
 pub use error::CommandError;
 pub use resolver::{HostResolver, SystemResolver};

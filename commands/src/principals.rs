@@ -81,11 +81,19 @@ pub struct KeyInput {
     pub scopes: Vec<Action>,
 }
 
+/// Wrong TOTP codes a principal may send per window before it must wait (three codes are valid at any
+/// moment; unthrottled, a million guesses would find one in minutes).
+const MAX_CODE_FAILURES: u32 = 5;
+/// The window of [`MAX_CODE_FAILURES`].
+const CODE_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The principal command handlers.
 #[derive(Clone)]
 pub struct PrincipalCommands {
     store: PgEventStore,
     keyring: Arc<Keyring>,
+    /// Wrong codes per principal in this process, and when the window began.
+    code_failures: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (u32, std::time::Instant)>>>,
 }
 
 fn invalid(field: &'static str, message: impl std::fmt::Display) -> CommandError {
@@ -103,7 +111,7 @@ fn expected(revision: Option<u64>) -> ExpectedRevision {
 impl PrincipalCommands {
     /// Handlers over `store`, sealing TOTP secrets with `keyring`.
     pub fn new(store: PgEventStore, keyring: Arc<Keyring>) -> Self {
-        Self { store, keyring }
+        Self { store, keyring, code_failures: Arc::default() }
     }
 
     async fn read_all_of(&self, stream: &StreamName) -> Result<Vec<eventstore::RecordedEvent>, CommandError> {
@@ -142,6 +150,63 @@ impl PrincipalCommands {
         match (state, revision) {
             (Some(state), Some(revision)) => Ok((state, revision)),
             _ => Err(CommandError::PrincipalNotFound),
+        }
+    }
+
+    /// The actor's state, refused when it is disabled (a request decided on a credential that was good a
+    /// moment ago must not act for a principal disabled since).
+    async fn enabled_actor(&self, actor: Uuid) -> Result<PrincipalState, CommandError> {
+        let (state, _) = self.load(actor).await?;
+        if state.disabled {
+            return Err(CommandError::PrincipalDisabled);
+        }
+        Ok(state)
+    }
+
+    /// Acting on somebody else's keys: only a principal whose roles reach the target's, and (for issuing)
+    /// only on service principals: a person's keys are that person's to make.
+    async fn check_acting_on_keys(
+        &self,
+        actor: Uuid,
+        target: &PrincipalState,
+        issuing: bool,
+    ) -> Result<(), CommandError> {
+        if actor == target.id {
+            return Ok(());
+        }
+        let actor_state = self.enabled_actor(actor).await?;
+        if !domain::identity::outranks_or_equals(&actor_state.roles, &target.roles) {
+            return Err(CommandError::NotYours("the principal holds a role above yours"));
+        }
+        if issuing && target.kind != PrincipalKind::Service {
+            return Err(CommandError::NotYours("keys are issued to people by themselves, and to service principals"));
+        }
+        Ok(())
+    }
+
+    /// Gateways bootstrapped before owners had their own stream: their only owner is the bootstrap's.
+    pub async fn ensure_owners_stream(&self, context: &CommandContext) -> Result<(), CommandError> {
+        if self.owners().await?.1.is_some() {
+            return Ok(());
+        }
+        let bootstrap = StreamName::parse(crate::identity::BOOTSTRAP_STREAM).map_err(|e| invalid("id", e))?;
+        let marker = self.read_all_of(&bootstrap).await?;
+        let Some(first) = marker.first() else { return Ok(()) };
+        let data: serde_json::Value = serde_json::from_str(&first.data).map_err(|e| invalid("bootstrap", e))?;
+        let owner = data["principal_id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| CommandError::Corrupt(first.event_id.to_string()))?;
+        let changed = IdentityEvent::OwnersChanged(OwnersChanged { owners: vec![owner] });
+        let owners_stream = StreamName::parse(OWNERS_STREAM).map_err(|e| invalid("id", e))?;
+        match self
+            .store
+            .append(&owners_stream, ExpectedRevision::NoStream, vec![self.data(context, 0, &changed)?])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -243,7 +308,7 @@ impl PrincipalCommands {
     ) -> Result<AppendResult, CommandError> {
         let RoleRequest { target, change, role, reason } = request;
         for _ in 0..ATTEMPTS {
-            let (actor_state, _) = self.load(actor).await?;
+            let actor_state = self.enabled_actor(actor).await?;
             let (target_state, revision) = self.load(target).await?;
             let (owners, owners_revision) = self.owners().await?;
             let acting = RoleActor { id: actor, roles: &actor_state.roles, mfa_fresh: actor_state.mfa_fresh(now) };
@@ -275,7 +340,7 @@ impl PrincipalCommands {
         context: &CommandContext,
     ) -> Result<Option<AppendResult>, CommandError> {
         for _ in 0..ATTEMPTS {
-            let (actor_state, _) = self.load(actor).await?;
+            let actor_state = self.enabled_actor(actor).await?;
             let (target_state, revision) = self.load(target).await?;
             let (owners, owners_revision) = self.owners().await?;
             let acting = RoleActor { id: actor, roles: &actor_state.roles, mfa_fresh: false };
@@ -300,9 +365,10 @@ impl PrincipalCommands {
         Err(CommandError::Contended)
     }
 
-    /// Issues an API key to `principal_id`: the key is returned once, its digest recorded.
+    /// Issues an API key to `principal_id`, as `actor`: the key is returned once, its digest recorded.
     pub async fn issue_key(
         &self,
+        actor: Uuid,
         principal_id: Uuid,
         key_id: Uuid,
         input: KeyInput,
@@ -313,6 +379,7 @@ impl PrincipalCommands {
         if principal.disabled {
             return Err(CommandError::PrincipalDisabled);
         }
+        self.check_acting_on_keys(actor, &principal, true).await?;
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid("expires_at", "must be in the future"));
         }
@@ -345,9 +412,10 @@ impl PrincipalCommands {
         Ok(IssuedKey { key_id, key, prefix, expires_at: input.expires_at })
     }
 
-    /// Revokes key `key_id` of `principal_id`. `None` when it already was revoked.
+    /// Revokes key `key_id` of `principal_id`, as `actor`. `None` when it already was revoked.
     pub async fn revoke_key(
         &self,
+        actor: Uuid,
         principal_id: Uuid,
         key_id: Uuid,
         reason: &str,
@@ -363,6 +431,8 @@ impl PrincipalCommands {
         if owner != principal_id {
             return Err(CommandError::KeyNotFound);
         }
+        let (principal, _) = self.load(principal_id).await?;
+        self.check_acting_on_keys(actor, &principal, false).await?;
         if events.iter().any(|e| matches!(e, IdentityEvent::ApiKeyRevoked(_))) {
             return Ok(None);
         }
@@ -398,15 +468,22 @@ impl PrincipalCommands {
         format!("principal:{principal_id}:totp")
     }
 
-    /// Enrols a new TOTP secret for `principal_id` (replacing any earlier one), sealed in the event.
+    /// Enrols a new TOTP secret for `principal_id` (replacing an earlier one only with a current `code`
+    /// from it: a stolen API key must not be able to swap the second factor for its own).
     pub async fn enroll_totp(
         &self,
         principal_id: Uuid,
+        code: Option<&str>,
+        now: DateTime<Utc>,
         context: &CommandContext,
     ) -> Result<TotpEnrolment, CommandError> {
         use rand::Rng;
         for _ in 0..ATTEMPTS {
             let (principal, revision) = self.load(principal_id).await?;
+            if principal.totp.is_some() {
+                let code = code.ok_or(CommandError::TotpCodeRequired)?;
+                self.check_code(&principal, code, now)?;
+            }
             let mut secret = vec![0u8; 20];
             rand::rng().fill_bytes(&mut secret);
             let totp = Self::totp(secret.clone(), &principal.display_name.replace(':', " "))?;
@@ -423,6 +500,35 @@ impl PrincipalCommands {
         Err(CommandError::Contended)
     }
 
+    /// The TOTP step `code` proves for `principal` at `now`, newer than the last one accepted; wrong codes
+    /// count towards [`MAX_CODE_FAILURES`].
+    fn check_code(&self, principal: &PrincipalState, code: &str, now: DateTime<Utc>) -> Result<u64, CommandError> {
+        let mut failures = self.code_failures.lock().map_err(|_| CommandError::TooManyAttempts)?;
+        let entry = failures.entry(principal.id).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() > CODE_FAILURE_WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        if entry.0 >= MAX_CODE_FAILURES {
+            return Err(CommandError::TooManyAttempts);
+        }
+        let sealed = principal.totp.as_ref().ok_or(CommandError::TotpNotEnrolled)?;
+        let base32 = self.keyring.open(sealed, &Self::totp_context(principal.id))?;
+        let secret = totp_rs::Secret::try_from_base32(base32.expose()).map_err(|e| invalid("totp", e))?;
+        let totp = Self::totp(secret.as_bytes().to_vec(), "principal")?;
+        let seconds = u64::try_from(now.timestamp()).unwrap_or(0);
+        let step = totp.check(code.trim(), seconds).filter(|step| principal.mfa.is_none_or(|(_, last)| *step > last));
+        match step {
+            Some(step) => {
+                failures.remove(&principal.id);
+                Ok(step)
+            }
+            None => {
+                entry.0 += 1;
+                Err(CommandError::TotpRejected)
+            }
+        }
+    }
+
     /// Checks a TOTP `code` of `principal_id` at `now`; records the step-up when it is right and newer
     /// than the last accepted one (a code is good once).
     pub async fn verify_totp(
@@ -432,22 +538,16 @@ impl PrincipalCommands {
         now: DateTime<Utc>,
         context: &CommandContext,
     ) -> Result<AppendResult, CommandError> {
-        let (principal, revision) = self.load(principal_id).await?;
-        let sealed = principal.totp.as_ref().ok_or(CommandError::TotpNotEnrolled)?;
-        let base32 = self.keyring.open(sealed, &Self::totp_context(principal_id))?;
-        let secret = totp_rs::Secret::try_from_base32(base32.expose()).map_err(|e| invalid("totp", e))?;
-        let totp = Self::totp(secret.as_bytes().to_vec(), "principal")?;
-        let seconds = u64::try_from(now.timestamp()).unwrap_or(0);
-        let step = totp.check(code.trim(), seconds).ok_or(CommandError::TotpRejected)?;
-        if principal.mfa.is_some_and(|(_, last)| step <= last) {
-            return Err(CommandError::TotpRejected);
+        for _ in 0..ATTEMPTS {
+            let (principal, revision) = self.load(principal_id).await?;
+            let step = self.check_code(&principal, code, now)?;
+            let verified = IdentityEvent::TotpVerified(TotpVerified { principal_id, at: now, step });
+            match self.append_principal_event(context, principal_id, revision, &verified, None).await {
+                // Another event landed first: look again (the same code is refused once its step is in).
+                Err(CommandError::Store(e)) if e.is_conflict() => continue,
+                done => return done,
+            }
         }
-        let verified = IdentityEvent::TotpVerified(TotpVerified { principal_id, at: now, step });
-        match self.append_principal_event(context, principal_id, revision, &verified, None).await {
-            Ok(result) => Ok(result),
-            // Another verification landed first: this code may be the same one; refuse rather than guess.
-            Err(CommandError::Store(e)) if e.is_conflict() => Err(CommandError::TotpRejected),
-            Err(e) => Err(e),
-        }
+        Err(CommandError::Contended)
     }
 }

@@ -127,14 +127,15 @@ impl Decision {
 
 /// Decides `action` on `resource` for `subject`.
 pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> Decision {
-    if !subject.scopes.is_empty() && !subject.scopes.contains(&action) {
-        return Decision::deny(format!("the credential's scopes do not include {}", action.as_str()));
-    }
-    // Somebody else's credentials are user management.
+    // Somebody else's credentials are user management (the scope check below is on what it becomes: a
+    // key scoped to its holder's own credentials does not manage anybody else's).
     let action = match (action, resource) {
         (Action::ManageOwnCredentials, Resource::Principal(owner)) if owner != subject.id => Action::ManageUsers,
         _ => action,
     };
+    if !subject.scopes.is_empty() && !subject.scopes.contains(&action) {
+        return Decision::deny(format!("the credential's scopes do not include {}", action.as_str()));
+    }
     let Some(role) = subject.roles.iter().find(|r| action.permitted().contains(r)) else {
         return Decision::deny(format!("no role of the principal permits {}", action.as_str()));
     };
@@ -195,6 +196,13 @@ mod tests {
         assert!(decide(&me, Action::ManageServers, Resource::Server { owner: &mine }).allow);
         assert!(!decide(&me, Action::ManageServers, Resource::Server { owner: "someone-else" }).allow);
         assert!(decide(&subject(&[Role::Admin]), Action::ManageServers, Resource::Server { owner: "x" }).allow);
+    }
+
+    #[test]
+    fn a_key_scoped_to_its_own_credentials_does_not_manage_anybody_elses() {
+        let scoped = Subject { id: Uuid::from_u128(7), roles: &[Role::Admin], scopes: &[Action::ManageOwnCredentials] };
+        assert!(decide(&scoped, Action::ManageOwnCredentials, Resource::Principal(scoped.id)).allow);
+        assert!(!decide(&scoped, Action::ManageOwnCredentials, Resource::Principal(Uuid::from_u128(8))).allow);
     }
 
     #[test]

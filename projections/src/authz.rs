@@ -24,8 +24,21 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// The API key it presented.
     pub key_id: Uuid,
-    /// The key's scopes (empty: unrestricted).
+    /// The credential's scopes (empty: unrestricted).
     pub scopes: Vec<Action>,
+    /// How it authenticated.
+    pub credential: Credential,
+    /// When the API key behind the credential expires.
+    pub key_expires_at: Option<DateTime<Utc>>,
+}
+
+/// How a request authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// An API key.
+    ApiKey,
+    /// A gateway access token issued under the key `key_id`.
+    AccessToken,
 }
 
 /// A principal as listed for access reviews.
@@ -99,7 +112,18 @@ impl Authz {
     /// The principal holding the API key whose SHA-256 (hex) is `digest`, if the key is neither revoked
     /// nor expired at `now` and its principal is enabled.
     pub fn by_api_key_digest(&self, digest: &str, now: DateTime<Utc>) -> Option<Principal> {
-        let key = self.keys.get(self.digests.get(digest)?)?;
+        let key_id = *self.digests.get(digest)?;
+        self.by_key(key_id, now, Credential::ApiKey)
+    }
+
+    /// The principal an access token issued under key `key_id` to `principal_id` speaks for, if the key
+    /// still works at `now` (a revoked or expired key takes its tokens with it) and belongs to it.
+    pub fn by_token(&self, principal_id: Uuid, key_id: Uuid, now: DateTime<Utc>) -> Option<Principal> {
+        self.by_key(key_id, now, Credential::AccessToken).filter(|p| p.id == principal_id)
+    }
+
+    fn by_key(&self, key_id: Uuid, now: DateTime<Utc>, credential: Credential) -> Option<Principal> {
+        let key = self.keys.get(&key_id)?;
         if key.summary.revoked || key.summary.expires_at.is_some_and(|at| at <= now) {
             return None;
         }
@@ -110,6 +134,8 @@ impl Authz {
             roles: principal.roles.iter().copied().collect(),
             key_id: key.summary.key_id,
             scopes: key.summary.scopes.clone(),
+            credential,
+            key_expires_at: key.summary.expires_at,
         })
     }
 
@@ -211,7 +237,11 @@ impl MemoryProjection for Authz {
                 self.principal_mut(enabled.principal_id).map_err(fail)?.disabled = false;
             }
             // The second factor is the command side's; the owners' set lives in its own stream.
-            IdentityEvent::TotpEnrolled(_) | IdentityEvent::TotpVerified(_) | IdentityEvent::OwnersChanged(_) => {}
+            IdentityEvent::TotpEnrolled(_)
+            | IdentityEvent::TotpVerified(_)
+            | IdentityEvent::OwnersChanged(_)
+            | IdentityEvent::SigningKeyCreated(_)
+            | IdentityEvent::SigningKeyRetired(_) => {}
         }
         Ok(())
     }

@@ -4,4 +4,5 @@ pub mod audit;
 pub mod ops;
 pub mod registry_v0;
 pub mod servers;
+pub mod tokens;
 pub mod users;

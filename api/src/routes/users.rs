@@ -127,6 +127,10 @@ pub struct ChangeReply {
     pub position: Option<String>,
 }
 
+fn invalid_field(field: &str, detail: String) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field").field(field).detail(detail)
+}
+
 fn changed(status: StatusCode, id: Uuid, position: Option<Position>) -> Response {
     (status, axum::Json(ChangeReply { id, position: position.map(|p| p.to_string()) })).into_response()
 }
@@ -353,11 +357,12 @@ pub(crate) async fn issue_key(
         .await?;
     let body = json_body::bytes(body)?;
     let body: KeyBody = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
-    let scopes = body.scopes.iter().map(|s| s.parse::<Action>()).collect::<Result<Vec<_>, _>>().map_err(|e| {
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field")
-            .field("scopes")
-            .detail(e.to_string())
-    })?;
+    let mut scopes = body
+        .scopes
+        .iter()
+        .map(|s| s.parse::<Action>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid_field("scopes", e.to_string()))?;
     // The key is shown once and kept nowhere, so an `Idempotency-Key` cannot replay the answer: it
     // names the key instead, and a retry learns that its key was issued (409), to be revoked if lost.
     let key_id = match crate::idempotency::key(&headers)? {
@@ -366,8 +371,29 @@ pub(crate) async fn issue_key(
         }
         None => Uuid::now_v7(),
     };
-    let input = KeyInput { name: body.name, expires_at: body.expires_at, scopes };
-    let issued = match state.principals.issue_key(id, key_id, input, Utc::now(), &context(&caller)).await {
+    // A key never begets a stronger one: a scoped key issues keys within its scopes (none asked: the
+    // same), an expiring key issues keys that expire no later.
+    let own = &caller.0;
+    if !own.scopes.is_empty() {
+        if scopes.is_empty() {
+            scopes = own.scopes.clone();
+        }
+        if let Some(wider) = scopes.iter().find(|s| !own.scopes.contains(s)) {
+            return Err(invalid_field("scopes", format!("{} is not among the scopes of the key used", wider.as_str())));
+        }
+    }
+    let expires_at = match (own.key_expires_at, body.expires_at) {
+        (Some(limit), Some(asked)) if asked > limit => {
+            return Err(invalid_field(
+                "expires_at",
+                format!("the key used expires at {limit}; a new key cannot outlive it"),
+            ));
+        }
+        (Some(limit), None) => Some(limit),
+        (_, asked) => asked,
+    };
+    let input = KeyInput { name: body.name, expires_at, scopes };
+    let issued = match state.principals.issue_key(caller.0.id, id, key_id, input, Utc::now(), &context(&caller)).await {
         Err(commands::CommandError::PrincipalExists) => {
             return Err(Problem::new(StatusCode::CONFLICT, "already-issued", "Key already issued").detail(format!(
                 "this Idempotency-Key already issued key {key_id}; a key is shown once: revoke it and issue \
@@ -426,7 +452,9 @@ pub(crate) async fn list_keys(
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyList>, Problem> {
     let id = principal_id(&caller, &id)?;
-    if id != caller.0.id {
+    if id == caller.0.id {
+        caller.authorize_on(&state, Action::ManageOwnCredentials, Resource::Principal(id), "api_keys").await?;
+    } else {
         caller.authorize(&state, Action::ReadUsers, &format!("principal:{id}")).await?;
     }
     let keys = read_model(&state, |m| m.keys_of(id)).await?;
@@ -458,11 +486,20 @@ pub(crate) async fn revoke_key(
         .authorize_on(&state, Action::ManageOwnCredentials, Resource::Principal(id), &format!("api_key:{key_id}"))
         .await?;
     let reason = query.reason.unwrap_or_else(|| "revoked through the API".to_owned());
-    let done = state.principals.revoke_key(id, key_id, &reason, &context(&caller)).await?;
+    let done = state.principals.revoke_key(caller.0.id, id, key_id, &reason, &context(&caller)).await?;
     if let Some(done) = &done {
         applied(&state, done.position).await;
     }
     Ok(changed(StatusCode::OK, key_id, done.map(|d| d.position)))
+}
+
+/// Body of an enrolment: replacing an enrolled factor needs a current code from it.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolBody {
+    /// A current code of the enrolled factor (required when one is enrolled).
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// A TOTP enrolment: shown once.
@@ -474,11 +511,17 @@ pub struct TotpReply {
     pub otpauth_uri: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/me/mfa/totp", operation_id = "enroll_totp", responses((status = 201, body = TotpReply), (status = 401, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub(crate) async fn enroll_totp(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp", operation_id = "enroll_totp", request_body = EnrolBody, responses((status = 201, body = TotpReply), (status = 401, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+pub(crate) async fn enroll_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
     let id = caller.0.id;
     caller.authorize_on(&state, Action::ManageOwnCredentials, Resource::Principal(id), "mfa").await?;
-    let enrolment = state.principals.enroll_totp(id, &context(&caller)).await?;
+    let body = json_body::bytes(body)?;
+    let body: EnrolBody = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
+    let enrolment = state.principals.enroll_totp(id, body.code.as_deref(), Utc::now(), &context(&caller)).await?;
     let reply = TotpReply {
         secret: enrolment.secret_base32.expose().to_owned(),
         otpauth_uri: enrolment.otpauth_uri.expose().to_owned(),

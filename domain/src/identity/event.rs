@@ -153,6 +153,27 @@ pub struct OwnersChanged {
     pub owners: Vec<Uuid>,
 }
 
+/// A key that signs the gateway's access tokens was created and signs from now on (on
+/// `system-signingkeys`). The private key is sealed; the public key is published in the JWKS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyCreated {
+    /// The key id (`kid`).
+    pub kid: String,
+    /// The Ed25519 public key, base64url without padding (a JWK's `x`).
+    pub public_key: String,
+    /// The 32-byte Ed25519 seed, sealed.
+    pub private_key: Sealed,
+}
+
+/// A signing key was retired: tokens it signed are refused from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyRetired {
+    /// The key id.
+    pub kid: String,
+}
+
 /// Identity events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityEvent {
@@ -176,11 +197,15 @@ pub enum IdentityEvent {
     TotpVerified(TotpVerified),
     /// `OwnersChanged`.
     OwnersChanged(OwnersChanged),
+    /// `SigningKeyCreated`.
+    SigningKeyCreated(SigningKeyCreated),
+    /// `SigningKeyRetired`.
+    SigningKeyRetired(SigningKeyRetired),
 }
 
 impl IdentityEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 12] = [
         "PrincipalCreated",
         "ApiKeyIssued",
         "ApiKeyRevoked",
@@ -191,6 +216,8 @@ impl IdentityEvent {
         "TotpEnrolled",
         "TotpVerified",
         "OwnersChanged",
+        "SigningKeyCreated",
+        "SigningKeyRetired",
     ];
 
     /// The stored type name.
@@ -206,6 +233,8 @@ impl IdentityEvent {
             IdentityEvent::TotpEnrolled(_) => Self::TYPES[7],
             IdentityEvent::TotpVerified(_) => Self::TYPES[8],
             IdentityEvent::OwnersChanged(_) => Self::TYPES[9],
+            IdentityEvent::SigningKeyCreated(_) => Self::TYPES[10],
+            IdentityEvent::SigningKeyRetired(_) => Self::TYPES[11],
         }
     }
 
@@ -222,6 +251,8 @@ impl IdentityEvent {
             IdentityEvent::TotpEnrolled(e) => serde_json::to_string(e),
             IdentityEvent::TotpVerified(e) => serde_json::to_string(e),
             IdentityEvent::OwnersChanged(e) => serde_json::to_string(e),
+            IdentityEvent::SigningKeyCreated(e) => serde_json::to_string(e),
+            IdentityEvent::SigningKeyRetired(e) => serde_json::to_string(e),
         }
     }
 
@@ -239,6 +270,8 @@ impl IdentityEvent {
             "TotpEnrolled" => from_str(data).map(IdentityEvent::TotpEnrolled),
             "TotpVerified" => from_str(data).map(IdentityEvent::TotpVerified),
             "OwnersChanged" => from_str(data).map(IdentityEvent::OwnersChanged),
+            "SigningKeyCreated" => from_str(data).map(IdentityEvent::SigningKeyCreated),
+            "SigningKeyRetired" => from_str(data).map(IdentityEvent::SigningKeyRetired),
             _ => return None,
         })
     }

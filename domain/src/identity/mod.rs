@@ -9,10 +9,12 @@ mod principal;
 pub use api_key::{API_KEY_PREFIX, ApiKeyDigest, parse_api_key};
 pub use event::{
     ApiKeyIssued, ApiKeyRevoked, IdentityEvent, OwnersChanged, PrincipalCreated, PrincipalKind, RoleGranted,
-    RoleRevoked, RoleSource, TotpEnrolled, TotpVerified, UserDisabled, UserEnabled,
+    RoleRevoked, RoleSource, SigningKeyCreated, SigningKeyRetired, TotpEnrolled, TotpVerified, UserDisabled,
+    UserEnabled,
 };
 pub use principal::{
     MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused, decide_disable, decide_role_change,
+    outranks_or_equals, rank,
 };
 
 /// Stream category of principals (`principal-<id>`).
@@ -22,3 +24,5 @@ pub const API_KEY_CATEGORY: &str = "apikey";
 /// The stream that holds the set of owners: appended with every owner grant and revocation, at its
 /// expected revision, so that two concurrent revocations cannot leave no owner.
 pub const OWNERS_STREAM: &str = "system-owners";
+/// The stream of the keys that sign the gateway's access tokens.
+pub const SIGNING_KEYS_STREAM: &str = "system-signingkeys";

@@ -105,16 +105,24 @@ pub enum RoleChangeRefused {
     NoChange(&'static str),
 }
 
-/// The rank a role confers for granting: owner above admin; the auditor, outside the chain, is granted
-/// only by admins and owners.
-fn rank(role: Role) -> u8 {
+/// The rank a role confers for granting: owner above admin. The auditor, outside the chain, ranks with
+/// the owner: only owners make, unmake or disable auditors, so that an admin cannot appoint someone to
+/// read the trail of what admins did (separation of duties).
+pub fn rank(role: Role) -> u8 {
     match role {
-        Role::Owner => 5,
-        Role::Admin | Role::Auditor => 4,
+        Role::Owner | Role::Auditor => 5,
+        Role::Admin => 4,
         Role::ServerManager => 3,
         Role::Developer => 2,
         Role::Viewer => 1,
     }
+}
+
+/// Whether `actor_roles` reach every role in `target_roles` (acting on somebody's credentials or
+/// status needs that).
+pub fn outranks_or_equals(actor_roles: &BTreeSet<Role>, target_roles: &BTreeSet<Role>) -> bool {
+    let highest = |roles: &BTreeSet<Role>| roles.iter().map(|r| rank(*r)).max().unwrap_or(0);
+    highest(actor_roles) >= highest(target_roles)
 }
 
 /// The actor of a role change, as its own stream has it.
@@ -240,7 +248,10 @@ mod tests {
             assert_eq!(refused, Err(RoleChangeRefused::AboveOwn("owner")));
         }
         let viewer = principal(3, &[]);
-        let granted = decide_role_change(actor(&admin, true), &viewer, RoleChange::Grant, Role::Auditor, "r", &owners);
+        let auditor = decide_role_change(actor(&admin, true), &viewer, RoleChange::Grant, Role::Auditor, "r", &owners);
+        assert_eq!(auditor, Err(RoleChangeRefused::AboveOwn("auditor")), "only owners appoint auditors");
+        let granted =
+            decide_role_change(actor(&admin, true), &viewer, RoleChange::Grant, Role::ServerManager, "r", &owners);
         assert!(matches!(granted, Ok(IdentityEvent::RoleGranted(_))));
     }
 

@@ -14,7 +14,7 @@ use super::entry::AuditEntry;
 pub const AUDITED_CATEGORIES: [&str; 5] = ["server", "principal", "apikey", "system", "access"];
 
 /// Every event type with an audit mapping.
-pub const AUDITED_TYPES: [&str; 20] = [
+pub const AUDITED_TYPES: [&str; 22] = [
     "ServerRegistered",
     "ServerUpdated",
     "ServerAccessChanged",
@@ -32,6 +32,8 @@ pub const AUDITED_TYPES: [&str; 20] = [
     "TotpEnrolled",
     "TotpVerified",
     "OwnersChanged",
+    "SigningKeyCreated",
+    "SigningKeyRetired",
     "GatewayBootstrapped",
     "AccessDenied",
     "AuditTrailRead",
@@ -315,6 +317,17 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
             IdentityEvent::TotpEnrolled(_) => ("mfa.enrolled", "principal", name, None, json!({ "method": "totp" })),
             IdentityEvent::TotpVerified(_) => ("mfa.verified", "principal", name, None, json!({ "method": "totp" })),
             IdentityEvent::OwnersChanged(o) => ("owners.changed", "gateway", None, None, json!({ "owners": o.owners })),
+            // The public key only: the sealed private key stays out of the trail.
+            IdentityEvent::SigningKeyCreated(k) => (
+                "signing_key.created",
+                "signing_key",
+                Some(k.kid.clone()),
+                None,
+                json!({ "kid": k.kid, "public_key": k.public_key }),
+            ),
+            IdentityEvent::SigningKeyRetired(k) => {
+                ("signing_key.retired", "signing_key", Some(k.kid.clone()), None, json!({ "kid": k.kid }))
+            }
         });
     }
     match event.event_type.as_str() {

@@ -33,12 +33,12 @@ fn assert_problem(reply: &Reply, status: StatusCode, kind: &str) {
 }
 
 impl Api {
-    async fn post_as(&self, key: &str, uri: &str, body: Value) -> Reply {
+    pub(crate) async fn post_as(&self, key: &str, uri: &str, body: Value) -> Reply {
         self.call_as(key, Method::POST, uri, Some(&body.to_string()), &[]).await
     }
 
     /// The owner's step-up: enrol a TOTP secret (once) and prove a code.
-    async fn step_up(&self, key: &str) -> String {
+    pub(crate) async fn step_up(&self, key: &str) -> String {
         let enrolled = self.call_as(key, Method::POST, "/api/v1/me/mfa/totp", None, &[]).await;
         assert_eq!(enrolled.status, StatusCode::CREATED, "{}", enrolled.raw);
         let secret = enrolled.body["secret"].as_str().unwrap().to_owned();
@@ -50,7 +50,7 @@ impl Api {
 
     /// A new service principal holding `roles` (granted by the owner, who must have stepped up for admin
     /// and owner), and an API key of its own.
-    async fn principal_with(&self, name: &str, roles: &[Role]) -> (String, String) {
+    pub(crate) async fn principal_with(&self, name: &str, roles: &[Role]) -> (String, String) {
         let created = self.post_as(&self.key, "/api/v1/users", json!({ "display_name": name })).await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
         let id = created.body["id"].as_str().unwrap().to_owned();
@@ -174,22 +174,6 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written() {
         sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(&api.gateway.state.pool).await.unwrap();
     // Only the refusals were recorded (AccessDenied is not among them: these passed the decision).
     assert_eq!(events_after, events_before, "a refused change wrote events");
-
-    // Two owners revoking each other at once: one wins, one owner always remains
-    let (second_owner_id, second_owner_key) = api.principal_with("carol", &[Role::Owner]).await;
-    let (revoke_second, revoke_first) = (
-        format!("/api/v1/users/{second_owner_id}/roles/owner?reason=r"),
-        format!("/api/v1/users/{owner_id}/roles/owner?reason=r"),
-    );
-    let first = api.call(Method::DELETE, &revoke_second, None, &[]);
-    let second = api.call_as(&second_owner_key, Method::DELETE, &revoke_first, None, &[]);
-    let (first, second) = tokio::join!(first, second);
-    let wins = [&first, &second].iter().filter(|r| r.status == StatusCode::OK).count();
-    assert_eq!(wins, 1, "{} / {}", first.raw, second.raw);
-    let loser = if first.status == StatusCode::OK { &second } else { &first };
-    assert!(loser.status == StatusCode::FORBIDDEN || loser.status == StatusCode::CONFLICT, "{}", loser.raw);
-    let owners = api.gateway.state.principals.owners().await.unwrap().0;
-    assert_eq!(owners.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,4 +299,105 @@ async fn a_server_manager_manages_only_the_servers_it_owns() {
     assert_eq!(suspend(first.clone()).await.status, StatusCode::OK);
     let resumed = api.post_as(&admin, &format!("/api/v1/servers/{id}/resume"), json!({})).await;
     assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_takes_over_a_higher_principal_or_widens_a_key() {
+    let api = start(None).await;
+    api.step_up(&api.key).await;
+    let owner_id = api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().to_owned();
+    let (_, admin) = api.principal_with("admin", &[Role::Admin]).await;
+
+    // An admin cannot issue itself a key of the owner's, nor revoke the owner's keys, nor appoint auditors
+    let for_owner = api.post_as(&admin, &format!("/api/v1/users/{owner_id}/api-keys"), json!({})).await;
+    assert_problem(&for_owner, StatusCode::FORBIDDEN, "forbidden");
+    let owner_keys = api.call(Method::GET, "/api/v1/users/me/api-keys", None, &[]).await;
+    let owner_key_id = owner_keys.body["keys"][0]["id"].as_str().unwrap().to_owned();
+    let revoke = api
+        .call_as(
+            &admin,
+            Method::DELETE,
+            &format!("/api/v1/users/{owner_id}/api-keys/{owner_key_id}?reason=r"),
+            None,
+            &[],
+        )
+        .await;
+    assert_problem(&revoke, StatusCode::FORBIDDEN, "forbidden");
+    let svc = api.post_as(&admin, "/api/v1/users", json!({ "display_name": "svc" })).await;
+    let svc_id = svc.body["id"].as_str().unwrap().to_owned();
+    let auditor = api
+        .post_as(&admin, &format!("/api/v1/users/{svc_id}/roles"), json!({ "role": "auditor", "reason": "r" }))
+        .await;
+    assert_problem(&auditor, StatusCode::FORBIDDEN, "above-own-role");
+    // ...but manages a service principal's keys
+    let svc_key = api.post_as(&admin, &format!("/api/v1/users/{svc_id}/api-keys"), json!({})).await;
+    assert_eq!(svc_key.status, StatusCode::CREATED, "{}", svc_key.raw);
+
+    // A scoped or expiring key issues nothing stronger than itself
+    let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    let limited = api
+        .post_as(
+            &admin,
+            "/api/v1/users/me/api-keys",
+            json!({ "scopes": ["self.credentials", "servers.read"], "expires_at": in_an_hour }),
+        )
+        .await;
+    let limited = limited.body["key"].as_str().unwrap().to_owned();
+    let wider = api.post_as(&limited, "/api/v1/users/me/api-keys", json!({ "scopes": ["servers.manage"] })).await;
+    assert_problem(&wider, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field");
+    let later = api
+        .post_as(&limited, "/api/v1/users/me/api-keys", json!({ "expires_at": in_an_hour + chrono::Duration::days(1) }))
+        .await;
+    assert_problem(&later, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field");
+    let inherited = api.post_as(&limited, "/api/v1/users/me/api-keys", json!({})).await;
+    assert_eq!(inherited.status, StatusCode::CREATED, "{}", inherited.raw);
+    assert!(inherited.body["expires_at"].is_string(), "it expires with its parent: {}", inherited.raw);
+    let child = inherited.body["key"].as_str().unwrap().to_owned();
+    assert_problem(&api.post_as(&child, "/api/v1/servers", json!({})).await, StatusCode::FORBIDDEN, "forbidden");
+    // A key scoped to its own credentials manages nobody else's
+    let elsewhere = api.post_as(&limited, &format!("/api/v1/users/{svc_id}/api-keys"), json!({})).await;
+    assert_problem(&elsewhere, StatusCode::FORBIDDEN, "forbidden");
+
+    // A stolen key cannot swap the second factor, and guessing codes runs out
+    let swap = api.call(Method::POST, "/api/v1/me/mfa/totp", None, &[]).await;
+    assert_problem(&swap, StatusCode::FORBIDDEN, "mfa-required");
+    for _ in 0..5 {
+        let wrong = api.post_as(&api.key, "/api/v1/me/mfa/totp/verify", json!({ "code": "000000" })).await;
+        assert!(wrong.status == StatusCode::UNPROCESSABLE_ENTITY, "{}", wrong.raw);
+    }
+    let throttled = api.post_as(&api.key, "/api/v1/me/mfa/totp/verify", json!({ "code": "000000" })).await;
+    assert_problem(&throttled, StatusCode::TOO_MANY_REQUESTS, "too-many-attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_owners_revoking_each_other_at_once_leave_one_owner() {
+    use commands::principals::RoleRequest;
+    use domain::identity::RoleChange;
+    let api = start(None).await;
+    api.step_up(&api.key).await;
+    let first: uuid::Uuid =
+        api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().parse().unwrap();
+    let (second, _) = api.principal_with("carol", &[Role::Owner]).await;
+    let second: uuid::Uuid = second.parse().unwrap();
+    let principals = &api.gateway.state.principals;
+    let context =
+        || commands::servers::CommandContext { command_id: uuid::Uuid::now_v7(), metadata: crate::support::metadata() };
+    let now = chrono::Utc::now();
+    let revoke = |target| RoleRequest { target, change: RoleChange::Revoke, role: Role::Owner, reason: "r" };
+    let (a, b) = (context(), context());
+    let (by_first, by_second) = tokio::join!(
+        principals.change_role(first, revoke(second), now, &a),
+        principals.change_role(second, revoke(first), now, &b)
+    );
+    assert_eq!(
+        [by_first.is_ok(), by_second.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "{by_first:?} / {by_second:?}"
+    );
+    let refused = by_first.err().or(by_second.err()).unwrap();
+    assert!(matches!(refused, commands::CommandError::RoleChange(_)), "{refused:?}");
+    let (owners, _) = principals.owners().await.unwrap();
+    assert_eq!(owners.len(), 1);
+    let survivor = *owners.iter().next().unwrap();
+    assert!(principals.load(survivor).await.unwrap().0.roles.contains(&Role::Owner));
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_servers;
+mod api_tokens;
 mod api_users;
 mod audit;
 mod eventstore;

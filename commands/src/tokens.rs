@@ -1,0 +1,314 @@
+//! The gateway's own access tokens: JWTs (`typ: at+jwt`, RFC 9068) signed with Ed25519 keys that the
+//! gateway creates, seals and rotates as events on `system-signingkeys`, and publishes as a JWKS.
+//!
+//! Verification takes nothing from the token on trust that a forger could choose: the algorithm is
+//! fixed (EdDSA), the key is looked up by `kid` among the gateway's own, and `iss`, `aud`, `exp`,
+//! `nbf` and `typ` must all match. Whether the principal, its roles and the token's `sid` are still
+//! good is the authorization model's question, asked on every request.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration as StdDuration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use domain::identity::{IdentityEvent, SIGNING_KEYS_STREAM, SigningKeyCreated, SigningKeyRetired};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use eventstore::{Direction, EventData, EventStore, ExpectedRevision, PgEventStore, StreamCursor, StreamName};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::servers::CommandContext;
+use crate::{CommandError, Keyring, Secret};
+
+/// The longest life of an access token.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::minutes(15);
+/// The media type of access tokens (RFC 9068 §2.1); `typ` must say it.
+const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// How many keys verify at once: the active one and the one before it, so that tokens signed just before
+/// a rotation stay good until they expire.
+const KEYS_KEPT: usize = 2;
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 5;
+/// Reloading the keys on an unknown `kid` happens at most this often (a flood of forged kids must not
+/// become a flood of reads).
+const RELOAD_EVERY: StdDuration = StdDuration::from_secs(1);
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The gateway.
+    pub iss: String,
+    /// The principal.
+    pub sub: String,
+    /// The API the token is for.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Token id.
+    pub jti: String,
+    /// The session or API key the token was issued under: revoking it revokes the token.
+    pub sid: String,
+    /// Space-separated actions (empty: whatever the principal's roles allow).
+    pub scope: String,
+}
+
+/// Why a token was refused. Callers answer 401 for all of them alike.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT, a wrong `typ` or algorithm, a bad signature, wrong claims, expired, not yet valid.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// Signed with a key id the gateway does not have (reload and try once more).
+    #[error("unknown signing key {0}")]
+    UnknownKey(String),
+}
+
+struct KeySet {
+    /// The newest key signs.
+    active: Option<(String, EncodingKey)>,
+    /// Every key that verifies, by kid, with its public key (base64url).
+    verifying: BTreeMap<String, (DecodingKey, String)>,
+    revision: Option<u64>,
+    loaded_at: Option<Instant>,
+}
+
+/// Issues and verifies access tokens.
+pub struct TokenService {
+    store: PgEventStore,
+    keyring: Arc<Keyring>,
+    issuer: String,
+    audience: String,
+    keys: RwLock<KeySet>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("issuer", &self.issuer).field("audience", &self.audience).finish()
+    }
+}
+
+fn invalid(field: &'static str, message: impl std::fmt::Display) -> CommandError {
+    CommandError::Invalid { field, message: message.to_string() }
+}
+
+fn keys_stream() -> Result<StreamName, CommandError> {
+    StreamName::parse(SIGNING_KEYS_STREAM).map_err(|e| invalid("id", e))
+}
+
+fn seal_context(kid: &str) -> String {
+    format!("signing-key:{kid}")
+}
+
+impl TokenService {
+    /// The service for tokens issued by `issuer` for `audience`. Call [`TokenService::start`] before use.
+    pub fn new(store: PgEventStore, keyring: Arc<Keyring>, issuer: String, audience: String) -> Self {
+        let keys = KeySet { active: None, verifying: BTreeMap::new(), revision: None, loaded_at: None };
+        Self { store, keyring, issuer, audience, keys: RwLock::new(keys) }
+    }
+
+    /// The issuer (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Loads the keys, creates the first one if there is none, and signs and verifies a token (a start-up
+    /// self-test: a wrong crypto backend or a key that does not open fails here, not at the first login).
+    pub async fn start(&self, context: &CommandContext) -> Result<(), CommandError> {
+        self.reload().await?;
+        if self.read_keys()?.active.is_none() {
+            match self.create_key(context).await {
+                Ok(()) => {}
+                // Another instance created it first: use that one.
+                Err(CommandError::Store(e)) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+            self.reload().await?;
+        }
+        let probe = self.issue(Uuid::nil(), "self-test", &[], Duration::seconds(60), Utc::now())?;
+        self.verify(probe.expose()).map_err(|e| invalid("signing_key", format!("self-test failed: {e}")))?;
+        Ok(())
+    }
+
+    fn read_keys(&self) -> Result<std::sync::RwLockReadGuard<'_, KeySet>, CommandError> {
+        self.keys.read().map_err(|_| invalid("signing_key", "the key set lock is poisoned"))
+    }
+
+    /// Reads the keys from their stream.
+    pub async fn reload(&self) -> Result<(), CommandError> {
+        let stream = keys_stream()?;
+        let mut created: Vec<SigningKeyCreated> = Vec::new();
+        let mut revision = None;
+        let mut cursor = StreamCursor::Start;
+        loop {
+            let page = self.store.read_stream(&stream, Direction::Forwards, cursor, 100).await?;
+            for event in &page {
+                revision = Some(event.revision);
+                match IdentityEvent::from_json(&event.event_type, &event.data).and_then(Result::ok) {
+                    Some(IdentityEvent::SigningKeyCreated(key)) => created.push(key),
+                    Some(IdentityEvent::SigningKeyRetired(SigningKeyRetired { kid })) => {
+                        created.retain(|k| k.kid != kid)
+                    }
+                    _ => return Err(CommandError::Corrupt(event.event_id.to_string())),
+                }
+            }
+            match (page.len() == 100, revision) {
+                (true, Some(last)) => cursor = StreamCursor::Revision(last + 1),
+                _ => break,
+            }
+        }
+        let mut verifying = BTreeMap::new();
+        for key in &created {
+            let decoding = DecodingKey::from_ed_components(&key.public_key).map_err(|e| invalid("signing_key", e))?;
+            verifying.insert(key.kid.clone(), (decoding, key.public_key.clone()));
+        }
+        let active = match created.last() {
+            Some(key) => {
+                let seed = self.keyring.open(&key.private_key, &seal_context(&key.kid))?;
+                let seed = URL_SAFE_NO_PAD.decode(seed.expose()).map_err(|e| invalid("signing_key", e))?;
+                let seed: [u8; 32] = seed.try_into().map_err(|_| invalid("signing_key", "not 32 bytes"))?;
+                let der = SigningKey::from_bytes(&seed).to_pkcs8_der().map_err(|e| invalid("signing_key", e))?;
+                Some((key.kid.clone(), EncodingKey::from_ed_der(der.as_bytes())))
+            }
+            None => None,
+        };
+        let mut keys = self.keys.write().map_err(|_| invalid("signing_key", "the key set lock is poisoned"))?;
+        *keys = KeySet { active, verifying, revision, loaded_at: Some(Instant::now()) };
+        Ok(())
+    }
+
+    /// Reloads the keys unless that was done less than a second ago; true when it reloaded.
+    pub async fn reload_if_stale(&self) -> Result<bool, CommandError> {
+        if self.read_keys()?.loaded_at.is_some_and(|at| at.elapsed() < RELOAD_EVERY) {
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    async fn create_key(&self, context: &CommandContext) -> Result<(), CommandError> {
+        use rand::Rng;
+        let revision = self.read_keys()?.revision;
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let public_key = URL_SAFE_NO_PAD.encode(SigningKey::from_bytes(&seed).verifying_key().to_bytes());
+        let kid = format!("gw-{}", Uuid::now_v7().simple());
+        let private_key = self.keyring.seal(&Secret::new(URL_SAFE_NO_PAD.encode(seed)), &seal_context(&kid))?;
+        let mut events = vec![IdentityEvent::SigningKeyCreated(SigningKeyCreated { kid, public_key, private_key })];
+        // Keep the new key and the one before it; older keys stop verifying.
+        let kept = self.read_keys()?.verifying.keys().cloned().collect::<Vec<_>>();
+        let retire = kept.len().saturating_sub(KEYS_KEPT - 1);
+        events.extend(
+            kept.into_iter().take(retire).map(|kid| IdentityEvent::SigningKeyRetired(SigningKeyRetired { kid })),
+        );
+        let data = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                Ok(EventData {
+                    event_id: EventData::deterministic_id(context.command_id, i as u32),
+                    event_type: event.event_type().to_owned(),
+                    schema_version: 1,
+                    data: event.to_json().map_err(|e| invalid("event", e))?,
+                    metadata: context.metadata.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, CommandError>>()?;
+        let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+        self.store.append(&keys_stream()?, expected, data).await?;
+        Ok(())
+    }
+
+    /// Creates a new signing key, which signs from now on; the previous key still verifies (tokens it
+    /// signed live at most [`MAX_TOKEN_LIFETIME`]), older ones are retired.
+    pub async fn rotate(&self, context: &CommandContext) -> Result<(), CommandError> {
+        self.reload().await?;
+        self.create_key(context).await?;
+        self.reload().await
+    }
+
+    /// An access token for `principal`, under session or key `sid`, limited to `scopes`, for `lifetime`
+    /// (at most [`MAX_TOKEN_LIFETIME`]).
+    pub fn issue(
+        &self,
+        principal: Uuid,
+        sid: &str,
+        scopes: &[String],
+        lifetime: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Secret, CommandError> {
+        let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: principal.to_string(),
+            aud: self.audience.clone(),
+            exp: (now + lifetime).timestamp(),
+            nbf: now.timestamp(),
+            iat: now.timestamp(),
+            jti: Uuid::now_v7().to_string(),
+            sid: sid.to_owned(),
+            scope: scopes.join(" "),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs `claims` as they are with the active key (tests use it to forge tokens with bad claims).
+    pub fn sign(&self, claims: &AccessClaims) -> Result<Secret, CommandError> {
+        self.sign_as(ACCESS_TOKEN_TYPE, claims)
+    }
+
+    /// Signs `claims` with the active key under header `typ` (empty: none). Only access tokens are
+    /// accepted; tests use this to prove that other types are refused.
+    pub fn sign_as(&self, typ: &str, claims: &AccessClaims) -> Result<Secret, CommandError> {
+        let keys = self.read_keys()?;
+        let (kid, key) = keys.active.as_ref().ok_or_else(|| invalid("signing_key", "no signing key loaded"))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = (!typ.is_empty()).then(|| typ.to_owned());
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, claims, key).map(Secret::new).map_err(|e| invalid("token", e))
+    }
+
+    /// Verifies a token's header, signature and claims.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let typ = header.typ.as_deref().unwrap_or_default().to_ascii_lowercase();
+        if typ != ACCESS_TOKEN_TYPE && typ != "application/at+jwt" {
+            return Err(TokenError::Invalid(format!("typ {typ:?} is not an access token")));
+        }
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+        }
+        let kid = header.kid.ok_or_else(|| TokenError::Invalid("no kid".into()))?;
+        let keys = self.keys.read().map_err(|_| TokenError::Invalid("key set unavailable".into()))?;
+        let (key, _) = keys.verifying.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        Ok(data.claims)
+    }
+
+    /// The public keys as a JWKS document (RFC 7517).
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys = self.keys.read().map(|k| {
+            k.verifying
+                .iter()
+                .map(|(kid, (_, x))| {
+                    serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA" })
+                })
+                .collect::<Vec<_>>()
+        });
+        serde_json::json!({ "keys": keys.unwrap_or_default() })
+    }
+}
