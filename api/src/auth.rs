@@ -97,6 +97,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     let presented = bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     let presented = presented.map(str::trim).ok_or_else(Problem::unauthenticated)?;
+    authenticate_credential(state, presented).await
+}
+
+/// The principal a presented credential (an API key or an access token) speaks for, now.
+pub async fn authenticate_credential(state: &AppState, presented: &str) -> Result<Principal, Problem> {
     let now = chrono::Utc::now();
     if presented.starts_with(domain::identity::API_KEY_PREFIX) {
         let key = parse_api_key(presented).ok_or_else(Problem::unauthenticated)?;
@@ -105,11 +110,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
         let model = state.authz.read().map_err(|_| Problem::internal())?;
         return model.by_api_key_digest(&digest, now).ok_or_else(Problem::unauthenticated);
     }
-    let claims = match state.tokens.verify(presented) {
+    let claims = match state.tokens.verify_cached(presented, now) {
         Err(TokenError::UnknownKey(_)) => {
             // Another instance may have rotated the keys: look again (at most once a second).
             if state.tokens.reload_if_stale().await.unwrap_or(false) {
-                state.tokens.verify(presented)
+                state.tokens.verify_cached(presented, now)
             } else {
                 Err(TokenError::UnknownKey(String::new()))
             }
@@ -126,6 +131,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
     let scopes: Vec<Action> = claims.scope.split_whitespace().filter_map(|s| s.parse().ok()).collect();
     let model = state.authz.read().map_err(|_| Problem::internal())?;
     let mut found = model.by_token(principal, key, now).ok_or_else(Problem::unauthenticated)?;
+    drop(model);
     // The token's scopes narrow the key's, never widen them (an empty list means "the key's").
     if !scopes.is_empty() {
         if !found.scopes.is_empty() {

@@ -8,6 +8,7 @@
 
 mod api_bench;
 mod audit_bench;
+mod authz_bench;
 mod eventstore_bench;
 mod payload;
 mod pipeline_bench;
@@ -33,6 +34,8 @@ enum Bench {
     Api(api_bench::Options),
     /// The audit trail: queries, export and verification over millions of entries.
     Audit(audit_bench::Options),
+    /// Authentication and authorization: token checks on one core, revocation between instances.
+    Authz(authz_bench::Options),
 }
 
 #[tokio::main]
@@ -43,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Pipeline(options) => ("pipeline", pipeline_bench::run(options).await?),
         Bench::Api(options) => ("api", api_bench::run(options).await?),
         Bench::Audit(options) => ("audit", audit_bench::run(options).await?),
+        Bench::Authz(options) => ("authz", authz_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;

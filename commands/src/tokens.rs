@@ -33,6 +33,9 @@ const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 const KEYS_KEPT: usize = 2;
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 5;
+/// Verified tokens kept (by SHA-256) so that a token's signature is checked once, not per request. Past
+/// this many, expired entries are dropped, then everything if that was not enough.
+const CACHE_ENTRIES: usize = 100_000;
 /// Reloading the keys on an unknown `kid` happens at most this often (a flood of forged kids must not
 /// become a flood of reads).
 const RELOAD_EVERY: StdDuration = StdDuration::from_secs(1);
@@ -87,6 +90,9 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     keys: RwLock<KeySet>,
+    /// SHA-256 of a verified token → its claims. Only what the signature proved is cached: whether the
+    /// principal and the token's key are still good is asked on every request all the same.
+    verified: RwLock<std::collections::HashMap<[u8; 32], Arc<AccessClaims>>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -111,7 +117,7 @@ impl TokenService {
     /// The service for tokens issued by `issuer` for `audience`. Call [`TokenService::start`] before use.
     pub fn new(store: PgEventStore, keyring: Arc<Keyring>, issuer: String, audience: String) -> Self {
         let keys = KeySet { active: None, verifying: BTreeMap::new(), revision: None, loaded_at: None };
-        Self { store, keyring, issuer, audience, keys: RwLock::new(keys) }
+        Self { store, keyring, issuer, audience, keys: RwLock::new(keys), verified: RwLock::default() }
     }
 
     /// The issuer (`iss`).
@@ -181,6 +187,10 @@ impl TokenService {
         };
         let mut keys = self.keys.write().map_err(|_| invalid("signing_key", "the key set lock is poisoned"))?;
         *keys = KeySet { active, verifying, revision, loaded_at: Some(Instant::now()) };
+        // A retired key's tokens must not live on in the cache.
+        if let Ok(mut verified) = self.verified.write() {
+            verified.clear();
+        }
         Ok(())
     }
 
@@ -273,6 +283,31 @@ impl TokenService {
         header.typ = (!typ.is_empty()).then(|| typ.to_owned());
         header.kid = Some(kid.clone());
         jsonwebtoken::encode(&header, claims, key).map(Secret::new).map_err(|e| invalid("token", e))
+    }
+
+    /// [`verify`](Self::verify), remembering the result: a token seen before and not expired at `now`
+    /// costs a hash and a lookup.
+    pub fn verify_cached(&self, token: &str, now: DateTime<Utc>) -> Result<Arc<AccessClaims>, TokenError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = now.timestamp();
+        if let Some(claims) = self.verified.read().ok().and_then(|v| v.get(&digest).cloned()) {
+            // The same leeway as a fresh verification.
+            if claims.exp + LEEWAY_SECONDS as i64 > now {
+                return Ok(claims);
+            }
+        }
+        let claims = Arc::new(self.verify(token)?);
+        if let Ok(mut verified) = self.verified.write() {
+            if verified.len() >= CACHE_ENTRIES {
+                verified.retain(|_, c| c.exp > now);
+                if verified.len() >= CACHE_ENTRIES {
+                    verified.clear();
+                }
+            }
+            verified.insert(digest, claims.clone());
+        }
+        Ok(claims)
     }
 
     /// Verifies a token's header, signature and claims.

@@ -44,6 +44,7 @@ pub struct Subscription {
     ahead: Option<JoinHandle<Result<Vec<RecordedEvent>>>>,
     wake: watch::Receiver<u64>,
     last_read: Option<Instant>,
+    wait: crate::FollowWait,
     options: SubscriptionOptions,
 }
 
@@ -51,7 +52,8 @@ impl Subscription {
     /// Subscribes after `from` (`None`: from the start).
     pub fn new(store: Arc<dyn EventStore>, from: Option<Position>, options: SubscriptionOptions) -> Self {
         let wake = store.appended();
-        Self { store, checkpoint: from, buffer: VecDeque::new(), ahead: None, wake, last_read: None, options }
+        let wait = crate::FollowWait::new(options.poll_interval);
+        Self { store, checkpoint: from, buffer: VecDeque::new(), ahead: None, wake, last_read: None, wait, options }
     }
 
     /// The position of the last event handed out: the checkpoint to store.
@@ -82,9 +84,11 @@ impl Subscription {
             };
             if page.is_empty() {
                 // A closed channel (store dropped) just leaves the poll timer.
-                let _ = tokio::time::timeout(self.options.poll_interval, self.wake.changed()).await;
+                let woke = tokio::time::timeout(self.wait.next(), self.wake.changed()).await.is_ok_and(|r| r.is_ok());
+                self.wait.waited(woke);
                 continue;
             }
+            self.wait.found();
             if page.len() == self.options.page_size {
                 // Still catching up: read the next page while this one is handed out.
                 let (store, after, size) =

@@ -111,6 +111,7 @@ impl TableRunner {
         let mut woken = self.store.appended();
         let mut confirmed = Instant::now();
         let mut last_read: Option<Instant> = None;
+        let mut wait = eventstore::FollowWait::new(self.options.poll_interval);
         loop {
             // The lock's connection is checked once per poll interval, not per batch: a deposed runner's
             // batch cannot land anyway, since it moves the checkpoint only from where it read it.
@@ -127,9 +128,11 @@ impl TableRunner {
             if page.is_empty() {
                 self.set_progress(checkpoint.position, 0, true);
                 metrics::gauge!("projection_lag_seconds", "projection" => name.to_owned()).set(0.0);
-                let _ = tokio::time::timeout(self.options.poll_interval, woken.changed()).await;
+                let woke = tokio::time::timeout(wait.next(), woken.changed()).await.is_ok_and(|r| r.is_ok());
+                wait.waited(woke);
                 continue;
             }
+            wait.found();
             let written_at = page.last().map(|e| e.metadata.occurred_at);
             let (handled, through, unknown) = split_page(projection, checkpoint.position, page);
             if through != checkpoint.position {

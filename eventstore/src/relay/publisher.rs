@@ -8,7 +8,7 @@ use super::headers::{message_headers, position_of};
 use super::options::RelayOptions;
 use super::subject::subject_for;
 use crate::error::from_sqlx;
-use crate::{EventStore, LeaderLock, PgEventStore, Position, RecordedEvent};
+use crate::{EventStore, FollowWait, LeaderLock, PgEventStore, Position, RecordedEvent};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,6 +83,7 @@ impl Relay {
         let (mut after, mut sequence) = self.resync(&stream).await?;
         tracing::info!(after = ?after.map(|p| p.to_string()), sequence, "relay resynced");
         let mut woken = self.store.appended();
+        let mut wait = FollowWait::new(self.options.poll_interval);
         loop {
             // The lock lives exactly as long as this connection: check it before every page.
             lock.confirm().await.map_err(|_| RelayError::LostLeadership)?;
@@ -90,9 +91,11 @@ impl Relay {
             let Some((last, written_at)) = events.last().map(|e| (e.position, e.metadata.occurred_at)) else {
                 // Nothing new: caught up. Wait for an append in this process or for the next poll.
                 metrics::gauge!("relay_lag_seconds", "stream" => self.options.stream.clone()).set(0.0);
-                let _ = tokio::time::timeout(self.options.poll_interval, woken.changed()).await;
+                let woke = tokio::time::timeout(wait.next(), woken.changed()).await.is_ok_and(|r| r.is_ok());
+                wait.waited(woke);
                 continue;
             };
+            wait.found();
             let published = events.len() as u64;
             sequence = self.publish_page(events, after, sequence).await?;
             after = Some(last);

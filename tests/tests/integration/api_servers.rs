@@ -12,13 +12,13 @@ use uuid::Uuid;
 
 use crate::support::{DEADLINE, metadata};
 
-const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub(crate) const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 pub(crate) struct Api {
     pub(crate) router: Router,
     pub(crate) key: String,
     pub(crate) gateway: Gateway,
-    _db: tests::TestDatabase,
+    pub(crate) db: Option<tests::TestDatabase>,
 }
 
 pub(crate) struct Reply {
@@ -44,7 +44,8 @@ pub(crate) async fn start(nats_url: Option<String>) -> Api {
     let gateway = Gateway::start(&config, None).await.unwrap();
     let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
     let owner = commands::identity::bootstrap(&gateway.state.store, "owner", &context).await.unwrap();
-    let api = Api { router: router(gateway.state.clone()), key: owner.api_key.expose().to_owned(), gateway, _db: db };
+    let api =
+        Api { router: router(gateway.state.clone()), key: owner.api_key.expose().to_owned(), gateway, db: Some(db) };
     // Ready once the authorization model knows the owner's key.
     tests::eventually(DEADLINE, "the gateway to know the owner", || async {
         (api.call(Method::GET, "/api/v1/servers", None, &[]).await.status == StatusCode::OK).then_some(())
