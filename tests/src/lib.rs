@@ -2,7 +2,8 @@
 //!
 //! It starts real servers from installed binaries, each on a free loopback port with its data in a
 //! temporary directory: a throwaway PostgreSQL cluster ([`PostgresServer`], `initdb` + `postgres`)
-//! and a throwaway `nats-server -js` ([`NatsServer`]). Tests get a fresh database each
+//! a throwaway `nats-server -js` ([`NatsServer`]), and the certified OpenID provider `oidc-provider`
+//! ([`OidcProvider`]). Tests get a fresh database each
 //! ([`PostgresServer::create_database`]); fault tests start their own servers and kill or restart
 //! them. It never uses the services the machine may already run.
 //!
@@ -17,6 +18,7 @@ mod error;
 mod eventually;
 mod free_port;
 mod nats;
+mod oidc_provider;
 mod postgres;
 mod server_process;
 mod watchdog;
@@ -25,4 +27,5 @@ pub use error::HarnessError;
 pub use eventually::{eventually, eventually_ok};
 pub use free_port::free_port;
 pub use nats::NatsServer;
+pub use oidc_provider::OidcProvider;
 pub use postgres::{PostgresOptions, PostgresServer, TestDatabase};

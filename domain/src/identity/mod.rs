@@ -5,6 +5,7 @@
 mod api_key;
 mod event;
 mod principal;
+mod role_mapping;
 
 pub use api_key::{API_KEY_PREFIX, ApiKeyDigest, parse_api_key};
 pub use event::{
@@ -16,6 +17,7 @@ pub use principal::{
     MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused, decide_disable, decide_role_change,
     outranks_or_equals, rank,
 };
+pub use role_mapping::{ClaimSource, MappedRoles, RoleRule, RoleRuleError, check_rules, map_roles};
 
 /// Stream category of principals (`principal-<id>`).
 pub const PRINCIPAL_CATEGORY: &str = "principal";

@@ -14,3 +14,4 @@ mod projections;
 mod relay;
 mod server_commands;
 mod support;
+mod upstream_idp;
