@@ -41,6 +41,8 @@ pub struct GatewayConfig {
     /// The gateway's public base URL: the `iss` of its tokens (`{public_url}/api/v1` is their `aud`).
     /// Without it, `http://<listen>`.
     pub public_url: Option<String>,
+    /// Identity providers people log in through.
+    pub idps: Vec<crate::oidc::IdpConfig>,
 }
 
 impl GatewayConfig {
@@ -91,6 +93,9 @@ pub enum StartError {
     /// The audit signing keys are wrong.
     #[error("audit signing keys: {0}")]
     AuditKeys(#[from] projections::audit::AuditKeyError),
+    /// An identity provider is configured wrongly.
+    #[error("identity providers: {0}")]
+    Idps(#[from] crate::oidc::OidcError),
     /// The token signing keys could not be loaded, created or tested.
     #[error("token signing keys: {0}")]
     Tokens(#[from] commands::CommandError),
@@ -199,6 +204,8 @@ impl Gateway {
             servers,
             principals,
             tokens: Arc::new(tokens),
+            idps: Arc::new(crate::oidc::Idps::new(config.idps.clone(), &issuer)?),
+            cookies: Arc::new(crate::routes::login::Cookies::for_url(&issuer)),
             keyring,
             registry: Registry::new(pool.clone()),
             authz,

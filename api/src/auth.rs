@@ -30,6 +30,14 @@ pub struct Origin {
     pub correlation_id: Option<uuid::Uuid>,
 }
 
+impl FromRequestParts<AppState> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Origin::of(parts))
+    }
+}
+
 impl Origin {
     fn of(parts: &Parts) -> Self {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -96,8 +104,29 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     let presented = bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    let presented = presented.map(str::trim).ok_or_else(Problem::unauthenticated)?;
-    authenticate_credential(state, presented).await
+    if let Some(presented) = presented {
+        return authenticate_credential(state, presented.trim()).await;
+    }
+    // A browser's session cookie. A cross-site page can make the browser send it, so a request that
+    // changes anything must also carry the session's CSRF token, which such a page cannot read.
+    let secret = crate::routes::login::cookie(&parts.headers, &state.cookies.name("session"))
+        .ok_or_else(Problem::unauthenticated)?;
+    if !parts.method.is_safe() {
+        let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let expected = crate::routes::login::csrf_token(secret);
+        let equal = sent.len() == expected.len()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()));
+        if !equal {
+            return Err(Problem::new(axum::http::StatusCode::FORBIDDEN, "csrf", "CSRF token missing or wrong")
+                .detail("send the session's csrf_token as X-CSRF-Token"));
+        }
+    }
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    };
+    let model = state.authz.read().map_err(|_| Problem::internal())?;
+    model.by_session_secret(&digest, chrono::Utc::now()).ok_or_else(Problem::unauthenticated)
 }
 
 /// The principal a presented credential (an API key or an access token) speaks for, now.

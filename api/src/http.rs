@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::servers::routes())
         .merge(routes::users::routes())
         .merge(routes::tokens::routes())
+        .merge(routes::login::routes())
         .merge(routes::registry_v0::routes())
         .merge(routes::audit::routes())
         .merge(routes::ops::routes())

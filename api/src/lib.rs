@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod http;
 pub mod idempotency;
 pub mod json_body;
+pub mod oidc;
 pub mod openapi;
 pub mod params;
 pub mod problem;

@@ -127,6 +127,10 @@ struct ServeArgs {
     /// The gateway's public base URL, the issuer of its tokens [default: http://<listen>].
     #[arg(long, env = "MGW_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Identity providers (configuration file only: `[[idps]]` tables).
+    #[arg(skip)]
+    #[serde(default)]
+    idps: Vec<api::oidc::IdpConfig>,
 }
 
 impl ServeArgs {
@@ -144,6 +148,7 @@ impl ServeArgs {
             max_connections: self.max_connections.or(file.max_connections),
             audit_signing_keys: list(self.audit_signing_keys, file.audit_signing_keys),
             public_url: self.public_url.or(file.public_url),
+            idps: if self.idps.is_empty() { file.idps } else { self.idps },
         }
     }
 }
@@ -322,6 +327,7 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         max_connections: args.max_connections.unwrap_or(20),
         audit_signing_keys,
         public_url: args.public_url,
+        idps: args.idps,
     })
 }
 

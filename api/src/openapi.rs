@@ -5,7 +5,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, servers, tokens, users};
+use crate::routes::{audit, login, servers, tokens, users};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -37,7 +37,13 @@ use crate::state::AppState;
         users::enroll_totp,
         users::verify_totp,
         tokens::issue,
-        tokens::jwks
+        tokens::jwks,
+        login::login,
+        login::callback,
+        login::my_sessions,
+        login::user_sessions,
+        login::end_my_session,
+        login::end_user_session
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&ApiKeyAuth)

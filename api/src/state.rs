@@ -19,6 +19,10 @@ pub struct AppState {
     pub principals: commands::principals::PrincipalCommands,
     /// The gateway's access tokens.
     pub tokens: std::sync::Arc<commands::tokens::TokenService>,
+    /// The upstream identity providers people log in through.
+    pub idps: std::sync::Arc<crate::oidc::Idps>,
+    /// The names and attributes of the gateway's cookies.
+    pub cookies: std::sync::Arc<crate::routes::login::Cookies>,
     /// The sealing keys (also key request fingerprints).
     pub keyring: std::sync::Arc<commands::Keyring>,
     /// Catalogue queries.

@@ -52,6 +52,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         max_connections: 24,
         audit_signing_keys: vec![],
         public_url: None,
+        idps: vec![],
     };
     let gateway = Gateway::start(&config, None).await?;
     let command_id = Uuid::now_v7();

@@ -52,6 +52,7 @@ fn config(database_url: &str, nats_url: String) -> GatewayConfig {
         max_connections: 8,
         audit_signing_keys: vec![],
         public_url: None,
+        idps: vec![],
     }
 }
 

@@ -551,3 +551,188 @@ impl PrincipalCommands {
         Err(CommandError::Contended)
     }
 }
+
+/// A successful login through an identity provider, as the callback verified it.
+#[derive(Debug, Clone)]
+pub struct ExternalLogin {
+    /// The configured IdP's name.
+    pub idp: String,
+    /// Its issuer.
+    pub issuer: String,
+    /// The immutable subject (Entra: `tid` and `oid`).
+    pub subject: String,
+    /// A name to show.
+    pub display_name: String,
+    /// The email the IdP reported (never used to match).
+    pub email: Option<String>,
+    /// `amr` of the ID token.
+    pub amr: Vec<String>,
+    /// The roles the IdP's claims map to.
+    pub roles: BTreeSet<Role>,
+    /// The browser's user agent.
+    pub user_agent: Option<String>,
+    /// Its address.
+    pub ip: Option<String>,
+    /// Its device cookie.
+    pub device_id: Uuid,
+}
+
+/// A session just started: the cookie secret is returned once.
+#[derive(Debug)]
+pub struct StartedSession {
+    /// The person.
+    pub principal_id: Uuid,
+    /// The session.
+    pub session_id: Uuid,
+    /// The cookie's secret; stored only as its SHA-256.
+    pub secret: Secret,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+    /// The person's roles after the login.
+    pub roles: BTreeSet<Role>,
+    /// Where the session's start sits in `$all` (to wait for a read model).
+    pub position: eventstore::Position,
+}
+
+/// The principal of `subject` at `issuer`: the same for every login, never derived from an email.
+pub fn principal_for(issuer: &str, subject: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("oidc\n{issuer}\n{subject}").as_bytes())
+}
+
+impl PrincipalCommands {
+    /// Provisions the person at their first login, brings their IdP-granted roles in line with the
+    /// claims, records the login and starts a session of `lifetime`, in one transaction.
+    pub async fn login(
+        &self,
+        login: ExternalLogin,
+        lifetime: chrono::Duration,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<StartedSession, CommandError> {
+        use domain::identity::{SESSION_CATEGORY, SessionStarted, UserLoggedIn, UserProvisioned};
+        use rand::Rng;
+        use sha2::Digest;
+        let principal_id = principal_for(&login.issuer, &login.subject);
+        for _ in 0..ATTEMPTS {
+            let (events, revision) = self.identity_events(&stream(PRINCIPAL_CATEGORY, principal_id)?).await?;
+            let mut new_events = Vec::new();
+            if events.is_empty() {
+                new_events.push(IdentityEvent::PrincipalCreated(PrincipalCreated {
+                    principal_id,
+                    kind: PrincipalKind::User,
+                    display_name: login.display_name.chars().take(MAX_NAME_CHARS).collect(),
+                    roles: vec![],
+                }));
+                new_events.push(IdentityEvent::UserProvisioned(UserProvisioned {
+                    principal_id,
+                    idp: login.idp.clone(),
+                    issuer: login.issuer.clone(),
+                    subject: login.subject.clone(),
+                    email: login.email.clone(),
+                }));
+            }
+            let state = events.iter().chain(new_events.iter()).fold(None, PrincipalState::evolve);
+            let state = state.ok_or(CommandError::PrincipalNotFound)?;
+            if state.disabled {
+                return Err(CommandError::PrincipalDisabled);
+            }
+            new_events.extend(state.sync_idp_roles(&login.roles, &login.idp));
+            new_events.push(IdentityEvent::UserLoggedIn(UserLoggedIn {
+                principal_id,
+                idp: login.idp.clone(),
+                amr: login.amr.clone(),
+                at: now,
+            }));
+            let roles =
+                new_events.iter().fold(Some(state), PrincipalState::evolve).map(|s| s.roles).unwrap_or_default();
+
+            let mut random = [0u8; 32];
+            rand::rng().fill_bytes(&mut random);
+            let secret = Secret::new(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, random));
+            let session_id = Uuid::now_v7();
+            let expires_at = now + lifetime;
+            let started = IdentityEvent::SessionStarted(SessionStarted {
+                session_id,
+                principal_id,
+                method: format!("oidc:{}", login.idp),
+                secret_sha256: hex::encode(sha2::Sha256::digest(secret.expose().as_bytes())),
+                device_id: login.device_id,
+                user_agent: login.user_agent.clone(),
+                ip: login.ip.clone(),
+                expires_at,
+            });
+            let data = |offset: usize, events: &[IdentityEvent]| {
+                events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| self.data(context, (offset + i) as u32, e))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let appends = vec![
+                StreamAppend {
+                    stream: stream(PRINCIPAL_CATEGORY, principal_id)?,
+                    expected: expected(revision),
+                    events: data(0, &new_events)?,
+                },
+                StreamAppend {
+                    stream: stream(SESSION_CATEGORY, session_id)?,
+                    expected: ExpectedRevision::NoStream,
+                    events: data(new_events.len(), std::slice::from_ref(&started))?,
+                },
+            ];
+            match self.store.append_multi(appends).await {
+                Ok(results) => {
+                    let position = results.iter().map(|r| r.position).max().ok_or(CommandError::Contended)?;
+                    return Ok(StartedSession { principal_id, session_id, secret, expires_at, roles, position });
+                }
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CommandError::Contended)
+    }
+
+    /// Ends session `session_id` of `principal_id`, as `actor` (the holder, or somebody whose rank
+    /// reaches the holder's). `None` when it had ended already.
+    pub async fn revoke_session(
+        &self,
+        actor: Uuid,
+        principal_id: Uuid,
+        session_id: Uuid,
+        reason: &str,
+        context: &CommandContext,
+    ) -> Result<Option<AppendResult>, CommandError> {
+        use domain::identity::{SESSION_CATEGORY, SessionRevoked};
+        let session_stream = stream(SESSION_CATEGORY, session_id)?;
+        let (events, revision) = self.identity_events(&session_stream).await?;
+        let owner = events.iter().find_map(|e| match e {
+            IdentityEvent::SessionStarted(s) => Some(s.principal_id),
+            _ => None,
+        });
+        let (Some(revision), Some(owner)) = (revision, owner) else { return Err(CommandError::KeyNotFound) };
+        if owner != principal_id {
+            return Err(CommandError::KeyNotFound);
+        }
+        if events.iter().any(|e| matches!(e, IdentityEvent::SessionRevoked(_))) {
+            return Ok(None);
+        }
+        let (principal, _) = self.load(principal_id).await?;
+        self.check_acting_on_keys(actor, &principal, false).await?;
+        let reason = if reason.trim().is_empty() { "ended" } else { reason.trim() };
+        let revoked = IdentityEvent::SessionRevoked(SessionRevoked {
+            session_id,
+            principal_id,
+            by: actor,
+            reason: reason.to_owned(),
+        });
+        match self
+            .store
+            .append(&session_stream, ExpectedRevision::Exact(revision), vec![self.data(context, 0, &revoked)?])
+            .await
+        {
+            Ok(result) => Ok(Some(result)),
+            Err(e) if e.is_conflict() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

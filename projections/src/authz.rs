@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use domain::Role;
 use domain::authz::Action;
-use domain::identity::{API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind};
+use domain::identity::{API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind, SESSION_CATEGORY};
 use eventstore::RecordedEvent;
 use uuid::Uuid;
 
@@ -37,8 +37,10 @@ pub struct Principal {
 pub enum Credential {
     /// An API key.
     ApiKey,
-    /// A gateway access token issued under the key `key_id`.
+    /// A gateway access token issued under the key or session `key_id`.
     AccessToken,
+    /// A browser session's cookie (`key_id` is the session).
+    Session,
 }
 
 /// A principal as listed for access reviews.
@@ -95,15 +97,43 @@ pub struct Authz {
     /// Key digest → key id.
     digests: HashMap<String, Uuid>,
     keys: HashMap<Uuid, KeyEntry>,
+    /// Session secret digest → session id.
+    session_secrets: HashMap<String, Uuid>,
+    sessions: HashMap<Uuid, SessionSummary>,
+}
+
+/// A session as listed to its holder and to administrators: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Id.
+    pub session_id: Uuid,
+    /// Whose.
+    pub principal_id: Uuid,
+    /// How it started (`oidc:<idp>`).
+    pub method: String,
+    /// The device cookie's id.
+    pub device_id: Uuid,
+    /// The user agent at the start.
+    pub user_agent: Option<String>,
+    /// The client address at the start.
+    pub ip: Option<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its absolute end.
+    pub expires_at: DateTime<Utc>,
+    /// Ended early.
+    pub revoked: bool,
 }
 
 impl Default for Authz {
     fn default() -> Self {
         Self {
-            filter: EventFilter::new([PRINCIPAL_CATEGORY, API_KEY_CATEGORY], IdentityEvent::TYPES),
+            filter: EventFilter::new([PRINCIPAL_CATEGORY, API_KEY_CATEGORY, SESSION_CATEGORY], IdentityEvent::TYPES),
             principals: HashMap::new(),
             digests: HashMap::new(),
             keys: HashMap::new(),
+            session_secrets: HashMap::new(),
+            sessions: HashMap::new(),
         }
     }
 }
@@ -116,10 +146,43 @@ impl Authz {
         self.by_key(key_id, now, Credential::ApiKey)
     }
 
-    /// The principal an access token issued under key `key_id` to `principal_id` speaks for, if the key
-    /// still works at `now` (a revoked or expired key takes its tokens with it) and belongs to it.
-    pub fn by_token(&self, principal_id: Uuid, key_id: Uuid, now: DateTime<Utc>) -> Option<Principal> {
-        self.by_key(key_id, now, Credential::AccessToken).filter(|p| p.id == principal_id)
+    /// The principal an access token issued under key or session `sid` to `principal_id` speaks for, if
+    /// that key or session still works at `now` (revoking or ending it takes its tokens with it) and
+    /// belongs to it.
+    pub fn by_token(&self, principal_id: Uuid, sid: Uuid, now: DateTime<Utc>) -> Option<Principal> {
+        let found = if self.sessions.contains_key(&sid) {
+            self.by_session(sid, now, Credential::AccessToken)
+        } else {
+            self.by_key(sid, now, Credential::AccessToken)
+        };
+        found.filter(|p| p.id == principal_id)
+    }
+
+    /// The principal of the session whose cookie secret has SHA-256 `digest`, while the session is live.
+    pub fn by_session_secret(&self, digest: &str, now: DateTime<Utc>) -> Option<Principal> {
+        self.by_session(*self.session_secrets.get(digest)?, now, Credential::Session)
+    }
+
+    fn by_session(&self, session_id: Uuid, now: DateTime<Utc>, credential: Credential) -> Option<Principal> {
+        let session = self.sessions.get(&session_id).filter(|s| !s.revoked && s.expires_at > now)?;
+        let principal = self.principals.get(&session.principal_id).filter(|p| !p.disabled)?;
+        Some(Principal {
+            id: session.principal_id,
+            display_name: principal.display_name.clone(),
+            roles: principal.roles.iter().copied().collect(),
+            key_id: session_id,
+            scopes: Vec::new(),
+            credential,
+            key_expires_at: Some(session.expires_at),
+        })
+    }
+
+    /// The sessions of `principal_id`, newest first.
+    pub fn sessions_of(&self, principal_id: Uuid) -> Vec<SessionSummary> {
+        let mut sessions: Vec<SessionSummary> =
+            self.sessions.values().filter(|s| s.principal_id == principal_id).cloned().collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.session_id));
+        sessions
     }
 
     fn by_key(&self, key_id: Uuid, now: DateTime<Utc>, credential: Credential) -> Option<Principal> {
@@ -237,7 +300,32 @@ impl MemoryProjection for Authz {
                 self.principal_mut(enabled.principal_id).map_err(fail)?.disabled = false;
             }
             // The second factor is the command side's; the owners' set lives in its own stream.
+            IdentityEvent::SessionStarted(started) => {
+                self.session_secrets.insert(started.secret_sha256.clone(), started.session_id);
+                self.sessions.insert(
+                    started.session_id,
+                    SessionSummary {
+                        session_id: started.session_id,
+                        principal_id: started.principal_id,
+                        method: started.method,
+                        device_id: started.device_id,
+                        user_agent: started.user_agent,
+                        ip: started.ip,
+                        started_at: recorded.metadata.occurred_at,
+                        expires_at: started.expires_at,
+                        revoked: false,
+                    },
+                );
+            }
+            IdentityEvent::SessionRevoked(revoked) => {
+                if let Some(session) = self.sessions.get_mut(&revoked.session_id) {
+                    session.revoked = true;
+                }
+                self.session_secrets.retain(|_, id| *id != revoked.session_id);
+            }
             IdentityEvent::TotpEnrolled(_)
+            | IdentityEvent::UserProvisioned(_)
+            | IdentityEvent::UserLoggedIn(_)
             | IdentityEvent::TotpVerified(_)
             | IdentityEvent::OwnersChanged(_)
             | IdentityEvent::SigningKeyCreated(_)

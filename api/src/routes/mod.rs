@@ -1,6 +1,7 @@
 //! The HTTP routes.
 
 pub mod audit;
+pub mod login;
 pub mod ops;
 pub mod registry_v0;
 pub mod servers;

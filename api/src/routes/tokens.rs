@@ -54,9 +54,12 @@ pub(crate) async fn issue(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    // A token is minted from an API key, never from another token (a stolen token cannot renew itself).
-    if caller.0.credential != Credential::ApiKey {
-        return Err(Problem::forbidden("access tokens are issued for API keys, not for other tokens".into()));
+    // A token is minted from an API key or a session, never from another token (a stolen token cannot
+    // renew itself), and never outlives what it was minted from.
+    if caller.0.credential == Credential::AccessToken {
+        return Err(Problem::forbidden(
+            "access tokens are issued for API keys and sessions, not for other tokens".into(),
+        ));
     }
     let body = json_body::bytes(body)?;
     let body: TokenBody = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
@@ -77,7 +80,12 @@ pub(crate) async fn issue(
         Some(seconds) => Duration::seconds(i64::from(seconds)).min(commands::tokens::MAX_TOKEN_LIFETIME),
         None => commands::tokens::MAX_TOKEN_LIFETIME,
     };
-    let token = state.tokens.issue(caller.0.id, &caller.0.key_id.to_string(), &scopes, lifetime, Utc::now())?;
+    let now = Utc::now();
+    let lifetime = match caller.0.key_expires_at {
+        Some(end) => lifetime.min(end - now),
+        None => lifetime,
+    };
+    let token = state.tokens.issue(caller.0.id, &caller.0.key_id.to_string(), &scopes, lifetime, now)?;
     let reply = TokenReply {
         access_token: token.expose().to_owned(),
         token_type: "Bearer",

@@ -60,7 +60,7 @@ fn principal_id(caller: &Caller, raw: &str) -> Result<Uuid, Problem> {
 }
 
 /// Waits, bounded, until this instance's authorization model has applied `position`.
-async fn applied(state: &AppState, position: Position) {
+pub(crate) async fn applied(state: &AppState, position: Position) {
     let mut status = state.authz_status.clone();
     let reached = tokio::time::timeout(AUTHZ_WAIT, async {
         loop {

@@ -174,6 +174,76 @@ pub struct SigningKeyRetired {
     pub kid: String,
 }
 
+/// A person was provisioned at their first login through an identity provider (on the principal's
+/// stream, after `PrincipalCreated`). Keyed by issuer and immutable subject, never by email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserProvisioned {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// The configured identity provider's name.
+    pub idp: String,
+    /// Its issuer.
+    pub issuer: String,
+    /// The immutable subject at that issuer.
+    pub subject: String,
+    /// The email the IdP reported (informational: never used to match users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// A login through an identity provider succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserLoggedIn {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// The identity provider.
+    pub idp: String,
+    /// The authentication methods the IdP reported (`amr`).
+    pub amr: Vec<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A session started (on `session-<id>`): a browser's login, with its device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStarted {
+    /// The session.
+    pub session_id: Uuid,
+    /// Whose.
+    pub principal_id: Uuid,
+    /// How: `oidc:<idp>`.
+    pub method: String,
+    /// SHA-256 of the session cookie's secret, hex (the secret itself is never stored).
+    pub secret_sha256: String,
+    /// The device cookie's id.
+    pub device_id: Uuid,
+    /// The user agent, cut to the store's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The absolute end of the session.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A session was ended before its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRevoked {
+    /// The session.
+    pub session_id: Uuid,
+    /// Whose.
+    pub principal_id: Uuid,
+    /// Who ended it.
+    pub by: Uuid,
+    /// Why.
+    pub reason: String,
+}
+
 /// Identity events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityEvent {
@@ -201,11 +271,19 @@ pub enum IdentityEvent {
     SigningKeyCreated(SigningKeyCreated),
     /// `SigningKeyRetired`.
     SigningKeyRetired(SigningKeyRetired),
+    /// `UserProvisioned`.
+    UserProvisioned(UserProvisioned),
+    /// `UserLoggedIn`.
+    UserLoggedIn(UserLoggedIn),
+    /// `SessionStarted`.
+    SessionStarted(SessionStarted),
+    /// `SessionRevoked`.
+    SessionRevoked(SessionRevoked),
 }
 
 impl IdentityEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 16] = [
         "PrincipalCreated",
         "ApiKeyIssued",
         "ApiKeyRevoked",
@@ -218,6 +296,10 @@ impl IdentityEvent {
         "OwnersChanged",
         "SigningKeyCreated",
         "SigningKeyRetired",
+        "UserProvisioned",
+        "UserLoggedIn",
+        "SessionStarted",
+        "SessionRevoked",
     ];
 
     /// The stored type name.
@@ -235,6 +317,10 @@ impl IdentityEvent {
             IdentityEvent::OwnersChanged(_) => Self::TYPES[9],
             IdentityEvent::SigningKeyCreated(_) => Self::TYPES[10],
             IdentityEvent::SigningKeyRetired(_) => Self::TYPES[11],
+            IdentityEvent::UserProvisioned(_) => Self::TYPES[12],
+            IdentityEvent::UserLoggedIn(_) => Self::TYPES[13],
+            IdentityEvent::SessionStarted(_) => Self::TYPES[14],
+            IdentityEvent::SessionRevoked(_) => Self::TYPES[15],
         }
     }
 
@@ -253,6 +339,10 @@ impl IdentityEvent {
             IdentityEvent::OwnersChanged(e) => serde_json::to_string(e),
             IdentityEvent::SigningKeyCreated(e) => serde_json::to_string(e),
             IdentityEvent::SigningKeyRetired(e) => serde_json::to_string(e),
+            IdentityEvent::UserProvisioned(e) => serde_json::to_string(e),
+            IdentityEvent::UserLoggedIn(e) => serde_json::to_string(e),
+            IdentityEvent::SessionStarted(e) => serde_json::to_string(e),
+            IdentityEvent::SessionRevoked(e) => serde_json::to_string(e),
         }
     }
 
@@ -272,6 +362,10 @@ impl IdentityEvent {
             "OwnersChanged" => from_str(data).map(IdentityEvent::OwnersChanged),
             "SigningKeyCreated" => from_str(data).map(IdentityEvent::SigningKeyCreated),
             "SigningKeyRetired" => from_str(data).map(IdentityEvent::SigningKeyRetired),
+            "UserProvisioned" => from_str(data).map(IdentityEvent::UserProvisioned),
+            "UserLoggedIn" => from_str(data).map(IdentityEvent::UserLoggedIn),
+            "SessionStarted" => from_str(data).map(IdentityEvent::SessionStarted),
+            "SessionRevoked" => from_str(data).map(IdentityEvent::SessionRevoked),
             _ => return None,
         })
     }

@@ -10,8 +10,8 @@ mod role_mapping;
 pub use api_key::{API_KEY_PREFIX, ApiKeyDigest, parse_api_key};
 pub use event::{
     ApiKeyIssued, ApiKeyRevoked, IdentityEvent, OwnersChanged, PrincipalCreated, PrincipalKind, RoleGranted,
-    RoleRevoked, RoleSource, SigningKeyCreated, SigningKeyRetired, TotpEnrolled, TotpVerified, UserDisabled,
-    UserEnabled,
+    RoleRevoked, RoleSource, SessionRevoked, SessionStarted, SigningKeyCreated, SigningKeyRetired, TotpEnrolled,
+    TotpVerified, UserDisabled, UserEnabled, UserLoggedIn, UserProvisioned,
 };
 pub use principal::{
     MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused, decide_disable, decide_role_change,
@@ -26,5 +26,7 @@ pub const API_KEY_CATEGORY: &str = "apikey";
 /// The stream that holds the set of owners: appended with every owner grant and revocation, at its
 /// expected revision, so that two concurrent revocations cannot leave no owner.
 pub const OWNERS_STREAM: &str = "system-owners";
+/// Stream category of sessions (`session-<id>`).
+pub const SESSION_CATEGORY: &str = "session";
 /// The stream of the keys that sign the gateway's access tokens.
 pub const SIGNING_KEYS_STREAM: &str = "system-signingkeys";

@@ -31,6 +31,13 @@ pub struct PrincipalState {
     pub totp: Option<Sealed>,
     /// The last second-factor proof and its TOTP step.
     pub mfa: Option<(DateTime<Utc>, u64)>,
+    /// The roles the identity provider's claims granted (and may take back at a later login); roles an
+    /// administrator granted are not among them.
+    pub idp_roles: BTreeSet<Role>,
+    /// The last login whose IdP reported multi-factor authentication (`amr` contains `mfa`).
+    pub idp_mfa_at: Option<DateTime<Utc>>,
+    /// Provisioned from this issuer and subject.
+    pub external: Option<(String, String)>,
 }
 
 impl PrincipalState {
@@ -45,16 +52,27 @@ impl PrincipalState {
                 disabled: false,
                 totp: None,
                 mfa: None,
+                idp_roles: BTreeSet::new(),
+                idp_mfa_at: None,
+                external: None,
             });
         }
         let mut state = state?;
         match event {
             IdentityEvent::RoleGranted(g) => {
                 state.roles.insert(g.role);
+                // An administrator's grant is the administrator's to take back, not the IdP's.
+                match g.source {
+                    RoleSource::Idp => state.idp_roles.insert(g.role),
+                    RoleSource::Admin => state.idp_roles.remove(&g.role),
+                };
             }
             IdentityEvent::RoleRevoked(r) => {
                 state.roles.remove(&r.role);
+                state.idp_roles.remove(&r.role);
             }
+            IdentityEvent::UserProvisioned(p) => state.external = Some((p.issuer.clone(), p.subject.clone())),
+            IdentityEvent::UserLoggedIn(l) if l.amr.iter().any(|m| m == "mfa") => state.idp_mfa_at = Some(l.at),
             IdentityEvent::UserDisabled(_) => state.disabled = true,
             IdentityEvent::UserEnabled(_) => state.disabled = false,
             IdentityEvent::TotpEnrolled(t) => {
@@ -69,7 +87,32 @@ impl PrincipalState {
 
     /// Whether a second factor was proven within [`MFA_FRESHNESS`] of `now`.
     pub fn mfa_fresh(&self, now: DateTime<Utc>) -> bool {
-        self.mfa.is_some_and(|(at, _)| now - at <= MFA_FRESHNESS && at <= now + Duration::seconds(5))
+        let fresh = |at: DateTime<Utc>| now - at <= MFA_FRESHNESS && at <= now + Duration::seconds(5);
+        self.mfa.is_some_and(|(at, _)| fresh(at)) || self.idp_mfa_at.is_some_and(fresh)
+    }
+
+    /// The events that bring the IdP-granted roles in line with `mapped` at a login: grants of mapped
+    /// roles not held, revocations of IdP-granted roles no longer mapped. Roles an administrator granted
+    /// are left alone, and the owner role never comes or goes this way.
+    pub fn sync_idp_roles(&self, mapped: &BTreeSet<Role>, idp: &str) -> Vec<IdentityEvent> {
+        let reason = format!("claims at a login through {idp}");
+        let grants = mapped.iter().filter(|r| **r != Role::Owner && !self.roles.contains(r)).map(|role| {
+            IdentityEvent::RoleGranted(RoleGranted {
+                principal_id: self.id,
+                role: *role,
+                source: RoleSource::Idp,
+                reason: reason.clone(),
+            })
+        });
+        let revocations = self.idp_roles.iter().filter(|r| **r != Role::Owner && !mapped.contains(r)).map(|role| {
+            IdentityEvent::RoleRevoked(RoleRevoked {
+                principal_id: self.id,
+                role: *role,
+                source: RoleSource::Idp,
+                reason: reason.clone(),
+            })
+        });
+        grants.chain(revocations).collect()
     }
 }
 
@@ -223,6 +266,9 @@ mod tests {
             disabled: false,
             totp: None,
             mfa: None,
+            idp_roles: BTreeSet::new(),
+            idp_mfa_at: None,
+            external: None,
         }
     }
 
@@ -306,6 +352,23 @@ mod tests {
         assert!(p.mfa_fresh(now));
         p.mfa = Some((now - Duration::minutes(11), 1));
         assert!(!p.mfa_fresh(now));
+    }
+
+    #[test]
+    fn a_login_syncs_the_idp_roles_and_leaves_an_administrators_alone() {
+        let mut p = principal(1, &[Role::Viewer]);
+        let mapped = BTreeSet::from([Role::Developer]);
+        let events = p.sync_idp_roles(&mapped, "corp");
+        assert!(
+            matches!(&events[..], [IdentityEvent::RoleGranted(g)] if g.role == Role::Developer && g.source == RoleSource::Idp)
+        );
+        let p2 = events.iter().fold(Some(p.clone()), PrincipalState::evolve).unwrap();
+        assert_eq!(p2.idp_roles, BTreeSet::from([Role::Developer]));
+        // Next login: the claims no longer say developer; viewer (an admin's grant) stays
+        let events = p2.sync_idp_roles(&BTreeSet::new(), "corp");
+        assert!(matches!(&events[..], [IdentityEvent::RoleRevoked(r)] if r.role == Role::Developer));
+        p.roles.insert(Role::Owner);
+        assert!(p.sync_idp_roles(&BTreeSet::from([Role::Owner]), "corp").is_empty(), "owner never from claims");
     }
 
     #[test]

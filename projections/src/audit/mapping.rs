@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use super::entry::AuditEntry;
 
 /// The stream categories the audit trail covers: all of the gateway's.
-pub const AUDITED_CATEGORIES: [&str; 5] = ["server", "principal", "apikey", "system", "access"];
+pub const AUDITED_CATEGORIES: [&str; 6] = ["server", "principal", "apikey", "system", "access", "session"];
 
 /// Every event type with an audit mapping.
-pub const AUDITED_TYPES: [&str; 22] = [
+pub const AUDITED_TYPES: [&str; 26] = [
     "ServerRegistered",
     "ServerUpdated",
     "ServerAccessChanged",
@@ -34,6 +34,10 @@ pub const AUDITED_TYPES: [&str; 22] = [
     "OwnersChanged",
     "SigningKeyCreated",
     "SigningKeyRetired",
+    "UserProvisioned",
+    "UserLoggedIn",
+    "SessionStarted",
+    "SessionRevoked",
     "GatewayBootstrapped",
     "AccessDenied",
     "AuditTrailRead",
@@ -328,6 +332,34 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
             IdentityEvent::SigningKeyRetired(k) => {
                 ("signing_key.retired", "signing_key", Some(k.kid.clone()), None, json!({ "kid": k.kid }))
             }
+            IdentityEvent::UserProvisioned(u) => (
+                "user.provisioned",
+                "principal",
+                name,
+                None,
+                json!({ "idp": u.idp, "issuer": u.issuer, "subject": u.subject, "email": u.email }),
+            ),
+            IdentityEvent::UserLoggedIn(l) => {
+                ("user.logged_in", "principal", name, None, json!({ "idp": l.idp, "amr": l.amr }))
+            }
+            // The session secret's hash stays out: it identifies a bearer credential.
+            IdentityEvent::SessionStarted(s) => (
+                "session.started",
+                "session",
+                None,
+                None,
+                json!({
+                    "principal_id": s.principal_id, "method": s.method, "device_id": s.device_id,
+                    "user_agent": s.user_agent, "ip": s.ip, "expires_at": s.expires_at,
+                }),
+            ),
+            IdentityEvent::SessionRevoked(s) => (
+                "session.revoked",
+                "session",
+                None,
+                Some(s.reason),
+                json!({ "principal_id": s.principal_id, "by": s.by }),
+            ),
         });
     }
     match event.event_type.as_str() {

@@ -40,6 +40,7 @@ pub(crate) async fn start(nats_url: Option<String>) -> Api {
         max_connections: 8,
         audit_signing_keys: vec![("a1".into(), K1.into())],
         public_url: None,
+        idps: vec![],
     };
     let gateway = Gateway::start(&config, None).await.unwrap();
     let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };

@@ -192,6 +192,7 @@ async fn a_revocation_on_one_instance_is_enforced_on_another_within_milliseconds
         max_connections: 4,
         audit_signing_keys: vec![],
         public_url: None,
+        idps: vec![],
     };
     let second = api::Gateway::start(&config, None).await.unwrap();
     let second = Api { router: api::router(second.state.clone()), key: first.key.clone(), gateway: second, db: None };

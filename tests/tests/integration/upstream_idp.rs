@@ -15,10 +15,15 @@ pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/auth/test/callback";
 
 /// Users with roles in each place Entra puts them, a groups-overage user, and one who logged in with MFA.
 pub(crate) fn entra_shaped_users() -> Value {
+    entra_shaped_users_for(&[REDIRECT])
+}
+
+/// The same users, for a client registered with `redirects`.
+pub(crate) fn entra_shaped_users_for(redirects: &[&str]) -> Value {
     let user =
         |sub: &str, amr: &[&str], claims: Value| json!({ "password": "pw", "sub": sub, "amr": amr, "claims": claims });
     json!({
-        "clients": [{ "client_id": "gateway", "client_secret": "gateway-secret", "redirect_uris": [REDIRECT] }],
+        "clients": [{ "client_id": "gateway", "client_secret": "gateway-secret", "redirect_uris": redirects }],
         "users": {
             "roles": user("sub-roles", &["pwd"], json!({ "name": "Rola", "email": "rola@example.com", "roles": ["Gateway.Developer"] })),
             "approles": user("sub-approles", &["pwd"], json!({ "name": "Apra", "appRoles": ["Gateway.Developer"] })),

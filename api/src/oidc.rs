@@ -1,0 +1,332 @@
+//! Upstream identity providers: discovery (cached), the authorization code flow with PKCE and nonce, and
+//! ID token verification, with the `openidconnect` crate over a `reqwest` client that never follows
+//! redirects.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use domain::identity::{RoleRule, RoleRuleError, check_rules};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreRevocableToken,
+    CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+/// How long discovery (metadata and keys) is trusted before it is fetched again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
+/// A configured identity provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    /// Its name in URLs (`/auth/<name>/login`) and in events.
+    pub name: String,
+    /// The issuer URL (discovery is at `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// The gateway's client id there.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: String,
+    /// Scopes besides `openid` [default: email, profile].
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Ordered role rules over the claims.
+    #[serde(default)]
+    pub role_rules: Vec<RoleRule>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
+}
+
+/// Every claim the ID token carries beyond the standard ones (`roles`, `groups`, `wids`, `tid`, `oid`,
+/// `_claim_names`, …), for the role rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExtraClaims {
+    #[serde(flatten)]
+    claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AdditionalClaims for ExtraClaims {}
+
+type IdTokenExtra = IdTokenFields<
+    ExtraClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type OidcTokenResponse = StandardTokenResponse<IdTokenExtra, CoreTokenType>;
+type OidcClient = Client<
+    ExtraClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    OidcTokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Why a login step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// No IdP of that name is configured.
+    #[error("no identity provider named {0}")]
+    UnknownIdp(String),
+    /// The configuration is wrong.
+    #[error("identity provider {idp}: {reason}")]
+    Config {
+        /// The IdP.
+        idp: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The IdP could not be reached or answered wrongly.
+    #[error("identity provider {idp}: {reason}")]
+    Upstream {
+        /// The IdP.
+        idp: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The IdP refused the code (used, expired, or not this client's).
+    #[error("the identity provider refused the code: {0}")]
+    Refused(String),
+    /// The ID token did not verify (signature, issuer, audience, expiry, nonce).
+    #[error("the ID token did not verify: {0}")]
+    InvalidIdToken(String),
+}
+
+/// What a verified login says about the person.
+#[derive(Debug, Clone)]
+pub struct VerifiedLogin {
+    /// The issuer.
+    pub issuer: String,
+    /// The subject.
+    pub subject: String,
+    /// A name to show.
+    pub display_name: String,
+    /// The email, if reported.
+    pub email: Option<String>,
+    /// `amr`.
+    pub amr: Vec<String>,
+    /// Every claim, for the role rules.
+    pub claims: serde_json::Value,
+}
+
+/// A login begun: the URL to send the browser to, and what the callback must check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// The IdP.
+    pub idp: String,
+    /// The `state` the callback must come back with.
+    pub state: String,
+    /// The PKCE verifier.
+    pub verifier: String,
+    /// The nonce the ID token must carry.
+    pub nonce: String,
+    /// Unix time after which the callback is refused.
+    pub expires: i64,
+}
+
+struct Idp {
+    config: IdpConfig,
+    discovered: RwLock<Option<(CoreProviderMetadata, Instant)>>,
+}
+
+/// The configured identity providers.
+pub struct Idps {
+    http: reqwest::Client,
+    public_url: String,
+    idps: HashMap<String, Idp>,
+}
+
+impl std::fmt::Debug for Idps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.idps.keys().collect();
+        names.sort();
+        f.debug_struct("Idps").field("idps", &names).finish()
+    }
+}
+
+async fn send(
+    http: reqwest::Client,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, reqwest::Error> {
+    let (parts, body) = request.into_parts();
+    let response = http.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?.to_vec();
+    let mut built = openidconnect::http::Response::new(body);
+    *built.status_mut() = status;
+    *built.headers_mut() = headers;
+    Ok(built)
+}
+
+impl Idps {
+    /// The IdPs of `configs`, with redirect URIs under `public_url`.
+    pub fn new(configs: Vec<IdpConfig>, public_url: &str) -> Result<Self, OidcError> {
+        let http = reqwest::Client::builder()
+            // Never follow a redirect: an IdP endpoint that redirects is refused, not chased (SSRF).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| OidcError::Config { idp: "*".into(), reason: e.to_string() })?;
+        let mut idps = HashMap::new();
+        for config in configs {
+            check_rules(&config.role_rules)
+                .map_err(|e: RoleRuleError| OidcError::Config { idp: config.name.clone(), reason: e.to_string() })?;
+            let valid = !config.name.is_empty()
+                && config.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(OidcError::Config { idp: config.name, reason: "names are [a-z0-9-]+".into() });
+            }
+            IssuerUrl::new(config.issuer.clone())
+                .map_err(|e| OidcError::Config { idp: config.name.clone(), reason: e.to_string() })?;
+            idps.insert(config.name.clone(), Idp { config, discovered: RwLock::new(None) });
+        }
+        Ok(Self { http, public_url: public_url.trim_end_matches('/').to_owned(), idps })
+    }
+
+    /// The role rules of `idp`.
+    pub fn rules(&self, idp: &str) -> Result<&[RoleRule], OidcError> {
+        Ok(&self.idp(idp)?.config.role_rules)
+    }
+
+    fn idp(&self, name: &str) -> Result<&Idp, OidcError> {
+        self.idps.get(name).ok_or_else(|| OidcError::UnknownIdp(name.to_owned()))
+    }
+
+    /// Where the IdP sends the browser back.
+    pub fn redirect_uri(&self, idp: &str) -> String {
+        format!("{}/auth/{idp}/callback", self.public_url)
+    }
+
+    async fn metadata(&self, idp: &Idp, refresh: bool) -> Result<CoreProviderMetadata, OidcError> {
+        if !refresh
+            && let Some((metadata, at)) = idp.discovered.read().await.as_ref()
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(metadata.clone());
+        }
+        let upstream = |reason: String| OidcError::Upstream { idp: idp.config.name.clone(), reason };
+        let issuer = IssuerUrl::new(idp.config.issuer.clone()).map_err(|e| upstream(e.to_string()))?;
+        let http = self.http.clone();
+        let client = move |request| send(http.clone(), request);
+        let metadata =
+            CoreProviderMetadata::discover_async(issuer, &client).await.map_err(|e| upstream(e.to_string()))?;
+        *idp.discovered.write().await = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    fn client(&self, idp: &Idp, metadata: CoreProviderMetadata) -> Result<OidcClient, OidcError> {
+        let redirect = RedirectUrl::new(self.redirect_uri(&idp.config.name))
+            .map_err(|e| OidcError::Config { idp: idp.config.name.clone(), reason: e.to_string() })?;
+        Ok(OidcClient::from_provider_metadata(
+            metadata,
+            ClientId::new(idp.config.client_id.clone()),
+            Some(ClientSecret::new(idp.config.client_secret.clone())),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// Begins a login at `idp`: the authorization URL (code flow, PKCE S256, nonce, state) and what the
+    /// callback must check, valid for `ttl`.
+    pub async fn begin(&self, idp_name: &str, ttl: chrono::Duration) -> Result<(String, PendingLogin), OidcError> {
+        let idp = self.idp(idp_name)?;
+        let client = self.client(idp, self.metadata(idp, false).await?)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request =
+            client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        for scope in &idp.config.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let pending = PendingLogin {
+            idp: idp_name.to_owned(),
+            state: state.secret().clone(),
+            verifier: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+            expires: (chrono::Utc::now() + ttl).timestamp(),
+        };
+        Ok((url.to_string(), pending))
+    }
+
+    /// Completes a login: exchanges `code` with the PKCE verifier and verifies the ID token (signature by
+    /// the IdP's published keys, issuer, audience, expiry, nonce).
+    pub async fn complete(&self, pending: &PendingLogin, code: &str) -> Result<VerifiedLogin, OidcError> {
+        let idp = self.idp(&pending.idp)?;
+        match self.complete_with(idp, pending, code, false).await {
+            // The IdP may have rotated its keys since discovery: look again once.
+            Err(OidcError::InvalidIdToken(reason)) if reason.contains("key") => {
+                self.complete_with(idp, pending, code, true).await
+            }
+            done => done,
+        }
+    }
+
+    async fn complete_with(
+        &self,
+        idp: &Idp,
+        pending: &PendingLogin,
+        code: &str,
+        refresh: bool,
+    ) -> Result<VerifiedLogin, OidcError> {
+        let upstream = |reason: String| OidcError::Upstream { idp: idp.config.name.clone(), reason };
+        let client = self.client(idp, self.metadata(idp, refresh).await?)?;
+        let http = self.http.clone();
+        let send_with = move |request| send(http.clone(), request);
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| upstream(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+            .request_async(&send_with)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(refusal) => OidcError::Refused(refusal.to_string()),
+                other => upstream(format!("token request: {other}")),
+            })?;
+        let id_token = response.id_token().ok_or_else(|| upstream("no ID token in the response".into()))?;
+        let claims = id_token
+            .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce.clone()))
+            .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+        let subject = claims.subject().as_str().to_owned();
+        let email = claims.email().map(|e| e.as_str().to_owned());
+        let display_name = claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_owned())
+            .or_else(|| email.clone())
+            .unwrap_or_else(|| subject.clone());
+        let amr = claims
+            .auth_method_refs()
+            .map(|refs| refs.iter().map(|r| r.as_str().to_owned()).collect())
+            .unwrap_or_default();
+        Ok(VerifiedLogin {
+            issuer: claims.issuer().as_str().to_owned(),
+            subject,
+            display_name,
+            email,
+            amr,
+            claims: serde_json::Value::Object(claims.additional_claims().claims.clone()),
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! People log in through a real OpenID provider (`oidc-provider`) to the gateway's router: provisioned by
+//! issuer and subject, roles mapped from each Entra claim shape, sessions as cookies with CSRF protection,
+//! listed and ended, and an IdP-reported MFA good for sensitive grants.
+
+use api::oidc::IdpConfig;
+use api::{Gateway, GatewayConfig, router};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use domain::Role;
+use domain::identity::{ClaimSource, RoleRule};
+use serde_json::{Value, json};
+use tests::OidcProvider;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::api_servers::K1;
+use crate::support::{DEADLINE, metadata};
+use crate::upstream_idp::{Browser, entra_shaped_users, entra_shaped_users_for};
+
+struct Reply {
+    status: StatusCode,
+    cookies: Vec<String>,
+    location: Option<String>,
+    body: Value,
+    raw: String,
+}
+
+async fn send(router: &Router, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<Value>) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let cookies =
+        response.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let location = response.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    Reply { status, cookies, location, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), raw }
+}
+
+/// `name=value` of the cookie `name` a reply sets.
+fn cookie_pair(reply: &Reply, name: &str) -> String {
+    let set =
+        reply.cookies.iter().find(|c| c.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("{name} not set"));
+    set.split(';').next().unwrap().to_owned()
+}
+
+fn rules() -> Vec<RoleRule> {
+    let rule = |source, value: &str, role| RoleRule { source, value: value.into(), role };
+    vec![
+        rule(ClaimSource::Roles, "Gateway.Developer", Role::Developer),
+        rule(ClaimSource::Roles, "Gateway.Admin", Role::Admin),
+        rule(ClaimSource::Groups, "6f1c1b3e-0000-4000-8000-000000000001", Role::ServerManager),
+    ]
+}
+
+struct Login {
+    session_cookie: String,
+    body: Value,
+}
+
+struct Site {
+    router: Router,
+    gateway: Gateway,
+    owner_key: String,
+    _db: tests::TestDatabase,
+}
+
+async fn site(providers: &[(&str, &OidcProvider)]) -> Site {
+    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
+    let idps = providers
+        .iter()
+        .map(|(name, provider)| IdpConfig {
+            name: (*name).to_owned(),
+            issuer: provider.issuer(),
+            client_id: "gateway".into(),
+            client_secret: "gateway-secret".into(),
+            scopes: vec!["email".into(), "profile".into()],
+            role_rules: rules(),
+        })
+        .collect();
+    let config = GatewayConfig {
+        database_url: db.url.clone(),
+        nats_url: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sealing_key_current: "k1".into(),
+        sealing_keys: vec![("k1".into(), K1.into())],
+        upstream_allowlist: vec![],
+        max_connections: 8,
+        audit_signing_keys: vec![],
+        public_url: Some("http://127.0.0.1:9".into()),
+        idps,
+    };
+    let gateway = Gateway::start(&config, None).await.unwrap();
+    let context = commands::servers::CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
+    let owner = commands::identity::bootstrap(&gateway.state.store, "owner", &context).await.unwrap();
+    let router = router(gateway.state.clone());
+    let owner_key = owner.api_key.expose().to_owned();
+    tests::eventually(DEADLINE, "the gateway to know the owner", || async {
+        let bearer = format!("Bearer {owner_key}");
+        (send(&router, Method::GET, "/api/v1/me", &[("authorization", &bearer)], None).await.status == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+    Site { router, gateway, owner_key, _db: db }
+}
+
+impl Site {
+    /// The whole browser login: the gateway's redirect, the provider's form, the callback.
+    async fn login(&self, idp: &str, provider: &OidcProvider, username: &str) -> Login {
+        let begun = send(&self.router, Method::GET, &format!("/auth/{idp}/login"), &[], None).await;
+        assert_eq!(begun.status, StatusCode::SEE_OTHER, "{}", begun.raw);
+        let login_cookie = cookie_pair(&begun, "mgw_login");
+        let back = Browser::new().login(&provider.issuer(), begun.location.as_deref().unwrap(), username).await;
+        let path = back.strip_prefix("http://127.0.0.1:9").unwrap_or_else(|| panic!("{back}"));
+        let done = send(
+            &self.router,
+            Method::GET,
+            path,
+            &[("cookie", &login_cookie), ("user-agent", "test-browser/1.0")],
+            None,
+        )
+        .await;
+        assert_eq!(done.status, StatusCode::OK, "{username}: {}", done.raw);
+        Login { session_cookie: cookie_pair(&done, "mgw_session"), body: done.body }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_log_in_through_the_idp_with_roles_from_each_claim_shape() {
+    let provider = OidcProvider::start(&entra_shaped_users().to_string()).unwrap();
+    let site = site(&[("test", &provider)]).await;
+    let expected: [(&str, &[Role]); 6] = [
+        ("roles", &[Role::Developer]),
+        ("approles", &[Role::Developer]),
+        ("app_roles", &[Role::Developer]),
+        ("groups", &[Role::ServerManager]),
+        ("overage", &[]),
+        ("mfa", &[Role::Admin]),
+    ];
+    for (username, roles) in expected {
+        let login = site.login("test", &provider, username).await;
+        assert_eq!(login.body["roles"], json!(roles), "{username}: {}", login.body);
+        // The session cookie authenticates
+        let me = send(&site.router, Method::GET, "/api/v1/me", &[("cookie", &login.session_cookie)], None).await;
+        assert_eq!(me.status, StatusCode::OK, "{}", me.raw);
+        assert_eq!(me.body["kind"], json!("user"));
+        assert_eq!(me.body["roles"], json!(roles));
+        // A second login is the same person, not a new one
+        let again = site.login("test", &provider, username).await;
+        assert_eq!(again.body["principal_id"], login.body["principal_id"]);
+        assert_ne!(again.body["session_id"], login.body["session_id"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_need_csrf_for_changes_are_listed_and_end_everywhere_at_once() {
+    let provider = OidcProvider::start(&entra_shaped_users().to_string()).unwrap();
+    let site = site(&[("test", &provider)]).await;
+    let login = site.login("test", &provider, "roles").await;
+    let cookie = login.session_cookie.clone();
+    let csrf = login.body["csrf_token"].as_str().unwrap().to_owned();
+
+    // A state-changing request with only the cookie is refused; with the token it passes the check
+    let mint = |headers: Vec<(&'static str, String)>| {
+        let router = site.router.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            send(&router, Method::POST, "/api/v1/tokens", &headers, Some(json!({}))).await
+        }
+    };
+    let forged = mint(vec![("cookie", cookie.clone())]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.raw);
+    assert!(forged.raw.contains("csrf"), "{}", forged.raw);
+    let token = mint(vec![("cookie", cookie.clone()), ("x-csrf-token", csrf.clone())]).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.raw);
+    let bearer = format!("Bearer {}", token.body["access_token"].as_str().unwrap());
+
+    // Listed with the device it came from
+    let listed = send(&site.router, Method::GET, "/api/v1/me/sessions", &[("cookie", &cookie)], None).await;
+    let sessions = listed.body["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 1, "{}", listed.raw);
+    assert_eq!(sessions[0]["user_agent"], json!("test-browser/1.0"));
+    assert_eq!((sessions[0]["status"].as_str(), sessions[0]["current"].as_bool()), (Some("active"), Some(true)));
+
+    // Ending it ends the cookie and every token minted from it
+    let session_id = login.body["session_id"].as_str().unwrap();
+    let ended = send(
+        &site.router,
+        Method::DELETE,
+        &format!("/api/v1/me/sessions/{session_id}"),
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT, "{}", ended.raw);
+    let after = send(&site.router, Method::GET, "/api/v1/me", &[("cookie", &cookie)], None).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    let with_token = send(&site.router, Method::GET, "/api/v1/me", &[("authorization", &bearer)], None).await;
+    assert_eq!(with_token.status, StatusCode::UNAUTHORIZED);
+
+    // The trail has the person's provisioning, logins and the session's start and end
+    let owner = format!("Bearer {}", site.owner_key);
+    for action in ["user.provisioned", "user.logged_in", "session.started", "session.revoked", "role.granted"] {
+        tests::eventually(DEADLINE, action, || async {
+            let trail = send(
+                &site.router,
+                Method::GET,
+                &format!("/api/v1/audit?action={action}"),
+                &[("authorization", &owner)],
+                None,
+            )
+            .await;
+            trail.body["entries"].as_array().is_some_and(|e| !e.is_empty()).then_some(())
+        })
+        .await;
+    }
+    let dump: Vec<String> =
+        sqlx::query_scalar("SELECT data::text FROM es.events").fetch_all(&site.gateway.state.pool).await.unwrap();
+    let secret = cookie.split_once('=').unwrap().1;
+    assert!(dump.iter().all(|row| !row.contains(secret)), "the session secret reached an event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_email_at_two_idps_is_two_people_and_idp_mfa_counts_for_sensitive_grants() {
+    let redirect = |idp: &str| format!("http://127.0.0.1:9/auth/{idp}/callback");
+    let first = OidcProvider::start(&entra_shaped_users_for(&[&redirect("first")]).to_string()).unwrap();
+    let second = OidcProvider::start(&entra_shaped_users_for(&[&redirect("second")]).to_string()).unwrap();
+    let site = site(&[("first", &first), ("second", &second)]).await;
+    let a = site.login("first", &first, "roles").await;
+    let b = site.login("second", &second, "roles").await;
+    assert_ne!(a.body["principal_id"], b.body["principal_id"], "matched by email");
+
+    // An admin who logged in with MFA at the IdP grants admin without a TOTP step-up
+    let admin = site.login("first", &first, "mfa").await;
+    let csrf = admin.body["csrf_token"].as_str().unwrap().to_owned();
+    let target = a.body["principal_id"].as_str().unwrap();
+    let granted = send(
+        &site.router,
+        Method::POST,
+        &format!("/api/v1/users/{target}/roles"),
+        &[("cookie", &admin.session_cookie), ("x-csrf-token", &csrf)],
+        Some(json!({ "role": "admin", "reason": "on call" })),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.raw);
+    // An admin without MFA (the new one, logged in with a password) is asked for it
+    let new_admin = site.login("first", &first, "roles").await;
+    let csrf = new_admin.body["csrf_token"].as_str().unwrap().to_owned();
+    let other = b.body["principal_id"].as_str().unwrap();
+    let refused = send(
+        &site.router,
+        Method::POST,
+        &format!("/api/v1/users/{other}/roles"),
+        &[("cookie", &new_admin.session_cookie), ("x-csrf-token", &csrf)],
+        Some(json!({ "role": "admin", "reason": "r" })),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.raw);
+    assert!(refused.raw.contains("mfa-required"), "{}", refused.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_its_login_with_another_state_or_an_idp_error_is_refused_clearly() {
+    let provider = OidcProvider::start(&entra_shaped_users().to_string()).unwrap();
+    let site = site(&[("test", &provider)]).await;
+    let begun = send(&site.router, Method::GET, "/auth/test/login", &[], None).await;
+    let login_cookie = cookie_pair(&begun, "mgw_login");
+    let back = Browser::new().login(&provider.issuer(), begun.location.as_deref().unwrap(), "roles").await;
+    let path = back.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
+    let forged_state = path.replace("state=", "state=x");
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, StatusCode);
+    let cases: [Case; 5] = [
+        ("no login cookie", path.clone(), vec![], StatusCode::BAD_REQUEST),
+        ("another state", forged_state, vec![("cookie", &login_cookie)], StatusCode::BAD_REQUEST),
+        ("a tampered cookie", path.clone(), vec![("cookie", "mgw_login=AAAA")], StatusCode::BAD_REQUEST),
+        (
+            "the IdP refused",
+            "/auth/test/callback?error=access_denied&error_description=no".into(),
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+        ("an unknown IdP", "/auth/nope/login".into(), vec![], StatusCode::NOT_FOUND),
+    ];
+    for (what, uri, headers, status) in cases {
+        let reply = send(&site.router, Method::GET, &uri, &headers, None).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.raw);
+        assert!(reply.body["type"].as_str().is_some(), "{what}: a problem document: {}", reply.raw);
+    }
+    // The genuine callback still works once, and the code cannot be replayed
+    let done = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.raw);
+    let replayed = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+    assert_eq!(replayed.status, StatusCode::BAD_REQUEST, "{}", replayed.raw);
+    assert!(replayed.raw.contains("login-refused"), "{}", replayed.raw);
+}
