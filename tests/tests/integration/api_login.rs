@@ -301,3 +301,16 @@ async fn a_callback_without_its_login_with_another_state_or_an_idp_error_is_refu
     assert_eq!(replayed.status, StatusCode::BAD_REQUEST, "{}", replayed.raw);
     assert!(replayed.raw.contains("login-refused"), "{}", replayed.raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idps_own_tokens_are_not_access_tokens_here() {
+    let provider = OidcProvider::start(&entra_shaped_users().to_string()).unwrap();
+    let site = site(&[("test", &provider)]).await;
+    let tokens = crate::upstream_idp::idp_tokens(&provider, "mfa").await;
+    for kind in ["id_token", "access_token", "refresh_token"] {
+        let Some(token) = tokens[kind].as_str() else { panic!("the IdP issued no {kind}: {tokens}") };
+        let bearer = format!("Bearer {token}");
+        let reply = send(&site.router, Method::GET, "/api/v1/me", &[("authorization", &bearer)], None).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{kind}: {}", reply.raw);
+    }
+}

@@ -90,6 +90,35 @@ impl Browser {
     }
 }
 
+/// The IdP's own tokens for `username` (ID token, access token, refresh token): what a confused or
+/// malicious client might present to the gateway.
+pub(crate) async fn idp_tokens(provider: &OidcProvider, username: &str) -> Value {
+    let issuer = provider.issuer();
+    let verifier = URL_SAFE_NO_PAD.encode([9u8; 32]);
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let redirect = url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
+    let authorize = format!(
+        "{issuer}/auth?client_id=gateway&response_type=code&scope=openid%20offline_access&prompt=consent&redirect_uri={redirect}&code_challenge={challenge}&code_challenge_method=S256&state=s&nonce=n"
+    );
+    let back = Browser::new().login(&issuer, &authorize, username).await;
+    let code = query(&back, "code").unwrap();
+    reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth("gateway", Some("gateway-secret"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn query(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
