@@ -2,7 +2,7 @@
 //! reach the audit trail like every change.
 
 use domain::access::{ACCESS_CATEGORY, AccessEvent};
-use eventstore::{Actor, ActorKind, EventData, EventStore, ExpectedRevision, StreamName};
+use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -14,7 +14,7 @@ pub async fn record(state: &AppState, caller: &Caller, event: AccessEvent) -> Re
     let id = Uuid::now_v7();
     let stream = StreamName::from_parts(ACCESS_CATEGORY, caller.0.id)
         .map_err(|_| eventstore::Error::InvalidEvent { event_id: id, reason: "invalid access stream" })?;
-    let actor = Actor { id: caller.0.id.to_string(), kind: ActorKind::ApiKey };
+    let actor = caller.actor();
     let data = EventData {
         event_id: id,
         event_type: event.event_type().to_owned(),

@@ -89,6 +89,17 @@ impl Caller {
         Err(Problem::forbidden(decision.reason))
     }
 
+    /// The actor its events record: a person's session acts as the user; keys and tokens as API clients.
+    pub fn actor(&self) -> eventstore::Actor {
+        let kind = match self.0.credential {
+            projections::authz::Credential::Session => eventstore::ActorKind::User,
+            projections::authz::Credential::ApiKey | projections::authz::Credential::AccessToken => {
+                eventstore::ActorKind::ApiKey
+            }
+        };
+        eventstore::Actor { id: self.0.id.to_string(), kind }
+    }
+
     /// Whether the caller's roles let it manage every server (not only its own).
     pub fn manages_all_servers(&self) -> bool {
         self.0.roles.iter().any(|r| matches!(r, domain::Role::Owner | domain::Role::Admin))
@@ -138,6 +149,10 @@ pub async fn authenticate_credential(state: &AppState, presented: &str) -> Resul
         let digest = commands::identity::api_key_digest(key);
         let model = state.authz.read().map_err(|_| Problem::internal())?;
         return model.by_api_key_digest(&digest, now).ok_or_else(Problem::unauthenticated);
+    }
+    // Keys retired by another instance stop verifying here within a minute.
+    if let Err(error) = state.tokens.refresh(std::time::Duration::from_secs(60)).await {
+        tracing::warn!(%error, "could not refresh the token signing keys");
     }
     let claims = match state.tokens.verify_cached(presented, now) {
         Err(TokenError::UnknownKey(_)) => {

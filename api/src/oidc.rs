@@ -206,6 +206,11 @@ impl Idps {
         Ok(Self { http, public_url: public_url.trim_end_matches('/').to_owned(), idps })
     }
 
+    /// The configured issuer of `idp`.
+    pub fn issuer(&self, idp: &str) -> Result<&str, OidcError> {
+        Ok(&self.idp(idp)?.config.issuer)
+    }
+
     /// The role rules of `idp`.
     pub fn rules(&self, idp: &str) -> Result<&[RoleRule], OidcError> {
         Ok(&self.idp(idp)?.config.role_rules)
@@ -270,28 +275,15 @@ impl Idps {
         Ok((url.to_string(), pending))
     }
 
-    /// Completes a login: exchanges `code` with the PKCE verifier and verifies the ID token (signature by
-    /// the IdP's published keys, issuer, audience, expiry, nonce).
+    /// Completes a login: exchanges `code` with the PKCE verifier (once: a code is good once) and verifies
+    /// the ID token (signature by the IdP's published keys, issuer, audience, expiry, nonce). A token
+    /// signed with a key the cached discovery does not have is checked again after discovering afresh
+    /// (the IdP rotated its keys).
     pub async fn complete(&self, pending: &PendingLogin, code: &str) -> Result<VerifiedLogin, OidcError> {
+        use openidconnect::{ClaimsVerificationError, SignatureVerificationError};
         let idp = self.idp(&pending.idp)?;
-        match self.complete_with(idp, pending, code, false).await {
-            // The IdP may have rotated its keys since discovery: look again once.
-            Err(OidcError::InvalidIdToken(reason)) if reason.contains("key") => {
-                self.complete_with(idp, pending, code, true).await
-            }
-            done => done,
-        }
-    }
-
-    async fn complete_with(
-        &self,
-        idp: &Idp,
-        pending: &PendingLogin,
-        code: &str,
-        refresh: bool,
-    ) -> Result<VerifiedLogin, OidcError> {
         let upstream = |reason: String| OidcError::Upstream { idp: idp.config.name.clone(), reason };
-        let client = self.client(idp, self.metadata(idp, refresh).await?)?;
+        let client = self.client(idp, self.metadata(idp, false).await?)?;
         let http = self.http.clone();
         let send_with = move |request| send(http.clone(), request);
         let response = client
@@ -305,9 +297,15 @@ impl Idps {
                 other => upstream(format!("token request: {other}")),
             })?;
         let id_token = response.id_token().ok_or_else(|| upstream("no ID token in the response".into()))?;
-        let claims = id_token
-            .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce.clone()))
-            .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+        let nonce = Nonce::new(pending.nonce.clone());
+        let verified = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+                let refreshed = self.client(idp, self.metadata(idp, true).await?)?;
+                id_token.claims(&refreshed.id_token_verifier(), &nonce).cloned()
+            }
+            other => other.cloned(),
+        };
+        let claims = verified.map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
         let subject = claims.subject().as_str().to_owned();
         let email = claims.email().map(|e| e.as_str().to_owned());
         let display_name = claims

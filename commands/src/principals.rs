@@ -569,6 +569,8 @@ pub struct ExternalLogin {
     pub amr: Vec<String>,
     /// The roles the IdP's claims map to.
     pub roles: BTreeSet<Role>,
+    /// Whether the claims were complete (no groups overage): only then are IdP roles taken away.
+    pub claims_complete: bool,
     /// The browser's user agent.
     pub user_agent: Option<String>,
     /// Its address.
@@ -636,7 +638,7 @@ impl PrincipalCommands {
             if state.disabled {
                 return Err(CommandError::PrincipalDisabled);
             }
-            new_events.extend(state.sync_idp_roles(&login.roles, &login.idp));
+            new_events.extend(state.sync_idp_roles(&login.roles, &login.idp, login.claims_complete));
             new_events.push(IdentityEvent::UserLoggedIn(UserLoggedIn {
                 principal_id,
                 idp: login.idp.clone(),

@@ -74,6 +74,9 @@ pub enum TokenError {
     UnknownKey(String),
 }
 
+/// A verified token's claims and the `kid` that signed it.
+type Verified = (Arc<AccessClaims>, String);
+
 struct KeySet {
     /// The newest key signs.
     active: Option<(String, EncodingKey)>,
@@ -92,7 +95,7 @@ pub struct TokenService {
     keys: RwLock<KeySet>,
     /// SHA-256 of a verified token → its claims. Only what the signature proved is cached: whether the
     /// principal and the token's key are still good is asked on every request all the same.
-    verified: RwLock<std::collections::HashMap<[u8; 32], Arc<AccessClaims>>>,
+    verified: RwLock<std::collections::HashMap<[u8; 32], Verified>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -194,6 +197,15 @@ impl TokenService {
         Ok(())
     }
 
+    /// Reloads the keys when they were loaded more than `max_age` ago: another instance's rotation retires
+    /// keys here too, within that time.
+    pub async fn refresh(&self, max_age: StdDuration) -> Result<(), CommandError> {
+        if self.read_keys()?.loaded_at.is_none_or(|at| at.elapsed() >= max_age) {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
     /// Reloads the keys unless that was done less than a second ago; true when it reloaded.
     pub async fn reload_if_stale(&self) -> Result<bool, CommandError> {
         if self.read_keys()?.loaded_at.is_some_and(|at| at.elapsed() < RELOAD_EVERY) {
@@ -291,21 +303,24 @@ impl TokenService {
         use sha2::Digest;
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let now = now.timestamp();
-        if let Some(claims) = self.verified.read().ok().and_then(|v| v.get(&digest).cloned()) {
-            // The same leeway as a fresh verification.
-            if claims.exp + LEEWAY_SECONDS as i64 > now {
+        if let Some((claims, kid)) = self.verified.read().ok().and_then(|v| v.get(&digest).cloned()) {
+            // The same leeway as a fresh verification, and the signing key must still verify (a key
+            // retired after the token was cached takes the token with it).
+            let key_kept = self.keys.read().is_ok_and(|k| k.verifying.contains_key(&kid));
+            if claims.exp + LEEWAY_SECONDS as i64 > now && key_kept {
                 return Ok(claims);
             }
         }
+        let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
         let claims = Arc::new(self.verify(token)?);
         if let Ok(mut verified) = self.verified.write() {
             if verified.len() >= CACHE_ENTRIES {
-                verified.retain(|_, c| c.exp > now);
+                verified.retain(|_, (c, _)| c.exp > now);
                 if verified.len() >= CACHE_ENTRIES {
                     verified.clear();
                 }
             }
-            verified.insert(digest, claims.clone());
+            verified.insert(digest, (claims.clone(), kid));
         }
         Ok(claims)
     }

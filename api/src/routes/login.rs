@@ -197,13 +197,15 @@ pub(crate) async fn callback(
     if !state_matches {
         return Err(login_refused("the state does not match the login in progress"));
     }
-    let code = query.code.ok_or_else(|| login_refused("no code"))?;
-    let verified = state.idps.complete(&pending, &code).await.map_err(oidc_problem)?;
+    // RFC 9207: an answer that names another issuer is refused before its code is used anywhere.
+    let issuer = state.idps.issuer(&idp).map_err(oidc_problem)?;
     if let Some(iss) = &query.iss
-        && iss.trim_end_matches('/') != verified.issuer.trim_end_matches('/')
+        && iss.trim_end_matches('/') != issuer.trim_end_matches('/')
     {
         return Err(login_refused("the response names another issuer (RFC 9207)"));
     }
+    let code = query.code.ok_or_else(|| login_refused("no code"))?;
+    let verified = state.idps.complete(&pending, &code).await.map_err(oidc_problem)?;
     let rules = state.idps.rules(&idp).map_err(oidc_problem)?;
     let mapped = domain::identity::map_roles(rules, &verified.claims);
     if mapped.groups_overage {
@@ -221,6 +223,7 @@ pub(crate) async fn callback(
         email: verified.email,
         amr: verified.amr,
         roles: mapped.roles,
+        claims_complete: !mapped.groups_overage,
         user_agent: origin.user_agent.clone(),
         ip: origin.source_ip.map(|ip| ip.to_string()),
         device_id,
@@ -228,7 +231,14 @@ pub(crate) async fn callback(
     let command_id = Uuid::now_v7();
     let actor = Actor { id: principal_id.to_string(), kind: ActorKind::User };
     let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
-    let session = state.principals.login(login, chrono::Duration::hours(SESSION_HOURS), Utc::now(), &context).await?;
+    let lifetime = chrono::Duration::hours(SESSION_HOURS);
+    let session = match state.principals.login(login, lifetime, Utc::now(), &context).await {
+        Err(commands::CommandError::PrincipalDisabled) => {
+            return Err(Problem::new(StatusCode::FORBIDDEN, "principal-disabled", "Account disabled")
+                .detail("this account is disabled; an administrator can enable it"));
+        }
+        other => other?,
+    };
     // The next request, with the cookie, is decided with the session in the model.
     crate::routes::users::applied(&state, session.position).await;
     let reply = SessionReply {
@@ -347,7 +357,7 @@ async fn end_session(state: &AppState, caller: &Caller, principal: Uuid, session
         )
         .await?;
     let command_id = Uuid::now_v7();
-    let actor = Actor { id: caller.0.id.to_string(), kind: ActorKind::ApiKey };
+    let actor = caller.actor();
     let context = CommandContext { command_id, metadata: caller.1.metadata(actor, command_id) };
     let done =
         state.principals.revoke_session(caller.0.id, principal, session, "ended through the API", &context).await?;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use commands::servers::{CommandContext, Outcome, RegisterInput, UpdateInput, UpstreamAuthInput};
 use domain::authz::{Action, Resource};
-use eventstore::{Actor, ActorKind, EventStore, Position};
+use eventstore::{EventStore, Position};
 use projections::registry::CatalogueFilter;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -37,7 +37,7 @@ pub fn routes() -> Router<AppState> {
 const CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
 
 fn context(caller: &Caller, command_id: Uuid) -> CommandContext {
-    let actor = Actor { id: caller.0.id.to_string(), kind: ActorKind::ApiKey };
+    let actor = caller.actor();
     CommandContext { command_id, metadata: caller.1.metadata(actor, command_id) }
 }
 

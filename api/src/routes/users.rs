@@ -17,7 +17,7 @@ use commands::servers::CommandContext;
 use domain::Role;
 use domain::authz::{Action, Resource};
 use domain::identity::{PrincipalKind, RoleChange};
-use eventstore::{Actor, ActorKind, Position};
+use eventstore::Position;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ const AUTHZ_WAIT: Duration = Duration::from_secs(5);
 
 fn context(caller: &Caller) -> CommandContext {
     let command_id = Uuid::now_v7();
-    let actor = Actor { id: caller.0.id.to_string(), kind: ActorKind::ApiKey };
+    let actor = caller.actor();
     CommandContext { command_id, metadata: caller.1.metadata(actor, command_id) }
 }
 
@@ -109,6 +109,9 @@ pub struct MeReply {
     pub key_id: Uuid,
     /// The key's scopes (empty: whatever the roles allow).
     pub scopes: Vec<String>,
+    /// With a session cookie: the session's CSRF token, for `X-CSRF-Token` (a page that lost it asks here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
 }
 
 /// Principals.
@@ -127,6 +130,17 @@ pub struct ChangeReply {
     pub position: Option<String>,
 }
 
+/// Credentials are made from credentials that can be revoked on their own (an API key, a session), never
+/// from an access token: a stolen token, good for minutes, must not buy a key good for months.
+fn not_from_a_token(caller: &Caller) -> Result<(), Problem> {
+    if caller.0.credential == projections::authz::Credential::AccessToken {
+        return Err(Problem::forbidden(
+            "API keys and second factors are managed with an API key or a session, not an access token".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn invalid_field(field: &str, detail: String) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field").field(field).detail(detail)
 }
@@ -141,12 +155,21 @@ async fn read_model<T>(state: &AppState, read: impl FnOnce(&projections::authz::
 }
 
 #[utoipa::path(get, path = "/api/v1/me", operation_id = "me", responses((status = 200, body = MeReply), (status = 401, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<MeReply>, Problem> {
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<axum::Json<MeReply>, Problem> {
+    let csrf_token = (caller.0.credential == projections::authz::Credential::Session)
+        .then(|| crate::routes::login::cookie(&headers, &state.cookies.name("session")))
+        .flatten()
+        .map(crate::routes::login::csrf_token);
     let principal = read_model(&state, |m| m.principal(caller.0.id)).await?.ok_or_else(Problem::unauthenticated)?;
     Ok(axum::Json(MeReply {
         principal: principal.into(),
         key_id: caller.0.key_id,
         scopes: caller.0.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+        csrf_token,
     }))
 }
 
@@ -355,6 +378,7 @@ pub(crate) async fn issue_key(
     caller
         .authorize_on(&state, Action::ManageOwnCredentials, Resource::Principal(id), &format!("principal:{id}"))
         .await?;
+    not_from_a_token(&caller)?;
     let body = json_body::bytes(body)?;
     let body: KeyBody = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
     let mut scopes = body
@@ -519,6 +543,7 @@ pub(crate) async fn enroll_totp(
 ) -> Result<Response, Problem> {
     let id = caller.0.id;
     caller.authorize_on(&state, Action::ManageOwnCredentials, Resource::Principal(id), "mfa").await?;
+    not_from_a_token(&caller)?;
     let body = json_body::bytes(body)?;
     let body: EnrolBody = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
     let enrolment = state.principals.enroll_totp(id, body.code.as_deref(), Utc::now(), &context(&caller)).await?;
@@ -545,6 +570,7 @@ pub(crate) async fn verify_totp(
 ) -> Result<StatusCode, Problem> {
     let id = caller.0.id;
     caller.authorize_on(&state, Action::ManageOwnCredentials, Resource::Principal(id), "mfa").await?;
+    not_from_a_token(&caller)?;
     let body: CodeBody = json_body::parse(&json_body::bytes(body)?)?;
     state.principals.verify_totp(id, &body.code, Utc::now(), &context(&caller)).await?;
     Ok(StatusCode::NO_CONTENT)

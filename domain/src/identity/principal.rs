@@ -38,6 +38,9 @@ pub struct PrincipalState {
     pub idp_mfa_at: Option<DateTime<Utc>>,
     /// Provisioned from this issuer and subject.
     pub external: Option<(String, String)>,
+    /// Roles an administrator took away: the IdP's claims do not give them back (an administrator's
+    /// grant lifts the block).
+    pub idp_blocked: BTreeSet<Role>,
 }
 
 impl PrincipalState {
@@ -55,6 +58,7 @@ impl PrincipalState {
                 idp_roles: BTreeSet::new(),
                 idp_mfa_at: None,
                 external: None,
+                idp_blocked: BTreeSet::new(),
             });
         }
         let mut state = state?;
@@ -64,12 +68,19 @@ impl PrincipalState {
                 // An administrator's grant is the administrator's to take back, not the IdP's.
                 match g.source {
                     RoleSource::Idp => state.idp_roles.insert(g.role),
-                    RoleSource::Admin => state.idp_roles.remove(&g.role),
+                    RoleSource::Admin => {
+                        state.idp_blocked.remove(&g.role);
+                        state.idp_roles.remove(&g.role)
+                    }
                 };
             }
             IdentityEvent::RoleRevoked(r) => {
                 state.roles.remove(&r.role);
                 state.idp_roles.remove(&r.role);
+                // An administrator's revocation sticks: the next login's claims do not undo it.
+                if r.source == RoleSource::Admin {
+                    state.idp_blocked.insert(r.role);
+                }
             }
             IdentityEvent::UserProvisioned(p) => state.external = Some((p.issuer.clone(), p.subject.clone())),
             IdentityEvent::UserLoggedIn(l) if l.amr.iter().any(|m| m == "mfa") => state.idp_mfa_at = Some(l.at),
@@ -94,9 +105,12 @@ impl PrincipalState {
     /// The events that bring the IdP-granted roles in line with `mapped` at a login: grants of mapped
     /// roles not held, revocations of IdP-granted roles no longer mapped. Roles an administrator granted
     /// are left alone, and the owner role never comes or goes this way.
-    pub fn sync_idp_roles(&self, mapped: &BTreeSet<Role>, idp: &str) -> Vec<IdentityEvent> {
+    ///
+    /// With `revoke` false (the claims are incomplete: a groups overage), nothing is taken away.
+    pub fn sync_idp_roles(&self, mapped: &BTreeSet<Role>, idp: &str, revoke: bool) -> Vec<IdentityEvent> {
         let reason = format!("claims at a login through {idp}");
-        let grants = mapped.iter().filter(|r| **r != Role::Owner && !self.roles.contains(r)).map(|role| {
+        let grantable = |r: &&Role| **r != Role::Owner && !self.roles.contains(r) && !self.idp_blocked.contains(r);
+        let grants = mapped.iter().filter(grantable).map(|role| {
             IdentityEvent::RoleGranted(RoleGranted {
                 principal_id: self.id,
                 role: *role,
@@ -104,14 +118,15 @@ impl PrincipalState {
                 reason: reason.clone(),
             })
         });
-        let revocations = self.idp_roles.iter().filter(|r| **r != Role::Owner && !mapped.contains(r)).map(|role| {
-            IdentityEvent::RoleRevoked(RoleRevoked {
-                principal_id: self.id,
-                role: *role,
-                source: RoleSource::Idp,
-                reason: reason.clone(),
-            })
-        });
+        let revocations =
+            self.idp_roles.iter().filter(|r| revoke && **r != Role::Owner && !mapped.contains(r)).map(|role| {
+                IdentityEvent::RoleRevoked(RoleRevoked {
+                    principal_id: self.id,
+                    role: *role,
+                    source: RoleSource::Idp,
+                    reason: reason.clone(),
+                })
+            });
         grants.chain(revocations).collect()
     }
 }
@@ -269,6 +284,7 @@ mod tests {
             idp_roles: BTreeSet::new(),
             idp_mfa_at: None,
             external: None,
+            idp_blocked: BTreeSet::new(),
         }
     }
 
@@ -358,17 +374,27 @@ mod tests {
     fn a_login_syncs_the_idp_roles_and_leaves_an_administrators_alone() {
         let mut p = principal(1, &[Role::Viewer]);
         let mapped = BTreeSet::from([Role::Developer]);
-        let events = p.sync_idp_roles(&mapped, "corp");
+        let events = p.sync_idp_roles(&mapped, "corp", true);
         assert!(
             matches!(&events[..], [IdentityEvent::RoleGranted(g)] if g.role == Role::Developer && g.source == RoleSource::Idp)
         );
         let p2 = events.iter().fold(Some(p.clone()), PrincipalState::evolve).unwrap();
         assert_eq!(p2.idp_roles, BTreeSet::from([Role::Developer]));
         // Next login: the claims no longer say developer; viewer (an admin's grant) stays
-        let events = p2.sync_idp_roles(&BTreeSet::new(), "corp");
+        assert!(p2.sync_idp_roles(&BTreeSet::new(), "corp", false).is_empty(), "incomplete claims take nothing");
+        let events = p2.sync_idp_roles(&BTreeSet::new(), "corp", true);
         assert!(matches!(&events[..], [IdentityEvent::RoleRevoked(r)] if r.role == Role::Developer));
+        // An administrator's revocation sticks across logins; their grant lifts it
+        let revoked = IdentityEvent::RoleRevoked(RoleRevoked {
+            principal_id: p2.id,
+            role: Role::Developer,
+            source: RoleSource::Admin,
+            reason: "r".into(),
+        });
+        let p3 = PrincipalState::evolve(Some(p2), &revoked).unwrap();
+        assert!(p3.sync_idp_roles(&mapped, "corp", true).is_empty());
         p.roles.insert(Role::Owner);
-        assert!(p.sync_idp_roles(&BTreeSet::from([Role::Owner]), "corp").is_empty(), "owner never from claims");
+        assert!(p.sync_idp_roles(&BTreeSet::from([Role::Owner]), "corp", true).is_empty(), "owner never from claims");
     }
 
     #[test]

@@ -314,3 +314,53 @@ async fn the_idps_own_tokens_are_not_access_tokens_here() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{kind}: {}", reply.raw);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_have_the_last_word_over_idp_roles_and_disabled_people_cannot_log_in() {
+    let provider = OidcProvider::start(&entra_shaped_users().to_string()).unwrap();
+    let site = site(&[("test", &provider)]).await;
+    let owner = format!("Bearer {}", site.owner_key);
+
+    // A person with no role at all still manages their own session (and reads their CSRF token again)
+    let nobody = site.login("test", &provider, "overage").await;
+    let me = send(&site.router, Method::GET, "/api/v1/me", &[("cookie", &nobody.session_cookie)], None).await;
+    assert_eq!(me.body["csrf_token"], nobody.body["csrf_token"], "{}", me.raw);
+    let sessions =
+        send(&site.router, Method::GET, "/api/v1/me/sessions", &[("cookie", &nobody.session_cookie)], None).await;
+    assert_eq!(sessions.status, StatusCode::OK, "{}", sessions.raw);
+
+    // An administrator's revocation is not undone by the next login's claims
+    let dev = site.login("test", &provider, "roles").await;
+    let id = dev.body["principal_id"].as_str().unwrap().to_owned();
+    let revoked = send(
+        &site.router,
+        Method::DELETE,
+        &format!("/api/v1/users/{id}/roles/developer?reason=offboarding"),
+        &[("authorization", &owner)],
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
+    let again = site.login("test", &provider, "roles").await;
+    assert_eq!(again.body["roles"], json!([]), "{}", again.body);
+
+    // Disabled: the live session stops, and a new login is refused with a clear answer
+    let disabled = send(
+        &site.router,
+        Method::POST,
+        &format!("/api/v1/users/{id}/disable"),
+        &[("authorization", &owner)],
+        Some(json!({ "reason": "left" })),
+    )
+    .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.raw);
+    let live = send(&site.router, Method::GET, "/api/v1/me", &[("cookie", &again.session_cookie)], None).await;
+    assert_eq!(live.status, StatusCode::UNAUTHORIZED);
+    let begun = send(&site.router, Method::GET, "/auth/test/login", &[], None).await;
+    let login_cookie = cookie_pair(&begun, "mgw_login");
+    let back = Browser::new().login(&provider.issuer(), begun.location.as_deref().unwrap(), "roles").await;
+    let path = back.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
+    let refused = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.raw);
+    assert!(refused.raw.contains("principal-disabled"), "{}", refused.raw);
+}

@@ -55,6 +55,12 @@ async fn an_api_key_buys_a_short_token_that_works_until_anything_behind_it_is_re
     let chained = api.call_as(&token, Method::POST, "/api/v1/tokens", Some("{}"), &[]).await;
     assert_eq!(chained.status, StatusCode::FORBIDDEN, "{}", chained.raw);
 
+    // A token does not buy an API key or a second factor either (a stolen token must not outlive itself)
+    for (uri, body) in [("/api/v1/users/me/api-keys", "{}"), ("/api/v1/me/mfa/totp", "{}")] {
+        let minted = api.call_as(&token, Method::POST, uri, Some(body), &[]).await;
+        assert_eq!(minted.status, StatusCode::FORBIDDEN, "{uri}: {}", minted.raw);
+    }
+
     // Scopes narrow: a token for reading cannot write, and cannot ask for more than its key has
     let reader = token_for(&api, &api.key, json!({ "scopes": ["servers.read"], "expires_in": 60 })).await;
     assert_eq!(api.call_as(&reader, Method::GET, "/api/v1/servers", None, &[]).await.status, StatusCode::OK);
