@@ -40,6 +40,32 @@ pub struct IdpConfig {
     /// Ordered role rules over the claims.
     #[serde(default)]
     pub role_rules: Vec<RoleRule>,
+    /// What kind of IdP it is: its own rules for who may log in and what identifies them.
+    #[serde(default)]
+    pub kind: IdpKind,
+}
+
+/// The kinds of identity provider, each with its admission rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum IdpKind {
+    /// Any OpenID provider: people are keyed by `iss` and `sub`.
+    #[default]
+    Oidc,
+    /// Entra ID (Azure AD): people are keyed by tenant and object id (`tid`, `oid`), which stay the
+    /// same across applications, and only the listed tenants get in (empty: the issuer's own tenant, as
+    /// the issuer check already ensures for a single-tenant app).
+    Entra {
+        /// Tenant ids (`tid`) allowed to log in.
+        #[serde(default)]
+        allowed_tenants: Vec<String>,
+    },
+    /// Google: only accounts of the given Workspace domain (`hd`) get in (a personal Gmail account has
+    /// no `hd`).
+    Google {
+        /// The required hosted domain.
+        hosted_domain: String,
+    },
 }
 
 fn default_scopes() -> Vec<String> {
@@ -109,6 +135,9 @@ pub enum OidcError {
     /// The IdP refused the code (used, expired, or not this client's).
     #[error("the identity provider refused the code: {0}")]
     Refused(String),
+    /// The person is not admitted by this IdP's rules (another tenant or domain, a claim missing).
+    #[error("not admitted: {0}")]
+    NotAdmitted(String),
     /// The ID token did not verify (signature, issuer, audience, expiry, nonce).
     #[error("the ID token did not verify: {0}")]
     InvalidIdToken(String),
@@ -204,6 +233,29 @@ impl Idps {
             idps.insert(config.name.clone(), Idp { config, discovered: RwLock::new(None) });
         }
         Ok(Self { http, public_url: public_url.trim_end_matches('/').to_owned(), idps })
+    }
+
+    /// Applies the IdP kind's admission rules to a verified login; returns the subject to key the person
+    /// by (Entra: `<tid>/<oid>`).
+    pub fn admit(&self, idp: &str, login: &VerifiedLogin) -> Result<String, OidcError> {
+        let claim = |name: &str| login.claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        match &self.idp(idp)?.config.kind {
+            IdpKind::Oidc => Ok(login.subject.clone()),
+            IdpKind::Entra { allowed_tenants } => {
+                let (Some(tid), Some(oid)) = (claim("tid"), claim("oid")) else {
+                    return Err(OidcError::NotAdmitted("the ID token has no tid or oid".into()));
+                };
+                if !allowed_tenants.is_empty() && !allowed_tenants.contains(&tid) {
+                    return Err(OidcError::NotAdmitted(format!("tenant {tid} is not allowed")));
+                }
+                Ok(format!("{tid}/{oid}"))
+            }
+            IdpKind::Google { hosted_domain } => match claim("hd") {
+                Some(hd) if hd.eq_ignore_ascii_case(hosted_domain) => Ok(login.subject.clone()),
+                Some(hd) => Err(OidcError::NotAdmitted(format!("the domain {hd} is not {hosted_domain}"))),
+                None => Err(OidcError::NotAdmitted(format!("not an account of {hosted_domain}"))),
+            },
+        }
     }
 
     /// The configured issuer of `idp`.

@@ -91,6 +91,9 @@ fn oidc_problem(error: OidcError) -> Problem {
         OidcError::UnknownIdp(_) => {
             Problem::new(StatusCode::NOT_FOUND, "unknown-idp", "Unknown identity provider").detail(error.to_string())
         }
+        OidcError::NotAdmitted(_) => {
+            Problem::new(StatusCode::FORBIDDEN, "not-admitted", "Not admitted").detail(error.to_string())
+        }
         OidcError::Refused(_) => {
             Problem::new(StatusCode::BAD_REQUEST, "login-refused", "The identity provider refused the login")
                 .detail(error.to_string())
@@ -214,11 +217,12 @@ pub(crate) async fn callback(
     let device_id = cookie(&headers, &state.cookies.name("device"))
         .and_then(|d| Uuid::parse_str(d).ok())
         .unwrap_or_else(Uuid::now_v7);
-    let principal_id = commands::principals::principal_for(&verified.issuer, &verified.subject);
+    let subject = state.idps.admit(&idp, &verified).map_err(oidc_problem)?;
+    let principal_id = commands::principals::principal_for(&verified.issuer, &subject);
     let login = ExternalLogin {
         idp: idp.clone(),
         issuer: verified.issuer,
-        subject: verified.subject,
+        subject,
         display_name: verified.display_name,
         email: verified.email,
         amr: verified.amr,

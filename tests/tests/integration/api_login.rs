@@ -2,7 +2,7 @@
 //! issuer and subject, roles mapped from each Entra claim shape, sessions as cookies with CSRF protection,
 //! listed and ended, and an IdP-reported MFA good for sensitive grants.
 
-use api::oidc::IdpConfig;
+use api::oidc::{IdpConfig, IdpKind};
 use api::{Gateway, GatewayConfig, router};
 use axum::Router;
 use axum::body::Body;
@@ -74,6 +74,10 @@ struct Site {
 }
 
 async fn site(providers: &[(&str, &OidcProvider)]) -> Site {
+    site_with(providers, &[]).await
+}
+
+async fn site_with(providers: &[(&str, &OidcProvider)], kinds: &[(&str, IdpKind)]) -> Site {
     let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let idps = providers
         .iter()
@@ -84,6 +88,7 @@ async fn site(providers: &[(&str, &OidcProvider)]) -> Site {
             client_secret: "gateway-secret".into(),
             scopes: vec!["email".into(), "profile".into()],
             role_rules: rules(),
+            kind: kinds.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone()).unwrap_or_default(),
         })
         .collect();
     let config = GatewayConfig {
@@ -363,4 +368,54 @@ async fn administrators_have_the_last_word_over_idp_roles_and_disabled_people_ca
     let refused = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.raw);
     assert!(refused.raw.contains("principal-disabled"), "{}", refused.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_keys_people_by_tenant_and_object_id_and_admits_listed_tenants_and_google_its_domain() {
+    let user = |sub: &str, claims: Value| json!({ "password": "pw", "sub": sub, "claims": claims });
+    let config = |idp: &str| {
+        json!({
+            "clients": [{ "client_id": "gateway", "client_secret": "gateway-secret",
+                          "redirect_uris": [format!("http://127.0.0.1:9/auth/{idp}/callback")] }],
+            "users": {
+                "ours": user("pairwise-1", json!({ "tid": "tenant-a", "oid": "object-1", "hd": "example.com" })),
+                "ours-again": user("pairwise-2", json!({ "tid": "tenant-a", "oid": "object-1", "hd": "example.com" })),
+                "theirs": user("pairwise-3", json!({ "tid": "tenant-b", "oid": "object-9", "hd": "other.com" })),
+                "personal": user("pairwise-4", json!({})),
+            }
+        })
+        .to_string()
+    };
+    let entra = OidcProvider::start(&config("entra")).unwrap();
+    let google = OidcProvider::start(&config("google")).unwrap();
+    let kinds = [
+        ("entra", IdpKind::Entra { allowed_tenants: vec!["tenant-a".into()] }),
+        ("google", IdpKind::Google { hosted_domain: "example.com".into() }),
+    ];
+    let site = site_with(&[("entra", &entra), ("google", &google)], &kinds).await;
+
+    // The same tid + oid under two subjects (Entra's `sub` is per application) is one person
+    let first = site.login("entra", &entra, "ours").await;
+    let second = site.login("entra", &entra, "ours-again").await;
+    assert_eq!(first.body["principal_id"], second.body["principal_id"]);
+    // Another tenant, or a token without tid/oid, is refused
+    for username in ["theirs", "personal"] {
+        let begun = send(&site.router, Method::GET, "/auth/entra/login", &[], None).await;
+        let login_cookie = cookie_pair(&begun, "mgw_login");
+        let back = Browser::new().login(&entra.issuer(), begun.location.as_deref().unwrap(), username).await;
+        let path = back.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
+        let refused = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{username}: {}", refused.raw);
+        assert!(refused.raw.contains("not-admitted"), "{}", refused.raw);
+    }
+    // Google: the Workspace domain only
+    site.login("google", &google, "ours").await;
+    for username in ["theirs", "personal"] {
+        let begun = send(&site.router, Method::GET, "/auth/google/login", &[], None).await;
+        let login_cookie = cookie_pair(&begun, "mgw_login");
+        let back = Browser::new().login(&google.issuer(), begun.location.as_deref().unwrap(), username).await;
+        let path = back.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
+        let refused = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{username}: {}", refused.raw);
+    }
 }
