@@ -43,6 +43,8 @@ pub struct GatewayConfig {
     pub public_url: Option<String>,
     /// Identity providers people log in through.
     pub idps: Vec<crate::oidc::IdpConfig>,
+    /// How long the authorization model may lag the store before every request is refused.
+    pub authz_max_lag: std::time::Duration,
 }
 
 impl GatewayConfig {
@@ -185,6 +187,8 @@ impl Gateway {
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
         let servers = ServerCommands::new(store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(store.clone(), keyring.clone());
+        let authz_lag = crate::authz_lag::AuthzLag::new(config.authz_max_lag);
+        tasks.push(tokio::spawn(authz_lag.clone().watch(store.clone(), authz_status.clone())));
         let issuer = config.issuer();
         let tokens = commands::tokens::TokenService::new(
             store.clone(),
@@ -205,6 +209,7 @@ impl Gateway {
             principals,
             tokens: Arc::new(tokens),
             idps: Arc::new(crate::oidc::Idps::new(config.idps.clone(), &issuer)?),
+            authz_lag: authz_lag.clone(),
             cookies: Arc::new(crate::routes::login::Cookies::for_url(&issuer)),
             keyring,
             registry: Registry::new(pool.clone()),

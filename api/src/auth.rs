@@ -199,6 +199,14 @@ impl FromRequestParts<AppState> for Caller {
         if !state.authz_ready() {
             return Err(Problem::unavailable("the authorization model is still loading"));
         }
+        if let Some(behind) = state.authz_lag.exceeded() {
+            // A revocation may be waiting behind that lag: refuse rather than decide on old facts.
+            return Err(Problem::unavailable(format!(
+                "the authorization model is {} ms behind the event store (bound {} ms)",
+                behind.as_millis(),
+                state.authz_lag.bound().as_millis()
+            )));
+        }
         let origin = Origin::of(parts);
         authenticate(parts, state).await.map(|principal| Caller(principal, origin))
     }

@@ -41,11 +41,11 @@ pub fn router(state: AppState) -> Router {
 /// text; they are turned into problem documents like every other error.
 async fn problem_for_plain_errors(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    // Problem documents, and JSON the gateway wrote on purpose (`/ready`'s components on a 503), pass.
+    let is_structured = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/problem+json") || v.as_bytes().starts_with(b"application/json")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || is_structured {
         return response;
     }
     let (slug, title) = match status.as_u16() {

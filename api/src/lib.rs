@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod app;
 pub mod audit_prune;
 pub mod auth;
+pub mod authz_lag;
 pub mod cursor;
 pub mod http;
 pub mod idempotency;

@@ -127,6 +127,9 @@ struct ServeArgs {
     /// The gateway's public base URL, the issuer of its tokens [default: http://<listen>].
     #[arg(long, env = "MGW_PUBLIC_URL")]
     public_url: Option<String>,
+    /// How long (ms) the authorization model may lag the store before requests are refused [default: 5000].
+    #[arg(long, env = "MGW_AUTHZ_MAX_LAG_MS")]
+    authz_max_lag_ms: Option<u64>,
     /// Identity providers (configuration file only: `[[idps]]` tables).
     #[arg(skip)]
     #[serde(default)]
@@ -149,6 +152,7 @@ impl ServeArgs {
             audit_signing_keys: list(self.audit_signing_keys, file.audit_signing_keys),
             public_url: self.public_url.or(file.public_url),
             idps: if self.idps.is_empty() { file.idps } else { self.idps },
+            authz_max_lag_ms: self.authz_max_lag_ms.or(file.authz_max_lag_ms),
         }
     }
 }
@@ -328,6 +332,7 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         audit_signing_keys,
         public_url: args.public_url,
         idps: args.idps,
+        authz_max_lag: std::time::Duration::from_millis(args.authz_max_lag_ms.unwrap_or(5_000)),
     })
 }
 

@@ -21,6 +21,8 @@ pub struct AppState {
     pub tokens: std::sync::Arc<commands::tokens::TokenService>,
     /// The upstream identity providers people log in through.
     pub idps: std::sync::Arc<crate::oidc::Idps>,
+    /// How far the authorization model lags the store (requests are refused past the bound).
+    pub authz_lag: crate::authz_lag::AuthzLag,
     /// The names and attributes of the gateway's cookies.
     pub cookies: std::sync::Arc<crate::routes::login::Cookies>,
     /// The sealing keys (also key request fingerprints).

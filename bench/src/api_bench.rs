@@ -53,6 +53,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         audit_signing_keys: vec![],
         public_url: None,
         idps: vec![],
+        authz_max_lag: std::time::Duration::from_secs(5),
     };
     let gateway = Gateway::start(&config, None).await?;
     let command_id = Uuid::now_v7();

@@ -53,6 +53,7 @@ fn config(database_url: &str, nats_url: String) -> GatewayConfig {
         audit_signing_keys: vec![],
         public_url: None,
         idps: vec![],
+        authz_max_lag: std::time::Duration::from_secs(5),
     }
 }
 

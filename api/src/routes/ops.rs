@@ -25,14 +25,15 @@ async fn ready(State(state): State<AppState>) -> Response {
     let nats = state.nats.as_ref().map(|c| c.connection_state() == async_nats::connection::State::Connected);
     let authz = state.authz_status.borrow().clone();
     let registry = state.registry_status.borrow().clone();
-    let ok = store && nats.unwrap_or(true) && authz.is_ready() && registry.is_ready();
+    let lagging = state.authz_lag.exceeded();
+    let ok = store && nats.unwrap_or(true) && authz.is_ready() && lagging.is_none() && registry.is_ready();
     let component = |ready: bool| if ready { "ok" } else { "unavailable" };
     let body = json!({
         "status": component(ok),
         "checks": {
             "event_store": component(store),
             "nats": nats.map(component).unwrap_or("not configured"),
-            "projection.authz": { "status": component(authz.is_ready()), "state": format!("{:?}", authz.state), "checkpoint": authz.checkpoint.map(|p| p.to_string()) },
+            "projection.authz": { "status": component(authz.is_ready() && lagging.is_none()), "state": format!("{:?}", authz.state), "checkpoint": authz.checkpoint.map(|p| p.to_string()), "behind_ms": lagging.map(|d| d.as_millis() as u64) },
             "projection.registry": { "status": component(registry.is_ready()), "state": format!("{:?}", registry.state), "checkpoint": registry.checkpoint.map(|p| p.to_string()) },
         }
     });

@@ -102,6 +102,7 @@ async fn site_with(providers: &[(&str, &OidcProvider)], kinds: &[(&str, IdpKind)
         audit_signing_keys: vec![],
         public_url: Some("http://127.0.0.1:9".into()),
         idps,
+        authz_max_lag: std::time::Duration::from_secs(5),
     };
     let gateway = Gateway::start(&config, None).await.unwrap();
     let context = commands::servers::CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };

@@ -41,6 +41,7 @@ pub(crate) async fn start(nats_url: Option<String>) -> Api {
         audit_signing_keys: vec![("a1".into(), K1.into())],
         public_url: None,
         idps: vec![],
+        authz_max_lag: std::time::Duration::from_secs(5),
     };
     let gateway = Gateway::start(&config, None).await.unwrap();
     let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };

@@ -199,6 +199,7 @@ async fn a_revocation_on_one_instance_is_enforced_on_another_within_milliseconds
         audit_signing_keys: vec![],
         public_url: None,
         idps: vec![],
+        authz_max_lag: std::time::Duration::from_secs(5),
     };
     let second = api::Gateway::start(&config, None).await.unwrap();
     let second = Api { router: api::router(second.state.clone()), key: first.key.clone(), gateway: second, db: None };
@@ -235,4 +236,56 @@ async fn a_revocation_on_one_instance_is_enforced_on_another_within_milliseconds
     times.sort();
     eprintln!("revocation reached the second instance in {:?} (median {:?})", times, times[times.len() / 2]);
     assert!(times[times.len() / 2] < std::time::Duration::from_millis(500), "{times:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_refused_while_the_authorization_model_lags_and_ready_says_why() {
+    use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
+    let first = start(None).await;
+    let config = api::GatewayConfig {
+        database_url: first.db.as_ref().unwrap().url.clone(),
+        nats_url: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sealing_key_current: "k1".into(),
+        sealing_keys: vec![("k1".into(), crate::api_servers::K1.into())],
+        upstream_allowlist: vec![],
+        max_connections: 4,
+        audit_signing_keys: vec![],
+        public_url: None,
+        idps: vec![],
+        authz_max_lag: std::time::Duration::from_millis(300),
+    };
+    let gateway = api::Gateway::start(&config, None).await.unwrap();
+    let strict = Api { router: api::router(gateway.state.clone()), key: first.key.clone(), gateway, db: None };
+    tests::eventually(crate::support::DEADLINE, "the second gateway to serve", || async {
+        (strict.call(Method::GET, "/api/v1/me", None, &[]).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    // An event the authorization model cannot apply halts it: it no longer follows the store
+    let bogus = EventData {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "PrincipalTeleported".into(),
+        schema_version: 1,
+        data: "{}".into(),
+        metadata: crate::support::metadata(),
+    };
+    let stream = StreamName::from_parts("principal", uuid::Uuid::now_v7()).unwrap();
+    strict.gateway.state.store.append(&stream, ExpectedRevision::NoStream, vec![bogus]).await.unwrap();
+
+    // Past the bound, every request is refused rather than decided on old facts, and /ready says why
+    tests::eventually(crate::support::DEADLINE, "requests to be refused", || async {
+        let reply = strict.call(Method::GET, "/api/v1/me", None, &[]).await;
+        (reply.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    // The lag watcher measured it: the model is behind the store's head by more than the bound
+    let ready = tests::eventually(crate::support::DEADLINE, "the lag to be reported", || async {
+        let ready = strict.call(Method::GET, "/ready", None, &[]).await;
+        ready.body["checks"]["projection.authz"]["behind_ms"].as_u64().is_some_and(|ms| ms >= 300).then_some(ready)
+    })
+    .await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.raw);
+    assert_eq!(ready.body["checks"]["projection.authz"]["status"], json!("unavailable"), "{}", ready.raw);
+    assert!(strict.gateway.state.authz_lag.exceeded().is_some());
 }
