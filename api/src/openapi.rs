@@ -40,6 +40,7 @@ use crate::state::AppState;
         tokens::jwks,
         login::login,
         login::callback,
+        login::refresh,
         login::my_sessions,
         login::user_sessions,
         login::end_my_session,

@@ -155,6 +155,12 @@ impl From<CommandError> for Problem {
             CommandError::TotpNotEnrolled => {
                 Problem::new(StatusCode::CONFLICT, "mfa-not-enrolled", "No second factor").detail(error.to_string())
             }
+            CommandError::SessionEnded => {
+                Problem::new(StatusCode::UNAUTHORIZED, "session-ended", "Session ended").detail(error.to_string())
+            }
+            CommandError::SessionSuspicious => {
+                Problem::new(StatusCode::UNAUTHORIZED, "session-revoked", "Session revoked").detail(error.to_string())
+            }
             CommandError::TotpCodeRequired => {
                 Problem::new(StatusCode::FORBIDDEN, "mfa-required", "Second factor required").detail(error.to_string())
             }

@@ -75,6 +75,13 @@ pub enum CommandError {
     /// never to a principal that outranks them.
     #[error("{0}")]
     NotYours(&'static str),
+    /// The session has ended (revoked, expired, idle too long) or the secret is not its.
+    #[error("the session has ended; log in again")]
+    SessionEnded,
+    /// The session was presented in a way only a thief would (a rotated-out secret, another device): it
+    /// is revoked now.
+    #[error("the session was used suspiciously and is revoked; log in again")]
+    SessionSuspicious,
     /// Sealing a secret failed.
     #[error(transparent)]
     Sealing(#[from] SealingError),

@@ -612,8 +612,6 @@ impl PrincipalCommands {
         context: &CommandContext,
     ) -> Result<StartedSession, CommandError> {
         use domain::identity::{SESSION_CATEGORY, SessionStarted, UserLoggedIn, UserProvisioned};
-        use rand::Rng;
-        use sha2::Digest;
         let principal_id = principal_for(&login.issuer, &login.subject);
         for _ in 0..ATTEMPTS {
             let (events, revision) = self.identity_events(&stream(PRINCIPAL_CATEGORY, principal_id)?).await?;
@@ -648,16 +646,14 @@ impl PrincipalCommands {
             let roles =
                 new_events.iter().fold(Some(state), PrincipalState::evolve).map(|s| s.roles).unwrap_or_default();
 
-            let mut random = [0u8; 32];
-            rand::rng().fill_bytes(&mut random);
-            let secret = Secret::new(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, random));
             let session_id = Uuid::now_v7();
+            let secret = session_secret(session_id);
             let expires_at = now + lifetime;
             let started = IdentityEvent::SessionStarted(SessionStarted {
                 session_id,
                 principal_id,
                 method: format!("oidc:{}", login.idp),
-                secret_sha256: hex::encode(sha2::Sha256::digest(secret.expose().as_bytes())),
+                secret_sha256: secret_digest(secret.expose()),
                 device_id: login.device_id,
                 user_agent: login.user_agent.clone(),
                 ip: login.ip.clone(),
@@ -735,6 +731,145 @@ impl PrincipalCommands {
             Ok(result) => Ok(Some(result)),
             Err(e) if e.is_conflict() => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A new cookie secret of `session_id`: `<session id>.<256 random bits>`. The id lets a refresh find the
+/// session's history (and so tell a rotated-out secret, presented again, from a stranger's).
+fn session_secret(session_id: Uuid) -> Secret {
+    use rand::Rng;
+    let mut random = [0u8; 32];
+    rand::rng().fill_bytes(&mut random);
+    Secret::new(format!(
+        "{session_id}.{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, random)
+    ))
+}
+
+fn secret_digest(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// A refreshed session: its new secret, shown once.
+#[derive(Debug)]
+pub struct RefreshedSession {
+    /// The session.
+    pub session_id: Uuid,
+    /// The new cookie secret.
+    pub secret: Secret,
+    /// Where the refresh sits in `$all`.
+    pub position: eventstore::Position,
+}
+
+impl PrincipalCommands {
+    /// Refreshes the session whose cookie is `presented`, from device `device_id`: rotates its secret.
+    /// A secret already rotated out (a copy a thief kept), or another device, revokes the session and
+    /// records why; an idle or expired session records its expiry.
+    pub async fn refresh_session(
+        &self,
+        presented: &str,
+        device_id: Option<Uuid>,
+        ip: Option<String>,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<RefreshedSession, CommandError> {
+        use domain::identity::{
+            SESSION_CATEGORY, SessionExpired, SessionRefreshed, SessionRevoked, SuspiciousSessionActivity,
+        };
+        let session_id =
+            presented.split_once('.').and_then(|(id, _)| Uuid::parse_str(id).ok()).ok_or(CommandError::SessionEnded)?;
+        let session_stream = stream(SESSION_CATEGORY, session_id)?;
+        let started_at = self.read_all_of(&session_stream).await?.first().map(|e| e.metadata.occurred_at);
+        let (events, revision) = self.identity_events(&session_stream).await?;
+        let (Some(IdentityEvent::SessionStarted(started)), Some(started_at)) = (events.first().cloned(), started_at)
+        else {
+            return Err(CommandError::SessionEnded);
+        };
+        let revision = revision.ok_or(CommandError::SessionEnded)?;
+        let (mut current, mut previous, mut last_active, mut ended) =
+            (started.secret_sha256.clone(), Vec::new(), None::<DateTime<Utc>>, false);
+        for event in &events[1..] {
+            match event {
+                IdentityEvent::SessionRefreshed(r) => {
+                    previous.push(std::mem::replace(&mut current, r.secret_sha256.clone()));
+                    last_active = Some(r.at);
+                }
+                IdentityEvent::SessionRevoked(_) | IdentityEvent::SessionExpired(_) => ended = true,
+                _ => {}
+            }
+        }
+        if ended {
+            return Err(CommandError::SessionEnded);
+        }
+        let principal_id = started.principal_id;
+        let digest = secret_digest(presented);
+        let append = |events: Vec<IdentityEvent>| async move {
+            let data = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| self.data(context, i as u32, e))
+                .collect::<Result<Vec<_>, _>>()?;
+            match self.store.append(&session_stream, ExpectedRevision::Exact(revision), data).await {
+                Ok(result) => Ok(Some(result)),
+                // Another request ended or refreshed it first: this one is stale either way.
+                Err(e) if e.is_conflict() => Ok(None),
+                Err(e) => Err(CommandError::from(e)),
+            }
+        };
+        let suspicious = |kind: &str| {
+            vec![
+                IdentityEvent::SuspiciousSessionActivity(SuspiciousSessionActivity {
+                    session_id,
+                    principal_id,
+                    kind: kind.to_owned(),
+                    ip: ip.clone(),
+                }),
+                IdentityEvent::SessionRevoked(SessionRevoked {
+                    session_id,
+                    principal_id,
+                    by: principal_id,
+                    reason: format!("suspicious: {kind}"),
+                }),
+            ]
+        };
+        if previous.contains(&digest) {
+            append(suspicious("secret_reuse")).await?;
+            return Err(CommandError::SessionSuspicious);
+        }
+        if digest != current {
+            return Err(CommandError::SessionEnded);
+        }
+        if device_id != Some(started.device_id) {
+            append(suspicious("device_mismatch")).await?;
+            return Err(CommandError::SessionSuspicious);
+        }
+        // The session's own start is its first activity.
+        let active_since = last_active.unwrap_or(started_at);
+        let expired = if now >= started.expires_at {
+            Some("absolute")
+        } else if now - active_since >= domain::identity::SESSION_IDLE {
+            Some("idle")
+        } else {
+            None
+        };
+        if let Some(reason) = expired {
+            let event =
+                IdentityEvent::SessionExpired(SessionExpired { session_id, principal_id, reason: reason.to_owned() });
+            append(vec![event]).await?;
+            return Err(CommandError::SessionEnded);
+        }
+        let secret = session_secret(session_id);
+        let refreshed = IdentityEvent::SessionRefreshed(SessionRefreshed {
+            session_id,
+            principal_id,
+            secret_sha256: secret_digest(secret.expose()),
+            at: now,
+        });
+        match append(vec![refreshed]).await? {
+            Some(result) => Ok(RefreshedSession { session_id, secret, position: result.position }),
+            None => Err(CommandError::SessionEnded),
         }
     }
 }

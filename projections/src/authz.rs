@@ -7,7 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use domain::Role;
 use domain::authz::Action;
-use domain::identity::{API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind, SESSION_CATEGORY};
+use domain::identity::{
+    API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind, SESSION_CATEGORY, SESSION_IDLE,
+};
 use eventstore::RecordedEvent;
 use uuid::Uuid;
 
@@ -123,6 +125,8 @@ pub struct SessionSummary {
     pub expires_at: DateTime<Utc>,
     /// Ended early.
     pub revoked: bool,
+    /// Its last start or refresh: idle past [`SESSION_IDLE`] after it, the session is dead.
+    pub last_active: DateTime<Utc>,
 }
 
 impl Default for Authz {
@@ -164,7 +168,10 @@ impl Authz {
     }
 
     fn by_session(&self, session_id: Uuid, now: DateTime<Utc>, credential: Credential) -> Option<Principal> {
-        let session = self.sessions.get(&session_id).filter(|s| !s.revoked && s.expires_at > now)?;
+        let session = self
+            .sessions
+            .get(&session_id)
+            .filter(|s| !s.revoked && s.expires_at > now && now - s.last_active < SESSION_IDLE)?;
         let principal = self.principals.get(&session.principal_id).filter(|p| !p.disabled)?;
         Some(Principal {
             id: session.principal_id,
@@ -175,6 +182,11 @@ impl Authz {
             credential,
             key_expires_at: Some(session.expires_at),
         })
+    }
+
+    /// One session, ended or not.
+    pub fn session(&self, session_id: Uuid) -> Option<SessionSummary> {
+        self.sessions.get(&session_id).cloned()
     }
 
     /// The sessions of `principal_id`, newest first.
@@ -299,7 +311,6 @@ impl MemoryProjection for Authz {
             IdentityEvent::UserEnabled(enabled) => {
                 self.principal_mut(enabled.principal_id).map_err(fail)?.disabled = false;
             }
-            // The second factor is the command side's; the owners' set lives in its own stream.
             IdentityEvent::SessionStarted(started) => {
                 self.session_secrets.insert(started.secret_sha256.clone(), started.session_id);
                 self.sessions.insert(
@@ -314,18 +325,29 @@ impl MemoryProjection for Authz {
                         started_at: recorded.metadata.occurred_at,
                         expires_at: started.expires_at,
                         revoked: false,
+                        last_active: recorded.metadata.occurred_at,
                     },
                 );
             }
-            IdentityEvent::SessionRevoked(revoked) => {
-                if let Some(session) = self.sessions.get_mut(&revoked.session_id) {
+            IdentityEvent::SessionRevoked(domain::identity::SessionRevoked { session_id, .. })
+            | IdentityEvent::SessionExpired(domain::identity::SessionExpired { session_id, .. }) => {
+                if let Some(session) = self.sessions.get_mut(&session_id) {
                     session.revoked = true;
                 }
-                self.session_secrets.retain(|_, id| *id != revoked.session_id);
+                self.session_secrets.retain(|_, id| *id != session_id);
+            }
+            IdentityEvent::SessionRefreshed(refreshed) => {
+                // The old secret dies with the rotation; the new one takes its place.
+                self.session_secrets.retain(|_, id| *id != refreshed.session_id);
+                self.session_secrets.insert(refreshed.secret_sha256, refreshed.session_id);
+                if let Some(session) = self.sessions.get_mut(&refreshed.session_id) {
+                    session.last_active = refreshed.at;
+                }
             }
             IdentityEvent::TotpEnrolled(_)
             | IdentityEvent::UserProvisioned(_)
             | IdentityEvent::UserLoggedIn(_)
+            | IdentityEvent::SuspiciousSessionActivity(_)
             | IdentityEvent::TotpVerified(_)
             | IdentityEvent::OwnersChanged(_)
             | IdentityEvent::SigningKeyCreated(_)

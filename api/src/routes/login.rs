@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/{idp}/login", get(login))
         .route("/auth/{idp}/callback", get(callback))
+        .route("/auth/refresh", axum::routing::post(refresh))
         .route("/api/v1/me/sessions", get(my_sessions))
         .route("/api/v1/me/sessions/{id}", delete(end_my_session))
         .route("/api/v1/users/{id}/sessions", get(user_sessions))
@@ -320,7 +321,7 @@ fn list_for(state: &AppState, caller: &Caller, id: Uuid) -> Result<SessionList, 
             expires_at: s.expires_at,
             status: if s.revoked {
                 "revoked"
-            } else if s.expires_at <= now {
+            } else if s.expires_at <= now || now - s.last_active >= domain::identity::SESSION_IDLE {
                 "expired"
             } else {
                 "active"
@@ -387,4 +388,56 @@ pub(crate) async fn end_user_session(
     Path((id, session)): Path<(Uuid, Uuid)>,
 ) -> Result<Response, Problem> {
     end_session(&state, &caller, id, session).await
+}
+
+/// What a refresh answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RefreshReply {
+    /// The session.
+    pub session_id: Uuid,
+    /// The new CSRF token (it follows the rotated secret).
+    pub csrf_token: String,
+}
+
+#[utoipa::path(post, path = "/auth/refresh", operation_id = "refresh_session", responses((status = 200, body = RefreshReply), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem)))]
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    origin: Origin,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let secret = cookie(&headers, &state.cookies.name("session")).ok_or_else(Problem::unauthenticated)?;
+    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !subtle_compare::equal(sent.as_bytes(), csrf_token(secret).as_bytes()) {
+        return Err(Problem::new(StatusCode::FORBIDDEN, "csrf", "CSRF token missing or wrong")
+            .detail("send the session's csrf_token as X-CSRF-Token"));
+    }
+    let device_id = cookie(&headers, &state.cookies.name("device")).and_then(|d| Uuid::parse_str(d).ok());
+    let command_id = Uuid::now_v7();
+    // The actor is the session's holder, as far as this instance's model knows the session.
+    let holder = secret
+        .split_once('.')
+        .and_then(|(id, _)| Uuid::parse_str(id).ok())
+        .and_then(|id| state.authz.read().ok().and_then(|m| m.session(id)))
+        .map(|s| s.principal_id.to_string())
+        .unwrap_or_else(|| "unknown-session".into());
+    let actor = Actor { id: holder, kind: ActorKind::User };
+    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+    let ip = origin.source_ip.map(|ip| ip.to_string());
+    let refreshed = match state.principals.refresh_session(secret, device_id, ip, Utc::now(), &context).await {
+        Err(commands::CommandError::SessionSuspicious) => {
+            // The revocation is written: answer once this instance enforces it.
+            if let Ok(Some(head)) = eventstore::EventStore::committed_head(&state.store).await {
+                crate::routes::users::applied(&state, head).await;
+            }
+            return Err(commands::CommandError::SessionSuspicious.into());
+        }
+        other => other?,
+    };
+    crate::routes::users::applied(&state, refreshed.position).await;
+    let reply = RefreshReply { session_id: refreshed.session_id, csrf_token: csrf_token(refreshed.secret.expose()) };
+    let mut response = (StatusCode::OK, axum::Json(reply)).into_response();
+    let value = state.cookies.set("session", refreshed.secret.expose(), SESSION_HOURS * 3600);
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&value).map_err(|_| Problem::internal())?);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

@@ -244,6 +244,47 @@ pub struct SessionRevoked {
     pub reason: String,
 }
 
+/// A session was refreshed: its cookie secret rotated (the old one is dead from now on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRefreshed {
+    /// The session.
+    pub session_id: Uuid,
+    /// Whose.
+    pub principal_id: Uuid,
+    /// SHA-256 of the new secret, hex.
+    pub secret_sha256: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A session ran out: idle for too long, or past its absolute end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionExpired {
+    /// The session.
+    pub session_id: Uuid,
+    /// Whose.
+    pub principal_id: Uuid,
+    /// `idle` or `absolute`.
+    pub reason: String,
+}
+
+/// Something about a session looked like theft; the session is revoked with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspiciousSessionActivity {
+    /// The session.
+    pub session_id: Uuid,
+    /// Whose.
+    pub principal_id: Uuid,
+    /// `secret_reuse` (a rotated-out secret presented again) or `device_mismatch`.
+    pub kind: String,
+    /// The client address that did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
 /// Identity events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityEvent {
@@ -279,11 +320,17 @@ pub enum IdentityEvent {
     SessionStarted(SessionStarted),
     /// `SessionRevoked`.
     SessionRevoked(SessionRevoked),
+    /// `SessionRefreshed`.
+    SessionRefreshed(SessionRefreshed),
+    /// `SessionExpired`.
+    SessionExpired(SessionExpired),
+    /// `SuspiciousSessionActivity`.
+    SuspiciousSessionActivity(SuspiciousSessionActivity),
 }
 
 impl IdentityEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 16] = [
+    pub const TYPES: [&'static str; 19] = [
         "PrincipalCreated",
         "ApiKeyIssued",
         "ApiKeyRevoked",
@@ -300,6 +347,9 @@ impl IdentityEvent {
         "UserLoggedIn",
         "SessionStarted",
         "SessionRevoked",
+        "SessionRefreshed",
+        "SessionExpired",
+        "SuspiciousSessionActivity",
     ];
 
     /// The stored type name.
@@ -321,6 +371,9 @@ impl IdentityEvent {
             IdentityEvent::UserLoggedIn(_) => Self::TYPES[13],
             IdentityEvent::SessionStarted(_) => Self::TYPES[14],
             IdentityEvent::SessionRevoked(_) => Self::TYPES[15],
+            IdentityEvent::SessionRefreshed(_) => Self::TYPES[16],
+            IdentityEvent::SessionExpired(_) => Self::TYPES[17],
+            IdentityEvent::SuspiciousSessionActivity(_) => Self::TYPES[18],
         }
     }
 
@@ -343,6 +396,9 @@ impl IdentityEvent {
             IdentityEvent::UserLoggedIn(e) => serde_json::to_string(e),
             IdentityEvent::SessionStarted(e) => serde_json::to_string(e),
             IdentityEvent::SessionRevoked(e) => serde_json::to_string(e),
+            IdentityEvent::SessionRefreshed(e) => serde_json::to_string(e),
+            IdentityEvent::SessionExpired(e) => serde_json::to_string(e),
+            IdentityEvent::SuspiciousSessionActivity(e) => serde_json::to_string(e),
         }
     }
 
@@ -366,6 +422,9 @@ impl IdentityEvent {
             "UserLoggedIn" => from_str(data).map(IdentityEvent::UserLoggedIn),
             "SessionStarted" => from_str(data).map(IdentityEvent::SessionStarted),
             "SessionRevoked" => from_str(data).map(IdentityEvent::SessionRevoked),
+            "SessionRefreshed" => from_str(data).map(IdentityEvent::SessionRefreshed),
+            "SessionExpired" => from_str(data).map(IdentityEvent::SessionExpired),
+            "SuspiciousSessionActivity" => from_str(data).map(IdentityEvent::SuspiciousSessionActivity),
             _ => return None,
         })
     }

@@ -10,8 +10,9 @@ mod role_mapping;
 pub use api_key::{API_KEY_PREFIX, ApiKeyDigest, parse_api_key};
 pub use event::{
     ApiKeyIssued, ApiKeyRevoked, IdentityEvent, OwnersChanged, PrincipalCreated, PrincipalKind, RoleGranted,
-    RoleRevoked, RoleSource, SessionRevoked, SessionStarted, SigningKeyCreated, SigningKeyRetired, TotpEnrolled,
-    TotpVerified, UserDisabled, UserEnabled, UserLoggedIn, UserProvisioned,
+    RoleRevoked, RoleSource, SessionExpired, SessionRefreshed, SessionRevoked, SessionStarted, SigningKeyCreated,
+    SigningKeyRetired, SuspiciousSessionActivity, TotpEnrolled, TotpVerified, UserDisabled, UserEnabled, UserLoggedIn,
+    UserProvisioned,
 };
 pub use principal::{
     MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused, decide_disable, decide_role_change,
@@ -26,6 +27,9 @@ pub const API_KEY_CATEGORY: &str = "apikey";
 /// The stream that holds the set of owners: appended with every owner grant and revocation, at its
 /// expected revision, so that two concurrent revocations cannot leave no owner.
 pub const OWNERS_STREAM: &str = "system-owners";
+/// How long a session lives without a refresh.
+pub const SESSION_IDLE: chrono::Duration = chrono::Duration::hours(1);
+
 /// Stream category of sessions (`session-<id>`).
 pub const SESSION_CATEGORY: &str = "session";
 /// The stream of the keys that sign the gateway's access tokens.

@@ -14,7 +14,7 @@ use super::entry::AuditEntry;
 pub const AUDITED_CATEGORIES: [&str; 6] = ["server", "principal", "apikey", "system", "access", "session"];
 
 /// Every event type with an audit mapping.
-pub const AUDITED_TYPES: [&str; 26] = [
+pub const AUDITED_TYPES: [&str; 29] = [
     "ServerRegistered",
     "ServerUpdated",
     "ServerAccessChanged",
@@ -38,6 +38,9 @@ pub const AUDITED_TYPES: [&str; 26] = [
     "UserLoggedIn",
     "SessionStarted",
     "SessionRevoked",
+    "SessionRefreshed",
+    "SessionExpired",
+    "SuspiciousSessionActivity",
     "GatewayBootstrapped",
     "AccessDenied",
     "AuditTrailRead",
@@ -352,6 +355,19 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
                     "principal_id": s.principal_id, "method": s.method, "device_id": s.device_id,
                     "user_agent": s.user_agent, "ip": s.ip, "expires_at": s.expires_at,
                 }),
+            ),
+            IdentityEvent::SessionRefreshed(s) => {
+                ("session.refreshed", "session", None, None, json!({ "principal_id": s.principal_id }))
+            }
+            IdentityEvent::SessionExpired(s) => {
+                ("session.expired", "session", None, Some(s.reason), json!({ "principal_id": s.principal_id }))
+            }
+            IdentityEvent::SuspiciousSessionActivity(s) => (
+                "session.suspicious",
+                "session",
+                None,
+                Some(s.kind),
+                json!({ "principal_id": s.principal_id, "ip": s.ip }),
             ),
             IdentityEvent::SessionRevoked(s) => (
                 "session.revoked",

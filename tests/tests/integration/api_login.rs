@@ -420,3 +420,68 @@ async fn entra_keys_people_by_tenant_and_object_id_and_admits_listed_tenants_and
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{username}: {}", refused.raw);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_rotates_the_secret_and_a_reused_secret_or_another_device_revokes_the_session() {
+    let provider = OidcProvider::start(&entra_shaped_users().to_string()).unwrap();
+    let site = site(&[("test", &provider)]).await;
+    let refresh = |cookies: String, csrf: String| {
+        let router = site.router.clone();
+        async move {
+            send(&router, Method::POST, "/auth/refresh", &[("cookie", &cookies), ("x-csrf-token", &csrf)], None).await
+        }
+    };
+
+    // A login, then a refresh from the same device: a new secret; the old one is dead
+    let begun = send(&site.router, Method::GET, "/auth/test/login", &[], None).await;
+    let login_cookie = cookie_pair(&begun, "mgw_login");
+    let back = Browser::new().login(&provider.issuer(), begun.location.as_deref().unwrap(), "roles").await;
+    let path = back.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
+    let done = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+    let (old, device) = (cookie_pair(&done, "mgw_session"), cookie_pair(&done, "mgw_device"));
+    let csrf = done.body["csrf_token"].as_str().unwrap().to_owned();
+    let without_csrf = send(&site.router, Method::POST, "/auth/refresh", &[("cookie", &old)], None).await;
+    assert_eq!(without_csrf.status, StatusCode::FORBIDDEN, "{}", without_csrf.raw);
+    let refreshed = refresh(format!("{old}; {device}"), csrf.clone()).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.raw);
+    let new = cookie_pair(&refreshed, "mgw_session");
+    assert_ne!(new, old);
+    let me = |cookie: String| {
+        let router = site.router.clone();
+        async move { send(&router, Method::GET, "/api/v1/me", &[("cookie", &cookie)], None).await.status }
+    };
+    assert_eq!(me(new.clone()).await, StatusCode::OK);
+    assert_eq!(me(old.clone()).await, StatusCode::UNAUTHORIZED);
+
+    // The old secret presented again (a thief's copy): the whole session is revoked, the new secret too
+    let reused = refresh(format!("{old}; {device}"), csrf).await;
+    assert_eq!(reused.status, StatusCode::UNAUTHORIZED, "{}", reused.raw);
+    assert!(reused.raw.contains("session-revoked"), "{}", reused.raw);
+    assert_eq!(me(new).await, StatusCode::UNAUTHORIZED);
+
+    // Another login, refreshed from another device: revoked as well
+    let second = site.login("test", &provider, "roles").await;
+    let csrf = second.body["csrf_token"].as_str().unwrap().to_owned();
+    let elsewhere = format!("{}; mgw_device={}", second.session_cookie, uuid::Uuid::now_v7());
+    let stolen = refresh(elsewhere, csrf).await;
+    assert_eq!(stolen.status, StatusCode::UNAUTHORIZED, "{}", stolen.raw);
+    assert_eq!(me(second.session_cookie.clone()).await, StatusCode::UNAUTHORIZED);
+
+    // The trail names both
+    let owner = format!("Bearer {}", site.owner_key);
+    let trail = tests::eventually(DEADLINE, "the suspicious activity in the trail", || async {
+        let trail = send(
+            &site.router,
+            Method::GET,
+            "/api/v1/audit?action=session.suspicious",
+            &[("authorization", &owner)],
+            None,
+        )
+        .await;
+        let entries = trail.body["entries"].as_array().cloned().unwrap_or_default();
+        (entries.len() == 2).then_some(entries)
+    })
+    .await;
+    let kinds: Vec<&str> = trail.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(kinds.contains(&"secret_reuse") && kinds.contains(&"device_mismatch"), "{kinds:?}");
+}
