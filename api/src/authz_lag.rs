@@ -45,6 +45,8 @@ impl AuthzLag {
     /// a moment ago, and that is not lagging.
     pub async fn watch(self, store: PgEventStore, status: watch::Receiver<ProjectionStatus>) {
         let mut waiting: Option<(eventstore::Position, Instant)> = None;
+        // Kept apart: nothing the model does can show it caught up with a store it cannot reach.
+        let mut unreachable_since: Option<Instant> = None;
         loop {
             tokio::time::sleep(INTERVAL).await;
             let checkpoint = status.borrow().checkpoint;
@@ -52,18 +54,21 @@ impl AuthzLag {
                 waiting = None;
             }
             match store.committed_head().await {
-                // Caught up with everything committed (an empty store included).
-                Ok(head) if head <= checkpoint => waiting = None,
-                Ok(Some(head)) if waiting.is_none() => waiting = Some((head, Instant::now())),
-                Ok(_) => {}
-                // The store unreachable: the model cannot know what it misses; count from now.
-                Err(_) => {
-                    if waiting.is_none() {
-                        waiting = Some((eventstore::Position::START, Instant::now()));
+                Ok(head) => {
+                    unreachable_since = None;
+                    if head <= checkpoint {
+                        // Caught up with everything committed (an empty store included).
+                        waiting = None;
+                    } else if waiting.is_none()
+                        && let Some(head) = head
+                    {
+                        waiting = Some((head, Instant::now()));
                     }
                 }
+                Err(_) => unreachable_since = unreachable_since.or(Some(Instant::now())),
             }
-            let ms = waiting.map_or(0, |(_, since)| since.elapsed().as_millis() as u64);
+            let oldest = [waiting.map(|(_, since)| since), unreachable_since].into_iter().flatten().min();
+            let ms = oldest.map_or(0, |since| since.elapsed().as_millis() as u64);
             self.behind_ms.store(ms, Ordering::Relaxed);
         }
     }

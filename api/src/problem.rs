@@ -158,6 +158,10 @@ impl From<CommandError> for Problem {
             CommandError::SessionEnded => {
                 Problem::new(StatusCode::UNAUTHORIZED, "session-ended", "Session ended").detail(error.to_string())
             }
+            CommandError::SessionRotated => {
+                Problem::new(StatusCode::CONFLICT, "session-rotated", "Session just refreshed")
+                    .detail(error.to_string())
+            }
             CommandError::SessionSuspicious => {
                 Problem::new(StatusCode::UNAUTHORIZED, "session-revoked", "Session revoked").detail(error.to_string())
             }

@@ -78,6 +78,9 @@ pub enum CommandError {
     /// The session has ended (revoked, expired, idle too long) or the secret is not its.
     #[error("the session has ended; log in again")]
     SessionEnded,
+    /// The session was just refreshed with another secret (another tab): retry with the current cookie.
+    #[error("the session was just refreshed; retry with the current cookie")]
+    SessionRotated,
     /// The session was presented in a way only a thief would (a rotated-out secret, another device): it
     /// is revoked now.
     #[error("the session was used suspiciously and is revoked; log in again")]

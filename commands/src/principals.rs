@@ -752,6 +752,10 @@ fn secret_digest(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
+/// How long the secret a refresh replaced is answered "retry with the new cookie" rather than treated as
+/// stolen (two tabs refreshing at once, an answer lost on the way).
+const ROTATION_GRACE: chrono::Duration = chrono::Duration::seconds(30);
+
 /// A refreshed session: its new secret, shown once.
 #[derive(Debug)]
 pub struct RefreshedSession {
@@ -805,18 +809,40 @@ impl PrincipalCommands {
         }
         let principal_id = started.principal_id;
         let digest = secret_digest(presented);
+        let session_stream = &session_stream;
         let append = |events: Vec<IdentityEvent>| async move {
             let data = events
                 .iter()
                 .enumerate()
                 .map(|(i, e)| self.data(context, i as u32, e))
                 .collect::<Result<Vec<_>, _>>()?;
-            match self.store.append(&session_stream, ExpectedRevision::Exact(revision), data).await {
+            match self.store.append(session_stream, ExpectedRevision::Exact(revision), data).await {
                 Ok(result) => Ok(Some(result)),
                 // Another request ended or refreshed it first: this one is stale either way.
                 Err(e) if e.is_conflict() => Ok(None),
                 Err(e) => Err(CommandError::from(e)),
             }
+        };
+        // A revocation must land whatever else happens to the session meanwhile (a thief refreshing in a
+        // loop must not make it lose every race): on a conflict, append again after the new last event.
+        // Its event ids are the command's, so a revocation that did land is not written twice.
+        let revoke = |events: Vec<IdentityEvent>| async move {
+            let data = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| self.data(context, i as u32, e))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut expected = ExpectedRevision::Exact(revision);
+            for _ in 0..ATTEMPTS {
+                match self.store.append(session_stream, expected, data.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(eventstore::Error::WrongExpectedRevision { actual: Some(actual), .. }) => {
+                        expected = ExpectedRevision::Exact(actual)
+                    }
+                    Err(e) => return Err(CommandError::from(e)),
+                }
+            }
+            Err(CommandError::Contended)
         };
         let suspicious = |kind: &str| {
             vec![
@@ -834,16 +860,34 @@ impl PrincipalCommands {
                 }),
             ]
         };
+        // The secret this browser held until a moment ago (another tab, a lost answer): not a theft; the
+        // browser is told to retry with the cookie it has now.
+        let just_rotated = last_active.is_some_and(|at| now - at < ROTATION_GRACE);
+        if previous.last() == Some(&digest) && just_rotated && device_id == Some(started.device_id) {
+            return Err(CommandError::SessionRotated);
+        }
         if previous.contains(&digest) {
-            append(suspicious("secret_reuse")).await?;
+            revoke(suspicious("secret_reuse")).await?;
             return Err(CommandError::SessionSuspicious);
         }
         if digest != current {
             return Err(CommandError::SessionEnded);
         }
         if device_id != Some(started.device_id) {
-            append(suspicious("device_mismatch")).await?;
+            revoke(suspicious("device_mismatch")).await?;
             return Err(CommandError::SessionSuspicious);
+        }
+        // A disabled person's session ends here rather than waiting to come back to life.
+        let (principal, _) = self.load(principal_id).await?;
+        if principal.disabled {
+            let ended = IdentityEvent::SessionRevoked(SessionRevoked {
+                session_id,
+                principal_id,
+                by: principal_id,
+                reason: "the principal is disabled".into(),
+            });
+            revoke(vec![ended]).await?;
+            return Err(CommandError::SessionEnded);
         }
         // The session's own start is its first activity.
         let active_since = last_active.unwrap_or(started_at);
@@ -869,7 +913,8 @@ impl PrincipalCommands {
         });
         match append(vec![refreshed]).await? {
             Some(result) => Ok(RefreshedSession { session_id, secret, position: result.position }),
-            None => Err(CommandError::SessionEnded),
+            // Another refresh of this session won the race: the browser retries with its new cookie.
+            None => Err(CommandError::SessionRotated),
         }
     }
 }

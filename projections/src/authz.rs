@@ -125,6 +125,8 @@ pub struct SessionSummary {
     pub expires_at: DateTime<Utc>,
     /// Ended early.
     pub revoked: bool,
+    /// Ran out (idle or past its end) and recorded so.
+    pub expired: bool,
     /// Its last start or refresh: idle past [`SESSION_IDLE`] after it, the session is dead.
     pub last_active: DateTime<Utc>,
 }
@@ -171,7 +173,7 @@ impl Authz {
         let session = self
             .sessions
             .get(&session_id)
-            .filter(|s| !s.revoked && s.expires_at > now && now - s.last_active < SESSION_IDLE)?;
+            .filter(|s| !s.revoked && !s.expired && s.expires_at > now && now - s.last_active < SESSION_IDLE)?;
         let principal = self.principals.get(&session.principal_id).filter(|p| !p.disabled)?;
         Some(Principal {
             id: session.principal_id,
@@ -325,14 +327,20 @@ impl MemoryProjection for Authz {
                         started_at: recorded.metadata.occurred_at,
                         expires_at: started.expires_at,
                         revoked: false,
+                        expired: false,
                         last_active: recorded.metadata.occurred_at,
                     },
                 );
             }
-            IdentityEvent::SessionRevoked(domain::identity::SessionRevoked { session_id, .. })
-            | IdentityEvent::SessionExpired(domain::identity::SessionExpired { session_id, .. }) => {
+            IdentityEvent::SessionRevoked(domain::identity::SessionRevoked { session_id, .. }) => {
                 if let Some(session) = self.sessions.get_mut(&session_id) {
                     session.revoked = true;
+                }
+                self.session_secrets.retain(|_, id| *id != session_id);
+            }
+            IdentityEvent::SessionExpired(domain::identity::SessionExpired { session_id, .. }) => {
+                if let Some(session) = self.sessions.get_mut(&session_id) {
+                    session.expired = true;
                 }
                 self.session_secrets.retain(|_, id| *id != session_id);
             }

@@ -321,7 +321,7 @@ fn list_for(state: &AppState, caller: &Caller, id: Uuid) -> Result<SessionList, 
             expires_at: s.expires_at,
             status: if s.revoked {
                 "revoked"
-            } else if s.expires_at <= now || now - s.last_active >= domain::identity::SESSION_IDLE {
+            } else if s.expired || s.expires_at <= now || now - s.last_active >= domain::identity::SESSION_IDLE {
                 "expired"
             } else {
                 "active"
