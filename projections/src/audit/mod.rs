@@ -21,7 +21,7 @@ pub use checkpoint::{
 };
 pub use entry::{AuditEntry, GENESIS};
 pub use export::{ExportLine, ExportReport, ExportTrailer, ExportedCheckpoint, checkpoints_between, verify_export};
-pub use mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, CHAIN_VERSION, TargetState, entry_for, state_after};
+pub use mapping::{AUDITED_CATEGORIES, CHAIN_VERSION, TargetState, audited_types, entry_for, state_after};
 pub use projection::AuditProjection;
 pub use query::{AuditFilter, AuditRecord, query};
 pub use retention::{PruneMark, latest_prune, prunable, prune};

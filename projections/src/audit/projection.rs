@@ -7,7 +7,7 @@ use eventstore::RecordedEvent;
 use sqlx::PgConnection;
 
 use super::entry::GENESIS;
-use super::mapping::{AUDITED_CATEGORIES, AUDITED_TYPES, TargetState, entry_for, state_after};
+use super::mapping::{AUDITED_CATEGORIES, TargetState, audited_types, entry_for, state_after};
 use crate::{EventFilter, ProjectionError, TableProjection};
 
 /// The name of the projection, its checkpoint and (as `rm_audit`) its schema.
@@ -20,7 +20,7 @@ pub struct AuditProjection {
 
 impl Default for AuditProjection {
     fn default() -> Self {
-        Self { filter: EventFilter::new(AUDITED_CATEGORIES, AUDITED_TYPES) }
+        Self { filter: EventFilter::new(AUDITED_CATEGORIES, audited_types()) }
     }
 }
 
