@@ -210,6 +210,7 @@ impl Gateway {
             tokens: Arc::new(tokens),
             idps: Arc::new(crate::oidc::Idps::new(config.idps.clone(), &issuer)?),
             authz_lag: authz_lag.clone(),
+            key_usage: crate::key_usage::KeyUsage::default(),
             cookies: Arc::new(crate::routes::login::Cookies::for_url(&issuer)),
             keyring,
             registry: Registry::new(pool.clone()),

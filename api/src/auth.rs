@@ -208,7 +208,11 @@ impl FromRequestParts<AppState> for Caller {
             )));
         }
         let origin = Origin::of(parts);
-        authenticate(parts, state).await.map(|principal| Caller(principal, origin))
+        let principal = authenticate(parts, state).await?;
+        if principal.credential != projections::authz::Credential::Session {
+            state.key_usage.used(&state.pool, principal.key_id);
+        }
+        Ok(Caller(principal, origin))
     }
 }
 

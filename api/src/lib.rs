@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod http;
 pub mod idempotency;
 pub mod json_body;
+pub mod key_usage;
 pub mod oidc;
 pub mod openapi;
 pub mod params;

@@ -23,6 +23,8 @@ pub struct AppState {
     pub idps: std::sync::Arc<crate::oidc::Idps>,
     /// How far the authorization model lags the store (requests are refused past the bound).
     pub authz_lag: crate::authz_lag::AuthzLag,
+    /// The last use of each API key (outside the event log).
+    pub key_usage: crate::key_usage::KeyUsage,
     /// The names and attributes of the gateway's cookies.
     pub cookies: std::sync::Arc<crate::routes::login::Cookies>,
     /// The sealing keys (also key request fingerprints).

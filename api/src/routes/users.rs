@@ -460,6 +460,8 @@ pub struct KeyReply {
     pub scopes: Vec<String>,
     /// Revoked keys are refused.
     pub revoked: bool,
+    /// When it (or a token minted from it) was last used, to about a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A principal's keys.
@@ -482,10 +484,15 @@ pub(crate) async fn list_keys(
         caller.authorize(&state, Action::ReadUsers, &format!("principal:{id}")).await?;
     }
     let keys = read_model(&state, |m| m.keys_of(id)).await?;
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.key_id).collect();
+    let used = crate::key_usage::KeyUsage::last_used(&state.pool, &ids)
+        .await
+        .map_err(|_| Problem::unavailable("the database is unreachable"))?;
     Ok(axum::Json(KeyList {
         keys: keys
             .into_iter()
             .map(|k| KeyReply {
+                last_used_at: used.get(&k.key_id).copied(),
                 id: k.key_id,
                 prefix: k.prefix,
                 name: k.name,

@@ -198,6 +198,12 @@ async fn revoked_expired_scoped_and_disabled_credentials_stop_working() {
     let listed = api.call_as(&viewer_key, Method::GET, "/api/v1/users/me/api-keys", None, &[]).await;
     assert_eq!(listed.body["keys"].as_array().unwrap().len(), 1, "{}", listed.raw);
     assert!(!listed.raw.contains(&viewer_key[4..]), "a listing shows the key");
+    // Its last use is recorded (outside the event log, in the background)
+    tests::eventually(DEADLINE, "the key's last use", || async {
+        let listed = api.call_as(&viewer_key, Method::GET, "/api/v1/users/me/api-keys", None, &[]).await;
+        listed.body["keys"][0]["last_used_at"].as_str().map(|_| ())
+    })
+    .await;
 
     // A scoped key does what its scopes say, and no more than the roles allow
     let scoped = api

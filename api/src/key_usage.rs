@@ -1,0 +1,63 @@
+//! The last use of each API key, outside the event log (`api.key_usage`): recorded at most once a minute
+//! per key from each instance, in the background, so a request never waits for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How often one key's use is written from one instance.
+const EVERY: Duration = Duration::from_secs(60);
+
+/// The recorder.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUsage {
+    written: Arc<Mutex<HashMap<Uuid, Instant>>>,
+}
+
+impl KeyUsage {
+    /// Notes a use of `key_id` now; writes it unless this instance wrote it less than a minute ago.
+    pub fn used(&self, pool: &PgPool, key_id: Uuid) {
+        let due = match self.written.lock() {
+            Ok(mut written) => {
+                let due = written.get(&key_id).is_none_or(|at| at.elapsed() >= EVERY);
+                if due {
+                    written.insert(key_id, Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if !due {
+            return;
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let written = sqlx::query(
+                "INSERT INTO api.key_usage (key_id, last_used_at) VALUES ($1, now())
+                 ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+            )
+            .bind(key_id)
+            .execute(&pool)
+            .await;
+            if let Err(error) = written {
+                tracing::debug!(%error, "could not record an API key's use");
+            }
+        });
+    }
+
+    /// The last use of each of `keys` that has one.
+    pub async fn last_used(
+        pool: &PgPool,
+        keys: &[Uuid],
+    ) -> Result<HashMap<Uuid, chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+        let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as("SELECT key_id, last_used_at FROM api.key_usage WHERE key_id = ANY($1)")
+                .bind(keys)
+                .fetch_all(pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
