@@ -145,7 +145,11 @@ fn invalid_field(field: &str, detail: String) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field").field(field).detail(detail)
 }
 
-fn changed(status: StatusCode, id: Uuid, position: Option<Position>) -> Response {
+/// The answer to a change, once this instance's authorization model has applied it (when there was one).
+async fn changed(state: &AppState, status: StatusCode, id: Uuid, position: Option<Position>) -> Response {
+    if let Some(position) = position {
+        applied(state, position).await;
+    }
     (status, axum::Json(ChangeReply { id, position: position.map(|p| p.to_string()) })).into_response()
 }
 
@@ -219,8 +223,7 @@ pub(crate) async fn create(
     let body: CreateBody = json_body::parse(&json_body::bytes(body)?)?;
     let id = Uuid::now_v7();
     let done = state.principals.create(id, body.kind, &body.display_name, &context(&caller)).await?;
-    applied(&state, done.position).await;
-    Ok(changed(StatusCode::CREATED, id, Some(done.position)))
+    Ok(changed(&state, StatusCode::CREATED, id, Some(done.position)).await)
 }
 
 /// Body of a role grant.
@@ -253,8 +256,7 @@ pub(crate) async fn grant(
             &ctx,
         )
         .await?;
-    applied(&state, done.position).await;
-    Ok(changed(StatusCode::OK, id, Some(done.position)))
+    Ok(changed(&state, StatusCode::OK, id, Some(done.position)).await)
 }
 
 /// Query of a role revocation and of key revocations.
@@ -287,8 +289,7 @@ pub(crate) async fn revoke(
             &ctx,
         )
         .await?;
-    applied(&state, done.position).await;
-    Ok(changed(StatusCode::OK, id, Some(done.position)))
+    Ok(changed(&state, StatusCode::OK, id, Some(done.position)).await)
 }
 
 /// Body of `disable`.
@@ -331,10 +332,7 @@ async fn set_disabled(
     reason: &str,
 ) -> Result<Response, Problem> {
     let done = state.principals.set_disabled(caller.0.id, id, disable, reason, &context(caller)).await?;
-    if let Some(done) = &done {
-        applied(state, done.position).await;
-    }
-    Ok(changed(StatusCode::OK, id, done.map(|d| d.position)))
+    Ok(changed(state, StatusCode::OK, id, done.map(|d| d.position)).await)
 }
 
 /// Body of a key issue.
@@ -518,10 +516,7 @@ pub(crate) async fn revoke_key(
         .await?;
     let reason = query.reason.unwrap_or_else(|| "revoked through the API".to_owned());
     let done = state.principals.revoke_key(caller.0.id, id, key_id, &reason, &context(&caller)).await?;
-    if let Some(done) = &done {
-        applied(&state, done.position).await;
-    }
-    Ok(changed(StatusCode::OK, key_id, done.map(|d| d.position)))
+    Ok(changed(&state, StatusCode::OK, key_id, done.map(|d| d.position)).await)
 }
 
 /// Body of an enrolment: replacing an enrolled factor needs a current code from it.

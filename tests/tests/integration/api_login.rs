@@ -14,7 +14,6 @@ use tests::OidcProvider;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::api_servers::K1;
 use crate::support::{DEADLINE, metadata};
 use crate::upstream_idp::{Browser, entra_shaped_users, entra_shaped_users_for};
 
@@ -92,17 +91,9 @@ async fn site_with(providers: &[(&str, &OidcProvider)], kinds: &[(&str, IdpKind)
         })
         .collect();
     let config = GatewayConfig {
-        database_url: db.url.clone(),
-        nats_url: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), K1.into())],
-        upstream_allowlist: vec![],
-        max_connections: 8,
-        audit_signing_keys: vec![],
         public_url: Some("http://127.0.0.1:9".into()),
         idps,
-        authz_max_lag: std::time::Duration::from_secs(5),
+        ..crate::api_servers::config(&db.url, None)
     };
     let gateway = Gateway::start(&config, None).await.unwrap();
     let context = commands::servers::CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };

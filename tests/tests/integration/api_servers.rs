@@ -28,10 +28,10 @@ pub(crate) struct Reply {
     pub(crate) raw: String,
 }
 
-pub(crate) async fn start(nats_url: Option<String>) -> Api {
-    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
-    let config = GatewayConfig {
-        database_url: db.url.clone(),
+/// The configuration of a test gateway on `database_url`.
+pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayConfig {
+    GatewayConfig {
+        database_url: database_url.to_owned(),
         nats_url,
         listen: "127.0.0.1:0".parse().unwrap(),
         sealing_key_current: "k1".into(),
@@ -42,8 +42,18 @@ pub(crate) async fn start(nats_url: Option<String>) -> Api {
         public_url: None,
         idps: vec![],
         authz_max_lag: std::time::Duration::from_secs(5),
-    };
+    }
+}
+
+/// A second gateway on `first`'s database (its own pools and NATS connection), with `first`'s owner key.
+pub(crate) async fn another_instance(first: &Api, config: GatewayConfig) -> Api {
     let gateway = Gateway::start(&config, None).await.unwrap();
+    Api { router: router(gateway.state.clone()), key: first.key.clone(), gateway, db: None }
+}
+
+pub(crate) async fn start(nats_url: Option<String>) -> Api {
+    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
+    let gateway = Gateway::start(&config(&db.url, nats_url), None).await.unwrap();
     let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
     let owner = commands::identity::bootstrap(&gateway.state.store, "owner", &context).await.unwrap();
     let api =

@@ -10,7 +10,7 @@ use domain::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::api_servers::{Api, start};
+use crate::api_servers::{Api, another_instance, start};
 
 async fn token_for(api: &Api, key: &str, body: Value) -> String {
     let reply = api.call_as(key, Method::POST, "/api/v1/tokens", Some(&body.to_string()), &[]).await;
@@ -188,21 +188,8 @@ async fn a_revocation_on_one_instance_is_enforced_on_another_within_milliseconds
     // Two gateways on one database, each with its own pools and its own NATS connection
     let nats = tests::NatsServer::start().unwrap();
     let first = start(Some(nats.url())).await;
-    let config = api::GatewayConfig {
-        database_url: first.db.as_ref().unwrap().url.clone(),
-        nats_url: Some(nats.url()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), crate::api_servers::K1.into())],
-        upstream_allowlist: vec![],
-        max_connections: 4,
-        audit_signing_keys: vec![],
-        public_url: None,
-        idps: vec![],
-        authz_max_lag: std::time::Duration::from_secs(5),
-    };
-    let second = api::Gateway::start(&config, None).await.unwrap();
-    let second = Api { router: api::router(second.state.clone()), key: first.key.clone(), gateway: second, db: None };
+    let url = first.db.as_ref().unwrap().url.clone();
+    let second = another_instance(&first, crate::api_servers::config(&url, Some(nats.url()))).await;
 
     let mut times = Vec::new();
     for round in 0..5 {
@@ -242,21 +229,12 @@ async fn a_revocation_on_one_instance_is_enforced_on_another_within_milliseconds
 async fn requests_are_refused_while_the_authorization_model_lags_and_ready_says_why() {
     use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
     let first = start(None).await;
-    let config = api::GatewayConfig {
-        database_url: first.db.as_ref().unwrap().url.clone(),
-        nats_url: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), crate::api_servers::K1.into())],
-        upstream_allowlist: vec![],
-        max_connections: 4,
-        audit_signing_keys: vec![],
-        public_url: None,
-        idps: vec![],
+    let url = first.db.as_ref().unwrap().url.clone();
+    let strict_config = api::GatewayConfig {
         authz_max_lag: std::time::Duration::from_millis(300),
+        ..crate::api_servers::config(&url, None)
     };
-    let gateway = api::Gateway::start(&config, None).await.unwrap();
-    let strict = Api { router: api::router(gateway.state.clone()), key: first.key.clone(), gateway, db: None };
+    let strict = another_instance(&first, strict_config).await;
     tests::eventually(crate::support::DEADLINE, "the second gateway to serve", || async {
         (strict.call(Method::GET, "/api/v1/me", None, &[]).await.status == StatusCode::OK).then_some(())
     })

@@ -101,15 +101,19 @@ pub(crate) async fn idp_tokens(provider: &OidcProvider, username: &str) -> Value
         "{issuer}/auth?client_id=gateway&response_type=code&scope=openid%20offline_access&prompt=consent&redirect_uri={redirect}&code_challenge={challenge}&code_challenge_method=S256&state=s&nonce=n"
     );
     let back = Browser::new().login(&issuer, &authorize, username).await;
-    let code = query(&back, "code").unwrap();
+    redeem(&format!("{issuer}/token"), &query(&back, "code").unwrap(), &verifier).await
+}
+
+/// The gateway client's token request for `code` with the PKCE `verifier`: the provider's JSON answer.
+async fn redeem(token_endpoint: &str, code: &str, verifier: &str) -> Value {
     reqwest::Client::new()
-        .post(format!("{issuer}/token"))
+        .post(token_endpoint)
         .basic_auth("gateway", Some("gateway-secret"))
         .form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code),
+            ("code", code),
             ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
+            ("code_verifier", verifier),
         ])
         .send()
         .await
@@ -166,22 +170,7 @@ async fn the_upstream_idp_logs_users_in_with_pkce_and_sends_the_entra_claim_shap
         assert_eq!(wrong.status(), 400);
         // The failed attempt consumed the code: log in again for a fresh one.
         let back = Browser::new().login(&issuer, &authorize, username).await;
-        let code = query(&back, "code").unwrap();
-        let tokens: Value = http
-            .post(token_endpoint)
-            .basic_auth("gateway", Some("gateway-secret"))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tokens = redeem(token_endpoint, &query(&back, "code").unwrap(), &verifier).await;
         let id_token = tokens["id_token"].as_str().unwrap_or_else(|| panic!("{tokens}"));
         let payload = id_token.split('.').nth(1).unwrap();
         let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
