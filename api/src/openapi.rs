@@ -20,6 +20,7 @@ use crate::state::AppState;
         servers::resume,
         servers::rotate_credential,
         servers::deregister,
+        servers::permissions,
         audit::list,
         audit::verify,
         audit::hash,

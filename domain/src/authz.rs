@@ -6,6 +6,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 use crate::Role;
+use crate::server::AccessPolicy;
 
 /// What a principal wants to do. Each is one column of the permission matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +109,13 @@ pub enum Resource<'a> {
     },
     /// A principal (for credentials: one's own or somebody else's).
     Principal(Uuid),
+    /// An existing server to be used through the gateway: its owner and its access policy.
+    ServerAccess {
+        /// The owner, as recorded on the server.
+        owner: &'a str,
+        /// Whom the server admits besides its owner, owners and admins.
+        policy: &'a AccessPolicy,
+    },
 }
 
 /// The answer, with the reason recorded in the audit trail.
@@ -150,6 +158,24 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
         if !manages_all && owner != subject.id.to_string() {
             return Decision::deny("a server manager manages only the servers it owns".to_owned());
         }
+    }
+    // Using a server needs the role and the server's consent: its policy lists one of the principal's
+    // roles or the principal itself (owners, admins and the server's owner always pass).
+    if let (Action::UseServers, Resource::ServerAccess { owner, policy }) = (action, resource) {
+        let id = subject.id.to_string();
+        let manages_all = subject.roles.iter().any(|r| matches!(r, Role::Owner | Role::Admin));
+        if manages_all || owner == id {
+            return Decision { allow: true, reason: format!("role {} permits servers.use", role.as_str()) };
+        }
+        if policy.users.contains(&id) {
+            return Decision { allow: true, reason: "the server's access policy lists the principal".to_owned() };
+        }
+        return match subject.roles.iter().find(|r| policy.roles.contains(r) && action.permitted().contains(r)) {
+            Some(listed) => {
+                Decision { allow: true, reason: format!("the server's access policy admits role {}", listed.as_str()) }
+            }
+            None => Decision::deny("the server's access policy does not admit the principal".to_owned()),
+        };
     }
     Decision { allow: true, reason: format!("role {} permits {}", role.as_str(), action.as_str()) }
 }
@@ -202,6 +228,31 @@ mod tests {
         assert!(decide(&me, Action::ManageServers, Resource::Server { owner: &mine }).allow);
         assert!(!decide(&me, Action::ManageServers, Resource::Server { owner: "someone-else" }).allow);
         assert!(decide(&subject(&[Role::Admin]), Action::ManageServers, Resource::Server { owner: "x" }).allow);
+    }
+
+    #[test]
+    fn a_server_is_used_by_whom_its_policy_admits() {
+        let developer = subject(&[Role::Developer]);
+        let mut policy = AccessPolicy::default();
+        let on = |s: &Subject<'_>, policy: &AccessPolicy| {
+            decide(s, Action::UseServers, Resource::ServerAccess { owner: "someone", policy }).allow
+        };
+        assert!(!on(&developer, &policy), "an empty policy admits nobody but owners and admins");
+        assert!(on(&subject(&[Role::Admin]), &policy));
+        assert!(on(&subject(&[Role::Owner]), &policy));
+        let mine = developer.id.to_string();
+        assert!(decide(&developer, Action::UseServers, Resource::ServerAccess { owner: &mine, policy: &policy }).allow);
+        policy.roles.insert(Role::Developer);
+        assert!(on(&developer, &policy));
+        // A listed role the matrix does not let use servers admits nobody.
+        policy.roles.insert(Role::Viewer);
+        assert!(!on(&subject(&[Role::Viewer]), &policy));
+        policy.roles.clear();
+        policy.users.insert(developer.id.to_string());
+        assert!(on(&developer, &policy));
+        policy.users.insert(Uuid::from_u128(7).to_string());
+        let scoped = Subject { id: Uuid::from_u128(7), roles: &[Role::Developer], scopes: &[Action::ReadServers] };
+        assert!(!on(&scoped, &policy), "scopes still narrow");
     }
 
     #[test]

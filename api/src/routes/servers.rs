@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/servers/{id}/suspend", post(suspend))
         .route("/api/v1/servers/{id}/resume", post(resume))
         .route("/api/v1/servers/{id}/rotate-credential", post(rotate_credential))
+        .route("/api/v1/servers/{id}/permissions", get(permissions))
 }
 
 /// How long a read with `min_position` waits for the read model.
@@ -314,6 +315,57 @@ pub(crate) async fn read(
         response.headers_mut().insert(header::ETAG, value);
     }
     Ok(response)
+}
+
+/// One action on a server, decided for the caller.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Permission {
+    /// `servers.read`, `servers.manage` or `servers.use`.
+    pub action: &'static str,
+    /// Whether the caller may.
+    pub allow: bool,
+    /// Why (or why not).
+    pub reason: String,
+}
+
+/// What the caller may do with one server.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ServerPermissions {
+    /// The server.
+    pub server: Uuid,
+    /// One decision per action on a server, in matrix order.
+    pub permissions: Vec<Permission>,
+}
+
+#[utoipa::path(get, path = "/api/v1/servers/{id}/permissions", operation_id = "server_permissions", params(("id" = Uuid, Path)), responses((status = 200, body = ServerPermissions), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+/// What the caller may do with server `id`, decided exactly as the actions themselves are: the permission
+/// matrix, the credential's scopes, ownership, and the server's access policy (for `servers.use`).
+pub(crate) async fn permissions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<ServerPermissions>, Problem> {
+    caller.authorize(&state, Action::ReadServers, &format!("server:{id}")).await?;
+    let entry = state.registry.get(id).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
+    let entry = entry.ok_or_else(Problem::not_found)?;
+    // A policy the registry holds was validated when it was written; one that no longer parses admits
+    // nobody beyond owners and admins.
+    let policy: domain::server::AccessPolicy = serde_json::from_value(entry.access.0.clone()).unwrap_or_default();
+    let subject = domain::authz::Subject { id: caller.0.id, roles: &caller.0.roles, scopes: &caller.0.scopes };
+    let owner = entry.owner.as_str();
+    let on = [
+        (Action::ReadServers, Resource::Server { owner }),
+        (Action::ManageServers, Resource::Server { owner }),
+        (Action::UseServers, Resource::ServerAccess { owner, policy: &policy }),
+    ];
+    let permissions = on
+        .into_iter()
+        .map(|(action, resource)| {
+            let decision = domain::authz::decide(&subject, action, resource);
+            Permission { action: action.as_str(), allow: decision.allow, reason: decision.reason }
+        })
+        .collect();
+    Ok(axum::Json(ServerPermissions { server: id, permissions }))
 }
 
 #[derive(Deserialize)]

@@ -67,10 +67,11 @@ impl Api {
 }
 
 /// One request per action, whose answer is 403 exactly when the action is refused (an allowed request
-/// may still fail on its body: what matters is that it got past the decision).
-async fn exercise(api: &Api, key: &str, action: Action) -> Option<Reply> {
+/// may still fail on its body: what matters is that it got past the decision). Using a server is asked
+/// of the server's permissions, on `server`, whose access policy admits every role.
+async fn exercise(api: &Api, key: &str, action: Action, server: &str) -> Reply {
     let other = uuid::Uuid::now_v7();
-    Some(match action {
+    match action {
         Action::ReadServers => api.call_as(key, Method::GET, "/api/v1/servers", None, &[]).await,
         Action::ManageServers => api.post_as(key, "/api/v1/servers", json!({})).await,
         Action::ReadAudit => api.call_as(key, Method::GET, "/api/v1/audit?limit=1", None, &[]).await,
@@ -78,21 +79,47 @@ async fn exercise(api: &Api, key: &str, action: Action) -> Option<Reply> {
         Action::ManageUsers => api.post_as(key, "/api/v1/users", json!({})).await,
         Action::GrantRoles => api.post_as(key, &format!("/api/v1/users/{other}/roles"), json!({})).await,
         Action::ManageOwnCredentials => api.call_as(key, Method::GET, "/api/v1/users/me/api-keys", None, &[]).await,
-        // Calling tools arrives with the gateway's MCP endpoint; the decision is covered in `domain`.
-        Action::UseServers => return None,
-    })
+        Action::UseServers => {
+            let uri = format!("/api/v1/servers/{server}/permissions");
+            let mut reply = api.call_as(key, Method::GET, &uri, None, &[]).await;
+            if reply.status == StatusCode::OK {
+                let used = reply.body["permissions"].as_array().unwrap().iter().find(|p| p["action"] == "servers.use");
+                if used.unwrap()["allow"] == json!(false) {
+                    reply.status = StatusCode::FORBIDDEN;
+                }
+            }
+            reply
+        }
+    }
+}
+
+/// Registers a server as the owner, with `access` as its policy; returns its id.
+pub(crate) async fn server_with_access(api: &Api, name: &str, access: Value) -> String {
+    let body = json!({
+        "name": name, "description": "d", "transport": "streamable_http", "url": "https://93.184.216.34/mcp",
+        "access": access,
+    });
+    let added = api.post_as(&api.key, "/api/v1/servers", body).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
+    let id = added.body["id"].as_str().unwrap().to_owned();
+    let position = added.body["position"].as_str().unwrap().to_owned();
+    let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.raw);
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_and_permission_cell_through_the_http_api() {
     let api = start(None).await;
     api.step_up(&api.key).await;
+    let everyone: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    let server = server_with_access(&api, "io.example/for-everyone", json!({ "roles": everyone })).await;
     for role in Role::ALL {
         let (_, key) = api.principal_with(role.as_str(), &[role]).await;
         let me = api.call_as(&key, Method::GET, "/api/v1/me", None, &[]).await;
         assert_eq!(me.body["roles"], json!([role]), "{}", me.raw);
         for action in Action::ALL {
-            let Some(reply) = exercise(&api, &key, action).await else { continue };
+            let reply = exercise(&api, &key, action, &server).await;
             let allowed = action.permitted().contains(&role);
             if allowed {
                 assert!(
@@ -103,11 +130,52 @@ async fn every_role_and_permission_cell_through_the_http_api() {
                     reply.status,
                     reply.raw
                 );
-            } else {
+            } else if reply.status != StatusCode::FORBIDDEN || action != Action::UseServers {
                 assert_problem(&reply, StatusCode::FORBIDDEN, "forbidden");
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_is_used_only_by_whom_its_policy_admits() {
+    let api = start(None).await;
+    let (dev_id, dev) = api.principal_with("dev", &[Role::Developer]).await;
+    let (_, other_dev) = api.principal_with("other", &[Role::Developer]).await;
+    let (manager_id, manager) = api.principal_with("manager", &[Role::ServerManager]).await;
+    let (_, viewer) = api.principal_with("viewer", &[Role::Viewer]).await;
+    let listed = server_with_access(&api, "io.example/listed", json!({ "users": [dev_id, manager_id] })).await;
+    let by_role = server_with_access(&api, "io.example/by-role", json!({ "roles": ["developer", "viewer"] })).await;
+    let closed = server_with_access(&api, "io.example/closed", json!({})).await;
+    let may_use = |key: String, server: String| {
+        let api = &api;
+        async move {
+            let reply =
+                api.call_as(&key, Method::GET, &format!("/api/v1/servers/{server}/permissions"), None, &[]).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+            let permissions = reply.body["permissions"].as_array().unwrap().clone();
+            let used = permissions.iter().find(|p| p["action"] == "servers.use").unwrap();
+            (used["allow"].as_bool().unwrap(), used["reason"].as_str().unwrap().to_owned())
+        }
+    };
+    assert!(may_use(dev.clone(), listed.clone()).await.0);
+    let (allowed, reason) = may_use(other_dev.clone(), listed.clone()).await;
+    assert!(!allowed && reason.contains("access policy"), "{reason}");
+    assert!(may_use(other_dev.clone(), by_role.clone()).await.0);
+    // A role the policy lists but the matrix does not let use servers gets nothing from the listing.
+    assert!(!may_use(viewer.clone(), by_role.clone()).await.0);
+    // Nobody but owners and admins uses a server whose policy is empty; a listed manager uses it only
+    // where listed.
+    assert!(!may_use(dev.clone(), closed.clone()).await.0);
+    assert!(!may_use(manager.clone(), closed.clone()).await.0);
+    assert!(may_use(manager.clone(), listed.clone()).await.0);
+    assert!(may_use(api.key.clone(), closed.clone()).await.0);
+    // An unknown server is 404, a malformed id 400, and somebody who may not read servers gets 403.
+    let unknown = format!("/api/v1/servers/{}/permissions", uuid::Uuid::now_v7());
+    assert_problem(&api.call_as(&dev, Method::GET, &unknown, None, &[]).await, StatusCode::NOT_FOUND, "not-found");
+    let (_, auditor) = api.principal_with("auditor", &[Role::Auditor]).await;
+    let refused = api.call_as(&auditor, Method::GET, &format!("/api/v1/servers/{closed}/permissions"), None, &[]).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "forbidden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
