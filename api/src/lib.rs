@@ -7,6 +7,7 @@ pub mod audit_prune;
 pub mod auth;
 pub mod authz_lag;
 pub mod cursor;
+pub mod github;
 pub mod http;
 pub mod idempotency;
 pub mod json_body;

@@ -34,9 +34,10 @@ pub struct IdpConfig {
     pub client_id: String,
     /// The client secret.
     pub client_secret: String,
-    /// Scopes besides `openid` [default: email, profile].
-    #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
+    /// Scopes to ask for (besides `openid` at an OpenID provider) [default: `email profile`; GitHub:
+    /// `read:user`, and `read:org` when organisations are allowed or groups mapped].
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
     /// Ordered role rules over the claims.
     #[serde(default)]
     pub role_rules: Vec<RoleRule>,
@@ -66,10 +67,56 @@ pub enum IdpKind {
         /// The required hosted domain.
         hosted_domain: String,
     },
+    /// GitHub (an OAuth app, not an OpenID provider): `issuer` is `https://github.com` or a GitHub
+    /// Enterprise Server's URL; people are keyed by their numeric account id, and their organisations
+    /// and teams (`org`, `org/team`) are the `groups` role rules read.
+    Github {
+        /// The REST API [default: `https://api.github.com`, or `<issuer>/api/v3` for an Enterprise
+        /// Server].
+        #[serde(default)]
+        api_url: Option<String>,
+        /// Organisations whose members may log in (empty: any account).
+        #[serde(default)]
+        allowed_organizations: Vec<String>,
+    },
 }
 
-fn default_scopes() -> Vec<String> {
-    vec!["email".into(), "profile".into()]
+/// What stands for the tenant in the issuer of Entra's multi-tenant endpoints (`/organizations`,
+/// `/common`): each ID token's `iss` names its tenant there.
+const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// Path segments of Entra's multi-tenant endpoints.
+const MULTI_TENANT_SEGMENTS: [&str; 3] = ["organizations", "common", "consumers"];
+
+impl IdpConfig {
+    /// The scopes a login asks for.
+    pub fn scopes(&self) -> Vec<String> {
+        if let Some(scopes) = &self.scopes {
+            return scopes.clone();
+        }
+        match &self.kind {
+            IdpKind::Github { allowed_organizations, .. } => {
+                let mut scopes = vec!["read:user".to_owned()];
+                if self.github_groups_needed(allowed_organizations) {
+                    scopes.push("read:org".to_owned());
+                }
+                scopes
+            }
+            _ => vec!["email".into(), "profile".into()],
+        }
+    }
+
+    /// Whether GitHub's organisations and teams must be read: to admit by organisation or to map groups.
+    fn github_groups_needed(&self, allowed_organizations: &[String]) -> bool {
+        !allowed_organizations.is_empty()
+            || self.role_rules.iter().any(|r| r.source == domain::identity::ClaimSource::Groups)
+    }
+
+    /// Whether the configured issuer is one of Entra's multi-tenant endpoints.
+    fn multi_tenant_endpoint(&self) -> bool {
+        let path = self.issuer.split("://").nth(1).and_then(|rest| rest.split_once('/')).map(|(_, path)| path);
+        path.is_some_and(|path| path.split('/').any(|segment| MULTI_TENANT_SEGMENTS.contains(&segment)))
+    }
 }
 
 /// Every claim the ID token carries beyond the standard ones (`roles`, `groups`, `wids`, `tid`, `oid`,
@@ -160,6 +207,31 @@ pub struct VerifiedLogin {
     pub claims: serde_json::Value,
 }
 
+/// The ID token verifier of `client`; at an Entra multi-tenant endpoint the issuer is checked afterwards,
+/// against the token's own tenant.
+fn verifier_of(client: &OidcClient, tenant_issuer: bool) -> openidconnect::IdTokenVerifier<'_, CoreJsonWebKey> {
+    client.id_token_verifier().require_issuer_match(!tenant_issuer)
+}
+
+/// At an Entra multi-tenant endpoint, the ID token's issuer must be the template with the token's own
+/// tenant (`tid`) in it: a token issued by one tenant that claims another is refused.
+fn check_tenant_issuer(
+    template: &str,
+    issuer: &str,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), OidcError> {
+    let tid = claims
+        .get("tid")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+        .ok_or_else(|| OidcError::InvalidIdToken("no tenant (tid) to check the issuer against".into()))?;
+    let expected = template.replace(TENANT_PLACEHOLDER, tid);
+    if issuer.trim_end_matches('/') != expected.trim_end_matches('/') {
+        return Err(OidcError::InvalidIdToken(format!("issuer {issuer} is not tenant {tid}'s ({expected})")));
+    }
+    Ok(())
+}
+
 /// A login begun: the URL to send the browser to, and what the callback must check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
@@ -195,7 +267,7 @@ impl std::fmt::Debug for Idps {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     http: reqwest::Client,
     request: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, reqwest::Error> {
@@ -230,6 +302,15 @@ impl Idps {
             }
             IssuerUrl::new(config.issuer.clone())
                 .map_err(|e| OidcError::Config { idp: config.name.clone(), reason: e.to_string() })?;
+            if let IdpKind::Entra { allowed_tenants } = &config.kind
+                && allowed_tenants.is_empty()
+                && config.multi_tenant_endpoint()
+            {
+                return Err(OidcError::Config {
+                    idp: config.name,
+                    reason: "a multi-tenant Entra issuer admits any tenant: list allowed_tenants".into(),
+                });
+            }
             idps.insert(config.name.clone(), Idp { config, discovered: RwLock::new(None) });
         }
         Ok(Self { http, public_url: public_url.trim_end_matches('/').to_owned(), idps })
@@ -255,12 +336,42 @@ impl Idps {
                 Some(hd) => Err(OidcError::NotAdmitted(format!("the domain {hd} is not {hosted_domain}"))),
                 None => Err(OidcError::NotAdmitted(format!("not an account of {hosted_domain}"))),
             },
+            IdpKind::Github { allowed_organizations, .. } => {
+                let groups = login.claims.get("groups").and_then(|g| g.as_array());
+                let member = |org: &String| {
+                    groups.is_some_and(|groups| {
+                        groups.iter().filter_map(|g| g.as_str()).any(|g| g.eq_ignore_ascii_case(org))
+                    })
+                };
+                if !allowed_organizations.is_empty() && !allowed_organizations.iter().any(member) {
+                    return Err(OidcError::NotAdmitted("not a member of an allowed organization".into()));
+                }
+                Ok(login.subject.clone())
+            }
         }
     }
 
-    /// The configured issuer of `idp`.
-    pub fn issuer(&self, idp: &str) -> Result<&str, OidcError> {
-        Ok(&self.idp(idp)?.config.issuer)
+    /// Whether an authorization response's `iss` (RFC 9207) names `idp`: its configured issuer, or, at
+    /// an Entra multi-tenant endpoint, the issuer of any one tenant (the ID token's own issuer and
+    /// tenant are checked against each other and the allowlist afterwards).
+    pub async fn answered_by(&self, idp_name: &str, iss: &str) -> Result<bool, OidcError> {
+        let idp = self.idp(idp_name)?;
+        let iss = iss.trim_end_matches('/');
+        if iss == idp.config.issuer.trim_end_matches('/') {
+            return Ok(true);
+        }
+        if matches!(idp.config.kind, IdpKind::Github { .. }) {
+            return Ok(false);
+        }
+        let metadata = self.metadata(idp, false).await?;
+        let template = metadata.issuer().as_str().trim_end_matches('/');
+        Ok(match template.split_once(TENANT_PLACEHOLDER) {
+            Some((before, after)) => iss
+                .strip_prefix(before)
+                .and_then(|rest| rest.strip_suffix(after))
+                .is_some_and(|tenant| !tenant.is_empty() && !tenant.contains('/')),
+            None => false,
+        })
     }
 
     /// The role rules of `idp`.
@@ -288,10 +399,57 @@ impl Idps {
         let issuer = IssuerUrl::new(idp.config.issuer.clone()).map_err(|e| upstream(e.to_string()))?;
         let http = self.http.clone();
         let client = move |request| send(http.clone(), request);
-        let metadata =
-            CoreProviderMetadata::discover_async(issuer, &client).await.map_err(|e| upstream(e.to_string()))?;
+        let metadata = match &idp.config.kind {
+            IdpKind::Entra { allowed_tenants } => self.discover_entra(idp, allowed_tenants, &client).await?,
+            _ => CoreProviderMetadata::discover_async(issuer, &client).await.map_err(|e| upstream(e.to_string()))?,
+        };
         *idp.discovered.write().await = Some((metadata.clone(), Instant::now()));
         Ok(metadata)
+    }
+
+    /// Entra's discovery: at a multi-tenant endpoint the advertised issuer is a template with
+    /// `{tenantid}` (OpenID discovery would refuse it as a mismatch); anything else must match exactly.
+    async fn discover_entra<C>(
+        &self,
+        idp: &Idp,
+        allowed_tenants: &[String],
+        client: &C,
+    ) -> Result<CoreProviderMetadata, OidcError>
+    where
+        for<'c> C: openidconnect::AsyncHttpClient<'c>,
+    {
+        let upstream = |reason: String| OidcError::Upstream { idp: idp.config.name.clone(), reason };
+        let configured = idp.config.issuer.trim_end_matches('/');
+        let url = format!("{configured}/.well-known/openid-configuration");
+        let response = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| upstream(format!("discovery: {e}")))?;
+        if !response.status().is_success() {
+            return Err(upstream(format!("discovery: {} at {url}", response.status())));
+        }
+        let body = response.bytes().await.map_err(|e| upstream(format!("discovery: {e}")))?;
+        let metadata: CoreProviderMetadata =
+            serde_json::from_slice(&body).map_err(|e| upstream(format!("discovery document: {e}")))?;
+        let advertised = metadata.issuer().as_str().trim_end_matches('/');
+        if advertised != configured {
+            if !advertised.contains(TENANT_PLACEHOLDER) {
+                return Err(upstream(format!("unexpected issuer {advertised} (expected {configured})")));
+            }
+            if allowed_tenants.is_empty() {
+                return Err(OidcError::Config {
+                    idp: idp.config.name.clone(),
+                    reason: "a multi-tenant Entra issuer admits any tenant: list allowed_tenants".into(),
+                });
+            }
+        }
+        let keys = openidconnect::JsonWebKeySet::fetch_async(metadata.jwks_uri(), client)
+            .await
+            .map_err(|e| upstream(format!("keys: {e}")))?;
+        Ok(metadata.set_jwks(keys))
     }
 
     fn client(&self, idp: &Idp, metadata: CoreProviderMetadata) -> Result<OidcClient, OidcError> {
@@ -309,12 +467,16 @@ impl Idps {
     /// callback must check, valid for `ttl`.
     pub async fn begin(&self, idp_name: &str, ttl: chrono::Duration) -> Result<(String, PendingLogin), OidcError> {
         let idp = self.idp(idp_name)?;
+        if matches!(idp.config.kind, IdpKind::Github { .. }) {
+            let expires = (chrono::Utc::now() + ttl).timestamp();
+            return crate::github::begin(&idp.config, idp.config.scopes(), self.redirect_uri(idp_name), expires);
+        }
         let client = self.client(idp, self.metadata(idp, false).await?)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request =
             client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
-        for scope in &idp.config.scopes {
-            request = request.add_scope(Scope::new(scope.clone()));
+        for scope in idp.config.scopes() {
+            request = request.add_scope(Scope::new(scope));
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         let pending = PendingLogin {
@@ -334,8 +496,17 @@ impl Idps {
     pub async fn complete(&self, pending: &PendingLogin, code: &str) -> Result<VerifiedLogin, OidcError> {
         use openidconnect::{ClaimsVerificationError, SignatureVerificationError};
         let idp = self.idp(&pending.idp)?;
+        if let IdpKind::Github { api_url, allowed_organizations } = &idp.config.kind {
+            let api = api_url.clone().unwrap_or_else(|| crate::github::default_api_url(&idp.config.issuer));
+            let with_groups = idp.config.github_groups_needed(allowed_organizations);
+            let redirect = self.redirect_uri(&pending.idp);
+            return crate::github::complete(&self.http, &idp.config, &api, with_groups, redirect, pending, code).await;
+        }
         let upstream = |reason: String| OidcError::Upstream { idp: idp.config.name.clone(), reason };
-        let client = self.client(idp, self.metadata(idp, false).await?)?;
+        let metadata = self.metadata(idp, false).await?;
+        // At an Entra multi-tenant endpoint the issuer is checked below, against the token's own tenant.
+        let tenant_issuer = metadata.issuer().as_str().contains(TENANT_PLACEHOLDER);
+        let client = self.client(idp, metadata)?;
         let http = self.http.clone();
         let send_with = move |request| send(http.clone(), request);
         let response = client
@@ -350,14 +521,18 @@ impl Idps {
             })?;
         let id_token = response.id_token().ok_or_else(|| upstream("no ID token in the response".into()))?;
         let nonce = Nonce::new(pending.nonce.clone());
-        let verified = match id_token.claims(&client.id_token_verifier(), &nonce) {
+        let verified = match id_token.claims(&verifier_of(&client, tenant_issuer), &nonce) {
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 let refreshed = self.client(idp, self.metadata(idp, true).await?)?;
-                id_token.claims(&refreshed.id_token_verifier(), &nonce).cloned()
+                id_token.claims(&verifier_of(&refreshed, tenant_issuer), &nonce).cloned()
             }
             other => other.cloned(),
         };
         let claims = verified.map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+        if tenant_issuer {
+            let template = self.metadata(idp, false).await?.issuer().as_str().to_owned();
+            check_tenant_issuer(&template, claims.issuer().as_str(), &claims.additional_claims().claims)?;
+        }
         let subject = claims.subject().as_str().to_owned();
         let email = claims.email().map(|e| e.as_str().to_owned());
         let display_name = claims
@@ -378,5 +553,57 @@ impl Idps {
             amr,
             claims: serde_json::Value::Object(claims.additional_claims().claims.clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(issuer: &str, kind: IdpKind) -> IdpConfig {
+        IdpConfig {
+            name: "x".into(),
+            issuer: issuer.into(),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            scopes: None,
+            role_rules: Vec::new(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_tenant_issuer_must_name_the_tokens_own_tenant() {
+        let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let claims = |tid: &str| serde_json::json!({ "tid": tid }).as_object().cloned().unwrap_or_default();
+        let issuer = "https://login.microsoftonline.com/t-1/v2.0";
+        assert!(check_tenant_issuer(template, issuer, &claims("t-1")).is_ok());
+        assert!(check_tenant_issuer(template, issuer, &claims("t-2")).is_err());
+        assert!(check_tenant_issuer(template, issuer, &claims("t-1/v2.0/x")).is_err());
+        assert!(check_tenant_issuer(template, issuer, &serde_json::Map::new()).is_err());
+    }
+
+    #[test]
+    fn multi_tenant_endpoints_need_a_tenant_allowlist() {
+        let open = IdpKind::Entra { allowed_tenants: Vec::new() };
+        for issuer in
+            ["https://login.microsoftonline.com/organizations/v2.0", "https://login.microsoftonline.com/common/v2.0"]
+        {
+            let refused = Idps::new(vec![config(issuer, open.clone())], "https://gw.example.com");
+            assert!(matches!(refused, Err(OidcError::Config { .. })), "{issuer}");
+        }
+        let single = "https://login.microsoftonline.com/3f6c2a4e-0000-4000-8000-000000000000/v2.0";
+        assert!(Idps::new(vec![config(single, open)], "https://gw.example.com").is_ok());
+    }
+
+    #[test]
+    fn github_asks_for_organizations_only_when_it_needs_them() {
+        let plain = config("https://github.com", IdpKind::Github { api_url: None, allowed_organizations: Vec::new() });
+        assert_eq!(plain.scopes(), ["read:user"]);
+        let orgs = IdpKind::Github { api_url: None, allowed_organizations: vec!["acme".into()] };
+        assert_eq!(config("https://github.com", orgs).scopes(), ["read:user", "read:org"]);
+        assert_eq!(config("https://id.example.com", IdpKind::Oidc).scopes(), ["email", "profile"]);
+        assert_eq!(crate::github::default_api_url("https://github.com/"), "https://api.github.com");
+        assert_eq!(crate::github::default_api_url("https://ghe.example.com"), "https://ghe.example.com/api/v3");
     }
 }

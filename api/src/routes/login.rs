@@ -202,9 +202,8 @@ pub(crate) async fn callback(
         return Err(login_refused("the state does not match the login in progress"));
     }
     // RFC 9207: an answer that names another issuer is refused before its code is used anywhere.
-    let issuer = state.idps.issuer(&idp).map_err(oidc_problem)?;
     if let Some(iss) = &query.iss
-        && iss.trim_end_matches('/') != issuer.trim_end_matches('/')
+        && !state.idps.answered_by(&idp, iss).await.map_err(oidc_problem)?
     {
         return Err(login_refused("the response names another issuer (RFC 9207)"));
     }

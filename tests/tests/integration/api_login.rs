@@ -76,20 +76,32 @@ async fn site(providers: &[(&str, &OidcProvider)]) -> Site {
     site_with(providers, &[]).await
 }
 
+/// The test IdP configuration `name` at `issuer`.
+fn idp(name: &str, issuer: String, kind: IdpKind, role_rules: Vec<RoleRule>) -> IdpConfig {
+    IdpConfig {
+        name: name.to_owned(),
+        issuer,
+        client_id: "gateway".into(),
+        client_secret: "gateway-secret".into(),
+        scopes: None,
+        role_rules,
+        kind,
+    }
+}
+
 async fn site_with(providers: &[(&str, &OidcProvider)], kinds: &[(&str, IdpKind)]) -> Site {
-    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let idps = providers
         .iter()
-        .map(|(name, provider)| IdpConfig {
-            name: (*name).to_owned(),
-            issuer: provider.issuer(),
-            client_id: "gateway".into(),
-            client_secret: "gateway-secret".into(),
-            scopes: vec!["email".into(), "profile".into()],
-            role_rules: rules(),
-            kind: kinds.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone()).unwrap_or_default(),
+        .map(|(name, provider)| {
+            let kind = kinds.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone()).unwrap_or_default();
+            idp(name, provider.issuer(), kind, rules())
         })
         .collect();
+    site_of(idps).await
+}
+
+async fn site_of(idps: Vec<IdpConfig>) -> Site {
+    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let config = GatewayConfig {
         public_url: Some("http://127.0.0.1:9".into()),
         idps,
@@ -112,21 +124,20 @@ async fn site_with(providers: &[(&str, &OidcProvider)], kinds: &[(&str, IdpKind)
 impl Site {
     /// The whole browser login: the gateway's redirect, the provider's form, the callback.
     async fn login(&self, idp: &str, provider: &OidcProvider, username: &str) -> Login {
+        let done = self.attempt(idp, provider, username).await;
+        assert_eq!(done.status, StatusCode::OK, "{username}: {}", done.raw);
+        Login { session_cookie: cookie_pair(&done, "mgw_session"), body: done.body }
+    }
+
+    /// A login as `username`, however the gateway answers its callback.
+    async fn attempt(&self, idp: &str, provider: &OidcProvider, username: &str) -> Reply {
         let begun = send(&self.router, Method::GET, &format!("/auth/{idp}/login"), &[], None).await;
         assert_eq!(begun.status, StatusCode::SEE_OTHER, "{}", begun.raw);
         let login_cookie = cookie_pair(&begun, "mgw_login");
         let back = Browser::new().login(&provider.issuer(), begun.location.as_deref().unwrap(), username).await;
         let path = back.strip_prefix("http://127.0.0.1:9").unwrap_or_else(|| panic!("{back}"));
-        let done = send(
-            &self.router,
-            Method::GET,
-            path,
-            &[("cookie", &login_cookie), ("user-agent", "test-browser/1.0")],
-            None,
-        )
-        .await;
-        assert_eq!(done.status, StatusCode::OK, "{username}: {}", done.raw);
-        Login { session_cookie: cookie_pair(&done, "mgw_session"), body: done.body }
+        let headers = [("cookie", login_cookie.as_str()), ("user-agent", "test-browser/1.0")];
+        send(&self.router, Method::GET, path, &headers, None).await
     }
 }
 
@@ -392,24 +403,113 @@ async fn entra_keys_people_by_tenant_and_object_id_and_admits_listed_tenants_and
     assert_eq!(first.body["principal_id"], second.body["principal_id"]);
     // Another tenant, or a token without tid/oid, is refused
     for username in ["theirs", "personal"] {
-        let begun = send(&site.router, Method::GET, "/auth/entra/login", &[], None).await;
-        let login_cookie = cookie_pair(&begun, "mgw_login");
-        let back = Browser::new().login(&entra.issuer(), begun.location.as_deref().unwrap(), username).await;
-        let path = back.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
-        let refused = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+        let refused = site.attempt("entra", &entra, username).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{username}: {}", refused.raw);
         assert!(refused.raw.contains("not-admitted"), "{}", refused.raw);
     }
     // Google: the Workspace domain only
     site.login("google", &google, "ours").await;
     for username in ["theirs", "personal"] {
-        let begun = send(&site.router, Method::GET, "/auth/google/login", &[], None).await;
-        let login_cookie = cookie_pair(&begun, "mgw_login");
-        let back = Browser::new().login(&google.issuer(), begun.location.as_deref().unwrap(), username).await;
-        let path = back.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
-        let refused = send(&site.router, Method::GET, &path, &[("cookie", &login_cookie)], None).await;
+        let refused = site.attempt("google", &google, username).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{username}: {}", refused.raw);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entra_multi_tenant_endpoint_admits_listed_tenants_each_by_its_own_issuer() {
+    const TENANT_A: &str = "11111111-2222-4333-8444-555555555555";
+    const TENANT_B: &str = "99999999-8888-4777-8666-555555555555";
+    let user = |sub: &str, claims: Value| json!({ "password": "pw", "sub": sub, "claims": claims });
+    let redirects: Vec<String> =
+        ["entra", "entra-b"].iter().map(|idp| format!("http://127.0.0.1:9/auth/{idp}/callback")).collect();
+    // Tenant A's provider; Entra's /organizations endpoint advertises the issuer with {tenantid}.
+    let provider = OidcProvider::start(
+        &json!({
+            "tenant": TENANT_A,
+            "clients": [{ "client_id": "gateway", "client_secret": "gateway-secret", "redirect_uris": redirects }],
+            "users": {
+                "alice": user("pairwise-a", json!({ "tid": TENANT_A, "oid": "object-a", "roles": ["Gateway.Developer"] })),
+                // Issued by tenant A's issuer while claiming tenant B
+                "liar": user("pairwise-l", json!({ "tid": TENANT_B, "oid": "object-l" })),
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let organizations = format!("{}/organizations/v2.0", provider.issuer());
+    let entra = |allowed: &[&str]| IdpKind::Entra { allowed_tenants: allowed.iter().map(|t| t.to_string()).collect() };
+
+    // A multi-tenant endpoint without a tenant allowlist does not start
+    let open = idp("entra", organizations.clone(), entra(&[]), rules());
+    let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
+    let config = GatewayConfig { idps: vec![open], ..crate::api_servers::config(&db.url, None) };
+    let refused = Gateway::start(&config, None).await.err().expect("a gateway admitting any tenant");
+    assert!(format!("{refused:#}").contains("allowed_tenants"), "{refused:#}");
+
+    let site = site_of(vec![
+        idp("entra", organizations.clone(), entra(&[TENANT_A, TENANT_B]), rules()),
+        idp("entra-b", organizations.clone(), entra(&[TENANT_B]), rules()),
+    ])
+    .await;
+    // A listed tenant's person logs in, keyed by tenant and object id under the tenant's own issuer
+    let alice = site.login("entra", &provider, "alice").await;
+    assert_eq!(alice.body["roles"], json!([Role::Developer]));
+    let tenant_issuer = format!("{}/{TENANT_A}/v2.0", provider.issuer());
+    let expected = commands::principals::principal_for(&tenant_issuer, &format!("{TENANT_A}/object-a"));
+    assert_eq!(alice.body["principal_id"], json!(expected));
+    // A token whose issuer is not its own tenant's is refused, whatever the allowlist says
+    let liar = site.attempt("entra", &provider, "liar").await;
+    assert_eq!(liar.status, StatusCode::UNAUTHORIZED, "{}", liar.raw);
+    assert!(liar.raw.contains("invalid-id-token") && liar.raw.contains(TENANT_B), "{}", liar.raw);
+    // A tenant not on the list is not admitted
+    let elsewhere = site.attempt("entra-b", &provider, "alice").await;
+    assert_eq!(elsewhere.status, StatusCode::FORBIDDEN, "{}", elsewhere.raw);
+    assert!(elsewhere.raw.contains("not-admitted"), "{}", elsewhere.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_people_are_keyed_by_account_id_with_organizations_and_teams_as_groups() {
+    let user = |sub: &str, github: Value| json!({ "password": "pw", "sub": sub, "claims": {}, "github": github });
+    let provider = OidcProvider::start(
+        &json!({
+            "clients": [{ "client_id": "gateway", "client_secret": "gateway-secret",
+                          "redirect_uris": ["http://127.0.0.1:9/auth/github/callback"],
+                          "token_endpoint_auth_method": "client_secret_post" }],
+            "users": {
+                "octo": user("u1", json!({ "id": 1001, "login": "octocat", "name": "Octo Cat",
+                                           "orgs": ["acme"], "teams": ["acme/platform"] })),
+                // The same account after renaming its login
+                "renamed": user("u2", json!({ "id": 1001, "login": "octo-renamed", "orgs": ["acme"] })),
+                // Another account that took over the old login
+                "squatter": user("u3", json!({ "id": 3003, "login": "octocat", "orgs": ["acme"] })),
+                "outsider": user("u4", json!({ "id": 2002, "login": "out", "orgs": ["elsewhere"] })),
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let rule = |value: &str, role| RoleRule { source: ClaimSource::Groups, value: value.into(), role };
+    let github = IdpKind::Github { api_url: None, allowed_organizations: vec!["ACME".into()] };
+    let rules = vec![rule("acme/platform", Role::ServerManager), rule("acme", Role::Developer)];
+    let site = site_of(vec![idp("github", provider.issuer(), github, rules)]).await;
+
+    let octo = site.login("github", &provider, "octo").await;
+    let mut roles: Vec<String> =
+        octo.body["roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect();
+    roles.sort();
+    assert_eq!(roles, ["developer", "server_manager"], "{}", octo.body);
+    let me = send(&site.router, Method::GET, "/api/v1/me", &[("cookie", &octo.session_cookie)], None).await;
+    assert_eq!(me.body["display_name"], json!("Octo Cat"), "{}", me.raw);
+    // The account id, not the login, is the person
+    let renamed = site.login("github", &provider, "renamed").await;
+    assert_eq!(renamed.body["principal_id"], octo.body["principal_id"]);
+    assert_eq!(renamed.body["roles"], json!([Role::Developer]), "team membership gone, role gone");
+    let squatter = site.login("github", &provider, "squatter").await;
+    assert_ne!(squatter.body["principal_id"], octo.body["principal_id"]);
+    // Only members of the allowed organisation get in
+    let outsider = site.attempt("github", &provider, "outsider").await;
+    assert_eq!(outsider.status, StatusCode::FORBIDDEN, "{}", outsider.raw);
+    assert!(outsider.raw.contains("not-admitted"), "{}", outsider.raw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
