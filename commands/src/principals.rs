@@ -636,6 +636,8 @@ impl PrincipalCommands {
             if state.disabled {
                 return Err(CommandError::PrincipalDisabled);
             }
+            let display_name: String = login.display_name.chars().take(MAX_NAME_CHARS).collect();
+            new_events.extend(state.profile_update(&display_name, login.email.as_deref()));
             new_events.extend(state.sync_idp_roles(&login.roles, &login.idp, login.claims_complete));
             new_events.push(IdentityEvent::UserLoggedIn(UserLoggedIn {
                 principal_id,

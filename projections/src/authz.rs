@@ -313,6 +313,9 @@ impl MemoryProjection for Authz {
             IdentityEvent::UserEnabled(enabled) => {
                 self.principal_mut(enabled.principal_id).map_err(fail)?.disabled = false;
             }
+            IdentityEvent::UserProfileUpdated(updated) => {
+                self.principal_mut(updated.principal_id).map_err(fail)?.display_name = updated.display_name;
+            }
             IdentityEvent::SessionStarted(started) => {
                 self.session_secrets.insert(started.secret_sha256.clone(), started.session_id);
                 self.sessions.insert(

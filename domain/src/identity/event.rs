@@ -192,6 +192,20 @@ pub struct UserProvisioned {
     pub email: Option<String>,
 }
 
+/// The name or email an identity provider reports for a person changed since they were last recorded
+/// (display attributes only: the person stays keyed by issuer and subject).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserProfileUpdated {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// The name to show now.
+    pub display_name: String,
+    /// The email now reported (informational: never used to match users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
 /// A login through an identity provider succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -326,11 +340,13 @@ pub enum IdentityEvent {
     SessionExpired(SessionExpired),
     /// `SuspiciousSessionActivity`.
     SuspiciousSessionActivity(SuspiciousSessionActivity),
+    /// `UserProfileUpdated`.
+    UserProfileUpdated(UserProfileUpdated),
 }
 
 impl IdentityEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 19] = [
+    pub const TYPES: [&'static str; 20] = [
         "PrincipalCreated",
         "ApiKeyIssued",
         "ApiKeyRevoked",
@@ -350,6 +366,7 @@ impl IdentityEvent {
         "SessionRefreshed",
         "SessionExpired",
         "SuspiciousSessionActivity",
+        "UserProfileUpdated",
     ];
 
     /// The stored type name.
@@ -374,6 +391,7 @@ impl IdentityEvent {
             IdentityEvent::SessionRefreshed(_) => Self::TYPES[16],
             IdentityEvent::SessionExpired(_) => Self::TYPES[17],
             IdentityEvent::SuspiciousSessionActivity(_) => Self::TYPES[18],
+            IdentityEvent::UserProfileUpdated(_) => Self::TYPES[19],
         }
     }
 
@@ -399,6 +417,7 @@ impl IdentityEvent {
             IdentityEvent::SessionRefreshed(e) => serde_json::to_string(e),
             IdentityEvent::SessionExpired(e) => serde_json::to_string(e),
             IdentityEvent::SuspiciousSessionActivity(e) => serde_json::to_string(e),
+            IdentityEvent::UserProfileUpdated(e) => serde_json::to_string(e),
         }
     }
 
@@ -425,6 +444,7 @@ impl IdentityEvent {
             "SessionRefreshed" => from_str(data).map(IdentityEvent::SessionRefreshed),
             "SessionExpired" => from_str(data).map(IdentityEvent::SessionExpired),
             "SuspiciousSessionActivity" => from_str(data).map(IdentityEvent::SuspiciousSessionActivity),
+            "UserProfileUpdated" => from_str(data).map(IdentityEvent::UserProfileUpdated),
             _ => return None,
         })
     }

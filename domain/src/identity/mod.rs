@@ -12,7 +12,7 @@ pub use event::{
     ApiKeyIssued, ApiKeyRevoked, IdentityEvent, OwnersChanged, PrincipalCreated, PrincipalKind, RoleGranted,
     RoleRevoked, RoleSource, SessionExpired, SessionRefreshed, SessionRevoked, SessionStarted, SigningKeyCreated,
     SigningKeyRetired, SuspiciousSessionActivity, TotpEnrolled, TotpVerified, UserDisabled, UserEnabled, UserLoggedIn,
-    UserProvisioned,
+    UserProfileUpdated, UserProvisioned,
 };
 pub use principal::{
     MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused, decide_disable, decide_role_change,

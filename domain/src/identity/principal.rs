@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::event::{
     IdentityEvent, PrincipalCreated, PrincipalKind, RoleGranted, RoleRevoked, RoleSource, UserDisabled, UserEnabled,
+    UserProfileUpdated,
 };
 use crate::{Role, Sealed};
 
@@ -38,6 +39,8 @@ pub struct PrincipalState {
     pub idp_mfa_at: Option<DateTime<Utc>>,
     /// Provisioned from this issuer and subject.
     pub external: Option<(String, String)>,
+    /// The email the IdP last reported.
+    pub email: Option<String>,
     /// Roles an administrator took away: the IdP's claims do not give them back (an administrator's
     /// grant lifts the block).
     pub idp_blocked: BTreeSet<Role>,
@@ -58,6 +61,7 @@ impl PrincipalState {
                 idp_roles: BTreeSet::new(),
                 idp_mfa_at: None,
                 external: None,
+                email: None,
                 idp_blocked: BTreeSet::new(),
             });
         }
@@ -82,7 +86,14 @@ impl PrincipalState {
                     state.idp_blocked.insert(r.role);
                 }
             }
-            IdentityEvent::UserProvisioned(p) => state.external = Some((p.issuer.clone(), p.subject.clone())),
+            IdentityEvent::UserProvisioned(p) => {
+                state.external = Some((p.issuer.clone(), p.subject.clone()));
+                state.email = p.email.clone();
+            }
+            IdentityEvent::UserProfileUpdated(p) => {
+                state.display_name = p.display_name.clone();
+                state.email = p.email.clone();
+            }
             IdentityEvent::UserLoggedIn(l) if l.amr.iter().any(|m| m == "mfa") => state.idp_mfa_at = Some(l.at),
             IdentityEvent::UserDisabled(_) => state.disabled = true,
             IdentityEvent::UserEnabled(_) => state.disabled = false,
@@ -100,6 +111,18 @@ impl PrincipalState {
     pub fn mfa_fresh(&self, now: DateTime<Utc>) -> bool {
         let fresh = |at: DateTime<Utc>| now - at <= MFA_FRESHNESS && at <= now + Duration::seconds(5);
         self.mfa.is_some_and(|(at, _)| fresh(at)) || self.idp_mfa_at.is_some_and(fresh)
+    }
+
+    /// The event recording that the IdP now reports another name or email, if it does.
+    pub fn profile_update(&self, display_name: &str, email: Option<&str>) -> Option<IdentityEvent> {
+        let changed = self.display_name != display_name || self.email.as_deref() != email;
+        changed.then(|| {
+            IdentityEvent::UserProfileUpdated(UserProfileUpdated {
+                principal_id: self.id,
+                display_name: display_name.to_owned(),
+                email: email.map(str::to_owned),
+            })
+        })
     }
 
     /// The events that bring the IdP-granted roles in line with `mapped` at a login: grants of mapped
@@ -284,6 +307,7 @@ mod tests {
             idp_roles: BTreeSet::new(),
             idp_mfa_at: None,
             external: None,
+            email: None,
             idp_blocked: BTreeSet::new(),
         }
     }

@@ -155,6 +155,11 @@ pub fn state_after(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
             let fields = json!({ "kind": p.kind, "roles": p.roles, "status": "enabled" });
             return Ok(Some(TargetState { name: Some(p.display_name.clone()), fields }));
         }
+        // The trail names the principal as it is called now; its fields do not change.
+        if let IdentityEvent::UserProfileUpdated(p) = &decoded {
+            let fields = before.map(|b| b.fields.clone()).unwrap_or_else(|| json!({}));
+            return Ok(Some(TargetState { name: Some(p.display_name.clone()), fields }));
+        }
         let Some(after) = principal_fields(&decoded, before) else { return Ok(None) };
         let mut fields = before.and_then(|b| b.fields.as_object()).cloned().unwrap_or_default();
         fields.extend(after);
@@ -321,6 +326,11 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
             ),
             IdentityEvent::UserLoggedIn(l) => {
                 ("user.logged_in", "principal", name, None, json!({ "idp": l.idp, "amr": l.amr }))
+            }
+            IdentityEvent::UserProfileUpdated(p) => {
+                let before_name = before.and_then(|b| b.name.clone());
+                let changes = json!({ "before": { "display_name": before_name }, "after": { "display_name": p.display_name, "email": p.email } });
+                ("user.profile_updated", "principal", Some(p.display_name), None, changes)
             }
             // The session secret's hash stays out: it identifies a bearer credential.
             IdentityEvent::SessionStarted(s) => (

@@ -504,6 +504,16 @@ async fn github_people_are_keyed_by_account_id_with_organizations_and_teams_as_g
     let renamed = site.login("github", &provider, "renamed").await;
     assert_eq!(renamed.body["principal_id"], octo.body["principal_id"]);
     assert_eq!(renamed.body["roles"], json!([Role::Developer]), "team membership gone, role gone");
+    // ...whose new name is recorded (UserProfileUpdated) and shown
+    let me = send(&site.router, Method::GET, "/api/v1/me", &[("cookie", &renamed.session_cookie)], None).await;
+    assert_eq!(me.body["display_name"], json!("octo-renamed"), "{}", me.raw);
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM es.events WHERE stream_id = $1 ORDER BY stream_revision")
+            .bind(format!("principal-{}", octo.body["principal_id"].as_str().unwrap()))
+            .fetch_all(&site.gateway.state.pool)
+            .await
+            .unwrap();
+    assert_eq!(kinds.iter().filter(|k| *k == "UserProfileUpdated").count(), 1, "{kinds:?}");
     let squatter = site.login("github", &provider, "squatter").await;
     assert_ne!(squatter.body["principal_id"], octo.body["principal_id"]);
     // Only members of the allowed organisation get in
