@@ -1,4 +1,5 @@
 //! Rebuilds when a migration changes: `sqlx::migrate!` embeds them at compile time.
 fn main() {
     println!("cargo:rerun-if-changed=../migrations/postgres");
+    println!("cargo:rerun-if-changed=../migrations/sqlite");
 }

@@ -153,6 +153,11 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Error::Unavailable(err),
         sqlx::Error::Database(db) if is_outage_code(db.code().as_deref()) => Error::Unavailable(err),
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() && is_sqlite_busy(db.code().as_deref()) =>
+        {
+            Error::Unavailable(err)
+        }
         _ => Error::Database(err),
     }
 }
@@ -166,6 +171,12 @@ fn is_outage_code(code: Option<&str>) -> bool {
             || c.starts_with("53")
             || matches!(c, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "57014" | "25P03")
     })
+}
+
+/// SQLite's "busy" and "locked" (primary codes 5 and 6, with their extended codes): another process held
+/// the write lock past the busy timeout.
+fn is_sqlite_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 /// Results of event store calls.

@@ -23,6 +23,7 @@
 
 mod claim;
 mod content_hash;
+mod decode;
 mod error;
 mod event;
 mod expected_revision;
@@ -30,7 +31,9 @@ mod follow;
 mod metadata;
 mod position;
 mod postgres;
+mod prepare;
 pub mod relay;
+mod sqlite;
 mod store;
 mod stream_name;
 mod subscription;
@@ -46,6 +49,7 @@ pub use follow::FollowWait;
 pub use metadata::{Actor, ActorKind, MAX_USER_AGENT_CHARS, Metadata};
 pub use position::{Position, PositionParseError};
 pub use postgres::{INDEX_DRIVEN_PLANS, LeaderLock, LockCandidate, PgEventStore, PgEventStoreOptions, PgUnitOfWork};
+pub use sqlite::{SqliteEventStore, SqliteEventStoreOptions};
 pub use store::{AppendResult, Direction, EventStore, StreamAppend, StreamCursor};
 pub use stream_name::{MAX_STREAM_NAME_BYTES, StreamName, StreamNameError};
 pub use subscription::{EventFeed, Subscription, SubscriptionOptions};

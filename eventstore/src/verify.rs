@@ -174,6 +174,22 @@ impl ChainVerifier {
         }
     }
 
+    /// Feeds the next row with its stream's record (`head` revision and link; `None` when the store has
+    /// no record of the stream): besides the chain, the record must agree with the rows.
+    pub fn push_with_head(&mut self, row: &StoredRow, head: Option<(i64, &[u8])>) {
+        self.push(row, head.is_some());
+        let Some((revision, link)) = head else { return };
+        let flag =
+            |kind| Violation { stream: row.stream.clone(), revision: row.revision, position: Some(row.position), kind };
+        if revision == row.revision && link != row.hash.as_slice() {
+            // The stream's recorded head link disagrees with its last row: that row was rewritten.
+            self.record(flag(ViolationKind::Modified));
+        }
+        if row.revision > revision {
+            self.record(flag(ViolationKind::Inserted));
+        }
+    }
+
     /// Records that `stream`'s head revision is `head` but no row carries it.
     pub fn tail_missing(&mut self, stream: &str, head: i64) {
         self.record(Violation {

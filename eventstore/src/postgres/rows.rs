@@ -4,9 +4,9 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use crate::error::{CorruptKind, from_sqlx};
+use crate::error::from_sqlx;
 use crate::verify::StoredRow;
-use crate::{Error, Metadata, Position, RecordedEvent, Result, StreamName, Upcasters};
+use crate::{Position, RecordedEvent, Result, Upcasters};
 
 /// `SELECT <the columns decode_row expects> FROM es.events e <rest>`, as one static string. Qualify columns
 /// in `<rest>` with `e.`: a bare `ORDER BY transaction_id` would sort by the output column (the bigint cast)
@@ -43,28 +43,5 @@ pub(super) fn stored_row(row: &PgRow) -> Result<StoredRow> {
 
 /// Decodes a row into an event, upcasting its data to the current schema version.
 pub(super) fn decode_row(row: &PgRow, upcasters: &Upcasters) -> Result<RecordedEvent> {
-    let raw = stored_row(row)?;
-    let position = raw.position;
-    let corrupt = |source: CorruptKind| Error::Corrupt { position, source };
-    let metadata: Metadata = serde_json::from_str(&raw.metadata).map_err(|e| corrupt(CorruptKind::Metadata(e)))?;
-    let stream = StreamName::parse(raw.stream).map_err(|e| corrupt(e.into()))?;
-    let version = u16::try_from(raw.schema_version).map_err(|_| corrupt(CorruptKind::Column("schema_version")))?;
-    let revision = u64::try_from(raw.revision).map_err(|_| corrupt(CorruptKind::Column("stream_revision")))?;
-    let hash = <[u8; 32]>::try_from(raw.hash.as_slice()).map_err(|_| corrupt(CorruptKind::Column("hash")))?;
-    let (schema_version, data) = match upcasters.upcast(&raw.event_type, version, &raw.data) {
-        Ok(Some(upcast)) => upcast,
-        Ok(None) => (version, raw.data),
-        Err(e) => return Err(corrupt(e.into())),
-    };
-    Ok(RecordedEvent {
-        position,
-        event_id: raw.event_id,
-        stream,
-        revision,
-        event_type: raw.event_type,
-        schema_version,
-        data,
-        metadata,
-        hash,
-    })
+    crate::decode::decode_stored(stored_row(row)?, upcasters)
 }

@@ -6,7 +6,7 @@ use sqlx::{PgPool, Row};
 use super::rows::stored_row;
 use crate::Result;
 use crate::error::from_sqlx;
-use crate::verify::{ChainVerifier, VerifyReport, Violation, ViolationKind};
+use crate::verify::{ChainVerifier, VerifyReport};
 
 /// Walks every stream (or one) in revision order inside one read-only snapshot.
 pub(super) async fn verify(pool: &PgPool, stream: Option<&str>) -> Result<VerifyReport> {
@@ -31,24 +31,7 @@ pub(super) async fn verify(pool: &PgPool, stream: Option<&str>) -> Result<Verify
             let stored = stored_row(&row)?;
             let head: Option<i64> = row.try_get(10).map_err(from_sqlx)?;
             let head_hash: Option<Vec<u8>> = row.try_get(11).map_err(from_sqlx)?;
-            verifier.push(&stored, head.is_some());
-            if head == Some(stored.revision) && head_hash.as_deref() != Some(stored.hash.as_slice()) {
-                // The stream's recorded head link disagrees with its last row: that row was rewritten.
-                verifier.record(Violation {
-                    stream: stored.stream.clone(),
-                    revision: stored.revision,
-                    position: Some(stored.position),
-                    kind: ViolationKind::Modified,
-                });
-            }
-            if head.is_some_and(|h| stored.revision > h) {
-                verifier.record(Violation {
-                    stream: stored.stream.clone(),
-                    revision: stored.revision,
-                    position: Some(stored.position),
-                    kind: ViolationKind::Inserted,
-                });
-            }
+            verifier.push_with_head(&stored, head.map(|h| (h, head_hash.as_deref().unwrap_or_default())));
         }
     }
     let tails: Vec<(String, i64)> = sqlx::query_as(

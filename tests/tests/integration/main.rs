@@ -8,6 +8,7 @@ mod api_servers;
 mod api_tokens;
 mod api_users;
 mod audit;
+mod conformance;
 mod eventstore;
 mod harness;
 mod nats_feed;

@@ -70,8 +70,10 @@ pub(crate) async fn all_ids_in_order(store: &PgEventStore) -> Vec<Uuid> {
 
 /// Reads `$all` from the start until at least `count` events are visible. Another test's open transaction
 /// in the shared cluster holds every `$all` reader back for a moment, so positive reads poll.
-pub(crate) async fn read_all_eventually(store: &PgEventStore, count: usize) -> Vec<eventstore::RecordedEvent> {
-    use eventstore::EventStore;
+pub(crate) async fn read_all_eventually(
+    store: &dyn eventstore::EventStore,
+    count: usize,
+) -> Vec<eventstore::RecordedEvent> {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         let events = store.read_all(None, count.max(1)).await.expect("read_all");

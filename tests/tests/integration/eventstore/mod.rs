@@ -1,11 +1,8 @@
-//! The event store against a real PostgreSQL.
+//! The event store against a real PostgreSQL: what only Postgres can show (its commit groups and
+//! snapshots, a crash of its server, raw SQL against its tables). The contract every backend keeps is
+//! in `conformance/`.
 
-mod appends;
-mod claims;
 mod concurrency;
 mod grouping;
-mod limits;
 mod ordering;
-mod reads;
 mod tamper;
-mod upcasting;

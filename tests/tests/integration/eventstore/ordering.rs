@@ -135,30 +135,6 @@ async fn a_subscriber_racing_eight_writers_with_random_commit_delays_sees_every_
 }
 
 #[tokio::test]
-async fn a_subscription_catches_up_then_follows_live_appends() {
-    // Its own cluster: another test's open transaction would hold the event back past the wake-up.
-    let server = PostgresServer::start(PostgresOptions::default()).unwrap();
-    let (store, _db) = store_with(&server, Default::default(), 10).await;
-    let stream = new_stream("server");
-    let first = store.append(&stream, ExpectedRevision::NoStream, events(3)).await.unwrap();
-    // The default poll interval is long: the live event must arrive through the in-process wake-up.
-    let options = SubscriptionOptions { page_size: 2, poll_interval: Duration::from_secs(3600), ..Default::default() };
-    let mut sub = Subscription::new(shared(&store), None, options);
-    for expected in 0..3 {
-        assert_eq!(sub.next().await.unwrap().revision, expected);
-    }
-    let waiting = tokio::spawn(async move { (sub.next().await.unwrap(), sub) });
-    store.append(&stream, ExpectedRevision::Exact(first.last_revision), events(1)).await.unwrap();
-    let (live, sub) = tokio::time::timeout(DEADLINE, waiting).await.expect("woken by the append").unwrap();
-    assert_eq!(live.revision, 3);
-    assert_eq!(sub.checkpoint(), Some(live.position));
-
-    // Subscribing from a checkpoint resumes after it
-    let mut resumed = Subscription::new(shared(&store), Some(first.position), SubscriptionOptions::default());
-    assert_eq!(resumed.next().await.unwrap().event_id, live.event_id);
-}
-
-#[tokio::test]
 async fn a_long_open_transaction_delays_readers_but_loses_nothing() {
     // Its own cluster: holding the oldest transaction open stalls every reader in the cluster.
     let server = PostgresServer::start(PostgresOptions::default()).unwrap();

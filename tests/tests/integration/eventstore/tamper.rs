@@ -41,17 +41,6 @@ async fn the_events_table_refuses_update_delete_and_truncate() {
 }
 
 #[tokio::test]
-async fn an_untouched_store_verifies() {
-    let (store, _db) = store().await;
-    for _ in 0..5 {
-        store.append(&new_stream("server"), ExpectedRevision::NoStream, events(7)).await.unwrap();
-    }
-    let report = store.verify_all().await.unwrap();
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.streams, report.events), (5, 35));
-}
-
-#[tokio::test]
 async fn a_row_edited_in_sql_is_named() {
     let (store, db) = store().await;
     let stream = new_stream("server");

@@ -1,12 +1,13 @@
 //! Stream reads, both ways.
 
-use eventstore::{Direction, EventStore, ExpectedRevision, StreamCursor};
+use eventstore::{Direction, ExpectedRevision, StreamCursor};
 
-use crate::support::{events, new_stream, store};
+use super::{Backend, on_every_backend};
+use crate::support::{events, new_stream};
 
-#[tokio::test]
-async fn a_ten_thousand_event_stream_reads_back_in_order_both_ways() {
-    let (store, _db) = store().await;
+async fn a_ten_thousand_event_stream_reads_back_in_order_both_ways(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let mut ids = Vec::new();
     let mut expected = ExpectedRevision::NoStream;
@@ -51,9 +52,11 @@ async fn a_ten_thousand_event_stream_reads_back_in_order_both_ways() {
     assert_eq!(middle.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![4321, 4322, 4323]);
 }
 
-#[tokio::test]
-async fn a_missing_stream_reads_as_empty() {
-    let (store, _db) = store().await;
+async fn a_missing_stream_reads_as_empty(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let read = store.read_stream(&new_stream("server"), Direction::Forwards, StreamCursor::Start, 10).await.unwrap();
     assert!(read.is_empty());
 }
+
+on_every_backend!(a_ten_thousand_event_stream_reads_back_in_order_both_ways, a_missing_stream_reads_as_empty,);

@@ -1,15 +1,14 @@
 //! Appends: results, idempotent retries, partial duplicates, metadata, several streams at once.
 
-use std::sync::Arc;
-
-use eventstore::{Direction, Error, EventData, EventStore, ExpectedRevision, StreamAppend, StreamCursor};
+use eventstore::{Direction, Error, EventData, ExpectedRevision, StreamAppend, StreamCursor};
 use uuid::Uuid;
 
-use crate::support::{event, events, metadata, new_stream, row_count, store};
+use super::{Backend, on_every_backend};
+use crate::support::{event, events, metadata, new_stream};
 
-#[tokio::test]
-async fn an_append_returns_its_revisions_and_positions() {
-    let (store, _db) = store().await;
+async fn an_append_returns_its_revisions_and_positions(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let first = store.append(&stream, ExpectedRevision::NoStream, events(3)).await.unwrap();
     assert_eq!((first.first_revision, first.last_revision, first.idempotent), (0, 2, false));
@@ -21,15 +20,15 @@ async fn an_append_returns_its_revisions_and_positions() {
     assert!(second.position > first.position);
 }
 
-#[tokio::test]
-async fn retrying_an_append_returns_the_first_result_and_writes_nothing() {
+async fn retrying_an_append_returns_the_first_result_and_writes_nothing(backend: Backend) {
     // Given a committed append whose acknowledgement the client lost
-    let (store, _db) = store().await;
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let batch = events(2);
     let original = store.append(&stream, ExpectedRevision::NoStream, batch.clone()).await.unwrap();
     let later = store.append(&stream, ExpectedRevision::Exact(1), events(1)).await.unwrap();
-    let rows = row_count(&store).await;
+    let rows = opened.row_count().await;
 
     // When the client retries with the same event ids and the same expectation
     let retried = store.append(&stream, ExpectedRevision::NoStream, batch).await.unwrap();
@@ -40,13 +39,13 @@ async fn retrying_an_append_returns_the_first_result_and_writes_nothing() {
         (retried.first_revision, retried.last_revision, retried.first_position, retried.position),
         (original.first_revision, original.last_revision, original.first_position, original.position)
     );
-    assert_eq!(row_count(&store).await, rows);
+    assert_eq!(opened.row_count().await, rows);
     assert!(later.position > retried.position);
 }
 
-#[tokio::test]
-async fn a_retry_after_the_stream_moved_on_is_still_recognised() {
-    let (store, _db) = store().await;
+async fn a_retry_after_the_stream_moved_on_is_still_recognised(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     store.append(&stream, ExpectedRevision::NoStream, events(1)).await.unwrap();
     let batch = events(1);
@@ -58,14 +57,13 @@ async fn a_retry_after_the_stream_moved_on_is_still_recognised() {
     assert_eq!(retried.position, original.position);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_identical_any_appends_racing_write_once() {
-    let (store, _db) = store().await;
-    let store = Arc::new(store);
+async fn two_identical_any_appends_racing_write_once(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     for _ in 0..20 {
         let stream = new_stream("session");
         let batch = events(1);
-        let rows = row_count(&store).await;
+        let rows = opened.row_count().await;
         let (a, b) = tokio::join!(
             store.append(&stream, ExpectedRevision::Any, batch.clone()),
             store.append(&stream, ExpectedRevision::Any, batch.clone())
@@ -73,17 +71,17 @@ async fn two_identical_any_appends_racing_write_once() {
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.position, b.position);
         assert!(a.idempotent ^ b.idempotent, "exactly one wrote: {a:?} {b:?}");
-        assert_eq!(row_count(&store).await, rows + 1);
+        assert_eq!(opened.row_count().await, rows + 1);
     }
 }
 
-#[tokio::test]
-async fn a_partial_duplicate_is_refused_and_writes_nothing() {
-    let (store, _db) = store().await;
+async fn a_partial_duplicate_is_refused_and_writes_nothing(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let (a, b, c) = (event("A", 0), event("B", 1), event("C", 2));
     store.append(&stream, ExpectedRevision::NoStream, vec![a.clone(), b]).await.unwrap();
-    let rows = row_count(&store).await;
+    let rows = opened.row_count().await;
 
     for expected in
         [ExpectedRevision::Exact(1), ExpectedRevision::Exact(0), ExpectedRevision::Any, ExpectedRevision::StreamExists]
@@ -92,35 +90,35 @@ async fn a_partial_duplicate_is_refused_and_writes_nothing() {
         assert!(matches!(err, Error::PartialDuplicate { .. }), "{expected}: {err:?}");
         assert!(err.is_client_error());
     }
-    assert_eq!(row_count(&store).await, rows);
+    assert_eq!(opened.row_count().await, rows);
     let head = store.read_stream(&stream, Direction::Backwards, StreamCursor::End, 1).await.unwrap();
     assert_eq!(head[0].revision, 1);
 }
 
-#[tokio::test]
-async fn an_event_id_used_in_another_stream_is_refused() {
-    let (store, _db) = store().await;
+async fn an_event_id_used_in_another_stream_is_refused(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let taken = event("A", 0);
     store.append(&new_stream("server"), ExpectedRevision::NoStream, vec![taken.clone()]).await.unwrap();
-    let rows = row_count(&store).await;
+    let rows = opened.row_count().await;
     for expected in [ExpectedRevision::NoStream, ExpectedRevision::Any] {
         let err = store.append(&new_stream("server"), expected, vec![taken.clone()]).await.unwrap_err();
         assert!(matches!(err, Error::DuplicateEventId { .. }), "{expected}: {err:?}");
     }
-    assert_eq!(row_count(&store).await, rows);
+    assert_eq!(opened.row_count().await, rows);
 }
 
-#[tokio::test]
-async fn the_same_id_twice_in_one_append_is_refused() {
-    let (store, _db) = store().await;
+async fn the_same_id_twice_in_one_append_is_refused(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let e = event("A", 0);
     let err = store.append(&new_stream("server"), ExpectedRevision::Any, vec![e.clone(), e]).await.unwrap_err();
     assert!(matches!(err, Error::RepeatedEventId(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn metadata_comes_back_as_it_went_in() {
-    let (store, _db) = store().await;
+async fn metadata_comes_back_as_it_went_in(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let meta = metadata()
         .caused_by(Uuid::new_v4())
@@ -132,17 +130,13 @@ async fn metadata_comes_back_as_it_went_in() {
     let read = &store.read_stream(&stream, Direction::Forwards, StreamCursor::Start, 10).await.unwrap()[0];
     assert_eq!(read.metadata, meta);
     assert_eq!((read.event_id, read.event_type.as_str(), read.data.as_str()), (e.event_id, "Registered", r#"{"a":1}"#));
-    let correlation: Uuid = sqlx::query_scalar("SELECT correlation_id FROM es.events WHERE event_id = $1")
-        .bind(e.event_id)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let (correlation, _, _) = opened.stored(e.event_id).await;
     assert_eq!(correlation, meta.correlation_id, "promoted to a column for queries");
 }
 
-#[tokio::test]
-async fn deterministic_ids_make_a_retried_command_a_no_op() {
-    let (store, _db) = store().await;
+async fn deterministic_ids_make_a_retried_command_a_no_op(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let command_id = Uuid::new_v4();
     let build = || {
@@ -156,14 +150,14 @@ async fn deterministic_ids_make_a_retried_command_a_no_op() {
     assert_eq!(again.position, first.position);
 }
 
-#[tokio::test]
-async fn a_multi_stream_append_is_all_or_nothing() {
-    let (store, _db) = store().await;
+async fn a_multi_stream_append_is_all_or_nothing(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let (a, b, c) = (new_stream("server"), new_stream("user"), new_stream("apikey"));
     store.append(&b, ExpectedRevision::NoStream, events(1)).await.unwrap();
 
     // One stale expectation spoils the whole append
-    let rows = row_count(&store).await;
+    let rows = opened.row_count().await;
     let err = store
         .append_multi(vec![
             StreamAppend { stream: a.clone(), expected: ExpectedRevision::NoStream, events: events(2) },
@@ -172,7 +166,7 @@ async fn a_multi_stream_append_is_all_or_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::WrongExpectedRevision { actual: Some(0), .. }), "{err:?}");
-    assert_eq!(row_count(&store).await, rows);
+    assert_eq!(opened.row_count().await, rows);
 
     // All fresh expectations commit together, results in the order given
     let results = store
@@ -186,13 +180,12 @@ async fn a_multi_stream_append_is_all_or_nothing() {
     assert_eq!(results.iter().map(|r| r.last_revision).collect::<Vec<_>>(), vec![0, 1, 1]);
     let tx = results[0].position.transaction_id;
     assert!(results.iter().all(|r| r.position.transaction_id == tx), "one transaction");
-    assert_eq!(row_count(&store).await, rows + 4);
+    assert_eq!(opened.row_count().await, rows + 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crossing_multi_stream_appends_do_not_deadlock() {
-    let (store, _db) = store().await;
-    let store = Arc::new(store);
+async fn crossing_multi_stream_appends_do_not_deadlock(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let (a, b) = (new_stream("server"), new_stream("user"));
     let tasks: Vec<_> = (0..40)
         .map(|i| {
@@ -211,12 +204,12 @@ async fn crossing_multi_stream_appends_do_not_deadlock() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(row_count(&store).await, 80);
+    assert_eq!(opened.row_count().await, 80);
 }
 
-#[tokio::test]
-async fn retrying_a_whole_multi_stream_append_with_any_parts_returns_the_first_results() {
-    let (store, _db) = store().await;
+async fn retrying_a_whole_multi_stream_append_with_any_parts_returns_the_first_results(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let (a, b) = (new_stream("server"), new_stream("user"));
     store.append(&b, ExpectedRevision::NoStream, events(1)).await.unwrap();
     let appends = vec![
@@ -224,12 +217,27 @@ async fn retrying_a_whole_multi_stream_append_with_any_parts_returns_the_first_r
         StreamAppend { stream: b.clone(), expected: ExpectedRevision::Any, events: events(1) },
     ];
     let first = store.append_multi(appends.clone()).await.unwrap();
-    let rows = row_count(&store).await;
+    let rows = opened.row_count().await;
     let again = store.append_multi(appends).await.unwrap();
     assert!(again.iter().all(|r| r.idempotent), "{again:?}");
     assert_eq!(
         again.iter().map(|r| r.position).collect::<Vec<_>>(),
         first.iter().map(|r| r.position).collect::<Vec<_>>()
     );
-    assert_eq!(row_count(&store).await, rows);
+    assert_eq!(opened.row_count().await, rows);
 }
+
+on_every_backend!(
+    an_append_returns_its_revisions_and_positions,
+    retrying_an_append_returns_the_first_result_and_writes_nothing,
+    a_retry_after_the_stream_moved_on_is_still_recognised,
+    two_identical_any_appends_racing_write_once,
+    a_partial_duplicate_is_refused_and_writes_nothing,
+    an_event_id_used_in_another_stream_is_refused,
+    the_same_id_twice_in_one_append_is_refused,
+    metadata_comes_back_as_it_went_in,
+    deterministic_ids_make_a_retried_command_a_no_op,
+    a_multi_stream_append_is_all_or_nothing,
+    crossing_multi_stream_appends_do_not_deadlock,
+    retrying_a_whole_multi_stream_append_with_any_parts_returns_the_first_results,
+);

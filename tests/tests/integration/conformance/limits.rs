@@ -1,14 +1,15 @@
 //! Inputs the store refuses before anything is written.
 
-use eventstore::{DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision};
+use eventstore::{DEFAULT_MAX_EVENT_BYTES, Error, EventData, ExpectedRevision};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{event, metadata, new_stream, row_count, store};
+use super::{Backend, on_every_backend};
+use crate::support::{event, metadata, new_stream};
 
-#[tokio::test]
-async fn an_oversized_event_is_refused_at_append() {
-    let (store, _db) = store().await;
+async fn an_oversized_event_is_refused_at_append(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let huge =
         EventData::new(Uuid::new_v4(), "Big", 1, &json!({"blob": "x".repeat(2 * 1024 * 1024)}), metadata()).unwrap();
@@ -21,16 +22,16 @@ async fn an_oversized_event_is_refused_at_append() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(row_count(&store).await, 0, "nothing of the batch was written");
+    assert_eq!(opened.row_count().await, 0, "nothing of the batch was written");
 
     // Just under the limit passes
     let fits = EventData::new(Uuid::new_v4(), "Big", 1, &json!({"blob": "x".repeat(200 * 1024)}), metadata()).unwrap();
     store.append(&stream, ExpectedRevision::NoStream, vec![fits]).await.unwrap();
 }
 
-#[tokio::test]
-async fn malformed_events_are_refused_as_client_errors() {
-    let (store, _db) = store().await;
+async fn malformed_events_are_refused_as_client_errors(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let mut not_json = event("A", 0);
     not_json.data = "{not json".into();
@@ -45,5 +46,7 @@ async fn malformed_events_are_refused_as_client_errors() {
     }
     let err = store.append(&stream, ExpectedRevision::Any, vec![]).await.unwrap_err();
     assert!(matches!(err, Error::EmptyAppend));
-    assert_eq!(row_count(&store).await, 0);
+    assert_eq!(opened.row_count().await, 0);
 }
+
+on_every_backend!(an_oversized_event_is_refused_at_append, malformed_events_are_refused_as_client_errors,);

@@ -1,25 +1,18 @@
 //! Claims: values unique among streams, taken and released with an append, atomically.
 
-use eventstore::{Claim, Claims, Error, EventStore, ExpectedRevision, PgEventStore};
+use eventstore::{Claim, Claims, Error, ExpectedRevision};
 
-use crate::support::{event, new_stream, row_count, store};
+use super::{Backend, on_every_backend};
+use crate::support::{event, new_stream};
 
 fn name(value: &str) -> Claim {
     Claim::new("server-name", value)
 }
 
-/// The claims of the scope `server-name`, as (value, stream) pairs.
-async fn claims(store: &PgEventStore) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT value, stream_id FROM es.claims WHERE scope = 'server-name' ORDER BY value")
-        .fetch_all(store.pool())
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn a_claim_held_by_another_stream_refuses_the_append_and_writes_nothing() {
+async fn a_claim_held_by_another_stream_refuses_the_append_and_writes_nothing(backend: Backend) {
     // Given a stream holding the name "alpha"
-    let (store, _db) = store().await;
+    let opened = backend.open().await;
+    let store = opened.store();
     let (first, second) = (new_stream("server"), new_stream("server"));
     store
         .append_claiming(&first, ExpectedRevision::NoStream, vec![event("Registered", 0)], Claims::take(name("alpha")))
@@ -37,16 +30,15 @@ async fn a_claim_held_by_another_stream_refuses_the_append_and_writes_nothing() 
         matches!(&refused, Error::ClaimTaken { scope, value } if scope == "server-name" && value == "alpha"),
         "{refused:?}"
     );
-    assert_eq!(row_count(&store).await, 1);
-    let streams: i64 = sqlx::query_scalar("SELECT count(*) FROM es.streams").fetch_one(store.pool()).await.unwrap();
-    assert_eq!(streams, 1);
-    assert_eq!(claims(&store).await, [("alpha".to_owned(), first.to_string())]);
+    assert_eq!(opened.row_count().await, 1);
+    assert_eq!(opened.stream_count().await, 1);
+    assert_eq!(opened.claims("server-name").await, [("alpha".to_owned(), first.to_string())]);
 }
 
-#[tokio::test]
-async fn a_claim_is_written_only_with_its_events() {
+async fn a_claim_is_written_only_with_its_events(backend: Backend) {
     // Given a stream at revision 0
-    let (store, _db) = store().await;
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     store.append(&stream, ExpectedRevision::NoStream, vec![event("Registered", 0)]).await.unwrap();
 
@@ -58,13 +50,13 @@ async fn a_claim_is_written_only_with_its_events() {
 
     // Then it conflicts, and the claim is not taken
     assert!(refused.is_conflict(), "{refused:?}");
-    assert!(claims(&store).await.is_empty());
+    assert!(opened.claims("server-name").await.is_empty());
 }
 
-#[tokio::test]
-async fn a_released_claim_can_be_taken_by_another_stream_and_a_kept_claim_is_not_refused() {
+async fn a_released_claim_can_be_taken_by_another_stream_and_a_kept_claim_is_not_refused(backend: Backend) {
     // Given a stream holding "gamma", that appends again claiming it (it holds it already)
-    let (store, _db) = store().await;
+    let opened = backend.open().await;
+    let store = opened.store();
     let (first, second) = (new_stream("server"), new_stream("server"));
     store
         .append_claiming(&first, ExpectedRevision::NoStream, vec![event("Registered", 0)], Claims::take(name("gamma")))
@@ -91,12 +83,12 @@ async fn a_released_claim_can_be_taken_by_another_stream_and_a_kept_claim_is_not
         .unwrap();
 
     // Then the other stream holds it
-    assert_eq!(claims(&store).await, [("gamma".to_owned(), second.to_string())]);
+    assert_eq!(opened.claims("server-name").await, [("gamma".to_owned(), second.to_string())]);
 }
 
-#[tokio::test]
-async fn releasing_a_claim_held_by_another_stream_does_nothing() {
-    let (store, _db) = store().await;
+async fn releasing_a_claim_held_by_another_stream_does_nothing(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let (holder, other) = (new_stream("server"), new_stream("server"));
     store
         .append_claiming(&holder, ExpectedRevision::NoStream, vec![event("Registered", 0)], Claims::take(name("delta")))
@@ -111,13 +103,13 @@ async fn releasing_a_claim_held_by_another_stream_does_nothing() {
         )
         .await
         .unwrap();
-    assert_eq!(claims(&store).await, [("delta".to_owned(), holder.to_string())]);
+    assert_eq!(opened.claims("server-name").await, [("delta".to_owned(), holder.to_string())]);
 }
 
-#[tokio::test]
-async fn a_retry_answers_as_the_first_time_even_when_its_claim_has_passed_to_another_stream() {
+async fn a_retry_answers_as_the_first_time_even_when_its_claim_has_passed_to_another_stream(backend: Backend) {
     // Given an append that claimed "epsilon", then released it, and another stream that took it since
-    let (store, _db) = store().await;
+    let opened = backend.open().await;
+    let store = opened.store();
     let (first, second) = (new_stream("server"), new_stream("server"));
     let registered = vec![event("Registered", 0)];
     let original = store
@@ -152,13 +144,13 @@ async fn a_retry_answers_as_the_first_time_even_when_its_claim_has_passed_to_ano
     // Then it returns the original result and changes nothing
     assert!(retried.idempotent);
     assert_eq!((retried.first_revision, retried.position), (original.first_revision, original.position));
-    assert_eq!(claims(&store).await, [("epsilon".to_owned(), second.to_string())]);
-    assert_eq!(row_count(&store).await, 3);
+    assert_eq!(opened.claims("server-name").await, [("epsilon".to_owned(), second.to_string())]);
+    assert_eq!(opened.row_count().await, 3);
 }
 
-#[tokio::test]
-async fn malformed_claims_are_refused_before_anything_is_written() {
-    let (store, _db) = store().await;
+async fn malformed_claims_are_refused_before_anything_is_written(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
     let stream = new_stream("server");
     let cases = [
         Claims::take(Claim::new("", "x")),
@@ -173,5 +165,14 @@ async fn malformed_claims_are_refused_before_anything_is_written() {
             .unwrap_err();
         assert!(matches!(refused, Error::InvalidClaim(_)), "{refused:?}");
     }
-    assert_eq!(row_count(&store).await, 0);
+    assert_eq!(opened.row_count().await, 0);
 }
+
+on_every_backend!(
+    a_claim_held_by_another_stream_refuses_the_append_and_writes_nothing,
+    a_claim_is_written_only_with_its_events,
+    a_released_claim_can_be_taken_by_another_stream_and_a_kept_claim_is_not_refused,
+    releasing_a_claim_held_by_another_stream_does_nothing,
+    a_retry_answers_as_the_first_time_even_when_its_claim_has_passed_to_another_stream,
+    malformed_claims_are_refused_before_anything_is_written,
+);
