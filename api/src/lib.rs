@@ -18,6 +18,7 @@ pub mod params;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod store_url;
 
 pub use app::{Gateway, GatewayConfig, StartError};
 pub use http::router;

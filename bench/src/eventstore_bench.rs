@@ -51,6 +51,20 @@ pub(crate) struct Options {
     /// Skip the replay benchmark.
     #[arg(long)]
     skip_replay: bool,
+    /// Which backends to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    backend: Backends,
+}
+
+/// The backends `bench eventstore` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Backends {
+    /// PostgreSQL (production).
+    Postgres,
+    /// SQLite (the embedded default).
+    Sqlite,
+    /// Both, Postgres first.
+    Both,
 }
 
 const BASELINE_DDL: &str = "CREATE TABLE bench_plain (
@@ -74,6 +88,25 @@ pub(crate) fn write_heavy_settings() -> Vec<(String, String)> {
 }
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if options.backend != Backends::Sqlite {
+        rows.extend(run_postgres(&options).await?);
+    }
+    if options.backend != Backends::Postgres {
+        let sqlite = crate::sqlite_bench::Plan {
+            seconds: options.seconds,
+            rounds: options.rounds,
+            replay_events: options.replay_events,
+            replay_rounds: options.replay_rounds,
+            appends: !options.skip_appends,
+            replay: !options.skip_replay,
+        };
+        rows.extend(crate::sqlite_bench::run(sqlite).await?);
+    }
+    Ok(rows)
+}
+
+async fn run_postgres(options: &Options) -> anyhow::Result<Vec<Row>> {
     let server = PostgresServer::start(PostgresOptions { durable: true, settings: write_heavy_settings() })?;
     let db = server.create_database().await?;
     let pool = PgPoolOptions::new().max_connections(24).connect(&db.url).await?;
@@ -140,7 +173,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     }
 
     if !options.skip_replay {
-        rows.extend(replay(&store, &pool, &options).await?);
+        rows.extend(replay(&store, &pool, options).await?);
     }
     Ok(rows)
 }
@@ -212,8 +245,8 @@ async fn indexed_inserts(pool: &PgPool, writers: usize, batch: u64, duration: Du
 }
 
 /// Store appends, each writer to its own stream with an exact expected revision.
-pub(crate) async fn store_appends(
-    store: &Arc<PgEventStore>,
+pub(crate) async fn store_appends<S: EventStore>(
+    store: &Arc<S>,
     writers: usize,
     batch: u64,
     duration: Duration,
@@ -342,7 +375,7 @@ pub(crate) async fn copy_drain(pool: &PgPool, expected: u64) -> anyhow::Result<f
 
 /// Reads `$all` through a subscription (the projections' path) into a fold: events per stream and per
 /// type, bytes of data.
-async fn store_replay(store: Arc<dyn EventStore>, expected: u64) -> anyhow::Result<f64> {
+pub(crate) async fn store_replay(store: Arc<dyn EventStore>, expected: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut per_stream: HashMap<StreamName, u64> = HashMap::new();
     let mut per_type: HashMap<String, u64> = HashMap::new();

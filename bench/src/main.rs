@@ -14,6 +14,7 @@ mod payload;
 mod pipeline_bench;
 mod report;
 mod runner;
+mod sqlite_bench;
 
 use clap::{Parser, Subcommand};
 

@@ -54,6 +54,17 @@ impl Row {
         }
     }
 
+    /// A figure compared with a same-run baseline, with no target: the ratio informs.
+    pub(crate) fn compared(
+        metric: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        baseline: f64,
+        ratio: f64,
+    ) -> Self {
+        Self { baseline: Some(baseline), ratio: Some(ratio), ..Self::info(metric, value, unit) }
+    }
+
     /// A figure with an absolute target: passes when `value >= min`.
     pub(crate) fn at_least(metric: impl Into<String>, value: f64, unit: &'static str, min: f64) -> Self {
         Self { target: Some(min), pass: Some(value >= min), ..Self::info(metric, value, unit) }

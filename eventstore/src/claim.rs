@@ -54,3 +54,14 @@ impl Claims {
         self.take.is_empty() && self.release.is_empty()
     }
 }
+
+/// Claims as stored (scope, value, stream), or the first row naming no valid stream.
+pub(crate) fn held(rows: Vec<(String, String, String)>) -> crate::Result<Vec<(Claim, crate::StreamName)>> {
+    rows.into_iter()
+        .map(|(scope, value, stream)| {
+            let stream = crate::StreamName::parse(stream)
+                .map_err(|e| crate::Error::Corrupt { position: crate::Position::START, source: e.into() })?;
+            Ok((Claim { scope, value }, stream))
+        })
+        .collect()
+}

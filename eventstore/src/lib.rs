@@ -1,4 +1,4 @@
-//! The event store: EventStoreDB semantics on PostgreSQL through sqlx.
+//! The event store: EventStoreDB semantics on PostgreSQL and SQLite through sqlx.
 //!
 //! Its one job is to keep the log, the only source of truth of the gateway, and to hand it out in
 //! order. It knows nothing of the gateway's events: payloads are JSON text with a type and a schema
@@ -18,11 +18,14 @@
 //!   with the events or not at all.
 //! - Old schema versions are upcast on read ([`Upcasters`]); stored events are never rewritten.
 //! - [`relay::Relay`] publishes `$all` to NATS JetStream, in order, once.
+//! - Two backends keep this contract: [`PgEventStore`] (production) and [`SqliteEventStore`] (the embedded
+//!   default); [`copy_events`] moves a log from one to the other, [`verify_copy`] proves the copy.
 //!
 //! Design notes and the SQL behind each rule: `eventstore/README.md`.
 
 mod claim;
 mod content_hash;
+mod copy;
 mod decode;
 mod error;
 mod event;
@@ -42,6 +45,7 @@ mod verify;
 
 pub use claim::{Claim, Claims};
 pub use content_hash::{GENESIS, Hash, chain, chain_link, content_hash};
+pub use copy::{CopyError, CopyReport, copy_events, verify_copy};
 pub use error::{CorruptKind, Error, Result};
 pub use event::{DEFAULT_MAX_EVENT_BYTES, EventData, RecordedEvent};
 pub use expected_revision::ExpectedRevision;

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::{Claims, EventData, ExpectedRevision, Position, RecordedEvent, Result, StreamName, VerifyReport};
+use crate::{Claim, Claims, EventData, ExpectedRevision, Position, RecordedEvent, Result, StreamName, VerifyReport};
 
 /// The outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// still running below it holds them back). A reader that has passed it holds every event committed
     /// before the call: the mark of a read model ready to serve.
     async fn committed_head(&self) -> Result<Option<Position>>;
+
+    /// Every claim held, with the stream holding it, in (scope, value) order.
+    async fn held_claims(&self) -> Result<Vec<(Claim, StreamName)>>;
 
     /// Verifies one stream's hash chain.
     async fn verify_stream(&self, stream: &StreamName) -> Result<VerifyReport>;

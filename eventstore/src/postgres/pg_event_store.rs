@@ -17,7 +17,7 @@ use super::unit_of_work::PgUnitOfWork;
 use crate::error::from_sqlx;
 use crate::store::{Direction, StreamCursor};
 use crate::{
-    AppendResult, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
+    AppendResult, Claim, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
     RecordedEvent, Result, StreamAppend, StreamName, Upcasters, VerifyReport,
 };
 
@@ -354,6 +354,15 @@ impl EventStore for PgEventStore {
               ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
         )
         .await
+    }
+
+    async fn held_claims(&self) -> Result<Vec<(Claim, StreamName)>> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT scope, value, stream_id FROM es.claims ORDER BY scope, value")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        crate::claim::held(rows)
     }
 
     async fn verify_stream(&self, stream: &StreamName) -> Result<VerifyReport> {

@@ -1,5 +1,5 @@
-//! One part of an append on SQLite, inside the writer's transaction: is it a retry, and if not, write it.
-//! Nothing here races: the caller holds the only write transaction.
+//! One part of an append on SQLite, inside the writer's transaction: write it, or say whether it was
+//! written before. Nothing here races: the caller holds the only write transaction.
 
 use sqlx::SqliteConnection;
 
@@ -9,7 +9,8 @@ use crate::prepare::PreparedAppend;
 use crate::{AppendResult, Error, ExpectedRevision, Position, Result};
 
 /// What the store holds of an append's event ids: all of them in its stream (a retry: the original
-/// result), or none. Some of them, or one in another stream, is refused.
+/// result), or none. Some of them, or one in another stream, is refused. Asked only after a write ran
+/// into a stored id: retries are rare, and the unique index finds them for free.
 pub(super) async fn retried(conn: &mut SqliteConnection, p: &PreparedAppend) -> Result<Option<AppendResult>> {
     let mut here = Vec::with_capacity(p.ids.len());
     let mut elsewhere = false;
@@ -49,6 +50,9 @@ pub(super) async fn retried(conn: &mut SqliteConnection, p: &PreparedAppend) -> 
     }
     Ok(None)
 }
+
+/// Events per INSERT statement (11 parameters each, well below SQLite's limit of 32,766).
+const ROWS_PER_INSERT: usize = 500;
 
 /// Checks the expectation against the stream's head, takes and releases the claims, and appends the
 /// events as commit `commit`, continuing the stream's chain.
@@ -99,28 +103,30 @@ pub(super) async fn write(conn: &mut SqliteConnection, p: &PreparedAppend, commi
     let links = chain(&previous, actual, &p.content);
     let first_revision = actual.map_or(0, |r| r + 1);
     let mut positions = Vec::with_capacity(p.ids.len());
-    for (i, link) in links.iter().enumerate() {
-        let position: i64 = sqlx::query_scalar(
+    // Several rows per statement: one round trip to SQLite's thread per chunk, not per event.
+    for chunk in (0..p.ids.len()).collect::<Vec<_>>().chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO events (transaction_id, event_id, stream_id, stream_revision, event_type, schema_version,
-                                 data, metadata, correlation_id, causation_id, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
-        )
-        .bind(commit)
-        .bind(p.ids[i])
-        .bind(stream)
-        .bind(i64::try_from(first_revision + i as u64).unwrap_or(i64::MAX))
-        .bind(&p.types[i])
-        .bind(p.versions[i])
-        .bind(&p.data[i])
-        .bind(&p.metadata[i])
-        .bind(p.correlation[i])
-        .bind(p.causation[i])
-        .bind(link.as_slice())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(from_sqlx)?;
-        positions.push(position as u64);
+                                 data, metadata, correlation_id, causation_id, hash) ",
+        );
+        insert.push_values(chunk, |mut row, &i| {
+            row.push_bind(commit)
+                .push_bind(p.ids[i])
+                .push_bind(stream)
+                .push_bind(i64::try_from(first_revision + i as u64).unwrap_or(i64::MAX))
+                .push_bind(&p.types[i])
+                .push_bind(p.versions[i])
+                .push_bind(&p.data[i])
+                .push_bind(&p.metadata[i])
+                .push_bind(p.correlation[i])
+                .push_bind(p.causation[i])
+                .push_bind(links[i].as_slice());
+        });
+        insert.push(" RETURNING global_position");
+        let written: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *conn).await.map_err(from_sqlx)?;
+        positions.extend(written.into_iter().map(|p| p as u64));
     }
+    positions.sort_unstable();
     let last_revision = first_revision + p.ids.len() as u64 - 1;
     let last_link = links.last().copied().unwrap_or(previous);
     sqlx::query(
@@ -155,4 +161,10 @@ async fn read_head(conn: &mut SqliteConnection, stream: &str) -> Result<Option<(
     let revision = u64::try_from(revision).map_err(|_| corrupt("streams.revision"))?;
     let link = Hash::try_from(link.as_slice()).map_err(|_| corrupt("streams.last_hash"))?;
     Ok(Some((revision, link)))
+}
+
+/// True when `error` is an insert running into a stored event id.
+pub(super) fn is_known_id(error: &Error) -> bool {
+    let (Error::Database(e) | Error::Unavailable(e)) = error else { return false };
+    e.as_database_error().is_some_and(|db| db.is_unique_violation() && db.message().contains("events.event_id"))
 }

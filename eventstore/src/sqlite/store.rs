@@ -9,13 +9,13 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{Mutex, watch};
 
-use super::append::{retried, write};
+use super::append::{is_known_id, retried, write};
 use super::rows::{select_events, stored_row};
 use crate::error::from_sqlx;
 use crate::prepare::PreparedAppend;
 use crate::store::{Direction, StreamCursor};
 use crate::{
-    AppendResult, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
+    AppendResult, Claim, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
     RecordedEvent, Result, StreamAppend, StreamName, Upcasters, VerifyReport,
 };
 
@@ -106,19 +106,7 @@ impl SqliteEventStore {
     async fn append_parts(&self, parts: &[PreparedAppend]) -> Result<Vec<AppendResult>> {
         let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlx)?;
-        let outcome = async {
-            let mut earlier = Vec::with_capacity(parts.len());
-            for part in parts {
-                earlier.push(retried(&mut tx, part).await?);
-            }
-            if earlier.iter().all(Option::is_some) {
-                return Ok((earlier.into_iter().flatten().collect(), false));
-            }
-            if earlier.iter().any(Option::is_some) {
-                // Some parts were retries and this one is new: not a retry of the whole append.
-                let new = parts.iter().zip(&earlier).find(|(_, e)| e.is_none()).map(|(part, _)| &part.stream);
-                return Err(Error::PartialDuplicate { stream: new.unwrap_or(&parts[0].stream).clone() });
-            }
+        let written = async {
             let commit: i64 = sqlx::query_scalar("UPDATE commits SET last = last + 1 RETURNING last")
                 .fetch_one(&mut *tx)
                 .await
@@ -127,25 +115,47 @@ impl SqliteEventStore {
             for part in parts {
                 results.push(write(&mut tx, part, commit).await?);
             }
-            Ok((results, true))
+            Ok(results)
         }
         .await;
-        match outcome {
-            Ok((results, true)) => {
+        match written {
+            Ok(results) => {
                 tx.commit().await.map_err(from_sqlx)?;
                 self.notify_appended();
                 Ok(results)
             }
-            Ok((results, false)) => {
-                tx.rollback().await.map_err(from_sqlx)?;
-                Ok(results)
-            }
             Err(e) => {
-                // Roll back before the next writer's turn; the error says what went wrong either way.
-                let _ = tx.rollback().await;
-                Err(e)
+                // Roll back before the next writer's turn.
+                let rolled_back = tx.rollback().await;
+                let refused = matches!(e, Error::WrongExpectedRevision { .. } | Error::ClaimTaken { .. });
+                if !refused && !is_known_id(&e) {
+                    return Err(e);
+                }
+                rolled_back.map_err(from_sqlx)?;
+                self.explain(parts, e).await
             }
         }
+    }
+
+    /// An append was refused (an expectation, a claim) or ran into stored event ids: a retry of the whole
+    /// append (every part's ids already in its stream, whatever the stream and its claims did since)
+    /// returns the original results; some parts retried and others new is a partial duplicate; an id in
+    /// another stream says so; otherwise the refusal stands.
+    async fn explain(&self, parts: &[PreparedAppend], refusal: Error) -> Result<Vec<AppendResult>> {
+        let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
+        let mut earlier = Vec::with_capacity(parts.len());
+        for part in parts {
+            earlier.push(retried(&mut conn, part).await?);
+        }
+        if earlier.iter().all(Option::is_some) {
+            return Ok(earlier.into_iter().flatten().collect());
+        }
+        if earlier.iter().all(Option::is_none) && !is_known_id(&refusal) {
+            return Err(refusal);
+        }
+        // Some parts were retries and this one is new: not a retry of the whole append.
+        let new = parts.iter().zip(&earlier).find(|(_, e)| e.is_none()).map(|(part, _)| &part.stream);
+        Err(Error::PartialDuplicate { stream: new.unwrap_or(&parts[0].stream).clone() })
     }
 
     fn decode_all(&self, rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<RecordedEvent>> {
@@ -192,6 +202,13 @@ impl EventStore for SqliteEventStore {
                 PreparedAppend::new(&a.stream, a.expected, &a.events, Claims::none(), self.options.max_event_bytes)
             })
             .collect::<Result<Vec<_>>>()?;
+        let streams: std::collections::HashSet<&StreamName> = parts.iter().map(|p| &p.stream).collect();
+        if streams.len() != parts.len() {
+            return Err(Error::InvalidEvent {
+                event_id: uuid::Uuid::nil(),
+                reason: "a stream appears twice in one multi-stream append",
+            });
+        }
         self.append_parts(&parts).await
     }
 
@@ -244,6 +261,15 @@ impl EventStore for SqliteEventStore {
 
     async fn committed_head(&self) -> Result<Option<Position>> {
         self.last_position().await
+    }
+
+    async fn held_claims(&self) -> Result<Vec<(Claim, StreamName)>> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT scope, value, stream_id FROM claims ORDER BY scope, value")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        crate::claim::held(rows)
     }
 
     async fn verify_stream(&self, stream: &StreamName) -> Result<VerifyReport> {

@@ -9,6 +9,7 @@ mod api_tokens;
 mod api_users;
 mod audit;
 mod conformance;
+mod events_copy;
 mod eventstore;
 mod harness;
 mod nats_feed;

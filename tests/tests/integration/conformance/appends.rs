@@ -227,7 +227,19 @@ async fn retrying_a_whole_multi_stream_append_with_any_parts_returns_the_first_r
     assert_eq!(opened.row_count().await, rows);
 }
 
+async fn a_stream_twice_in_one_multi_stream_append_is_refused(backend: Backend) {
+    let opened = backend.open().await;
+    let store = opened.store();
+    let stream = new_stream("server");
+    let part = |expected| StreamAppend { stream: stream.clone(), expected, events: events(1) };
+    let refused =
+        store.append_multi(vec![part(ExpectedRevision::NoStream), part(ExpectedRevision::Exact(0))]).await.unwrap_err();
+    assert!(refused.is_client_error(), "{refused:?}");
+    assert_eq!(opened.row_count().await, 0);
+}
+
 on_every_backend!(
+    a_stream_twice_in_one_multi_stream_append_is_refused,
     an_append_returns_its_revisions_and_positions,
     retrying_an_append_returns_the_first_result_and_writes_nothing,
     a_retry_after_the_stream_moved_on_is_still_recognised,
