@@ -121,8 +121,8 @@ pub(crate) async fn complete(
     let user: User = get(http, config, &format!("{api}/user"), token).await?;
     let mut groups = Vec::new();
     if with_groups {
-        let orgs: Vec<Organization> = get(http, config, &format!("{api}/user/orgs?{PAGE}"), token).await?;
-        let teams: Vec<Team> = get(http, config, &format!("{api}/user/teams?{PAGE}"), token).await?;
+        let orgs: Vec<Organization> = get_all(http, config, api, &format!("{api}/user/orgs?{PAGE}"), token).await?;
+        let teams: Vec<Team> = get_all(http, config, api, &format!("{api}/user/teams?{PAGE}"), token).await?;
         groups.extend(orgs.into_iter().map(|o| o.login));
         groups.extend(teams.into_iter().map(|t| format!("{}/{}", t.organization.login, t.slug)));
     }
@@ -137,6 +137,46 @@ pub(crate) async fn complete(
     })
 }
 
+/// Most pages of organisations or teams read (100 each): beyond them the login fails rather than
+/// mapping roles from a partial list.
+const MAX_PAGES: usize = 10;
+
+/// Every page of a list, following GitHub's `Link: <…>; rel="next"` (only to URLs under the API).
+async fn get_all<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    config: &IdpConfig,
+    api: &str,
+    first: &str,
+    token: &str,
+) -> Result<Vec<T>, OidcError> {
+    let mut all = Vec::new();
+    let mut next = Some(first.to_owned());
+    for _ in 0..MAX_PAGES {
+        let Some(url) = next.take() else { return Ok(all) };
+        let response = send_get(http, config, &url, token).await?;
+        next = next_page(response.headers()).filter(|n| n.starts_with(&format!("{api}/")));
+        let page: Vec<T> = response.json().await.map_err(|e| upstream(config, format!("GitHub API: {e}")))?;
+        all.extend(page);
+    }
+    match next {
+        None => Ok(all),
+        Some(_) => Err(upstream(config, format!("more than {MAX_PAGES} pages of organisations or teams"))),
+    }
+}
+
+/// The `rel="next"` URL of a `Link` header.
+fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.split(';').any(|p| p.trim() == r#"rel="next""#).then(|| url.trim().trim_matches(['<', '>']).to_owned())
+    })
+}
+
+fn upstream(config: &IdpConfig, reason: String) -> OidcError {
+    OidcError::Upstream { idp: config.name.clone(), reason }
+}
+
 /// A GET on the GitHub API with the person's token.
 async fn get<T: DeserializeOwned>(
     http: &reqwest::Client,
@@ -144,6 +184,17 @@ async fn get<T: DeserializeOwned>(
     url: &str,
     token: &str,
 ) -> Result<T, OidcError> {
+    let response = send_get(http, config, url, token).await?;
+    response.json().await.map_err(|e| upstream(config, format!("GitHub API: {e}")))
+}
+
+/// Sends a GET on the GitHub API; a non-success status is an error.
+async fn send_get(
+    http: &reqwest::Client,
+    config: &IdpConfig,
+    url: &str,
+    token: &str,
+) -> Result<reqwest::Response, OidcError> {
     let upstream = |reason: String| OidcError::Upstream { idp: config.name.clone(), reason };
     let response = http
         .get(url)
@@ -158,5 +209,21 @@ async fn get<T: DeserializeOwned>(
     if !status.is_success() {
         return Err(upstream(format!("GitHub API {}: {status}", response.url().path())));
     }
-    response.json().await.map_err(|e| upstream(format!("GitHub API: {e}")))
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let link = r#"<https://api.github.com/user/orgs?page=2>; rel="next", <https://api.github.com/user/orgs?page=5>; rel="last""#;
+        headers.insert(reqwest::header::LINK, link.parse().unwrap());
+        assert_eq!(next_page(&headers).as_deref(), Some("https://api.github.com/user/orgs?page=2"));
+        headers
+            .insert(reqwest::header::LINK, r#"<https://api.github.com/user/orgs?page=1>; rel="prev""#.parse().unwrap());
+        assert_eq!(next_page(&headers), None);
+    }
 }

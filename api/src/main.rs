@@ -47,11 +47,12 @@ enum EventsCommand {
     /// (`sqlite://data/events.db`) to Postgres. Stop the gateway first; start it on the copy after, and
     /// its read models are built from the copied log.
     Copy {
-        /// The source store: `sqlite://<path>` or `postgres://…`.
-        #[arg(long)]
+        /// The source store: `sqlite://<path>` or `postgres://…` (read as it is: nothing is created or
+        /// migrated there).
+        #[arg(long, env = "MGW_COPY_FROM", hide_env_values = true)]
         from: String,
         /// The target store (empty; created and migrated when missing).
-        #[arg(long)]
+        #[arg(long, env = "MGW_COPY_TO", hide_env_values = true)]
         to: String,
     },
 }
@@ -472,7 +473,7 @@ async fn events_copy(from: &str, to: &str) -> anyhow::Result<()> {
     if from == to {
         bail!("the source and the target are the same store");
     }
-    let (source, target) = (from.open().await?, to.open().await?);
+    let (source, target) = (from.open_existing().await?, to.open().await?);
     let started = std::time::Instant::now();
     let mut reported = std::time::Instant::now();
     let copied = eventstore::copy_events(&*source, &*target, |n| {

@@ -115,7 +115,12 @@ impl IdpConfig {
     /// Whether the configured issuer is one of Entra's multi-tenant endpoints.
     fn multi_tenant_endpoint(&self) -> bool {
         let path = self.issuer.split("://").nth(1).and_then(|rest| rest.split_once('/')).map(|(_, path)| path);
-        path.is_some_and(|path| path.split('/').any(|segment| MULTI_TENANT_SEGMENTS.contains(&segment)))
+        path.is_some_and(|path| {
+            path.split('/').any(|segment| {
+                MULTI_TENANT_SEGMENTS.iter().any(|m| m.eq_ignore_ascii_case(segment))
+                    || segment.contains(TENANT_PLACEHOLDER)
+            })
+        })
     }
 }
 
@@ -435,16 +440,15 @@ impl Idps {
         let metadata: CoreProviderMetadata =
             serde_json::from_slice(&body).map_err(|e| upstream(format!("discovery document: {e}")))?;
         let advertised = metadata.issuer().as_str().trim_end_matches('/');
-        if advertised != configured {
-            if !advertised.contains(TENANT_PLACEHOLDER) {
-                return Err(upstream(format!("unexpected issuer {advertised} (expected {configured})")));
-            }
-            if allowed_tenants.is_empty() {
-                return Err(OidcError::Config {
-                    idp: idp.config.name.clone(),
-                    reason: "a multi-tenant Entra issuer admits any tenant: list allowed_tenants".into(),
-                });
-            }
+        let template = advertised.contains(TENANT_PLACEHOLDER);
+        if advertised != configured && !template {
+            return Err(upstream(format!("unexpected issuer {advertised} (expected {configured})")));
+        }
+        if template && allowed_tenants.is_empty() {
+            return Err(OidcError::Config {
+                idp: idp.config.name.clone(),
+                reason: "a multi-tenant Entra issuer admits any tenant: list allowed_tenants".into(),
+            });
         }
         let keys = openidconnect::JsonWebKeySet::fetch_async(metadata.jwks_uri(), client)
             .await

@@ -45,7 +45,32 @@ impl StoreUrl {
         }
     }
 
-    /// Opens the store, migrated, without upcasters: events read as they are stored.
+    /// Opens an existing store as it is (no file created, no migration), without upcasters: events read as
+    /// they are stored. For the source of a copy.
+    pub async fn open_existing(&self) -> Result<Arc<dyn EventStore>, StoreUrlError> {
+        match self {
+            Self::Postgres(url) => {
+                let pool = PgPoolOptions::new().max_connections(4).connect(url).await.map_err(|e| {
+                    StoreUrlError::Open { url: redacted(url), source: eventstore::Error::Unavailable(e) }
+                })?;
+                Ok(Arc::new(PgEventStore::new(pool, PgEventStoreOptions::default())))
+            }
+            Self::Sqlite(path) => {
+                let options = SqliteEventStore::connect_options(path).create_if_missing(false);
+                let pool =
+                    sqlx::sqlite::SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(
+                        |e| StoreUrlError::Open {
+                            url: path.display().to_string(),
+                            source: eventstore::Error::Unavailable(e),
+                        },
+                    )?;
+                Ok(Arc::new(SqliteEventStore::new(pool, SqliteEventStoreOptions::default())))
+            }
+        }
+    }
+
+    /// Opens the store, created and migrated when needed, without upcasters: events read as they are
+    /// stored. For the target of a copy.
     pub async fn open(&self) -> Result<Arc<dyn EventStore>, StoreUrlError> {
         match self {
             Self::Postgres(url) => {
@@ -68,8 +93,12 @@ impl StoreUrl {
     }
 }
 
-/// `url` without a password.
+/// `url` without a password (in the authority or the query, which is left out).
 fn redacted(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, _)) => return format!("{}?…", redacted(base)),
+        None => url,
+    };
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -94,5 +123,6 @@ mod tests {
         let refused = StoreUrl::parse("mysql://u:secret@h/db").unwrap_err().to_string();
         assert!(!refused.contains("secret") && refused.contains("u:***@h"), "{refused}");
         assert!(StoreUrl::parse("sqlite://").is_err());
+        assert!(!redacted("postgres://h/db?user=u&password=secret").contains("secret"));
     }
 }

@@ -80,7 +80,8 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Plain INSERTs, `batch` rows per transaction, writers taking turns as SQLite's one writer requires.
+/// A plain INSERT of `batch` rows per transaction (one statement), writers taking turns as SQLite's one
+/// writer requires.
 async fn baseline_inserts(
     pool: &SqlitePool,
     writers: usize,
@@ -93,20 +94,20 @@ async fn baseline_inserts(
         async move {
             let stream = format!("plain-{w}");
             let (ids, data, metadata) = payload::columns(batch);
+            // All rows in one statement, as the store writes them.
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO bench_plain (event_id, stream_id, event_type, data, metadata) ",
+            );
+            insert.push_values(0..ids.len(), |mut row, i| {
+                row.push_bind(ids[i])
+                    .push_bind(&stream)
+                    .push_bind("ServerRegistered")
+                    .push_bind(&data[i])
+                    .push_bind(&metadata[i]);
+            });
             let _turn = turn.lock().await;
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            for i in 0..ids.len() {
-                sqlx::query(
-                    "INSERT INTO bench_plain (event_id, stream_id, event_type, data, metadata) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(ids[i])
-                .bind(&stream)
-                .bind("ServerRegistered")
-                .bind(&data[i])
-                .bind(&metadata[i])
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert.build().execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Outcome { events: batch, conflicts: 0 })
         }

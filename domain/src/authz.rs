@@ -109,12 +109,15 @@ pub enum Resource<'a> {
     },
     /// A principal (for credentials: one's own or somebody else's).
     Principal(Uuid),
-    /// An existing server to be used through the gateway: its owner and its access policy.
+    /// An existing server to be used through the gateway: its owner, its access policy, and whether it
+    /// is suspended.
     ServerAccess {
         /// The owner, as recorded on the server.
         owner: &'a str,
         /// Whom the server admits besides its owner, owners and admins.
         policy: &'a AccessPolicy,
+        /// A suspended server is used by nobody.
+        suspended: bool,
     },
 }
 
@@ -159,15 +162,23 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
             return Decision::deny("a server manager manages only the servers it owns".to_owned());
         }
     }
+    // Using a server is decided on the server: asked on anything else, it is refused, so that an endpoint
+    // that forgets to name the server cannot skip its policy.
+    if action == Action::UseServers && !matches!(resource, Resource::ServerAccess { .. }) {
+        return Decision::deny("servers.use is decided on a server".to_owned());
+    }
     // Using a server needs the role and the server's consent: its policy lists one of the principal's
     // roles or the principal itself (owners, admins and the server's owner always pass).
-    if let (Action::UseServers, Resource::ServerAccess { owner, policy }) = (action, resource) {
+    if let (Action::UseServers, Resource::ServerAccess { owner, policy, suspended }) = (action, resource) {
+        if suspended {
+            return Decision::deny("the server is suspended".to_owned());
+        }
         let id = subject.id.to_string();
         let manages_all = subject.roles.iter().any(|r| matches!(r, Role::Owner | Role::Admin));
         if manages_all || owner == id {
             return Decision { allow: true, reason: format!("role {} permits servers.use", role.as_str()) };
         }
-        if policy.users.contains(&id) {
+        if policy.users.iter().any(|user| user.eq_ignore_ascii_case(&id)) {
             return Decision { allow: true, reason: "the server's access policy lists the principal".to_owned() };
         }
         return match subject.roles.iter().find(|r| policy.roles.contains(r) && action.permitted().contains(r)) {
@@ -198,17 +209,26 @@ mod tests {
         (Role::Auditor, [false, false, false, true, true, false, false, true]),
     ];
 
+    /// Where each action is asked: a server whose policy admits every role for `servers.use`.
+    fn on(action: Action, everyone: &AccessPolicy) -> Resource<'_> {
+        match action {
+            Action::UseServers => Resource::ServerAccess { owner: "x", policy: everyone, suspended: false },
+            _ => Resource::Any,
+        }
+    }
+
     #[test]
     fn every_cell_of_the_matrix() {
+        let everyone = AccessPolicy { roles: Role::ALL.into_iter().collect(), ..AccessPolicy::default() };
         for (role, row) in MATRIX {
             for (action, expected) in Action::ALL.into_iter().zip(row) {
-                let decision = decide(&subject(&[role]), action, Resource::Any);
+                let decision = decide(&subject(&[role]), action, on(action, &everyone));
                 assert_eq!(decision.allow, expected, "{} × {}: {}", role.as_str(), action.as_str(), decision.reason);
             }
         }
         for action in Action::ALL {
             let own = action == Action::ManageOwnCredentials;
-            assert_eq!(decide(&subject(&[]), action, Resource::Any).allow, own, "{}", action.as_str());
+            assert_eq!(decide(&subject(&[]), action, on(action, &everyone)).allow, own, "{}", action.as_str());
         }
     }
 
@@ -235,13 +255,19 @@ mod tests {
         let developer = subject(&[Role::Developer]);
         let mut policy = AccessPolicy::default();
         let on = |s: &Subject<'_>, policy: &AccessPolicy| {
-            decide(s, Action::UseServers, Resource::ServerAccess { owner: "someone", policy }).allow
+            decide(s, Action::UseServers, Resource::ServerAccess { owner: "someone", policy, suspended: false }).allow
         };
         assert!(!on(&developer, &policy), "an empty policy admits nobody but owners and admins");
         assert!(on(&subject(&[Role::Admin]), &policy));
         assert!(on(&subject(&[Role::Owner]), &policy));
         let mine = developer.id.to_string();
-        assert!(decide(&developer, Action::UseServers, Resource::ServerAccess { owner: &mine, policy: &policy }).allow);
+        let own = Resource::ServerAccess { owner: &mine, policy: &policy, suspended: false };
+        assert!(decide(&developer, Action::UseServers, own).allow);
+        let suspended = Resource::ServerAccess { owner: &mine, policy: &policy, suspended: true };
+        assert!(
+            !decide(&subject(&[Role::Owner]), Action::UseServers, suspended).allow,
+            "nobody uses a suspended server"
+        );
         policy.roles.insert(Role::Developer);
         assert!(on(&developer, &policy));
         // A listed role the matrix does not let use servers admits nobody.
@@ -250,9 +276,10 @@ mod tests {
         policy.roles.clear();
         policy.users.insert(developer.id.to_string());
         assert!(on(&developer, &policy));
-        policy.users.insert(Uuid::from_u128(7).to_string());
+        policy.users.insert(Uuid::from_u128(7).to_string().to_uppercase());
         let scoped = Subject { id: Uuid::from_u128(7), roles: &[Role::Developer], scopes: &[Action::ReadServers] };
         assert!(!on(&scoped, &policy), "scopes still narrow");
+        assert!(!decide(&developer, Action::UseServers, Resource::Any).allow, "decided on a server only");
     }
 
     #[test]

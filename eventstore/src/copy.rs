@@ -36,6 +36,12 @@ pub enum CopyError {
     /// A store failed.
     #[error(transparent)]
     Store(#[from] Error),
+    /// Events below the head stayed invisible: a transaction left open holds the readers back.
+    #[error("events below the head stayed invisible for a minute: is a transaction left open on the store?")]
+    HeldBack,
+    /// The source holds no events.
+    #[error("the source store holds no events: check its URL")]
+    EmptySource,
     /// The copy is not the source.
     #[error("the copy differs from the source at event #{index} of $all: {what}")]
     Differs {
@@ -87,6 +93,9 @@ pub async fn copy_events(
     if target.committed_head().await?.is_some() {
         return Err(CopyError::TargetNotEmpty);
     }
+    if source.committed_head().await?.is_none() {
+        return Err(CopyError::EmptySource);
+    }
     let mut claims: HashMap<StreamName, Vec<Claim>> = HashMap::new();
     let held = source.held_claims().await?;
     let mut report = CopyReport { claims: held.len() as u64, ..CopyReport::default() };
@@ -97,12 +106,8 @@ pub async fn copy_events(
     let mut after: Option<Position> = None;
     let mut batch: Vec<Part> = Vec::new();
     while after < end {
-        let page = source.read_all(after, PAGE).await?;
-        let Some(last) = page.last() else {
-            // Another transaction on the source holds readers back for a moment.
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
-        };
+        let page = read_page(source, after, end).await?;
+        let Some(last) = page.last() else { break };
         after = Some(last.position);
         for event in page {
             report.events += 1;
@@ -187,7 +192,10 @@ pub async fn verify_copy(source: &dyn EventStore, target: &dyn EventStore) -> Re
             from_target = Some(b.position);
         }
     }
-    let (theirs, ours) = (source.held_claims().await?, target.held_claims().await?);
+    let (mut theirs, mut ours) = (source.held_claims().await?, target.held_claims().await?);
+    // Each backend sorts text its own way (a collation, or bytes): compare as sets.
+    theirs.sort();
+    ours.sort();
     if theirs != ours {
         return Err(CopyError::Differs { index, what: format!("claims: {} against {}", theirs.len(), ours.len()) });
     }
@@ -198,12 +206,17 @@ pub async fn verify_copy(source: &dyn EventStore, target: &dyn EventStore) -> Re
     Ok(index)
 }
 
-/// A page of `$all` after `after`, waiting out readers held back, up to `end`.
+/// How long a read of `$all` may find nothing before the head before the copy gives up: on Postgres, a
+/// transaction left open anywhere in the cluster holds every reader back.
+const HELD_BACK_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A page of `$all` after `after`, waiting out readers held back (for a while), up to `end`.
 async fn read_page(
     store: &dyn EventStore,
     after: Option<Position>,
     end: Option<Position>,
 ) -> Result<Vec<RecordedEvent>, CopyError> {
+    let started = std::time::Instant::now();
     loop {
         if after >= end {
             return Ok(Vec::new());
@@ -211,6 +224,9 @@ async fn read_page(
         let page = store.read_all(after, PAGE).await?;
         if !page.is_empty() {
             return Ok(page);
+        }
+        if started.elapsed() > HELD_BACK_LIMIT {
+            return Err(CopyError::HeldBack);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -152,7 +152,12 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Error::Unavailable(err),
-        sqlx::Error::Database(db) if is_outage_code(db.code().as_deref()) => Error::Unavailable(err),
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && is_outage_code(db.code().as_deref()) =>
+        {
+            Error::Unavailable(err)
+        }
         sqlx::Error::Database(db)
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() && is_sqlite_busy(db.code().as_deref()) =>
         {

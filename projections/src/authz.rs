@@ -1,6 +1,7 @@
-//! The `authz` in-memory read model: principals, their roles and whether they are disabled, and their
-//! API keys (digest, expiry, scopes, revocation). Every request's authentication and authorization
-//! reads it; a revocation or a disabling applied here is refused on the next request.
+//! The `authz` in-memory read model: principals, their roles and whether they are disabled, their API
+//! keys (digest, expiry, scopes, revocation) and sessions, and each server's owner and access policy.
+//! Every request's authentication and authorization reads it; a revocation, a disabling or a narrower
+//! policy applied here is enforced on the next request.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,6 +11,7 @@ use domain::authz::Action;
 use domain::identity::{
     API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind, SESSION_CATEGORY, SESSION_IDLE,
 };
+use domain::server::{self, AccessPolicy, ServerEvent};
 use eventstore::RecordedEvent;
 use uuid::Uuid;
 
@@ -92,6 +94,17 @@ struct KeyEntry {
     summary: KeySummary,
 }
 
+/// What the decision to use a server depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAccess {
+    /// The owner, as recorded on the server.
+    pub owner: String,
+    /// Whom it admits.
+    pub policy: AccessPolicy,
+    /// Suspended servers are not used, whoever asks.
+    pub suspended: bool,
+}
+
 /// The model.
 pub struct Authz {
     filter: EventFilter,
@@ -102,6 +115,8 @@ pub struct Authz {
     /// Session secret digest → session id.
     session_secrets: HashMap<String, Uuid>,
     sessions: HashMap<Uuid, SessionSummary>,
+    /// Live servers (deregistered ones are gone).
+    servers: HashMap<Uuid, ServerAccess>,
 }
 
 /// A session as listed to its holder and to administrators: never its secret.
@@ -134,17 +149,49 @@ pub struct SessionSummary {
 impl Default for Authz {
     fn default() -> Self {
         Self {
-            filter: EventFilter::new([PRINCIPAL_CATEGORY, API_KEY_CATEGORY, SESSION_CATEGORY], IdentityEvent::TYPES),
+            filter: EventFilter::new(
+                [PRINCIPAL_CATEGORY, API_KEY_CATEGORY, SESSION_CATEGORY, server::CATEGORY],
+                IdentityEvent::TYPES.into_iter().chain(ServerEvent::TYPES),
+            ),
             principals: HashMap::new(),
             digests: HashMap::new(),
             keys: HashMap::new(),
             session_secrets: HashMap::new(),
             sessions: HashMap::new(),
+            servers: HashMap::new(),
         }
     }
 }
 
 impl Authz {
+    /// The owner and access policy of live server `id`.
+    pub fn server_access(&self, id: Uuid) -> Option<&ServerAccess> {
+        self.servers.get(&id)
+    }
+
+    fn apply_server(&mut self, recorded: &RecordedEvent, event: ServerEvent) -> Result<(), String> {
+        let id =
+            Uuid::parse_str(recorded.stream.id()).map_err(|e| format!("server stream {}: {e}", recorded.stream))?;
+        match event {
+            ServerEvent::Registered(registered) => {
+                let access = ServerAccess { owner: registered.owner, policy: registered.access, suspended: false };
+                self.servers.insert(id, access);
+            }
+            ServerEvent::AccessChanged(policy) => self.server_mut(id)?.policy = policy,
+            ServerEvent::Suspended { .. } => self.server_mut(id)?.suspended = true,
+            ServerEvent::Resumed => self.server_mut(id)?.suspended = false,
+            ServerEvent::Deregistered { .. } => {
+                self.servers.remove(&id);
+            }
+            ServerEvent::Updated(_) | ServerEvent::CredentialRotated(_) => {}
+        }
+        Ok(())
+    }
+
+    fn server_mut(&mut self, id: Uuid) -> Result<&mut ServerAccess, String> {
+        self.servers.get_mut(&id).ok_or_else(|| format!("server {id} is not known"))
+    }
+
     /// The principal holding the API key whose SHA-256 (hex) is `digest`, if the key is neither revoked
     /// nor expired at `now` and its principal is enabled.
     pub fn by_api_key_digest(&self, digest: &str, now: DateTime<Utc>) -> Option<Principal> {
@@ -264,6 +311,12 @@ impl MemoryProjection for Authz {
     fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
         let fail =
             |reason: String| ProjectionError::Apply { projection: "authz".into(), position: recorded.position, reason };
+        if recorded.stream.category() == server::CATEGORY {
+            let event = ServerEvent::from_json(&recorded.event_type, &recorded.data)
+                .ok_or_else(|| fail(format!("unknown type {}", recorded.event_type)))?
+                .map_err(|e| fail(e.to_string()))?;
+            return self.apply_server(recorded, event).map_err(fail);
+        }
         let event = IdentityEvent::from_json(&recorded.event_type, &recorded.data)
             .ok_or_else(|| fail(format!("unknown type {}", recorded.event_type)))?
             .map_err(|e| fail(e.to_string()))?;

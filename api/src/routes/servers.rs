@@ -346,17 +346,18 @@ pub(crate) async fn permissions(
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<ServerPermissions>, Problem> {
     caller.authorize(&state, Action::ReadServers, &format!("server:{id}")).await?;
-    let entry = state.registry.get(id).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
-    let entry = entry.ok_or_else(Problem::not_found)?;
-    // A policy the registry holds was validated when it was written; one that no longer parses admits
-    // nobody beyond owners and admins.
-    let policy: domain::server::AccessPolicy = serde_json::from_value(entry.access.0.clone()).unwrap_or_default();
+    // The authorization model's view of the server: the one every decision reads.
+    let access = {
+        let model = state.authz.read().map_err(|_| Problem::unavailable("the authorization model is unavailable"))?;
+        model.server_access(id).cloned()
+    };
+    let access = access.ok_or_else(Problem::not_found)?;
     let subject = domain::authz::Subject { id: caller.0.id, roles: &caller.0.roles, scopes: &caller.0.scopes };
-    let owner = entry.owner.as_str();
+    let owner = access.owner.as_str();
     let on = [
         (Action::ReadServers, Resource::Server { owner }),
         (Action::ManageServers, Resource::Server { owner }),
-        (Action::UseServers, Resource::ServerAccess { owner, policy: &policy }),
+        (Action::UseServers, Resource::ServerAccess { owner, policy: &access.policy, suspended: access.suspended }),
     ];
     let permissions = on
         .into_iter()

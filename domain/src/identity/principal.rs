@@ -113,8 +113,10 @@ impl PrincipalState {
         self.mfa.is_some_and(|(at, _)| fresh(at)) || self.idp_mfa_at.is_some_and(fresh)
     }
 
-    /// The event recording that the IdP now reports another name or email, if it does.
+    /// The event recording that the IdP now reports another name or email, if it does (an IdP that
+    /// leaves the email out this time does not clear the one it reported before).
     pub fn profile_update(&self, display_name: &str, email: Option<&str>) -> Option<IdentityEvent> {
+        let email = email.or(self.email.as_deref());
         let changed = self.display_name != display_name || self.email.as_deref() != email;
         changed.then(|| {
             IdentityEvent::UserProfileUpdated(UserProfileUpdated {

@@ -357,11 +357,12 @@ impl EventStore for PgEventStore {
     }
 
     async fn held_claims(&self) -> Result<Vec<(Claim, StreamName)>> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT scope, value, stream_id FROM es.claims ORDER BY scope, value")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(from_sqlx)?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            r#"SELECT scope, value, stream_id FROM es.claims ORDER BY scope COLLATE "C", value COLLATE "C""#,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
         crate::claim::held(rows)
     }
 

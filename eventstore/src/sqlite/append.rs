@@ -60,15 +60,8 @@ pub(super) async fn write(conn: &mut SqliteConnection, p: &PreparedAppend, commi
     let stream = p.stream.as_str();
     let head = read_head(conn, stream).await?;
     let actual = head.map(|(revision, _)| revision);
-    let met = match p.expected {
-        ExpectedRevision::Exact(n) => actual == Some(n),
-        ExpectedRevision::NoStream => actual.is_none(),
-        ExpectedRevision::StreamExists => actual.is_some(),
-        ExpectedRevision::Any => true,
-    };
-    if !met {
-        return Err(Error::WrongExpectedRevision { stream: p.stream.clone(), expected: p.expected, actual });
-    }
+    // Claims first, as on Postgres: a claim held elsewhere is the answer even when the expectation
+    // fails too.
     for claim in &p.claims.take {
         let holder: Option<String> = sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = ? AND value = ?")
             .bind(&claim.scope)
@@ -98,6 +91,15 @@ pub(super) async fn write(conn: &mut SqliteConnection, p: &PreparedAppend, commi
             .execute(&mut *conn)
             .await
             .map_err(from_sqlx)?;
+    }
+    let met = match p.expected {
+        ExpectedRevision::Exact(n) => actual == Some(n),
+        ExpectedRevision::NoStream => actual.is_none(),
+        ExpectedRevision::StreamExists => actual.is_some(),
+        ExpectedRevision::Any => true,
+    };
+    if !met {
+        return Err(Error::WrongExpectedRevision { stream: p.stream.clone(), expected: p.expected, actual });
     }
     let previous = head.map_or(GENESIS, |(_, link)| link);
     let links = chain(&previous, actual, &p.content);

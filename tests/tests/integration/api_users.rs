@@ -102,9 +102,11 @@ pub(crate) async fn server_with_access(api: &Api, name: &str, access: Value) -> 
     let added = api.post_as(&api.key, "/api/v1/servers", body).await;
     assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
     let id = added.body["id"].as_str().unwrap().to_owned();
-    let position = added.body["position"].as_str().unwrap().to_owned();
-    let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
-    assert_eq!(read.status, StatusCode::OK, "{}", read.raw);
+    tests::eventually(DEADLINE, "the authorization model to know the server", || async {
+        let uri = format!("/api/v1/servers/{id}/permissions");
+        (api.call(Method::GET, &uri, None, &[]).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
     id
 }
 
@@ -176,6 +178,22 @@ async fn a_server_is_used_only_by_whom_its_policy_admits() {
     let (_, auditor) = api.principal_with("auditor", &[Role::Auditor]).await;
     let refused = api.call_as(&auditor, Method::GET, &format!("/api/v1/servers/{closed}/permissions"), None, &[]).await;
     assert_problem(&refused, StatusCode::FORBIDDEN, "forbidden");
+    // A suspended server is used by nobody, owners included, until it is resumed
+    let suspended =
+        api.post_as(&api.key, &format!("/api/v1/servers/{listed}/suspend"), json!({ "reason": "maintenance" })).await;
+    assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.raw);
+    tests::eventually(DEADLINE, "the suspension to reach the decision", || async {
+        (!may_use(dev.clone(), listed.clone()).await.0).then_some(())
+    })
+    .await;
+    let (allowed, reason) = may_use(api.key.clone(), listed.clone()).await;
+    assert!(!allowed && reason.contains("suspended"), "{reason}");
+    let resumed = api.post_as(&api.key, &format!("/api/v1/servers/{listed}/resume"), json!({})).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.raw);
+    tests::eventually(DEADLINE, "the resumption to reach the decision", || async {
+        may_use(dev.clone(), listed.clone()).await.0.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

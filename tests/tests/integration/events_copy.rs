@@ -103,3 +103,17 @@ async fn a_log_copied_to_sqlite_and_back_to_postgres_verifies_and_rebuilds_ident
     let taken = state.store.held_claims().await.unwrap();
     assert!(taken.iter().any(|(claim, _)| claim.value == "io.example/copied-1"), "{taken:?}");
 }
+
+#[tokio::test]
+async fn a_copy_from_a_missing_or_empty_source_is_refused_and_creates_nothing() {
+    use api::store_url::StoreUrl;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let url = format!("sqlite://{}", missing.display());
+    assert!(StoreUrl::parse(&url).unwrap().open_existing().await.is_err());
+    assert!(!missing.exists(), "the source is never created");
+    let empty = StoreUrl::parse(&format!("sqlite://{}", dir.path().join("empty.db").display())).unwrap();
+    let (source, target) =
+        (empty.open().await.unwrap(), StoreUrl::Sqlite(dir.path().join("t.db")).open().await.unwrap());
+    assert!(matches!(copy_events(&*source, &*target, |_| {}).await, Err(eventstore::CopyError::EmptySource)));
+}
