@@ -58,6 +58,22 @@ pub enum StreamCursor {
     Revision(u64),
 }
 
+impl StreamCursor {
+    /// The revision bound a backend's query compares with (`>=` forwards, `<=` backwards).
+    pub(crate) fn sql_bound(self) -> i64 {
+        match self {
+            StreamCursor::Start => 0,
+            StreamCursor::End => i64::MAX,
+            StreamCursor::Revision(r) => i64::try_from(r).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A row count as SQL takes it.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 /// An event store with EventStoreDB semantics.
 ///
 /// Appends check an expected revision and are idempotent by event id; `$all` is read in commit

@@ -15,7 +15,7 @@ use super::index_plans::INDEX_DRIVEN_PLANS;
 use super::rows::{decode_row, select_events};
 use super::unit_of_work::PgUnitOfWork;
 use crate::error::from_sqlx;
-use crate::store::{Direction, StreamCursor};
+use crate::store::{Direction, StreamCursor, sql_limit};
 use crate::{
     AppendResult, Claim, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
     RecordedEvent, Result, StreamAppend, StreamName, Upcasters, VerifyReport,
@@ -292,11 +292,7 @@ impl EventStore for PgEventStore {
         from: StreamCursor,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let from = match from {
-            StreamCursor::Start => 0,
-            StreamCursor::End => i64::MAX,
-            StreamCursor::Revision(r) => i64::try_from(r).unwrap_or(i64::MAX),
-        };
+        let from = from.sql_bound();
         let query = match direction {
             Direction::Forwards => sqlx::query(select_events!(
                 "WHERE e.stream_id = $1 AND e.stream_revision >= $2 ORDER BY e.stream_revision LIMIT $3"
@@ -308,7 +304,7 @@ impl EventStore for PgEventStore {
         let rows = query
             .bind(stream.as_str())
             .bind(from)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(sql_limit(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
@@ -332,7 +328,7 @@ impl EventStore for PgEventStore {
         ))
         .bind(i64::try_from(after.transaction_id).unwrap_or(i64::MAX))
         .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(sql_limit(limit))
         .fetch_all(&self.feed_pool)
         .await
         .map_err(from_sqlx)?;

@@ -13,7 +13,7 @@ use super::append::{is_known_id, retried, write};
 use super::rows::{select_events, stored_row};
 use crate::error::from_sqlx;
 use crate::prepare::PreparedAppend;
-use crate::store::{Direction, StreamCursor};
+use crate::store::{Direction, StreamCursor, sql_limit};
 use crate::{
     AppendResult, Claim, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
     RecordedEvent, Result, StreamAppend, StreamName, Upcasters, VerifyReport,
@@ -172,10 +172,6 @@ impl SqliteEventStore {
     }
 }
 
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl EventStore for SqliteEventStore {
     #[tracing::instrument(skip_all, fields(stream = %stream, expected = %expected, events = events.len()))]
@@ -219,11 +215,7 @@ impl EventStore for SqliteEventStore {
         from: StreamCursor,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let from = match from {
-            StreamCursor::Start => 0,
-            StreamCursor::End => i64::MAX,
-            StreamCursor::Revision(r) => i64::try_from(r).unwrap_or(i64::MAX),
-        };
+        let from = from.sql_bound();
         let query = match direction {
             Direction::Forwards => sqlx::query(select_events!(
                 "WHERE e.stream_id = ? AND e.stream_revision >= ? ORDER BY e.stream_revision LIMIT ?"
