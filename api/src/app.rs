@@ -185,13 +185,14 @@ impl Gateway {
         }
 
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
-        let servers = ServerCommands::new(store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
-        let principals = commands::principals::PrincipalCommands::new(store.clone(), keyring.clone());
+        // The commands need only the store's contract: any backend.
+        let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
+        let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());
         let authz_lag = crate::authz_lag::AuthzLag::new(config.authz_max_lag);
         tasks.push(tokio::spawn(authz_lag.clone().watch(store.clone(), authz_status.clone())));
         let issuer = config.issuer();
         let tokens = commands::tokens::TokenService::new(
-            store.clone(),
+            shared_store.clone(),
             keyring.clone(),
             issuer.clone(),
             format!("{issuer}/api/v1"),

@@ -7,7 +7,7 @@ use domain::identity::{
     API_KEY_CATEGORY, API_KEY_PREFIX, ApiKeyIssued, IdentityEvent, OWNERS_STREAM, OwnersChanged, PRINCIPAL_CATEGORY,
     PrincipalCreated, PrincipalKind,
 };
-use eventstore::{EventData, EventStore, ExpectedRevision, PgEventStore, StreamAppend, StreamName};
+use eventstore::{EventData, EventStore, ExpectedRevision, StreamAppend, StreamName};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -43,7 +43,7 @@ pub fn api_key_digest(key: &str) -> String {
 
 /// Creates the first owner with an API key. Refused once the installation is bootstrapped.
 pub async fn bootstrap(
-    store: &PgEventStore,
+    store: &dyn EventStore,
     display_name: &str,
     context: &CommandContext,
 ) -> Result<Bootstrapped, CommandError> {

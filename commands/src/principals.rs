@@ -17,8 +17,7 @@ use domain::identity::{
     TotpVerified, decide_disable, decide_role_change,
 };
 use eventstore::{
-    AppendResult, Direction, EventData, EventStore, ExpectedRevision, PgEventStore, StreamAppend, StreamCursor,
-    StreamName,
+    AppendResult, Direction, EventData, EventStore, ExpectedRevision, StreamAppend, StreamCursor, StreamName,
 };
 use uuid::Uuid;
 
@@ -90,7 +89,7 @@ const CODE_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(
 /// The principal command handlers.
 #[derive(Clone)]
 pub struct PrincipalCommands {
-    store: PgEventStore,
+    store: Arc<dyn EventStore>,
     keyring: Arc<Keyring>,
     /// Wrong codes per principal in this process, and when the window began.
     code_failures: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (u32, std::time::Instant)>>>,
@@ -110,7 +109,7 @@ fn expected(revision: Option<u64>) -> ExpectedRevision {
 
 impl PrincipalCommands {
     /// Handlers over `store`, sealing TOTP secrets with `keyring`.
-    pub fn new(store: PgEventStore, keyring: Arc<Keyring>) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, keyring: Arc<Keyring>) -> Self {
         Self { store, keyring, code_failures: Arc::default() }
     }
 

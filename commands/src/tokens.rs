@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use domain::identity::{IdentityEvent, SIGNING_KEYS_STREAM, SigningKeyCreated, SigningKeyRetired};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use eventstore::{Direction, EventData, EventStore, ExpectedRevision, PgEventStore, StreamCursor, StreamName};
+use eventstore::{Direction, EventData, EventStore, ExpectedRevision, StreamCursor, StreamName};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -88,7 +88,7 @@ struct KeySet {
 
 /// Issues and verifies access tokens.
 pub struct TokenService {
-    store: PgEventStore,
+    store: Arc<dyn EventStore>,
     keyring: Arc<Keyring>,
     issuer: String,
     audience: String,
@@ -118,7 +118,7 @@ fn seal_context(kid: &str) -> String {
 
 impl TokenService {
     /// The service for tokens issued by `issuer` for `audience`. Call [`TokenService::start`] before use.
-    pub fn new(store: PgEventStore, keyring: Arc<Keyring>, issuer: String, audience: String) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, keyring: Arc<Keyring>, issuer: String, audience: String) -> Self {
         let keys = KeySet { active: None, verifying: BTreeMap::new(), revision: None, loaded_at: None };
         Self { store, keyring, issuer, audience, keys: RwLock::new(keys), verified: RwLock::default() }
     }

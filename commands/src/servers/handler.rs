@@ -7,8 +7,7 @@ use domain::server::{
     Tags, Title, UpdateServer, UpstreamAuth,
 };
 use eventstore::{
-    Claim, Claims, Direction, EventData, EventStore, ExpectedRevision, Metadata, PgEventStore, Position, StreamCursor,
-    StreamName,
+    Claim, Claims, Direction, EventData, EventStore, ExpectedRevision, Metadata, Position, StreamCursor, StreamName,
 };
 use uuid::Uuid;
 
@@ -50,7 +49,7 @@ pub struct Outcome {
 /// The server command handlers.
 #[derive(Clone)]
 pub struct ServerCommands {
-    store: PgEventStore,
+    store: Arc<dyn EventStore>,
     keyring: Arc<Keyring>,
     network: NetworkPolicy,
     resolver: Arc<dyn HostResolver>,
@@ -60,7 +59,7 @@ impl ServerCommands {
     /// Handlers writing to `store`, sealing with `keyring`, checking URLs against `network` with names
     /// resolved by `resolver`.
     pub fn new(
-        store: PgEventStore,
+        store: Arc<dyn EventStore>,
         keyring: Arc<Keyring>,
         network: NetworkPolicy,
         resolver: Arc<dyn HostResolver>,

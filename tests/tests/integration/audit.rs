@@ -23,8 +23,12 @@ fn context() -> CommandContext {
 async fn write_every_event_type(store: &PgEventStore) {
     let owner = commands::identity::bootstrap(store, "Ada", &context()).await.unwrap().principal_id;
     let keyring = Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap());
-    let servers =
-        ServerCommands::new(store.clone(), keyring.clone(), NetworkPolicy::default(), Arc::new(SystemResolver));
+    let servers = ServerCommands::new(
+        Arc::new(store.clone()),
+        keyring.clone(),
+        NetworkPolicy::default(),
+        Arc::new(SystemResolver),
+    );
     let id = Uuid::now_v7();
     let input = RegisterInput {
         name: "audited".into(),
@@ -51,7 +55,7 @@ async fn write_every_event_type(store: &PgEventStore) {
     // Principals: a service account's roles, keys and disabling; the owner's second factor.
     use commands::principals::{KeyInput, PrincipalCommands, RoleRequest};
     use domain::identity::{PrincipalKind, RoleChange};
-    let principals = PrincipalCommands::new(store.clone(), keyring);
+    let principals = PrincipalCommands::new(Arc::new(store.clone()), keyring);
     let (bob, now) = (Uuid::now_v7(), chrono::Utc::now());
     principals.create(bob, PrincipalKind::Service, "Bob", &context()).await.unwrap();
     let viewer = domain::Role::Viewer;
@@ -304,7 +308,7 @@ async fn signed_checkpoints_verify_with_the_published_keys_and_a_removed_one_is_
 /// More events of the same kinds, for a trail that grows between checkpoints.
 async fn write_every_event_type_again(store: &PgEventStore) {
     let servers = ServerCommands::new(
-        store.clone(),
+        Arc::new(store.clone()),
         Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap()),
         NetworkPolicy::default(),
         Arc::new(SystemResolver),
@@ -421,7 +425,7 @@ async fn pruning_archives_old_entries_to_a_file_that_verifies_and_the_rest_of_th
     let keys = Arc::new(AuditKeys::new(&[("a1".into(), SIGNING.into())]).unwrap());
     let published = AuditKeys::verifying(&keys.public_keys()).unwrap();
     let servers = ServerCommands::new(
-        store.clone(),
+        Arc::new(store.clone()),
         Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap()),
         NetworkPolicy::default(),
         Arc::new(SystemResolver),

@@ -1,21 +1,23 @@
-//! The server command handlers against a real PostgreSQL: names unique among live servers, optimistic
-//! concurrency, the SSRF guard on resolved addresses, and secrets that never reach the event log.
+//! The server command handlers on every event store backend: names unique among live servers,
+//! optimistic concurrency, the SSRF guard on resolved addresses, and secrets that never reach the event
+//! log; and the registry read model meeting them (Postgres).
 
 use std::sync::Arc;
 
 use commands::servers::{CommandContext, RegisterInput, ServerCommands, UpdateInput, UpstreamAuthInput};
 use commands::{CommandError, Keyring, Secret, SystemResolver};
 use domain::server::{BlockedRange, EndpointError, NetworkPolicy, ServerError, ServerState, Transport, UpstreamAuth};
-use eventstore::PgEventStore;
+use eventstore::EventStore;
 use uuid::Uuid;
 
+use crate::conformance::{Backend, on_every_backend};
 use crate::support::{metadata, store};
 
 const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const K2: &str = "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
 
-fn handlers(store: &PgEventStore, keyring: Keyring) -> ServerCommands {
-    ServerCommands::new(store.clone(), Arc::new(keyring), NetworkPolicy::default(), Arc::new(SystemResolver))
+fn handlers(store: Arc<dyn EventStore>, keyring: Keyring) -> ServerCommands {
+    ServerCommands::new(store, Arc::new(keyring), NetworkPolicy::default(), Arc::new(SystemResolver))
 }
 
 fn context() -> CommandContext {
@@ -35,41 +37,34 @@ fn input(name: &str, url: &str) -> RegisterInput {
     }
 }
 
-async fn event_rows(store: &PgEventStore) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(store.pool()).await.unwrap()
-}
-
-#[tokio::test]
-async fn a_name_is_unique_among_live_servers_and_free_again_after_deregistration() {
-    let (store, _db) = store().await;
-    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+async fn a_name_is_unique_among_live_servers_and_free_again_after_deregistration(backend: Backend) {
+    let opened = backend.open().await;
+    let servers = handlers(opened.store(), Keyring::new("k1", [("k1", K1)]).unwrap());
     let first = Uuid::now_v7();
     servers.register(first, input("weather", "https://93.184.216.34/mcp"), "owner", &context()).await.unwrap();
 
     let taken =
         servers.register(Uuid::now_v7(), input("weather", "https://93.184.216.34/mcp"), "owner", &context()).await;
     assert!(matches!(taken, Err(CommandError::NameTaken(ref n)) if n == "weather"), "{taken:?}");
-    assert_eq!(event_rows(&store).await, 1, "the refused registration wrote nothing");
+    assert_eq!(opened.row_count().await, 1, "the refused registration wrote nothing");
 
     servers.deregister(first, Some(0), "retired".into(), &context()).await.unwrap();
     servers.register(Uuid::now_v7(), input("weather", "https://93.184.216.34/mcp"), "owner", &context()).await.unwrap();
 }
 
-#[tokio::test]
-async fn the_same_command_retried_writes_nothing_new() {
-    let (store, _db) = store().await;
-    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+async fn the_same_command_retried_writes_nothing_new(backend: Backend) {
+    let opened = backend.open().await;
+    let servers = handlers(opened.store(), Keyring::new("k1", [("k1", K1)]).unwrap());
     let (id, ctx) = (Uuid::now_v7(), context());
     let first = servers.register(id, input("echo", "https://93.184.216.34/mcp"), "owner", &ctx).await.unwrap();
     let again = servers.register(id, input("echo", "https://93.184.216.34/mcp"), "owner", &ctx).await.unwrap();
     assert_eq!(first, again);
-    assert_eq!(event_rows(&store).await, 1);
+    assert_eq!(opened.row_count().await, 1);
 }
 
-#[tokio::test]
-async fn a_stale_expected_revision_is_refused_and_writes_nothing() {
-    let (store, _db) = store().await;
-    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+async fn a_stale_expected_revision_is_refused_and_writes_nothing(backend: Backend) {
+    let opened = backend.open().await;
+    let servers = handlers(opened.store(), Keyring::new("k1", [("k1", K1)]).unwrap());
     let id = Uuid::now_v7();
     servers.register(id, input("files", "https://93.184.216.34/mcp"), "owner", &context()).await.unwrap();
     let update = UpdateInput { description: Some("v2".into()), ..Default::default() };
@@ -80,7 +75,7 @@ async fn a_stale_expected_revision_is_refused_and_writes_nothing() {
         .update(id, Some(0), UpdateInput { description: Some("v3".into()), ..Default::default() }, &context())
         .await;
     assert!(matches!(stale, Err(CommandError::RevisionMismatch { expected: 0, actual: 1 })), "{stale:?}");
-    assert_eq!(event_rows(&store).await, 2);
+    assert_eq!(opened.row_count().await, 2);
 
     // The same values again change nothing and append nothing.
     let same = servers.update(id, Some(1), update, &context()).await.unwrap();
@@ -88,10 +83,9 @@ async fn a_stale_expected_revision_is_refused_and_writes_nothing() {
     assert!(matches!(servers.resume(id, None, &context()).await, Err(CommandError::Domain(ServerError::NotSuspended))));
 }
 
-#[tokio::test]
-async fn a_host_that_resolves_to_an_internal_address_is_refused_naming_the_rule() {
-    let (store, _db) = store().await;
-    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+async fn a_host_that_resolves_to_an_internal_address_is_refused_naming_the_rule(backend: Backend) {
+    let opened = backend.open().await;
+    let servers = handlers(opened.store(), Keyring::new("k1", [("k1", K1)]).unwrap());
     // This machine's own name resolves (through /etc/hosts) to one of its loopback or private addresses.
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
     let addresses: Vec<std::net::IpAddr> =
@@ -108,24 +102,24 @@ async fn a_host_that_resolves_to_an_internal_address_is_refused_naming_the_rule(
         panic!("expected a blocked address, got {refused:?}");
     };
     assert!(matches!(range, BlockedRange::Loopback | BlockedRange::Private | BlockedRange::LinkLocal));
-    assert_eq!(event_rows(&store).await, 0);
+    assert_eq!(opened.row_count().await, 0);
 }
 
-#[tokio::test]
-async fn secrets_are_sealed_before_the_event_and_stay_readable_after_a_key_rotation() {
-    let (store, _db) = store().await;
-    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+async fn secrets_are_sealed_before_the_event_and_stay_readable_after_a_key_rotation(backend: Backend) {
+    let opened = backend.open().await;
+    let servers = handlers(opened.store(), Keyring::new("k1", [("k1", K1)]).unwrap());
     let id = Uuid::now_v7();
     let mut register = input("vault", "https://93.184.216.34/mcp");
     register.upstream_auth = UpstreamAuthInput::Bearer { token: Secret::new("tok-PLAINTEXT-4711") };
     servers.register(id, register, "owner", &context()).await.unwrap();
 
-    let raw: Vec<String> =
-        sqlx::query_scalar("SELECT data::text || metadata::text FROM es.events").fetch_all(store.pool()).await.unwrap();
-    assert!(raw.iter().all(|row| !row.contains("PLAINTEXT")), "no event row holds the secret");
+    let stored = opened.store().read_all(None, 100).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let raw = |e: &eventstore::RecordedEvent| format!("{}{}", e.data, serde_json::to_string(&e.metadata).unwrap());
+    assert!(stored.iter().all(|e| !raw(e).contains("PLAINTEXT")), "no event row holds the secret");
 
     // After the sealing key rotates, the old secret still opens; a new one is sealed with the new key.
-    let rotated = handlers(&store, Keyring::new("k2", [("k1", K1), ("k2", K2)]).unwrap());
+    let rotated = handlers(opened.store(), Keyring::new("k2", [("k1", K1), ("k2", K2)]).unwrap());
     let (ServerState::Live(server), _) = rotated.load(id).await.unwrap() else { panic!("live server") };
     let UpstreamAuth::Bearer { token } = &server.upstream_auth else { panic!("bearer") };
     assert_eq!(token.key_id, "k1");
@@ -139,10 +133,9 @@ async fn secrets_are_sealed_before_the_event_and_stay_readable_after_a_key_rotat
     assert_eq!(rotated.open(id, "bearer", token).unwrap().expose(), "tok-NEW-4712");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer_each_on_its_own() {
-    let (store, _db) = store().await;
-    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer_each_on_its_own(backend: Backend) {
+    let opened = backend.open().await;
+    let servers = handlers(opened.store(), Keyring::new("k1", [("k1", K1)]).unwrap());
     // 48 registrations at once, 16 names three times each.
     let attempts: Vec<_> = (0..48)
         .map(|n| {
@@ -167,12 +160,8 @@ async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer
         }
     }
     assert_eq!(won.len(), 16, "every name registered once");
-    assert_eq!(event_rows(&store).await, 16, "one event per winner, nothing for the refused");
-    let reservations: Vec<(String, String)> =
-        sqlx::query_as("SELECT value, stream_id FROM es.claims WHERE scope = 'server-name' ORDER BY value")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+    assert_eq!(opened.row_count().await, 16, "one event per winner, nothing for the refused");
+    let reservations = opened.claims("server-name").await;
     let expected: Vec<(String, String)> =
         won.iter().map(|(name, outcome)| (name.clone(), format!("server-{}", outcome.server_id))).collect();
     assert_eq!(reservations, expected, "each name reserved for its winner");
@@ -182,12 +171,21 @@ async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer
     }
 }
 
+on_every_backend!(
+    a_name_is_unique_among_live_servers_and_free_again_after_deregistration,
+    the_same_command_retried_writes_nothing_new,
+    a_stale_expected_revision_is_refused_and_writes_nothing,
+    a_host_that_resolves_to_an_internal_address_is_refused_naming_the_rule,
+    secrets_are_sealed_before_the_event_and_stay_readable_after_a_key_rotation,
+    concurrent_registrations_of_the_same_names_keep_names_unique_and_answer_each_on_its_own,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_applies_registrations_updates_and_a_reused_name_in_one_page() {
     // Given commands written before the registry runs, so that it meets them in one page: registrations,
     // an update between them, a deregistration and a registration reusing the freed name
     let (store, _db) = store().await;
-    let servers = handlers(&store, Keyring::new("k1", [("k1", K1)]).unwrap());
+    let servers = handlers(Arc::new(store.clone()), Keyring::new("k1", [("k1", K1)]).unwrap());
     let url = "https://93.184.216.34/mcp";
     let mut ids = Vec::new();
     for n in 0..5 {
