@@ -129,7 +129,7 @@ async fn apply_page(
     if page.is_empty() {
         return Ok(None);
     }
-    let (handled, through, unknown) = split_page(projection, checkpoint.position, page);
+    let (handled, through, unknown) = split_page(projection.filter(), projection.name(), checkpoint.position, page);
     if let Some(error) = unknown {
         return Err(error);
     }

@@ -134,7 +134,7 @@ impl TableRunner {
             }
             wait.found();
             let written_at = page.last().map(|e| e.metadata.occurred_at);
-            let (handled, through, unknown) = split_page(projection, checkpoint.position, page);
+            let (handled, through, unknown) = split_page(projection.filter(), name, checkpoint.position, page);
             if through != checkpoint.position {
                 let mut tx = pool.begin().await?;
                 match target::apply_batch(&mut tx, projection, &live, &handled, &checkpoint, through).await {
@@ -208,11 +208,11 @@ async fn read_checkpoint(pool: &PgPool, target: &Target) -> Result<target::Check
 /// last event, or the one before the first event of unknown type: `start` if that is the first), and
 /// that unknown event's error.
 pub(crate) fn split_page(
-    projection: &dyn TableProjection,
+    filter: &crate::EventFilter,
+    name: &str,
     start: Option<Position>,
     page: Vec<RecordedEvent>,
 ) -> (Vec<RecordedEvent>, Option<Position>, Option<ProjectionError>) {
-    let filter = projection.filter();
     let mut handled = Vec::new();
     let mut through = start;
     for event in page {
@@ -222,7 +222,7 @@ pub(crate) fn split_page(
             Relevance::Handled => handled.push(event),
             Relevance::Unknown => {
                 let error = ProjectionError::UnknownEventType {
-                    projection: projection.name().to_owned(),
+                    projection: name.to_owned(),
                     event_type: event.event_type.clone(),
                     position: event.position,
                 };

@@ -2,6 +2,8 @@
 
 mod projection;
 mod query;
+mod sqlite;
 
 pub use projection::RegistryProjection;
 pub use query::{CatalogueEntry, CatalogueFilter, CataloguePage, Registry};
+pub use sqlite::{SqliteRegistry, SqliteRegistryProjection};

@@ -253,14 +253,14 @@ fn one_row(done: sqlx::postgres::PgQueryResult) -> Result<(), sqlx::Error> {
     }
 }
 
-fn transport_name(transport: domain::server::Transport) -> &'static str {
+pub(super) fn transport_name(transport: domain::server::Transport) -> &'static str {
     match transport {
         domain::server::Transport::StreamableHttp => "streamable_http",
         domain::server::Transport::Sse => "sse",
     }
 }
 
-fn auth_mode_name(auth: &domain::server::UpstreamAuth) -> &'static str {
+pub(super) fn auth_mode_name(auth: &domain::server::UpstreamAuth) -> &'static str {
     match auth.kind() {
         domain::server::UpstreamAuthKind::None => "none",
         domain::server::UpstreamAuthKind::Bearer => "bearer",

@@ -14,6 +14,7 @@ mod eventstore;
 mod harness;
 mod nats_feed;
 mod projections;
+mod registry_backends;
 mod relay;
 mod server_commands;
 mod support;
