@@ -40,6 +40,10 @@ const CONNECTIONS: u32 = 8;
 /// How long a statement waits for another process's write lock before it reports the store busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long opening a store keeps trying while another process holds the file (it is switching the file
+/// to WAL, or migrating it): SQLite answers "busy" at once where waiting could deadlock.
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// The event store on SQLite. Cheap to clone; clones share the pool, the writer's turn and the wake-up
@@ -57,13 +61,28 @@ impl SqliteEventStore {
     /// Opens the database file at `path` (created when missing), applies the migrations, and returns the
     /// store.
     pub async fn open(path: &Path, options: SqliteEventStoreOptions) -> Result<Self> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(CONNECTIONS)
-            .connect_with(Self::connect_options(path))
-            .await
-            .map_err(from_sqlx)?;
-        Self::migrate(&pool).await?;
-        Ok(Self::new(pool, options))
+        let started = std::time::Instant::now();
+        loop {
+            let opened = async {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(CONNECTIONS)
+                    .connect_with(Self::connect_options(path))
+                    .await
+                    .map_err(from_sqlx)?;
+                Self::migrate(&pool).await?;
+                Ok::<_, Error>(pool)
+            };
+            match opened.await {
+                Ok(pool) => return Ok(Self::new(pool, options)),
+                // Another process opening the same new file at once: its migration, or ours, ran into the
+                // other's lock or tables; a fresh start finds them applied.
+                Err(e) if racing(&e) && started.elapsed() < OPEN_PATIENCE => {
+                    tracing::debug!(error = %e, "opening the SQLite store again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// How every connection to a store file is opened: WAL (readers never block the writer), every
@@ -170,6 +189,14 @@ impl SqliteEventStore {
                 .map_err(from_sqlx)?;
         Ok(row.map(|(tx, gp)| Position { transaction_id: tx as u64, global_position: gp as u64 }))
     }
+}
+
+/// An error another process opening the same file at once can cause: busy, or a migration that ran into
+/// the other's tables (never a missing or changed migration).
+fn racing(error: &Error) -> bool {
+    use sqlx::migrate::MigrateError;
+    error.is_unavailable()
+        || matches!(error, Error::Migration(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)))
 }
 
 #[async_trait]

@@ -233,3 +233,20 @@ impl Opened {
         }
     }
 }
+
+/// Two processes opening one new SQLite file at once both get a migrated store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_opening_one_new_sqlite_file_at_once_both_start() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let (a, b) = tokio::join!(
+            SqliteEventStore::open(&path, SqliteEventStoreOptions::default()),
+            SqliteEventStore::open(&path, SqliteEventStoreOptions::default())
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let stream = eventstore::StreamName::from_parts("server", Uuid::now_v7()).unwrap();
+        a.append(&stream, eventstore::ExpectedRevision::NoStream, crate::support::events(1)).await.unwrap();
+        assert_eq!(b.read_all(None, 10).await.unwrap().len(), 1);
+    }
+}
