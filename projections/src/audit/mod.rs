@@ -13,6 +13,7 @@ mod mapping;
 mod projection;
 mod query;
 mod retention;
+mod sqlite;
 mod verify;
 
 pub use checkpoint::{
@@ -25,4 +26,5 @@ pub use mapping::{AUDITED_CATEGORIES, CHAIN_VERSION, TargetState, audited_types,
 pub use projection::AuditProjection;
 pub use query::{AuditFilter, AuditRecord, query};
 pub use retention::{PruneMark, latest_prune, prunable, prune};
+pub use sqlite::{SqliteAuditProjection, SqliteAuditTrail};
 pub use verify::{AuditReport, AuditViolation, AuditViolationKind, verify};

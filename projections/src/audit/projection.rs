@@ -90,22 +90,11 @@ impl TableProjection for AuditProjection {
             sqlx::query_as("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
-        let (mut seq, mut previous) = match last {
+        let (seq, previous) = match last {
             Some((seq, hash)) => (seq, <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS)),
             None => (0, GENESIS),
         };
-        // Server events after the registration carry neither the name nor the values they replace, and
-        // no event carries its actor's name: take them from `target_names`, once per batch, for the
-        // servers the batch touches but does not register (a registration, revision 0, sets them for the
-        // rest of the batch) and for the principals who act in it.
-        let registered: HashSet<&str> =
-            events.iter().filter(|e| target_kind(e).is_some() && e.revision == 0).map(|e| e.stream.id()).collect();
-        let wanted: BTreeSet<(&str, &str)> = events
-            .iter()
-            .filter(|e| !registered.contains(e.stream.id()))
-            .filter_map(|e| target_kind(e).map(|kind| (kind, e.stream.id())))
-            .chain(events.iter().map(|e| ("principal", e.metadata.actor.id.as_str())))
-            .collect();
+        let wanted = wanted_targets(events);
         let (kinds, ids): (Vec<&str>, Vec<&str>) = wanted.into_iter().unzip();
         let known: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
             // One key lookup per wanted target: a lateral subquery with a limit is never turned into a
@@ -124,23 +113,8 @@ impl TableProjection for AuditProjection {
             .map(|(kind, id, name, fields)| ((kind, id), TargetState { name: Some(name), fields }))
             .collect();
         let mut rows = Rows::default();
-        for event in events {
-            let fail = |reason: String| ProjectionError::Apply {
-                projection: NAME.to_owned(),
-                position: event.position,
-                reason,
-            };
-            let key = |kind: &str, id: &str| (kind.to_owned(), id.to_owned());
-            let actor_name = states.get(&key("principal", &event.metadata.actor.id)).and_then(|s| s.name.as_deref());
-            let target = target_kind(event).map(|kind| key(kind, event.stream.id()));
-            let before = target.as_ref().and_then(|k| states.get(k));
-            let entry = entry_for(event, seq + 1, before, actor_name).map_err(fail)?;
-            if let Some(after) = state_after(event, before).map_err(fail)? {
-                states.insert(key(&entry.target_kind, &entry.target_id), after);
-            }
-            let hash = entry.chain_hash(&previous);
+        for (entry, previous, hash) in fold(events, seq, previous, &mut states)? {
             rows.push(entry, previous, hash);
-            (seq, previous) = (seq + 1, hash);
         }
         rows.insert(tx).await?;
         // The targets this batch touched or looked up, as they are after it.
@@ -168,6 +142,51 @@ impl TableProjection for AuditProjection {
         }
         Ok(())
     }
+}
+
+/// The targets a batch needs the names and fields of, as (kind, id): the servers it touches but does not
+/// register (server events after the registration carry neither the name nor the values they replace; a
+/// registration, revision 0, sets them for the rest of the batch), and the principals who act in it (no
+/// event carries its actor's name).
+pub(crate) fn wanted_targets(events: &[RecordedEvent]) -> BTreeSet<(&str, &str)> {
+    let registered: HashSet<&str> =
+        events.iter().filter(|e| target_kind(e).is_some() && e.revision == 0).map(|e| e.stream.id()).collect();
+    events
+        .iter()
+        .filter(|e| !registered.contains(e.stream.id()))
+        .filter_map(|e| target_kind(e).map(|kind| (kind, e.stream.id())))
+        .chain(events.iter().map(|e| ("principal", e.metadata.actor.id.as_str())))
+        .collect()
+}
+
+/// A chained entry: the entry, the link before it, its own link.
+pub(crate) type Chained = (crate::audit::AuditEntry, [u8; 32], [u8; 32]);
+
+/// The entries of `events`, numbered after `seq` and chained after `previous`, with `states` (the names
+/// and fields of targets, as known before the batch) carried through the batch: the same on every backend.
+pub(crate) fn fold(
+    events: &[RecordedEvent],
+    mut seq: i64,
+    mut previous: [u8; 32],
+    states: &mut HashMap<(String, String), TargetState>,
+) -> Result<Vec<Chained>, ProjectionError> {
+    let mut chained = Vec::with_capacity(events.len());
+    for event in events {
+        let fail =
+            |reason: String| ProjectionError::Apply { projection: NAME.to_owned(), position: event.position, reason };
+        let key = |kind: &str, id: &str| (kind.to_owned(), id.to_owned());
+        let actor_name = states.get(&key("principal", &event.metadata.actor.id)).and_then(|s| s.name.as_deref());
+        let target = target_kind(event).map(|kind| key(kind, event.stream.id()));
+        let before = target.as_ref().and_then(|k| states.get(k));
+        let entry = entry_for(event, seq + 1, before, actor_name).map_err(fail)?;
+        if let Some(after) = state_after(event, before).map_err(fail)? {
+            states.insert(key(&entry.target_kind, &entry.target_id), after);
+        }
+        let hash = entry.chain_hash(&previous);
+        chained.push((entry, previous, hash));
+        (seq, previous) = (seq + 1, hash);
+    }
+    Ok(chained)
 }
 
 /// The kind of target whose name and fields the trail follows across events: servers and principals

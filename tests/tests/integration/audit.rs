@@ -677,3 +677,57 @@ async fn the_projection_keeps_to_its_indexes_while_its_tables_outgrow_their_stat
     let report = verify(store.pool()).await.unwrap();
     assert_eq!((report.checked, report.violation.is_none()), (small as u64 + 3_000, true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_log_makes_the_same_trail_on_sqlite_whose_chain_verifies_and_names_tampering() {
+    use eventstore::{SqliteEventStore, SqliteEventStoreOptions};
+    use projections::audit::{SqliteAuditProjection, SqliteAuditTrail};
+    // A Postgres trail of every event type, and the same log copied into SQLite
+    let (store, _db) = store().await;
+    write_every_event_type(&store).await;
+    let task = caught_up(&store).await;
+    task.abort();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        SqliteEventStore::open(&dir.path().join("events.db"), SqliteEventStoreOptions::default()).await.unwrap();
+    eventstore::copy_events(&store, &sqlite, |_| {}).await.unwrap();
+
+    // The SQLite trail, folded from the copy
+    let runner = projections::SqliteRunner::new(
+        sqlite.clone(),
+        Arc::new(SqliteAuditProjection::default()),
+        RunnerOptions::default(),
+    );
+    let task = tokio::spawn(runner.run());
+    let head = sqlite.committed_head().await.unwrap();
+    tests::eventually(DEADLINE, "the SQLite trail to reach the head", || async {
+        (projections::load_sqlite_checkpoint(sqlite.pool(), "audit").await.ok()? >= head).then_some(())
+    })
+    .await;
+    task.abort();
+
+    // Entry for entry the same, but for the positions (each store numbers its own)
+    let trail = SqliteAuditTrail::new(sqlite.pool().clone());
+    let without_positions = |mut e: AuditEntry| {
+        (e.tx, e.gp) = (0, 0);
+        e
+    };
+    let theirs: Vec<AuditEntry> = sqlx::query_as("SELECT * FROM rm_audit.entries ORDER BY seq")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(without_positions)
+        .collect();
+    let ours: Vec<AuditEntry> = trail.entries(0, 10_000).await.unwrap().into_iter().map(without_positions).collect();
+    assert!(theirs.len() >= 20, "{}", theirs.len());
+    assert_eq!(ours, theirs);
+    assert_eq!(trail.verify_chain().await.unwrap(), (theirs.len() as u64, None));
+
+    // An entry changed behind the trail's back is named
+    sqlx::query("UPDATE audit_entries SET reason = 'nothing happened' WHERE seq = 3")
+        .execute(sqlite.pool())
+        .await
+        .unwrap();
+    assert_eq!(trail.verify_chain().await.unwrap(), (2, Some(3)));
+}

@@ -1,0 +1,249 @@
+//! The audit read model on SQLite (the embedded default): the same entries, numbered and chained the same
+//! way as `rm_audit.entries` (the fold is shared), in `audit_entries` and `audit_target_names`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use eventstore::RecordedEvent;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use super::entry::{AuditEntry, GENESIS};
+use super::mapping::{AUDITED_CATEGORIES, TargetState, audited_types};
+use super::projection::{Chained, NAME, fold, wanted_targets};
+use crate::{EventFilter, ProjectionError, SqliteProjection};
+
+/// Entries per INSERT statement (23 parameters each, below SQLite's limit of 32,766).
+const ROWS_PER_INSERT: usize = 500;
+
+/// The audit projection on SQLite.
+pub struct SqliteAuditProjection {
+    filter: EventFilter,
+}
+
+impl Default for SqliteAuditProjection {
+    fn default() -> Self {
+        Self { filter: EventFilter::new(AUDITED_CATEGORIES, audited_types()) }
+    }
+}
+
+#[async_trait]
+impl SqliteProjection for SqliteAuditProjection {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        // As the Postgres projection: chain format 2, names and fields in `audit_target_names`.
+        3
+    }
+
+    fn filter(&self) -> &EventFilter {
+        &self.filter
+    }
+
+    fn tables(&self) -> &[&'static str] {
+        &["audit_entries", "audit_target_names"]
+    }
+
+    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), ProjectionError> {
+        sqlx::raw_sql(
+            "CREATE TABLE audit_entries (
+                 seq            INTEGER PRIMARY KEY,
+                 tx             INTEGER NOT NULL,
+                 gp             INTEGER NOT NULL,
+                 event_id       BLOB    NOT NULL UNIQUE,
+                 occurred_at    TEXT    NOT NULL,
+                 actor_id       TEXT    NOT NULL,
+                 actor_kind     TEXT    NOT NULL,
+                 actor_name     TEXT,
+                 action         TEXT    NOT NULL,
+                 target_kind    TEXT    NOT NULL,
+                 target_id      TEXT    NOT NULL,
+                 target_name    TEXT,
+                 outcome        TEXT    NOT NULL,
+                 source_ip      TEXT,
+                 user_agent     TEXT,
+                 correlation_id BLOB    NOT NULL,
+                 causation_id   BLOB,
+                 reason         TEXT,
+                 changes        TEXT    NOT NULL,
+                 prev_hash      BLOB    NOT NULL,
+                 entry_hash     BLOB    NOT NULL
+             );
+             CREATE INDEX audit_entries_actor_time ON audit_entries (actor_id, occurred_at, seq);
+             CREATE INDEX audit_entries_target ON audit_entries (target_kind, target_id, seq);
+             CREATE INDEX audit_entries_action ON audit_entries (action, seq);
+             CREATE INDEX audit_entries_time ON audit_entries (occurred_at, seq);
+             CREATE INDEX audit_entries_correlation ON audit_entries (correlation_id);
+             CREATE TABLE audit_target_names (
+                 target_kind TEXT NOT NULL,
+                 target_id   TEXT NOT NULL,
+                 name        TEXT NOT NULL,
+                 fields      TEXT NOT NULL,
+                 PRIMARY KEY (target_kind, target_id)
+             ) WITHOUT ROWID;",
+        )
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(&self, conn: &mut SqliteConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (seq, previous) = match last {
+            Some((seq, hash)) => (seq, <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS)),
+            None => (0, GENESIS),
+        };
+        let mut states: HashMap<(String, String), TargetState> = HashMap::new();
+        for (kind, id) in wanted_targets(events) {
+            let known: Option<(String, String)> =
+                sqlx::query_as("SELECT name, fields FROM audit_target_names WHERE target_kind = ? AND target_id = ?")
+                    .bind(kind)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some((name, fields)) = known {
+                let fields = serde_json::from_str(&fields).map_err(|e| corrupt(events, e))?;
+                states.insert((kind.to_owned(), id.to_owned()), TargetState { name: Some(name), fields });
+            }
+        }
+        let chained = fold(events, seq, previous, &mut states)?;
+        for rows in chained.chunks(ROWS_PER_INSERT) {
+            insert(conn, rows).await?;
+        }
+        for ((kind, id), state) in states {
+            let Some(name) = state.name else { continue };
+            sqlx::query(
+                "INSERT INTO audit_target_names (target_kind, target_id, name, fields) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (target_kind, target_id) DO UPDATE SET name = excluded.name, fields = excluded.fields",
+            )
+            .bind(kind)
+            .bind(id)
+            .bind(name)
+            .bind(state.fields.to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(events: &[RecordedEvent], error: serde_json::Error) -> ProjectionError {
+    let position = events.first().map(|e| e.position).unwrap_or(eventstore::Position::START);
+    ProjectionError::Apply { projection: NAME.to_owned(), position, reason: format!("target fields: {error}") }
+}
+
+async fn insert(conn: &mut SqliteConnection, rows: &[Chained]) -> Result<(), ProjectionError> {
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO audit_entries (seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, actor_name, action,
+                                    target_kind, target_id, target_name, outcome, source_ip, user_agent,
+                                    correlation_id, causation_id, reason, changes, prev_hash, entry_hash) ",
+    );
+    insert.push_values(rows, |mut row, (e, previous, hash)| {
+        row.push_bind(e.seq)
+            .push_bind(e.tx)
+            .push_bind(e.gp)
+            .push_bind(e.event_id)
+            .push_bind(e.occurred_at)
+            .push_bind(&e.actor_id)
+            .push_bind(&e.actor_kind)
+            .push_bind(&e.actor_name)
+            .push_bind(&e.action)
+            .push_bind(&e.target_kind)
+            .push_bind(&e.target_id)
+            .push_bind(&e.target_name)
+            .push_bind(&e.outcome)
+            .push_bind(&e.source_ip)
+            .push_bind(&e.user_agent)
+            .push_bind(e.correlation_id)
+            .push_bind(e.causation_id)
+            .push_bind(&e.reason)
+            .push_bind(e.changes.to_string())
+            .push_bind(previous.as_slice())
+            .push_bind(hash.as_slice());
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Reads one stored entry back, with its links.
+fn stored(row: &SqliteRow) -> Result<Chained, sqlx::Error> {
+    let changes: String = row.try_get("changes")?;
+    let link = |name: &str| -> Result<[u8; 32], sqlx::Error> {
+        let bytes: Vec<u8> = row.try_get(name)?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|e| sqlx::Error::ColumnDecode { index: name.to_owned(), source: e.into() })
+    };
+    let entry = AuditEntry {
+        seq: row.try_get("seq")?,
+        tx: row.try_get("tx")?,
+        gp: row.try_get("gp")?,
+        event_id: row.try_get("event_id")?,
+        occurred_at: row.try_get("occurred_at")?,
+        actor_id: row.try_get("actor_id")?,
+        actor_kind: row.try_get("actor_kind")?,
+        actor_name: row.try_get("actor_name")?,
+        action: row.try_get("action")?,
+        target_kind: row.try_get("target_kind")?,
+        target_id: row.try_get("target_id")?,
+        target_name: row.try_get("target_name")?,
+        outcome: row.try_get("outcome")?,
+        source_ip: row.try_get("source_ip")?,
+        user_agent: row.try_get("user_agent")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        reason: row.try_get("reason")?,
+        changes: serde_json::from_str(&changes)
+            .map_err(|e| sqlx::Error::ColumnDecode { index: "changes".into(), source: e.into() })?,
+    };
+    Ok((entry, link("prev_hash")?, link("entry_hash")?))
+}
+
+/// The audit trail on SQLite: its entries in order, and the check of their chain.
+#[derive(Debug, Clone)]
+pub struct SqliteAuditTrail {
+    pool: SqlitePool,
+}
+
+impl SqliteAuditTrail {
+    /// The trail in `pool`'s file.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Up to `limit` entries after `after_seq`, in order.
+    pub async fn entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>, ProjectionError> {
+        let rows = sqlx::query("SELECT * FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(stored).map(|r| r.map(|(e, _, _)| e)).collect::<Result<_, _>>()?)
+    }
+
+    /// Checks the chain: numbering from 1 without gaps, each entry linked to the one before, each link the
+    /// hash of its entry. The first entry that is wrong, by number, if any; and how many were checked.
+    pub async fn verify_chain(&self) -> Result<(u64, Option<i64>), ProjectionError> {
+        let (mut checked, mut previous, mut after) = (0u64, GENESIS, 0i64);
+        loop {
+            let rows = sqlx::query("SELECT * FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT 1000")
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?;
+            if rows.is_empty() {
+                return Ok((checked, None));
+            }
+            for row in &rows {
+                let (entry, prev, hash) = stored(row)?;
+                if entry.seq != after + 1 || prev != previous || entry.chain_hash(&previous) != hash {
+                    return Ok((checked, Some(after + 1)));
+                }
+                (checked, previous, after) = (checked + 1, hash, entry.seq);
+            }
+        }
+    }
+}
