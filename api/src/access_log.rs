@@ -2,7 +2,7 @@
 //! reach the audit trail like every change.
 
 use domain::access::{ACCESS_CATEGORY, AccessEvent};
-use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
+use eventstore::{EventData, ExpectedRevision, StreamName};
 use uuid::Uuid;
 
 use crate::auth::Caller;

@@ -11,7 +11,7 @@ use eventstore::{PgEventStore, PgEventStoreOptions, SubscriptionOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::audit::{AuditKeys, AuditProjection, CheckpointPolicy, run_checkpointer};
 use projections::authz::Authz;
-use projections::registry::{Registry, RegistryProjection};
+use projections::registry::{Catalogue, Registry, RegistryProjection};
 use projections::{MemoryRunner, RunnerOptions, TableRunner};
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
@@ -189,7 +189,7 @@ impl Gateway {
         let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());
         let authz_lag = crate::authz_lag::AuthzLag::new(config.authz_max_lag);
-        tasks.push(tokio::spawn(authz_lag.clone().watch(store.clone(), authz_status.clone())));
+        tasks.push(tokio::spawn(authz_lag.clone().watch(shared_store.clone(), authz_status.clone())));
         let issuer = config.issuer();
         let tokens = commands::tokens::TokenService::new(
             shared_store.clone(),
@@ -214,13 +214,13 @@ impl Gateway {
             key_usage: crate::key_usage::KeyUsage::default(),
             cookies: Arc::new(crate::routes::login::Cookies::for_url(&issuer)),
             keyring,
-            registry: Registry::new(pool.clone()),
+            registry: Catalogue::Postgres(Registry::new(pool.clone())),
             authz,
             authz_status,
             registry_status,
             audit_keys,
-            pool,
-            store,
+            tables: crate::tables::Tables::Postgres(pool),
+            store: shared_store,
             nats,
             metrics,
         };

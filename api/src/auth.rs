@@ -210,7 +210,7 @@ impl FromRequestParts<AppState> for Caller {
         let origin = Origin::of(parts);
         let principal = authenticate(parts, state).await?;
         if principal.credential != projections::authz::Credential::Session {
-            state.key_usage.used(&state.pool, principal.key_id);
+            state.key_usage.used(&state.tables, principal.key_id);
         }
         Ok(Caller(principal, origin))
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eventstore::{EventStore, PgEventStore};
+use eventstore::EventStore;
 use projections::ProjectionStatus;
 use tokio::sync::watch;
 
@@ -43,7 +43,7 @@ impl AuthzLag {
     /// The lag is the age of the oldest head the model has not reached yet: under a steady stream of
     /// appends the model is always a little behind the newest head, but it keeps passing the heads seen
     /// a moment ago, and that is not lagging.
-    pub async fn watch(self, store: PgEventStore, status: watch::Receiver<ProjectionStatus>) {
+    pub async fn watch(self, store: std::sync::Arc<dyn EventStore>, status: watch::Receiver<ProjectionStatus>) {
         let mut waiting: Option<(eventstore::Position, Instant)> = None;
         // Kept apart: nothing the model does can show it caught up with a store it cannot reach.
         let mut unreachable_since: Option<Instant> = None;

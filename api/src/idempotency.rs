@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 use crate::state::AppState;
+use crate::tables::Tables;
 
 /// Namespace of command ids derived from idempotency keys.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6d67_775f_6964_656d_706f_7465_6e63_7921);
@@ -57,6 +58,11 @@ pub(crate) fn key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     })
 }
 
+/// Now, in the Unix milliseconds the SQLite table keeps.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 fn database(_: sqlx::Error) -> Problem {
     Problem::unavailable("the database is unreachable")
 }
@@ -64,6 +70,9 @@ fn database(_: sqlx::Error) -> Problem {
 /// A stored key: request fingerprint and its key id, status, body, location, and whether a pending claim
 /// is stale.
 type KeyRow = (Vec<u8>, String, i16, serde_json::Value, Option<String>, bool);
+
+/// [`KeyRow`] as SQLite keeps it: the body as JSON text.
+type SqliteKeyRow = (Vec<u8>, String, i16, String, Option<String>, bool);
 
 /// What the key's row says when this request could not claim it.
 enum Seen {
@@ -77,31 +86,66 @@ enum Seen {
 /// (a body may hold an upstream secret; a plain hash of it could be tested against guesses).
 async fn claim(state: &AppState, principal: Uuid, key: &str, request: &[&[u8]]) -> Result<Seen, Problem> {
     let (hash_key_id, hash) = state.keyring.fingerprint(request);
-    let claimed: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO api.idempotency (principal_id, key, request_hash, hash_key_id, status, body)
-         VALUES ($1, $2, $3, $5, $4, 'null') ON CONFLICT DO NOTHING RETURNING 1",
-    )
-    .bind(principal)
-    .bind(key)
-    .bind(&hash)
-    .bind(PENDING)
-    .bind(&hash_key_id)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(database)?;
+    let takeover = f64::from(TAKEOVER_AFTER_SECONDS);
+    let claimed: Option<i32> =
+        match &state.tables {
+            Tables::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "INSERT INTO api.idempotency (principal_id, key, request_hash, hash_key_id, status, body)
+             VALUES ($1, $2, $3, $5, $4, 'null') ON CONFLICT DO NOTHING RETURNING 1",
+                )
+                .bind(principal)
+                .bind(key)
+                .bind(&hash)
+                .bind(PENDING)
+                .bind(&hash_key_id)
+                .fetch_optional(pool)
+                .await
+            }
+            Tables::Sqlite(pool) => sqlx::query_scalar(
+                "INSERT INTO api_idempotency (principal_id, key, request_hash, hash_key_id, status, body, created_at)
+             VALUES (?, ?, ?, ?, ?, 'null', ?) ON CONFLICT DO NOTHING RETURNING 1",
+            )
+            .bind(principal)
+            .bind(key)
+            .bind(&hash)
+            .bind(&hash_key_id)
+            .bind(PENDING)
+            .bind(now_ms())
+            .fetch_optional(pool)
+            .await,
+        }
+        .map_err(database)?;
     if claimed.is_some() {
         return Ok(Seen::Ours);
     }
-    let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT request_hash, hash_key_id, status, body, location, created_at < now() - make_interval(secs => $3)
-           FROM api.idempotency WHERE principal_id = $1 AND key = $2",
-    )
-    .bind(principal)
-    .bind(key)
-    .bind(f64::from(TAKEOVER_AFTER_SECONDS))
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(database)?;
+    let row: Option<KeyRow> = match &state.tables {
+        Tables::Postgres(pool) => sqlx::query_as(
+            "SELECT request_hash, hash_key_id, status, body, location, created_at < now() - make_interval(secs => $3)
+               FROM api.idempotency WHERE principal_id = $1 AND key = $2",
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(takeover)
+        .fetch_optional(pool)
+        .await
+        .map_err(database)?,
+        Tables::Sqlite(pool) => {
+            let row: Option<SqliteKeyRow> = sqlx::query_as(
+                "SELECT request_hash, hash_key_id, status, body, location, created_at < ?
+                   FROM api_idempotency WHERE principal_id = ? AND key = ?",
+            )
+            .bind(now_ms() - i64::from(TAKEOVER_AFTER_SECONDS) * 1000)
+            .bind(principal)
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .map_err(database)?;
+            row.map(|(hash, key_id, status, body, location, stale)| {
+                (hash, key_id, status, serde_json::from_str(&body).unwrap_or_default(), location, stale)
+            })
+        }
+    };
     let Some((stored_hash, stored_key_id, status, body, location, stale)) = row else {
         // The claim was released (its command failed) between our insert and our read.
         return Err(in_progress());
@@ -119,17 +163,34 @@ async fn claim(state: &AppState, principal: Uuid, key: &str, request: &[&[u8]]) 
     if !stale {
         return Err(in_progress());
     }
-    let taken: Option<i32> = sqlx::query_scalar(
-        "UPDATE api.idempotency SET created_at = now()
-          WHERE principal_id = $1 AND key = $2 AND status = $3 AND created_at < now() - make_interval(secs => $4)
-          RETURNING 1",
-    )
-    .bind(principal)
-    .bind(key)
-    .bind(PENDING)
-    .bind(f64::from(TAKEOVER_AFTER_SECONDS))
-    .fetch_optional(&state.pool)
-    .await
+    let taken: Option<i32> = match &state.tables {
+        Tables::Postgres(pool) => {
+            sqlx::query_scalar(
+                "UPDATE api.idempotency SET created_at = now()
+              WHERE principal_id = $1 AND key = $2 AND status = $3 AND created_at < now() - make_interval(secs => $4)
+              RETURNING 1",
+            )
+            .bind(principal)
+            .bind(key)
+            .bind(PENDING)
+            .bind(takeover)
+            .fetch_optional(pool)
+            .await
+        }
+        Tables::Sqlite(pool) => {
+            sqlx::query_scalar(
+                "UPDATE api_idempotency SET created_at = ?
+              WHERE principal_id = ? AND key = ? AND status = ? AND created_at < ? RETURNING 1",
+            )
+            .bind(now_ms())
+            .bind(principal)
+            .bind(key)
+            .bind(PENDING)
+            .bind(now_ms() - i64::from(TAKEOVER_AFTER_SECONDS) * 1000)
+            .fetch_optional(pool)
+            .await
+        }
+    }
     .map_err(database)?;
     if taken.is_some() { Ok(Seen::Ours) } else { Err(in_progress()) }
 }
@@ -160,16 +221,32 @@ where
     let outcome = command(command_id).await;
     match &outcome {
         Ok(stored) => {
-            let recorded = sqlx::query(
-                "UPDATE api.idempotency SET status = $3, body = $4, location = $5 WHERE principal_id = $1 AND key = $2",
-            )
-            .bind(principal)
-            .bind(&key)
-            .bind(stored.status.as_u16() as i16)
-            .bind(&stored.body)
-            .bind(&stored.location)
-            .execute(&state.pool)
-            .await;
+            let status = stored.status.as_u16() as i16;
+            let recorded = match &state.tables {
+                Tables::Postgres(pool) => sqlx::query(
+                    "UPDATE api.idempotency SET status = $3, body = $4, location = $5
+                      WHERE principal_id = $1 AND key = $2",
+                )
+                .bind(principal)
+                .bind(&key)
+                .bind(status)
+                .bind(&stored.body)
+                .bind(&stored.location)
+                .execute(pool)
+                .await
+                .map(drop),
+                Tables::Sqlite(pool) => sqlx::query(
+                    "UPDATE api_idempotency SET status = ?, body = ?, location = ? WHERE principal_id = ? AND key = ?",
+                )
+                .bind(status)
+                .bind(stored.body.to_string())
+                .bind(&stored.location)
+                .bind(principal)
+                .bind(&key)
+                .execute(pool)
+                .await
+                .map(drop),
+            };
             if let Err(error) = recorded {
                 // The command happened: say so. A retry takes the claim over later and, the command
                 // finding its own events, answers the same.
@@ -178,13 +255,26 @@ where
         }
         Err(_) => {
             // Nothing was written: free the key so that a corrected retry can run.
-            let released =
-                sqlx::query("DELETE FROM api.idempotency WHERE principal_id = $1 AND key = $2 AND status = $3")
-                    .bind(principal)
-                    .bind(&key)
-                    .bind(PENDING)
-                    .execute(&state.pool)
-                    .await;
+            let released = match &state.tables {
+                Tables::Postgres(pool) => {
+                    sqlx::query("DELETE FROM api.idempotency WHERE principal_id = $1 AND key = $2 AND status = $3")
+                        .bind(principal)
+                        .bind(&key)
+                        .bind(PENDING)
+                        .execute(pool)
+                        .await
+                        .map(drop)
+                }
+                Tables::Sqlite(pool) => {
+                    sqlx::query("DELETE FROM api_idempotency WHERE principal_id = ? AND key = ? AND status = ?")
+                        .bind(principal)
+                        .bind(&key)
+                        .bind(PENDING)
+                        .execute(pool)
+                        .await
+                        .map(drop)
+                }
+            };
             if let Err(error) = released {
                 tracing::warn!(%error, "could not release an idempotency claim");
             }

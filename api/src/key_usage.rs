@@ -1,12 +1,14 @@
-//! The last use of each API key, outside the event log (`api.key_usage`): recorded at most once a minute
-//! per key from each instance, in the background, so a request never waits for it.
+//! The last use of each API key, outside the event log (`api.key_usage`, `api_key_usage` on SQLite):
+//! recorded at most once a minute per key from each instance, in the background, so a request never
+//! waits for it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::tables::Tables;
 
 /// How often one key's use is written from one instance.
 const EVERY: Duration = Duration::from_secs(60);
@@ -19,7 +21,7 @@ pub struct KeyUsage {
 
 impl KeyUsage {
     /// Notes a use of `key_id` now; writes it unless this instance wrote it less than a minute ago.
-    pub fn used(&self, pool: &PgPool, key_id: Uuid) {
+    pub fn used(&self, tables: &Tables, key_id: Uuid) {
         let due = match self.written.lock() {
             Ok(mut written) => {
                 let due = written.get(&key_id).is_none_or(|at| at.elapsed() >= EVERY);
@@ -33,15 +35,27 @@ impl KeyUsage {
         if !due {
             return;
         }
-        let pool = pool.clone();
+        let tables = tables.clone();
         tokio::spawn(async move {
-            let written = sqlx::query(
-                "INSERT INTO api.key_usage (key_id, last_used_at) VALUES ($1, now())
-                 ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
-            )
-            .bind(key_id)
-            .execute(&pool)
-            .await;
+            let written = match &tables {
+                Tables::Postgres(pool) => sqlx::query(
+                    "INSERT INTO api.key_usage (key_id, last_used_at) VALUES ($1, now())
+                     ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+                )
+                .bind(key_id)
+                .execute(pool)
+                .await
+                .map(drop),
+                Tables::Sqlite(pool) => sqlx::query(
+                    "INSERT INTO api_key_usage (key_id, last_used_at) VALUES (?, ?)
+                     ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+                )
+                .bind(key_id)
+                .bind(chrono::Utc::now())
+                .execute(pool)
+                .await
+                .map(drop),
+            };
             if let Err(error) = written {
                 tracing::debug!(%error, "could not record an API key's use");
             }
@@ -50,14 +64,29 @@ impl KeyUsage {
 
     /// The last use of each of `keys` that has one.
     pub async fn last_used(
-        pool: &PgPool,
+        tables: &Tables,
         keys: &[Uuid],
     ) -> Result<HashMap<Uuid, chrono::DateTime<chrono::Utc>>, sqlx::Error> {
-        let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
-            sqlx::query_as("SELECT key_id, last_used_at FROM api.key_usage WHERE key_id = ANY($1)")
-                .bind(keys)
-                .fetch_all(pool)
-                .await?;
+        let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = match tables {
+            Tables::Postgres(pool) => {
+                sqlx::query_as("SELECT key_id, last_used_at FROM api.key_usage WHERE key_id = ANY($1)")
+                    .bind(keys)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Tables::Sqlite(pool) => {
+                let mut rows = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let row: Option<(Uuid, chrono::DateTime<chrono::Utc>)> =
+                        sqlx::query_as("SELECT key_id, last_used_at FROM api_key_usage WHERE key_id = ?")
+                            .bind(key)
+                            .fetch_optional(pool)
+                            .await?;
+                    rows.extend(row);
+                }
+                rows
+            }
+        };
         Ok(rows.into_iter().collect())
     }
 }

@@ -19,6 +19,7 @@ pub mod problem;
 pub mod routes;
 pub mod state;
 pub mod store_url;
+pub mod tables;
 
 pub use app::{Gateway, GatewayConfig, StartError};
 pub use http::router;

@@ -1,11 +1,9 @@
 //! What every request handler shares.
 
 use commands::servers::ServerCommands;
-use eventstore::PgEventStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::ProjectionStatus;
-use projections::registry::Registry;
-use sqlx::PgPool;
+use projections::registry::Catalogue;
 use tokio::sync::watch;
 
 use crate::auth::SharedAuthz;
@@ -30,7 +28,7 @@ pub struct AppState {
     /// The sealing keys (also key request fingerprints).
     pub keyring: std::sync::Arc<commands::Keyring>,
     /// Catalogue queries.
-    pub registry: Registry,
+    pub registry: Catalogue,
     /// The authorization model.
     pub authz: SharedAuthz,
     /// Its runner's status.
@@ -39,10 +37,10 @@ pub struct AppState {
     pub registry_status: watch::Receiver<ProjectionStatus>,
     /// The audit trail's signing and verification keys.
     pub audit_keys: std::sync::Arc<projections::audit::AuditKeys>,
-    /// The database.
-    pub pool: PgPool,
+    /// The database of the gateway's own tables and read models.
+    pub tables: crate::tables::Tables,
     /// The event store.
-    pub store: PgEventStore,
+    pub store: std::sync::Arc<dyn eventstore::EventStore>,
     /// NATS, when configured.
     pub nats: Option<async_nats::Client>,
     /// The Prometheus exporter, when installed.

@@ -59,7 +59,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let command_id = Uuid::now_v7();
     let context =
         CommandContext { command_id, metadata: Metadata::new(command_id, Actor::system("bench"), chrono::Utc::now()) };
-    let owner = commands::identity::bootstrap(&gateway.state.store, "bench", &context).await?;
+    let owner = commands::identity::bootstrap(&*gateway.state.store, "bench", &context).await?;
     let key = Arc::new(format!("Bearer {}", owner.api_key.expose()));
     let app = router(gateway.state.clone());
     // Wait until the authorization model knows the key.
@@ -176,15 +176,16 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
 /// checkpoints after an Add Server run fell on the next baseline and cut it by up to 8×).
 async fn caught_up(gateway: &Gateway, store: &PgEventStore) -> anyhow::Result<()> {
     use eventstore::EventStore;
+    let pool = gateway.state.tables.postgres().ok_or_else(|| anyhow::anyhow!("a gateway on Postgres"))?;
     let head = store.committed_head().await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while projections::load_checkpoint(&gateway.state.pool, "registry").await? < head {
+    while projections::load_checkpoint(pool, "registry").await? < head {
         anyhow::ensure!(std::time::Instant::now() < deadline, "the registry did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Separate statements: a multi-statement string runs as one transaction block, which VACUUM refuses.
-    sqlx::raw_sql("VACUUM (ANALYZE)").execute(&gateway.state.pool).await?;
-    sqlx::raw_sql("CHECKPOINT").execute(&gateway.state.pool).await?;
+    sqlx::raw_sql("VACUUM (ANALYZE)").execute(pool).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(pool).await?;
     Ok(())
 }
 

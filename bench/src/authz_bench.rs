@@ -100,7 +100,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let nats = NatsServer::start()?;
     let first = Gateway::start(&config(&db.url, nats.url()), None).await?;
     let second = Gateway::start(&config(&db.url, nats.url()), None).await?;
-    let owner = commands::identity::bootstrap(&first.state.store, "bench", &context()).await?;
+    let owner = commands::identity::bootstrap(&*first.state.store, "bench", &context()).await?;
     let principal = owner.principal_id;
     let key_id = Uuid::now_v7();
     first.state.principals.issue_key(principal, principal, key_id, KeyInput::default(), Utc::now(), &context()).await?;

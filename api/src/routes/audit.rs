@@ -152,7 +152,7 @@ pub(crate) async fn list(
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
     let filter = query.filter()?;
     record_read(&state, &caller, raw.unwrap_or_default()).await?;
-    let (entries, next) = projections::audit::query(&state.pool, &filter)
+    let (entries, next) = projections::audit::query(audit_pool(&state)?, &filter)
         .await
         .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
     Ok(axum::Json(AuditPage { entries, next_cursor: next.map(|n| n.to_string()) }))
@@ -162,7 +162,7 @@ pub(crate) async fn list(
 pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<VerifyReply>, Problem> {
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
     record_read(&state, &caller, "verify".to_owned()).await?;
-    let report = projections::audit::verify(&state.pool)
+    let report = projections::audit::verify(audit_pool(&state)?)
         .await
         .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
     let violation = report.violation.map(|v| {
@@ -172,7 +172,7 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Res
             "kind": format!("{:?}", v.kind),
         })
     });
-    let (checkpoints_checked, bad) = projections::audit::verify_checkpoints(&state.pool, &state.audit_keys)
+    let (checkpoints_checked, bad) = projections::audit::verify_checkpoints(audit_pool(&state)?, &state.audit_keys)
         .await
         .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
     let checkpoint_violation =
@@ -236,7 +236,7 @@ pub(crate) async fn export(
     let signed = !csv && contiguous;
     record_read(&state, &caller, format!("export?{}", raw.unwrap_or_default())).await?;
     let header = csv.then(|| format!("{}\n", CSV_COLUMNS.join(",")));
-    let pages = export_lines(state.pool.clone(), state.audit_keys.clone(), filter, csv, signed);
+    let pages = export_lines(audit_pool(&state)?.clone(), state.audit_keys.clone(), filter, csv, signed);
     let body = futures_util::StreamExt::chain(futures_util::stream::iter(header.map(Ok)), pages);
     let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
     axum::response::Response::builder()
@@ -404,10 +404,19 @@ pub(crate) async fn one(
     record_read(&state, &caller, format!("entry {seq}")).await?;
     let after = seq.checked_sub(1).ok_or_else(Problem::not_found)?;
     let filter = AuditFilter { after: Some(after), limit: 1, ..Default::default() };
-    let (records, _) = projections::audit::query(&state.pool, &filter)
+    let (records, _) = projections::audit::query(audit_pool(&state)?, &filter)
         .await
         .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
     records.into_iter().find(|r| r.seq == seq).map(axum::Json).ok_or_else(Problem::not_found)
+}
+
+/// The database of the audit trail's queries: PostgreSQL (on the embedded SQLite store the trail is kept,
+/// but its queries, export and verification are not served yet: 503 says so).
+fn audit_pool(state: &AppState) -> Result<&sqlx::PgPool, Problem> {
+    state
+        .tables
+        .postgres()
+        .ok_or_else(|| Problem::unavailable("the audit trail's queries are not served on the embedded store yet"))
 }
 
 #[cfg(test)]

@@ -425,7 +425,7 @@ pub(crate) async fn refresh(
     let refreshed = match state.principals.refresh_session(secret, device_id, ip, Utc::now(), &context).await {
         Err(commands::CommandError::SessionSuspicious) => {
             // The revocation is written: answer once this instance enforces it.
-            if let Ok(Some(head)) = eventstore::EventStore::committed_head(&state.store).await {
+            if let Ok(Some(head)) = state.store.committed_head().await {
                 crate::routes::users::applied(&state, head).await;
             }
             return Err(commands::CommandError::SessionSuspicious.into());

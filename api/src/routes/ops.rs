@@ -21,7 +21,7 @@ async fn health() -> Response {
 
 /// Readiness: every component this instance needs, each with its status.
 async fn ready(State(state): State<AppState>) -> Response {
-    let store = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let store = state.tables.ping().await;
     let nats = state.nats.as_ref().map(|c| c.connection_state() == async_nats::connection::State::Connected);
     let authz = state.authz_status.borrow().clone();
     let registry = state.registry_status.borrow().clone();

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use commands::servers::{CommandContext, Outcome, RegisterInput, UpdateInput, UpstreamAuthInput};
 use domain::authz::{Action, Resource};
-use eventstore::{EventStore, Position};
+use eventstore::Position;
 use projections::registry::CatalogueFilter;
 use serde::Deserialize;
 use uuid::Uuid;

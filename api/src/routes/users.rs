@@ -483,7 +483,7 @@ pub(crate) async fn list_keys(
     }
     let keys = read_model(&state, |m| m.keys_of(id)).await?;
     let ids: Vec<Uuid> = keys.iter().map(|k| k.key_id).collect();
-    let used = crate::key_usage::KeyUsage::last_used(&state.pool, &ids)
+    let used = crate::key_usage::KeyUsage::last_used(&state.tables, &ids)
         .await
         .map_err(|_| Problem::unavailable("the database is unreachable"))?;
     Ok(axum::Json(KeyList {

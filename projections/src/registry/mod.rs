@@ -7,3 +7,51 @@ mod sqlite;
 pub use projection::RegistryProjection;
 pub use query::{CatalogueEntry, CatalogueFilter, CataloguePage, Registry};
 pub use sqlite::{SqliteRegistry, SqliteRegistryProjection};
+
+use eventstore::Position;
+use uuid::Uuid;
+
+use crate::ProjectionError;
+
+/// The catalogue's queries, on whichever backend holds the read model.
+#[derive(Debug, Clone)]
+pub enum Catalogue {
+    /// `rm_registry.servers` on PostgreSQL.
+    Postgres(Registry),
+    /// `registry_servers` on SQLite.
+    Sqlite(SqliteRegistry),
+}
+
+impl Catalogue {
+    /// The server with `id`.
+    pub async fn get(&self, id: Uuid) -> Result<Option<CatalogueEntry>, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.get(id).await,
+            Self::Sqlite(r) => r.get(id).await,
+        }
+    }
+
+    /// The server named `name`.
+    pub async fn get_by_name(&self, name: &str) -> Result<Option<CatalogueEntry>, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.get_by_name(name).await,
+            Self::Sqlite(r) => r.get_by_name(name).await,
+        }
+    }
+
+    /// A page of servers matching `filter`, in name order.
+    pub async fn list(&self, filter: &CatalogueFilter) -> Result<CataloguePage, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.list(filter).await,
+            Self::Sqlite(r) => r.list(filter).await,
+        }
+    }
+
+    /// How far the read model has applied `$all`.
+    pub async fn position(&self) -> Result<Option<Position>, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.position().await,
+            Self::Sqlite(r) => r.position().await,
+        }
+    }
+}

@@ -109,7 +109,7 @@ async fn site_of(idps: Vec<IdpConfig>) -> Site {
     };
     let gateway = Gateway::start(&config, None).await.unwrap();
     let context = commands::servers::CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
-    let owner = commands::identity::bootstrap(&gateway.state.store, "owner", &context).await.unwrap();
+    let owner = commands::identity::bootstrap(&*gateway.state.store, "owner", &context).await.unwrap();
     let router = router(gateway.state.clone());
     let owner_key = owner.api_key.expose().to_owned();
     tests::eventually(DEADLINE, "the gateway to know the owner", || async {
@@ -230,8 +230,10 @@ async fn sessions_need_csrf_for_changes_are_listed_and_end_everywhere_at_once() 
         })
         .await;
     }
-    let dump: Vec<String> =
-        sqlx::query_scalar("SELECT data::text FROM es.events").fetch_all(&site.gateway.state.pool).await.unwrap();
+    let dump: Vec<String> = sqlx::query_scalar("SELECT data::text FROM es.events")
+        .fetch_all(site.gateway.state.tables.postgres().unwrap())
+        .await
+        .unwrap();
     let secret = cookie.split_once('=').unwrap().1;
     assert!(dump.iter().all(|row| !row.contains(secret)), "the session secret reached an event");
 }
@@ -510,7 +512,7 @@ async fn github_people_are_keyed_by_account_id_with_organizations_and_teams_as_g
     let kinds: Vec<String> =
         sqlx::query_scalar("SELECT event_type FROM es.events WHERE stream_id = $1 ORDER BY stream_revision")
             .bind(format!("principal-{}", octo.body["principal_id"].as_str().unwrap()))
-            .fetch_all(&site.gateway.state.pool)
+            .fetch_all(site.gateway.state.tables.postgres().unwrap())
             .await
             .unwrap();
     assert_eq!(kinds.iter().filter(|k| *k == "UserProfileUpdated").count(), 1, "{kinds:?}");

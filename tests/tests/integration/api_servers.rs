@@ -55,7 +55,7 @@ pub(crate) async fn start(nats_url: Option<String>) -> Api {
     let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let gateway = Gateway::start(&config(&db.url, nats_url), None).await.unwrap();
     let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
-    let owner = commands::identity::bootstrap(&gateway.state.store, "owner", &context).await.unwrap();
+    let owner = commands::identity::bootstrap(&*gateway.state.store, "owner", &context).await.unwrap();
     let api =
         Api { router: router(gateway.state.clone()), key: owner.api_key.expose().to_owned(), gateway, db: Some(db) };
     // Ready once the authorization model knows the owner's key.
@@ -103,7 +103,7 @@ impl Api {
 
     async fn events(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM es.events WHERE stream_id LIKE 'server-%'")
-            .fetch_one(&self.gateway.state.pool)
+            .fetch_one(self.gateway.state.tables.postgres().unwrap())
             .await
             .unwrap()
     }
@@ -113,7 +113,7 @@ impl Api {
 /// the gateway knows the key.
 async fn principal_key(api: &Api, role: domain::Role) -> String {
     use domain::identity::{ApiKeyIssued, IdentityEvent, PrincipalCreated, PrincipalKind};
-    use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
+    use eventstore::{EventData, ExpectedRevision, StreamName};
     let (principal, key_id) = (Uuid::now_v7(), Uuid::now_v7());
     let (key, sha256) = commands::identity::new_api_key();
     let events = [
@@ -412,7 +412,7 @@ async fn a_secret_given_at_registration_is_in_no_event_row_no_nats_message_and_n
 
     let rows: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT convert_to(data::text || metadata::text, 'UTF8') FROM es.events")
-            .fetch_all(&api.gateway.state.pool)
+            .fetch_all(api.gateway.state.tables.postgres().unwrap())
             .await
             .unwrap();
     let needle = b"TOPSECRET";
@@ -504,7 +504,7 @@ async fn a_retry_after_a_lost_response_answers_as_the_first_attempt_and_writes_n
         // and old enough to be taken over.
         sqlx::query("UPDATE api.idempotency SET status = 0, body = 'null', created_at = now() - interval '2 minutes' WHERE key = $1")
             .bind(&key)
-            .execute(&api.gateway.state.pool)
+            .execute(api.gateway.state.tables.postgres().unwrap())
             .await
             .unwrap();
         let retry = api.call(Method::POST, &uri, Some(&body.to_string()), &[("idempotency-key", &key)]).await;
@@ -515,7 +515,7 @@ async fn a_retry_after_a_lost_response_answers_as_the_first_attempt_and_writes_n
         // A retry while the first attempt still runs (a fresh pending claim) is told to come back.
         sqlx::query("UPDATE api.idempotency SET status = 0, created_at = now() WHERE key = $1")
             .bind(&key)
-            .execute(&api.gateway.state.pool)
+            .execute(api.gateway.state.tables.postgres().unwrap())
             .await
             .unwrap();
         let busy = api.call(Method::POST, &uri, Some(&body.to_string()), &[("idempotency-key", &key)]).await;
@@ -670,7 +670,7 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     // An export with the checkpoint that signs it verifies offline with the published key alone, and an
     // edited line is named.
     let keys = projections::audit::AuditKeys::new(&[("a1".into(), K1.into())]).unwrap();
-    projections::audit::write_checkpoint(&api.gateway.state.pool, &keys).await.unwrap();
+    projections::audit::write_checkpoint(api.gateway.state.tables.postgres().unwrap(), &keys).await.unwrap();
     let export = api.call(Method::GET, "/api/v1/audit/export", None, &[]).await;
     let published = projections::audit::AuditKeys::verifying(&keys.public_keys()).unwrap();
     let report = projections::audit::verify_export(export.raw.as_bytes(), &published).unwrap();

@@ -227,7 +227,7 @@ async fn a_revocation_on_one_instance_is_enforced_on_another_within_milliseconds
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_refused_while_the_authorization_model_lags_and_ready_says_why() {
-    use eventstore::{EventData, EventStore, ExpectedRevision, StreamName};
+    use eventstore::{EventData, ExpectedRevision, StreamName};
     let first = start(None).await;
     let url = first.db.as_ref().unwrap().url.clone();
     let strict_config = api::GatewayConfig {

@@ -219,8 +219,10 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written() {
         let key = api.post_as(&api.key, &format!("/api/v1/users/{id}/api-keys"), json!({})).await;
         (id, key.body["key"].as_str().unwrap().to_owned())
     };
-    let events_before: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(&api.gateway.state.pool).await.unwrap();
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM es.events")
+        .fetch_one(api.gateway.state.tables.postgres().unwrap())
+        .await
+        .unwrap();
 
     // Nobody changes their own roles
     let own = api
@@ -256,8 +258,10 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written() {
         .call_as(&admin_key, Method::DELETE, &format!("/api/v1/users/{target_id}/roles/root?reason=r"), None, &[])
         .await;
     assert_problem(&not_a_role, StatusCode::NOT_FOUND, "unknown-role");
-    let events_after: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM es.events").fetch_one(&api.gateway.state.pool).await.unwrap();
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM es.events")
+        .fetch_one(api.gateway.state.tables.postgres().unwrap())
+        .await
+        .unwrap();
     // Only the refusals were recorded (AccessDenied is not among them: these passed the decision).
     assert_eq!(events_after, events_before, "a refused change wrote events");
 }

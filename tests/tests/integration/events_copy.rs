@@ -63,13 +63,13 @@ async fn a_log_copied_to_sqlite_and_back_to_postgres_verifies_and_rebuilds_ident
     let first = gone.body["servers"][0]["id"].as_str().unwrap().to_owned();
     let deregistered = original.call(Method::DELETE, &format!("/api/v1/servers/{first}?reason=r"), None, &[]).await;
     assert_eq!(deregistered.status, StatusCode::OK, "{}", deregistered.raw);
-    let source: &dyn EventStore = &original.gateway.state.store;
+    let source: &dyn EventStore = &*original.gateway.state.store;
     let existing = source.read_all(None, usize::MAX >> 1).await.unwrap().len() as u64;
     for _ in 0..(EVENTS - existing).div_ceil(1000) {
         let stream = eventstore::StreamName::from_parts("bulk", Uuid::now_v7()).unwrap();
         source.append(&stream, ExpectedRevision::NoStream, events(1000)).await.unwrap();
     }
-    let pool = original.gateway.state.pool.clone();
+    let pool = original.gateway.state.tables.postgres().unwrap().clone();
     caught_up(source, &pool).await;
 
     // Postgres → SQLite → a new Postgres, each copy verified event by event
