@@ -7,12 +7,12 @@ use commands::servers::ServerCommands;
 use commands::{Keyring, SealingError, SystemResolver};
 use domain::server::NetworkPolicy;
 use eventstore::relay::{NatsFeedOptions, NatsSubscription, Relay, RelayOptions};
-use eventstore::{PgEventStore, PgEventStoreOptions, SubscriptionOptions};
+use eventstore::{PgEventStore, PgEventStoreOptions, SqliteEventStore, SqliteEventStoreOptions, SubscriptionOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
-use projections::audit::{AuditKeys, AuditProjection, CheckpointPolicy, run_checkpointer};
+use projections::audit::{AuditKeys, AuditProjection, CheckpointPolicy, SqliteAuditProjection, run_checkpointer};
 use projections::authz::Authz;
-use projections::registry::{Catalogue, Registry, RegistryProjection};
-use projections::{MemoryRunner, RunnerOptions, TableRunner};
+use projections::registry::{Catalogue, Registry, RegistryProjection, SqliteRegistry, SqliteRegistryProjection};
+use projections::{MemoryRunner, RunnerOptions, SqliteRunner, TableRunner};
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
 
@@ -21,7 +21,7 @@ use crate::state::AppState;
 /// Everything an instance needs to start. Its `Debug` hides the keys and the URLs' credentials.
 #[derive(Clone)]
 pub struct GatewayConfig {
-    /// PostgreSQL.
+    /// The store: `postgres://…` (production), or `sqlite://<path>`, the embedded default (one instance).
     pub database_url: String,
     /// NATS; without it, other instances are not woken and the relay does not run (one instance only).
     pub nats_url: Option<String>,
@@ -101,6 +101,9 @@ pub enum StartError {
     /// The token signing keys could not be loaded, created or tested.
     #[error("token signing keys: {0}")]
     Tokens(#[from] commands::CommandError),
+    /// An embedded store was configured with what only several instances need.
+    #[error("{0}")]
+    Embedded(&'static str),
     /// NATS could not be reached.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Nats {
@@ -109,6 +112,16 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+}
+
+/// What a backend gives the rest of the instance.
+struct Backend {
+    store: Arc<dyn eventstore::EventStore>,
+    tables: crate::tables::Tables,
+    registry: Catalogue,
+    registry_status: tokio::sync::watch::Receiver<projections::ProjectionStatus>,
+    authz_runner: MemoryRunner<Authz>,
+    nats: Option<async_nats::Client>,
 }
 
 /// A running instance: the state for the router, and the background tasks (relay, projections).
@@ -123,66 +136,17 @@ impl Gateway {
     pub async fn start(config: &GatewayConfig, metrics: Option<PrometheusHandle>) -> Result<Self, StartError> {
         let keyring = Arc::new(Keyring::new(&config.sealing_key_current, config.sealing_keys.clone())?);
         let audit_keys = Arc::new(AuditKeys::new(&config.audit_signing_keys)?);
-        let pool = PgPoolOptions::new().max_connections(config.max_connections).connect(&config.database_url).await?;
-        PgEventStore::migrate(&pool).await?;
-        let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
         let mut tasks = Vec::new();
-
-        let nats = match &config.nats_url {
-            Some(url) => Some(
-                async_nats::connect(url)
-                    .await
-                    .map_err(|e| StartError::Nats { url: without_credentials(url), reason: e.to_string() })?,
-            ),
-            None => None,
+        let backend = match crate::store_url::StoreUrl::parse(&config.database_url) {
+            Ok(crate::store_url::StoreUrl::Sqlite(path)) => Self::embedded(config, &path, &mut tasks).await?,
+            _ => Self::postgres(config, &audit_keys, &mut tasks).await?,
         };
-        let relay_options = RelayOptions::default();
-        let shared_store: Arc<dyn eventstore::EventStore> = Arc::new(store.clone());
-        let authz_runner = match &nats {
-            Some(client) => {
-                let jetstream = async_nats::jetstream::new(client.clone());
-                tasks.push(tokio::spawn(Relay::new(store.clone(), jetstream.clone(), relay_options.clone()).run()));
-                if let Ok(wake) =
-                    eventstore::relay::wake_on_publish(store.clone(), client.clone(), &relay_options).await
-                {
-                    tasks.push(wake);
-                }
-                let feed = NatsSubscription::new(
-                    shared_store.clone(),
-                    jetstream,
-                    None,
-                    NatsFeedOptions::for_relay(&relay_options),
-                );
-                MemoryRunner::with_feed(shared_store.clone(), Authz::default(), Box::new(feed))
-            }
-            None => MemoryRunner::new(shared_store.clone(), Authz::default(), SubscriptionOptions::default()),
-        };
+        let Backend { store: shared_store, tables, registry, registry_status, authz_runner, nats } = backend;
         let (authz, authz_status) = (authz_runner.model(), authz_runner.status());
         tasks.push(tokio::spawn(async move {
             let error = authz_runner.run().await;
             tracing::error!(%error, "the authz projection halted");
         }));
-        let registry_runner =
-            TableRunner::new(store.clone(), Arc::new(RegistryProjection::default()), RunnerOptions::default());
-        let registry_status = registry_runner.status();
-        tasks.push(tokio::spawn(async move {
-            let error = registry_runner.run().await;
-            tracing::error!(%error, "the registry projection halted");
-        }));
-
-        // The audit trail: every event, hash-chained (queries and verification arrive with step 5).
-        let audit_runner =
-            TableRunner::new(store.clone(), Arc::new(AuditProjection::default()), RunnerOptions::default());
-        tasks.push(tokio::spawn(async move {
-            let error = audit_runner.run().await;
-            tracing::error!(%error, "the audit projection halted");
-        }));
-
-        if audit_keys.can_sign() {
-            tasks.push(tokio::spawn(run_checkpointer(pool.clone(), audit_keys.clone(), CheckpointPolicy::default())));
-        } else {
-            tracing::warn!("no audit signing key (MGW_AUDIT_SIGNING_KEYS): the audit trail is chained but not signed");
-        }
 
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
         // The commands need only the store's contract: any backend.
@@ -214,17 +178,124 @@ impl Gateway {
             key_usage: crate::key_usage::KeyUsage::default(),
             cookies: Arc::new(crate::routes::login::Cookies::for_url(&issuer)),
             keyring,
-            registry: Catalogue::Postgres(Registry::new(pool.clone())),
+            registry,
             authz,
             authz_status,
             registry_status,
             audit_keys,
-            tables: crate::tables::Tables::Postgres(pool),
+            tables,
             store: shared_store,
             nats,
             metrics,
         };
         Ok(Self { state, tasks })
+    }
+
+    /// The production backend: PostgreSQL, and NATS when configured (relay, wake-ups, the authorization
+    /// model fed through JetStream).
+    async fn postgres(
+        config: &GatewayConfig,
+        audit_keys: &Arc<AuditKeys>,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Result<Backend, StartError> {
+        let pool = PgPoolOptions::new().max_connections(config.max_connections).connect(&config.database_url).await?;
+        PgEventStore::migrate(&pool).await?;
+        let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
+        let nats = match &config.nats_url {
+            Some(url) => Some(
+                async_nats::connect(url)
+                    .await
+                    .map_err(|e| StartError::Nats { url: without_credentials(url), reason: e.to_string() })?,
+            ),
+            None => None,
+        };
+        let relay_options = RelayOptions::default();
+        let shared_store: Arc<dyn eventstore::EventStore> = Arc::new(store.clone());
+        let authz_runner = match &nats {
+            Some(client) => {
+                let jetstream = async_nats::jetstream::new(client.clone());
+                tasks.push(tokio::spawn(Relay::new(store.clone(), jetstream.clone(), relay_options.clone()).run()));
+                if let Ok(wake) =
+                    eventstore::relay::wake_on_publish(store.clone(), client.clone(), &relay_options).await
+                {
+                    tasks.push(wake);
+                }
+                let feed = NatsSubscription::new(
+                    shared_store.clone(),
+                    jetstream,
+                    None,
+                    NatsFeedOptions::for_relay(&relay_options),
+                );
+                MemoryRunner::with_feed(shared_store.clone(), Authz::default(), Box::new(feed))
+            }
+            None => MemoryRunner::new(shared_store.clone(), Authz::default(), SubscriptionOptions::default()),
+        };
+        let registry_runner =
+            TableRunner::new(store.clone(), Arc::new(RegistryProjection::default()), RunnerOptions::default());
+        let registry_status = registry_runner.status();
+        tasks.push(tokio::spawn(async move {
+            let error = registry_runner.run().await;
+            tracing::error!(%error, "the registry projection halted");
+        }));
+        let audit_runner =
+            TableRunner::new(store.clone(), Arc::new(AuditProjection::default()), RunnerOptions::default());
+        tasks.push(tokio::spawn(async move {
+            let error = audit_runner.run().await;
+            tracing::error!(%error, "the audit projection halted");
+        }));
+        if audit_keys.can_sign() {
+            tasks.push(tokio::spawn(run_checkpointer(pool.clone(), audit_keys.clone(), CheckpointPolicy::default())));
+        } else {
+            tracing::warn!("no audit signing key (MGW_AUDIT_SIGNING_KEYS): the audit trail is chained but not signed");
+        }
+        Ok(Backend {
+            store: shared_store,
+            tables: crate::tables::Tables::Postgres(pool.clone()),
+            registry: Catalogue::Postgres(Registry::new(pool)),
+            registry_status,
+            authz_runner,
+            nats,
+        })
+    }
+
+    /// The embedded default: the event store and the read models in one SQLite file, wake-ups in
+    /// process. One instance only: several need Postgres and NATS.
+    async fn embedded(
+        config: &GatewayConfig,
+        path: &std::path::Path,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Result<Backend, StartError> {
+        if config.nats_url.is_some() {
+            return Err(StartError::Embedded(
+                "the embedded SQLite store serves one instance: several instances need PostgreSQL (DATABASE_URL) and NATS (NATS_URL)",
+            ));
+        }
+        let store = SqliteEventStore::open(path, SqliteEventStoreOptions::default()).await?;
+        let shared_store: Arc<dyn eventstore::EventStore> = Arc::new(store.clone());
+        let authz_runner = MemoryRunner::new(shared_store.clone(), Authz::default(), SubscriptionOptions::default());
+        let registry_runner =
+            SqliteRunner::new(store.clone(), Arc::new(SqliteRegistryProjection::default()), RunnerOptions::default());
+        let registry_status = registry_runner.status();
+        tasks.push(tokio::spawn(async move {
+            let error = registry_runner.run().await;
+            tracing::error!(%error, "the registry projection halted");
+        }));
+        let audit_runner =
+            SqliteRunner::new(store.clone(), Arc::new(SqliteAuditProjection::default()), RunnerOptions::default());
+        tasks.push(tokio::spawn(async move {
+            let error = audit_runner.run().await;
+            tracing::error!(%error, "the audit projection halted");
+        }));
+        tracing::warn!("embedded store: the audit trail is kept and chained, its checkpoints are not signed yet");
+        let pool = store.pool().clone();
+        Ok(Backend {
+            store: shared_store,
+            tables: crate::tables::Tables::Sqlite(pool.clone()),
+            registry: Catalogue::Sqlite(SqliteRegistry::new(pool)),
+            registry_status,
+            authz_runner,
+            nats: None,
+        })
     }
 
     /// Stops the background tasks.

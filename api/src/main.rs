@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the gateway: API, relay, projections.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Applies the database migrations and exits.
     Migrate(DatabaseArgs),
     /// Administration.
@@ -117,9 +117,12 @@ struct ServeArgs {
     #[arg(long, env = "MGW_CONFIG")]
     #[serde(skip)]
     config: Option<std::path::PathBuf>,
-    /// PostgreSQL URL.
+    /// PostgreSQL URL; without it, the embedded store in the data directory (one instance).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Where the embedded default keeps its store and generated keys [default: ./data].
+    #[arg(long, env = "MGW_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -163,6 +166,7 @@ impl ServeArgs {
         ServeArgs {
             config: self.config,
             database_url: self.database_url.or(file.database_url),
+            data_dir: self.data_dir.or(file.data_dir),
             nats_url: self.nats_url.or(file.nats_url),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
@@ -218,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Migrate(db) => {
             let pool = PgPoolOptions::new().max_connections(2).connect(&db.database_url).await.context("database")?;
             PgEventStore::migrate(&pool).await.context("migrations")?;
@@ -331,10 +335,17 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         }
         None => args,
     };
-    let Some(database_url) = args.database_url else {
-        bail!("DATABASE_URL (or --database-url, or database_url in the configuration file) is required");
+    let (database_url, sealing_keys) = match args.database_url {
+        Some(url) => (url, args.sealing_keys),
+        None => {
+            // The embedded default: everything in the data directory, keys generated on first start.
+            let dir = args.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("data"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+            let keys = if args.sealing_keys.is_empty() { embedded_sealing_keys(&dir)? } else { args.sealing_keys };
+            (format!("sqlite://{}", dir.join("events.db").display()), keys)
+        }
     };
-    let keys = key_pairs("MGW_SEALING_KEYS", &args.sealing_keys)?;
+    let keys = key_pairs("MGW_SEALING_KEYS", &sealing_keys)?;
     let audit_signing_keys = key_pairs("MGW_AUDIT_SIGNING_KEYS", &args.audit_signing_keys)?;
     let Some(first) = keys.first() else {
         bail!(
@@ -357,6 +368,24 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
     })
 }
 
+/// The embedded default's sealing keys: `<data>/sealing.keys` (`id:base64` lines), created on first start
+/// with one new key, readable by this user only. Production sets `MGW_SEALING_KEYS` from a secret store.
+fn embedded_sealing_keys(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let path = dir.join("sealing.keys");
+    if !path.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+        let line = format!("k1:{}\n", commands::Keyring::generate_key().expose());
+        std::io::Write::write_all(&mut file, line.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("created a sealing key in {} (keep it with the data: secrets are sealed with it)", path.display());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
 /// `id:base64` entries as pairs.
 fn key_pairs(setting: &str, entries: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     entries
@@ -376,6 +405,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    if matches!(gateway.state.tables, api::tables::Tables::Sqlite(_)) {
+        first_owner(&gateway).await?;
+    }
     tracing::info!(listen = %config.listen, "serving");
     println!("mcp-gateway listening on http://{}", listener.local_addr()?);
     // The peer's address reaches the handlers (ConnectInfo), and from them every event's metadata.
@@ -383,6 +415,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     gateway.stop();
     Ok(())
+}
+
+/// The embedded default's first start creates the owner and prints its API key, once; later starts find
+/// the owner there.
+async fn first_owner(gateway: &Gateway) -> anyhow::Result<()> {
+    let command_id = Uuid::now_v7();
+    let metadata = Metadata::new(command_id, Actor::system("embedded-first-start"), chrono::Utc::now());
+    let context = commands::servers::CommandContext { command_id, metadata };
+    match commands::identity::bootstrap(&*gateway.state.store, "owner", &context).await {
+        Ok(done) => {
+            println!("owner {} created. API key (shown once, store it now):", done.principal_id);
+            println!("{}", done.api_key.expose());
+            Ok(())
+        }
+        Err(commands::CommandError::AlreadyBootstrapped) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM: in-flight requests finish, new ones are refused.

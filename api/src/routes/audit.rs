@@ -152,9 +152,7 @@ pub(crate) async fn list(
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
     let filter = query.filter()?;
     record_read(&state, &caller, raw.unwrap_or_default()).await?;
-    let (entries, next) = projections::audit::query(audit_pool(&state)?, &filter)
-        .await
-        .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
+    let (entries, next) = find(&state, &filter).await?;
     Ok(axum::Json(AuditPage { entries, next_cursor: next.map(|n| n.to_string()) }))
 }
 
@@ -404,14 +402,23 @@ pub(crate) async fn one(
     record_read(&state, &caller, format!("entry {seq}")).await?;
     let after = seq.checked_sub(1).ok_or_else(Problem::not_found)?;
     let filter = AuditFilter { after: Some(after), limit: 1, ..Default::default() };
-    let (records, _) = projections::audit::query(audit_pool(&state)?, &filter)
-        .await
-        .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
+    let (records, _) = find(&state, &filter).await?;
     records.into_iter().find(|r| r.seq == seq).map(axum::Json).ok_or_else(Problem::not_found)
 }
 
-/// The database of the audit trail's queries: PostgreSQL (on the embedded SQLite store the trail is kept,
-/// but its queries, export and verification are not served yet: 503 says so).
+/// A page of the trail, from whichever backend holds it.
+async fn find(state: &AppState, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, Option<i64>), Problem> {
+    let found = match &state.tables {
+        crate::tables::Tables::Postgres(pool) => projections::audit::query(pool, filter).await,
+        crate::tables::Tables::Sqlite(pool) => {
+            projections::audit::SqliteAuditTrail::new(pool.clone()).query(filter).await
+        }
+    };
+    found.map_err(|_| Problem::unavailable("the audit trail is unreachable"))
+}
+
+/// The database of the audit trail's export and verification: PostgreSQL (on the embedded SQLite store
+/// the trail is kept and queried, but not yet exported or verified here: 503 says so).
 fn audit_pool(state: &AppState) -> Result<&sqlx::PgPool, Problem> {
     state
         .tables

@@ -11,6 +11,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use super::entry::{AuditEntry, GENESIS};
 use super::mapping::{AUDITED_CATEGORIES, TargetState, audited_types};
 use super::projection::{Chained, NAME, fold, wanted_targets};
+use super::query::{AuditFilter, AuditRecord};
 use crate::{EventFilter, ProjectionError, SqliteProjection};
 
 /// Entries per INSERT statement (23 parameters each, below SQLite's limit of 32,766).
@@ -223,6 +224,73 @@ impl SqliteAuditTrail {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(stored).map(|r| r.map(|(e, _, _)| e)).collect::<Result<_, _>>()?)
+    }
+
+    /// A page of entries matching `filter` in number order, and the number to continue after (as
+    /// [`query`](super::query) on Postgres).
+    pub async fn query(&self, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, Option<i64>), ProjectionError> {
+        let limit = filter.limit.clamp(1, 500);
+        // Times compare as instants (`julianday`), not as text: the stored text's fraction varies in length.
+        let rows = sqlx::query(
+            "SELECT * FROM audit_entries
+              WHERE (?1 IS NULL OR actor_id = ?1)
+                AND (?2 IS NULL OR substr(action, 1, length(?2)) = ?2)
+                AND (?3 IS NULL OR target_kind = ?3)
+                AND (?4 IS NULL OR target_id = ?4)
+                AND (?5 IS NULL OR outcome = ?5)
+                AND (?6 IS NULL OR julianday(occurred_at) >= julianday(?6))
+                AND (?7 IS NULL OR julianday(occurred_at) < julianday(?7))
+                AND (?8 IS NULL OR correlation_id = ?8)
+                AND seq > ?9
+                AND (?11 IS NULL OR seq <= ?11)
+              ORDER BY seq LIMIT ?10",
+        )
+        .bind(&filter.actor)
+        .bind(&filter.action_prefix)
+        .bind(&filter.target_kind)
+        .bind(&filter.target_id)
+        .bind(&filter.outcome)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(filter.correlation_id)
+        .bind(filter.after.unwrap_or(0))
+        .bind(i64::from(limit) + 1)
+        .bind(filter.through)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (e, previous, hash) = stored(row)?;
+            records.push(AuditRecord {
+                seq: e.seq,
+                position: format!("{}:{}", e.tx, e.gp),
+                event_id: e.event_id,
+                occurred_at: e.occurred_at,
+                actor_id: e.actor_id,
+                actor_kind: e.actor_kind,
+                actor_name: e.actor_name,
+                action: e.action,
+                target_kind: e.target_kind,
+                target_id: e.target_id,
+                target_name: e.target_name,
+                outcome: e.outcome,
+                source_ip: e.source_ip,
+                user_agent: e.user_agent,
+                correlation_id: e.correlation_id,
+                causation_id: e.causation_id,
+                reason: e.reason,
+                changes: e.changes,
+                prev_hash: hex::encode(previous),
+                entry_hash: hex::encode(hash),
+            });
+        }
+        let next = if records.len() > limit as usize {
+            records.truncate(limit as usize);
+            records.last().map(|r| r.seq)
+        } else {
+            None
+        };
+        Ok((records, next))
     }
 
     /// Checks the chain: numbering from 1 without gaps, each entry linked to the one before, each link the

@@ -1,5 +1,5 @@
-//! The REST API over the registry, through the binary's router, against a real PostgreSQL (and NATS where
-//! the test is about what leaves the process).
+//! The REST API over the registry, through the binary's router, on every backend: PostgreSQL and the
+//! embedded SQLite store (and NATS where the test is about what leaves the process).
 
 use api::{Gateway, GatewayConfig, router};
 use axum::Router;
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use uuid::Uuid;
 
+use crate::conformance::{Backend, on_every_backend};
 use crate::support::{DEADLINE, metadata};
 
 pub(crate) const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -19,6 +20,8 @@ pub(crate) struct Api {
     pub(crate) key: String,
     pub(crate) gateway: Gateway,
     pub(crate) db: Option<tests::TestDatabase>,
+    /// The embedded store's directory, when the gateway runs on SQLite.
+    pub(crate) _dir: Option<tempfile::TempDir>,
 }
 
 pub(crate) struct Reply {
@@ -48,16 +51,33 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
 /// A second gateway on `first`'s database (its own pools and NATS connection), with `first`'s owner key.
 pub(crate) async fn another_instance(first: &Api, config: GatewayConfig) -> Api {
     let gateway = Gateway::start(&config, None).await.unwrap();
-    Api { router: router(gateway.state.clone()), key: first.key.clone(), gateway, db: None }
+    Api { router: router(gateway.state.clone()), key: first.key.clone(), gateway, db: None, _dir: None }
 }
 
 pub(crate) async fn start(nats_url: Option<String>) -> Api {
     let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let gateway = Gateway::start(&config(&db.url, nats_url), None).await.unwrap();
+    ready(gateway, Some(db), None).await
+}
+
+/// A gateway on `backend` with a bootstrapped owner, ready.
+pub(crate) async fn start_on(backend: Backend) -> Api {
+    match backend {
+        Backend::Postgres => start(None).await,
+        Backend::Sqlite => {
+            let dir = tempfile::Builder::new().prefix("mgw-embedded-").tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("events.db").display());
+            let gateway = Gateway::start(&config(&url, None), None).await.unwrap();
+            ready(gateway, None, Some(dir)).await
+        }
+    }
+}
+
+async fn ready(gateway: Gateway, db: Option<tests::TestDatabase>, dir: Option<tempfile::TempDir>) -> Api {
     let context = CommandContext { command_id: Uuid::now_v7(), metadata: metadata() };
     let owner = commands::identity::bootstrap(&*gateway.state.store, "owner", &context).await.unwrap();
-    let api =
-        Api { router: router(gateway.state.clone()), key: owner.api_key.expose().to_owned(), gateway, db: Some(db) };
+    let key = owner.api_key.expose().to_owned();
+    let api = Api { router: router(gateway.state.clone()), key, gateway, db, _dir: dir };
     // Ready once the authorization model knows the owner's key.
     tests::eventually(DEADLINE, "the gateway to know the owner", || async {
         (api.call(Method::GET, "/api/v1/servers", None, &[]).await.status == StatusCode::OK).then_some(())
@@ -101,11 +121,29 @@ impl Api {
         self.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await
     }
 
+    /// Server events in the store.
     async fn events(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM es.events WHERE stream_id LIKE 'server-%'")
-            .fetch_one(self.gateway.state.tables.postgres().unwrap())
-            .await
-            .unwrap()
+        self.event_count("server-%").await
+    }
+
+    /// Events in the store whose stream matches the `LIKE` pattern `streams`, counted in the table
+    /// (a read of `$all` may be held back by another test's transaction in the shared cluster).
+    pub(crate) async fn event_count(&self, streams: &str) -> i64 {
+        match &self.gateway.state.tables {
+            api::tables::Tables::Postgres(pool) => {
+                sqlx::query_scalar("SELECT count(*) FROM es.events WHERE stream_id LIKE $1")
+                    .bind(streams)
+                    .fetch_one(pool)
+                    .await
+            }
+            api::tables::Tables::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT count(*) FROM events WHERE stream_id LIKE ?")
+                    .bind(streams)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .unwrap()
     }
 }
 
@@ -182,9 +220,8 @@ fn assert_problem(reply: &Reply, status: StatusCode, kind: &str) {
     assert_eq!(reply.body["type"], format!("/problems/{kind}"), "{}", reply.raw);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_server_then_read_it_list_it_and_export_it() {
-    let api = start(None).await;
+async fn add_server_then_read_it_list_it_and_export_it(backend: Backend) {
+    let api = start_on(backend).await;
     let created = api.register(server("io.example/weather")).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
     let id = created.body["id"].as_str().unwrap().to_owned();
@@ -242,9 +279,8 @@ async fn add_server_then_read_it_list_it_and_export_it() {
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_name_is_a_conflict_and_an_idempotent_retry_writes_once() {
-    let api = start(None).await;
+async fn a_duplicate_name_is_a_conflict_and_an_idempotent_retry_writes_once(backend: Backend) {
+    let api = start_on(backend).await;
     assert_eq!(api.register(server("dup")).await.status, StatusCode::CREATED);
     assert_problem(&api.register(server("dup")).await, StatusCode::CONFLICT, "name-taken");
 
@@ -274,9 +310,8 @@ async fn a_duplicate_name_is_a_conflict_and_an_idempotent_retry_writes_once() {
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_if_match_is_refused_and_writes_nothing() {
-    let api = start(None).await;
+async fn a_stale_if_match_is_refused_and_writes_nothing(backend: Backend) {
+    let api = start_on(backend).await;
     let id = api.register(server("patchme")).await.body["id"].as_str().unwrap().to_owned();
     let uri = format!("/api/v1/servers/{id}");
     let patch = json!({"description": "v2"}).to_string();
@@ -296,9 +331,8 @@ async fn a_stale_if_match_is_refused_and_writes_nothing() {
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ssrf_targets_are_refused_naming_the_rule() {
-    let api = start(None).await;
+async fn ssrf_targets_are_refused_naming_the_rule(backend: Backend) {
+    let api = start_on(backend).await;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
     let cases = [
         ("http://127.0.0.1/mcp", "blocked-address", "loopback"),
@@ -327,9 +361,8 @@ async fn ssrf_targets_are_refused_naming_the_rule() {
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_bodies_get_a_problem_never_a_500() {
-    let api = start(None).await;
+async fn bad_bodies_get_a_problem_never_a_500(backend: Backend) {
+    let api = start_on(backend).await;
     let api = &api;
     let post = |body: String| async move { api.call(Method::POST, "/api/v1/servers", Some(&body), &[]).await };
     assert_problem(&post("{\"name\": ".into()).await, StatusCode::BAD_REQUEST, "malformed-json");
@@ -353,9 +386,8 @@ async fn bad_bodies_get_a_problem_never_a_500() {
     assert_eq!(api.events().await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suspend_resume_rotate_and_deregister() {
-    let api = start(None).await;
+async fn suspend_resume_rotate_and_deregister(backend: Backend) {
+    let api = start_on(backend).await;
     let id = api.register(server("lifecycle")).await.body["id"].as_str().unwrap().to_owned();
     let post = |path: &'static str, body: Value| {
         let uri = format!("/api/v1/servers/{id}/{path}");
@@ -440,9 +472,8 @@ async fn a_secret_given_at_registration_is_in_no_event_row_no_nats_message_and_n
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_describes_every_endpoint() {
-    let api = start(None).await;
+async fn the_openapi_document_describes_every_endpoint(backend: Backend) {
+    let api = start_on(backend).await;
     let unauthenticated = Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap();
     let response = api.router.clone().oneshot(unauthenticated).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -467,9 +498,8 @@ async fn the_openapi_document_describes_every_endpoint() {
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_reads_but_may_not_add_a_server_and_health_and_readiness_answer() {
-    let mut api = start(None).await;
+async fn a_viewer_reads_but_may_not_add_a_server_and_health_and_readiness_answer(backend: Backend) {
+    let mut api = start_on(backend).await;
     api.key = principal_key(&api, domain::Role::Viewer).await;
     let refused = api.register(server("not-yours")).await;
     assert_problem(&refused, StatusCode::FORBIDDEN, "forbidden");
@@ -524,9 +554,8 @@ async fn a_retry_after_a_lost_response_answers_as_the_first_attempt_and_writes_n
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_paths_queries_positions_and_preconditions_get_problems() {
-    let api = start(None).await;
+async fn malformed_paths_queries_positions_and_preconditions_get_problems(backend: Backend) {
+    let api = start_on(backend).await;
     let created = api.register(server("edge")).await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     assert_problem(
@@ -776,3 +805,15 @@ async fn the_trail_shows_whether_a_credential_changed_and_an_auditor_can_match_a
     );
     api.gateway.stop();
 }
+
+on_every_backend!(
+    add_server_then_read_it_list_it_and_export_it,
+    a_duplicate_name_is_a_conflict_and_an_idempotent_retry_writes_once,
+    a_stale_if_match_is_refused_and_writes_nothing,
+    ssrf_targets_are_refused_naming_the_rule,
+    bad_bodies_get_a_problem_never_a_500,
+    suspend_resume_rotate_and_deregister,
+    the_openapi_document_describes_every_endpoint,
+    a_viewer_reads_but_may_not_add_a_server_and_health_and_readiness_answer,
+    malformed_paths_queries_positions_and_preconditions_get_problems,
+);

@@ -10,7 +10,8 @@ use domain::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::api_servers::{Api, another_instance, start};
+use crate::api_servers::{Api, another_instance, start, start_on};
+use crate::conformance::{Backend, on_every_backend};
 
 async fn token_for(api: &Api, key: &str, body: Value) -> String {
     let reply = api.call_as(key, Method::POST, "/api/v1/tokens", Some(&body.to_string()), &[]).await;
@@ -35,9 +36,8 @@ fn unsigned(header: Value, claims: &AccessClaims) -> String {
     format!("{}.{}.", part(&header), part(&serde_json::to_value(claims).unwrap()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_key_buys_a_short_token_that_works_until_anything_behind_it_is_revoked() {
-    let api = start(None).await;
+async fn an_api_key_buys_a_short_token_that_works_until_anything_behind_it_is_revoked(backend: Backend) {
+    let api = start_on(backend).await;
     let token = token_for(&api, &api.key, json!({})).await;
     let reply = api.call_as(&token, Method::GET, "/api/v1/me", None, &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
@@ -83,9 +83,8 @@ async fn an_api_key_buys_a_short_token_that_works_until_anything_behind_it_is_re
     assert_eq!(me(&api, &token).await, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_tokens_are_refused() {
-    let api = start(None).await;
+async fn forged_tokens_are_refused(backend: Backend) {
+    let api = start_on(backend).await;
     let good = token_for(&api, &api.key, json!({})).await;
     let claims = claims_of(&good);
     let kid = jsonwebtoken::decode_header(&good).unwrap().kid.unwrap();
@@ -162,9 +161,8 @@ fn retype(token: &str, typ: &str) -> String {
     format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), parts[1], parts[2])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_key_verifies_until_the_next_rotation_retires_it() {
-    let api = start(None).await;
+async fn a_rotated_key_verifies_until_the_next_rotation_retires_it(backend: Backend) {
+    let api = start_on(backend).await;
     let before = token_for(&api, &api.key, json!({})).await;
     let tokens = &api.gateway.state.tokens;
     let context =
@@ -267,3 +265,9 @@ async fn requests_are_refused_while_the_authorization_model_lags_and_ready_says_
     assert_eq!(ready.body["checks"]["projection.authz"]["status"], json!("unavailable"), "{}", ready.raw);
     assert!(strict.gateway.state.authz_lag.exceeded().is_some());
 }
+
+on_every_backend!(
+    an_api_key_buys_a_short_token_that_works_until_anything_behind_it_is_revoked,
+    forged_tokens_are_refused,
+    a_rotated_key_verifies_until_the_next_rotation_retires_it,
+);

@@ -6,7 +6,8 @@ use domain::Role;
 use domain::authz::Action;
 use serde_json::{Value, json};
 
-use crate::api_servers::{Api, Reply, start};
+use crate::api_servers::{Api, Reply, start_on};
+use crate::conformance::{Backend, on_every_backend};
 use crate::support::DEADLINE;
 
 /// The current TOTP code for a base32 secret (what an authenticator app shows).
@@ -110,9 +111,8 @@ pub(crate) async fn server_with_access(api: &Api, name: &str, access: Value) -> 
     id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_role_and_permission_cell_through_the_http_api() {
-    let api = start(None).await;
+async fn every_role_and_permission_cell_through_the_http_api(backend: Backend) {
+    let api = start_on(backend).await;
     api.step_up(&api.key).await;
     let everyone: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
     let server = server_with_access(&api, "io.example/for-everyone", json!({ "roles": everyone })).await;
@@ -139,9 +139,8 @@ async fn every_role_and_permission_cell_through_the_http_api() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_is_used_only_by_whom_its_policy_admits() {
-    let api = start(None).await;
+async fn a_server_is_used_only_by_whom_its_policy_admits(backend: Backend) {
+    let api = start_on(backend).await;
     let (dev_id, dev) = api.principal_with("dev", &[Role::Developer]).await;
     let (_, other_dev) = api.principal_with("other", &[Role::Developer]).await;
     let (manager_id, manager) = api.principal_with("manager", &[Role::ServerManager]).await;
@@ -196,9 +195,8 @@ async fn a_server_is_used_only_by_whom_its_policy_admits() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn role_rules_are_refused_with_problem_json_and_nothing_is_written() {
-    let api = start(None).await;
+async fn role_rules_are_refused_with_problem_json_and_nothing_is_written(backend: Backend) {
+    let api = start_on(backend).await;
     let owner_id = api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().to_owned();
     let (admin_id, admin_key) = {
         // Granting admin without a recent second factor is refused...
@@ -219,10 +217,7 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written() {
         let key = api.post_as(&api.key, &format!("/api/v1/users/{id}/api-keys"), json!({})).await;
         (id, key.body["key"].as_str().unwrap().to_owned())
     };
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM es.events")
-        .fetch_one(api.gateway.state.tables.postgres().unwrap())
-        .await
-        .unwrap();
+    let events_before = api.event_count("%").await;
 
     // Nobody changes their own roles
     let own = api
@@ -258,17 +253,13 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written() {
         .call_as(&admin_key, Method::DELETE, &format!("/api/v1/users/{target_id}/roles/root?reason=r"), None, &[])
         .await;
     assert_problem(&not_a_role, StatusCode::NOT_FOUND, "unknown-role");
-    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM es.events")
-        .fetch_one(api.gateway.state.tables.postgres().unwrap())
-        .await
-        .unwrap();
+    let events_after = api.event_count("%").await;
     // Only the refusals were recorded (AccessDenied is not among them: these passed the decision).
     assert_eq!(events_after, events_before, "a refused change wrote events");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_expired_scoped_and_disabled_credentials_stop_working() {
-    let api = start(None).await;
+async fn revoked_expired_scoped_and_disabled_credentials_stop_working(backend: Backend) {
+    let api = start_on(backend).await;
     let (viewer_id, viewer_key) = api.principal_with("viewer", &[Role::Viewer, Role::ServerManager]).await;
     let works = |key: String| {
         let api = &api;
@@ -372,9 +363,8 @@ async fn revoked_expired_scoped_and_disabled_credentials_stop_working() {
     assert_eq!(last["target_name"], json!("viewer"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_manager_manages_only_the_servers_it_owns() {
-    let api = start(None).await;
+async fn a_server_manager_manages_only_the_servers_it_owns(backend: Backend) {
+    let api = start_on(backend).await;
     api.step_up(&api.key).await;
     let (_, first) = api.principal_with("first", &[Role::ServerManager]).await;
     let (_, second) = api.principal_with("second", &[Role::ServerManager]).await;
@@ -397,9 +387,8 @@ async fn a_server_manager_manages_only_the_servers_it_owns() {
     assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.raw);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nobody_takes_over_a_higher_principal_or_widens_a_key() {
-    let api = start(None).await;
+async fn nobody_takes_over_a_higher_principal_or_widens_a_key(backend: Backend) {
+    let api = start_on(backend).await;
     api.step_up(&api.key).await;
     let owner_id = api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().to_owned();
     let (_, admin) = api.principal_with("admin", &[Role::Admin]).await;
@@ -465,11 +454,10 @@ async fn nobody_takes_over_a_higher_principal_or_widens_a_key() {
     assert_problem(&throttled, StatusCode::TOO_MANY_REQUESTS, "too-many-attempts");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_owners_revoking_each_other_at_once_leave_one_owner() {
+async fn two_owners_revoking_each_other_at_once_leave_one_owner(backend: Backend) {
     use commands::principals::RoleRequest;
     use domain::identity::RoleChange;
-    let api = start(None).await;
+    let api = start_on(backend).await;
     api.step_up(&api.key).await;
     let first: uuid::Uuid =
         api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().parse().unwrap();
@@ -497,3 +485,13 @@ async fn two_owners_revoking_each_other_at_once_leave_one_owner() {
     let survivor = *owners.iter().next().unwrap();
     assert!(principals.load(survivor).await.unwrap().0.roles.contains(&Role::Owner));
 }
+
+on_every_backend!(
+    two_owners_revoking_each_other_at_once_leave_one_owner,
+    every_role_and_permission_cell_through_the_http_api,
+    a_server_is_used_only_by_whom_its_policy_admits,
+    role_rules_are_refused_with_problem_json_and_nothing_is_written,
+    revoked_expired_scoped_and_disabled_credentials_stop_working,
+    a_server_manager_manages_only_the_servers_it_owns,
+    nobody_takes_over_a_higher_principal_or_widens_a_key,
+);

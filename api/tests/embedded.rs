@@ -1,0 +1,132 @@
+//! The embedded default end to end: `mcp-gateway serve` with no database, no NATS and no keys starts on
+//! a SQLite file in `./data`, prints its URL and, on the first start only, the owner's API key; serves
+//! `/ready` and Add Server with that key; keeps everything across a restart; and refuses NATS (several
+//! instances need Postgres).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-gateway");
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One HTTP/1.1 request over a plain socket; returns the status and the body.
+async fn http(address: &str, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).await.ok()?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(key) = key {
+        request.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Some((status, body))
+}
+
+/// `serve` in `dir` with nothing configured; returns the process, its address and the key it printed
+/// before listening, if any.
+async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .env_remove("MGW_SEALING_KEYS")
+        .env_remove("MGW_CONFIG")
+        .env_remove("MGW_DATA_DIR")
+        .env("MGW_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (address, key) = tokio::time::timeout(DEADLINE, async {
+        let mut key = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("mgw_") {
+                key = Some(line.trim().to_owned());
+            }
+            if let Some(url) = line.strip_prefix("mcp-gateway listening on http://") {
+                return (url.to_owned(), key);
+            }
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .unwrap();
+    (child, address, key)
+}
+
+async fn stop(mut child: Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "a graceful stop: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // First start: the owner's key, once
+    let (first, address, key) = serve(dir.path()).await;
+    let key = key.expect("the first start prints the owner's API key");
+    tests::eventually(DEADLINE, "GET /ready to answer 200", || async {
+        (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
+    })
+    .await;
+    let server = r#"{"name":"io.example/embedded","transport":"streamable_http","url":"https://93.184.216.34/mcp"}"#;
+    let (status, body) = http(&address, "POST", "/api/v1/servers", Some(&key), Some(server)).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (id, position) = (created["id"].as_str().unwrap().to_owned(), created["position"].as_str().unwrap().to_owned());
+    let read = format!("/api/v1/servers/{id}?min_position={position}");
+    assert_eq!(http(&address, "GET", &read, Some(&key), None).await.unwrap().0, 200);
+    let (status, body) = http(&address, "GET", "/api/v1/audit?action=server.", Some(&key), None).await.unwrap();
+    assert!(status == 200 && body.contains("server.registered"), "{status} {body}");
+    stop(first).await;
+
+    // The data stays in ./data, the generated sealing key readable by this user only
+    let data = dir.path().join("data");
+    assert!(data.join("events.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("sealing.keys")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "sealing.keys is private: {mode:o}");
+    }
+
+    // Second start: no new key; the same key and the same server
+    let (second, address, again) = serve(dir.path()).await;
+    assert_eq!(again, None, "the key is printed on the first start only");
+    let (status, body) = tests::eventually(DEADLINE, "the server to be listed again", || async {
+        http(&address, "GET", "/api/v1/servers", Some(&key), None).await.filter(|(s, b)| *s == 200 && b.contains(&id))
+    })
+    .await;
+    assert!(status == 200 && body.contains("io.example/embedded"), "{body}");
+    stop(second).await;
+
+    // Several instances need Postgres and NATS: NATS with the embedded store is refused, saying why
+    let refused = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("MGW_SEALING_KEYS")
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("MGW_LISTEN", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("one instance"), "{err}");
+}
