@@ -138,7 +138,9 @@ impl Gateway {
         let audit_keys = Arc::new(AuditKeys::new(&config.audit_signing_keys)?);
         let mut tasks = Vec::new();
         let backend = match crate::store_url::StoreUrl::parse(&config.database_url) {
-            Ok(crate::store_url::StoreUrl::Sqlite(path)) => Self::embedded(config, &path, &mut tasks).await?,
+            Ok(crate::store_url::StoreUrl::Sqlite(path)) => {
+                Self::embedded(config, &path, &audit_keys, &mut tasks).await?
+            }
             _ => Self::postgres(config, &audit_keys, &mut tasks).await?,
         };
         let Backend { store: shared_store, tables, registry, registry_status, authz_runner, nats } = backend;
@@ -263,6 +265,7 @@ impl Gateway {
     async fn embedded(
         config: &GatewayConfig,
         path: &std::path::Path,
+        audit_keys: &Arc<AuditKeys>,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Result<Backend, StartError> {
         if config.nats_url.is_some() {
@@ -286,8 +289,13 @@ impl Gateway {
             let error = audit_runner.run().await;
             tracing::error!(%error, "the audit projection halted");
         }));
-        tracing::warn!("embedded store: the audit trail is kept and chained, its checkpoints are not signed yet");
         let pool = store.pool().clone();
+        if audit_keys.can_sign() {
+            let trail = projections::audit::SqliteAuditTrail::new(pool.clone());
+            tasks.push(tokio::spawn(run_checkpointer(trail, audit_keys.clone(), CheckpointPolicy::default())));
+        } else {
+            tracing::warn!("no audit signing key (MGW_AUDIT_SIGNING_KEYS): the audit trail is chained but not signed");
+        }
         Ok(Backend {
             store: shared_store,
             tables: crate::tables::Tables::Sqlite(pool.clone()),

@@ -78,7 +78,13 @@ pub async fn prune_to_archive(
         }
     })?;
     let filter = AuditFilter { after: Some(first - 1), through: Some(last), limit: 500, ..Default::default() };
-    let mut lines = std::pin::pin!(crate::routes::audit::export_lines(pool.clone(), keys.clone(), filter, false, true));
+    let mut lines = std::pin::pin!(crate::routes::audit::export_lines(
+        projections::audit::AuditSource::Postgres(pool.clone()),
+        keys.clone(),
+        filter,
+        false,
+        true
+    ));
     let mut digest = Sha256::new();
     while let Some(chunk) = lines.next().await {
         let chunk = chunk.map_err(io)?;

@@ -335,18 +335,22 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         }
         None => args,
     };
-    let (database_url, sealing_keys) = match args.database_url {
-        Some(url) => (url, args.sealing_keys),
+    let (database_url, sealing_keys, audit_keys) = match args.database_url {
+        Some(url) => (url, args.sealing_keys, args.audit_signing_keys),
         None => {
             // The embedded default: everything in the data directory, keys generated on first start.
             let dir = args.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("data"));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
-            let keys = if args.sealing_keys.is_empty() { embedded_sealing_keys(&dir)? } else { args.sealing_keys };
-            (format!("sqlite://{}", dir.join("events.db").display()), keys)
+            let or_generated = |given: Vec<String>, file: &str, what: &str| {
+                if given.is_empty() { embedded_keys(&dir, file, what) } else { Ok(given) }
+            };
+            let sealing = or_generated(args.sealing_keys, "sealing.keys", "secrets are sealed with it")?;
+            let audit = or_generated(args.audit_signing_keys, "audit-signing.keys", "it signs the audit trail")?;
+            (format!("sqlite://{}", dir.join("events.db").display()), sealing, audit)
         }
     };
     let keys = key_pairs("MGW_SEALING_KEYS", &sealing_keys)?;
-    let audit_signing_keys = key_pairs("MGW_AUDIT_SIGNING_KEYS", &args.audit_signing_keys)?;
+    let audit_signing_keys = key_pairs("MGW_AUDIT_SIGNING_KEYS", &audit_keys)?;
     let Some(first) = keys.first() else {
         bail!(
             "MGW_SEALING_KEYS is required (secrets are sealed before they are stored); create one with `mcp-gateway admin new-sealing-key`"
@@ -368,10 +372,11 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
     })
 }
 
-/// The embedded default's sealing keys: `<data>/sealing.keys` (`id:base64` lines), created on first start
-/// with one new key, readable by this user only. Production sets `MGW_SEALING_KEYS` from a secret store.
-fn embedded_sealing_keys(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let path = dir.join("sealing.keys");
+/// The embedded default's keys in `<data>/<file>` (`id:base64` lines), created on first start with one new
+/// key, readable by this user only. Production sets them from a secret store (`MGW_SEALING_KEYS`,
+/// `MGW_AUDIT_SIGNING_KEYS`).
+fn embedded_keys(dir: &std::path::Path, file: &str, what: &str) -> anyhow::Result<Vec<String>> {
+    let path = dir.join(file);
     if !path.exists() {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -380,7 +385,7 @@ fn embedded_sealing_keys(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
         let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
         let line = format!("k1:{}\n", commands::Keyring::generate_key().expose());
         std::io::Write::write_all(&mut file, line.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("created a sealing key in {} (keep it with the data: secrets are sealed with it)", path.display());
+        eprintln!("created a key in {} (keep it with the data: {what})", path.display());
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())

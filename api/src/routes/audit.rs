@@ -160,9 +160,8 @@ pub(crate) async fn list(
 pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<VerifyReply>, Problem> {
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
     record_read(&state, &caller, "verify".to_owned()).await?;
-    let report = projections::audit::verify(audit_pool(&state)?)
-        .await
-        .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
+    let trail = audit(&state);
+    let report = trail.verify().await.map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
     let violation = report.violation.map(|v| {
         serde_json::json!({
             "seq": v.seq,
@@ -170,7 +169,8 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Res
             "kind": format!("{:?}", v.kind),
         })
     });
-    let (checkpoints_checked, bad) = projections::audit::verify_checkpoints(audit_pool(&state)?, &state.audit_keys)
+    let (checkpoints_checked, bad) = trail
+        .verify_checkpoints(&state.audit_keys)
         .await
         .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
     let checkpoint_violation =
@@ -234,7 +234,7 @@ pub(crate) async fn export(
     let signed = !csv && contiguous;
     record_read(&state, &caller, format!("export?{}", raw.unwrap_or_default())).await?;
     let header = csv.then(|| format!("{}\n", CSV_COLUMNS.join(",")));
-    let pages = export_lines(audit_pool(&state)?.clone(), state.audit_keys.clone(), filter, csv, signed);
+    let pages = export_lines(audit(&state), state.audit_keys.clone(), filter, csv, signed);
     let body = futures_util::StreamExt::chain(futures_util::stream::iter(header.map(Ok)), pages);
     let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
     axum::response::Response::builder()
@@ -248,7 +248,7 @@ pub(crate) async fn export(
 /// signed trailer, so that the file verifies offline (`mcp-gateway audit verify-export`). Also writes the
 /// archive of `mcp-gateway audit prune`.
 pub fn export_lines(
-    pool: sqlx::PgPool,
+    source: projections::audit::AuditSource,
     keys: std::sync::Arc<projections::audit::AuditKeys>,
     filter: AuditFilter,
     csv: bool,
@@ -257,10 +257,10 @@ pub fn export_lines(
     // Pages of entries, then (JSON lines) the signed checkpoints that cover them, so that the file
     // verifies offline (`mcp-gateway audit verify-export`).
     futures_util::stream::unfold(Export::Page(filter, None), move |step| {
-        let (pool, keys) = (pool.clone(), keys.clone());
+        let (source, keys) = (source.clone(), keys.clone());
         async move {
             match step {
-                Export::Page(mut filter, range) => match projections::audit::query(&pool, &filter).await {
+                Export::Page(mut filter, range) => match source.query(&filter).await {
                     Ok((records, next)) => {
                         let mut chunk = String::new();
                         for record in &records {
@@ -294,23 +294,19 @@ pub fn export_lines(
                         Some((Err(std::io::Error::other("the audit trail became unreachable")), Export::Done))
                     }
                 },
-                Export::Checkpoints(range) => {
-                    match projections::audit::checkpoints_between(&pool, range.first.0, range.last.0).await {
-                        Ok(checkpoints) => {
-                            let chunk: String = checkpoints
-                                .into_iter()
-                                .map(|checkpoint| {
-                                    let line = projections::audit::ExportLine::Checkpoint { checkpoint };
-                                    format!("{}\n", serde_json::to_string(&line).unwrap_or_default())
-                                })
-                                .collect();
-                            Some((Ok(chunk), Export::Trailer(range)))
-                        }
-                        Err(_) => {
-                            Some((Err(std::io::Error::other("the audit trail became unreachable")), Export::Done))
-                        }
+                Export::Checkpoints(range) => match source.checkpoints_between(range.first.0, range.last.0).await {
+                    Ok(checkpoints) => {
+                        let chunk: String = checkpoints
+                            .into_iter()
+                            .map(|checkpoint| {
+                                let line = projections::audit::ExportLine::Checkpoint { checkpoint };
+                                format!("{}\n", serde_json::to_string(&line).unwrap_or_default())
+                            })
+                            .collect();
+                        Some((Ok(chunk), Export::Trailer(range)))
                     }
-                }
+                    Err(_) => Some((Err(std::io::Error::other("the audit trail became unreachable")), Export::Done)),
+                },
                 Export::Trailer(range) => {
                     let trailer = projections::audit::ExportTrailer::sign(
                         &keys,
@@ -408,22 +404,17 @@ pub(crate) async fn one(
 
 /// A page of the trail, from whichever backend holds it.
 async fn find(state: &AppState, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, Option<i64>), Problem> {
-    let found = match &state.tables {
-        crate::tables::Tables::Postgres(pool) => projections::audit::query(pool, filter).await,
-        crate::tables::Tables::Sqlite(pool) => {
-            projections::audit::SqliteAuditTrail::new(pool.clone()).query(filter).await
-        }
-    };
-    found.map_err(|_| Problem::unavailable("the audit trail is unreachable"))
+    audit(state).query(filter).await.map_err(|_| Problem::unavailable("the audit trail is unreachable"))
 }
 
-/// The database of the audit trail's export and verification: PostgreSQL (on the embedded SQLite store
-/// the trail is kept and queried, but not yet exported or verified here: 503 says so).
-fn audit_pool(state: &AppState) -> Result<&sqlx::PgPool, Problem> {
-    state
-        .tables
-        .postgres()
-        .ok_or_else(|| Problem::unavailable("the audit trail's queries are not served on the embedded store yet"))
+/// The audit trail of the instance's backend.
+pub fn audit(state: &AppState) -> projections::audit::AuditSource {
+    match &state.tables {
+        crate::tables::Tables::Postgres(pool) => projections::audit::AuditSource::Postgres(pool.clone()),
+        crate::tables::Tables::Sqlite(pool) => {
+            projections::audit::AuditSource::Sqlite(projections::audit::SqliteAuditTrail::new(pool.clone()))
+        }
+    }
 }
 
 #[cfg(test)]

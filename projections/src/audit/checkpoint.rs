@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::mapping::CHAIN_VERSION;
-use super::retention::latest_prune;
+use super::retention::{PruneMark, latest_prune};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -100,9 +100,63 @@ pub(crate) fn checkpoint_message(version: i32, seq: i64, entry_hash: &[u8], prev
     .into_bytes()
 }
 
+/// A checkpoint to store: the entry signed, its link, the previous signature, the key, the signature.
+pub(crate) struct NewCheckpoint {
+    pub(crate) seq: i64,
+    pub(crate) entry_hash: Vec<u8>,
+    pub(crate) prev_signature: Vec<u8>,
+    pub(crate) key_id: String,
+    pub(crate) signature: Vec<u8>,
+}
+
+/// The checkpoint signing the head `(seq, entry_hash)` after the last checkpoint `last` (its entry and
+/// signature), if the head moved past it and there is a key to sign with.
+pub(crate) fn next_checkpoint(
+    keys: &AuditKeys,
+    head: Option<(i64, Vec<u8>)>,
+    last: Option<(i64, Vec<u8>)>,
+) -> Option<NewCheckpoint> {
+    let (key_id, key) = keys.signer.as_ref()?;
+    let (seq, entry_hash) = head?;
+    if last.as_ref().is_some_and(|(signed, _)| *signed >= seq) {
+        return None;
+    }
+    let prev_signature = last.map(|(_, signature)| signature).unwrap_or_default();
+    let signature = key.sign(&checkpoint_message(CHAIN_VERSION, seq, &entry_hash, &prev_signature)).to_bytes().to_vec();
+    Some(NewCheckpoint { seq, entry_hash, prev_signature, key_id: key_id.clone(), signature })
+}
+
+/// Where checkpoints are kept and signed: the checkpointer's view of a backend.
+#[async_trait::async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// Entries after the newest checkpoint.
+    async fn unsigned(&self) -> Result<i64, ProjectionError>;
+    /// Signs the current chain head, if it moved since the last checkpoint; returns the entry signed.
+    async fn write_checkpoint(&self, keys: &AuditKeys) -> Result<Option<i64>, ProjectionError>;
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for PgPool {
+    async fn unsigned(&self) -> Result<i64, ProjectionError> {
+        let unsigned: Option<i64> = sqlx::query_scalar(
+            "SELECT coalesce((SELECT max(seq) FROM rm_audit.entries), 0)
+                  - coalesce((SELECT max(seq) FROM audit_sig.checkpoints), 0)",
+        )
+        .fetch_one(self)
+        .await?;
+        Ok(unsigned.unwrap_or(0))
+    }
+
+    async fn write_checkpoint(&self, keys: &AuditKeys) -> Result<Option<i64>, ProjectionError> {
+        write_checkpoint(self, keys).await
+    }
+}
+
 /// Signs the current chain head, if it moved since the last checkpoint; returns the entry number signed.
 pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<i64>, ProjectionError> {
-    let Some((key_id, key)) = &keys.signer else { return Ok(None) };
+    if !keys.can_sign() {
+        return Ok(None);
+    }
     // One writer at a time across instances: two that read the same last checkpoint would fork the chain.
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('audit-checkpoint'))").execute(&mut *tx).await?;
@@ -110,30 +164,25 @@ pub async fn write_checkpoint(pool: &PgPool, keys: &AuditKeys) -> Result<Option<
         sqlx::query_as("SELECT seq, entry_hash FROM rm_audit.entries ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
-    let Some((seq, entry_hash)) = head else { return Ok(None) };
     let last: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, signature FROM audit_sig.checkpoints ORDER BY id DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
-    if last.as_ref().is_some_and(|(signed, _)| *signed >= seq) {
-        return Ok(None);
-    }
-    let prev_signature = last.map(|(_, signature)| signature).unwrap_or_default();
-    let signature = key.sign(&checkpoint_message(CHAIN_VERSION, seq, &entry_hash, &prev_signature));
+    let Some(new) = next_checkpoint(keys, head, last) else { return Ok(None) };
     sqlx::query(
         "INSERT INTO audit_sig.checkpoints (seq, entry_hash, prev_signature, key_id, signature, chain_version)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(seq)
-    .bind(&entry_hash)
-    .bind(&prev_signature)
-    .bind(key_id)
-    .bind(signature.to_bytes().as_slice())
+    .bind(new.seq)
+    .bind(&new.entry_hash)
+    .bind(&new.prev_signature)
+    .bind(&new.key_id)
+    .bind(&new.signature)
     .bind(CHAIN_VERSION)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(seq))
+    Ok(Some(new.seq))
 }
 
 /// When to sign: every `entries` new entries, or every `interval` when the trail moved at all.
@@ -176,22 +225,15 @@ impl CheckpointPolicy {
 /// interval; 0 while on time), and warns in the log while a checkpoint is overdue: a signing key that
 /// stopped working, or a database that refuses the writes, must not go unnoticed
 /// (`deploy/prometheus/alerts.yml` alerts on it).
-pub async fn run_checkpointer(pool: PgPool, keys: std::sync::Arc<AuditKeys>, policy: CheckpointPolicy) {
+pub async fn run_checkpointer<S: CheckpointStore>(store: S, keys: std::sync::Arc<AuditKeys>, policy: CheckpointPolicy) {
     let mut tick = tokio::time::interval(policy.poll);
     let mut last = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        let unsigned: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-            "SELECT coalesce((SELECT max(seq) FROM rm_audit.entries), 0)
-                  - coalesce((SELECT max(seq) FROM audit_sig.checkpoints), 0)",
-        )
-        .fetch_one(&pool)
-        .await;
-        match unsigned {
+        match store.unsigned().await {
             Ok(unsigned) => {
-                let unsigned = unsigned.unwrap_or(0);
                 if policy.due(unsigned, last.elapsed()) {
-                    match write_checkpoint(&pool, &keys).await {
+                    match store.write_checkpoint(&keys).await {
                         Ok(_) => last = tokio::time::Instant::now(),
                         Err(error) => tracing::warn!(%error, "could not sign an audit checkpoint"),
                     }
@@ -260,22 +302,34 @@ pub async fn verify_checkpoints(
     pool: &PgPool,
     keys: &AuditKeys,
 ) -> Result<(u64, Option<CheckpointViolation>), ProjectionError> {
-    type Stored = (i64, i64, Vec<u8>, Vec<u8>, String, Vec<u8>, Option<Vec<u8>>, i32);
-    let rows: Vec<Stored> = sqlx::query_as(
+    let rows: Vec<CheckpointRow> = sqlx::query_as(
         "SELECT c.id, c.seq, c.entry_hash, c.prev_signature, c.key_id, c.signature, e.entry_hash, c.chain_version
            FROM audit_sig.checkpoints c LEFT JOIN rm_audit.entries e ON e.seq = c.seq
           ORDER BY c.id",
     )
     .fetch_all(pool)
     .await?;
-    let total = rows.len() as u64;
-    // Entries up to the last prune are archived: a checkpoint that signed one is checked against the
-    // link the prune recorded (its last entry) or, before that, for its signature and order only.
     let mark = latest_prune(&mut *pool.acquire().await?).await?;
+    Ok(check_checkpoints(rows, mark.as_ref(), keys))
+}
+
+/// A stored checkpoint with the current link of the entry it signed: id, seq, entry hash, previous
+/// signature, key id, signature, the entry's link now (none: pruned or missing), chain version.
+pub(crate) type CheckpointRow = (i64, i64, Vec<u8>, Vec<u8>, String, Vec<u8>, Option<Vec<u8>>, i32);
+
+/// Checks checkpoints in order: linked, signed by a known key, matching the entries they signed (entries
+/// up to the last prune, `mark`, are archived: checked against the link the prune recorded or, before it,
+/// for signature and order only). The number checked and the first violation.
+pub(crate) fn check_checkpoints(
+    rows: Vec<CheckpointRow>,
+    mark: Option<&PruneMark>,
+    keys: &AuditKeys,
+) -> (u64, Option<CheckpointViolation>) {
+    let total = rows.len() as u64;
     let (mut previous, mut previous_version): (Vec<u8>, i32) = (Vec::new(), 1);
     for (checked, row) in rows.into_iter().enumerate() {
         let (id, seq, entry_hash, prev_signature, key_id, signature, current, version) = row;
-        let violation = |kind| Ok((checked as u64, Some(CheckpointViolation { id, seq, kind })));
+        let violation = |kind| (checked as u64, Some(CheckpointViolation { id, seq, kind }));
         // Formats only move forward: an older one after a newer one was put there.
         if prev_signature != previous || version < previous_version || version > CHAIN_VERSION {
             return violation(CheckpointViolationKind::Unlinked);
@@ -291,7 +345,7 @@ pub async fn verify_checkpoints(
             return violation(CheckpointViolationKind::BadSignature);
         }
         // A checkpoint of an older format signed entries that now hash differently.
-        let archived = match &mark {
+        let archived = match mark {
             _ if version < CHAIN_VERSION => true,
             Some(mark) if current.is_none() && seq < mark.seq => true,
             Some(mark) if current.is_none() && seq == mark.seq => mark.entry_hash == entry_hash,
@@ -302,5 +356,5 @@ pub async fn verify_checkpoints(
         }
         (previous, previous_version) = (signature, version);
     }
-    Ok((total, None))
+    (total, None)
 }

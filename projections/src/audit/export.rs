@@ -36,7 +36,7 @@ fn first_chain_version() -> i32 {
 }
 
 /// seq, entry hash, previous signature, key id, signature.
-type StoredCheckpoint = (i64, Vec<u8>, Vec<u8>, String, Vec<u8>);
+pub(crate) type StoredCheckpoint = (i64, Vec<u8>, Vec<u8>, String, Vec<u8>);
 
 /// The checkpoints that sign entries `first..=last` in the current chain format, in order.
 pub async fn checkpoints_between(
@@ -53,17 +53,19 @@ pub async fn checkpoints_between(
     .bind(CHAIN_VERSION)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(seq, entry_hash, prev_signature, key_id, signature)| ExportedCheckpoint {
-            seq,
-            entry_hash: hex::encode(entry_hash),
-            prev_signature: hex::encode(prev_signature),
-            key_id,
-            signature: hex::encode(signature),
-            chain_version: CHAIN_VERSION,
-        })
-        .collect())
+    Ok(rows.into_iter().map(exported).collect())
+}
+
+/// A stored checkpoint as an export carries it.
+pub(crate) fn exported((seq, entry_hash, prev_signature, key_id, signature): StoredCheckpoint) -> ExportedCheckpoint {
+    ExportedCheckpoint {
+        seq,
+        entry_hash: hex::encode(entry_hash),
+        prev_signature: hex::encode(prev_signature),
+        key_id,
+        signature: hex::encode(signature),
+        chain_version: CHAIN_VERSION,
+    }
 }
 
 /// The last line of a JSON-lines export: the range it holds, signed when it was written, so that a

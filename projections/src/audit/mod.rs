@@ -17,8 +17,8 @@ mod sqlite;
 mod verify;
 
 pub use checkpoint::{
-    AuditKeyError, AuditKeys, CheckpointPolicy, CheckpointViolation, CheckpointViolationKind, run_checkpointer,
-    verify_checkpoints, write_checkpoint,
+    AuditKeyError, AuditKeys, CheckpointPolicy, CheckpointStore, CheckpointViolation, CheckpointViolationKind,
+    run_checkpointer, verify_checkpoints, write_checkpoint,
 };
 pub use entry::{AuditEntry, GENESIS};
 pub use export::{ExportLine, ExportReport, ExportTrailer, ExportedCheckpoint, checkpoints_between, verify_export};
@@ -28,3 +28,61 @@ pub use query::{AuditFilter, AuditRecord, query};
 pub use retention::{PruneMark, latest_prune, prunable, prune};
 pub use sqlite::{SqliteAuditProjection, SqliteAuditTrail};
 pub use verify::{AuditReport, AuditViolation, AuditViolationKind, verify};
+
+/// The audit trail's queries and checks, on whichever backend holds it.
+#[derive(Debug, Clone)]
+pub enum AuditSource {
+    /// `rm_audit` and `audit_sig` on PostgreSQL.
+    Postgres(sqlx::PgPool),
+    /// `audit_entries` and `audit_checkpoints` on SQLite.
+    Sqlite(SqliteAuditTrail),
+}
+
+impl AuditSource {
+    /// A page of entries matching `filter`, and the number to continue after.
+    pub async fn query(&self, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, Option<i64>), crate::ProjectionError> {
+        match self {
+            Self::Postgres(pool) => query(pool, filter).await,
+            Self::Sqlite(trail) => trail.query(filter).await,
+        }
+    }
+
+    /// The chain and the completeness against the store.
+    pub async fn verify(&self) -> Result<AuditReport, crate::ProjectionError> {
+        match self {
+            Self::Postgres(pool) => verify(pool).await,
+            Self::Sqlite(trail) => trail.verify().await,
+        }
+    }
+
+    /// The signed checkpoints.
+    pub async fn verify_checkpoints(
+        &self,
+        keys: &AuditKeys,
+    ) -> Result<(u64, Option<CheckpointViolation>), crate::ProjectionError> {
+        match self {
+            Self::Postgres(pool) => verify_checkpoints(pool, keys).await,
+            Self::Sqlite(trail) => trail.verify_checkpoints(keys).await,
+        }
+    }
+
+    /// Signs the current chain head, if it moved since the last checkpoint.
+    pub async fn write_checkpoint(&self, keys: &AuditKeys) -> Result<Option<i64>, crate::ProjectionError> {
+        match self {
+            Self::Postgres(pool) => write_checkpoint(pool, keys).await,
+            Self::Sqlite(trail) => CheckpointStore::write_checkpoint(trail, keys).await,
+        }
+    }
+
+    /// The checkpoints signing entries `first..=last`.
+    pub async fn checkpoints_between(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<ExportedCheckpoint>, crate::ProjectionError> {
+        match self {
+            Self::Postgres(pool) => checkpoints_between(pool, first, last).await,
+            Self::Sqlite(trail) => trail.checkpoints_between(first, last).await,
+        }
+    }
+}

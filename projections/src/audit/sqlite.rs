@@ -8,10 +8,14 @@ use eventstore::RecordedEvent;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use super::AuditKeys;
+use super::checkpoint::{CheckpointRow, CheckpointStore, CheckpointViolation, check_checkpoints, next_checkpoint};
 use super::entry::{AuditEntry, GENESIS};
-use super::mapping::{AUDITED_CATEGORIES, TargetState, audited_types};
+use super::export::{ExportedCheckpoint, StoredCheckpoint, exported};
+use super::mapping::{AUDITED_CATEGORIES, CHAIN_VERSION, TargetState, audited_types};
 use super::projection::{Chained, NAME, fold, wanted_targets};
 use super::query::{AuditFilter, AuditRecord};
+use super::verify::{AuditReport, Walk};
 use crate::{EventFilter, ProjectionError, SqliteProjection};
 
 /// Entries per INSERT statement (23 parameters each, below SQLite's limit of 32,766).
@@ -292,26 +296,129 @@ impl SqliteAuditTrail {
         };
         Ok((records, next))
     }
+}
 
-    /// Checks the chain: numbering from 1 without gaps, each entry linked to the one before, each link the
-    /// hash of its entry. The first entry that is wrong, by number, if any; and how many were checked.
-    pub async fn verify_chain(&self) -> Result<(u64, Option<i64>), ProjectionError> {
-        let (mut checked, mut previous, mut after) = (0u64, GENESIS, 0i64);
-        loop {
-            let rows = sqlx::query("SELECT * FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT 1000")
-                .bind(after)
-                .fetch_all(&self.pool)
+#[async_trait]
+impl CheckpointStore for SqliteAuditTrail {
+    async fn unsigned(&self) -> Result<i64, ProjectionError> {
+        let unsigned: Option<i64> = sqlx::query_scalar(
+            "SELECT coalesce((SELECT max(seq) FROM audit_entries), 0)
+                  - coalesce((SELECT max(seq) FROM audit_checkpoints), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(unsigned.unwrap_or(0))
+    }
+
+    async fn write_checkpoint(&self, keys: &AuditKeys) -> Result<Option<i64>, ProjectionError> {
+        if !keys.can_sign() {
+            return Ok(None);
+        }
+        // The write lock: one checkpoint at a time, each after the one it reads as the last.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
                 .await?;
-            if rows.is_empty() {
-                return Ok((checked, None));
-            }
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, signature FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(new) = next_checkpoint(keys, head, last) else { return Ok(None) };
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, entry_hash, prev_signature, key_id, signature, signed_at, chain_version)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.seq)
+        .bind(&new.entry_hash)
+        .bind(&new.prev_signature)
+        .bind(&new.key_id)
+        .bind(&new.signature)
+        .bind(chrono::Utc::now())
+        .bind(CHAIN_VERSION)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(new.seq))
+    }
+}
+
+impl SqliteAuditTrail {
+    /// Checks every checkpoint: linked to the one before, signed by a known key, matching the entry it
+    /// signed. The number checked and the first violation.
+    pub async fn verify_checkpoints(
+        &self,
+        keys: &AuditKeys,
+    ) -> Result<(u64, Option<CheckpointViolation>), ProjectionError> {
+        let rows: Vec<CheckpointRow> = sqlx::query_as(
+            "SELECT c.id, c.seq, c.entry_hash, c.prev_signature, c.key_id, c.signature, e.entry_hash, c.chain_version
+               FROM audit_checkpoints c LEFT JOIN audit_entries e ON e.seq = c.seq
+              ORDER BY c.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(check_checkpoints(rows, None, keys))
+    }
+
+    /// The checkpoints (of the current chain format) signing entries `first..=last`, for a signed export.
+    pub async fn checkpoints_between(&self, first: i64, last: i64) -> Result<Vec<ExportedCheckpoint>, ProjectionError> {
+        let rows: Vec<StoredCheckpoint> = sqlx::query_as(
+            "SELECT seq, entry_hash, prev_signature, key_id, signature FROM audit_checkpoints
+              WHERE seq BETWEEN ? AND ? AND chain_version = ? ORDER BY id",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(CHAIN_VERSION)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(exported).collect())
+    }
+
+    /// Checks every entry's link and content, their numbering, and that they are exactly the audited
+    /// events of the store up to the trail's checkpoint, in order; names the first entry that is wrong.
+    pub async fn verify(&self) -> Result<AuditReport, ProjectionError> {
+        // One read transaction: one snapshot of the entries, their checkpoint and the events.
+        let mut snapshot = self.pool.begin().await?;
+        let checkpoint: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT transaction_id, global_position FROM read_model_checkpoints WHERE name = ?")
+                .bind(NAME)
+                .fetch_optional(&mut *snapshot)
+                .await?;
+        let through = checkpoint.and_then(|(_, gp)| gp).unwrap_or(0);
+        let categories = serde_json::to_string(&AUDITED_CATEGORIES).unwrap_or_default();
+        let mut walk = Walk::after(0, GENESIS.to_vec(), (0, 0));
+        loop {
+            let rows = sqlx::query("SELECT * FROM audit_entries WHERE seq >= ? ORDER BY seq LIMIT ?")
+                .bind(walk.expected_seq)
+                .bind(PAGE)
+                .fetch_all(&mut *snapshot)
+                .await?;
+            let events: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
+                "SELECT event_id, transaction_id, global_position FROM events
+                  WHERE substr(stream_id, 1, instr(stream_id, '-') - 1) IN (SELECT value FROM json_each(?))
+                    AND global_position > ? AND global_position <= ?
+                  ORDER BY global_position LIMIT ?",
+            )
+            .bind(&categories)
+            .bind(walk.after_event.1)
+            .bind(through)
+            .bind(PAGE)
+            .fetch_all(&mut *snapshot)
+            .await?;
+            let mut events = events.into_iter();
             for row in &rows {
-                let (entry, prev, hash) = stored(row)?;
-                if entry.seq != after + 1 || prev != previous || entry.chain_hash(&previous) != hash {
-                    return Ok((checked, Some(after + 1)));
+                let (entry, previous, hash) = stored(row)?;
+                let link = entry.chain_hash(&previous);
+                if let Some(violation) = walk.step(&entry, &previous, &hash, &link, events.next()) {
+                    return Ok(AuditReport { checked: walk.checked, violation: Some(violation) });
                 }
-                (checked, previous, after) = (checked + 1, hash, entry.seq);
+            }
+            if rows.len() < PAGE as usize {
+                return Ok(walk.finish(events.next()));
             }
         }
     }
 }
+
+/// Entries (and events) read per page by [`SqliteAuditTrail::verify`].
+const PAGE: i64 = 10_000;

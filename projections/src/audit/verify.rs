@@ -72,6 +72,76 @@ fn recompute_links(rows: &[Row]) -> Vec<[u8; 32]> {
     })
 }
 
+/// The walk of a trail against the audited events of the store, entry by entry: numbering, links,
+/// content, and the event each entry stands for. The same on every backend.
+pub(crate) struct Walk {
+    /// The number the next entry must have.
+    pub(crate) expected_seq: i64,
+    /// The link the next entry must follow.
+    previous: Vec<u8>,
+    /// The position of the last event matched.
+    pub(crate) after_event: (i64, i64),
+    /// Entries checked.
+    pub(crate) checked: u64,
+}
+
+impl Walk {
+    /// A walk starting after entry `seq`, whose link is `previous`, and event `after_event`.
+    pub(crate) fn after(seq: i64, previous: Vec<u8>, after_event: (i64, i64)) -> Self {
+        Self { expected_seq: seq + 1, previous, after_event, checked: 0 }
+    }
+
+    /// Checks the next entry (`link`: its content's link recomputed from its stored predecessor link)
+    /// against `event`, the next audited event of the store: the first violation, if any.
+    pub(crate) fn step(
+        &mut self,
+        entry: &AuditEntry,
+        prev_hash: &[u8],
+        entry_hash: &[u8],
+        link: &[u8; 32],
+        event: Option<(Uuid, i64, i64)>,
+    ) -> Option<AuditViolation> {
+        let at = Some(position(entry.tx, entry.gp));
+        let violation = |kind, seq| Some(AuditViolation { seq, position: at, kind });
+        if entry.seq != self.expected_seq {
+            return violation(AuditViolationKind::Missing, self.expected_seq);
+        }
+        if prev_hash != self.previous.as_slice() {
+            return violation(AuditViolationKind::BrokenLink, entry.seq);
+        }
+        if link.as_slice() != entry_hash {
+            return violation(AuditViolationKind::Modified, entry.seq);
+        }
+        match event {
+            Some((id, tx, gp)) if id == entry.event_id && (tx, gp) == (entry.tx, entry.gp) => {
+                self.after_event = (tx, gp)
+            }
+            Some((_, tx, gp)) if (tx, gp) < (entry.tx, entry.gp) => {
+                return Some(AuditViolation {
+                    seq: entry.seq,
+                    position: Some(position(tx, gp)),
+                    kind: AuditViolationKind::Unrecorded,
+                });
+            }
+            _ => return violation(AuditViolationKind::Unexpected, entry.seq),
+        }
+        self.previous = entry_hash.to_vec();
+        self.expected_seq += 1;
+        self.checked += 1;
+        None
+    }
+
+    /// The report once the entries end: an audited event left up to the checkpoint has no entry.
+    pub(crate) fn finish(&self, left: Option<(Uuid, i64, i64)>) -> AuditReport {
+        let violation = left.map(|(_, tx, gp)| AuditViolation {
+            seq: self.expected_seq,
+            position: Some(position(tx, gp)),
+            kind: AuditViolationKind::Unrecorded,
+        });
+        AuditReport { checked: self.checked, violation }
+    }
+}
+
 fn position(tx: i64, gp: i64) -> Position {
     Position { transaction_id: tx as u64, global_position: gp as u64 }
 }
@@ -95,13 +165,14 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
     // brought the pruned entries back).
     let oldest: Option<i64> =
         sqlx::query_scalar("SELECT min(seq) FROM rm_audit.entries").fetch_one(&mut *snapshot).await?;
-    let (mut expected_seq, mut previous, mut after_event) = match latest_prune(&mut snapshot).await? {
-        Some(mark) if oldest != Some(1) => {
-            (mark.seq + 1, mark.entry_hash, (mark.position.transaction_id as i64, mark.position.global_position as i64))
-        }
-        _ => (1i64, GENESIS.to_vec(), (0, 0)),
+    let mut walk = match latest_prune(&mut snapshot).await? {
+        Some(mark) if oldest != Some(1) => Walk::after(
+            mark.seq,
+            mark.entry_hash,
+            (mark.position.transaction_id as i64, mark.position.global_position as i64),
+        ),
+        _ => Walk::after(0, GENESIS.to_vec(), (0, 0)),
     };
-    let mut checked = 0u64;
     loop {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, actor_name, action, target_kind, target_id,
@@ -109,7 +180,7 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
                     prev_hash, entry_hash
                FROM rm_audit.entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
         )
-        .bind(expected_seq)
+        .bind(walk.expected_seq)
         .bind(PAGE)
         .fetch_all(&mut *snapshot)
         .await?;
@@ -122,8 +193,8 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
               ORDER BY e.transaction_id, e.global_position LIMIT $6",
         )
         .bind(&categories)
-        .bind(after_event.0)
-        .bind(after_event.1)
+        .bind(walk.after_event.0)
+        .bind(walk.after_event.1)
         .bind(checkpoint.map_or(0, |p| p.transaction_id as i64))
         .bind(checkpoint.map_or(0, |p| p.global_position as i64))
         .bind(PAGE)
@@ -143,49 +214,12 @@ pub async fn verify(pool: &PgPool) -> Result<AuditReport, ProjectionError> {
             reason: format!("verification task failed: {e}"),
         })?;
         for (row, link) in rows.iter().zip(&links) {
-            let at = Some(position(row.entry.tx, row.entry.gp));
-            let violation =
-                |kind, seq| Ok(AuditReport { checked, violation: Some(AuditViolation { seq, position: at, kind }) });
-            if row.entry.seq != expected_seq {
-                return violation(AuditViolationKind::Missing, expected_seq);
+            if let Some(violation) = walk.step(&row.entry, &row.prev_hash, &row.entry_hash, link, events.next()) {
+                return Ok(AuditReport { checked: walk.checked, violation: Some(violation) });
             }
-            if row.prev_hash != previous {
-                return violation(AuditViolationKind::BrokenLink, row.entry.seq);
-            }
-            if link.as_slice() != row.entry_hash.as_slice() {
-                return violation(AuditViolationKind::Modified, row.entry.seq);
-            }
-            match events.next() {
-                Some((id, tx, gp)) if id == row.entry.event_id && (tx, gp) == (row.entry.tx, row.entry.gp) => {
-                    after_event = (tx, gp)
-                }
-                Some((_, tx, gp)) if (tx, gp) < (row.entry.tx, row.entry.gp) => {
-                    return Ok(AuditReport {
-                        checked,
-                        violation: Some(AuditViolation {
-                            seq: row.entry.seq,
-                            position: Some(position(tx, gp)),
-                            kind: AuditViolationKind::Unrecorded,
-                        }),
-                    });
-                }
-                _ => return violation(AuditViolationKind::Unexpected, row.entry.seq),
-            }
-            previous = row.entry_hash.clone();
-            expected_seq += 1;
-            checked += 1;
         }
         if rows.len() < PAGE as usize {
-            // Entries end here: any audited event left up to the checkpoint has no entry.
-            if let Some((_, tx, gp)) = events.next() {
-                let violation = AuditViolation {
-                    seq: expected_seq,
-                    position: Some(position(tx, gp)),
-                    kind: AuditViolationKind::Unrecorded,
-                };
-                return Ok(AuditReport { checked, violation: Some(violation) });
-            }
-            return Ok(AuditReport { checked, violation: None });
+            return Ok(walk.finish(events.next()));
         }
     }
 }

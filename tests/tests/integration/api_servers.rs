@@ -615,9 +615,8 @@ async fn malformed_paths_queries_positions_and_preconditions_get_problems(backen
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it() {
-    let mut api = start(None).await;
+async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it(backend: Backend) {
+    let mut api = start_on(backend).await;
     let owner_key = api.key.clone();
     let created = api.register(server("audited-api")).await;
     let id = created.body["id"].as_str().unwrap().to_owned();
@@ -699,7 +698,7 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     // An export with the checkpoint that signs it verifies offline with the published key alone, and an
     // edited line is named.
     let keys = projections::audit::AuditKeys::new(&[("a1".into(), K1.into())]).unwrap();
-    projections::audit::write_checkpoint(api.gateway.state.tables.postgres().unwrap(), &keys).await.unwrap();
+    api::routes::audit::audit(&api.gateway.state).write_checkpoint(&keys).await.unwrap();
     let export = api.call(Method::GET, "/api/v1/audit/export", None, &[]).await;
     let published = projections::audit::AuditKeys::verifying(&keys.public_keys()).unwrap();
     let report = projections::audit::verify_export(export.raw.as_bytes(), &published).unwrap();
@@ -743,9 +742,8 @@ async fn auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it
     api.gateway.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_trail_shows_whether_a_credential_changed_and_an_auditor_can_match_a_candidate_secret() {
-    let mut api = start(None).await;
+async fn the_trail_shows_whether_a_credential_changed_and_an_auditor_can_match_a_candidate_secret(backend: Backend) {
+    let mut api = start_on(backend).await;
     let mut body = server("hashed");
     body["upstream_auth"] = json!({ "mode": "bearer", "token": "tok-CANDIDATE-1" });
     let created = api.register(body).await;
@@ -807,6 +805,8 @@ async fn the_trail_shows_whether_a_credential_changed_and_an_auditor_can_match_a
 }
 
 on_every_backend!(
+    auditors_query_and_verify_the_trail_and_every_read_and_refusal_is_in_it,
+    the_trail_shows_whether_a_credential_changed_and_an_auditor_can_match_a_candidate_secret,
     add_server_then_read_it_list_it_and_export_it,
     a_duplicate_name_is_a_conflict_and_an_idempotent_retry_writes_once,
     a_stale_if_match_is_refused_and_writes_nothing,

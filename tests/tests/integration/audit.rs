@@ -722,12 +722,23 @@ async fn the_same_log_makes_the_same_trail_on_sqlite_whose_chain_verifies_and_na
     let ours: Vec<AuditEntry> = trail.entries(0, 10_000).await.unwrap().into_iter().map(without_positions).collect();
     assert!(theirs.len() >= 20, "{}", theirs.len());
     assert_eq!(ours, theirs);
-    assert_eq!(trail.verify_chain().await.unwrap(), (theirs.len() as u64, None));
+    let intact = trail.verify().await.unwrap();
+    assert_eq!((intact.checked, intact.violation), (theirs.len() as u64, None));
 
-    // An entry changed behind the trail's back is named
-    sqlx::query("UPDATE audit_entries SET reason = 'nothing happened' WHERE seq = 3")
-        .execute(sqlite.pool())
-        .await
-        .unwrap();
-    assert_eq!(trail.verify_chain().await.unwrap(), (2, Some(3)));
+    // An entry changed behind the trail's back is named; put back, the trail verifies again
+    let original: Option<String> =
+        sqlx::query_scalar("SELECT reason FROM audit_entries WHERE seq = 3").fetch_one(sqlite.pool()).await.unwrap();
+    let set_reason = |reason: Option<String>| {
+        sqlx::query("UPDATE audit_entries SET reason = ? WHERE seq = 3").bind(reason).execute(sqlite.pool())
+    };
+    set_reason(Some("nothing happened".into())).await.unwrap();
+    let report = trail.verify().await.unwrap();
+    let violation = report.violation.expect("the edited entry is named");
+    assert_eq!((report.checked, violation.seq, violation.kind), (2, 3, AuditViolationKind::Modified));
+    set_reason(original).await.unwrap();
+    assert_eq!(trail.verify().await.unwrap().violation, None);
+    // An entry removed: the numbering skips at its number
+    sqlx::query("DELETE FROM audit_entries WHERE seq = 5").execute(sqlite.pool()).await.unwrap();
+    let violation = trail.verify().await.unwrap().violation.expect("the removed entry is named");
+    assert_eq!((violation.seq, violation.kind), (5, AuditViolationKind::Missing));
 }
