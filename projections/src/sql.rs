@@ -1,5 +1,11 @@
 //! Small SQL helpers shared by the read models' queries.
 
+/// `at` to the microsecond, as PostgreSQL keeps times: a read model keeps the same time on every backend
+/// (and the audit chain hashes the time it stores).
+pub(crate) fn to_micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
 /// `text` with the `LIKE` wildcards (and the escape character) taken literally.
 pub(crate) fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")

@@ -1,7 +1,6 @@
 //! Events to audit entries. Every event type the gateway writes is listed here; an event of an audited
 //! category with a type missing from the list halts the projection (the test below fails first).
 
-use chrono::{DateTime, Utc};
 use domain::access::AccessEvent;
 use domain::identity::{IdentityEvent, RoleSource};
 use domain::server::ServerEvent;
@@ -56,7 +55,7 @@ pub fn entry_for(
         tx: event.position.transaction_id as i64,
         gp: event.position.global_position as i64,
         event_id: event.event_id,
-        occurred_at: to_micros(m.occurred_at),
+        occurred_at: crate::sql::to_micros(m.occurred_at),
         actor_id: m.actor.id.clone(),
         actor_kind: serde_json::to_value(m.actor.kind)
             .ok()
@@ -75,11 +74,6 @@ pub fn entry_for(
         reason,
         changes,
     })
-}
-
-/// PostgreSQL keeps microseconds: the hashed time must be the stored time.
-fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
 /// Action, target kind, target name, reason, changes, and the target id when it is not the stream's id.
@@ -417,7 +411,7 @@ mod golden {
     use super::*;
 
     fn recorded(event_type: &str, data: &str, n: u128) -> RecordedEvent {
-        let at = DateTime::from_timestamp(1_800_000_000 + n as i64, 123_456_789).unwrap_or_default();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000 + n as i64, 123_456_789).unwrap_or_default();
         let actor = Actor { id: "user-1".into(), kind: ActorKind::User };
         let metadata = Metadata::new(Uuid::from_u128(0xc0ffee + n), actor, at)
             .from_client(Some("203.0.113.7".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())), Some("golden/1"));

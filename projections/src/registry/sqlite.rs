@@ -92,7 +92,7 @@ async fn apply_one(
     event: &ServerEvent,
     recorded: &RecordedEvent,
 ) -> Result<(), sqlx::Error> {
-    let (revision, at) = (recorded.revision as i64, recorded.metadata.occurred_at);
+    let (revision, at) = (recorded.revision as i64, crate::sql::to_micros(recorded.metadata.occurred_at));
     let done =
         match event {
             ServerEvent::Registered(r) => sqlx::query(

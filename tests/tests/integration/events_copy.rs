@@ -2,6 +2,8 @@
 //! SQLite and on to a new Postgres verifies event by event, and the new Postgres rebuilds read models
 //! identical to the original's (registry and audit trail, positions aside), whose trail verifies.
 
+use std::sync::Arc;
+
 use api::Gateway;
 use axum::http::{Method, StatusCode};
 use domain::Role;
@@ -98,6 +100,41 @@ async fn a_log_copied_to_sqlite_and_back_to_postgres_verifies_and_rebuilds_ident
     assert_eq!(read_models(&target_pool).await, (servers, entries));
     let report = projections::audit::verify(&target_pool).await.unwrap();
     assert!(report.violation.is_none(), "{report:?}");
+
+    // And the SQLite copy's own read models are the same catalogue and the same trail
+    let options = projections::RunnerOptions::default();
+    let registry = Arc::new(projections::registry::SqliteRegistryProjection::default());
+    let audit = Arc::new(projections::audit::SqliteAuditProjection::default());
+    let runners = [
+        tokio::spawn(projections::SqliteRunner::new(sqlite.clone(), registry, options).run()),
+        tokio::spawn(projections::SqliteRunner::new(sqlite.clone(), audit, options).run()),
+    ];
+    let head = sqlite.committed_head().await.unwrap();
+    tests::eventually(DEADLINE, "the SQLite read models to catch up", || async {
+        for name in ["registry", "audit"] {
+            if projections::load_sqlite_checkpoint(sqlite.pool(), name).await.ok()? < head {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    runners.iter().for_each(|r| r.abort());
+    let everything = projections::registry::CatalogueFilter { limit: 500, ..Default::default() };
+    let on_sqlite = projections::registry::SqliteRegistry::new(sqlite.pool().clone()).list(&everything).await.unwrap();
+    let on_postgres = projections::registry::Registry::new(target_pool.clone()).list(&everything).await.unwrap();
+    assert_eq!(on_sqlite.entries, on_postgres.entries);
+    let trail = projections::audit::SqliteAuditTrail::new(sqlite.pool().clone());
+    let without_positions = |mut e: projections::audit::AuditEntry| {
+        (e.tx, e.gp) = (0, 0);
+        e
+    };
+    let sqlite_entries: Vec<_> = trail.entries(0, 100_000).await.unwrap().into_iter().map(without_positions).collect();
+    let postgres_entries: Vec<projections::audit::AuditEntry> =
+        sqlx::query_as("SELECT * FROM rm_audit.entries ORDER BY seq").fetch_all(&target_pool).await.unwrap();
+    let postgres_entries: Vec<_> = postgres_entries.into_iter().map(without_positions).collect();
+    assert_eq!(sqlite_entries, postgres_entries);
+    assert_eq!(trail.verify().await.unwrap().violation, None);
     // The claims came along: a copied server's name is still taken
     let state = &moved.state;
     let taken = state.store.held_claims().await.unwrap();
