@@ -237,6 +237,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Projections(command) => projections_command(command).await,
         Command::Events(EventsCommand::Copy { from, to }) => events_copy(&from, &to).await,
+        Command::Audit(AuditCommand::Prune { database, .. }) if database.database_url.starts_with("sqlite:") => {
+            bail!("audit prune runs on PostgreSQL only for now: the embedded store keeps its whole trail")
+        }
         Command::Audit(AuditCommand::Prune { database, retention_days, before, archive, signing_keys }) => {
             let pool =
                 PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
@@ -282,13 +285,27 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Audit(AuditCommand::Verify { database, public_keys }) => {
-            let pool =
-                PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
-            let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
+            let (store, trail) = match api::store_url::StoreUrl::parse(&database.database_url) {
+                Ok(url @ api::store_url::StoreUrl::Sqlite(_)) => {
+                    let store = url.open_existing().await?;
+                    let pool = sqlite_pool(&url).await?;
+                    (store, projections::audit::AuditSource::Sqlite(projections::audit::SqliteAuditTrail::new(pool)))
+                }
+                _ => {
+                    let pool = PgPoolOptions::new()
+                        .max_connections(2)
+                        .connect(&database.database_url)
+                        .await
+                        .context("database")?;
+                    let store: Arc<dyn EventStore> =
+                        Arc::new(PgEventStore::new(pool.clone(), PgEventStoreOptions::default()));
+                    (store, projections::audit::AuditSource::Postgres(pool))
+                }
+            };
             let events = store.verify_all().await?;
-            let audit = projections::audit::verify(&pool).await?;
+            let audit = trail.verify().await?;
             let keys = projections::audit::AuditKeys::verifying(&key_pairs("--public-keys", &public_keys)?)?;
-            let (checkpoints, bad_checkpoint) = projections::audit::verify_checkpoints(&pool, &keys).await?;
+            let (checkpoints, bad_checkpoint) = trail.verify_checkpoints(&keys).await?;
             if let Some(bad) = bad_checkpoint {
                 println!("checkpoint {} (entry {}): {:?}", bad.id, bad.seq, bad.kind);
                 std::process::exit(1)
@@ -391,6 +408,17 @@ fn embedded_keys(dir: &std::path::Path, file: &str, what: &str) -> anyhow::Resul
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
+/// The pool of the SQLite file `url` names (opened as it is: nothing created).
+async fn sqlite_pool(url: &api::store_url::StoreUrl) -> anyhow::Result<sqlx::SqlitePool> {
+    let api::store_url::StoreUrl::Sqlite(path) = url else { bail!("not a SQLite store") };
+    let options = eventstore::SqliteEventStore::connect_options(path).create_if_missing(false);
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 /// `id:base64` entries as pairs.
 fn key_pairs(setting: &str, entries: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     entries
@@ -477,6 +505,42 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             for (name, kind) in PROJECTIONS {
                 println!("{name}\t{kind}");
             }
+            Ok(())
+        }
+        ProjectionsCommand::Status(database) if database.database_url.starts_with("sqlite:") => {
+            let url = api::store_url::StoreUrl::parse(&database.database_url)?;
+            let (store, pool) = (url.open_existing().await?, sqlite_pool(&url).await?);
+            let head = store.committed_head().await?;
+            println!("head of $all: {}", head.map(|p| p.to_string()).unwrap_or_else(|| "empty".into()));
+            for (name, kind) in PROJECTIONS {
+                if kind != "table" {
+                    println!("{name}\t{kind}");
+                    continue;
+                }
+                let checkpoint = projections::load_sqlite_checkpoint(&pool, name).await?;
+                let behind: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE global_position > ?")
+                    .bind(checkpoint.map_or(0, |p| p.global_position as i64))
+                    .fetch_one(&pool)
+                    .await?;
+                let at = checkpoint.map(|p| p.to_string()).unwrap_or_else(|| "nothing applied".into());
+                println!("{name}\ttable\tcheckpoint {at}\t{behind} events behind");
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild { database, name } if database.database_url.starts_with("sqlite:") => {
+            // The embedded gateway is one process: stop it first. The read model is dropped and folded again.
+            let url = api::store_url::StoreUrl::parse(&database.database_url)?;
+            let api::store_url::StoreUrl::Sqlite(path) = &url else { bail!("not a SQLite store") };
+            let store =
+                eventstore::SqliteEventStore::open(path, eventstore::SqliteEventStoreOptions::default()).await?;
+            let projection: Arc<dyn projections::SqliteProjection> = match name.as_str() {
+                "registry" => Arc::new(projections::registry::SqliteRegistryProjection::default()),
+                "audit" => Arc::new(projections::audit::SqliteAuditProjection::default()),
+                "authz" => bail!("authz is in memory: every instance rebuilds it at start"),
+                other => bail!("no projection named {other}; see `mcp-gateway projections list`"),
+            };
+            let applied = projections::rebuild_sqlite(&store, projection).await?;
+            println!("rebuilt {name}: {applied} events applied");
             Ok(())
         }
         ProjectionsCommand::Status(database) => {

@@ -35,7 +35,7 @@ pub use filter::EventFilter;
 pub use memory_runner::MemoryRunner;
 pub use projection::{MemoryProjection, TableProjection};
 pub use rebuild::{RebuildReport, rebuild};
-pub use sqlite_runner::{SqliteProjection, SqliteRunner, load_sqlite_checkpoint};
+pub use sqlite_runner::{SqliteProjection, SqliteRunner, load_sqlite_checkpoint, rebuild_sqlite};
 pub use status::{ProjectionState, ProjectionStatus};
 pub use table_runner::{RunnerOptions, TableRunner, load_checkpoint};
 pub use target::schema_of;

@@ -185,3 +185,36 @@ pub async fn load_sqlite_checkpoint(pool: &SqlitePool, name: &str) -> Result<Opt
             .await?;
     Ok(row.and_then(|(t, g)| t.zip(g)).map(|(t, g)| Position { transaction_id: t as u64, global_position: g as u64 }))
 }
+
+/// Rebuilds the SQLite read model of `projection` from the log, now: its tables and checkpoint are dropped,
+/// created again and folded up to the head. Run it while no gateway serves from the file (the embedded
+/// gateway is one process). Returns the events applied.
+pub async fn rebuild_sqlite(
+    store: &SqliteEventStore,
+    projection: Arc<dyn SqliteProjection>,
+) -> Result<u64, ProjectionError> {
+    let pool = store.pool();
+    sqlx::query("DELETE FROM read_model_checkpoints WHERE name = ?").bind(projection.name()).execute(pool).await?;
+    let runner = SqliteRunner::new(store.clone(), projection.clone(), RunnerOptions::default());
+    let name = projection.name().to_owned();
+    runner.prepare(pool).await?;
+    let mut position = None;
+    let mut applied = 0u64;
+    loop {
+        let page = store.read_all(position, runner.options.batch_size).await?;
+        if page.is_empty() {
+            return Ok(applied);
+        }
+        let (handled, through, unknown) = split_page(projection.filter(), &name, position, page);
+        if let Some(error) = unknown {
+            return Err(error);
+        }
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        if !handled.is_empty() {
+            projection.apply(&mut tx, &handled).await?;
+        }
+        save_checkpoint(&mut tx, &name, through, projection.version()).await?;
+        tx.commit().await?;
+        (position, applied) = (through, applied + handled.len() as u64);
+    }
+}
