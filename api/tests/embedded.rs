@@ -92,8 +92,12 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     let (id, position) = (created["id"].as_str().unwrap().to_owned(), created["position"].as_str().unwrap().to_owned());
     let read = format!("/api/v1/servers/{id}?min_position={position}");
     assert_eq!(http(&address, "GET", &read, Some(&key), None).await.unwrap().0, 200);
-    let (status, body) = http(&address, "GET", "/api/v1/audit?action=server.", Some(&key), None).await.unwrap();
-    assert!(status == 200 && body.contains("server.registered"), "{status} {body}");
+    // The trail folds on its own: its entry follows shortly
+    tests::eventually(DEADLINE, "the registration in the audit trail", || async {
+        let (status, body) = http(&address, "GET", "/api/v1/audit?action=server.", Some(&key), None).await?;
+        (status == 200 && body.contains("server.registered")).then_some(())
+    })
+    .await;
     stop(first).await;
 
     // The data stays in ./data, the generated sealing key readable by this user only
