@@ -8,29 +8,15 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+mod common;
+
+use common::http;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-gateway");
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// One HTTP/1.1 request over a plain socket; returns the status and the body.
-async fn http(address: &str, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).await.ok()?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(key) = key {
-        request.push_str(&format!("Authorization: Bearer {key}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    Some((status, body))
-}
 
 /// `serve` in `dir` with nothing configured; returns the process, its address and the key it printed
 /// before listening, if any.

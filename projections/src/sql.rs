@@ -6,6 +6,18 @@ pub(crate) fn to_micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<c
     chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
+/// A page from `rows` fetched with one row more than `limit`: the first `limit`, and the cursor of the
+/// last when more follow.
+pub(crate) fn page<T, K>(mut rows: Vec<T>, limit: u32, cursor: impl Fn(&T) -> K) -> (Vec<T>, Option<K>) {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        let next = rows.last().map(cursor);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
 /// `text` with the `LIKE` wildcards (and the escape character) taken literally.
 pub(crate) fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")

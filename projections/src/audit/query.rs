@@ -113,7 +113,7 @@ impl AuditRecord {
 pub async fn query(pool: &PgPool, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, Option<i64>), ProjectionError> {
     let limit = filter.limit.clamp(1, 500);
     let prefix = filter.action_prefix.as_ref().map(|p| format!("{}%", escape_like(p)));
-    let mut records: Vec<AuditRecord> = sqlx::query_as(
+    let records: Vec<AuditRecord> = sqlx::query_as(
         "SELECT seq, tx::text || ':' || gp::text AS position, event_id, occurred_at, actor_id, actor_kind, actor_name, action,
                 target_kind, target_id, target_name, outcome, source_ip, user_agent, correlation_id, causation_id,
                 reason, changes, encode(prev_hash, 'hex') AS prev_hash, encode(entry_hash, 'hex') AS entry_hash
@@ -143,11 +143,5 @@ pub async fn query(pool: &PgPool, filter: &AuditFilter) -> Result<(Vec<AuditReco
     .bind(filter.through)
     .fetch_all(pool)
     .await?;
-    let next = if records.len() > limit as usize {
-        records.truncate(limit as usize);
-        records.last().map(|r| r.seq)
-    } else {
-        None
-    };
-    Ok((records, next))
+    Ok(crate::sql::page(records, limit, |r| r.seq))
 }

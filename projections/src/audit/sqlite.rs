@@ -288,13 +288,7 @@ impl SqliteAuditTrail {
                 entry_hash: hex::encode(hash),
             });
         }
-        let next = if records.len() > limit as usize {
-            records.truncate(limit as usize);
-            records.last().map(|r| r.seq)
-        } else {
-            None
-        };
-        Ok((records, next))
+        Ok(crate::sql::page(records, limit, |r| r.seq))
     }
 }
 

@@ -121,13 +121,7 @@ impl Registry {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut entries = entries;
-        let next = if entries.len() > limit as usize {
-            entries.truncate(limit as usize);
-            entries.last().map(|e| e.name.clone())
-        } else {
-            None
-        };
+        let (entries, next) = crate::sql::page(entries, limit, |e| e.name.clone());
         Ok(CataloguePage { entries, next })
     }
 

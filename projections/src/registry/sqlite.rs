@@ -273,13 +273,8 @@ impl SqliteRegistry {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
-        let next = if entries.len() > limit as usize {
-            entries.truncate(limit as usize);
-            entries.last().map(|e| e.name.clone())
-        } else {
-            None
-        };
+        let entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        let (entries, next) = crate::sql::page(entries, limit, |e| e.name.clone());
         Ok(CataloguePage { entries, next })
     }
 
