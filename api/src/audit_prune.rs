@@ -13,7 +13,6 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use projections::audit::{AuditFilter, AuditKeys};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
 
 /// What a prune did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +56,7 @@ pub enum PruneError {
 /// Archives the entries of events before `before` to `archive` (a new file), verifies it with `keys`, then
 /// deletes them from the hot table.
 pub async fn prune_to_archive(
-    pool: &PgPool,
+    trail: &projections::audit::AuditSource,
     keys: Arc<AuditKeys>,
     before: DateTime<Utc>,
     archive: &Path,
@@ -66,7 +65,7 @@ pub async fn prune_to_archive(
     if archive.exists() {
         return Err(PruneError::ArchiveExists(archive.to_owned()));
     }
-    let Some((first, last)) = projections::audit::prunable(pool, before).await? else {
+    let Some((first, last)) = trail.prunable(before).await? else {
         return Ok(PruneOutcome::Nothing);
     };
     let io = |source| PruneError::Io { path: archive.to_owned(), source };
@@ -78,13 +77,8 @@ pub async fn prune_to_archive(
         }
     })?;
     let filter = AuditFilter { after: Some(first - 1), through: Some(last), limit: 500, ..Default::default() };
-    let mut lines = std::pin::pin!(crate::routes::audit::export_lines(
-        projections::audit::AuditSource::Postgres(pool.clone()),
-        keys.clone(),
-        filter,
-        false,
-        true
-    ));
+    let mut lines =
+        std::pin::pin!(crate::routes::audit::export_lines(trail.clone(), keys.clone(), filter, false, true));
     let mut digest = Sha256::new();
     while let Some(chunk) = lines.next().await {
         let chunk = chunk.map_err(io)?;
@@ -104,6 +98,6 @@ pub async fn prune_to_archive(
         return Err(PruneError::Unverified(format!("{} entries, expected {expected}", report.entries)));
     }
     let sha256: [u8; 32] = digest.finalize().into();
-    projections::audit::prune(pool, first, last, sha256).await?;
+    trail.prune(first, last, sha256).await?;
     Ok(PruneOutcome::Pruned { first, last, sha256: hex::encode(sha256) })
 }

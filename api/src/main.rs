@@ -237,12 +237,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Projections(command) => projections_command(command).await,
         Command::Events(EventsCommand::Copy { from, to }) => events_copy(&from, &to).await,
-        Command::Audit(AuditCommand::Prune { database, .. }) if database.database_url.starts_with("sqlite:") => {
-            bail!("audit prune runs on PostgreSQL only for now: the embedded store keeps its whole trail")
-        }
         Command::Audit(AuditCommand::Prune { database, retention_days, before, archive, signing_keys }) => {
-            let pool =
-                PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
+            let trail = audit_source(&database.database_url).await?;
             let keys =
                 Arc::new(projections::audit::AuditKeys::new(&key_pairs("MGW_AUDIT_SIGNING_KEYS", &signing_keys)?)?);
             if !keys.can_sign() {
@@ -250,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let before =
                 before.unwrap_or_else(|| chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days)));
-            match api::audit_prune::prune_to_archive(&pool, keys, before, &archive).await? {
+            match api::audit_prune::prune_to_archive(&trail, keys, before, &archive).await? {
                 api::audit_prune::PruneOutcome::Nothing => println!("nothing before {before} to prune"),
                 api::audit_prune::PruneOutcome::Pruned { first, last, sha256 } => {
                     println!("entries {first}..={last} archived to {} (sha256 {sha256}) and pruned", archive.display())
@@ -406,6 +402,18 @@ fn embedded_keys(dir: &std::path::Path, file: &str, what: &str) -> anyhow::Resul
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
+/// The audit trail of the store `url` names (PostgreSQL, or an embedded SQLite file, opened as it is).
+async fn audit_source(url: &str) -> anyhow::Result<projections::audit::AuditSource> {
+    Ok(match api::store_url::StoreUrl::parse(url) {
+        Ok(sqlite @ api::store_url::StoreUrl::Sqlite(_)) => projections::audit::AuditSource::Sqlite(
+            projections::audit::SqliteAuditTrail::new(sqlite_pool(&sqlite).await?),
+        ),
+        _ => projections::audit::AuditSource::Postgres(
+            PgPoolOptions::new().max_connections(2).connect(url).await.context("database")?,
+        ),
+    })
 }
 
 /// The pool of the SQLite file `url` names (opened as it is: nothing created).

@@ -66,6 +66,25 @@ impl AuditSource {
         }
     }
 
+    /// The entries a prune of everything before `before` would remove.
+    pub async fn prunable(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<(i64, i64)>, crate::ProjectionError> {
+        match self {
+            Self::Postgres(pool) => prunable(pool, before).await,
+            Self::Sqlite(trail) => trail.prunable(before).await,
+        }
+    }
+
+    /// Deletes archived entries `first..=last` and records where the trail now starts.
+    pub async fn prune(&self, first: i64, last: i64, archive_sha256: [u8; 32]) -> Result<u64, crate::ProjectionError> {
+        match self {
+            Self::Postgres(pool) => prune(pool, first, last, archive_sha256).await,
+            Self::Sqlite(trail) => trail.prune(first, last, archive_sha256).await,
+        }
+    }
+
     /// Signs the current chain head, if it moved since the last checkpoint.
     pub async fn write_checkpoint(&self, keys: &AuditKeys) -> Result<Option<i64>, crate::ProjectionError> {
         match self {

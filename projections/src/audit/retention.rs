@@ -55,6 +55,25 @@ pub async fn prunable(pool: &PgPool, before: DateTime<Utc>) -> Result<Option<(i6
     })
 }
 
+/// Refuses a prune of `first..=last` that does not begin at the oldest entry of the trail's `(oldest,
+/// newest)` bounds, or that would remove the newest entry (the projection continues the chain from it).
+pub(crate) fn check_prune_range(
+    first: i64,
+    last: i64,
+    bounds: (Option<i64>, Option<i64>),
+) -> Result<(), ProjectionError> {
+    let refuse = |reason: &str| ProjectionError::Apply {
+        projection: super::projection::NAME.to_owned(),
+        position: Position { transaction_id: 0, global_position: 0 },
+        reason: format!("prune of entries {first}..={last} refused: {reason}"),
+    };
+    match bounds {
+        (Some(oldest), Some(newest)) if oldest == first && last < newest && first <= last => Ok(()),
+        (Some(_), Some(newest)) if last >= newest => Err(refuse("the newest entry stays")),
+        _ => Err(refuse("the range must start at the oldest entry")),
+    }
+}
+
 /// Deletes the entries numbered `first..=last` (as [`prunable`] returned them, and archived since in a
 /// file whose SHA-256 is `archive_sha256`) and records where the trail now starts. Refuses a range that
 /// does not begin where the trail begins, or that would remove the newest entry. Returns the number of
@@ -63,16 +82,7 @@ pub async fn prune(pool: &PgPool, first: i64, last: i64, archive_sha256: [u8; 32
     let mut tx = pool.begin().await?;
     let bounds: (Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT min(seq), max(seq) FROM rm_audit.entries").fetch_one(&mut *tx).await?;
-    let refuse = |reason: &str| ProjectionError::Apply {
-        projection: super::projection::NAME.to_owned(),
-        position: Position { transaction_id: 0, global_position: 0 },
-        reason: format!("prune of entries {first}..={last} refused: {reason}"),
-    };
-    match bounds {
-        (Some(oldest), Some(newest)) if oldest == first && last < newest && first <= last => {}
-        (Some(_), Some(newest)) if last >= newest => return Err(refuse("the newest entry stays")),
-        _ => return Err(refuse("the range must start at the oldest entry")),
-    }
+    check_prune_range(first, last, bounds)?;
     let (entry_hash, tx_id, gp): (Vec<u8>, i64, i64) =
         sqlx::query_as("SELECT entry_hash, tx, gp FROM rm_audit.entries WHERE seq = $1")
             .bind(last)

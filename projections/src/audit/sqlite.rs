@@ -15,6 +15,7 @@ use super::export::{ExportedCheckpoint, StoredCheckpoint, exported};
 use super::mapping::{AUDITED_CATEGORIES, CHAIN_VERSION, TargetState, audited_types};
 use super::projection::{Chained, NAME, fold, wanted_targets};
 use super::query::{AuditFilter, AuditRecord};
+use super::retention::{PruneMark, check_prune_range};
 use super::verify::{AuditReport, Walk};
 use crate::{EventFilter, ProjectionError, SqliteProjection};
 
@@ -351,7 +352,8 @@ impl SqliteAuditTrail {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(check_checkpoints(rows, None, keys))
+        let mark = latest_prune(&mut *self.pool.acquire().await?).await?;
+        Ok(check_checkpoints(rows, mark.as_ref(), keys))
     }
 
     /// The checkpoints (of the current chain format) signing entries `first..=last`, for a signed export.
@@ -380,7 +382,18 @@ impl SqliteAuditTrail {
                 .await?;
         let through = checkpoint.and_then(|(_, gp)| gp).unwrap_or(0);
         let categories = serde_json::to_string(&AUDITED_CATEGORIES).unwrap_or_default();
-        let mut walk = Walk::after(0, GENESIS.to_vec(), (0, 0));
+        // A pruned trail starts after the last pruned entry, from its recorded link (unless a rebuild has
+        // brought the pruned entries back).
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT min(seq) FROM audit_entries").fetch_one(&mut *snapshot).await?;
+        let mut walk = match latest_prune(&mut snapshot).await? {
+            Some(mark) if oldest != Some(1) => Walk::after(
+                mark.seq,
+                mark.entry_hash,
+                (mark.position.transaction_id as i64, mark.position.global_position as i64),
+            ),
+            _ => Walk::after(0, GENESIS.to_vec(), (0, 0)),
+        };
         loop {
             let rows = sqlx::query("SELECT * FROM audit_entries WHERE seq >= ? ORDER BY seq LIMIT ?")
                 .bind(walk.expected_seq)
@@ -416,3 +429,68 @@ impl SqliteAuditTrail {
 
 /// Entries (and events) read per page by [`SqliteAuditTrail::verify`].
 const PAGE: i64 = 10_000;
+
+/// The newest prune of the SQLite trail, if any.
+async fn latest_prune(conn: &mut SqliteConnection) -> Result<Option<PruneMark>, ProjectionError> {
+    let row: Option<(i64, Vec<u8>, i64, i64)> = sqlx::query_as(
+        "SELECT through_seq, through_hash, through_tx, through_gp FROM audit_prunes ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(seq, entry_hash, tx, gp)| PruneMark {
+        seq,
+        entry_hash,
+        position: eventstore::Position { transaction_id: tx as u64, global_position: gp as u64 },
+    }))
+}
+
+impl SqliteAuditTrail {
+    /// The entries a prune of everything before `before` would remove, as (first, last); the newest entry
+    /// always stays (as [`prunable`](super::prunable) on Postgres).
+    pub async fn prunable(&self, before: chrono::DateTime<chrono::Utc>) -> Result<Option<(i64, i64)>, ProjectionError> {
+        let range: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT min(seq), max(seq) FROM audit_entries
+              WHERE julianday(occurred_at) < julianday(?) AND seq < (SELECT max(seq) FROM audit_entries)",
+        )
+        .bind(before)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(range.0.zip(range.1))
+    }
+
+    /// Deletes the archived entries `first..=last` and records where the trail now starts (as
+    /// [`prune`](super::prune) on Postgres).
+    pub async fn prune(&self, first: i64, last: i64, archive_sha256: [u8; 32]) -> Result<u64, ProjectionError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let bounds: (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(seq), max(seq) FROM audit_entries").fetch_one(&mut *tx).await?;
+        check_prune_range(first, last, bounds)?;
+        let (entry_hash, tx_id, gp): (Vec<u8>, i64, i64) =
+            sqlx::query_as("SELECT entry_hash, tx, gp FROM audit_entries WHERE seq = ?")
+                .bind(last)
+                .fetch_one(&mut *tx)
+                .await?;
+        let deleted = sqlx::query("DELETE FROM audit_entries WHERE seq BETWEEN ? AND ?")
+            .bind(first)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO audit_prunes (through_seq, through_hash, through_tx, through_gp, entries, archive_sha256,
+                                       pruned_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(last)
+        .bind(&entry_hash)
+        .bind(tx_id)
+        .bind(gp)
+        .bind(i64::try_from(deleted).unwrap_or(i64::MAX))
+        .bind(archive_sha256.as_slice())
+        .bind(chrono::Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}

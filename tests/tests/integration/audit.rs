@@ -457,7 +457,14 @@ async fn pruning_archives_old_entries_to_a_file_that_verifies_and_the_rest_of_th
     // When the entries before the cut-off are pruned to an archive
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("audit-archive.jsonl");
-    let outcome = prune_to_archive(store.pool(), keys.clone(), cutoff, &archive).await.unwrap();
+    let outcome = prune_to_archive(
+        &projections::audit::AuditSource::Postgres(store.pool().clone()),
+        keys.clone(),
+        cutoff,
+        &archive,
+    )
+    .await
+    .unwrap();
 
     // Then exactly the entries up to the signed checkpoint left the table, into a file that verifies offline
     // The recorded digest is the archive file's, in the outcome and in audit_sig.prunes.
@@ -494,7 +501,13 @@ async fn pruning_archives_old_entries_to_a_file_that_verifies_and_the_rest_of_th
     .unwrap();
     assert_eq!(named, [Some("early".to_owned())]);
     // And an archive is never overwritten
-    let again = prune_to_archive(store.pool(), keys.clone(), chrono::Utc::now(), &archive).await;
+    let again = prune_to_archive(
+        &projections::audit::AuditSource::Postgres(store.pool().clone()),
+        keys.clone(),
+        chrono::Utc::now(),
+        &archive,
+    )
+    .await;
     assert!(matches!(again, Err(PruneError::ArchiveExists(_))), "{again:?}");
 
     // And a rebuild from the events restores every entry, hash for hash
@@ -741,4 +754,72 @@ async fn the_same_log_makes_the_same_trail_on_sqlite_whose_chain_verifies_and_na
     sqlx::query("DELETE FROM audit_entries WHERE seq = 5").execute(sqlite.pool()).await.unwrap();
     let violation = trail.verify().await.unwrap().violation.expect("the removed entry is named");
     assert_eq!((violation.seq, violation.kind), (5, AuditViolationKind::Missing));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_trail_prunes_to_an_archive_that_verifies_and_the_rest_still_verifies() {
+    use api::audit_prune::{PruneOutcome, prune_to_archive};
+    use eventstore::{SqliteEventStore, SqliteEventStoreOptions};
+    use projections::audit::{AuditKeys, AuditSource, SqliteAuditProjection, SqliteAuditTrail, verify_export};
+    // A SQLite trail of every event type (copied from Postgres), signed by a checkpoint
+    let (store, _db) = store().await;
+    write_every_event_type(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        SqliteEventStore::open(&dir.path().join("events.db"), SqliteEventStoreOptions::default()).await.unwrap();
+    eventstore::copy_events(&store, &sqlite, |_| {}).await.unwrap();
+    let runner = projections::SqliteRunner::new(
+        sqlite.clone(),
+        Arc::new(SqliteAuditProjection::default()),
+        RunnerOptions::default(),
+    );
+    let task = tokio::spawn(runner.run());
+    let caught_up = || async {
+        let head = sqlite.committed_head().await.unwrap();
+        tests::eventually(DEADLINE, "the SQLite trail to reach the head", || async {
+            (projections::load_sqlite_checkpoint(sqlite.pool(), "audit").await.ok()? >= head).then_some(())
+        })
+        .await;
+    };
+    caught_up().await;
+    let keys = Arc::new(AuditKeys::new(&[("a1".into(), SIGNING.into())]).unwrap());
+    let published = AuditKeys::verifying(&keys.public_keys()).unwrap();
+    let trail = AuditSource::Sqlite(SqliteAuditTrail::new(sqlite.pool().clone()));
+    let signed = trail.write_checkpoint(&keys).await.unwrap().unwrap();
+    let cutoff = chrono::Utc::now();
+    // And entries after the cut-off
+    let servers = ServerCommands::new(
+        Arc::new(sqlite.clone()),
+        Arc::new(Keyring::new("k1", [("k1", K1)]).unwrap()),
+        NetworkPolicy::default(),
+        Arc::new(SystemResolver),
+    );
+    for name in ["later-1", "later-2"] {
+        let input = RegisterInput {
+            name: name.into(),
+            title: None,
+            description: "d".into(),
+            tags: vec![],
+            transport: Transport::StreamableHttp,
+            url: "https://93.184.216.34/mcp".into(),
+            upstream_auth: UpstreamAuthInput::None,
+            access: Default::default(),
+        };
+        servers.register(Uuid::now_v7(), input, "owner-1", &context()).await.unwrap();
+    }
+    caught_up().await;
+    task.abort();
+
+    // When the entries before the cut-off are pruned
+    let archive = dir.path().join("archive.jsonl");
+    let outcome = prune_to_archive(&trail, keys.clone(), cutoff, &archive).await.unwrap();
+
+    // Then they left the table into an archive that verifies offline, and the rest verifies from the mark
+    let PruneOutcome::Pruned { first, last, .. } = outcome else { panic!("nothing pruned") };
+    assert_eq!((first, last), (1, signed));
+    let report = verify_export(std::io::BufReader::new(std::fs::File::open(&archive).unwrap()), &published).unwrap();
+    assert_eq!((report.problem, report.trailer, report.entries), (None, true, signed as u64));
+    let rest = trail.verify().await.unwrap();
+    assert_eq!((rest.violation, rest.checked), (None, 2));
+    assert_eq!(trail.verify_checkpoints(&published).await.unwrap(), (1, None));
 }
