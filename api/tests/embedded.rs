@@ -110,11 +110,16 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     let (ok, out) = cli(&["audit", "verify"]).await;
     assert!(ok && out.contains("intact") && out.contains("0 violations"), "{out}");
     let (ok, out) = cli(&["projections", "status"]).await;
-    assert!(ok && out.contains("registry\ttable\tcheckpoint") && out.contains("0 events behind"), "{out}");
+    assert!(ok && out.contains("registry\ttable\tcheckpoint"), "{out}");
     let (ok, out) = cli(&["projections", "rebuild", "registry"]).await;
     assert!(ok && out.contains("rebuilt registry"), "{out}");
     let (ok, out) = cli(&["projections", "rebuild", "audit"]).await;
     assert!(ok && out.contains("rebuilt audit"), "{out}");
+    // (The stopped gateway may not have folded its last events, its own reads of the trail among them;
+    // a rebuild folds everything.)
+    let (ok, out) = cli(&["projections", "status"]).await;
+    let behind = out.lines().filter(|l| l.ends_with("events behind")).collect::<Vec<_>>();
+    assert!(ok && behind.len() == 2 && behind.iter().all(|l| l.ends_with("\t0 events behind")), "{out}");
     let (ok, out) = cli(&["audit", "verify"]).await;
     assert!(ok && out.contains("intact"), "the rebuilt trail verifies: {out}");
 
