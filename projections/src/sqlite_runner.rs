@@ -15,8 +15,8 @@ use eventstore::{EventStore, Position, RecordedEvent, SqliteEventStore};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::watch;
 
-use crate::table_runner::split_page;
-use crate::{EventFilter, ProjectionError, ProjectionState, ProjectionStatus, RunnerOptions};
+use crate::table_runner::{report_progress, run_until_halted, split_page};
+use crate::{EventFilter, ProjectionError, ProjectionStatus, RunnerOptions};
 
 /// A read model in SQLite tables, folded from `$all` in batches.
 #[async_trait]
@@ -58,20 +58,7 @@ impl SqliteRunner {
     /// Runs until dropped, or until an error that running again cannot fix (returned, and reported as
     /// [`ProjectionState::Halted`]).
     pub async fn run(self) -> ProjectionError {
-        loop {
-            let error = match self.run_term().await {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            if error.is_permanent() {
-                tracing::error!(projection = self.projection.name(), error = %error, "projection halted");
-                self.status.send_modify(|s| s.state = ProjectionState::Halted(error.to_string()));
-                return error;
-            }
-            tracing::warn!(projection = self.projection.name(), error = %error, "projection runner stopped; starting again");
-            self.status.send_modify(|s| s.state = ProjectionState::Starting);
-            tokio::time::sleep(self.options.retry_after).await;
-        }
+        run_until_halted(self.projection.name(), &self.status, self.options.retry_after, || self.run_term()).await
     }
 
     async fn run_term(&self) -> Result<std::convert::Infallible, ProjectionError> {
@@ -148,11 +135,7 @@ impl SqliteRunner {
     }
 
     fn report(&self, checkpoint: Option<Position>, applied: u64, caught_up: bool) {
-        self.status.send_modify(|s| {
-            s.checkpoint = checkpoint;
-            s.applied += applied;
-            s.state = if caught_up { ProjectionState::Live } else { ProjectionState::CatchingUp };
-        });
+        report_progress(self.projection.name(), &self.status, checkpoint, applied, caught_up);
     }
 }
 

@@ -63,21 +63,7 @@ impl TableRunner {
     /// Runs until the future is dropped, or until an error that running again cannot fix (returned, and
     /// reported as [`ProjectionState::Halted`]).
     pub async fn run(self) -> ProjectionError {
-        loop {
-            let error = match self.run_term().await {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            if error.is_permanent() {
-                tracing::error!(projection = self.projection.name(), error = %error, "projection halted");
-                metrics::gauge!("projection_ready", "projection" => self.projection.name().to_owned()).set(0.0);
-                self.status.send_modify(|s| s.state = ProjectionState::Halted(error.to_string()));
-                return error;
-            }
-            tracing::warn!(projection = self.projection.name(), error = %error, "projection runner stopped; starting again");
-            self.status.send_modify(|s| s.state = ProjectionState::Starting);
-            tokio::time::sleep(self.options.retry_after).await;
-        }
+        run_until_halted(self.projection.name(), &self.status, self.options.retry_after, || self.run_term()).await
     }
 
     /// Becomes the active runner, rebuilds if the projection's version changed, then applies until
@@ -186,15 +172,54 @@ impl TableRunner {
     }
 
     fn set_progress(&self, checkpoint: Option<Position>, applied: u64, caught_up: bool) {
-        let name = self.projection.name().to_owned();
-        metrics::counter!("projection_events_applied_total", "projection" => name.clone()).increment(applied);
-        metrics::gauge!("projection_ready", "projection" => name).set(if caught_up { 1.0 } else { 0.0 });
-        self.status.send_modify(|s| {
-            s.checkpoint = checkpoint;
-            s.applied += applied;
-            s.state = if caught_up { ProjectionState::Live } else { ProjectionState::CatchingUp };
-        });
+        report_progress(self.projection.name(), &self.status, checkpoint, applied, caught_up);
     }
+}
+
+/// Runs `term` again after every error running again may fix (after `retry_after`), until one it cannot
+/// (returned, and reported as [`ProjectionState::Halted`]): the life of every table runner.
+pub(crate) async fn run_until_halted<F, Fut>(
+    name: &str,
+    status: &watch::Sender<ProjectionStatus>,
+    retry_after: std::time::Duration,
+    mut term: F,
+) -> ProjectionError
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<std::convert::Infallible, ProjectionError>>,
+{
+    loop {
+        let error = match term().await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        if error.is_permanent() {
+            tracing::error!(projection = name, error = %error, "projection halted");
+            metrics::gauge!("projection_ready", "projection" => name.to_owned()).set(0.0);
+            status.send_modify(|s| s.state = ProjectionState::Halted(error.to_string()));
+            return error;
+        }
+        tracing::warn!(projection = name, error = %error, "projection runner stopped; starting again");
+        status.send_modify(|s| s.state = ProjectionState::Starting);
+        tokio::time::sleep(retry_after).await;
+    }
+}
+
+/// Reports a runner's progress: its status for `/ready`, and the metrics.
+pub(crate) fn report_progress(
+    name: &str,
+    status: &watch::Sender<ProjectionStatus>,
+    checkpoint: Option<Position>,
+    applied: u64,
+    caught_up: bool,
+) {
+    metrics::counter!("projection_events_applied_total", "projection" => name.to_owned()).increment(applied);
+    metrics::gauge!("projection_ready", "projection" => name.to_owned()).set(if caught_up { 1.0 } else { 0.0 });
+    status.send_modify(|s| {
+        s.checkpoint = checkpoint;
+        s.applied += applied;
+        s.state = if caught_up { ProjectionState::Live } else { ProjectionState::CatchingUp };
+    });
 }
 
 async fn read_checkpoint(pool: &PgPool, target: &Target) -> Result<target::Checkpoint, ProjectionError> {
