@@ -101,6 +101,12 @@ pub enum StartError {
     /// The token signing keys could not be loaded, created or tested.
     #[error("token signing keys: {0}")]
     Tokens(#[from] commands::CommandError),
+    /// Another process serves the embedded store.
+    #[error(transparent)]
+    StoreLocked(#[from] crate::store_lock::StoreLockError),
+    /// PostgreSQL refused every connection, for this reason.
+    #[error("the database refuses connections: {0}")]
+    DatabaseRefused(String),
     /// An embedded store was configured with what only several instances need.
     #[error("{0}")]
     Embedded(&'static str),
@@ -120,6 +126,7 @@ struct Backend {
     tables: crate::tables::Tables,
     registry: Catalogue,
     registry_status: tokio::sync::watch::Receiver<projections::ProjectionStatus>,
+    audit_status: tokio::sync::watch::Receiver<projections::ProjectionStatus>,
     authz_runner: MemoryRunner<Authz>,
     nats: Option<async_nats::Client>,
 }
@@ -129,6 +136,8 @@ pub struct Gateway {
     /// The router's state.
     pub state: AppState,
     tasks: Vec<JoinHandle<()>>,
+    /// The embedded store's lock, held while the instance runs.
+    _store_lock: Option<crate::store_lock::StoreLock>,
 }
 
 impl Gateway {
@@ -137,13 +146,16 @@ impl Gateway {
         let keyring = Arc::new(Keyring::new(&config.sealing_key_current, config.sealing_keys.clone())?);
         let audit_keys = Arc::new(AuditKeys::new(&config.audit_signing_keys)?);
         let mut tasks = Vec::new();
+        let mut store_lock = None;
         let backend = match crate::store_url::StoreUrl::parse(&config.database_url) {
             Ok(crate::store_url::StoreUrl::Sqlite(path)) => {
+                store_lock = Some(crate::store_lock::StoreLock::acquire(&path)?);
                 Self::embedded(config, &path, &audit_keys, &mut tasks).await?
             }
             _ => Self::postgres(config, &audit_keys, &mut tasks).await?,
         };
-        let Backend { store: shared_store, tables, registry, registry_status, authz_runner, nats } = backend;
+        let Backend { store: shared_store, tables, registry, registry_status, audit_status, authz_runner, nats } =
+            backend;
         let (authz, authz_status) = (authz_runner.model(), authz_runner.status());
         tasks.push(tokio::spawn(async move {
             let error = authz_runner.run().await;
@@ -184,13 +196,15 @@ impl Gateway {
             authz,
             authz_status,
             registry_status,
+            audit_status,
             audit_keys,
             tables,
             store: shared_store,
             nats,
+            nats_stream: RelayOptions::default().stream,
             metrics,
         };
-        Ok(Self { state, tasks })
+        Ok(Self { state, tasks, _store_lock: store_lock })
     }
 
     /// The production backend: PostgreSQL, and NATS when configured (relay, wake-ups, the authorization
@@ -200,7 +214,16 @@ impl Gateway {
         audit_keys: &Arc<AuditKeys>,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Result<Backend, StartError> {
-        let pool = PgPoolOptions::new().max_connections(config.max_connections).connect(&config.database_url).await?;
+        let pool =
+            match PgPoolOptions::new().max_connections(config.max_connections).connect(&config.database_url).await {
+                Ok(pool) => pool,
+                // The pool retried the server's refusals until it gave up: say what the server said.
+                Err(sqlx::Error::PoolTimedOut) => {
+                    let options: sqlx::postgres::PgConnectOptions = config.database_url.parse()?;
+                    return Err(StartError::DatabaseRefused(crate::tables::postgres_cause(&options).await));
+                }
+                Err(e) => return Err(e.into()),
+            };
         PgEventStore::migrate(&pool).await?;
         let store = PgEventStore::new(pool.clone(), PgEventStoreOptions::default());
         let nats = match &config.nats_url {
@@ -212,7 +235,8 @@ impl Gateway {
             None => None,
         };
         let relay_options = RelayOptions::default();
-        let shared_store: Arc<dyn eventstore::EventStore> = Arc::new(store.clone());
+        let shared_store: Arc<dyn eventstore::EventStore> =
+            Arc::new(eventstore::Instrumented::new(Arc::new(store.clone()), "postgres"));
         let authz_runner = match &nats {
             Some(client) => {
                 let jetstream = async_nats::jetstream::new(client.clone());
@@ -241,6 +265,7 @@ impl Gateway {
         }));
         let audit_runner =
             TableRunner::new(store.clone(), Arc::new(AuditProjection::default()), RunnerOptions::default());
+        let audit_status = audit_runner.status();
         tasks.push(tokio::spawn(async move {
             let error = audit_runner.run().await;
             tracing::error!(%error, "the audit projection halted");
@@ -255,6 +280,7 @@ impl Gateway {
             tables: crate::tables::Tables::Postgres(pool.clone()),
             registry: Catalogue::Postgres(Registry::new(pool)),
             registry_status,
+            audit_status,
             authz_runner,
             nats,
         })
@@ -274,7 +300,8 @@ impl Gateway {
             ));
         }
         let store = SqliteEventStore::open(path, SqliteEventStoreOptions::default()).await?;
-        let shared_store: Arc<dyn eventstore::EventStore> = Arc::new(store.clone());
+        let shared_store: Arc<dyn eventstore::EventStore> =
+            Arc::new(eventstore::Instrumented::new(Arc::new(store.clone()), "sqlite"));
         let authz_runner = MemoryRunner::new(shared_store.clone(), Authz::default(), SubscriptionOptions::default());
         let registry_runner =
             SqliteRunner::new(store.clone(), Arc::new(SqliteRegistryProjection::default()), RunnerOptions::default());
@@ -285,6 +312,7 @@ impl Gateway {
         }));
         let audit_runner =
             SqliteRunner::new(store.clone(), Arc::new(SqliteAuditProjection::default()), RunnerOptions::default());
+        let audit_status = audit_runner.status();
         tasks.push(tokio::spawn(async move {
             let error = audit_runner.run().await;
             tracing::error!(%error, "the audit projection halted");
@@ -301,6 +329,7 @@ impl Gateway {
             tables: crate::tables::Tables::Sqlite(pool.clone()),
             registry: Catalogue::Sqlite(SqliteRegistry::new(pool)),
             registry_status,
+            audit_status,
             authz_runner,
             nats: None,
         })

@@ -18,6 +18,7 @@ pub mod params;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod store_lock;
 pub mod store_url;
 pub mod tables;
 

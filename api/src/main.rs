@@ -441,7 +441,7 @@ fn key_pairs(setting: &str, entries: &[String]) -> anyhow::Result<Vec<(String, S
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(args)?;
     let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("mgw_http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
         .install_recorder()?;
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let listener =

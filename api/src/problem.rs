@@ -87,7 +87,11 @@ fn role_change(refused: RoleChangeRefused) -> Problem {
         RoleChangeRefused::AboveOwn(_) => (StatusCode::FORBIDDEN, "above-own-role", "Role above your own"),
         RoleChangeRefused::LastOwner => (StatusCode::CONFLICT, "last-owner", "Last owner"),
         RoleChangeRefused::MfaRequired(_) => (StatusCode::FORBIDDEN, "mfa-required", "Second factor required"),
-        RoleChangeRefused::ReasonRequired => {
+        RoleChangeRefused::TargetAbove(_) => (StatusCode::FORBIDDEN, "target-above-own-role", "Principal outranks you"),
+        RoleChangeRefused::SeparationOfDuties => {
+            (StatusCode::CONFLICT, "separation-of-duties", "Auditors hold no other role")
+        }
+        RoleChangeRefused::Reason(_) => {
             return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field")
                 .field("reason")
                 .detail(refused.to_string());

@@ -35,6 +35,8 @@ pub struct AppState {
     pub authz_status: watch::Receiver<ProjectionStatus>,
     /// The registry runner's status.
     pub registry_status: watch::Receiver<ProjectionStatus>,
+    /// The audit trail runner's status.
+    pub audit_status: watch::Receiver<ProjectionStatus>,
     /// The audit trail's signing and verification keys.
     pub audit_keys: std::sync::Arc<projections::audit::AuditKeys>,
     /// The database of the gateway's own tables and read models.
@@ -43,11 +45,18 @@ pub struct AppState {
     pub store: std::sync::Arc<dyn eventstore::EventStore>,
     /// NATS, when configured.
     pub nats: Option<async_nats::Client>,
+    /// The JetStream stream the relay publishes to (`/ready` checks it is there).
+    pub nats_stream: String,
     /// The Prometheus exporter, when installed.
     pub metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
+    /// Every projection's status, in the order `/ready` and `/metrics` list them.
+    pub fn projections(&self) -> [&watch::Receiver<ProjectionStatus>; 3] {
+        [&self.authz_status, &self.registry_status, &self.audit_status]
+    }
+
     /// True once the authorization model has caught up (requests fail closed before).
     pub fn authz_ready(&self) -> bool {
         self.authz_status.borrow().is_ready()

@@ -13,11 +13,18 @@ pub enum Tables {
 }
 
 impl Tables {
-    /// True when the database answers.
-    pub async fn ping(&self) -> bool {
-        match self {
-            Tables::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
-            Tables::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+    /// Whether the database answers; when not, the server's own words.
+    pub async fn ping(&self) -> Result<(), String> {
+        let answered = match self {
+            Tables::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Tables::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        };
+        match (answered, self) {
+            (Ok(()), _) => Ok(()),
+            (Err(sqlx::Error::PoolTimedOut), Tables::Postgres(pool)) => {
+                Err(postgres_cause(&pool.connect_options()).await)
+            }
+            (Err(e), _) => Err(e.to_string()),
         }
     }
 
@@ -27,5 +34,18 @@ impl Tables {
             Tables::Postgres(pool) => Some(pool),
             Tables::Sqlite(_) => None,
         }
+    }
+}
+
+/// Why PostgreSQL gives no connection, in the server's own words: a pool that waited in vain says only
+/// that it timed out, while the server refused each attempt with a reason (`too many clients already`,
+/// `the database system is starting up`, a password refused). One connection made outside the pool hears
+/// it.
+pub async fn postgres_cause(options: &sqlx::postgres::PgConnectOptions) -> String {
+    use sqlx::ConnectOptions;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), options.connect()).await {
+        Ok(Ok(_connection)) => "the pool timed out, but a new connection succeeds (every connection is busy)".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the database does not answer (5 s)".into(),
     }
 }

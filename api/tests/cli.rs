@@ -121,7 +121,10 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     // Prometheus metrics count the requests by route template.
     let (status, metrics) = http(&address, "GET", "/metrics", None, None).await.unwrap();
     assert_eq!(status, 200);
-    assert!(metrics.contains("http_requests_total") && metrics.contains("route=\"/api/v1/servers/{id}\""), "{metrics}");
+    assert!(
+        metrics.contains("mgw_http_requests_total") && metrics.contains("route=\"/api/v1/servers/{id}\""),
+        "{metrics}"
+    );
     assert!(metrics.contains("http_request_duration_seconds_bucket"), "explicit buckets: {metrics}");
 
     // The trail modified above is rebuilt from the events; then an export verifies offline, an edited one

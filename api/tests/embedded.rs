@@ -71,6 +71,21 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
         (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
     })
     .await;
+    // A second process on the same data directory is refused, saying why, and the first serves on
+    let second = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .env_remove("MGW_SEALING_KEYS")
+        .env_remove("MGW_CONFIG")
+        .env_remove("MGW_DATA_DIR")
+        .env("MGW_LISTEN", "127.0.0.1:0")
+        .output();
+    let second = tokio::time::timeout(DEADLINE, second).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains("already serving"), "{err}");
+    assert_eq!(http(&address, "GET", "/ready", None, None).await.unwrap().0, 200);
     let server = r#"{"name":"io.example/embedded","transport":"streamable_http","url":"https://93.184.216.34/mcp"}"#;
     let (status, body) = http(&address, "POST", "/api/v1/servers", Some(&key), Some(server)).await.unwrap();
     assert_eq!(status, 201, "{body}");
@@ -92,8 +107,10 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("sealing.keys")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "sealing.keys is private: {mode:o}");
+        for file in ["sealing.keys", "audit-signing.keys", "events.db", "events.db.lock"] {
+            let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{file} is private: {mode:o}");
+        }
     }
 
     // The operator's commands work on the embedded store too (gateway stopped)

@@ -16,6 +16,7 @@ use domain::identity::{
     PRINCIPAL_CATEGORY, PrincipalCreated, PrincipalKind, PrincipalState, RoleActor, RoleChange, TotpEnrolled,
     TotpVerified, decide_disable, decide_role_change,
 };
+use domain::text;
 use eventstore::{
     AppendResult, Direction, EventData, EventStore, ExpectedRevision, StreamAppend, StreamCursor, StreamName,
 };
@@ -29,8 +30,10 @@ use crate::{CommandError, Keyring, Secret};
 const ATTEMPTS: usize = 4;
 /// Events read per page when loading a stream.
 const PAGE: usize = 500;
-/// Longest display name.
-const MAX_NAME_CHARS: usize = 200;
+/// Longest display name or key name.
+const MAX_NAME_CHARS: usize = text::MAX_NAME_CHARS;
+/// Longest email kept from an identity provider (RFC 5321's path limit).
+const MAX_EMAIL_CHARS: usize = 254;
 /// TOTP: 6 digits, 30-second steps, one step of clock skew either way (RFC 6238's defaults).
 const TOTP_STEP_SECONDS: u64 = 30;
 
@@ -268,19 +271,9 @@ impl PrincipalCommands {
         display_name: &str,
         context: &CommandContext,
     ) -> Result<AppendResult, CommandError> {
-        let display_name = display_name.trim();
-        if display_name.is_empty()
-            || display_name.chars().count() > MAX_NAME_CHARS
-            || display_name.contains(char::is_control)
-        {
-            return Err(invalid("display_name", format!("1 to {MAX_NAME_CHARS} printable characters")));
-        }
-        let created = IdentityEvent::PrincipalCreated(PrincipalCreated {
-            principal_id,
-            kind,
-            display_name: display_name.to_owned(),
-            roles: vec![],
-        });
+        let display_name = text::line(display_name, MAX_NAME_CHARS).map_err(|e| invalid("display_name", e))?;
+        let created =
+            IdentityEvent::PrincipalCreated(PrincipalCreated { principal_id, kind, display_name, roles: vec![] });
         let result = self
             .store
             .append(
@@ -382,10 +375,7 @@ impl PrincipalCommands {
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid("expires_at", "must be in the future"));
         }
-        let name = input.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-        if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.contains(char::is_control)) {
-            return Err(invalid("name", format!("at most {MAX_NAME_CHARS} printable characters")));
-        }
+        let name = text::optional_line(input.name.as_deref(), MAX_NAME_CHARS).map_err(|e| invalid("name", e))?;
         let (key, sha256) = new_api_key();
         let prefix: String = key.expose().chars().take(API_KEY_PREFIX.len() + 6).collect();
         let mut scopes: Vec<String> = input.scopes.iter().map(|s| s.as_str().to_owned()).collect();
@@ -435,11 +425,8 @@ impl PrincipalCommands {
         if events.iter().any(|e| matches!(e, IdentityEvent::ApiKeyRevoked(_))) {
             return Ok(None);
         }
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(invalid("reason", "a reason is required"));
-        }
-        let revoked = IdentityEvent::ApiKeyRevoked(ApiKeyRevoked { key_id, principal_id, reason: reason.to_owned() });
+        let reason = text::reason(reason).map_err(|e| invalid("reason", e))?;
+        let revoked = IdentityEvent::ApiKeyRevoked(ApiKeyRevoked { key_id, principal_id, reason });
         let result = self
             .store
             .append(&key_stream, ExpectedRevision::Exact(revision), vec![self.data(context, 0, &revoked)?])
@@ -612,6 +599,15 @@ impl PrincipalCommands {
     ) -> Result<StartedSession, CommandError> {
         use domain::identity::{SESSION_CATEGORY, SessionStarted, UserLoggedIn, UserProvisioned};
         let principal_id = principal_for(&login.issuer, &login.subject);
+        if login.subject.chars().any(text::is_forbidden) {
+            return Err(invalid("sub", "the identity provider sent a subject with control characters"));
+        }
+        // What the IdP says of the person is shown and stored, so it is cleaned, not trusted.
+        let display_name = text::clean_line(&login.display_name, MAX_NAME_CHARS)
+            .or_else(|| login.email.as_deref().and_then(|e| text::clean_line(e, MAX_NAME_CHARS)))
+            .unwrap_or_else(|| "unnamed".to_owned());
+        let email = login.email.as_deref().and_then(|e| text::clean_line(e, MAX_EMAIL_CHARS));
+        let amr: Vec<String> = login.amr.iter().filter_map(|m| text::clean_line(m, 32)).collect();
         for _ in 0..ATTEMPTS {
             let (events, revision) = self.identity_events(&stream(PRINCIPAL_CATEGORY, principal_id)?).await?;
             let mut new_events = Vec::new();
@@ -619,7 +615,7 @@ impl PrincipalCommands {
                 new_events.push(IdentityEvent::PrincipalCreated(PrincipalCreated {
                     principal_id,
                     kind: PrincipalKind::User,
-                    display_name: login.display_name.chars().take(MAX_NAME_CHARS).collect(),
+                    display_name: display_name.clone(),
                     roles: vec![],
                 }));
                 new_events.push(IdentityEvent::UserProvisioned(UserProvisioned {
@@ -627,7 +623,7 @@ impl PrincipalCommands {
                     idp: login.idp.clone(),
                     issuer: login.issuer.clone(),
                     subject: login.subject.clone(),
-                    email: login.email.clone(),
+                    email: email.clone(),
                 }));
             }
             let state = events.iter().chain(new_events.iter()).fold(None, PrincipalState::evolve);
@@ -635,13 +631,12 @@ impl PrincipalCommands {
             if state.disabled {
                 return Err(CommandError::PrincipalDisabled);
             }
-            let display_name: String = login.display_name.chars().take(MAX_NAME_CHARS).collect();
-            new_events.extend(state.profile_update(&display_name, login.email.as_deref()));
+            new_events.extend(state.profile_update(&display_name, email.as_deref()));
             new_events.extend(state.sync_idp_roles(&login.roles, &login.idp, login.claims_complete));
             new_events.push(IdentityEvent::UserLoggedIn(UserLoggedIn {
                 principal_id,
                 idp: login.idp.clone(),
-                amr: login.amr.clone(),
+                amr: amr.clone(),
                 at: now,
             }));
             let roles =
@@ -656,7 +651,7 @@ impl PrincipalCommands {
                 method: format!("oidc:{}", login.idp),
                 secret_sha256: secret_digest(secret.expose()),
                 device_id: login.device_id,
-                user_agent: login.user_agent.clone(),
+                user_agent: login.user_agent.as_deref().and_then(|u| text::clean_line(u, 512)),
                 ip: login.ip.clone(),
                 expires_at,
             });
@@ -717,13 +712,10 @@ impl PrincipalCommands {
         }
         let (principal, _) = self.load(principal_id).await?;
         self.check_acting_on_keys(actor, &principal, false).await?;
-        let reason = if reason.trim().is_empty() { "ended" } else { reason.trim() };
-        let revoked = IdentityEvent::SessionRevoked(SessionRevoked {
-            session_id,
-            principal_id,
-            by: actor,
-            reason: reason.to_owned(),
-        });
+        let reason = text::optional_line(Some(reason), text::MAX_REASON_CHARS)
+            .map_err(|e| invalid("reason", e))?
+            .unwrap_or_else(|| "ended".to_owned());
+        let revoked = IdentityEvent::SessionRevoked(SessionRevoked { session_id, principal_id, by: actor, reason });
         match self
             .store
             .append(&session_stream, ExpectedRevision::Exact(revision), vec![self.data(context, 0, &revoked)?])

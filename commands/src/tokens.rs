@@ -346,7 +346,17 @@ impl TokenService {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
-        Ok(data.claims)
+        // The cap holds at verification too: a token that claims a longer life was not issued by this
+        // gateway's rules (a leaked signing key, a bug), and must not outlive what they allow.
+        let cap = MAX_TOKEN_LIFETIME.num_seconds() + LEEWAY_SECONDS as i64;
+        let claims = data.claims;
+        if claims.exp - claims.iat.max(claims.nbf) > cap || claims.exp > Utc::now().timestamp() + cap {
+            return Err(TokenError::Invalid(format!(
+                "a lifetime beyond {} minutes is never issued",
+                MAX_TOKEN_LIFETIME.num_minutes()
+            )));
+        }
+        Ok(claims)
     }
 
     /// The public keys as a JWKS document (RFC 7517).

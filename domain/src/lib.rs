@@ -10,6 +10,7 @@ pub mod identity;
 pub mod role;
 pub mod sealed;
 pub mod server;
+pub mod text;
 
 pub use role::Role;
 pub use sealed::Sealed;

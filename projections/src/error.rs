@@ -28,6 +28,18 @@ pub enum ProjectionError {
     /// The checkpoint moved under this runner: another runner applied the same events.
     #[error("checkpoint of {0} moved under this runner")]
     CheckpointMoved(String),
+    /// Writing the read model failed at an event: permanent when the database refused the data itself
+    /// (see [`sql_error_is_permanent`]), otherwise the connection or the server's state, retried.
+    #[error("projection {projection} could not write the event at {position}: {source}")]
+    Write {
+        /// The projection.
+        projection: String,
+        /// The event it failed on.
+        position: Position,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The projection's own code refused an event.
     #[error("projection {projection} failed at {position}: {reason}")]
     Apply {
@@ -41,8 +53,51 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
-    /// True when running again cannot help: the projection's code or the events must change first.
+    /// True when running again cannot help: the projection's code or the events must change first. One
+    /// classification for every projection on both backends: a decoding or contract error, or data the
+    /// read model's database refuses, halts; a lost connection, a serialization failure, a timeout or a
+    /// server shutting down is retried.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::UnknownEventType { .. } | Self::Apply { .. } | Self::InvalidName(_))
+        match self {
+            Self::UnknownEventType { .. } | Self::Apply { .. } | Self::InvalidName(_) => true,
+            Self::Write { source, .. } => sql_error_is_permanent(source),
+            Self::Store(_) | Self::Database(_) | Self::CheckpointMoved(_) => false,
+        }
+    }
+
+    /// Where in `$all` the projection stopped, when the error names an event.
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            Self::UnknownEventType { position, .. } | Self::Write { position, .. } | Self::Apply { position, .. } => {
+                Some(*position)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether a read model's database refused a write for what it contained, or for the code that wrote
+/// it, rather than for its own state: the same write would fail again.
+///
+/// PostgreSQL: data exceptions (SQLSTATE class 22, a U+0000 in `text` among them) and syntax or
+/// undefined-object errors (class 42). SQLite: a value too big, a datatype mismatch, a malformed
+/// statement. Decoding a row the projection reads back is its contract. Constraint violations are not
+/// here: a deposed runner racing the new one meets them for a moment, and its retry finds the checkpoint
+/// moved.
+pub(crate) fn sql_error_is_permanent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::Encode(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            // SQLite's extended result codes are numbers: 18 too big, 20 mismatch, 1 a statement error.
+            code.starts_with("22") || code.starts_with("42") || matches!(code, "1" | "18" | "20" | "25")
+        }
+        _ => false,
     }
 }

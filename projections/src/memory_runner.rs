@@ -113,8 +113,7 @@ impl<P: MemoryProjection> MemoryRunner<P> {
     }
 
     fn halt(&self, error: ProjectionError) -> ProjectionError {
-        tracing::error!(error = %error, "memory projection halted");
-        self.status.send_modify(|s| s.state = ProjectionState::Halted(error.to_string()));
+        self.status.send_modify(|s| s.halt(&error));
         error
     }
 }

@@ -23,6 +23,13 @@ pub(crate) fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
+/// A read model found not what its events promised (a row to change is missing, an insert added fewer
+/// rows): reported as a decoding error, so that the runner halts on it rather than retry for ever
+/// (see [`crate::error::sql_error_is_permanent`]).
+pub(crate) fn contract_broken(message: String) -> sqlx::Error {
+    sqlx::Error::Decode(message.into())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -32,11 +32,36 @@ pub struct ProjectionStatus {
     pub checkpoint: Option<Position>,
     /// Events applied by this runner since it started.
     pub applied: u64,
+    /// The last error the runner met and is retrying after, until it moves on.
+    pub last_error: Option<String>,
+    /// Since when it is halted (see [`ProjectionState::Halted`]).
+    pub halted_since: Option<std::time::Instant>,
+    /// Where it halted: the event it could not apply, when the error names one.
+    pub halted_at: Option<Position>,
 }
 
 impl ProjectionStatus {
     pub(crate) fn new(name: &str) -> Self {
-        Self { name: name.to_owned(), state: ProjectionState::Starting, checkpoint: None, applied: 0 }
+        Self {
+            name: name.to_owned(),
+            state: ProjectionState::Starting,
+            checkpoint: None,
+            applied: 0,
+            last_error: None,
+            halted_since: None,
+            halted_at: None,
+        }
+    }
+
+    /// Records that the runner stopped for good on `error`, loudly: the error log names the projection
+    /// and the event, the halt shows in `/ready` and in `mgw_projection_halted`.
+    pub(crate) fn halt(&mut self, error: &crate::ProjectionError) {
+        tracing::error!(projection = %self.name, position = ?error.position(), %error, "projection halted");
+        metrics::gauge!("mgw_projection_ready", "projection" => self.name.clone()).set(0.0);
+        metrics::gauge!("mgw_projection_halted", "projection" => self.name.clone()).set(1.0);
+        self.state = ProjectionState::Halted(error.to_string());
+        self.halted_since = Some(std::time::Instant::now());
+        self.halted_at = error.position();
     }
 
     /// True when the read model may serve requests.

@@ -113,7 +113,7 @@ impl TableRunner {
             last_read = (page.len() < self.options.batch_size).then(Instant::now);
             if page.is_empty() {
                 self.set_progress(checkpoint.position, 0, true);
-                metrics::gauge!("projection_lag_seconds", "projection" => name.to_owned()).set(0.0);
+                metrics::gauge!("mgw_projection_lag_seconds", "projection" => name.to_owned()).set(0.0);
                 let woke = tokio::time::timeout(wait.next(), woken.changed()).await.is_ok_and(|r| r.is_ok());
                 wait.waited(woke);
                 continue;
@@ -142,7 +142,7 @@ impl TableRunner {
             if let Some(written_at) = written_at {
                 // How far behind the newest event read was written: the projection's lag, in time.
                 let lag = (chrono::Utc::now() - written_at).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics::gauge!("projection_lag_seconds", "projection" => name.to_owned()).set(lag);
+                metrics::gauge!("mgw_projection_lag_seconds", "projection" => name.to_owned()).set(lag);
             }
             if let Some(error) = unknown {
                 return Err(error);
@@ -166,7 +166,7 @@ impl TableRunner {
                 (false, None)
             }
         };
-        metrics::gauge!("projection_ready", "projection" => name.to_owned()).set(if current { 1.0 } else { 0.0 });
+        metrics::gauge!("mgw_projection_ready", "projection" => name.to_owned()).set(if current { 1.0 } else { 0.0 });
         self.status.send_modify(|s| s.state = ProjectionState::Standby { current });
         head
     }
@@ -188,22 +188,34 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<std::convert::Infallible, ProjectionError>>,
 {
+    let mut backoff = retry_after;
     loop {
+        let started = std::time::Instant::now();
         let error = match term().await {
             Ok(never) => match never {},
             Err(e) => e,
         };
         if error.is_permanent() {
-            tracing::error!(projection = name, error = %error, "projection halted");
-            metrics::gauge!("projection_ready", "projection" => name.to_owned()).set(0.0);
-            status.send_modify(|s| s.state = ProjectionState::Halted(error.to_string()));
+            status.send_modify(|s| s.halt(&error));
             return error;
         }
-        tracing::warn!(projection = name, error = %error, "projection runner stopped; starting again");
-        status.send_modify(|s| s.state = ProjectionState::Starting);
-        tokio::time::sleep(retry_after).await;
+        // A term that ran a while was healthy: the next failure starts the backoff afresh.
+        if started.elapsed() > MAX_BACKOFF {
+            backoff = retry_after;
+        }
+        tracing::warn!(projection = name, error = %error, retry_in_ms = backoff.as_millis() as u64, "projection runner stopped; starting again");
+        metrics::counter!("mgw_projection_restarts_total", "projection" => name.to_owned()).increment(1);
+        status.send_modify(|s| {
+            s.state = ProjectionState::Starting;
+            s.last_error = Some(error.to_string());
+        });
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF.max(retry_after));
     }
 }
+
+/// The longest wait between two attempts of a runner whose database keeps failing.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Reports a runner's progress: its status for `/ready`, and the metrics.
 pub(crate) fn report_progress(
@@ -213,11 +225,12 @@ pub(crate) fn report_progress(
     applied: u64,
     caught_up: bool,
 ) {
-    metrics::counter!("projection_events_applied_total", "projection" => name.to_owned()).increment(applied);
-    metrics::gauge!("projection_ready", "projection" => name.to_owned()).set(if caught_up { 1.0 } else { 0.0 });
+    metrics::counter!("mgw_projection_events_applied_total", "projection" => name.to_owned()).increment(applied);
+    metrics::gauge!("mgw_projection_ready", "projection" => name.to_owned()).set(if caught_up { 1.0 } else { 0.0 });
     status.send_modify(|s| {
         s.checkpoint = checkpoint;
         s.applied += applied;
+        s.last_error = None;
         s.state = if caught_up { ProjectionState::Live } else { ProjectionState::CatchingUp };
     });
 }

@@ -381,11 +381,24 @@ fn csv_line(r: &AuditRecord) -> String {
         r.changes.to_string(),
         r.entry_hash.clone(),
     ];
-    let quoted: Vec<String> = fields
-        .iter()
-        .map(|f| if f.contains([',', '"', '\n', '\r']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
-        .collect();
-    format!("{}\n", quoted.join(","))
+    let cells: Vec<String> = fields.iter().map(|f| csv_cell(f)).collect();
+    format!("{}\n", cells.join(","))
+}
+
+/// One CSV cell (RFC 4180 quoting). A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, a
+/// tab or a carriage return first: `=HYPERLINK(…)` in a display name) is neutralised with a leading
+/// `'`, as OWASP advises: the trail's text comes from people and identity providers.
+fn csv_cell(field: &str) -> String {
+    let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{field}"))
+    } else {
+        std::borrow::Cow::Borrowed(field)
+    };
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.into_owned()
+    }
 }
 
 /// `GET /api/v1/audit/{seq}`: one entry.
@@ -435,5 +448,15 @@ mod tests {
         assert!(line.contains(",\"x,y\","), "{line}");
         assert!(line.contains(",\"say \"\"hi\"\"\","), "{line}");
         assert!(line.contains("\"{\"\"a\"\":1}\""), "{line}");
+    }
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(csv_cell("=HYPERLINK(\"http://evil\",\"x\")"), "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\"");
+        for formula in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_cell(formula).trim_start_matches('"').starts_with('\''), "{formula:?}");
+        }
+        assert_eq!(csv_cell("plain, with comma"), "\"plain, with comma\"");
+        assert_eq!(csv_cell("Ada"), "Ada");
     }
 }

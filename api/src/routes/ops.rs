@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use projections::ProjectionState;
+
 use crate::state::AppState;
 
 /// The routes.
@@ -20,31 +22,101 @@ async fn health() -> Response {
 }
 
 /// Readiness: every component this instance needs, each with its status.
+///
+/// 503 when the instance cannot serve: the database does not answer, a projection is not ready or halted
+/// (named with the event it stopped at), or the authorization model lags. NATS only carries wake-ups and
+/// the live feed (the store is the truth, and projections follow it without NATS): while it is down the
+/// instance answers 200 `degraded`, naming the check, so that a load balancer does not turn a NATS
+/// outage into a full one.
 async fn ready(State(state): State<AppState>) -> Response {
     let store = state.tables.ping().await;
-    let nats = state.nats.as_ref().map(|c| c.connection_state() == async_nats::connection::State::Connected);
-    let authz = state.authz_status.borrow().clone();
-    let registry = state.registry_status.borrow().clone();
+    let nats = match &state.nats {
+        Some(client) => Some(nats_check(client, &state.nats_stream).await),
+        None => None,
+    };
     let lagging = state.authz_lag.exceeded();
-    let ok = store && nats.unwrap_or(true) && authz.is_ready() && lagging.is_none() && registry.is_ready();
-    let component = |ready: bool| if ready { "ok" } else { "unavailable" };
-    let body = json!({
-        "status": component(ok),
-        "checks": {
-            "event_store": component(store),
-            "nats": nats.map(component).unwrap_or("not configured"),
-            "projection.authz": { "status": component(authz.is_ready() && lagging.is_none()), "state": format!("{:?}", authz.state), "checkpoint": authz.checkpoint.map(|p| p.to_string()), "behind_ms": lagging.map(|d| d.as_millis() as u64) },
-            "projection.registry": { "status": component(registry.is_ready()), "state": format!("{:?}", registry.state), "checkpoint": registry.checkpoint.map(|p| p.to_string()) },
+    let mut checks = serde_json::Map::new();
+    checks.insert("event_store".into(), check(&store));
+    checks.insert("nats".into(), nats.as_ref().map_or(json!("not configured"), check));
+    let mut serving = store.is_ok() && lagging.is_none();
+    for status in state.projections() {
+        let status = status.borrow().clone();
+        let lag = (status.name == "authz").then(|| lagging.map(|d| d.as_millis() as u64)).flatten();
+        let ready = status.is_ready() && lag.is_none();
+        serving &= ready;
+        let mut detail = json!({
+            "status": if ready { "ok" } else { "unavailable" },
+            "state": state_name(&status.state),
+            "checkpoint": status.checkpoint.map(|p| p.to_string()),
+        });
+        if let ProjectionState::Halted(error) = &status.state {
+            detail["halted_at"] = json!(status.halted_at.map(|p| p.to_string()));
+            detail["error"] = json!(error);
+        } else if let Some(error) = &status.last_error {
+            detail["retrying_after"] = json!(error);
         }
-    });
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        if let Some(lag) = lag {
+            detail["behind_ms"] = json!(lag);
+        }
+        checks.insert(format!("projection.{}", status.name), detail);
+    }
+    let degraded = nats.as_ref().is_some_and(Result::is_err);
+    let overall = if !serving {
+        "unavailable"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = json!({ "status": overall, "checks": checks });
+    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
 
-/// Prometheus text.
-async fn metrics(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(handle) => handle.render().into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+fn check(result: &Result<(), String>) -> serde_json::Value {
+    match result {
+        Ok(()) => json!("ok"),
+        Err(error) => json!({ "status": "unavailable", "error": error }),
     }
+}
+
+fn state_name(state: &ProjectionState) -> &'static str {
+    match state {
+        ProjectionState::Starting => "starting",
+        ProjectionState::CatchingUp => "catching_up",
+        ProjectionState::Live => "live",
+        ProjectionState::Standby { current: true } => "standby",
+        ProjectionState::Standby { current: false } => "standby_behind",
+        ProjectionState::Halted(_) => "halted",
+    }
+}
+
+/// NATS is connected and holds the relay's stream: a server restarted with an empty store has lost it,
+/// and the relay's next publish would only find out after its acknowledgement timed out.
+async fn nats_check(client: &async_nats::Client, stream: &str) -> Result<(), String> {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return Err("not connected".into());
+    }
+    let jetstream = async_nats::jetstream::new(client.clone());
+    match tokio::time::timeout(std::time::Duration::from_secs(2), jetstream.get_stream(stream)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("stream {stream}: {e}")),
+        Err(_) => Err(format!("stream {stream}: no answer in 2 s")),
+    }
+}
+
+/// Prometheus text. A halted projection's lag is the time since it halted, and grows with every scrape
+/// (nothing else updates it once its runner stopped).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else { return StatusCode::NOT_FOUND.into_response() };
+    for status in state.projections() {
+        let status = status.borrow();
+        if let Some(since) = status.halted_since {
+            metrics::gauge!("mgw_projection_lag_seconds", "projection" => status.name.clone())
+                .set(since.elapsed().as_secs_f64());
+        }
+        metrics::gauge!("mgw_projection_halted", "projection" => status.name.clone())
+            .set(if status.halted_since.is_some() { 1.0 } else { 0.0 });
+    }
+    handle.render().into_response()
 }

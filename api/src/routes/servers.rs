@@ -125,15 +125,21 @@ fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<u64>, Problem>
             Err(Problem::new(StatusCode::PRECONDITION_FAILED, "revision-mismatch", "Stale revision")
                 .detail("a weak ETag never matches If-Match"))
         }
-        Some(value) => {
-            value.to_str().ok().map(|v| v.trim().trim_matches('"')).and_then(|v| v.parse().ok()).map(Some).ok_or_else(
-                || {
-                    Problem::new(StatusCode::BAD_REQUEST, "invalid-if-match", "Invalid If-Match")
-                        .detail("expected \"<revision>\"")
-                },
-            )
-        }
+        Some(value) => strong_revision_tag(value.as_bytes()).map(Some).ok_or_else(|| {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-if-match", "Invalid If-Match")
+                .detail("expected one strong entity tag, \"<revision>\" with the quotes (RFC 9110 §8.8.3)")
+        }),
     }
+}
+
+/// The revision in a strong entity tag `"<digits>"`: quoted on both sides, digits only; a bare `0`, an
+/// unterminated `"0` or a list is not one.
+fn strong_revision_tag(value: &[u8]) -> Option<u64> {
+    let tag = value.trim_ascii().strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if tag.is_empty() || !tag.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(tag).ok()?.parse().ok()
 }
 
 #[utoipa::path(patch, path = "/api/v1/servers/{id}", operation_id = "update_server", request_body = UpdateInput, params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "the ETag read")), responses((status = 200, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)), security(("api_key" = [])))]
@@ -400,4 +406,18 @@ pub(crate) async fn list(
     let page = state.registry.list(&filter).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
     let next = page.next.as_deref().map(crate::cursor::encode);
     Ok(axum::Json(ServerPage { servers: page.entries, next_cursor: next }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strong_revision_tag;
+
+    #[test]
+    fn only_a_quoted_revision_is_an_entity_tag() {
+        assert_eq!(strong_revision_tag(b"\"0\""), Some(0));
+        assert_eq!(strong_revision_tag(b" \"12\" "), Some(12));
+        for bad in [&b"0"[..], b"\"0", b"0\"", b"\"\"", b"\"-1\"", b"\"1\", \"2\"", b"\"+1\"", b"\"1 \""] {
+            assert_eq!(strong_revision_tag(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

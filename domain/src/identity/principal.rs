@@ -180,9 +180,17 @@ pub enum RoleChangeRefused {
     /// Granting admin or owner needs a second factor proven in the last minutes.
     #[error("granting {0} needs a second factor proven in the last 10 minutes (TOTP step-up or an IdP login with MFA)")]
     MfaRequired(&'static str),
-    /// Administrators say why.
-    #[error("a reason is required")]
-    ReasonRequired,
+    /// Administrators say why, in one line of printable text.
+    #[error("the reason {0}")]
+    Reason(crate::text::TextError),
+    /// The target holds a role above every role the actor holds: nobody changes the roles of someone
+    /// who outranks them.
+    #[error("the principal holds {0}, above every role the actor holds")]
+    TargetAbove(&'static str),
+    /// An auditor holds no other role, and nobody with another role becomes an auditor: who reads the
+    /// trail of what administrators did is not one of them.
+    #[error("an auditor holds no other role (separation of duties)")]
+    SeparationOfDuties,
     /// Granting a role held, or revoking one not held.
     #[error("the principal {0} the role")]
     NoChange(&'static str),
@@ -204,8 +212,16 @@ pub fn rank(role: Role) -> u8 {
 /// Whether `actor_roles` reach every role in `target_roles` (acting on somebody's credentials or
 /// status needs that).
 pub fn outranks_or_equals(actor_roles: &BTreeSet<Role>, target_roles: &BTreeSet<Role>) -> bool {
-    let highest = |roles: &BTreeSet<Role>| roles.iter().map(|r| rank(*r)).max().unwrap_or(0);
-    highest(actor_roles) >= highest(target_roles)
+    role_above(actor_roles, target_roles).is_none()
+}
+
+fn highest_rank(roles: &BTreeSet<Role>) -> u8 {
+    roles.iter().map(|r| rank(*r)).max().unwrap_or(0)
+}
+
+/// A role of `target_roles` above every role in `actor_roles`, if there is one.
+fn role_above(actor_roles: &BTreeSet<Role>, target_roles: &BTreeSet<Role>) -> Option<Role> {
+    target_roles.iter().copied().find(|r| rank(*r) > highest_rank(actor_roles))
 }
 
 /// The actor of a role change, as its own stream has it.
@@ -233,17 +249,23 @@ pub fn decide_role_change(
     if actor.id == target.id {
         return Err(RoleChangeRefused::OwnRoles);
     }
-    if reason.trim().is_empty() {
-        return Err(RoleChangeRefused::ReasonRequired);
-    }
-    if actor.roles.iter().map(|r| rank(*r)).max().unwrap_or(0) < rank(role) {
+    let reason = crate::text::reason(reason).map_err(RoleChangeRefused::Reason)?;
+    if highest_rank(actor.roles) < rank(role) {
         return Err(RoleChangeRefused::AboveOwn(role.as_str()));
     }
-    let (principal_id, reason) = (target.id, reason.trim().to_owned());
+    if let Some(above) = role_above(actor.roles, &target.roles) {
+        return Err(RoleChangeRefused::TargetAbove(above.as_str()));
+    }
+    let principal_id = target.id;
     match change {
         RoleChange::Grant => {
             if target.roles.contains(&role) {
                 return Err(RoleChangeRefused::NoChange("already holds"));
+            }
+            let auditor_mixed =
+                if role == Role::Auditor { !target.roles.is_empty() } else { target.roles.contains(&Role::Auditor) };
+            if auditor_mixed {
+                return Err(RoleChangeRefused::SeparationOfDuties);
             }
             if matches!(role, Role::Owner | Role::Admin) && !actor.mfa_fresh {
                 return Err(RoleChangeRefused::MfaRequired(role.as_str()));
@@ -274,23 +296,18 @@ pub fn decide_disable(
     if actor.id == target.id {
         return Err(RoleChangeRefused::OwnRoles);
     }
-    let highest = |roles: &BTreeSet<Role>| roles.iter().map(|r| rank(*r)).max().unwrap_or(0);
-    if let Some(above) = target.roles.iter().find(|r| rank(**r) > highest(actor.roles)) {
+    if let Some(above) = role_above(actor.roles, &target.roles) {
         return Err(RoleChangeRefused::AboveOwn(above.as_str()));
     }
     if !disable {
         return Ok(target.disabled.then_some(IdentityEvent::UserEnabled(UserEnabled { principal_id: target.id })));
     }
-    if reason.trim().is_empty() {
-        return Err(RoleChangeRefused::ReasonRequired);
-    }
+    let reason = crate::text::reason(reason).map_err(RoleChangeRefused::Reason)?;
     let enabled_owners = owners.iter().filter(|o| **o != target.id).count();
     if target.roles.contains(&Role::Owner) && enabled_owners == 0 {
         return Err(RoleChangeRefused::LastOwner);
     }
-    Ok((!target.disabled).then(|| {
-        IdentityEvent::UserDisabled(UserDisabled { principal_id: target.id, reason: reason.trim().to_owned() })
-    }))
+    Ok((!target.disabled).then_some(IdentityEvent::UserDisabled(UserDisabled { principal_id: target.id, reason })))
 }
 
 #[cfg(test)]
@@ -344,6 +361,43 @@ mod tests {
     }
 
     #[test]
+    fn nobody_changes_the_roles_of_someone_who_outranks_them() {
+        let (admin, owner) = (principal(1, &[Role::Admin]), principal(2, &[Role::Owner]));
+        let owners = BTreeSet::from([owner.id, Uuid::from_u128(9)]);
+        for change in [RoleChange::Grant, RoleChange::Revoke] {
+            let mut target = owner.clone();
+            if change == RoleChange::Revoke {
+                target.roles.insert(Role::Viewer);
+            }
+            let refused = decide_role_change(actor(&admin, true), &target, change, Role::Viewer, "r", &owners);
+            assert_eq!(refused, Err(RoleChangeRefused::TargetAbove("owner")), "{change:?}");
+        }
+        let auditor = principal(3, &[Role::Auditor]);
+        let refused = decide_role_change(actor(&admin, true), &auditor, RoleChange::Grant, Role::Viewer, "r", &owners);
+        assert_eq!(refused, Err(RoleChangeRefused::TargetAbove("auditor")));
+    }
+
+    #[test]
+    fn an_auditor_holds_no_other_role() {
+        let owner = principal(1, &[Role::Owner]);
+        let owners = BTreeSet::from([owner.id]);
+        let auditor = principal(2, &[Role::Auditor]);
+        let refused = decide_role_change(actor(&owner, true), &auditor, RoleChange::Grant, Role::Viewer, "r", &owners);
+        assert_eq!(refused, Err(RoleChangeRefused::SeparationOfDuties));
+        let developer = principal(3, &[Role::Developer]);
+        let refused =
+            decide_role_change(actor(&owner, true), &developer, RoleChange::Grant, Role::Auditor, "r", &owners);
+        assert_eq!(refused, Err(RoleChangeRefused::SeparationOfDuties));
+        let nobody = principal(4, &[]);
+        assert!(
+            decide_role_change(actor(&owner, true), &nobody, RoleChange::Grant, Role::Auditor, "r", &owners).is_ok()
+        );
+        let revoked =
+            decide_role_change(actor(&owner, true), &auditor, RoleChange::Revoke, Role::Auditor, "r", &owners);
+        assert!(revoked.is_ok(), "an auditor can be made a plain principal again");
+    }
+
+    #[test]
     fn the_last_owner_keeps_the_role_and_stays_enabled() {
         let (a, b) = (principal(1, &[Role::Owner]), principal(2, &[Role::Owner]));
         let only_b = BTreeSet::from([b.id]);
@@ -380,7 +434,12 @@ mod tests {
         let owners = BTreeSet::from([owner.id]);
         let refused =
             decide_role_change(actor(&owner, true), &target, RoleChange::Grant, Role::Developer, " ", &owners);
-        assert_eq!(refused, Err(RoleChangeRefused::ReasonRequired));
+        assert_eq!(refused, Err(RoleChangeRefused::Reason(crate::text::TextError::Empty)));
+        let refused =
+            decide_role_change(actor(&owner, true), &target, RoleChange::Grant, Role::Developer, "a\0b", &owners);
+        assert_eq!(refused, Err(RoleChangeRefused::Reason(crate::text::TextError::Forbidden(0))));
+        let refused = decide_disable(actor(&owner, true), &target, true, "r\u{202E}", &owners);
+        assert!(matches!(refused, Err(RoleChangeRefused::Reason(_))));
         let held = decide_role_change(actor(&owner, true), &target, RoleChange::Grant, Role::Viewer, "r", &owners);
         assert_eq!(held, Err(RoleChangeRefused::NoChange("already holds")));
     }

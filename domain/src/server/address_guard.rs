@@ -113,15 +113,22 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<BlockedRange> {
     })
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64
-/// (`64:ff9b::a.b.c.d`) or 6to4 (`2002:aabb:ccdd::`) address.
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`,
+/// RFC 2765), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`), 6to4 (`2002:aabb:ccdd::`) or
+/// Teredo (`2001:0::…`, the client's address inverted in the last 32 bits) address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
         Some(v4)
-    } else if (s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified()) || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    } else if (s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified())
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+    {
         Some(tail())
+    } else if s[..2] == [0x2001, 0] {
+        let inverted = tail();
+        Some(Ipv4Addr::from(!u32::from(inverted)))
     } else if s[0] == 0x2002 {
         Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8))
     } else {
@@ -159,6 +166,11 @@ mod tests {
             ("fd00:ec2::254", BlockedRange::CloudMetadata),
             ("::ffff:10.0.0.1", BlockedRange::Private),
             ("::ffff:127.0.0.1", BlockedRange::Loopback),
+            ("::ffff:0:10.0.0.1", BlockedRange::Private),
+            ("::ffff:0:127.0.0.1", BlockedRange::Loopback),
+            ("::ffff:0:169.254.169.254", BlockedRange::CloudMetadata),
+            // Teredo: 2001:0:server:flags:port:client, the client inverted (127.0.0.1 → 80ff:fffe)
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", BlockedRange::Loopback),
             ("64:ff9b::a9fe:a9fe", BlockedRange::CloudMetadata),
             ("2002:7f00:1::", BlockedRange::Loopback),
             ("168.63.129.16", BlockedRange::CloudMetadata),

@@ -1,7 +1,7 @@
 //! The Server aggregate's decisions.
 
 use super::command::{RegisterServer, ServerCommand, UpdateServer};
-use super::error::{MAX_REASON_CHARS, ServerError};
+use super::error::ServerError;
 use super::event::{ServerChanges, ServerEvent, ServerRegistered};
 use super::state::{Server, ServerState, ServerStatus};
 
@@ -82,10 +82,5 @@ fn update_server(server: &Server, update: UpdateServer) -> Vec<ServerEvent> {
 }
 
 fn checked_reason(reason: String) -> Result<String, ServerError> {
-    let reason = reason.trim();
-    let chars = reason.chars().count();
-    if chars == 0 || chars > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
-        return Err(ServerError::Reason);
-    }
-    Ok(reason.to_owned())
+    crate::text::reason(&reason).map_err(|_| ServerError::Reason)
 }

@@ -4,7 +4,7 @@ use super::access::AccessPolicyError;
 use super::upstream_auth::UpstreamAuthError;
 
 /// Longest reason given for a suspension or deregistration, in characters.
-pub const MAX_REASON_CHARS: usize = 500;
+pub const MAX_REASON_CHARS: usize = crate::text::MAX_REASON_CHARS;
 
 /// A refused server command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum ServerError {
     #[error("the server is not suspended")]
     NotSuspended,
     /// A reason that is empty, too long or has control characters.
-    #[error("a reason has 1 to {MAX_REASON_CHARS} characters and no control characters")]
+    #[error("a reason has 1 to {MAX_REASON_CHARS} characters and no control or invisible formatting characters")]
     Reason,
     /// The access policy is invalid.
     #[error(transparent)]

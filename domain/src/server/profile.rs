@@ -15,11 +15,11 @@ pub const MAX_TAG_BYTES: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
     /// The title is empty, too long or has control characters.
-    #[error("a title has 1 to {MAX_TITLE_CHARS} characters and no control characters")]
+    #[error("a title has 1 to {MAX_TITLE_CHARS} characters and no control or invisible formatting characters")]
     Title,
     /// The description is too long or has control characters other than newlines and tabs.
     #[error(
-        "a description has at most {MAX_DESCRIPTION_CHARS} characters and no control characters but newlines and tabs"
+        "a description has at most {MAX_DESCRIPTION_CHARS} characters and no control or invisible formatting characters but newlines and tabs"
     )]
     Description,
     /// Too many tags.
@@ -38,12 +38,7 @@ pub struct Title(String);
 impl Title {
     /// Checks `title` (trimmed).
     pub fn parse(title: &str) -> Result<Self, ProfileError> {
-        let title = title.trim();
-        let chars = title.chars().count();
-        if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
-            return Err(ProfileError::Title);
-        }
-        Ok(Self(title.to_owned()))
+        crate::text::line(title, MAX_TITLE_CHARS).map(Self).map_err(|_| ProfileError::Title)
     }
 
     /// The title.
@@ -60,13 +55,7 @@ pub struct Description(String);
 impl Description {
     /// Checks `description` (trimmed).
     pub fn parse(description: &str) -> Result<Self, ProfileError> {
-        let description = description.trim();
-        if description.chars().count() > MAX_DESCRIPTION_CHARS
-            || description.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
-            return Err(ProfileError::Description);
-        }
-        Ok(Self(description.to_owned()))
+        crate::text::paragraphs(description, MAX_DESCRIPTION_CHARS).map(Self).map_err(|_| ProfileError::Description)
     }
 
     /// The description.
@@ -159,6 +148,8 @@ mod tests {
         assert!(Title::parse("  Weather  ").is_ok_and(|t| t.as_str() == "Weather"));
         assert_eq!(Title::parse(""), Err(ProfileError::Title));
         assert_eq!(Title::parse("a\u{7}b"), Err(ProfileError::Title));
+        assert_eq!(Title::parse("Weather\u{202E}gnp"), Err(ProfileError::Title), "bidi override");
+        assert_eq!(Title::parse("We\u{200B}ather"), Err(ProfileError::Title), "zero-width space");
         assert!(Description::parse("line one\nline two").is_ok());
         assert_eq!(Description::parse(&"x".repeat(2_001)), Err(ProfileError::Description));
     }

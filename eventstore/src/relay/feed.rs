@@ -203,7 +203,7 @@ impl NatsSubscription {
                             Some(headers) => self.accept(headers, &message.payload),
                             None => Outcome::Malformed,
                         };
-                        metrics::counter!("nats_feed_messages_total", "outcome" => outcome.label()).increment(1);
+                        metrics::counter!("mgw_nats_feed_messages_total", "outcome" => outcome.label()).increment(1);
                         match outcome {
                             Outcome::Applied => return,
                             Outcome::Stale => continue,

@@ -90,7 +90,7 @@ impl Relay {
             let events = self.store.read_all(after, self.options.page_size).await?;
             let Some((last, written_at)) = events.last().map(|e| (e.position, e.metadata.occurred_at)) else {
                 // Nothing new: caught up. Wait for an append in this process or for the next poll.
-                metrics::gauge!("relay_lag_seconds", "stream" => self.options.stream.clone()).set(0.0);
+                metrics::gauge!("mgw_relay_lag_seconds", "stream" => self.options.stream.clone()).set(0.0);
                 let woke = tokio::time::timeout(wait.next(), woken.changed()).await.is_ok_and(|r| r.is_ok());
                 wait.waited(woke);
                 continue;
@@ -100,10 +100,10 @@ impl Relay {
             sequence = self.publish_page(events, after, sequence).await?;
             after = Some(last);
             let stream = self.options.stream.clone();
-            metrics::counter!("relay_events_published_total", "stream" => stream.clone()).increment(published);
+            metrics::counter!("mgw_relay_events_published_total", "stream" => stream.clone()).increment(published);
             // How far behind the newest published event was written: the relay's backlog, in time.
             let lag = (chrono::Utc::now() - written_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!("relay_lag_seconds", "stream" => stream).set(lag);
+            metrics::gauge!("mgw_relay_lag_seconds", "stream" => stream).set(lag);
             self.save_checkpoint(last).await?;
         }
     }

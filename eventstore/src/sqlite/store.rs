@@ -57,10 +57,26 @@ pub struct SqliteEventStore {
     appended: Arc<watch::Sender<u64>>,
 }
 
+/// Creates the store file at `path`, readable and writable by this user only, if it does not exist:
+/// the log holds people's names and sealed secrets. SQLite gives its `-wal` and `-shm` files the main
+/// file's permissions.
+fn create_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Unavailable(sqlx::Error::Io(e))),
+    }
+}
+
 impl SqliteEventStore {
     /// Opens the database file at `path` (created when missing), applies the migrations, and returns the
     /// store.
     pub async fn open(path: &Path, options: SqliteEventStoreOptions) -> Result<Self> {
+        create_private(path)?;
         let started = std::time::Instant::now();
         loop {
             let opened = async {

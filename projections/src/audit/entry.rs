@@ -51,7 +51,57 @@ pub struct AuditEntry {
     pub changes: serde_json::Value,
 }
 
+/// How a U+0000 is stored: PostgreSQL's `text` and `jsonb` refuse the character itself, and an event
+/// already in the log that carries one must not stop the trail (commands refuse it today; older logs
+/// or another writer may hold one). Escaped before the entry is hashed, so every backend chains the same
+/// bytes and a rebuild reproduces them.
+pub const NUL_ESCAPE: &str = "\\u0000";
+
+/// `text` with every U+0000 written as [`NUL_ESCAPE`].
+pub(crate) fn escape_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', NUL_ESCAPE);
+    }
+}
+
+/// Every string in `value`, keys included, with U+0000 escaped.
+pub(crate) fn escape_nul_in_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => escape_nul(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(escape_nul_in_json),
+        serde_json::Value::Object(map) if map.keys().any(|k| k.contains('\0')) => {
+            let escaped = std::mem::take(map).into_iter().map(|(mut k, mut v)| {
+                escape_nul(&mut k);
+                escape_nul_in_json(&mut v);
+                (k, v)
+            });
+            *map = escaped.collect();
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(escape_nul_in_json),
+        _ => {}
+    }
+}
+
 impl AuditEntry {
+    /// The entry with every U+0000 in its text escaped (see [`NUL_ESCAPE`]).
+    pub fn storable(mut self) -> Self {
+        for text in [&mut self.actor_id, &mut self.actor_kind, &mut self.action, &mut self.target_kind] {
+            escape_nul(text);
+        }
+        for text in [&mut self.target_id, &mut self.outcome] {
+            escape_nul(text);
+        }
+        for text in
+            [&mut self.actor_name, &mut self.target_name, &mut self.source_ip, &mut self.user_agent, &mut self.reason]
+                .into_iter()
+                .flatten()
+        {
+            escape_nul(text);
+        }
+        escape_nul_in_json(&mut self.changes);
+        self
+    }
+
     /// The canonical bytes the chain hashes.
     pub fn canonical(&self) -> Vec<u8> {
         // A struct of plain fields and a `Value` whose maps are sorted: serialisation cannot fail and is

@@ -40,7 +40,8 @@ pub struct TargetState {
 
 /// The entry for `event`, numbered `seq`; `before` is what the trail knew of its target (for the name of
 /// events that do not carry it, and the before values of changed fields), `actor_name` the acting
-/// principal's display name as the trail knew it. `Err` when the payload does not decode.
+/// principal's display name as the trail knew it. `Err` when the payload does not decode. Every U+0000
+/// in its text is escaped (see [`super::entry::NUL_ESCAPE`]).
 pub fn entry_for(
     event: &RecordedEvent,
     seq: i64,
@@ -73,7 +74,8 @@ pub fn entry_for(
         causation_id: m.causation_id,
         reason,
         changes,
-    })
+    }
+    .storable())
 }
 
 /// Action, target kind, target name, reason, changes, and the target id when it is not the stream's id.

@@ -20,7 +20,7 @@ pub use checkpoint::{
     AuditKeyError, AuditKeys, CheckpointPolicy, CheckpointStore, CheckpointViolation, CheckpointViolationKind,
     run_checkpointer, verify_checkpoints, write_checkpoint,
 };
-pub use entry::{AuditEntry, GENESIS};
+pub use entry::{AuditEntry, GENESIS, NUL_ESCAPE};
 pub use export::{ExportLine, ExportReport, ExportTrailer, ExportedCheckpoint, checkpoints_between, verify_export};
 pub use mapping::{AUDITED_CATEGORIES, CHAIN_VERSION, TargetState, audited_types, entry_for, state_after};
 pub use projection::AuditProjection;

@@ -116,7 +116,12 @@ impl TableProjection for AuditProjection {
         for (entry, previous, hash) in fold(events, seq, previous, &mut states)? {
             rows.push(entry, previous, hash);
         }
-        rows.insert(tx).await?;
+        let write_failed = |source: sqlx::Error| ProjectionError::Write {
+            projection: NAME.to_owned(),
+            position: events.first().map(|e| e.position).unwrap_or(eventstore::Position::START),
+            source,
+        };
+        rows.insert(tx).await.map_err(write_failed)?;
         // The targets this batch touched or looked up, as they are after it.
         let (mut kinds, mut ids, mut names, mut fields) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((kind, id), state) in states {
@@ -138,7 +143,8 @@ impl TableProjection for AuditProjection {
             .bind(&names)
             .bind(&fields)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(write_failed)?;
         }
         Ok(())
     }
@@ -179,7 +185,9 @@ pub(crate) fn fold(
         let target = target_kind(event).map(|kind| key(kind, event.stream.id()));
         let before = target.as_ref().and_then(|k| states.get(k));
         let entry = entry_for(event, seq + 1, before, actor_name).map_err(fail)?;
-        if let Some(after) = state_after(event, before).map_err(fail)? {
+        if let Some(mut after) = state_after(event, before).map_err(fail)? {
+            after.name.iter_mut().for_each(crate::audit::entry::escape_nul);
+            crate::audit::entry::escape_nul_in_json(&mut after.fields);
             states.insert(key(&entry.target_kind, &entry.target_id), after);
         }
         let hash = entry.chain_hash(&previous);
@@ -250,7 +258,7 @@ impl Rows {
         self.entry_hash.push(hash.to_vec());
     }
 
-    async fn insert(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+    async fn insert(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         if self.seq.is_empty() {
             return Ok(());
         }

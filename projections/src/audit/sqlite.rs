@@ -119,7 +119,7 @@ impl SqliteProjection for SqliteAuditProjection {
         }
         let chained = fold(events, seq, previous, &mut states)?;
         for rows in chained.chunks(ROWS_PER_INSERT) {
-            insert(conn, rows).await?;
+            insert(conn, rows).await.map_err(|source| write_failed(events, source))?;
         }
         for ((kind, id), state) in states {
             let Some(name) = state.name else { continue };
@@ -132,7 +132,8 @@ impl SqliteProjection for SqliteAuditProjection {
             .bind(name)
             .bind(state.fields.to_string())
             .execute(&mut *conn)
-            .await?;
+            .await
+            .map_err(|source| write_failed(events, source))?;
         }
         Ok(())
     }
@@ -143,7 +144,14 @@ fn corrupt(events: &[RecordedEvent], error: serde_json::Error) -> ProjectionErro
     ProjectionError::Apply { projection: NAME.to_owned(), position, reason: format!("target fields: {error}") }
 }
 
-async fn insert(conn: &mut SqliteConnection, rows: &[Chained]) -> Result<(), ProjectionError> {
+/// A write of the batch `events` failed: classified by the database's error (see
+/// [`crate::error::sql_error_is_permanent`]).
+fn write_failed(events: &[RecordedEvent], source: sqlx::Error) -> ProjectionError {
+    let position = events.first().map(|e| e.position).unwrap_or(eventstore::Position::START);
+    ProjectionError::Write { projection: NAME.to_owned(), position, source }
+}
+
+async fn insert(conn: &mut SqliteConnection, rows: &[Chained]) -> Result<(), sqlx::Error> {
     let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO audit_entries (seq, tx, gp, event_id, occurred_at, actor_id, actor_kind, actor_name, action,
                                     target_kind, target_id, target_name, outcome, source_ip, user_agent,

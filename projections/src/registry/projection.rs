@@ -82,7 +82,11 @@ impl TableProjection for RegistryProjection {
                 continue;
             }
             registrations.flush(tx).await?;
-            apply_one(tx, id, &event, recorded).await.map_err(|e| fail(e.to_string()))?;
+            apply_one(tx, id, &event, recorded).await.map_err(|source| ProjectionError::Write {
+                projection: NAME.to_owned(),
+                position: recorded.position,
+                source,
+            })?;
         }
         registrations.flush(tx).await
     }
@@ -129,10 +133,10 @@ impl Registrations {
     /// Inserts the registrations gathered so far, each of which must add its row, and starts over.
     async fn flush(&mut self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
         let Some(first) = self.first else { return Ok(()) };
-        self.insert(tx).await.map_err(|e| ProjectionError::Apply {
+        self.insert(tx).await.map_err(|source| ProjectionError::Write {
             projection: NAME.to_owned(),
             position: first,
-            reason: e.to_string(),
+            source,
         })
     }
 
@@ -165,7 +169,7 @@ impl Registrations {
         *self = Self::default();
         match done.rows_affected() {
             n if n == expected => Ok(()),
-            n => Err(sqlx::Error::Protocol(format!("expected to add {expected} server rows, added {n}"))),
+            n => Err(crate::sql::contract_broken(format!("expected to add {expected} server rows, added {n}"))),
         }
     }
 }
@@ -249,7 +253,7 @@ async fn set_status(
 fn one_row(done: sqlx::postgres::PgQueryResult) -> Result<(), sqlx::Error> {
     match done.rows_affected() {
         1 => Ok(()),
-        n => Err(sqlx::Error::Protocol(format!("expected to change one server row, changed {n}"))),
+        n => Err(crate::sql::contract_broken(format!("expected to change one server row, changed {n}"))),
     }
 }
 

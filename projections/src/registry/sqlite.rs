@@ -80,7 +80,11 @@ impl SqliteProjection for SqliteRegistryProjection {
             let event = ServerEvent::from_json(&recorded.event_type, &recorded.data)
                 .ok_or_else(|| fail(format!("unknown type {}", recorded.event_type)))?
                 .map_err(|e| fail(e.to_string()))?;
-            apply_one(conn, id, &event, recorded).await.map_err(|e| fail(e.to_string()))?;
+            apply_one(conn, id, &event, recorded).await.map_err(|source| ProjectionError::Write {
+                projection: NAME.to_owned(),
+                position: recorded.position,
+                source,
+            })?;
         }
         Ok(())
     }
@@ -163,7 +167,7 @@ async fn apply_one(
 
 /// JSON text of a value, for the columns that hold JSON.
 fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(value).map_err(|e| sqlx::Error::Protocol(e.to_string()))
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 async fn set_status(
@@ -188,7 +192,7 @@ async fn set_status(
 fn one_row(done: SqliteQueryResult) -> Result<(), sqlx::Error> {
     match done.rows_affected() {
         1 => Ok(()),
-        n => Err(sqlx::Error::Protocol(format!("expected to change one server row, changed {n}"))),
+        n => Err(crate::sql::contract_broken(format!("expected to change one server row, changed {n}"))),
     }
 }
 

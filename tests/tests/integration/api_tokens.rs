@@ -133,6 +133,8 @@ async fn forged_tokens_are_refused(backend: Backend) {
     forged.push(("wrong aud", with(&|c| c.aud = "https://mcp.example/mcp".into())));
     forged.push(("expired", with(&|c| (c.iat, c.nbf, c.exp) = (now - 3600, now - 3600, now - 1800))));
     forged.push(("not yet valid", with(&|c| c.nbf = now + 3600)));
+    forged.push(("ten years to live", with(&|c| c.exp = now + 10 * 365 * 86_400)));
+    forged.push(("issued in the future to stretch its life", with(&|c| (c.iat, c.exp) = (now + 86_400, now + 86_700))));
     forged.push(("another principal under this key", with(&|c| c.sub = uuid::Uuid::now_v7().to_string())));
     // An ID token's shape (`typ: JWT`), signed with the gateway's own key; and the same header swapped
     // onto a good token's signature, as a forger without the key would

@@ -239,6 +239,35 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written(backend
     let disable_owner =
         api.post_as(&admin_key, &format!("/api/v1/users/{owner_id}/disable"), json!({ "reason": "r" })).await;
     assert_problem(&disable_owner, StatusCode::FORBIDDEN, "above-own-role");
+    // Nor adds a lower role to someone who outranks them
+    let to_owner = api
+        .post_as(&admin_key, &format!("/api/v1/users/{owner_id}/roles"), json!({ "role": "viewer", "reason": "r" }))
+        .await;
+    assert_problem(&to_owner, StatusCode::FORBIDDEN, "target-above-own-role");
+    // An auditor holds no other role, and nobody holding one becomes an auditor
+    let auditor = api.post_as(&api.key, "/api/v1/users", json!({ "display_name": "audrey" })).await;
+    let auditor_id = auditor.body["id"].as_str().unwrap().to_owned();
+    let appointed = api
+        .post_as(&api.key, &format!("/api/v1/users/{auditor_id}/roles"), json!({ "role": "auditor", "reason": "r" }))
+        .await;
+    assert_eq!(appointed.status, StatusCode::OK, "{}", appointed.raw);
+    let events_before = events_before + 2;
+    let second = api
+        .post_as(&api.key, &format!("/api/v1/users/{auditor_id}/roles"), json!({ "role": "developer", "reason": "r" }))
+        .await;
+    assert_problem(&second, StatusCode::CONFLICT, "separation-of-duties");
+    let mixed = api
+        .post_as(&api.key, &format!("/api/v1/users/{admin_id}/roles"), json!({ "role": "auditor", "reason": "r" }))
+        .await;
+    assert_problem(&mixed, StatusCode::CONFLICT, "separation-of-duties");
+    // A reason is one line of printable text: a U+0000, a newline or a bidi override is refused
+    for bad in [r"a\u0000b", r"a\nb", r"a\u202eb"] {
+        let body = format!(r#"{{"role":"viewer","reason":"{bad}"}}"#);
+        let refused =
+            api.call_as(&admin_key, Method::POST, &format!("/api/v1/users/{target_id}/roles"), Some(&body), &[]).await;
+        assert_problem(&refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field");
+        assert_eq!(refused.body["field"], "reason", "{}", refused.raw);
+    }
     // A reason is required
     let no_reason = api
         .post_as(&admin_key, &format!("/api/v1/users/{target_id}/roles"), json!({ "role": "viewer", "reason": " " }))

@@ -13,6 +13,7 @@ mod events_copy;
 mod eventstore;
 mod harness;
 mod nats_feed;
+mod projection_faults;
 mod projections;
 mod registry_backends;
 mod relay;
