@@ -86,7 +86,7 @@ impl Caller {
             // The refusal stands either way; only its record is missing.
             tracing::warn!(%error, "could not record an access denial");
         }
-        Err(Problem::forbidden(decision.reason))
+        Err(Problem::forbidden(decision.reason).recorded())
     }
 
     /// The actor its events record: a person's session acts as the user; keys and tokens as API clients.
@@ -114,7 +114,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let presented = bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let presented = bearer
+        .or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .filter(|presented| !presented.trim().is_empty());
     if let Some(presented) = presented {
         return authenticate_credential(state, presented.trim()).await;
     }
@@ -137,18 +139,23 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
         hex::encode(sha2::Sha256::digest(secret.as_bytes()))
     };
     let model = state.authz.read().map_err(|_| Problem::internal())?;
-    model.by_session_secret(&digest, chrono::Utc::now()).ok_or_else(Problem::unauthenticated)
+    model
+        .by_session_secret(&digest, chrono::Utc::now())
+        .ok_or_else(|| Problem::invalid_credential("the session has ended; log in again"))
 }
 
 /// The principal a presented credential (an API key or an access token) speaks for, now.
 pub async fn authenticate_credential(state: &AppState, presented: &str) -> Result<Principal, Problem> {
     let now = chrono::Utc::now();
     if presented.starts_with(domain::identity::API_KEY_PREFIX) {
-        let key = parse_api_key(presented).ok_or_else(Problem::unauthenticated)?;
+        let malformed = || Problem::invalid_credential("the API key is malformed");
+        let key = parse_api_key(presented).ok_or_else(malformed)?;
         // The model is keyed by the key's SHA-256: the secret itself is never stored or compared.
         let digest = commands::identity::api_key_digest(key);
         let model = state.authz.read().map_err(|_| Problem::internal())?;
-        return model.by_api_key_digest(&digest, now).ok_or_else(Problem::unauthenticated);
+        return model
+            .by_api_key_digest(&digest, now)
+            .ok_or_else(|| Problem::invalid_credential("the API key is unknown, revoked or expired"));
     }
     // Keys retired by another instance stop verifying here within a minute.
     if let Err(error) = state.tokens.refresh(std::time::Duration::from_secs(60)).await {
@@ -167,14 +174,15 @@ pub async fn authenticate_credential(state: &AppState, presented: &str) -> Resul
     };
     let claims = claims.map_err(|error| {
         tracing::debug!(%error, "access token refused");
-        Problem::unauthenticated()
+        Problem::invalid_credential("the access token is malformed, expired, or not signed by this gateway")
     })?;
+    let ended = || Problem::invalid_credential("the access token's session, key or principal is no longer valid");
     let (Ok(principal), Ok(key)) = (uuid::Uuid::parse_str(&claims.sub), uuid::Uuid::parse_str(&claims.sid)) else {
-        return Err(Problem::unauthenticated());
+        return Err(ended());
     };
     let scopes: Vec<Action> = claims.scope.split_whitespace().filter_map(|s| s.parse().ok()).collect();
     let model = state.authz.read().map_err(|_| Problem::internal())?;
-    let mut found = model.by_token(principal, key, now).ok_or_else(Problem::unauthenticated)?;
+    let mut found = model.by_token(principal, key, now).ok_or_else(ended)?;
     drop(model);
     // The token's scopes narrow the key's, never widen them (an empty list means "the key's").
     if !scopes.is_empty() {
@@ -183,7 +191,7 @@ pub async fn authenticate_credential(state: &AppState, presented: &str) -> Resul
             found.scopes = scopes.into_iter().filter(|s| key_scopes.contains(s)).collect();
             // Nothing in common: nothing allowed (an empty list would mean "unrestricted").
             if found.scopes.is_empty() {
-                return Err(Problem::unauthenticated());
+                return Err(Problem::invalid_credential("the token's scopes and its key's have nothing in common"));
             }
         } else {
             found.scopes = scopes;
@@ -212,7 +220,11 @@ impl FromRequestParts<AppState> for Caller {
         if principal.credential != projections::authz::Credential::Session {
             state.key_usage.used(&state.tables, principal.key_id);
         }
-        Ok(Caller(principal, origin))
+        let caller = Caller(principal, origin);
+        if let Some(slot) = parts.extensions.get::<crate::denials::CallerSlot>() {
+            slot.fill(&caller);
+        }
+        Ok(caller)
     }
 }
 

@@ -28,6 +28,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::ops::routes())
         .merge(crate::openapi::routes())
         .layer(middleware::map_response(problem_for_plain_errors))
+        .layer(middleware::from_fn(require_json_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::denials::audit_denials))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 503 while a projection catches up is expected, not an error.
@@ -66,6 +68,41 @@ async fn problem_for_plain_errors(response: Response) -> Response {
         problem = problem.detail(detail);
     }
     axum::response::IntoResponse::into_response(problem)
+}
+
+/// A body sent to the REST API must say it is JSON: parsing whatever arrives as JSON would accept a form
+/// post from a browser on another origin (a "simple" request, sent without a CORS preflight) as a
+/// command. 415 otherwise, naming the type expected.
+async fn require_json_bodies(request: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    use axum::http::Method;
+    let writes = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+    if !writes || !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let declared_length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = declared_length.map_or_else(
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING) || request.body().size_hint().lower() > 0,
+        |length| length > 0,
+    );
+    let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        let essence = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    });
+    if has_body && !json {
+        let problem = crate::problem::Problem::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+        )
+        .detail("request bodies are JSON: send Content-Type: application/json");
+        return axum::response::IntoResponse::into_response(problem);
+    }
+    next.run(request).await
 }
 
 /// Counts requests and records their latency by route template (never the raw path: ids would explode

@@ -443,6 +443,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full("mgw_http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
         .install_recorder()?;
+    api::metrics_catalog::describe();
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;

@@ -18,3 +18,16 @@ pub fn text(name: &'static str, value: Option<String>) -> Result<Option<String>,
         other => Ok(other),
     }
 }
+
+/// `value`, when it is one of `allowed`: a filter on a value that can never match is a mistake to say,
+/// not an empty page to return.
+pub fn one_of(name: &'static str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, Problem> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => {
+            Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter")
+                .field(name)
+                .detail(format!("one of: {}", allowed.join(", "))))
+        }
+        other => Ok(other),
+    }
+}

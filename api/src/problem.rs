@@ -23,12 +23,26 @@ pub struct Problem {
     /// The field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
+    #[serde(skip)]
+    pub challenge: Option<String>,
+    /// A 403 already recorded in the audit trail (so the layer that records the others does not).
+    #[serde(skip)]
+    pub recorded: bool,
 }
 
 impl Problem {
     /// A problem of type `slug`.
     pub fn new(status: StatusCode, slug: &str, title: &'static str) -> Self {
-        Self { kind: format!("/problems/{slug}"), title, status: status.as_u16(), detail: None, field: None }
+        Self {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: None,
+            field: None,
+            challenge: None,
+            recorded: false,
+        }
     }
 
     /// With a detail.
@@ -43,10 +57,26 @@ impl Problem {
         self
     }
 
-    /// 401.
+    /// 401: no credential was sent.
     pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required")
-            .detail("send an API key as `Authorization: Bearer mgw_…`")
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required")
+            .detail("send an API key or an access token as `Authorization: Bearer …`, or log in");
+        problem.challenge = Some(format!("Bearer realm=\"{REALM}\""));
+        problem
+    }
+
+    /// 401: a credential was sent and refused; `why` says what is wrong with it (never the credential).
+    pub fn invalid_credential(why: &str) -> Self {
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, "invalid-credential", "Credential refused").detail(why);
+        problem.challenge =
+            Some(format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{why}\""));
+        problem
+    }
+
+    /// Marks a refusal as recorded in the audit trail already.
+    pub fn recorded(mut self) -> Self {
+        self.recorded = true;
+        self
     }
 
     /// 403, with the authorization decision's reason.
@@ -70,12 +100,24 @@ impl Problem {
     }
 }
 
+/// The realm of the gateway's `WWW-Authenticate` challenges.
+const REALM: &str = "mcp-gateway";
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(challenge) = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if self.recorded {
+            response.extensions_mut().insert(crate::denials::DenialRecorded);
+        }
+        if let Some(detail) = self.detail {
+            response.extensions_mut().insert(crate::denials::ProblemDetail(detail));
+        }
         response
     }
 }

@@ -3,6 +3,9 @@
 
 use sqlx::{PgPool, SqlitePool};
 
+/// How long a readiness ping waits for the database.
+const PING_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The gateway's database.
 #[derive(Debug, Clone)]
 pub enum Tables {
@@ -13,12 +16,16 @@ pub enum Tables {
 }
 
 impl Tables {
-    /// Whether the database answers; when not, the server's own words.
+    /// Whether the database answers within a few seconds (a readiness probe must not wait for the
+    /// pool's own timeout); when not, the server's own words.
     pub async fn ping(&self) -> Result<(), String> {
-        let answered = match self {
-            Tables::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Tables::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        let query = async {
+            match self {
+                Tables::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+                Tables::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            }
         };
+        let answered = tokio::time::timeout(PING_WITHIN, query).await.unwrap_or(Err(sqlx::Error::PoolTimedOut));
         match (answered, self) {
             (Ok(()), _) => Ok(()),
             (Err(sqlx::Error::PoolTimedOut), Tables::Postgres(pool)) => {

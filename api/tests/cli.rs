@@ -126,6 +126,15 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
         "{metrics}"
     );
     assert!(metrics.contains("http_request_duration_seconds_bucket"), "explicit buckets: {metrics}");
+    // One prefix, and every family described
+    for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = line.split_whitespace().nth(2).unwrap();
+        assert!(family.starts_with("mgw_"), "{family} lacks the mgw_ prefix");
+        assert!(metrics.contains(&format!("# HELP {family} ")), "{family} has no # HELP");
+    }
+    for family in ["mgw_eventstore_appends_total", "mgw_eventstore_append_seconds", "mgw_projection_ready"] {
+        assert!(metrics.contains(&format!("# TYPE {family} ")), "{family} missing: {metrics}");
+    }
 
     // The trail modified above is rebuilt from the events; then an export verifies offline, an edited one
     // does not, and the line is named.

@@ -109,7 +109,8 @@ impl NatsServer {
             .append(true)
             .open(&self.log_file)
             .map_err(HarnessError::io("opening the nats log"))?;
-        Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        crate::server_process::in_own_group(&mut command)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")

@@ -134,7 +134,8 @@ impl PostgresServer {
         Ok(TestDatabase { url: self.url(&name), name })
     }
 
-    /// Kills the server with SIGKILL, as a crash would. Backends notice and exit on their own.
+    /// Kills the server and its backends with SIGKILL, as a crash of the machine would, and waits until
+    /// none of them runs.
     pub fn kill(&self) -> Result<(), HarnessError> {
         self.process.kill("postgres")
     }
@@ -185,7 +186,7 @@ impl PostgresServer {
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
-        cmd.spawn().map_err(HarnessError::io("starting postgres"))
+        crate::server_process::in_own_group(&mut cmd).spawn().map_err(HarnessError::io("starting postgres"))
     }
 
     fn wait_ready(&self, child: &mut Child, deadline: Instant) -> Result<(), StartFailure> {

@@ -123,7 +123,7 @@ impl AuditQuery {
             action_prefix: params::text("action", self.action)?,
             target_kind: params::text("target_kind", self.target_kind)?,
             target_id: params::text("target_id", self.target_id)?,
-            outcome: params::text("outcome", self.outcome)?,
+            outcome: params::one_of("outcome", self.outcome, &["success", "denied"])?,
             from: self.from,
             to: self.to,
             correlation_id: self.correlation_id,

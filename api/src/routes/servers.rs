@@ -397,7 +397,7 @@ pub(crate) async fn list(
     consistent(&state, query.min_position.as_deref()).await?;
     let filter = CatalogueFilter {
         tag: params::text("tag", query.tag)?,
-        status: params::text("status", query.status)?,
+        status: params::one_of("status", query.status, &["active", "suspended"])?,
         owner: params::text("owner", query.owner)?,
         text: params::text("q", query.q)?,
         after: query.cursor.map(|c| crate::cursor::decode(&c)).transpose()?,

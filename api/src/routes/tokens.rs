@@ -73,11 +73,19 @@ pub(crate) async fn issue(
         if !caller.0.scopes.is_empty() && !caller.0.scopes.contains(&action) {
             return Err(invalid("scopes", format!("{scope} is not among the key's scopes")));
         }
+        // A scope none of the caller's roles permits would mint a token that can do nothing with it.
+        if !action.permitted().iter().any(|role| caller.0.roles.contains(role)) {
+            return Err(invalid("scopes", format!("{scope} is permitted to none of the caller's roles")));
+        }
         scopes.push(action.as_str().to_owned());
     }
     let lifetime = match body.expires_in {
         Some(0) => return Err(invalid("expires_in", "must be at least 1 second".into())),
-        Some(seconds) => Duration::seconds(i64::from(seconds)).min(commands::tokens::MAX_TOKEN_LIFETIME),
+        Some(seconds) if Duration::seconds(i64::from(seconds)) > commands::tokens::MAX_TOKEN_LIFETIME => {
+            let most = commands::tokens::MAX_TOKEN_LIFETIME.num_seconds();
+            return Err(invalid("expires_in", format!("at most {most} seconds")));
+        }
+        Some(seconds) => Duration::seconds(i64::from(seconds)),
         None => commands::tokens::MAX_TOKEN_LIFETIME,
     };
     let now = Utc::now();

@@ -338,6 +338,7 @@ async fn ssrf_targets_are_refused_naming_the_rule(backend: Backend) {
         ("http://127.0.0.1/mcp", "blocked-address", "loopback"),
         ("http://169.254.169.254/latest/meta-data", "blocked-address", "cloud_metadata"),
         ("http://[::ffff:10.0.0.1]/mcp", "blocked-address", "private"),
+        ("https://[::ffff:0:7f00:1]/mcp", "blocked-address", "loopback"),
         ("https://2130706433/mcp", "blocked-address", "loopback"),
         ("https://0177.0.0.1/mcp", "blocked-address", "loopback"),
         ("https://0x7f000001/mcp", "blocked-address", "loopback"),
@@ -600,6 +601,26 @@ async fn malformed_paths_queries_positions_and_preconditions_get_problems(backen
         "revision-mismatch",
     );
     assert_eq!(api.call(Method::PATCH, &uri, Some(&patch), &[("if-match", "*")]).await.status, StatusCode::OK);
+    // Only a quoted revision is an entity tag
+    for bad in ["0", "\"0", "0\"", "\"1\", \"2\""] {
+        let reply = api.call(Method::PATCH, &uri, Some(&patch), &[("if-match", bad)]).await;
+        assert_problem(&reply, StatusCode::BAD_REQUEST, "invalid-if-match");
+    }
+    // A filter that can never match is a mistake, named; so is a body that does not say it is JSON
+    for query in ["/api/v1/servers?status=bogus", "/api/v1/audit?outcome=bogus"] {
+        let reply = api.call(Method::GET, query, None, &[]).await;
+        assert_problem(&reply, StatusCode::BAD_REQUEST, "invalid-parameter");
+        assert!(["status", "outcome"].contains(&reply.body["field"].as_str().unwrap()), "{}", reply.raw);
+    }
+    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+        let mut request = Request::post("/api/v1/servers").header(header::AUTHORIZATION, format!("Bearer {}", api.key));
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let body = server("untyped").to_string();
+        let response = api.router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+    }
 
     let mut leaky = server("leaky");
     leaky["url"] = json!("https://93.184.216.34/mcp?api_key=abc");

@@ -63,6 +63,23 @@ async fn an_api_key_buys_a_short_token_that_works_until_anything_behind_it_is_re
 
     // Scopes narrow: a token for reading cannot write, and cannot ask for more than its key has
     let reader = token_for(&api, &api.key, json!({ "scopes": ["servers.read"], "expires_in": 60 })).await;
+    // A lifetime above the cap is refused, not silently cut
+    let long = api.call(Method::POST, "/api/v1/tokens", Some(&json!({ "expires_in": 3_600 }).to_string()), &[]).await;
+    assert_eq!(long.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", long.raw);
+    assert_eq!(long.body["field"], "expires_in", "{}", long.raw);
+    // A scope none of the caller's roles permits would mint a token that can do nothing: refused
+    let (_, viewer) = api.principal_with("viewer-only", &[domain::Role::Viewer]).await;
+    let useless = api
+        .call_as(
+            &viewer,
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&json!({ "scopes": ["servers.manage"] }).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(useless.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", useless.raw);
+    assert_eq!(useless.body["field"], "scopes", "{}", useless.raw);
     assert_eq!(api.call_as(&reader, Method::GET, "/api/v1/servers", None, &[]).await.status, StatusCode::OK);
     let write = api.call_as(&reader, Method::POST, "/api/v1/servers", Some("{}"), &[]).await;
     assert_eq!(write.status, StatusCode::FORBIDDEN, "{}", write.raw);

@@ -217,7 +217,7 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written(backend
         let key = api.post_as(&api.key, &format!("/api/v1/users/{id}/api-keys"), json!({})).await;
         (id, key.body["key"].as_str().unwrap().to_owned())
     };
-    let events_before = api.event_count("%").await;
+    let events_before = api.event_count("%").await - api.event_count("access-%").await;
 
     // Nobody changes their own roles
     let own = api
@@ -282,9 +282,10 @@ async fn role_rules_are_refused_with_problem_json_and_nothing_is_written(backend
         .call_as(&admin_key, Method::DELETE, &format!("/api/v1/users/{target_id}/roles/root?reason=r"), None, &[])
         .await;
     assert_problem(&not_a_role, StatusCode::NOT_FOUND, "unknown-role");
-    let events_after = api.event_count("%").await;
-    // Only the refusals were recorded (AccessDenied is not among them: these passed the decision).
-    assert_eq!(events_after, events_before, "a refused change wrote events");
+    // Nothing but the refusals themselves was recorded: each 403 is an `access.denied` entry.
+    let changes_after = api.event_count("%").await - api.event_count("access-%").await;
+    assert_eq!(changes_after, events_before, "a refused change wrote events");
+    assert!(api.event_count("access-%").await >= 5, "every 403 is recorded");
 }
 
 async fn revoked_expired_scoped_and_disabled_credentials_stop_working(backend: Backend) {
@@ -301,7 +302,7 @@ async fn revoked_expired_scoped_and_disabled_credentials_stop_working(backend: B
     assert_problem(
         &api.call_as(&forged, Method::GET, "/api/v1/servers", None, &[]).await,
         StatusCode::UNAUTHORIZED,
-        "unauthenticated",
+        "invalid-credential",
     );
 
     // The holder lists its keys: never the key or its digest
@@ -515,7 +516,38 @@ async fn two_owners_revoking_each_other_at_once_leave_one_owner(backend: Backend
     assert!(principals.load(survivor).await.unwrap().0.roles.contains(&Role::Owner));
 }
 
+/// Every 403 of an authenticated caller is an `access.denied` entry, whichever rule refused (here a
+/// command's: an admin may not issue a key to an owner); a 401 carries a `WWW-Authenticate` challenge
+/// that tells a missing credential from a refused one.
+async fn every_refusal_is_audited_and_every_401_says_what_to_send(backend: Backend) {
+    let api = start_on(backend).await;
+    api.step_up(&api.key).await;
+    let (admin_id, admin_key) = api.principal_with("ada", &[Role::Admin]).await;
+    let owner_id = api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().to_owned();
+    let refused = api.post_as(&admin_key, &format!("/api/v1/users/{owner_id}/api-keys"), json!({})).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "forbidden");
+    let entry = tests::eventually(DEADLINE, "the refusal in the trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?outcome=denied&limit=100", None, &[]).await;
+        page.body["entries"].as_array()?.iter().find(|e| e["actor_id"] == admin_id.as_str()).cloned()
+    })
+    .await;
+    assert_eq!(entry["action"], "access.denied", "{entry}");
+    assert!(entry["reason"].as_str().unwrap().contains("above yours"), "{entry}");
+
+    let challenge = |reply: &Reply| reply.headers.get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let anonymous = api.call_as("", Method::GET, "/api/v1/me", None, &[]).await;
+    assert_problem(&anonymous, StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert_eq!(challenge(&anonymous).as_deref(), Some("Bearer realm=\"mcp-gateway\""));
+    for bad in ["eyJhbGciOiJub25lIn0.e30.", "mgw_not-a-key", "not even a token"] {
+        let refused = api.call_as(bad, Method::GET, "/api/v1/me", None, &[]).await;
+        assert_problem(&refused, StatusCode::UNAUTHORIZED, "invalid-credential");
+        assert!(challenge(&refused).unwrap().contains("error=\"invalid_token\""), "{bad}: {}", refused.raw);
+        assert!(!refused.raw.contains("send an API key"), "{}", refused.raw);
+    }
+}
+
 on_every_backend!(
+    every_refusal_is_audited_and_every_401_says_what_to_send,
     two_owners_revoking_each_other_at_once_leave_one_owner,
     every_role_and_permission_cell_through_the_http_api,
     a_server_is_used_only_by_whom_its_policy_admits,

@@ -15,6 +15,7 @@ mod harness;
 mod nats_feed;
 mod projection_faults;
 mod projections;
+mod readiness;
 mod registry_backends;
 mod relay;
 mod server_commands;

@@ -1,0 +1,55 @@
+//! Every metric family the gateway exports, described once: Prometheus shows each `# HELP` line, and a
+//! family missing here is caught by the test that reads `/metrics` (every `# TYPE` needs its `# HELP`).
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Describes every family to the installed recorder (call once, after installing it).
+pub fn describe() {
+    describe_counter!("mgw_http_requests_total", "HTTP requests answered, by method, route template and status");
+    describe_histogram!(
+        "mgw_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method and route template"
+    );
+    describe_counter!(
+        "mgw_eventstore_appends_total",
+        "Appends to the event store, by backend and outcome (ok, conflict, refused, error)"
+    );
+    describe_histogram!(
+        "mgw_eventstore_append_seconds",
+        Unit::Seconds,
+        "Time to append to the event store, by backend"
+    );
+    describe_counter!(
+        "mgw_eventstore_conflicts_total",
+        "Appends that lost to a concurrent writer (wrong expected revision or a claim taken), by backend"
+    );
+    describe_counter!("mgw_relay_events_published_total", "Events the relay published to NATS JetStream");
+    describe_gauge!(
+        "mgw_relay_lag_seconds",
+        Unit::Seconds,
+        "Age of the newest event the relay published when it published it"
+    );
+    describe_counter!("mgw_nats_feed_messages_total", "Events received from NATS by the live feed of a projection");
+    describe_counter!("mgw_projection_events_applied_total", "Events applied to a read model, by projection");
+    describe_gauge!(
+        "mgw_projection_ready",
+        "1 when the projection serves (caught up or a current standby), by projection"
+    );
+    describe_gauge!(
+        "mgw_projection_lag_seconds",
+        Unit::Seconds,
+        "How far behind its newest event a projection is; grows from the halt while it is halted"
+    );
+    describe_gauge!("mgw_projection_halted", "1 when the projection stopped on an error running again cannot fix");
+    describe_counter!(
+        "mgw_projection_restarts_total",
+        "Times a projection runner started again after an error it retries (connection, timeout)"
+    );
+    describe_gauge!(
+        "mgw_audit_checkpoint_overdue_seconds",
+        Unit::Seconds,
+        "How long the next signed audit checkpoint is overdue (0 when on time)"
+    );
+    describe_gauge!("mgw_audit_unsigned_entries", "Audit entries after the last signed checkpoint");
+}

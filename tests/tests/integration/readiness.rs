@@ -1,0 +1,90 @@
+//! `/ready` as a load balancer and an operator read it: what stops an instance from serving makes it
+//! unready and says why in the server's own words; what only degrades it (NATS) does not take it out.
+
+use axum::http::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::api_servers::{Api, config, start};
+use crate::support::DEADLINE;
+
+async fn ready(api: &Api) -> (StatusCode, Value) {
+    let reply = api.call(Method::GET, "/ready", None, &[]).await;
+    (reply.status, reply.body)
+}
+
+/// NATS down: the instance still serves (projections follow the store), so `/ready` answers 200
+/// `degraded` naming NATS; a NATS that lost the relay's stream (restarted with an empty store) is
+/// named too, before any append finds out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_degrades_ready_and_a_lost_stream_is_named() {
+    let nats = tests::NatsServer::start().unwrap();
+    let api = start(Some(nats.url())).await;
+    tests::eventually(DEADLINE, "/ready to be ok with NATS", || async {
+        let (status, body) = ready(&api).await;
+        (status == StatusCode::OK && body["status"] == "ok" && body["checks"]["nats"] == "ok").then_some(())
+    })
+    .await;
+
+    // The stream gone, as from a server restarted on an empty store
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream.delete_stream(&api.gateway.state.nats_stream).await.unwrap();
+    let (status, body) = ready(&api).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    let error = body["checks"]["nats"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&api.gateway.state.nats_stream), "{body}");
+
+    // NATS down: still serving, degraded
+    nats.kill().unwrap();
+    let body = tests::eventually(DEADLINE, "/ready to notice NATS is gone", || async {
+        let (status, body) = ready(&api).await;
+        assert_eq!(status, StatusCode::OK, "a NATS outage is not an outage of the instance: {body}");
+        (body["checks"]["nats"]["status"] == "unavailable").then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["event_store"], "ok", "{body}");
+    let listed = api.call(Method::GET, "/api/v1/servers", None, &[]).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.raw);
+}
+
+/// A database that refuses connections is reported with its own reason (`too many connections…`), not
+/// as a pool that timed out, and quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_refusing_connections_is_reported_in_its_own_words() {
+    let server = tests::PostgresServer::shared().unwrap();
+    let db = server.create_database().await.unwrap();
+    let admin = db.pool(1).await.unwrap();
+    // The gateway connects as a role of its own, which the superuser can then limit
+    let role = format!("gw_{}", db.name);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN"))).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {} OWNER TO {role}", db.name)))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = db.url.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(url, db.url, "the test URL names its user: {}", db.url);
+    let gateway = api::Gateway::start(&config(&url, None), None).await.unwrap();
+    let reply = |gateway: &api::Gateway| {
+        let state = gateway.state.clone();
+        async move { state.tables.ping().await }
+    };
+    assert_eq!(reply(&gateway).await, Ok(()));
+
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} CONNECTION LIMIT 0"))).execute(&admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(&role)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let error = tests::eventually(DEADLINE, "the ping to fail", || async { reply(&gateway).await.err() }).await;
+    assert!(error.contains("too many connections"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+
+    // At start too
+    let refused = api::Gateway::start(&config(&url, None), None).await.err().unwrap().to_string();
+    assert!(refused.contains("too many connections"), "{refused}");
+    gateway.stop();
+}
