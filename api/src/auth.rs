@@ -100,6 +100,12 @@ impl Caller {
         eventstore::Actor { id: self.0.id.to_string(), kind }
     }
 
+    /// The caller as the commands know it: the principal and the credential it acts with (a session, or
+    /// an API key; a token stands for the key or session it was minted from).
+    pub fn credential(&self) -> commands::principals::Credential {
+        commands::principals::Credential { principal: self.0.id, credential: self.0.key_id }
+    }
+
     /// Whether the caller's roles let it manage every server (not only its own).
     pub fn manages_all_servers(&self) -> bool {
         self.0.roles.iter().any(|r| matches!(r, domain::Role::Owner | domain::Role::Admin))

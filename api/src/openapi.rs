@@ -37,6 +37,7 @@ use crate::state::AppState;
         users::revoke_key,
         users::enroll_totp,
         users::verify_totp,
+        users::approve_mfa,
         tokens::issue,
         tokens::jwks,
         login::login,

@@ -214,6 +214,10 @@ impl From<CommandError> for Problem {
             CommandError::TotpCodeRequired => {
                 Problem::new(StatusCode::FORBIDDEN, "mfa-required", "Second factor required").detail(error.to_string())
             }
+            CommandError::EnrolmentRefused(_) => {
+                Problem::new(StatusCode::FORBIDDEN, "mfa-enrolment-refused", "Second factor enrolment refused")
+                    .detail(error.to_string())
+            }
             CommandError::TooManyAttempts => {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-attempts", "Too many attempts")
                     .detail(error.to_string())

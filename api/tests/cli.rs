@@ -135,6 +135,16 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     for family in ["mgw_eventstore_appends_total", "mgw_eventstore_append_seconds", "mgw_projection_ready"] {
         assert!(metrics.contains(&format!("# TYPE {family} ")), "{family} missing: {metrics}");
     }
+    // /ready and /metrics name the same projections
+    let (_, ready) = http(&address, "GET", "/ready", None, None).await.unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    for projection in ["authz", "registry", "audit"] {
+        assert!(ready["checks"][format!("projection.{projection}")].is_object(), "{ready}");
+        assert!(
+            metrics.contains(&format!("mgw_projection_ready{{projection=\"{projection}\"}}")),
+            "{projection}: {metrics}"
+        );
+    }
 
     // The trail modified above is rebuilt from the events; then an export verifies offline, an edited one
     // does not, and the line is named.

@@ -68,6 +68,10 @@ pub enum CommandError {
     /// Replacing an enrolled second factor needs a current code from it.
     #[error("a second factor is enrolled: send a current code from it to replace it")]
     TotpCodeRequired,
+    /// A first second factor needs a login whose IdP reported MFA for this session, or an owner's
+    /// approval; service principals never enrol one.
+    #[error("{0}")]
+    EnrolmentRefused(&'static str),
     /// Too many wrong codes: the principal must wait.
     #[error("too many wrong codes; try again in a few minutes")]
     TooManyAttempts,

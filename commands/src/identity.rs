@@ -67,6 +67,13 @@ pub async fn bootstrap(
         scopes: vec![],
     });
     let owners = IdentityEvent::OwnersChanged(OwnersChanged { owners: vec![principal_id] });
+    // Whoever bootstraps has local access to the store: the first owner may enrol a second factor once
+    // without an MFA login (there may be no identity provider yet).
+    let approved = IdentityEvent::TotpEnrolmentApproved(domain::identity::TotpEnrolmentApproved {
+        principal_id,
+        approved_by: "local-operator".to_owned(),
+        expires_at: None,
+    });
     let stream = |category: &str, id: &dyn std::fmt::Display| {
         StreamName::from_parts(category, id).map_err(|e| CommandError::Invalid { field: "id", message: e.to_string() })
     };
@@ -96,7 +103,7 @@ pub async fn bootstrap(
         StreamAppend {
             stream: stream(PRINCIPAL_CATEGORY, &principal_id)?,
             expected: ExpectedRevision::NoStream,
-            events: vec![data(0, &created)?],
+            events: vec![data(0, &created)?, data(4, &approved)?],
         },
         StreamAppend {
             stream: stream(API_KEY_CATEGORY, &key_id)?,

@@ -37,6 +37,16 @@ const MAX_EMAIL_CHARS: usize = 254;
 /// TOTP: 6 digits, 30-second steps, one step of clock skew either way (RFC 6238's defaults).
 const TOTP_STEP_SECONDS: u64 = 30;
 
+/// Who acts, and with which credential: the session or API key a request came with (an access token
+/// counts as the key or session it was minted from). A second factor proven is the credential's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credential {
+    /// The principal.
+    pub principal: Uuid,
+    /// The session or API key.
+    pub credential: Uuid,
+}
+
 /// An API key just issued: shown once.
 #[derive(Debug)]
 pub struct IssuedKey {
@@ -83,19 +93,11 @@ pub struct KeyInput {
     pub scopes: Vec<Action>,
 }
 
-/// Wrong TOTP codes a principal may send per window before it must wait (three codes are valid at any
-/// moment; unthrottled, a million guesses would find one in minutes).
-const MAX_CODE_FAILURES: u32 = 5;
-/// The window of [`MAX_CODE_FAILURES`].
-const CODE_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// The principal command handlers.
 #[derive(Clone)]
 pub struct PrincipalCommands {
     store: Arc<dyn EventStore>,
     keyring: Arc<Keyring>,
-    /// Wrong codes per principal in this process, and when the window began.
-    code_failures: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (u32, std::time::Instant)>>>,
 }
 
 fn invalid(field: &'static str, message: impl std::fmt::Display) -> CommandError {
@@ -113,7 +115,7 @@ fn expected(revision: Option<u64>) -> ExpectedRevision {
 impl PrincipalCommands {
     /// Handlers over `store`, sealing TOTP secrets with `keyring`.
     pub fn new(store: Arc<dyn EventStore>, keyring: Arc<Keyring>) -> Self {
-        Self { store, keyring, code_failures: Arc::default() }
+        Self { store, keyring }
     }
 
     async fn read_all_of(&self, stream: &StreamName) -> Result<Vec<eventstore::RecordedEvent>, CommandError> {
@@ -293,17 +295,18 @@ impl PrincipalCommands {
     /// own stream, not from a read model).
     pub async fn change_role(
         &self,
-        actor: Uuid,
+        actor: Credential,
         request: RoleRequest<'_>,
         now: DateTime<Utc>,
         context: &CommandContext,
     ) -> Result<AppendResult, CommandError> {
         let RoleRequest { target, change, role, reason } = request;
         for _ in 0..ATTEMPTS {
-            let actor_state = self.enabled_actor(actor).await?;
+            let actor_state = self.enabled_actor(actor.principal).await?;
             let (target_state, revision) = self.load(target).await?;
             let (owners, owners_revision) = self.owners().await?;
-            let acting = RoleActor { id: actor, roles: &actor_state.roles, mfa_fresh: actor_state.mfa_fresh(now) };
+            let mfa_fresh = actor_state.mfa_fresh(now, actor.credential);
+            let acting = RoleActor { id: actor.principal, roles: &actor_state.roles, mfa_fresh };
             let event = decide_role_change(acting, &target_state, change, role, reason, &owners)?;
             let owners_after = (role == Role::Owner && !target_state.disabled).then(|| {
                 let mut after = owners.clone();
@@ -454,21 +457,36 @@ impl PrincipalCommands {
         format!("principal:{principal_id}:totp")
     }
 
-    /// Enrols a new TOTP secret for `principal_id` (replacing an earlier one only with a current `code`
-    /// from it: a stolen API key must not be able to swap the second factor for its own).
+    /// Enrols a new TOTP secret for `by.principal`. A first one needs [`PrincipalState::may_enrol_first_factor`]
+    /// (an MFA login of this session, or an approval); replacing one needs a current `code` from it: a
+    /// stolen API key must not be able to put the second factor in its own hands.
     pub async fn enroll_totp(
         &self,
-        principal_id: Uuid,
+        by: Credential,
         code: Option<&str>,
         now: DateTime<Utc>,
         context: &CommandContext,
     ) -> Result<TotpEnrolment, CommandError> {
         use rand::Rng;
+        let principal_id = by.principal;
         for _ in 0..ATTEMPTS {
             let (principal, revision) = self.load(principal_id).await?;
+            if principal.kind == PrincipalKind::Service {
+                return Err(CommandError::EnrolmentRefused(
+                    "service principals do not step up by TOTP: their keys are their only factor",
+                ));
+            }
             if principal.totp.is_some() {
                 let code = code.ok_or(CommandError::TotpCodeRequired)?;
-                self.check_code(&principal, code, now)?;
+                match self.check_code(&principal, by.credential, code, now, context).await {
+                    Ok(_) => {}
+                    Err(CommandError::Store(e)) if e.is_conflict() => continue,
+                    Err(e) => return Err(e),
+                }
+            } else if !principal.may_enrol_first_factor(now, by.credential) {
+                return Err(CommandError::EnrolmentRefused(
+                    "a first second factor needs a login whose identity provider reported MFA, or an owner's approval",
+                ));
             }
             let mut secret = vec![0u8; 20];
             rand::rng().fill_bytes(&mut secret);
@@ -486,15 +504,65 @@ impl PrincipalCommands {
         Err(CommandError::Contended)
     }
 
-    /// The TOTP step `code` proves for `principal` at `now`, newer than the last one accepted; wrong codes
-    /// count towards [`MAX_CODE_FAILURES`].
-    fn check_code(&self, principal: &PrincipalState, code: &str, now: DateTime<Utc>) -> Result<u64, CommandError> {
-        let mut failures = self.code_failures.lock().map_err(|_| CommandError::TooManyAttempts)?;
-        let entry = failures.entry(principal.id).or_insert((0, std::time::Instant::now()));
-        if entry.1.elapsed() > CODE_FAILURE_WINDOW {
-            *entry = (0, std::time::Instant::now());
+    /// Lets person `target` enrol a first TOTP secret without an MFA login, as `actor`: an owner (not
+    /// the person), or `None` for the operator acting by local access to the store. Good for a day when
+    /// an owner gives it, until used when the operator does.
+    pub async fn approve_enrolment(
+        &self,
+        actor: Option<Uuid>,
+        target: Uuid,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<AppendResult, CommandError> {
+        use domain::identity::TotpEnrolmentApproved;
+        for _ in 0..ATTEMPTS {
+            let approved_by = match actor {
+                Some(actor) => {
+                    let actor_state = self.enabled_actor(actor).await?;
+                    if actor == target {
+                        return Err(CommandError::NotYours("nobody approves their own second factor"));
+                    }
+                    if !actor_state.roles.contains(&Role::Owner) {
+                        return Err(CommandError::NotYours("only owners approve a second factor"));
+                    }
+                    actor.to_string()
+                }
+                None => "local-operator".to_owned(),
+            };
+            let (target_state, revision) = self.load(target).await?;
+            if target_state.kind == PrincipalKind::Service {
+                return Err(CommandError::EnrolmentRefused(
+                    "service principals do not step up by TOTP: their keys are their only factor",
+                ));
+            }
+            let expires_at = actor.is_some().then(|| now + chrono::Duration::days(1));
+            let approved = IdentityEvent::TotpEnrolmentApproved(TotpEnrolmentApproved {
+                principal_id: target,
+                approved_by,
+                expires_at,
+            });
+            match self.append_principal_event(context, target, revision, &approved, None).await {
+                Err(CommandError::Store(e)) if e.is_conflict() => continue,
+                done => return done,
+            }
         }
-        if entry.0 >= MAX_CODE_FAILURES {
+        Err(CommandError::Contended)
+    }
+
+    /// The TOTP step `code` proves for `principal` at `now`, newer than the last one accepted. A wrong
+    /// code is recorded (`TotpRejected`) and refused; past [`domain::identity::MAX_CODE_FAILURES`] in the
+    /// window nothing is checked. The count lives in the log, so every instance and a restarted one
+    /// share it. A conflict on recording means the stream moved: the caller loads it and tries again.
+    async fn check_code(
+        &self,
+        principal: &PrincipalState,
+        credential: Uuid,
+        code: &str,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<u64, CommandError> {
+        use domain::identity::TotpRejected;
+        if principal.code_attempts_exhausted(now) {
             return Err(CommandError::TooManyAttempts);
         }
         let sealed = principal.totp.as_ref().ok_or(CommandError::TotpNotEnrolled)?;
@@ -502,32 +570,39 @@ impl PrincipalCommands {
         let secret = totp_rs::Secret::try_from_base32(base32.expose()).map_err(|e| invalid("totp", e))?;
         let totp = Self::totp(secret.as_bytes().to_vec(), "principal")?;
         let seconds = u64::try_from(now.timestamp()).unwrap_or(0);
-        let step = totp.check(code.trim(), seconds).filter(|step| principal.mfa.is_none_or(|(_, last)| *step > last));
-        match step {
-            Some(step) => {
-                failures.remove(&principal.id);
-                Ok(step)
-            }
-            None => {
-                entry.0 += 1;
-                Err(CommandError::TotpRejected)
-            }
+        let last = principal.mfa.map(|(_, step, _)| step);
+        if let Some(step) = totp.check(code.trim(), seconds).filter(|step| last.is_none_or(|last| *step > last)) {
+            return Ok(step);
         }
+        let (_, revision) = self.load(principal.id).await?;
+        let rejected = IdentityEvent::TotpRejected(TotpRejected { principal_id: principal.id, at: now, credential });
+        self.append_principal_event(context, principal.id, revision, &rejected, None).await?;
+        Err(CommandError::TotpRejected)
     }
 
-    /// Checks a TOTP `code` of `principal_id` at `now`; records the step-up when it is right and newer
-    /// than the last accepted one (a code is good once).
+    /// Checks a TOTP `code` of `by.principal` at `now`; records the step-up, for `by.credential` alone,
+    /// when it is right and newer than the last accepted one (a code is good once).
     pub async fn verify_totp(
         &self,
-        principal_id: Uuid,
+        by: Credential,
         code: &str,
         now: DateTime<Utc>,
         context: &CommandContext,
     ) -> Result<AppendResult, CommandError> {
+        let principal_id = by.principal;
         for _ in 0..ATTEMPTS {
             let (principal, revision) = self.load(principal_id).await?;
-            let step = self.check_code(&principal, code, now)?;
-            let verified = IdentityEvent::TotpVerified(TotpVerified { principal_id, at: now, step });
+            let step = match self.check_code(&principal, by.credential, code, now, context).await {
+                Ok(step) => step,
+                Err(CommandError::Store(e)) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            };
+            let verified = IdentityEvent::TotpVerified(TotpVerified {
+                principal_id,
+                at: now,
+                step,
+                credential: Some(by.credential),
+            });
             match self.append_principal_event(context, principal_id, revision, &verified, None).await {
                 // Another event landed first: look again (the same code is refused once its step is in).
                 Err(CommandError::Store(e)) if e.is_conflict() => continue,
@@ -633,16 +708,17 @@ impl PrincipalCommands {
             }
             new_events.extend(state.profile_update(&display_name, email.as_deref()));
             new_events.extend(state.sync_idp_roles(&login.roles, &login.idp, login.claims_complete));
+            let session_id = Uuid::now_v7();
             new_events.push(IdentityEvent::UserLoggedIn(UserLoggedIn {
                 principal_id,
                 idp: login.idp.clone(),
                 amr: amr.clone(),
                 at: now,
+                session_id: Some(session_id),
             }));
             let roles =
                 new_events.iter().fold(Some(state), PrincipalState::evolve).map(|s| s.roles).unwrap_or_default();
 
-            let session_id = Uuid::now_v7();
             let secret = session_secret(session_id);
             let expires_at = now + lifetime;
             let started = IdentityEvent::SessionStarted(SessionStarted {

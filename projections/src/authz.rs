@@ -413,6 +413,8 @@ impl MemoryProjection for Authz {
             | IdentityEvent::UserLoggedIn(_)
             | IdentityEvent::SuspiciousSessionActivity(_)
             | IdentityEvent::TotpVerified(_)
+            | IdentityEvent::TotpRejected(_)
+            | IdentityEvent::TotpEnrolmentApproved(_)
             | IdentityEvent::OwnersChanged(_)
             | IdentityEvent::SigningKeyCreated(_)
             | IdentityEvent::SigningKeyRetired(_) => {}

@@ -109,8 +109,7 @@ impl NatsServer {
             .append(true)
             .open(&self.log_file)
             .map_err(HarnessError::io("opening the nats log"))?;
-        let mut command = Command::new(&self.binary);
-        crate::server_process::in_own_group(&mut command)
+        Command::new(&self.binary)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")

@@ -186,7 +186,7 @@ impl PostgresServer {
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
-        crate::server_process::in_own_group(&mut cmd).spawn().map_err(HarnessError::io("starting postgres"))
+        cmd.spawn().map_err(HarnessError::io("starting postgres"))
     }
 
     fn wait_ready(&self, child: &mut Child, deadline: Instant) -> Result<(), StartFailure> {

@@ -17,19 +17,24 @@ impl ServerProcess {
         *self.lock() = Some(child);
     }
 
-    /// Kills the process and every process of its group with SIGKILL, as a crash of the machine would,
-    /// reaps it, and waits until none of the group runs. (A PostgreSQL postmaster killed alone leaves
-    /// its backends serving the connections they have.) Does nothing if none runs.
+    /// Kills the process and every process it started with SIGKILL, as a crash of the machine would,
+    /// reaps it, and waits until none of them runs. (PostgreSQL's backends are group leaders of their
+    /// own, and outlive a postmaster killed alone for as long as they take to notice: a connection kept
+    /// working after the "crash".) Does nothing if none runs.
     pub(crate) fn kill(&self, name: &str) -> Result<(), HarnessError> {
+        use nix::sys::signal::{Signal, kill};
         if let Some(mut child) = self.lock().take() {
-            // The group is the one this harness started the server in (`in_own_group`): nothing else is hit.
-            let group = nix::unistd::Pid::from_raw(child.id() as i32);
-            if nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).is_err() {
-                child.kill().map_err(HarnessError::io(format!("killing {name}")))?;
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            // Stopped, it forks no new child while its children are found and killed.
+            let _ = kill(pid, Signal::SIGSTOP);
+            let descendants = descendants_of(pid.as_raw());
+            for descendant in &descendants {
+                let _ = kill(nix::unistd::Pid::from_raw(*descendant), Signal::SIGKILL);
             }
+            child.kill().map_err(HarnessError::io(format!("killing {name}")))?;
             child.wait().map_err(HarnessError::io(format!("reaping {name}")))?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while group_runs(group) {
+            while descendants.iter().any(|pid| runs(*pid)) {
                 if std::time::Instant::now() > deadline {
                     return Err(HarnessError::io(format!("waiting for the processes of {name} to end"))(
                         std::io::Error::other("still running after SIGKILL"),
@@ -52,24 +57,38 @@ impl ServerProcess {
     }
 }
 
-/// Starts `command` as the leader of a process group of its own, so that [`ServerProcess::kill`] reaches
-/// every process it forks.
-pub(crate) fn in_own_group(command: &mut std::process::Command) -> &mut std::process::Command {
-    std::os::unix::process::CommandExt::process_group(command, 0)
+/// The state and parent of process `pid`, from `/proc/<pid>/stat` (`pid (comm) state ppid …`: the command
+/// may hold spaces and parentheses, so the fields are read after the last `)`).
+fn stat(pid: i32) -> Option<(String, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.to_owned();
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
 }
 
-/// Whether a process of group `group` still runs (zombies, whose parent is gone and which nobody reaps
-/// in a container, do not count).
-fn group_runs(group: nix::unistd::Pid) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
-        // `pid (comm) state ppid pgrp …`: the command may hold spaces and parentheses, so read after the
-        // last `)`.
-        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
-        pgrp == Some(group.as_raw()) && state != Some("Z")
-    })
+/// Every process below `pid`, children first.
+fn descendants_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let processes: Vec<(i32, i32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| stat(p).map(|(_, parent)| (p, parent)))
+        .collect();
+    let mut found = vec![pid];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(processes.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        next += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Whether process `pid` still runs (a zombie, whose parent is gone and which nobody reaps in a
+/// container, does not).
+fn runs(pid: i32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != "Z")
 }

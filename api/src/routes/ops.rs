@@ -117,6 +117,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
         metrics::gauge!("mgw_projection_halted", "projection" => status.name.clone())
             .set(if status.halted_since.is_some() { 1.0 } else { 0.0 });
+        // From the same statuses as `/ready`, so the two always name the same projections.
+        metrics::gauge!("mgw_projection_ready", "projection" => status.name.clone()).set(if status.is_ready() {
+            1.0
+        } else {
+            0.0
+        });
     }
     handle.render().into_response()
 }

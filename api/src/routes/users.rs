@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/me/mfa/totp", post(enroll_totp))
         .route("/api/v1/me/mfa/totp/verify", post(verify_totp))
+        .route("/api/v1/users/{id}/mfa/approval", post(approve_mfa))
         .route("/api/v1/users", get(list).post(create))
         .route("/api/v1/users/{id}", get(read))
         .route("/api/v1/users/{id}/roles", post(grant))
@@ -250,7 +251,7 @@ pub(crate) async fn grant(
     let done = state
         .principals
         .change_role(
-            caller.0.id,
+            caller.credential(),
             RoleRequest { target: id, change: RoleChange::Grant, role: body.role, reason: &body.reason },
             Utc::now(),
             &ctx,
@@ -283,7 +284,7 @@ pub(crate) async fn revoke(
     let done = state
         .principals
         .change_role(
-            caller.0.id,
+            caller.credential(),
             RoleRequest { target: id, change: RoleChange::Revoke, role, reason: &reason },
             Utc::now(),
             &ctx,
@@ -548,7 +549,8 @@ pub(crate) async fn enroll_totp(
     not_from_a_token(&caller)?;
     let body = json_body::bytes(body)?;
     let body: EnrolBody = json_body::parse(if body.is_empty() { b"{}" } else { &body })?;
-    let enrolment = state.principals.enroll_totp(id, body.code.as_deref(), Utc::now(), &context(&caller)).await?;
+    let enrolment =
+        state.principals.enroll_totp(caller.credential(), body.code.as_deref(), Utc::now(), &context(&caller)).await?;
     let reply = TotpReply {
         secret: enrolment.secret_base32.expose().to_owned(),
         otpauth_uri: enrolment.otpauth_uri.expose().to_owned(),
@@ -574,6 +576,20 @@ pub(crate) async fn verify_totp(
     caller.authorize_on(&state, Action::ManageOwnCredentials, Resource::Principal(id), "mfa").await?;
     not_from_a_token(&caller)?;
     let body: CodeBody = json_body::parse(&json_body::bytes(body)?)?;
-    state.principals.verify_totp(id, &body.code, Utc::now(), &context(&caller)).await?;
+    state.principals.verify_totp(caller.credential(), &body.code, Utc::now(), &context(&caller)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/approval", operation_id = "approve_mfa_enrolment", params(("id" = Uuid, Path)), responses((status = 200, body = ChangeReply), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)), security(("api_key" = [])))]
+/// `POST /api/v1/users/{id}/mfa/approval`: an owner lets a person enrol a first TOTP secret without a
+/// login whose IdP reported MFA (for a day).
+pub(crate) async fn approve_mfa(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = principal_id(&caller, &id)?;
+    caller.authorize(&state, Action::GrantRoles, &format!("principal:{id}")).await?;
+    let done = state.principals.approve_enrolment(Some(caller.0.id), id, Utc::now(), &context(&caller)).await?;
+    Ok(changed(&state, StatusCode::OK, id, Some(done.position)).await)
 }

@@ -143,6 +143,38 @@ pub struct TotpVerified {
     pub at: DateTime<Utc>,
     /// The TOTP time step of the code, so that a code is accepted once.
     pub step: u64,
+    /// The credential (session or API key) that proved it: the step-up counts for that credential
+    /// alone, not for every other one of the principal. Absent in events of earlier versions, which
+    /// therefore count for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Uuid>,
+}
+
+/// A wrong TOTP code was sent: recorded so that every instance, and a restarted one, counts the
+/// guesses against the same limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpRejected {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The credential that sent it.
+    pub credential: Uuid,
+}
+
+/// The principal may enrol a first second factor without an IdP login with MFA: an owner vouched for
+/// it, or the operator did by local access to the store (the first owner, created by the bootstrap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnrolmentApproved {
+    /// The principal.
+    pub principal_id: Uuid,
+    /// Who approved: an owner's principal id, or `local-operator`.
+    pub approved_by: String,
+    /// Until when (`None`: until used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The set of owners after a change (on `system-owners`).
@@ -218,6 +250,10 @@ pub struct UserLoggedIn {
     pub amr: Vec<String>,
     /// When.
     pub at: DateTime<Utc>,
+    /// The session the login started: an MFA it reports counts for that session alone. Absent in
+    /// events of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
 }
 
 /// A session started (on `session-<id>`): a browser's login, with its device.
@@ -342,11 +378,15 @@ pub enum IdentityEvent {
     SuspiciousSessionActivity(SuspiciousSessionActivity),
     /// `UserProfileUpdated`.
     UserProfileUpdated(UserProfileUpdated),
+    /// `TotpRejected`.
+    TotpRejected(TotpRejected),
+    /// `TotpEnrolmentApproved`.
+    TotpEnrolmentApproved(TotpEnrolmentApproved),
 }
 
 impl IdentityEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 20] = [
+    pub const TYPES: [&'static str; 22] = [
         "PrincipalCreated",
         "ApiKeyIssued",
         "ApiKeyRevoked",
@@ -367,6 +407,8 @@ impl IdentityEvent {
         "SessionExpired",
         "SuspiciousSessionActivity",
         "UserProfileUpdated",
+        "TotpRejected",
+        "TotpEnrolmentApproved",
     ];
 
     /// The stored type name.
@@ -392,6 +434,8 @@ impl IdentityEvent {
             IdentityEvent::SessionExpired(_) => Self::TYPES[17],
             IdentityEvent::SuspiciousSessionActivity(_) => Self::TYPES[18],
             IdentityEvent::UserProfileUpdated(_) => Self::TYPES[19],
+            IdentityEvent::TotpRejected(_) => Self::TYPES[20],
+            IdentityEvent::TotpEnrolmentApproved(_) => Self::TYPES[21],
         }
     }
 
@@ -418,6 +462,8 @@ impl IdentityEvent {
             IdentityEvent::SessionExpired(e) => serde_json::to_string(e),
             IdentityEvent::SuspiciousSessionActivity(e) => serde_json::to_string(e),
             IdentityEvent::UserProfileUpdated(e) => serde_json::to_string(e),
+            IdentityEvent::TotpRejected(e) => serde_json::to_string(e),
+            IdentityEvent::TotpEnrolmentApproved(e) => serde_json::to_string(e),
         }
     }
 
@@ -445,6 +491,8 @@ impl IdentityEvent {
             "SessionExpired" => from_str(data).map(IdentityEvent::SessionExpired),
             "SuspiciousSessionActivity" => from_str(data).map(IdentityEvent::SuspiciousSessionActivity),
             "UserProfileUpdated" => from_str(data).map(IdentityEvent::UserProfileUpdated),
+            "TotpRejected" => from_str(data).map(IdentityEvent::TotpRejected),
+            "TotpEnrolmentApproved" => from_str(data).map(IdentityEvent::TotpEnrolmentApproved),
             _ => return None,
         })
     }

@@ -11,12 +11,12 @@ pub use api_key::{API_KEY_PREFIX, ApiKeyDigest, parse_api_key};
 pub use event::{
     ApiKeyIssued, ApiKeyRevoked, IdentityEvent, OwnersChanged, PrincipalCreated, PrincipalKind, RoleGranted,
     RoleRevoked, RoleSource, SessionExpired, SessionRefreshed, SessionRevoked, SessionStarted, SigningKeyCreated,
-    SigningKeyRetired, SuspiciousSessionActivity, TotpEnrolled, TotpVerified, UserDisabled, UserEnabled, UserLoggedIn,
-    UserProfileUpdated, UserProvisioned,
+    SigningKeyRetired, SuspiciousSessionActivity, TotpEnrolled, TotpEnrolmentApproved, TotpRejected, TotpVerified,
+    UserDisabled, UserEnabled, UserLoggedIn, UserProfileUpdated, UserProvisioned,
 };
 pub use principal::{
-    MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused, decide_disable, decide_role_change,
-    outranks_or_equals, rank,
+    CODE_FAILURE_WINDOW, MAX_CODE_FAILURES, MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused,
+    decide_disable, decide_role_change, outranks_or_equals, rank,
 };
 pub use role_mapping::{ClaimSource, MappedRoles, RoleRule, RoleRuleError, check_rules, map_roles};
 

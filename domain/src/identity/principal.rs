@@ -14,6 +14,11 @@ use crate::{Role, Sealed};
 
 /// How recent a second-factor proof must be for granting `admin` or `owner`.
 pub const MFA_FRESHNESS: Duration = Duration::minutes(10);
+/// Wrong TOTP codes a principal may send per [`CODE_FAILURE_WINDOW`] before it must wait (three codes
+/// are valid at any moment; unthrottled, a million guesses would find one in minutes).
+pub const MAX_CODE_FAILURES: usize = 5;
+/// The window of [`MAX_CODE_FAILURES`].
+pub const CODE_FAILURE_WINDOW: Duration = Duration::minutes(5);
 
 /// A principal as its stream folds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +35,18 @@ pub struct PrincipalState {
     pub disabled: bool,
     /// The enrolled TOTP secret, sealed.
     pub totp: Option<Sealed>,
-    /// The last second-factor proof and its TOTP step.
-    pub mfa: Option<(DateTime<Utc>, u64)>,
+    /// The last second-factor proof: when, its TOTP step, and the credential that made it.
+    pub mfa: Option<(DateTime<Utc>, u64, Option<Uuid>)>,
+    /// The last wrong codes (at most [`MAX_CODE_FAILURES`]), oldest first.
+    pub code_failures: Vec<DateTime<Utc>>,
+    /// An approval to enrol a first TOTP secret, and until when (`None`: until used).
+    pub enrolment_approved: Option<Option<DateTime<Utc>>>,
     /// The roles the identity provider's claims granted (and may take back at a later login); roles an
     /// administrator granted are not among them.
     pub idp_roles: BTreeSet<Role>,
-    /// The last login whose IdP reported multi-factor authentication (`amr` contains `mfa`).
-    pub idp_mfa_at: Option<DateTime<Utc>>,
+    /// The last login whose IdP reported multi-factor authentication (`amr` contains `mfa`), and the
+    /// session it started.
+    pub idp_mfa_at: Option<(DateTime<Utc>, Option<Uuid>)>,
     /// Provisioned from this issuer and subject.
     pub external: Option<(String, String)>,
     /// The email the IdP last reported.
@@ -58,6 +68,8 @@ impl PrincipalState {
                 disabled: false,
                 totp: None,
                 mfa: None,
+                code_failures: Vec::new(),
+                enrolment_approved: None,
                 idp_roles: BTreeSet::new(),
                 idp_mfa_at: None,
                 external: None,
@@ -94,23 +106,55 @@ impl PrincipalState {
                 state.display_name = p.display_name.clone();
                 state.email = p.email.clone();
             }
-            IdentityEvent::UserLoggedIn(l) if l.amr.iter().any(|m| m == "mfa") => state.idp_mfa_at = Some(l.at),
+            IdentityEvent::UserLoggedIn(l) if l.amr.iter().any(|m| m == "mfa") => {
+                state.idp_mfa_at = Some((l.at, l.session_id))
+            }
             IdentityEvent::UserDisabled(_) => state.disabled = true,
             IdentityEvent::UserEnabled(_) => state.disabled = false,
             IdentityEvent::TotpEnrolled(t) => {
                 state.totp = Some(t.secret.clone());
                 state.mfa = None;
+                state.enrolment_approved = None;
+                state.code_failures.clear();
             }
-            IdentityEvent::TotpVerified(v) => state.mfa = Some((v.at, v.step)),
+            IdentityEvent::TotpVerified(v) => {
+                state.mfa = Some((v.at, v.step, v.credential));
+                state.code_failures.clear();
+            }
+            IdentityEvent::TotpRejected(r) => {
+                state.code_failures.push(r.at);
+                let excess = state.code_failures.len().saturating_sub(MAX_CODE_FAILURES);
+                state.code_failures.drain(..excess);
+            }
+            IdentityEvent::TotpEnrolmentApproved(a) => state.enrolment_approved = Some(a.expires_at),
             _ => {}
         }
         Some(state)
     }
 
-    /// Whether a second factor was proven within [`MFA_FRESHNESS`] of `now`.
-    pub fn mfa_fresh(&self, now: DateTime<Utc>) -> bool {
-        let fresh = |at: DateTime<Utc>| now - at <= MFA_FRESHNESS && at <= now + Duration::seconds(5);
-        self.mfa.is_some_and(|(at, _)| fresh(at)) || self.idp_mfa_at.is_some_and(fresh)
+    /// Whether `credential` (the session or API key acting) proved a second factor within
+    /// [`MFA_FRESHNESS`] of `now`: a TOTP step-up made with it, or the IdP login with MFA that started
+    /// it. A step-up made with another credential of the same principal does not count.
+    pub fn mfa_fresh(&self, now: DateTime<Utc>, credential: Uuid) -> bool {
+        let fresh = |at: DateTime<Utc>, by: Option<Uuid>| {
+            by == Some(credential) && now - at <= MFA_FRESHNESS && at <= now + Duration::seconds(5)
+        };
+        self.mfa.is_some_and(|(at, _, by)| fresh(at, by)) || self.idp_mfa_at.is_some_and(|(at, by)| fresh(at, by))
+    }
+
+    /// Whether `credential` may enrol a first TOTP secret at `now`: only people do (a service principal
+    /// holds keys, and a key is one factor however it is used), and only with a login whose IdP reported
+    /// MFA for this session, or with an approval. Without that, anyone holding a stolen key or session
+    /// could enrol their own authenticator and pass every step-up after.
+    pub fn may_enrol_first_factor(&self, now: DateTime<Utc>, credential: Uuid) -> bool {
+        let approved = self.enrolment_approved.is_some_and(|until| until.is_none_or(|until| now <= until));
+        self.kind == PrincipalKind::User
+            && (approved || self.idp_mfa_at.is_some_and(|(at, by)| by == Some(credential) && now - at <= MFA_FRESHNESS))
+    }
+
+    /// Whether too many wrong codes arrived within [`CODE_FAILURE_WINDOW`] of `now`.
+    pub fn code_attempts_exhausted(&self, now: DateTime<Utc>) -> bool {
+        self.code_failures.iter().filter(|at| now - **at <= CODE_FAILURE_WINDOW).count() >= MAX_CODE_FAILURES
     }
 
     /// The event recording that the IdP now reports another name or email, if it does (an IdP that
@@ -323,6 +367,8 @@ mod tests {
             disabled: false,
             totp: None,
             mfa: None,
+            code_failures: Vec::new(),
+            enrolment_approved: None,
             idp_roles: BTreeSet::new(),
             idp_mfa_at: None,
             external: None,
@@ -445,14 +491,58 @@ mod tests {
     }
 
     #[test]
-    fn a_second_factor_is_fresh_for_ten_minutes() {
+    fn a_second_factor_is_fresh_for_ten_minutes_and_for_its_own_credential_only() {
         let mut p = principal(1, &[]);
+        let (key, other) = (Uuid::from_u128(7), Uuid::from_u128(8));
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        assert!(!p.mfa_fresh(now));
-        p.mfa = Some((now - Duration::minutes(9), 1));
-        assert!(p.mfa_fresh(now));
-        p.mfa = Some((now - Duration::minutes(11), 1));
-        assert!(!p.mfa_fresh(now));
+        assert!(!p.mfa_fresh(now, key));
+        p.mfa = Some((now - Duration::minutes(9), 1, Some(key)));
+        assert!(p.mfa_fresh(now, key));
+        assert!(!p.mfa_fresh(now, other), "a step-up on one key counts for no other credential");
+        p.mfa = Some((now - Duration::minutes(11), 1, Some(key)));
+        assert!(!p.mfa_fresh(now, key));
+        p.mfa = Some((now, 1, None));
+        assert!(!p.mfa_fresh(now, key), "a step-up of an earlier version names no credential");
+        p.idp_mfa_at = Some((now, Some(other)));
+        assert!(p.mfa_fresh(now, other) && !p.mfa_fresh(now, key), "an IdP's MFA counts for its session");
+    }
+
+    #[test]
+    fn a_first_factor_is_enrolled_only_by_a_person_with_an_mfa_login_or_an_approval() {
+        let mut p = principal(1, &[Role::Admin]);
+        let (session, key) = (Uuid::from_u128(7), Uuid::from_u128(8));
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert!(!p.may_enrol_first_factor(now, key), "an admin key alone enrols nothing");
+        p.idp_mfa_at = Some((now - Duration::minutes(1), Some(session)));
+        assert!(p.may_enrol_first_factor(now, session) && !p.may_enrol_first_factor(now, key));
+        p.idp_mfa_at = None;
+        p.enrolment_approved = Some(Some(now + Duration::hours(1)));
+        assert!(p.may_enrol_first_factor(now, key));
+        assert!(!p.may_enrol_first_factor(now + Duration::hours(2), key), "an approval expires");
+        p.kind = PrincipalKind::Service;
+        assert!(!p.may_enrol_first_factor(now, key), "service principals do not step up by TOTP");
+    }
+
+    #[test]
+    fn wrong_codes_are_counted_from_the_log_within_the_window() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let id = Uuid::from_u128(1);
+        let rejected = |minutes_ago: i64| {
+            IdentityEvent::TotpRejected(super::super::event::TotpRejected {
+                principal_id: id,
+                at: now - Duration::minutes(minutes_ago),
+                credential: id,
+            })
+        };
+        let mut p = Some(principal(1, &[]));
+        for _ in 0..4 {
+            p = PrincipalState::evolve(p, &rejected(1));
+        }
+        assert!(!p.as_ref().unwrap().code_attempts_exhausted(now));
+        p = PrincipalState::evolve(p, &rejected(0));
+        assert!(p.as_ref().unwrap().code_attempts_exhausted(now));
+        assert!(!p.as_ref().unwrap().code_attempts_exhausted(now + Duration::minutes(6)), "the window passes");
+        assert_eq!(p.unwrap().code_failures.len(), MAX_CODE_FAILURES, "only the last few are kept");
     }
 
     #[test]

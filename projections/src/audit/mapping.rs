@@ -49,7 +49,7 @@ pub fn entry_for(
     actor_name: Option<&str>,
 ) -> Result<AuditEntry, String> {
     let (action, target_kind, target_name, reason, changes, target_id) = describe(event, before)?;
-    let outcome = if action == "access.denied" { "denied" } else { "success" };
+    let outcome = if matches!(action, "access.denied" | "mfa.rejected") { "denied" } else { "success" };
     let m = &event.metadata;
     Ok(AuditEntry {
         seq,
@@ -301,6 +301,14 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
             // Never the secret, sealed or not: that a factor was enrolled or proven is what is audited.
             IdentityEvent::TotpEnrolled(_) => ("mfa.enrolled", "principal", name, None, json!({ "method": "totp" })),
             IdentityEvent::TotpVerified(_) => ("mfa.verified", "principal", name, None, json!({ "method": "totp" })),
+            IdentityEvent::TotpRejected(_) => ("mfa.rejected", "principal", name, None, json!({ "method": "totp" })),
+            IdentityEvent::TotpEnrolmentApproved(a) => (
+                "mfa.enrolment_approved",
+                "principal",
+                name,
+                None,
+                json!({ "approved_by": a.approved_by, "expires_at": a.expires_at }),
+            ),
             IdentityEvent::OwnersChanged(o) => ("owners.changed", "gateway", None, None, json!({ "owners": o.owners })),
             // The public key only: the sealed private key stays out of the trail.
             IdentityEvent::SigningKeyCreated(k) => (

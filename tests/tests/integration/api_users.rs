@@ -485,7 +485,7 @@ async fn nobody_takes_over_a_higher_principal_or_widens_a_key(backend: Backend) 
 }
 
 async fn two_owners_revoking_each_other_at_once_leave_one_owner(backend: Backend) {
-    use commands::principals::RoleRequest;
+    use commands::principals::{Credential, RoleRequest};
     use domain::identity::RoleChange;
     let api = start_on(backend).await;
     api.step_up(&api.key).await;
@@ -500,8 +500,8 @@ async fn two_owners_revoking_each_other_at_once_leave_one_owner(backend: Backend
     let revoke = |target| RoleRequest { target, change: RoleChange::Revoke, role: Role::Owner, reason: "r" };
     let (a, b) = (context(), context());
     let (by_first, by_second) = tokio::join!(
-        principals.change_role(first, revoke(second), now, &a),
-        principals.change_role(second, revoke(first), now, &b)
+        principals.change_role(Credential { principal: first, credential: first }, revoke(second), now, &a),
+        principals.change_role(Credential { principal: second, credential: second }, revoke(first), now, &b)
     );
     assert_eq!(
         [by_first.is_ok(), by_second.is_ok()].iter().filter(|ok| **ok).count(),
@@ -514,6 +514,86 @@ async fn two_owners_revoking_each_other_at_once_leave_one_owner(backend: Backend
     assert_eq!(owners.len(), 1);
     let survivor = *owners.iter().next().unwrap();
     assert!(principals.load(survivor).await.unwrap().0.roles.contains(&Role::Owner));
+}
+
+/// A second factor is the credential's that proved it, and a first one is not enrolled on the strength
+/// of a key alone: a service principal never enrols one; a person needs an MFA login or an owner's
+/// approval; a step-up on one key counts for no other; wrong codes are counted in the log, so a second
+/// instance (or a restart) shares the limit.
+async fn a_second_factor_belongs_to_its_credential_and_is_enrolled_only_with_approval(backend: Backend) {
+    use commands::principals::KeyInput;
+    use domain::identity::PrincipalKind;
+    let api = start_on(backend).await;
+    api.step_up(&api.key).await;
+    // A service principal holding admin cannot put a second factor behind its key
+    let (_, service_admin) = api.principal_with("robot", &[Role::Admin]).await;
+    let refused = api.call_as(&service_admin, Method::POST, "/api/v1/me/mfa/totp", None, &[]).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "mfa-enrolment-refused");
+
+    // A person holding owner through two keys, and no MFA login
+    let principals = &api.gateway.state.principals;
+    let context =
+        || commands::servers::CommandContext { command_id: uuid::Uuid::now_v7(), metadata: crate::support::metadata() };
+    let person = uuid::Uuid::now_v7();
+    principals.create(person, PrincipalKind::User, "pat", &context()).await.unwrap();
+    let granted = api
+        .post_as(&api.key, &format!("/api/v1/users/{person}/roles"), json!({ "role": "owner", "reason": "r" }))
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.raw);
+    let now = chrono::Utc::now();
+    let key = |n: u128| async move {
+        let input = KeyInput::default();
+        let issued = principals.issue_key(person, person, uuid::Uuid::from_u128(n), input, now, &context()).await;
+        issued.unwrap().key.expose().to_owned()
+    };
+    let (first, second) = (key(person.as_u128() ^ 1).await, key(person.as_u128() ^ 2).await);
+    tests::eventually(DEADLINE, "the keys to work", || async {
+        (api.call_as(&second, Method::GET, "/api/v1/me", None, &[]).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    let refused = api.call_as(&first, Method::POST, "/api/v1/me/mfa/totp", None, &[]).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "mfa-enrolment-refused");
+    // Only an owner other than the person approves
+    let own = api.call_as(&first, Method::POST, &format!("/api/v1/users/{person}/mfa/approval"), None, &[]).await;
+    assert_problem(&own, StatusCode::FORBIDDEN, "forbidden");
+    let approved = api.call(Method::POST, &format!("/api/v1/users/{person}/mfa/approval"), None, &[]).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.raw);
+    let secret = api.step_up(&first).await;
+    // The step-up on the first key does not count for the second
+    let target = api.post_as(&api.key, "/api/v1/users", json!({ "display_name": "target" })).await;
+    let target_id = target.body["id"].as_str().unwrap().to_owned();
+    let api_ref = &api;
+    let grant = |key: String| {
+        let uri = format!("/api/v1/users/{target_id}/roles");
+        async move { api_ref.post_as(&key, &uri, json!({ "role": "admin", "reason": "r" })).await }
+    };
+    assert_problem(&grant(second.clone()).await, StatusCode::FORBIDDEN, "mfa-required");
+    assert_eq!(grant(first.clone()).await.status, StatusCode::OK);
+
+    // Wrong codes: three here, two on another instance, and the next is refused on either
+    let other = match &api.db {
+        Some(db) => Some(crate::api_servers::another_instance(&api, crate::api_servers::config(&db.url, None)).await),
+        None => None,
+    };
+    let wrong = |on: &'static str, n: usize| {
+        let instance = if on == "other" { other.as_ref().unwrap_or(&api) } else { &api };
+        let second = second.clone();
+        async move {
+            for _ in 0..n {
+                let reply = instance.post_as(&second, "/api/v1/me/mfa/totp/verify", json!({ "code": "000000" })).await;
+                assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid-code");
+            }
+        }
+    };
+    wrong("here", 3).await;
+    wrong("other", 2).await;
+    let good = crate::api_users::totp_code(&secret);
+    let throttled = api.post_as(&second, "/api/v1/me/mfa/totp/verify", json!({ "code": good })).await;
+    assert_problem(&throttled, StatusCode::TOO_MANY_REQUESTS, "too-many-attempts");
+    if let Some(other) = &other {
+        let throttled = other.post_as(&first, "/api/v1/me/mfa/totp/verify", json!({ "code": good })).await;
+        assert_problem(&throttled, StatusCode::TOO_MANY_REQUESTS, "too-many-attempts");
+    }
 }
 
 /// Every 403 of an authenticated caller is an `access.denied` entry, whichever rule refused (here a
@@ -547,6 +627,7 @@ async fn every_refusal_is_audited_and_every_401_says_what_to_send(backend: Backe
 }
 
 on_every_backend!(
+    a_second_factor_belongs_to_its_credential_and_is_enrolled_only_with_approval,
     every_refusal_is_audited_and_every_401_says_what_to_send,
     two_owners_revoking_each_other_at_once_leave_one_owner,
     every_role_and_permission_cell_through_the_http_api,

@@ -53,19 +53,20 @@ async fn write_every_event_type(store: &PgEventStore) {
     servers.deregister(id, None, "retired".into(), &context()).await.unwrap();
 
     // Principals: a service account's roles, keys and disabling; the owner's second factor.
-    use commands::principals::{KeyInput, PrincipalCommands, RoleRequest};
+    use commands::principals::{Credential, KeyInput, PrincipalCommands, RoleRequest};
     use domain::identity::{PrincipalKind, RoleChange};
     let principals = PrincipalCommands::new(Arc::new(store.clone()), keyring);
     let (bob, now) = (Uuid::now_v7(), chrono::Utc::now());
     principals.create(bob, PrincipalKind::Service, "Bob", &context()).await.unwrap();
     let viewer = domain::Role::Viewer;
     let grant = RoleRequest { target: bob, change: RoleChange::Grant, role: viewer, reason: "reads" };
-    principals.change_role(owner, grant, now, &context()).await.unwrap();
+    let acting = Credential { principal: owner, credential: Uuid::now_v7() };
+    principals.change_role(acting, grant, now, &context()).await.unwrap();
     let revoke = RoleRequest { change: RoleChange::Revoke, reason: "no more", ..grant };
-    principals.change_role(owner, revoke, now, &context()).await.unwrap();
-    let enrolment = principals.enroll_totp(owner, None, now, &context()).await.unwrap();
+    principals.change_role(acting, revoke, now, &context()).await.unwrap();
+    let enrolment = principals.enroll_totp(acting, None, now, &context()).await.unwrap();
     let code = crate::api_users::totp_code(enrolment.secret_base32.expose());
-    principals.verify_totp(owner, &code, now, &context()).await.unwrap();
+    principals.verify_totp(acting, &code, now, &context()).await.unwrap();
     let key = principals.issue_key(owner, bob, Uuid::now_v7(), KeyInput::default(), now, &context()).await.unwrap();
     principals.revoke_key(owner, bob, key.key_id, "rotated", &context()).await.unwrap();
     principals.set_disabled(owner, bob, true, "left", &context()).await.unwrap();
@@ -109,6 +110,7 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
         [
             "api_key.issued",
             "principal.created",
+            "mfa.enrolment_approved",
             "gateway.bootstrapped",
             "owners.changed",
             "server.registered",
@@ -132,7 +134,7 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
     // Events that do not carry the server's name get it from the trail; reasons are kept, and changes
     // carry the values they replace.
     use serde_json::json;
-    let (server, principal) = (&rows[4..11], &rows[11..]);
+    let (server, principal) = (&rows[5..12], &rows[12..]);
     assert!(server.iter().all(|r| r.1 == "server" && r.2.as_deref() == Some("audited")));
     assert_eq!(server[1].4, json!({"description": {"before": "d", "after": "d2"}}));
     assert_eq!(server[2].4["access"]["before"]["roles"], json!([]));
@@ -161,7 +163,7 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
     );
 
     let report = verify(store.pool()).await.unwrap();
-    assert_eq!((report.checked, report.violation), (20, None));
+    assert_eq!((report.checked, report.violation), (21, None));
 
     let before = hashes(&store).await;
     runner.abort();
@@ -269,14 +271,14 @@ async fn signed_checkpoints_verify_with_the_published_keys_and_a_removed_one_is_
     let keys = AuditKeys::new(&[("a1".into(), SIGNING.into())]).unwrap();
     write_every_event_type(&store).await;
     let runner = caught_up(&store).await;
-    assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), Some(20));
+    assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), Some(21));
     assert_eq!(write_checkpoint(store.pool(), &keys).await.unwrap(), None, "nothing new to sign");
     write_every_event_type_again(&store).await;
     runner.abort();
     let _ = runner.await;
     let runner = caught_up(&store).await;
     let second = write_checkpoint(store.pool(), &keys).await.unwrap().unwrap();
-    assert!(second > 20);
+    assert!(second > 21);
     write_every_event_type_again(&store).await;
     runner.abort();
     let _ = runner.await;

@@ -14,7 +14,7 @@ use crate::support::{DEADLINE, metadata};
 
 /// Appends `event` to `stream` as another writer (an older gateway, a copy tool) could have: past the
 /// commands' checks.
-async fn append_raw(api: &Api, stream: &StreamName, event_type: &str, data: String) {
+async fn append_raw(api: &Api, stream: &StreamName, event_type: &str, data: String) -> eventstore::Position {
     let event = EventData {
         event_id: Uuid::now_v7(),
         event_type: event_type.to_owned(),
@@ -22,7 +22,7 @@ async fn append_raw(api: &Api, stream: &StreamName, event_type: &str, data: Stri
         data,
         metadata: metadata(),
     };
-    api.gateway.state.store.append(stream, ExpectedRevision::Any, vec![event]).await.unwrap();
+    api.gateway.state.store.append(stream, ExpectedRevision::Any, vec![event]).await.unwrap().position
 }
 
 async fn ready(api: &Api) -> (StatusCode, Value) {
@@ -67,8 +67,7 @@ async fn a_nul_already_in_the_log_is_escaped_and_the_trail_goes_on(backend: Back
 async fn a_halted_projection_is_named_with_its_position_in_ready(backend: Backend) {
     let api = start_on(backend).await;
     let stream = StreamName::from_parts(domain::server::CATEGORY, Uuid::now_v7()).unwrap();
-    append_raw(&api, &stream, "ServerExploded", json!({ "boom": true }).to_string()).await;
-    let position = api.gateway.state.store.read_all(None, 10_000).await.unwrap().last().unwrap().position;
+    let position = append_raw(&api, &stream, "ServerExploded", json!({ "boom": true }).to_string()).await;
 
     let body = tests::eventually(DEADLINE, "/ready to report the registry halted", || async {
         let (status, body) = ready(&api).await;
