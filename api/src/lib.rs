@@ -23,6 +23,7 @@ pub mod state;
 pub mod store_lock;
 pub mod store_url;
 pub mod tables;
+pub mod verification;
 
 pub use app::{Gateway, GatewayConfig, StartError};
 pub use http::router;

@@ -65,6 +65,8 @@ enum AuditCommand {
         #[command(flatten)]
         database: DatabaseArgs,
         /// Public keys of the signed checkpoints, `id:base64`, comma-separated (`GET /api/v1/audit/keys`).
+        /// Default: the public halves of the gateway's own signing keys (`MGW_AUDIT_SIGNING_KEYS`, or
+        /// the embedded store's `audit-signing.keys` beside it).
         #[arg(long, value_delimiter = ',')]
         public_keys: Vec<String>,
     },
@@ -92,7 +94,8 @@ enum AuditCommand {
     VerifyExport {
         /// The export file.
         file: std::path::PathBuf,
-        /// Public keys, `id:base64`, comma-separated.
+        /// Public keys, `id:base64`, comma-separated. Default: the keys the export's trailer names
+        /// (compare them with the gateway's published keys).
         #[arg(long, value_delimiter = ',')]
         public_keys: Vec<String>,
         /// Accept an export without a signed trailer (written by a gateway without an audit signing key):
@@ -104,7 +107,8 @@ enum AuditCommand {
 
 #[derive(clap::Args)]
 struct DatabaseArgs {
-    /// PostgreSQL URL.
+    /// The store: `postgres://user@host/db` (production), or `sqlite://<path>` for the embedded store
+    /// (`sqlite://data/events.db` is where `serve` keeps it by default).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
 }
@@ -117,7 +121,8 @@ struct ServeArgs {
     #[arg(long, env = "MGW_CONFIG")]
     #[serde(skip)]
     config: Option<std::path::PathBuf>,
-    /// PostgreSQL URL; without it, the embedded store in the data directory (one instance).
+    /// The store: `postgres://user@host/db`, or `sqlite://<path>`; without it, the embedded store in the
+    /// data directory (one instance).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Where the embedded default keeps its store and generated keys [default: ./data].
@@ -191,6 +196,24 @@ enum AdminCommand {
         #[arg(long, default_value = "owner")]
         name: String,
     },
+    /// Issues a new API key to an owner and prints it once: for an owner who lost theirs. Whoever can
+    /// write the store can run it; the audit trail records it as the local operator's.
+    OwnerKey {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The owner (default: the first owner).
+        #[arg(long)]
+        principal: Option<Uuid>,
+    },
+    /// Lets a person enrol a first TOTP second factor without a login whose IdP reported MFA (until they
+    /// use it), as the local operator.
+    ApproveMfa {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The person.
+        #[arg(long)]
+        principal: Uuid,
+    },
     /// Prints a new random sealing key as `id:base64`.
     NewSealingKey,
 }
@@ -224,12 +247,24 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::Migrate(db) => {
-            let pool = PgPoolOptions::new().max_connections(2).connect(&db.database_url).await.context("database")?;
-            PgEventStore::migrate(&pool).await.context("migrations")?;
+            api::store_url::StoreUrl::parse(&db.database_url)?.open().await.context("migrations")?;
             println!("migrated");
             Ok(())
         }
         Command::Admin(AdminCommand::Bootstrap { database, name }) => bootstrap(&database, &name).await,
+        Command::Admin(AdminCommand::OwnerKey { database, principal }) => {
+            let (principals, context) = local_operator(&database, "admin-owner-key").await?;
+            let (owner, issued) = principals.local_owner_key(principal, chrono::Utc::now(), &context).await?;
+            println!("a new API key for owner {owner} (shown once, store it now):");
+            println!("{}", issued.key.expose());
+            Ok(())
+        }
+        Command::Admin(AdminCommand::ApproveMfa { database, principal }) => {
+            let (principals, context) = local_operator(&database, "admin-approve-mfa").await?;
+            principals.approve_enrolment(None, principal, chrono::Utc::now(), &context).await?;
+            println!("{principal} may enrol a first TOTP second factor (POST /api/v1/me/mfa/totp)");
+            Ok(())
+        }
         Command::Admin(AdminCommand::NewSealingKey) => {
             let id = format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
             println!("{id}:{}", commands::Keyring::generate_key().expose());
@@ -255,7 +290,23 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::VerifyExport { file, public_keys, allow_unsigned }) => {
-            let keys = projections::audit::AuditKeys::verifying(&key_pairs("--public-keys", &public_keys)?)?;
+            let open = || std::fs::File::open(&file).with_context(|| format!("{}", file.display()));
+            let pairs = if public_keys.is_empty() {
+                let trailer = projections::audit::ExportTrailer::of_export(std::io::BufReader::new(open()?));
+                let named = trailer.map(|t| t.public_keys).unwrap_or_default();
+                if named.is_empty() {
+                    println!("no public keys given and none named in the export: signatures cannot be checked");
+                } else {
+                    println!(
+                        "checking signatures with the keys the export names: {} (compare them with GET /api/v1/audit/keys)",
+                        describe_keys(&named)
+                    );
+                }
+                named
+            } else {
+                key_pairs("--public-keys", &public_keys)?
+            };
+            let keys = projections::audit::AuditKeys::verifying(&pairs)?;
             let reader =
                 std::io::BufReader::new(std::fs::File::open(&file).with_context(|| format!("{}", file.display()))?);
             let report = projections::audit::verify_export(reader, &keys)?;
@@ -298,41 +349,29 @@ async fn main() -> anyhow::Result<()> {
                     (store, projections::audit::AuditSource::Postgres(pool))
                 }
             };
-            let events = store.verify_all().await?;
-            let audit = trail.verify().await?;
-            let keys = projections::audit::AuditKeys::verifying(&key_pairs("--public-keys", &public_keys)?)?;
-            let (checkpoints, bad_checkpoint) = trail.verify_checkpoints(&keys).await?;
-            if let Some(bad) = bad_checkpoint {
-                println!("checkpoint {} (entry {}): {:?}", bad.id, bad.seq, bad.kind);
-                std::process::exit(1)
-            }
-            if public_keys.is_empty() && checkpoints > 0 {
-                println!("{checkpoints} checkpoints not checked: give --public-keys");
-            } else {
-                println!("{checkpoints} signed checkpoints verified");
-            }
+            let keys = verification_keys(&database.database_url, &public_keys)?;
+            let report = api::verification::verify(&*store, &trail, &keys).await?;
             println!(
                 "event store: {} events in {} streams checked, {} violations",
-                events.events,
-                events.streams,
-                events.violations.len()
+                report.store.events,
+                report.store.streams,
+                report.store.violations.len()
             );
-            match (&audit.violation, events.violations.first()) {
-                (None, None) => {
-                    println!("audit trail: {} entries checked, intact", audit.checked);
-                    Ok(())
-                }
-                (violation, first) => {
-                    if let Some(v) = first {
-                        println!("event store: first violation {v:?}");
-                    }
-                    if let Some(v) = violation {
-                        let at = v.position.map(|p| p.to_string()).unwrap_or_default();
-                        println!("audit trail: entry {} at {at}: {:?}", v.seq, v.kind);
-                    }
-                    std::process::exit(1)
-                }
+            println!(
+                "audit trail: {} entries chained, {} compared with their events",
+                report.chain.checked, report.content.checked
+            );
+            println!("{} signed checkpoints checked", report.checkpoints);
+            let lines = report.lines();
+            for line in &lines {
+                println!("{line}");
             }
+            if !report.intact() {
+                println!("{} violations", lines.len());
+                std::process::exit(1)
+            }
+            println!("intact, 0 violations");
+            Ok(())
         }
     }
 }
@@ -427,6 +466,41 @@ async fn sqlite_pool(url: &api::store_url::StoreUrl) -> anyhow::Result<sqlx::Sql
         .with_context(|| format!("opening {}", path.display()))
 }
 
+/// The keys `audit verify` checks checkpoints with, saying which: the public keys given, else the public
+/// halves of the gateway's own signing keys (`MGW_AUDIT_SIGNING_KEYS`, or the `audit-signing.keys` the
+/// embedded default keeps beside its store).
+fn verification_keys(database_url: &str, given: &[String]) -> anyhow::Result<projections::audit::AuditKeys> {
+    if !given.is_empty() {
+        let pairs = key_pairs("--public-keys", given)?;
+        println!("checking checkpoints with the keys given: {}", describe_keys(&pairs));
+        return Ok(projections::audit::AuditKeys::verifying(&pairs)?);
+    }
+    let from_env: Vec<String> = std::env::var("MGW_AUDIT_SIGNING_KEYS")
+        .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let (source, signing) = if !from_env.is_empty() {
+        ("MGW_AUDIT_SIGNING_KEYS".to_owned(), from_env)
+    } else if let Ok(api::store_url::StoreUrl::Sqlite(path)) = api::store_url::StoreUrl::parse(database_url) {
+        let file = path.parent().unwrap_or(std::path::Path::new(".")).join("audit-signing.keys");
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        (file.display().to_string(), text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    } else {
+        (String::new(), Vec::new())
+    };
+    if signing.is_empty() {
+        println!("no keys found to check signed checkpoints with: give --public-keys (GET /api/v1/audit/keys)");
+        return Ok(projections::audit::AuditKeys::verifying(&[])?);
+    }
+    let keys = projections::audit::AuditKeys::new(&key_pairs(&source, &signing)?)?;
+    println!("checking checkpoints with the gateway's own keys ({source}): {}", describe_keys(&keys.public_keys()));
+    Ok(keys)
+}
+
+/// `id (base64 public key)` for each key.
+fn describe_keys(keys: &[(String, String)]) -> String {
+    keys.iter().map(|(id, key)| format!("{id} ({key})")).collect::<Vec<_>>().join(", ")
+}
+
 /// `id:base64` entries as pairs.
 fn key_pairs(setting: &str, entries: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     entries
@@ -495,14 +569,28 @@ async fn shutdown() {
     tracing::info!("shutting down");
 }
 
+/// The principal commands on the store `database` names, acting as the local operator (`actor`): one
+/// who can write the store, and so needs no credential of the gateway's.
+async fn local_operator(
+    database: &DatabaseArgs,
+    actor: &str,
+) -> anyhow::Result<(commands::principals::PrincipalCommands, commands::servers::CommandContext)> {
+    let store = api::store_url::StoreUrl::parse(&database.database_url)?.open_existing().await?;
+    // These commands seal nothing: a key of their own stands in for the gateway's sealing keys.
+    let unused = commands::Keyring::generate_key();
+    let keyring = commands::Keyring::new("unused", [("unused", unused.expose())])?;
+    let command_id = Uuid::now_v7();
+    let metadata = Metadata::new(command_id, Actor::system(actor), chrono::Utc::now());
+    let context = commands::servers::CommandContext { command_id, metadata };
+    Ok((commands::principals::PrincipalCommands::new(store, Arc::new(keyring)), context))
+}
+
 async fn bootstrap(database: &DatabaseArgs, name: &str) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new().max_connections(2).connect(&database.database_url).await.context("database")?;
-    PgEventStore::migrate(&pool).await.context("migrations")?;
-    let store = PgEventStore::new(pool, PgEventStoreOptions::default());
+    let store = api::store_url::StoreUrl::parse(&database.database_url)?.open().await?;
     let command_id = Uuid::now_v7();
     let metadata = Metadata::new(command_id, Actor::system("admin-bootstrap"), chrono::Utc::now());
     let context = commands::servers::CommandContext { command_id, metadata };
-    let done = commands::identity::bootstrap(&store, name, &context).await?;
+    let done = commands::identity::bootstrap(&*store, name, &context).await?;
     println!("owner {} created. API key (shown once, store it now):", done.principal_id);
     println!("{}", done.api_key.expose());
     Ok(())

@@ -53,6 +53,20 @@ async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
     (child, address, key)
 }
 
+/// The body of a chunked HTTP response (RFC 9112 §7.1), as one string.
+fn dechunk(body: &str) -> String {
+    let (mut rest, mut out) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
 async fn stop(mut child: Child) {
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
@@ -126,6 +140,13 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     };
     let (ok, out) = cli(&["audit", "verify"]).await;
     assert!(ok && out.contains("intact") && out.contains("0 violations"), "{out}");
+    assert!(out.contains("the gateway's own keys") && out.contains("audit-signing.keys"), "says which keys: {out}");
+    // An owner who lost the printed key gets a new one by local access to the store
+    let (ok, out) = cli(&["admin", "owner-key"]).await;
+    assert!(ok, "{out}");
+    let recovered = out.split_whitespace().find(|w| w.starts_with("mgw_")).expect("a new key is printed").to_owned();
+    let (ok, out) = cli(&["admin", "bootstrap"]).await;
+    assert!(!ok && out.contains("already bootstrapped"), "{out}");
     let (ok, out) = cli(&["projections", "status"]).await;
     assert!(ok && out.contains("registry\ttable\tcheckpoint"), "{out}");
     let (ok, out) = cli(&["projections", "rebuild", "registry"]).await;
@@ -148,6 +169,16 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     })
     .await;
     assert!(status == 200 && body.contains("io.example/embedded"), "{body}");
+    assert_eq!(http(&address, "GET", "/api/v1/servers", Some(&recovered), None).await.unwrap().0, 200);
+    // A signed export verifies offline with the keys its trailer names, saying so
+    let (status, export) = http(&address, "GET", "/api/v1/audit/export", Some(&key), None).await.unwrap();
+    assert_eq!(status, 200);
+    let export = dechunk(&export);
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let checked = Command::new(BIN).args(["audit", "verify-export"]).arg(&file).output().await.unwrap();
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success() && out.contains("intact") && out.contains("keys the export names"), "{out}");
     stop(second).await;
 
     // Several instances need Postgres and NATS: NATS with the embedded store is refused, saying why

@@ -375,6 +375,37 @@ impl PrincipalCommands {
             return Err(CommandError::PrincipalDisabled);
         }
         self.check_acting_on_keys(actor, &principal, true).await?;
+        self.append_key(principal_id, key_id, input, now, context).await
+    }
+
+    /// A new API key for an owner, issued by the operator through local access to the store (the owner
+    /// of an embedded installation who lost the key printed at the first start): `principal`, or the
+    /// first owner when `None`. The key is returned once; the trail records it as the local operator's.
+    pub async fn local_owner_key(
+        &self,
+        principal: Option<Uuid>,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<(Uuid, IssuedKey), CommandError> {
+        let (owners, _) = self.owners().await?;
+        let owner = match principal {
+            Some(p) if owners.contains(&p) => p,
+            Some(_) => return Err(CommandError::NotYours("the principal is not an enabled owner")),
+            None => owners.iter().next().copied().ok_or(CommandError::PrincipalNotFound)?,
+        };
+        let input = KeyInput { name: Some("issued by the local operator".into()), ..KeyInput::default() };
+        let issued = self.append_key(owner, Uuid::now_v7(), input, now, context).await?;
+        Ok((owner, issued))
+    }
+
+    async fn append_key(
+        &self,
+        principal_id: Uuid,
+        key_id: Uuid,
+        input: KeyInput,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<IssuedKey, CommandError> {
         if input.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid("expires_at", "must be in the future"));
         }

@@ -35,19 +35,30 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// The result of verifying the trail.
+/// The result of verifying the trail (the document `GET /api/v1/audit/verify` answers; built by
+/// [`crate::verification::Verification::to_json`]).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct VerifyReply {
-    /// Entries checked.
+    /// True when every check passed.
+    pub intact: bool,
+    /// Entries whose chain and event were checked.
     pub checked: u64,
     /// The first bad entry: its number, `$all` position and what is wrong; `null` when all is well.
     #[schema(value_type = Option<Object>)]
     pub violation: Option<serde_json::Value>,
+    /// Entries compared with the entry their event makes.
+    pub content_checked: u64,
+    /// The first entry that does not say what its event says (`Rewritten`); `null` when all is well.
+    #[schema(value_type = Option<Object>)]
+    pub content_violation: Option<serde_json::Value>,
     /// Signed checkpoints checked.
     pub checkpoints_checked: u64,
     /// The first bad checkpoint: its id, the entry it signed and what is wrong; `null` when all is well.
     #[schema(value_type = Option<Object>)]
     pub checkpoint_violation: Option<serde_json::Value>,
+    /// The event store's hash chains: streams and events checked, and every violation.
+    #[schema(value_type = Object)]
+    pub store: serde_json::Value,
 }
 
 /// `GET /api/v1/audit/keys`: the public keys that verify checkpoints (public: they reveal nothing).
@@ -157,25 +168,19 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/verify", operation_id = "verify_audit", responses((status = 200, body = VerifyReply), (status = 403, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
-pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<VerifyReply>, Problem> {
+/// `GET /api/v1/audit/verify`: the same verification as `mcp-gateway audit verify` (the store's chains,
+/// the trail's chain and completeness, each entry's content against its event, the signed checkpoints).
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
     record_read(&state, &caller, "verify".to_owned()).await?;
-    let trail = audit(&state);
-    let report = trail.verify().await.map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
-    let violation = report.violation.map(|v| {
-        serde_json::json!({
-            "seq": v.seq,
-            "position": v.position.map(|p| p.to_string()),
-            "kind": format!("{:?}", v.kind),
-        })
-    });
-    let (checkpoints_checked, bad) = trail
-        .verify_checkpoints(&state.audit_keys)
-        .await
-        .map_err(|_| Problem::unavailable("the audit trail is unreachable"))?;
-    let checkpoint_violation =
-        bad.map(|v| serde_json::json!({ "id": v.id, "seq": v.seq, "kind": format!("{:?}", v.kind) }));
-    Ok(axum::Json(VerifyReply { checked: report.checked, violation, checkpoints_checked, checkpoint_violation }))
+    let report = crate::verification::verify(&*state.store, &audit(&state), &state.audit_keys).await.map_err(|e| {
+        tracing::warn!(error = %e, "audit verification could not run");
+        Problem::unavailable("the audit trail or the event store is unreachable")
+    })?;
+    Ok(axum::Json(report.to_json()))
 }
 
 /// The entries exported so far: first number and the link before it, last number and its link, count.

@@ -86,6 +86,11 @@ pub struct ExportTrailer {
     pub key_id: String,
     /// The signature, hex.
     pub signature: String,
+    /// The public keys of the gateway that wrote the export (`key id`, base64), so that a reader without
+    /// them at hand can check the signatures; whoever distrusts the file compares them with the
+    /// gateway's published keys (`GET /api/v1/audit/keys`). Not signed: they vouch for nothing alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<(String, String)>,
 }
 
 /// What a trailer signs.
@@ -106,7 +111,17 @@ impl ExportTrailer {
             last_entry_hash: last.1.to_owned(),
             key_id,
             signature: hex::encode(signature),
+            public_keys: keys.public_keys(),
         })
+    }
+
+    /// The trailer of the JSON-lines export in `input`, if its last line is one.
+    pub fn of_export(input: impl BufRead) -> Option<Self> {
+        let last = input.lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).last()?;
+        match serde_json::from_str(&last).ok()? {
+            ExportLine::Trailer { trailer } => Some(trailer),
+            _ => None,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod export;
 mod mapping;
 mod projection;
 mod query;
+mod recompute;
 mod retention;
 mod sqlite;
 mod verify;
@@ -25,6 +26,7 @@ pub use export::{ExportLine, ExportReport, ExportTrailer, ExportedCheckpoint, ch
 pub use mapping::{AUDITED_CATEGORIES, CHAIN_VERSION, TargetState, audited_types, entry_for, state_after};
 pub use projection::AuditProjection;
 pub use query::{AuditFilter, AuditRecord, query};
+pub use recompute::verify_content;
 pub use retention::{PruneMark, latest_prune, prunable, prune};
 pub use sqlite::{SqliteAuditProjection, SqliteAuditTrail};
 pub use verify::{AuditReport, AuditViolation, AuditViolationKind, verify};

@@ -26,6 +26,8 @@ pub enum AuditViolationKind {
     Unexpected,
     /// An event the trail has reached has no entry.
     Unrecorded,
+    /// The entry does not say what its event says: rewritten, its links recomputed to hide it.
+    Rewritten,
 }
 
 /// The first bad entry.

@@ -8,6 +8,7 @@ mod api_servers;
 mod api_tokens;
 mod api_users;
 mod audit;
+mod audit_verification;
 mod conformance;
 mod events_copy;
 mod eventstore;
