@@ -318,11 +318,11 @@ impl EventStore for PgEventStore {
 
     async fn read_all(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>> {
         let after = after.unwrap_or(Position::START);
-        // Runs as its own statement, outside any transaction holding an xid, so its snapshot's xmin is
-        // the oldest transaction still running anywhere in the cluster.
+        // Runs as its own statement, outside any transaction holding an xid: below the horizon, every
+        // transaction of this database that could still append has ended (migration 0011).
         let rows = sqlx::query(select_events!(
             "WHERE (e.transaction_id, e.global_position) > ($1::bigint::text::xid8, $2)
-               AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+               AND e.transaction_id < es.read_horizon()
              ORDER BY e.transaction_id, e.global_position
              LIMIT $3"
         ))
@@ -338,7 +338,7 @@ impl EventStore for PgEventStore {
     async fn head(&self) -> Result<Option<Position>> {
         self.last_position(
             "SELECT e.transaction_id::text::bigint AS tx, e.global_position FROM es.events e
-              WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              WHERE e.transaction_id < es.read_horizon()
               ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
         )
         .await

@@ -88,3 +88,39 @@ async fn a_database_refusing_connections_is_reported_in_its_own_words() {
     assert!(refused.contains("too many connections"), "{refused}");
     gateway.stop();
 }
+
+/// A transaction held open in another database of the cluster (it can never write here) does not hold
+/// the readers of `$all` back: changes keep reaching the read models, and no request is refused for
+/// lag while it stays open past the lag bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_held_open_in_another_database_leaves_the_api_serving() {
+    use sqlx::Connection;
+    let api = start(None).await;
+    let elsewhere = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
+    let mut open = sqlx::PgConnection::connect(&elsewhere.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut open).await.unwrap();
+    let _: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(&mut open).await.unwrap();
+
+    // Past the 5 s lag bound, every write is applied and every request answered
+    let bound = api.gateway.state.authz_lag.bound();
+    let until = std::time::Instant::now() + bound + std::time::Duration::from_secs(2);
+    let mut n = 0;
+    while std::time::Instant::now() < until {
+        let body = serde_json::json!({
+            "name": format!("io.example/held-{n}"),
+            "transport": "streamable_http",
+            "url": "https://93.184.216.34/mcp",
+        });
+        let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+        let id = created.body["id"].as_str().unwrap();
+        let position = created.body["position"].as_str().unwrap();
+        let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
+        assert_eq!(read.status, StatusCode::OK, "the catalogue follows: {}", read.raw);
+        let (status, body) = ready(&api).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        n += 1;
+    }
+    assert!(n > 0);
+    sqlx::query("ROLLBACK").execute(&mut open).await.unwrap();
+}
