@@ -522,7 +522,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     if matches!(gateway.state.tables, api::tables::Tables::Sqlite(_)) {
-        first_owner(&gateway).await?;
+        first_owner(&gateway, listener.local_addr()?).await?;
     }
     tracing::info!(listen = %config.listen, "serving");
     println!("mcp-gateway listening on http://{}", listener.local_addr()?);
@@ -535,7 +535,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The embedded default's first start creates the owner and prints its API key, once; later starts find
 /// the owner there.
-async fn first_owner(gateway: &Gateway) -> anyhow::Result<()> {
+async fn first_owner(gateway: &Gateway, address: SocketAddr) -> anyhow::Result<()> {
     let command_id = Uuid::now_v7();
     let metadata = Metadata::new(command_id, Actor::system("embedded-first-start"), chrono::Utc::now());
     let context = commands::servers::CommandContext { command_id, metadata };
@@ -543,6 +543,10 @@ async fn first_owner(gateway: &Gateway) -> anyhow::Result<()> {
         Ok(done) => {
             println!("owner {} created. API key (shown once, store it now):", done.principal_id);
             println!("{}", done.api_key.expose());
+            println!("try it: curl -H \"Authorization: Bearer {}\" http://{address}/api/v1/me", done.api_key.expose());
+            println!(
+                "(lost it? `mcp-gateway admin owner-key --database-url sqlite://<data>/events.db` issues another)"
+            );
             Ok(())
         }
         Err(commands::CommandError::AlreadyBootstrapped) => Ok(()),

@@ -4,18 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 mod common;
 
-use common::http;
+use common::{BIN, DEADLINE, http};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-gateway");
 const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn run(args: &[&str], database_url: &str) -> (bool, String, String) {
     let output =

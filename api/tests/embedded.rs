@@ -5,53 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 mod common;
 
-use common::http;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-gateway");
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// `serve` in `dir` with nothing configured; returns the process, its address and the key it printed
-/// before listening, if any.
-async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("NATS_URL")
-        .env_remove("MGW_SEALING_KEYS")
-        .env_remove("MGW_CONFIG")
-        .env_remove("MGW_DATA_DIR")
-        .env("MGW_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (address, key) = tokio::time::timeout(DEADLINE, async {
-        let mut key = None;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("mgw_") {
-                key = Some(line.trim().to_owned());
-            }
-            if let Some(url) = line.strip_prefix("mcp-gateway listening on http://") {
-                return (url.to_owned(), key);
-            }
-        }
-        panic!("serve exited before listening");
-    })
-    .await
-    .unwrap();
-    (child, address, key)
-}
+use common::{BIN, DEADLINE, http, serve, stop};
 
 /// The body of a chunked HTTP response (RFC 9112 §7.1), as one string.
 fn dechunk(body: &str) -> String {
@@ -65,13 +23,6 @@ fn dechunk(body: &str) -> String {
         rest = &after[size + 2..];
     }
     out
-}
-
-async fn stop(mut child: Child) {
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(DEADLINE, child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "a graceful stop: {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

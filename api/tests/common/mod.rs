@@ -1,7 +1,19 @@
 //! What the binary's end-to-end tests share.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+// Each test binary includes this module and uses part of it.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The binary under test.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mcp-gateway");
+/// How long a started process may take.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// One HTTP/1.1 request over a plain socket; returns the status and the body.
 pub(crate) async fn http(
@@ -24,4 +36,47 @@ pub(crate) async fn http(
     let status = response.split(' ').nth(1)?.parse().ok()?;
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     Some((status, body))
+}
+
+/// `serve` in `dir` with nothing configured; returns the process, its address and the key it printed
+/// before listening, if any.
+pub(crate) async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .env_remove("MGW_SEALING_KEYS")
+        .env_remove("MGW_CONFIG")
+        .env_remove("MGW_DATA_DIR")
+        .env("MGW_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (address, key) = tokio::time::timeout(DEADLINE, async {
+        let mut key = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("mgw_") {
+                key = Some(line.trim().to_owned());
+            }
+            if let Some(url) = line.strip_prefix("mcp-gateway listening on http://") {
+                return (url.to_owned(), key);
+            }
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .unwrap();
+    (child, address, key)
+}
+
+/// Stops `child` with SIGTERM; it must exit cleanly.
+pub(crate) async fn stop(mut child: Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "a graceful stop: {status}");
 }
