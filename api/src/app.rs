@@ -202,6 +202,7 @@ impl Gateway {
             store: shared_store,
             nats,
             nats_stream: RelayOptions::default().stream,
+            verifying: Arc::new(tokio::sync::Semaphore::new(1)),
             metrics,
         };
         Ok(Self { state, tasks, _store_lock: store_lock })

@@ -85,10 +85,8 @@ async fn require_json_bodies(request: Request, next: Next) -> Response {
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let has_body = declared_length.map_or_else(
-        || headers.contains_key(axum::http::header::TRANSFER_ENCODING) || request.body().size_hint().lower() > 0,
-        |length| length > 0,
-    );
+    // Without a length (chunked, or an HTTP/2 stream), a body is there unless the stream already ended.
+    let has_body = declared_length.map_or_else(|| !request.body().is_end_stream(), |length| length > 0);
     let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         let essence = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))

@@ -297,8 +297,11 @@ async fn main() -> anyhow::Result<()> {
                 if named.is_empty() {
                     println!("no public keys given and none named in the export: signatures cannot be checked");
                 } else {
+                    // The file names them, unsigned: they prove the file whole, not who wrote it.
                     println!(
-                        "checking signatures with the keys the export names: {} (compare them with GET /api/v1/audit/keys)",
+                        "checking signatures with the keys the export itself names: {}. That proves the file is whole \
+                         and unaltered since it was signed, not that this gateway signed it: compare the keys with \
+                         GET /api/v1/audit/keys, or pass --public-keys",
                         describe_keys(&named)
                     );
                 }
@@ -518,6 +521,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .set_buckets_for_metric(Matcher::Full("mgw_http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
         .install_recorder()?;
     api::metrics_catalog::describe();
+    let _upkeep = api::metrics_catalog::spawn_upkeep(metrics.clone());
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;

@@ -53,3 +53,20 @@ pub fn describe() {
     );
     describe_gauge!("mgw_audit_unsigned_entries", "Audit entries after the last signed checkpoint");
 }
+
+/// How often the exporter's upkeep runs.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the exporter's upkeep every few seconds, for as long as the runtime lives. A recorder installed
+/// with `install_recorder` keeps every histogram observation until upkeep (or a scrape) folds it into its
+/// buckets: without this, an instance nobody scrapes grew by every request's latency sample (about 10 MB
+/// per million requests).
+pub fn spawn_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}

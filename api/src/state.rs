@@ -47,6 +47,8 @@ pub struct AppState {
     pub nats: Option<async_nats::Client>,
     /// The JetStream stream the relay publishes to (`/ready` checks it is there).
     pub nats_stream: String,
+    /// One audit verification at a time (it reads the whole log and trail).
+    pub verifying: std::sync::Arc<tokio::sync::Semaphore>,
     /// The Prometheus exporter, when installed.
     pub metrics: Option<PrometheusHandle>,
 }

@@ -47,12 +47,33 @@ impl Tables {
 /// Why PostgreSQL gives no connection, in the server's own words: a pool that waited in vain says only
 /// that it timed out, while the server refused each attempt with a reason (`too many clients already`,
 /// `the database system is starting up`, a password refused). One connection made outside the pool hears
-/// it.
+/// it. At most one such connection at a time, and its answer is kept a few seconds: a flood of readiness
+/// probes against a full server must not become a flood of connection attempts.
 pub async fn postgres_cause(options: &sqlx::postgres::PgConnectOptions) -> String {
     use sqlx::ConnectOptions;
-    match tokio::time::timeout(std::time::Duration::from_secs(5), options.connect()).await {
+    type Causes = std::collections::HashMap<String, (std::time::Instant, String)>;
+    static LAST: std::sync::LazyLock<tokio::sync::Mutex<Causes>> = std::sync::LazyLock::new(Default::default);
+    let server = format!(
+        "{}:{}/{}@{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default(),
+        options.get_username()
+    );
+    let Ok(mut last) = LAST.try_lock() else {
+        return "the pool timed out (the server's reason is being asked for)".into();
+    };
+    if let Some((_, cause)) = last.get(&server).filter(|(at, _)| at.elapsed() < CAUSE_KEPT) {
+        return cause.clone();
+    }
+    let cause = match tokio::time::timeout(std::time::Duration::from_secs(5), options.connect()).await {
         Ok(Ok(_connection)) => "the pool timed out, but a new connection succeeds (every connection is busy)".into(),
         Ok(Err(e)) => e.to_string(),
         Err(_) => "the database does not answer (5 s)".into(),
-    }
+    };
+    last.insert(server, (std::time::Instant::now(), cause.clone()));
+    cause
 }
+
+/// How long the server's reason for refusing connections is kept.
+const CAUSE_KEPT: std::time::Duration = std::time::Duration::from_secs(5);

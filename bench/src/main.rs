@@ -14,6 +14,7 @@ mod payload;
 mod pipeline_bench;
 mod report;
 mod runner;
+mod soak_bench;
 mod sqlite_bench;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ enum Bench {
     Audit(audit_bench::Options),
     /// Authentication and authorization: token checks on one core, revocation between instances.
     Authz(authz_bench::Options),
+    /// Memory on the authenticated path: RSS over a million authenticated requests, after warm-up.
+    Soak(soak_bench::Options),
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Api(options) => ("api", api_bench::run(options).await?),
         Bench::Audit(options) => ("audit", audit_bench::run(options).await?),
         Bench::Authz(options) => ("authz", authz_bench::run(options).await?),
+        Bench::Soak(options) => ("soak", soak_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;

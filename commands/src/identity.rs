@@ -67,12 +67,13 @@ pub async fn bootstrap(
         scopes: vec![],
     });
     let owners = IdentityEvent::OwnersChanged(OwnersChanged { owners: vec![principal_id] });
-    // Whoever bootstraps has local access to the store: the first owner may enrol a second factor once
-    // without an MFA login (there may be no identity provider yet).
+    // Whoever bootstraps has local access to the store: the first owner may enrol a second factor
+    // without an MFA login (there may be no identity provider yet), within a day; later, the operator
+    // approves again (`admin approve-mfa`).
     let approved = IdentityEvent::TotpEnrolmentApproved(domain::identity::TotpEnrolmentApproved {
         principal_id,
         approved_by: "local-operator".to_owned(),
-        expires_at: None,
+        expires_at: Some(context.metadata.occurred_at + domain::identity::ENROLMENT_APPROVAL_LIFETIME),
     });
     let stream = |category: &str, id: &dyn std::fmt::Display| {
         StreamName::from_parts(category, id).map_err(|e| CommandError::Invalid { field: "id", message: e.to_string() })

@@ -509,7 +509,7 @@ impl PrincipalCommands {
             }
             if principal.totp.is_some() {
                 let code = code.ok_or(CommandError::TotpCodeRequired)?;
-                match self.check_code(&principal, by.credential, code, now, context).await {
+                match self.check_code(&principal, revision, by.credential, code, now, context).await {
                     Ok(_) => {}
                     Err(CommandError::Store(e)) if e.is_conflict() => continue,
                     Err(e) => return Err(e),
@@ -536,11 +536,12 @@ impl PrincipalCommands {
     }
 
     /// Lets person `target` enrol a first TOTP secret without an MFA login, as `actor`: an owner (not
-    /// the person), or `None` for the operator acting by local access to the store. Good for a day when
-    /// an owner gives it, until used when the operator does.
+    /// the person) whose credential proved a second factor in the last minutes (an approval leads to a
+    /// factor that passes every step-up, so it is a step-up itself), or `None` for the operator acting by
+    /// local access to the store. Good for a day.
     pub async fn approve_enrolment(
         &self,
-        actor: Option<Uuid>,
+        actor: Option<Credential>,
         target: Uuid,
         now: DateTime<Utc>,
         context: &CommandContext,
@@ -549,14 +550,19 @@ impl PrincipalCommands {
         for _ in 0..ATTEMPTS {
             let approved_by = match actor {
                 Some(actor) => {
-                    let actor_state = self.enabled_actor(actor).await?;
-                    if actor == target {
+                    let actor_state = self.enabled_actor(actor.principal).await?;
+                    if actor.principal == target {
                         return Err(CommandError::NotYours("nobody approves their own second factor"));
                     }
                     if !actor_state.roles.contains(&Role::Owner) {
                         return Err(CommandError::NotYours("only owners approve a second factor"));
                     }
-                    actor.to_string()
+                    if !actor_state.mfa_fresh(now, actor.credential) {
+                        return Err(CommandError::RoleChange(domain::identity::RoleChangeRefused::MfaRequired(
+                            "an approval of a second factor",
+                        )));
+                    }
+                    actor.principal.to_string()
                 }
                 None => "local-operator".to_owned(),
             };
@@ -566,11 +572,10 @@ impl PrincipalCommands {
                     "service principals do not step up by TOTP: their keys are their only factor",
                 ));
             }
-            let expires_at = actor.is_some().then(|| now + chrono::Duration::days(1));
             let approved = IdentityEvent::TotpEnrolmentApproved(TotpEnrolmentApproved {
                 principal_id: target,
                 approved_by,
-                expires_at,
+                expires_at: Some(now + domain::identity::ENROLMENT_APPROVAL_LIFETIME),
             });
             match self.append_principal_event(context, target, revision, &approved, None).await {
                 Err(CommandError::Store(e)) if e.is_conflict() => continue,
@@ -583,10 +588,13 @@ impl PrincipalCommands {
     /// The TOTP step `code` proves for `principal` at `now`, newer than the last one accepted. A wrong
     /// code is recorded (`TotpRejected`) and refused; past [`domain::identity::MAX_CODE_FAILURES`] in the
     /// window nothing is checked. The count lives in the log, so every instance and a restarted one
-    /// share it. A conflict on recording means the stream moved: the caller loads it and tries again.
+    /// share it. The rejection is recorded at `revision`, the revision the count was read at, as the
+    /// caller records a success: of guesses sent at once, one outcome lands per revision and the others
+    /// conflict, reload and are counted against the new total (a conflict: the caller tries again).
     async fn check_code(
         &self,
         principal: &PrincipalState,
+        revision: u64,
         credential: Uuid,
         code: &str,
         now: DateTime<Utc>,
@@ -605,7 +613,6 @@ impl PrincipalCommands {
         if let Some(step) = totp.check(code.trim(), seconds).filter(|step| last.is_none_or(|last| *step > last)) {
             return Ok(step);
         }
-        let (_, revision) = self.load(principal.id).await?;
         let rejected = IdentityEvent::TotpRejected(TotpRejected { principal_id: principal.id, at: now, credential });
         self.append_principal_event(context, principal.id, revision, &rejected, None).await?;
         Err(CommandError::TotpRejected)
@@ -623,7 +630,7 @@ impl PrincipalCommands {
         let principal_id = by.principal;
         for _ in 0..ATTEMPTS {
             let (principal, revision) = self.load(principal_id).await?;
-            let step = match self.check_code(&principal, by.credential, code, now, context).await {
+            let step = match self.check_code(&principal, revision, by.credential, code, now, context).await {
                 Ok(step) => step,
                 Err(CommandError::Store(e)) if e.is_conflict() => continue,
                 Err(e) => return Err(e),

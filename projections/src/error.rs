@@ -79,11 +79,12 @@ impl ProjectionError {
 /// Whether a read model's database refused a write for what it contained, or for the code that wrote
 /// it, rather than for its own state: the same write would fail again.
 ///
-/// PostgreSQL: data exceptions (SQLSTATE class 22, a U+0000 in `text` among them) and syntax or
-/// undefined-object errors (class 42). SQLite: a value too big, a datatype mismatch, a malformed
-/// statement. Decoding a row the projection reads back is its contract. Constraint violations are not
-/// here: a deposed runner racing the new one meets them for a moment, and its retry finds the checkpoint
-/// moved.
+/// PostgreSQL: data exceptions (SQLSTATE class 22, a U+0000 in `text` among them), syntax or
+/// undefined-object errors (class 42), NOT NULL and CHECK violations (only the data causes those).
+/// SQLite: a value too big, a datatype mismatch, a malformed statement, NOT NULL and CHECK violations.
+/// Decoding a row the projection reads back is its contract. Unique and foreign-key violations are not
+/// here: a deposed runner racing the new one may meet them for a moment, and its retry finds the
+/// checkpoint moved.
 pub(crate) fn sql_error_is_permanent(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::ColumnDecode { .. }
@@ -96,7 +97,9 @@ pub(crate) fn sql_error_is_permanent(error: &sqlx::Error) -> bool {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
             // SQLite's extended result codes are numbers: 18 too big, 20 mismatch, 1 a statement error.
-            code.starts_with("22") || code.starts_with("42") || matches!(code, "1" | "18" | "20" | "25")
+            code.starts_with("22")
+                || code.starts_with("42")
+                || matches!(code, "23502" | "23514" | "1" | "18" | "20" | "25" | "275" | "1299")
         }
         _ => false,
     }

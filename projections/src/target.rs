@@ -137,10 +137,26 @@ pub(crate) async fn apply_batch(
     to: Option<Position>,
 ) -> Result<(), ProjectionError> {
     enter(tx, target).await?;
+    let (from_tx, from_gp) = encode(from.position);
+    // The checkpoint first, locked: a runner deposed since it read it (the leader lock is confirmed once
+    // per poll) finds it moved before applying anything, instead of meeting rows the new leader already
+    // changed (which would read as a broken contract, and halt it).
+    let current: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM es.checkpoints
+          WHERE name = $1 AND transaction_id = $2 AND global_position = $3 AND generation = $4 FOR UPDATE",
+    )
+    .bind(&target.checkpoint)
+    .bind(from_tx)
+    .bind(from_gp)
+    .bind(from.generation)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if current.is_none() {
+        return Err(ProjectionError::CheckpointMoved(target.checkpoint.clone()));
+    }
     if !events.is_empty() {
         projection.apply(tx, events).await?;
     }
-    let (from_tx, from_gp) = encode(from.position);
     let (to_tx, to_gp) = encode(to);
     let moved = sqlx::query(
         "UPDATE es.checkpoints SET transaction_id = $4, global_position = $5, updated_at = now()

@@ -25,16 +25,22 @@ impl ServerProcess {
         use nix::sys::signal::{Signal, kill};
         if let Some(mut child) = self.lock().take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            // Stopped, it forks no new child while its children are found and killed.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            // Stopped, it forks no new child while its children are found and killed (the signal is
+            // delivered asynchronously: wait until the process shows it).
             let _ = kill(pid, Signal::SIGSTOP);
+            while stat(pid.as_raw()).is_some_and(|s| s.state != "T" && s.state != "Z")
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let descendants = descendants_of(pid.as_raw());
-            for descendant in &descendants {
+            for (descendant, _) in &descendants {
                 let _ = kill(nix::unistd::Pid::from_raw(*descendant), Signal::SIGKILL);
             }
             child.kill().map_err(HarnessError::io(format!("killing {name}")))?;
             child.wait().map_err(HarnessError::io(format!("reaping {name}")))?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while descendants.iter().any(|pid| runs(*pid)) {
+            while descendants.iter().any(|(pid, started)| runs(*pid, *started)) {
                 if std::time::Instant::now() > deadline {
                     return Err(HarnessError::io(format!("waiting for the processes of {name} to end"))(
                         std::io::Error::other("still running after SIGKILL"),
@@ -57,38 +63,48 @@ impl ServerProcess {
     }
 }
 
-/// The state and parent of process `pid`, from `/proc/<pid>/stat` (`pid (comm) state ppid …`: the command
-/// may hold spaces and parentheses, so the fields are read after the last `)`).
-fn stat(pid: i32) -> Option<(String, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.to_owned();
-    let parent = fields.next()?.parse().ok()?;
-    Some((state, parent))
+/// What `/proc/<pid>/stat` says of a process (`pid (comm) state ppid …`: the command may hold spaces and
+/// parentheses, so the fields are read after the last `)`).
+struct Stat {
+    state: String,
+    parent: i32,
+    /// Clock ticks after boot when it started: with the pid, names the process (pids are reused).
+    started: u64,
 }
 
-/// Every process below `pid`, children first.
-fn descendants_of(pid: i32) -> Vec<i32> {
+fn stat(pid: i32) -> Option<Stat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state (field 3), ppid (4), … starttime (22).
+    Some(Stat {
+        state: fields.first()?.to_string(),
+        parent: fields.get(1)?.parse().ok()?,
+        started: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Every process below `pid`, with its start time.
+fn descendants_of(pid: i32) -> Vec<(i32, u64)> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let processes: Vec<(i32, i32)> = entries
+    let processes: Vec<(i32, Stat)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|p| stat(p).map(|(_, parent)| (p, parent)))
+        .filter_map(|p| stat(p).map(|s| (p, s)))
         .collect();
-    let mut found = vec![pid];
+    let mut found = vec![(pid, 0)];
     let mut next = 0;
     while next < found.len() {
-        let parent = found[next];
-        found.extend(processes.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        let parent = found[next].0;
+        found.extend(processes.iter().filter(|(_, s)| s.parent == parent).map(|(p, s)| (*p, s.started)));
         next += 1;
     }
     found.remove(0);
     found
 }
 
-/// Whether process `pid` still runs (a zombie, whose parent is gone and which nobody reaps in a
-/// container, does not).
-fn runs(pid: i32) -> bool {
-    stat(pid).is_some_and(|(state, _)| state != "Z")
+/// Whether the process `pid` that started at `started` still runs (a zombie, whose parent is gone and
+/// which nobody reaps in a container, does not; nor does another process that took its pid since).
+fn runs(pid: i32, started: u64) -> bool {
+    stat(pid).is_some_and(|s| s.state != "Z" && s.started == started)
 }

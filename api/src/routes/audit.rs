@@ -175,6 +175,15 @@ pub(crate) async fn verify(
     caller: Caller,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
     caller.authorize(&state, Action::ReadAudit, "audit").await?;
+    // It reads the whole log and the whole trail: one at a time per instance.
+    let Ok(_running) = state.verifying.try_acquire() else {
+        return Err(Problem::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "verification-running",
+            "A verification is running",
+        )
+        .detail("one verification runs at a time; retry when it has finished"));
+    };
     record_read(&state, &caller, "verify".to_owned()).await?;
     let report = crate::verification::verify(&*state.store, &audit(&state), &state.audit_keys).await.map_err(|e| {
         tracing::warn!(error = %e, "audit verification could not run");

@@ -590,6 +590,6 @@ pub(crate) async fn approve_mfa(
 ) -> Result<Response, Problem> {
     let id = principal_id(&caller, &id)?;
     caller.authorize(&state, Action::GrantRoles, &format!("principal:{id}")).await?;
-    let done = state.principals.approve_enrolment(Some(caller.0.id), id, Utc::now(), &context(&caller)).await?;
+    let done = state.principals.approve_enrolment(Some(caller.credential()), id, Utc::now(), &context(&caller)).await?;
     Ok(changed(&state, StatusCode::OK, id, Some(done.position)).await)
 }

@@ -38,10 +38,10 @@ pub(crate) async fn http(
     Some((status, body))
 }
 
-/// `serve` in `dir` with nothing configured; returns the process, its address and the key it printed
-/// before listening, if any.
-pub(crate) async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
-    let mut child = Command::new(BIN)
+/// `mcp-gateway serve` in `dir` with nothing configured: the embedded default, on any free port.
+pub(crate) fn serve_command(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .arg("serve")
         .current_dir(dir)
         .env_remove("DATABASE_URL")
@@ -50,11 +50,14 @@ pub(crate) async fn serve(dir: &std::path::Path) -> (Child, String, Option<Strin
         .env_remove("MGW_CONFIG")
         .env_remove("MGW_DATA_DIR")
         .env("MGW_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// [`serve_command`], started; returns the process, its address and the key it printed before
+/// listening, if any.
+pub(crate) async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
+    let mut child = serve_command(dir).stdout(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (address, key) = tokio::time::timeout(DEADLINE, async {
         let mut key = None;

@@ -15,8 +15,8 @@ pub use event::{
     UserDisabled, UserEnabled, UserLoggedIn, UserProfileUpdated, UserProvisioned,
 };
 pub use principal::{
-    CODE_FAILURE_WINDOW, MAX_CODE_FAILURES, MFA_FRESHNESS, PrincipalState, RoleActor, RoleChange, RoleChangeRefused,
-    decide_disable, decide_role_change, outranks_or_equals, rank,
+    CODE_FAILURE_WINDOW, ENROLMENT_APPROVAL_LIFETIME, MAX_CODE_FAILURES, MFA_FRESHNESS, PrincipalState, RoleActor,
+    RoleChange, RoleChangeRefused, decide_disable, decide_role_change, outranks_or_equals, rank,
 };
 pub use role_mapping::{ClaimSource, MappedRoles, RoleRule, RoleRuleError, check_rules, map_roles};
 

@@ -17,6 +17,8 @@ pub const MFA_FRESHNESS: Duration = Duration::minutes(10);
 /// Wrong TOTP codes a principal may send per [`CODE_FAILURE_WINDOW`] before it must wait (three codes
 /// are valid at any moment; unthrottled, a million guesses would find one in minutes).
 pub const MAX_CODE_FAILURES: usize = 5;
+/// How long an approval to enrol a first second factor lasts.
+pub const ENROLMENT_APPROVAL_LIFETIME: Duration = Duration::days(1);
 /// The window of [`MAX_CODE_FAILURES`].
 pub const CODE_FAILURE_WINDOW: Duration = Duration::minutes(5);
 
@@ -178,7 +180,13 @@ impl PrincipalState {
     /// With `revoke` false (the claims are incomplete: a groups overage), nothing is taken away.
     pub fn sync_idp_roles(&self, mapped: &BTreeSet<Role>, idp: &str, revoke: bool) -> Vec<IdentityEvent> {
         let reason = format!("claims at a login through {idp}");
-        let grantable = |r: &&Role| **r != Role::Owner && !self.roles.contains(r) && !self.idp_blocked.contains(r);
+        // Separation of duties holds for the IdP's grants too: an auditor gets no other role from claims,
+        // and nobody holding (or being granted) another role becomes an auditor through them.
+        let others_after = self.roles.iter().chain(mapped.iter()).any(|r| *r != Role::Auditor);
+        let auditor = self.roles.contains(&Role::Auditor);
+        let separated = |r: &Role| if *r == Role::Auditor { !others_after } else { !auditor };
+        let grantable =
+            |r: &&Role| **r != Role::Owner && !self.roles.contains(r) && !self.idp_blocked.contains(r) && separated(r);
         let grants = mapped.iter().filter(grantable).map(|role| {
             IdentityEvent::RoleGranted(RoleGranted {
                 principal_id: self.id,
@@ -570,6 +578,24 @@ mod tests {
         assert!(p3.sync_idp_roles(&mapped, "corp", true).is_empty());
         p.roles.insert(Role::Owner);
         assert!(p.sync_idp_roles(&BTreeSet::from([Role::Owner]), "corp", true).is_empty(), "owner never from claims");
+    }
+
+    #[test]
+    fn claims_never_make_an_auditor_hold_another_role() {
+        let both = BTreeSet::from([Role::Admin, Role::Auditor]);
+        let events = principal(1, &[]).sync_idp_roles(&both, "corp", true);
+        let granted: Vec<Role> = events
+            .iter()
+            .filter_map(|e| match e {
+                IdentityEvent::RoleGranted(g) => Some(g.role),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(granted, [Role::Admin], "auditor is not granted beside another role");
+        let auditor = principal(2, &[Role::Auditor]);
+        assert!(auditor.sync_idp_roles(&BTreeSet::from([Role::Developer]), "corp", true).is_empty());
+        let only = principal(3, &[]).sync_idp_roles(&BTreeSet::from([Role::Auditor]), "corp", true);
+        assert!(matches!(&only[..], [IdentityEvent::RoleGranted(g)] if g.role == Role::Auditor));
     }
 
     #[test]
