@@ -5,7 +5,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, login, servers, tokens, users};
+use crate::routes::{audit, login, ops, registry_v0, servers, tokens, users};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -24,6 +24,15 @@ use crate::state::AppState;
         audit::list,
         audit::verify,
         audit::hash,
+        audit::keys,
+        audit::export,
+        audit::one,
+        registry_v0::list,
+        registry_v0::read,
+        ops::health,
+        ops::ready,
+        ops::metrics,
+        openapi_json,
         users::me,
         users::list,
         users::read,
@@ -49,9 +58,51 @@ use crate::state::AppState;
         login::end_user_session
     ),
     components(schemas(crate::problem::Problem)),
-    modifiers(&ApiKeyAuth)
+    modifiers(&ApiKeyAuth, &Conventions)
 )]
 struct ApiDoc;
+
+/// What holds for every operation, applied to all of them here rather than repeated in each handler's
+/// annotation (where it could be forgotten): every response has a description (its status's reason
+/// phrase when the handler gives none), and error bodies are `application/problem+json`, as sent.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    let code = status.parse::<u16>().ok().and_then(|c| axum::http::StatusCode::from_u16(c).ok());
+                    if response.description.is_empty() {
+                        response.description = code.and_then(|c| c.canonical_reason()).unwrap_or("Response").to_owned();
+                    }
+                    if code.is_some_and(|c| c.is_client_error() || c.is_server_error())
+                        && let Some(json) = response.content.shift_remove("application/json")
+                    {
+                        response.content.insert("application/problem+json".to_owned(), json);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/openapi.json`: this document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi", tag = "operations", responses((status = 200, description = "the OpenAPI document of this API", body = Object)))]
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(document())
+}
 
 /// API keys go in `Authorization: Bearer mgw_…`.
 struct ApiKeyAuth;
@@ -71,5 +122,5 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
 /// `GET /api/v1/openapi.json`, public (it describes, it does not reveal).
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/openapi.json", get(|| async { axum::Json(document()) }))
+    Router::new().route("/api/v1/openapi.json", get(openapi_json))
 }

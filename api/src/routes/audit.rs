@@ -62,6 +62,7 @@ pub struct VerifyReply {
 }
 
 /// `GET /api/v1/audit/keys`: the public keys that verify checkpoints (public: they reveal nothing).
+#[utoipa::path(get, path = "/api/v1/audit/keys", operation_id = "audit_keys", tag = "audit", responses((status = 200, description = "the public keys that verify the signed checkpoints", body = Object)))]
 pub(crate) async fn keys(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     let keys: Vec<serde_json::Value> = state
         .audit_keys
@@ -217,6 +218,7 @@ const EXPORT_PAGE: u32 = 500;
 
 /// `GET /api/v1/audit/export?format=jsonl|csv` with the filters of the query: every matching entry,
 /// streamed page by page in number order (constant memory).
+#[utoipa::path(get, path = "/api/v1/audit/export", operation_id = "export_audit", tag = "audit", params(("format" = Option<String>, Query, description = "`jsonl` (default) or `csv`"), ("actor" = Option<String>, Query), ("action" = Option<String>, Query), ("target_kind" = Option<String>, Query), ("target_id" = Option<String>, Query), ("outcome" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("correlation_id" = Option<Uuid>, Query)), responses((status = 200, description = "the entries, as JSON lines (with checkpoints and a signed trailer for a whole range) or CSV", content_type = "application/x-ndjson", body = String), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
 pub(crate) async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -416,6 +418,7 @@ fn csv_cell(field: &str) -> String {
 }
 
 /// `GET /api/v1/audit/{seq}`: one entry.
+#[utoipa::path(get, path = "/api/v1/audit/{seq}", operation_id = "read_audit_entry", tag = "audit", params(("seq" = i64, Path)), responses((status = 200, body = AuditRecord), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
 pub(crate) async fn one(
     State(state): State<AppState>,
     caller: Caller,

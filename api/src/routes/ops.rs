@@ -17,7 +17,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Liveness: the process answers.
-async fn health() -> Response {
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "operations", responses((status = 200, description = "the process answers", body = Object)))]
+pub(crate) async fn health() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
@@ -28,7 +29,8 @@ async fn health() -> Response {
 /// the live feed (the store is the truth, and projections follow it without NATS): while it is down the
 /// instance answers 200 `degraded`, naming the check, so that a load balancer does not turn a NATS
 /// outage into a full one.
-async fn ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "operations", responses((status = 200, description = "the instance serves (`status` ok or degraded, each check named)", body = Object), (status = 503, description = "the instance cannot serve; the failing checks say why", body = Object)))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let store = state.tables.ping().await;
     let nats = match &state.nats {
         Some(client) => Some(nats_check(client, &state.nats_stream).await),
@@ -107,7 +109,8 @@ async fn nats_check(client: &async_nats::Client, stream: &str) -> Result<(), Str
 
 /// Prometheus text. A halted projection's lag is the time since it halted, and grows with every scrape
 /// (nothing else updates it once its runner stopped).
-async fn metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), (status = 404, description = "no metrics recorder in this process", body = crate::problem::Problem)))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else { return StatusCode::NOT_FOUND.into_response() };
     for status in state.projections() {
         let status = status.borrow();

@@ -46,13 +46,14 @@ fn document(entry: &CatalogueEntry) -> Value {
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     cursor: Option<String>,
     limit: Option<u32>,
     search: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v0.1/servers", operation_id = "registry_list_servers", tag = "registry", params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query), ("search" = Option<String>, Query)), responses((status = 200, description = "servers in the official registry's shape", body = Object), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<ListQuery>,
@@ -75,7 +76,8 @@ async fn list(
     Ok(axum::Json(json!({ "servers": servers, "metadata": metadata })))
 }
 
-async fn read(
+#[utoipa::path(get, path = "/v0.1/servers/{name}", operation_id = "registry_read_server", tag = "registry", params(("name" = String, Path)), responses((status = 200, description = "one server in the official registry's shape", body = Object), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+pub(crate) async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
