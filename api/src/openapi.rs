@@ -63,13 +63,58 @@ use crate::state::AppState;
 struct ApiDoc;
 
 /// What holds for every operation, applied to all of them here rather than repeated in each handler's
-/// annotation (where it could be forgotten): every response has a description (its status's reason
-/// phrase when the handler gives none), and error bodies are `application/problem+json`, as sent.
+/// annotation (where it could be forgotten):
+/// - the answers every layer below the handler may give: 400 for a malformed path or query; with
+///   authentication 401, 403 (the decision, CSRF) and 503 (the authorization model loading or lagging);
+///   with a path parameter 404; with a body 413, 415 and 422;
+/// - every response has a description (its status's reason phrase when the handler gives none);
+/// - error bodies are `application/problem+json`, as sent.
 struct Conventions;
+
+impl Conventions {
+    /// The statuses an operation answers beyond its handler's own.
+    fn implied(operation: &utoipa::openapi::path::Operation) -> Vec<u16> {
+        use utoipa::openapi::path::ParameterIn;
+        let parameters = operation.parameters.iter().flatten().filter_map(|p| match p {
+            utoipa::openapi::RefOr::T(p) => Some(p),
+            utoipa::openapi::RefOr::Ref(_) => None,
+        });
+        let (mut path, mut reason) = (false, false);
+        for parameter in parameters {
+            path |= matches!(parameter.parameter_in, ParameterIn::Path);
+            reason |= parameter.name == "reason";
+        }
+        let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+        let mut statuses = vec![400];
+        if secured {
+            statuses.extend([401, 403, 503]);
+        }
+        if path {
+            statuses.push(404);
+        }
+        if operation.request_body.is_some() {
+            statuses.extend([413, 415, 422]);
+        }
+        if reason {
+            statuses.push(422);
+        }
+        statuses
+    }
+}
 
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::RefOr;
+        let problem = || {
+            utoipa::openapi::ResponseBuilder::new()
+                .content(
+                    "application/problem+json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
         for item in openapi.paths.paths.values_mut() {
             let operations = [
                 &mut item.get,
@@ -81,6 +126,9 @@ impl Modify for Conventions {
                 &mut item.options,
             ];
             for operation in operations.into_iter().flatten() {
+                for status in Self::implied(operation) {
+                    operation.responses.responses.entry(status.to_string()).or_insert_with(|| problem().into());
+                }
                 for (status, response) in operation.responses.responses.iter_mut() {
                     let RefOr::T(response) = response else { continue };
                     let code = status.parse::<u16>().ok().and_then(|c| axum::http::StatusCode::from_u16(c).ok());

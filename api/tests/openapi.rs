@@ -1,6 +1,8 @@
 //! The OpenAPI document: every route the router serves is in it with its methods (read from the route
-//! tables in the source, so a new route without an annotation fails here), and it passes the
-//! `openapi-spec-validator` (PyPI, installed by `.ci/run`).
+//! tables in the source, so a new route without an annotation fails here), it passes the
+//! `openapi-spec-validator`, and `schemathesis` (both PyPI, pinned, installed by `.ci/run`), sending
+//! generated requests to an embedded gateway, finds no server error and no status or media type the
+//! document does not declare.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,19 +37,27 @@ fn routed() -> BTreeSet<(String, String)> {
     routes
 }
 
-/// The validator pinned in `.ci/run`.
-const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
+mod common;
 
-/// A Python that has the validator: `MGW_PYTHON` (as `.ci/run` sets it), else `python3` when it has it,
-/// else a virtual environment made for it in the build's temporary directory on first use (as the
+/// The tools, pinned as in `.ci/run`.
+const TOOLS: [&str; 2] = ["openapi-spec-validator==0.9.0", "schemathesis==4.32.5"];
+
+/// A Python that has the tools: `MGW_PYTHON` (as `.ci/run` sets it), else `python3` when it has them,
+/// else a virtual environment made for them in the build's temporary directory on first use (as the
 /// harness installs its npm peers).
 fn validator_python() -> std::path::PathBuf {
+    // Both tests ask at once: one of them makes the environment.
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(find_or_make_python).clone()
+}
+
+fn find_or_make_python() -> std::path::PathBuf {
     if let Ok(python) = std::env::var("MGW_PYTHON") {
         return python.into();
     }
     let has_it = |python: &std::path::Path| {
         std::process::Command::new(python)
-            .args(["-c", "import openapi_spec_validator"])
+            .args(["-c", "import openapi_spec_validator, schemathesis"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -61,8 +71,8 @@ fn validator_python() -> std::path::PathBuf {
         let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap();
         assert!(made.success(), "python3 -m venv (Debian: python3-venv)");
         let pip = venv.join("bin/pip");
-        let installed = std::process::Command::new(pip).args(["install", "--quiet", VALIDATOR]).status().unwrap();
-        assert!(installed.success(), "pip install {VALIDATOR}");
+        let installed = std::process::Command::new(pip).args(["install", "--quiet"]).args(TOOLS).status().unwrap();
+        assert!(installed.success(), "pip install {TOOLS:?}");
     }
     python
 }
@@ -101,4 +111,30 @@ fn every_route_is_documented_and_the_document_is_valid() {
         .expect("python3 with openapi-spec-validator");
     let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "openapi-spec-validator refuses the document:\n{out}\n{err}");
+}
+
+/// Generated requests (valid and invalid, deterministic, bounded) against the embedded gateway with the
+/// owner's key: no 5xx, no status and no media type the document does not declare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_requests_find_no_server_error_and_nothing_undocumented() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, address, key) = common::serve(dir.path()).await;
+    let key = key.expect("the first start prints the owner's key");
+    tests::eventually(common::DEADLINE, "GET /ready to answer 200", || async {
+        (common::http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
+    })
+    .await;
+    let output = tokio::process::Command::new(validator_python())
+        .args(["-m", "schemathesis.cli", "run", &format!("http://{address}/api/v1/openapi.json")])
+        .args(["--header", &format!("Authorization: Bearer {key}")])
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance"])
+        .args(["--max-examples", "20", "--seed", "1", "--generation-deterministic", "--workers", "2"])
+        .args(["--request-timeout", "10"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "schemathesis found:\n{out}\n{err}");
+    common::stop(gateway).await;
 }

@@ -168,7 +168,7 @@ pub(crate) async fn list(
     Ok(axum::Json(AuditPage { entries, next_cursor: next.map(|n| n.to_string()) }))
 }
 
-#[utoipa::path(get, path = "/api/v1/audit/verify", operation_id = "verify_audit", responses((status = 200, body = VerifyReply), (status = 403, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/api/v1/audit/verify", operation_id = "verify_audit", responses((status = 200, body = VerifyReply), (status = 403, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
 /// `GET /api/v1/audit/verify`: the same verification as `mcp-gateway audit verify` (the store's chains,
 /// the trail's chain and completeness, each entry's content against its event, the signed checkpoints).
 pub(crate) async fn verify(

@@ -538,7 +538,7 @@ pub struct TotpReply {
     pub otpauth_uri: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/me/mfa/totp", operation_id = "enroll_totp", request_body = EnrolBody, responses((status = 201, body = TotpReply), (status = 401, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp", operation_id = "enroll_totp", request_body = EnrolBody, responses((status = 201, body = TotpReply), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem), (status = 429, body = Problem)), security(("api_key" = [])))]
 pub(crate) async fn enroll_totp(
     State(state): State<AppState>,
     caller: Caller,
@@ -566,7 +566,7 @@ pub struct CodeBody {
     code: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/me/mfa/totp/verify", operation_id = "verify_totp", request_body = CodeBody, responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem), (status = 422, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp/verify", operation_id = "verify_totp", request_body = CodeBody, responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)), security(("api_key" = [])))]
 pub(crate) async fn verify_totp(
     State(state): State<AppState>,
     caller: Caller,
