@@ -167,7 +167,7 @@ impl Gateway {
         let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());
         let authz_lag = crate::authz_lag::AuthzLag::new(config.authz_max_lag);
-        tasks.push(tokio::spawn(authz_lag.clone().watch(shared_store.clone(), authz_status.clone())));
+        tasks.push(tokio::spawn(authz_lag.clone().watch(shared_store.clone(), tables.clone(), authz_status.clone())));
         let issuer = config.issuer();
         let tokens = commands::tokens::TokenService::new(
             shared_store.clone(),

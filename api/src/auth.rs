@@ -213,16 +213,23 @@ impl FromRequestParts<AppState> for Caller {
         if !state.authz_ready() {
             return Err(Problem::unavailable("the authorization model is still loading"));
         }
-        if let Some(behind) = state.authz_lag.exceeded() {
-            // A revocation may be waiting behind that lag: refuse rather than decide on old facts.
+        let origin = Origin::of(parts);
+        let principal = authenticate(parts, state).await?;
+        // A revocation of this principal, key or session may be waiting behind the lag: refuse rather
+        // than decide on old facts. Requests whose facts have no change pending are decided as usual.
+        let streams = [
+            format!("{}-{}", domain::identity::PRINCIPAL_CATEGORY, principal.id),
+            format!("{}-{}", domain::identity::API_KEY_CATEGORY, principal.key_id),
+            format!("{}-{}", domain::identity::SESSION_CATEGORY, principal.key_id),
+        ];
+        if let Some(behind) = state.authz_lag.refuses(&streams) {
             return Err(Problem::unavailable(format!(
-                "the authorization model is {} ms behind the event store (bound {} ms)",
+                "the authorization model is {} ms behind the event store (bound {} ms), with a change to this \
+                 caller not applied yet",
                 behind.as_millis(),
                 state.authz_lag.bound().as_millis()
             )));
         }
-        let origin = Origin::of(parts);
-        let principal = authenticate(parts, state).await?;
         if principal.credential != projections::authz::Credential::Session {
             state.key_usage.used(&state.tables, principal.key_id);
         }

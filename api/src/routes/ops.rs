@@ -24,11 +24,12 @@ pub(crate) async fn health() -> Response {
 
 /// Readiness: every component this instance needs, each with its status.
 ///
-/// 503 when the instance cannot serve: the database does not answer, a projection is not ready or halted
-/// (named with the event it stopped at), or the authorization model lags. NATS only carries wake-ups and
-/// the live feed (the store is the truth, and projections follow it without NATS): while it is down the
-/// instance answers 200 `degraded`, naming the check, so that a load balancer does not turn a NATS
-/// outage into a full one.
+/// 503 when the instance cannot serve: the database does not answer, or a projection is not ready or
+/// halted (named with the event it stopped at). 200 `degraded`, naming the check, when it serves with
+/// something missing: NATS, which only carries wake-ups and the live feed (the store is the truth, and
+/// projections follow it without NATS), or an authorization model past its lag bound but following
+/// (requests with a change pending are refused, the others served). A load balancer then does not turn
+/// either into a full outage.
 #[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "operations", responses((status = 200, description = "the instance serves (`status` ok or degraded, each check named)", body = Object), (status = 503, description = "the instance cannot serve; the failing checks say why", body = Object)))]
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let store = state.tables.ping().await;
@@ -40,14 +41,17 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     checks.insert("event_store".into(), check(&store));
     checks.insert("nats".into(), nats.as_ref().map_or(json!("not configured"), check));
-    let mut serving = store.is_ok() && lagging.is_none();
+    let mut serving = store.is_ok();
+    let mut degraded = false;
     for status in state.projections() {
         let status = status.borrow().clone();
         let lag = (status.name == "authz").then(|| lagging.map(|d| d.as_millis() as u64)).flatten();
-        let ready = status.is_ready() && lag.is_none();
+        let ready = status.is_ready();
         serving &= ready;
+        // Behind but following: requests whose facts have a change pending are refused, the rest served.
+        degraded |= ready && lag.is_some();
         let mut detail = json!({
-            "status": if ready { "ok" } else { "unavailable" },
+            "status": if !ready { "unavailable" } else if lag.is_some() { "behind" } else { "ok" },
             "state": state_name(&status.state),
             "checkpoint": status.checkpoint.map(|p| p.to_string()),
         });
@@ -62,7 +66,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         }
         checks.insert(format!("projection.{}", status.name), detail);
     }
-    let degraded = nats.as_ref().is_some_and(Result::is_err);
+    degraded |= nats.as_ref().is_some_and(Result::is_err);
     let overall = if !serving {
         "unavailable"
     } else if degraded {

@@ -124,3 +124,67 @@ async fn a_transaction_held_open_in_another_database_leaves_the_api_serving() {
     assert!(n > 0);
     sqlx::query("ROLLBACK").execute(&mut open).await.unwrap();
 }
+
+/// Past the lag bound, only a request whose principal, key or session has a change not yet applied is
+/// refused; the others are served, and `/ready` says the authorization model is behind.
+/// Here the lag comes from a transaction held open in the gateway's own database, which readers must
+/// wait for; a key revoked behind it stops working at once, and the bystander's keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_lag_bound_only_callers_with_a_change_pending_are_refused() {
+    use sqlx::Connection;
+    let first = start(None).await;
+    let url = first.db.as_ref().unwrap().url.clone();
+    let strict = crate::api_servers::another_instance(
+        &first,
+        api::GatewayConfig { authz_max_lag: std::time::Duration::from_millis(300), ..config(&url, None) },
+    )
+    .await;
+    let (victim_id, victim) = first.principal_with("victim", &[domain::Role::Viewer]).await;
+    let (_, bystander) = first.principal_with("bystander", &[domain::Role::Viewer]).await;
+    let status = |key: String| {
+        let strict = &strict;
+        async move { strict.call_as(&key, Method::GET, "/api/v1/me", None, &[]).await }
+    };
+    tests::eventually(DEADLINE, "the strict instance to know both keys", || async {
+        (status(victim.clone()).await.status == StatusCode::OK
+            && status(bystander.clone()).await.status == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+    let victim_key: uuid::Uuid = status(victim.clone()).await.body["key_id"].as_str().unwrap().parse().unwrap();
+    let owner: uuid::Uuid =
+        first.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().parse().unwrap();
+
+    // A writing transaction held open in the same database: readers of $all must wait for it
+    let mut open = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut open).await.unwrap();
+    let _: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(&mut open).await.unwrap();
+    let context =
+        commands::servers::CommandContext { command_id: uuid::Uuid::now_v7(), metadata: crate::support::metadata() };
+    let victim_id: uuid::Uuid = victim_id.parse().unwrap();
+    let revoked = first.gateway.state.principals.revoke_key(owner, victim_id, victim_key, "stolen", &context).await;
+    assert!(revoked.unwrap().is_some());
+
+    let refused = tests::eventually(DEADLINE, "the revoked key to be refused for lag", || async {
+        let reply = status(victim.clone()).await;
+        (reply.status == StatusCode::SERVICE_UNAVAILABLE).then_some(reply)
+    })
+    .await;
+    assert!(refused.body["detail"].as_str().unwrap().contains("not applied yet"), "{}", refused.raw);
+    assert!(strict.gateway.state.authz_lag.exceeded().is_some(), "refused because the bound is passed");
+    let served = status(bystander.clone()).await;
+    assert_eq!(served.status, StatusCode::OK, "a caller with nothing pending is served: {}", served.raw);
+    // `/ready` says the model is behind but serving (the table read models, waiting for the same
+    // transaction, speak for themselves)
+    let (_, body) = ready(&strict).await;
+    assert_eq!(body["checks"]["projection.authz"]["status"], "behind", "{body}");
+    assert!(body["checks"]["projection.authz"]["behind_ms"].as_u64().unwrap() >= 300, "{body}");
+
+    // The transaction ends: the revocation is applied, the key refused as revoked
+    sqlx::query("ROLLBACK").execute(&mut open).await.unwrap();
+    tests::eventually(DEADLINE, "the revocation to be applied", || async {
+        (status(victim.clone()).await.status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert_eq!(status(bystander).await.status, StatusCode::OK);
+}
