@@ -217,12 +217,15 @@ impl FromRequestParts<AppState> for Caller {
         let principal = authenticate(parts, state).await?;
         // A revocation of this principal, key or session may be waiting behind the lag: refuse rather
         // than decide on old facts. Requests whose facts have no change pending are decided as usual.
-        let streams = [
-            format!("{}-{}", domain::identity::PRINCIPAL_CATEGORY, principal.id),
-            format!("{}-{}", domain::identity::API_KEY_CATEGORY, principal.key_id),
-            format!("{}-{}", domain::identity::SESSION_CATEGORY, principal.key_id),
-        ];
-        if let Some(behind) = state.authz_lag.refuses(&streams) {
+        let lagging = state.authz_lag.exceeded().is_some();
+        let streams = || {
+            [
+                format!("{}-{}", domain::identity::PRINCIPAL_CATEGORY, principal.id),
+                format!("{}-{}", domain::identity::API_KEY_CATEGORY, principal.key_id),
+                format!("{}-{}", domain::identity::SESSION_CATEGORY, principal.key_id),
+            ]
+        };
+        if let Some(behind) = lagging.then(|| state.authz_lag.refuses(&streams())).flatten() {
             return Err(Problem::unavailable(format!(
                 "the authorization model is {} ms behind the event store (bound {} ms), with a change to this \
                  caller not applied yet",

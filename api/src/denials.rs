@@ -43,13 +43,15 @@ pub(crate) struct ProblemDetail(pub(crate) String);
 pub(crate) async fn audit_denials(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let slot = CallerSlot::default();
     request.extensions_mut().insert(slot.clone());
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let label = format!("{} {}", request.method(), route.as_deref().unwrap_or(request.uri().path()));
+    // Kept as they are (cheap clones); the label is written only for a refusal.
+    let (method, route, uri) =
+        (request.method().clone(), request.extensions().get::<MatchedPath>().cloned(), request.uri().clone());
     let response = next.run(request).await;
     if response.status() != StatusCode::FORBIDDEN || response.extensions().get::<DenialRecorded>().is_some() {
         return response;
     }
     let Some(caller) = slot.take() else { return response };
+    let label = format!("{method} {}", route.as_ref().map_or(uri.path(), |r| r.as_str()));
     let reason = response.extensions().get::<ProblemDetail>().map_or_else(|| "forbidden".to_owned(), |d| d.0.clone());
     let denied =
         AccessEvent::Denied(AccessDenied { principal_id: caller.0.id, action: label.clone(), resource: label, reason });

@@ -77,7 +77,7 @@ fn check(list: &'static str, entries: &BTreeSet<String>) -> Result<(), AccessPol
     if entries.len() > MAX_ENTRIES {
         return Err(AccessPolicyError::TooMany(list));
     }
-    let bad = |e: &String| e.is_empty() || e.len() > MAX_ENTRY_BYTES || e.chars().any(char::is_control);
+    let bad = |e: &String| e.is_empty() || e.len() > MAX_ENTRY_BYTES || e.chars().any(crate::text::is_forbidden);
     if entries.iter().any(bad) {
         return Err(AccessPolicyError::Entry(list));
     }
@@ -105,5 +105,8 @@ mod tests {
         let mut policy = AccessPolicy::default();
         policy.users.insert(String::new());
         assert_eq!(policy.validate(), Err(AccessPolicyError::Entry("users")));
+        let mut bidi = AccessPolicy::default();
+        bidi.groups.insert("admins\u{202E}".into());
+        assert_eq!(bidi.validate(), Err(AccessPolicyError::Entry("groups")), "invisible formatting is refused");
     }
 }
