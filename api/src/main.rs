@@ -65,10 +65,14 @@ enum AuditCommand {
         #[command(flatten)]
         database: DatabaseArgs,
         /// Public keys of the signed checkpoints, `id:base64`, comma-separated (`GET /api/v1/audit/keys`).
-        /// Default: the public halves of the gateway's own signing keys (`MGW_AUDIT_SIGNING_KEYS`, or
-        /// the embedded store's `audit-signing.keys` beside it).
+        /// Default: the public halves of the gateway's own signing keys (`--signing-keys`, or the
+        /// embedded store's `audit-signing.keys` beside it).
         #[arg(long, value_delimiter = ',')]
         public_keys: Vec<String>,
+        /// The gateway's audit signing keys, `id:base64` (as `serve`): their public halves check the
+        /// checkpoints when no `--public-keys` are given.
+        #[arg(long, env = "MGW_AUDIT_SIGNING_KEYS", value_delimiter = ',', hide_env_values = true)]
+        signing_keys: Vec<String>,
     },
     /// Moves the entries older than the retention out of the hot table: writes them to a new archive file
     /// (a signed export that `verify-export` checks offline), reads it back and verifies it, then deletes
@@ -334,7 +338,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Audit(AuditCommand::Verify { database, public_keys }) => {
+        Command::Audit(AuditCommand::Verify { database, public_keys, signing_keys }) => {
             let (store, trail) = match api::store_url::StoreUrl::parse(&database.database_url) {
                 Ok(url @ api::store_url::StoreUrl::Sqlite(_)) => {
                     let store = url.open_existing().await?;
@@ -352,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
                     (store, projections::audit::AuditSource::Postgres(pool))
                 }
             };
-            let keys = verification_keys(&database.database_url, &public_keys)?;
+            let keys = verification_keys(&database.database_url, &public_keys, &signing_keys)?;
             let report = api::verification::verify(&*store, &trail, &keys).await?;
             println!(
                 "event store: {} events in {} streams checked, {} violations",
@@ -470,19 +474,20 @@ async fn sqlite_pool(url: &api::store_url::StoreUrl) -> anyhow::Result<sqlx::Sql
 }
 
 /// The keys `audit verify` checks checkpoints with, saying which: the public keys given, else the public
-/// halves of the gateway's own signing keys (`MGW_AUDIT_SIGNING_KEYS`, or the `audit-signing.keys` the
-/// embedded default keeps beside its store).
-fn verification_keys(database_url: &str, given: &[String]) -> anyhow::Result<projections::audit::AuditKeys> {
+/// halves of the gateway's own signing keys (`signing`, from `MGW_AUDIT_SIGNING_KEYS`, or the
+/// `audit-signing.keys` the embedded default keeps beside its store).
+fn verification_keys(
+    database_url: &str,
+    given: &[String],
+    signing: &[String],
+) -> anyhow::Result<projections::audit::AuditKeys> {
     if !given.is_empty() {
         let pairs = key_pairs("--public-keys", given)?;
         println!("checking checkpoints with the keys given: {}", describe_keys(&pairs));
         return Ok(projections::audit::AuditKeys::verifying(&pairs)?);
     }
-    let from_env: Vec<String> = std::env::var("MGW_AUDIT_SIGNING_KEYS")
-        .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default();
-    let (source, signing) = if !from_env.is_empty() {
-        ("MGW_AUDIT_SIGNING_KEYS".to_owned(), from_env)
+    let (source, signing) = if !signing.is_empty() {
+        ("MGW_AUDIT_SIGNING_KEYS".to_owned(), signing.to_vec())
     } else if let Ok(api::store_url::StoreUrl::Sqlite(path)) = api::store_url::StoreUrl::parse(database_url) {
         let file = path.parent().unwrap_or(std::path::Path::new(".")).join("audit-signing.keys");
         let text = std::fs::read_to_string(&file).unwrap_or_default();

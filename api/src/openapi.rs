@@ -66,22 +66,23 @@ struct ApiDoc;
 /// annotation (where it could be forgotten):
 /// - the answers every layer below the handler may give: 400 for a malformed path or query; with
 ///   authentication 401, 403 (the decision, CSRF) and 503 (the authorization model loading or lagging);
-///   with a path parameter 404; with a body 413, 415 and 422;
+///   with a path parameter 404; with a body 422; for every write under `/api` 413 and 415 (the body
+///   limit and the JSON-body layer answer whatever the handler declares);
 /// - every response has a description (its status's reason phrase when the handler gives none);
 /// - error bodies are `application/problem+json`, as sent.
 struct Conventions;
 
 impl Conventions {
     /// The statuses an operation answers beyond its handler's own.
-    fn implied(operation: &utoipa::openapi::path::Operation) -> Vec<u16> {
+    fn implied(path: &str, write: bool, operation: &utoipa::openapi::path::Operation) -> Vec<u16> {
         use utoipa::openapi::path::ParameterIn;
         let parameters = operation.parameters.iter().flatten().filter_map(|p| match p {
             utoipa::openapi::RefOr::T(p) => Some(p),
             utoipa::openapi::RefOr::Ref(_) => None,
         });
-        let (mut path, mut reason) = (false, false);
+        let (mut in_path, mut reason) = (false, false);
         for parameter in parameters {
-            path |= matches!(parameter.parameter_in, ParameterIn::Path);
+            in_path |= matches!(parameter.parameter_in, ParameterIn::Path);
             reason |= parameter.name == "reason";
         }
         let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
@@ -89,11 +90,14 @@ impl Conventions {
         if secured {
             statuses.extend([401, 403, 503]);
         }
-        if path {
+        if in_path {
             statuses.push(404);
         }
         if operation.request_body.is_some() {
-            statuses.extend([413, 415, 422]);
+            statuses.push(422);
+        }
+        if write && path.starts_with("/api/") {
+            statuses.extend([413, 415]);
         }
         if reason {
             statuses.push(422);
@@ -115,18 +119,19 @@ impl Modify for Conventions {
                 )
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, false),
+                (&mut item.patch, true),
+                (&mut item.head, false),
+                (&mut item.options, false),
             ];
-            for operation in operations.into_iter().flatten() {
-                for status in Self::implied(operation) {
+            for (operation, write) in operations {
+                let Some(operation) = operation else { continue };
+                for status in Self::implied(path, write, operation) {
                     operation.responses.responses.entry(status.to_string()).or_insert_with(|| problem().into());
                 }
                 for (status, response) in operation.responses.responses.iter_mut() {

@@ -9,7 +9,7 @@ use tokio::process::Command;
 
 mod common;
 
-use common::{BIN, DEADLINE, http, serve, serve_command, stop};
+use common::{BIN, DEADLINE, http, serve, serve_command, serve_first, stop};
 
 /// The body of a chunked HTTP response (RFC 9112 §7.1), as one string.
 fn dechunk(body: &str) -> String {
@@ -30,12 +30,7 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     let dir = tempfile::tempdir().unwrap();
 
     // First start: the owner's key, once
-    let (first, address, key) = serve(dir.path()).await;
-    let key = key.expect("the first start prints the owner's API key");
-    tests::eventually(DEADLINE, "GET /ready to answer 200", || async {
-        (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
-    })
-    .await;
+    let (first, address, key) = serve_first(dir.path()).await;
     // A second process on the same data directory is refused, saying why, and the first serves on
     let second = serve_command(dir.path()).output();
     let second = tokio::time::timeout(DEADLINE, second).await.unwrap().unwrap();

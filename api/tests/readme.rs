@@ -8,7 +8,7 @@ use tokio::process::Command;
 
 mod common;
 
-use common::{DEADLINE, http, serve, stop};
+use common::{serve_first, stop};
 
 /// The fenced `sh` blocks of the section headed `heading`.
 fn shell_blocks(readme: &str, heading: &str) -> Vec<String> {
@@ -24,12 +24,7 @@ async fn the_readme_commands_run_as_written_against_the_embedded_gateway() {
     assert_eq!(first.lines().collect::<Vec<_>>(), ["cargo run --release -p api -- serve", "cargo test --workspace"]);
 
     let dir = tempfile::tempdir().unwrap();
-    let (gateway, address, key) = serve(dir.path()).await;
-    let key = key.expect("the first start prints the owner's key");
-    tests::eventually(DEADLINE, "GET /ready to answer 200", || async {
-        (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
-    })
-    .await;
+    let (gateway, address, key) = serve_first(dir.path()).await;
 
     let blocks = shell_blocks(&readme, "Try it");
     assert!(!blocks.is_empty());

@@ -76,6 +76,18 @@ pub(crate) async fn serve(dir: &std::path::Path) -> (Child, String, Option<Strin
     (child, address, key)
 }
 
+/// A first start of the embedded gateway in `dir`, ready: the process, its address and the owner's key
+/// it printed.
+pub(crate) async fn serve_first(dir: &std::path::Path) -> (Child, String, String) {
+    let (child, address, key) = serve(dir).await;
+    let key = key.expect("the first start prints the owner's API key");
+    tests::eventually(DEADLINE, "GET /ready to answer 200", || async {
+        (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
+    })
+    .await;
+    (child, address, key)
+}
+
 /// Stops `child` with SIGTERM; it must exit cleanly.
 pub(crate) async fn stop(mut child: Child) {
     let pid = child.id().unwrap().to_string();

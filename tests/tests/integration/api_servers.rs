@@ -621,6 +621,14 @@ async fn malformed_paths_queries_positions_and_preconditions_get_problems(backen
         let response = api.router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
     }
+    // A body streamed without a length (chunked, an HTTP/2 stream) is a body too
+    let streamed = futures_util::stream::once(async { Ok::<_, std::io::Error>(server("streamed").to_string()) });
+    let request = Request::post("/api/v1/servers")
+        .header(header::AUTHORIZATION, format!("Bearer {}", api.key))
+        .body(Body::from_stream(streamed))
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "a streamed untyped body");
 
     let mut leaky = server("leaky");
     leaky["url"] = json!("https://93.184.216.34/mcp?api_key=abc");

@@ -118,3 +118,15 @@ async fn an_edited_event_is_named_by_the_api_as_by_the_cli() {
     // The trail still says what the events said when they were folded: the content check names it.
     assert_eq!(report["content_violation"]["kind"], "Rewritten", "{report}");
 }
+
+/// One verification at a time per instance: another asked meanwhile is told to retry (429), not queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_verification_while_one_runs_is_told_to_retry() {
+    let api = start(None).await;
+    let running = api.gateway.state.verifying.clone().try_acquire_owned().unwrap();
+    let reply = api.call(Method::GET, "/api/v1/audit/verify", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.raw);
+    assert_eq!(reply.body["type"], "/problems/verification-running", "{}", reply.raw);
+    drop(running);
+    assert_eq!(api.call(Method::GET, "/api/v1/audit/verify", None, &[]).await.status, StatusCode::OK);
+}
