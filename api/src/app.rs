@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     pub idps: Vec<crate::oidc::IdpConfig>,
     /// How long the authorization model may lag the store before every request is refused.
     pub authz_max_lag: std::time::Duration,
+    /// Who may read the `/v0.1` catalogue.
+    pub registry_reads: crate::routes::registry_v0::RegistryReads,
 }
 
 impl GatewayConfig {
@@ -204,6 +206,7 @@ impl Gateway {
             nats_stream: RelayOptions::default().stream,
             verifying: Arc::new(tokio::sync::Semaphore::new(1)),
             metrics,
+            registry_reads: config.registry_reads,
         };
         Ok(Self { state, tasks, _store_lock: store_lock })
     }

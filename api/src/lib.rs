@@ -27,3 +27,4 @@ pub mod verification;
 
 pub use app::{Gateway, GatewayConfig, StartError};
 pub use http::router;
+pub use routes::registry_v0::RegistryReads;

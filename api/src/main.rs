@@ -162,6 +162,10 @@ struct ServeArgs {
     /// How long (ms) the authorization model may lag the store before requests are refused [default: 5000].
     #[arg(long, env = "MGW_AUTHZ_MAX_LAG_MS")]
     authz_max_lag_ms: Option<u64>,
+    /// Who may read the `/v0.1` catalogue: `public` (as the official registry) or `authenticated` (callers
+    /// with `servers.read`, a private registry) [default: public].
+    #[arg(long, env = "MGW_REGISTRY_READS", value_enum)]
+    registry_reads: Option<api::RegistryReads>,
     /// Identity providers (configuration file only: `[[idps]]` tables).
     #[arg(skip)]
     #[serde(default)]
@@ -186,6 +190,7 @@ impl ServeArgs {
             public_url: self.public_url.or(file.public_url),
             idps: if self.idps.is_empty() { file.idps } else { self.idps },
             authz_max_lag_ms: self.authz_max_lag_ms.or(file.authz_max_lag_ms),
+            registry_reads: self.registry_reads.or(file.registry_reads),
         }
     }
 }
@@ -428,6 +433,7 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         public_url: args.public_url,
         idps: args.idps,
         authz_max_lag: std::time::Duration::from_millis(args.authz_max_lag_ms.unwrap_or(5_000)),
+        registry_reads: args.registry_reads.unwrap_or_default(),
     })
 }
 

@@ -28,7 +28,8 @@ use crate::state::AppState;
         audit::export,
         audit::one,
         registry_v0::list,
-        registry_v0::read,
+        registry_v0::versions,
+        registry_v0::version,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -57,7 +58,7 @@ use crate::state::AppState;
         login::end_my_session,
         login::end_user_session
     ),
-    components(schemas(crate::problem::Problem)),
+    components(schemas(crate::problem::Problem, registry_v0::ErrorBody)),
     modifiers(&ApiKeyAuth, &Conventions)
 )]
 struct ApiDoc;
@@ -69,7 +70,8 @@ struct ApiDoc;
 ///   with a path parameter 404; with a body 422; for every write under `/api` 413 and 415 (the body
 ///   limit and the JSON-body layer answer whatever the handler declares);
 /// - every response has a description (its status's reason phrase when the handler gives none);
-/// - error bodies are `application/problem+json`, as sent.
+/// - error bodies are `application/problem+json`, as sent (`/v0.1` excepted: the official registry's
+///   `{"error": …}` as `application/json`).
 struct Conventions;
 
 impl Conventions {
@@ -140,7 +142,9 @@ impl Modify for Conventions {
                     if response.description.is_empty() {
                         response.description = code.and_then(|c| c.canonical_reason()).unwrap_or("Response").to_owned();
                     }
+                    // `/v0.1` answers errors in the official registry's shape, as plain JSON.
                     if code.is_some_and(|c| c.is_client_error() || c.is_server_error())
+                        && !path.starts_with("/v0.1/")
                         && let Some(json) = response.content.shift_remove("application/json")
                     {
                         response.content.insert("application/problem+json".to_owned(), json);

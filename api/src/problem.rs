@@ -176,6 +176,14 @@ impl From<CommandError> for Problem {
                 ServerError::UpstreamAuth(e) => Problem::new(unprocessable, "invalid-field", "Invalid field")
                     .field("upstream_auth")
                     .detail(e.to_string()),
+                ServerError::VersionNotNewer { .. } => {
+                    Problem::new(StatusCode::CONFLICT, "version-not-newer", "Version not newer")
+                        .field("version")
+                        .detail(error.to_string())
+                }
+                ServerError::Distribution(e) => {
+                    Problem::new(unprocessable, "invalid-field", "Invalid field").field(e.field.clone()).detail(e.rule)
+                }
             },
             CommandError::NameTaken(name) => Problem::new(StatusCode::CONFLICT, "name-taken", "Name taken")
                 .field("name")

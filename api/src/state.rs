@@ -51,6 +51,8 @@ pub struct AppState {
     pub verifying: std::sync::Arc<tokio::sync::Semaphore>,
     /// The Prometheus exporter, when installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Who may read the `/v0.1` catalogue.
+    pub registry_reads: crate::routes::registry_v0::RegistryReads,
 }
 
 impl AppState {

@@ -80,7 +80,7 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
         (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
     })
     .await;
-    let server = r#"{"name":"cli-weather","transport":"streamable_http","url":"https://93.184.216.34/mcp"}"#;
+    let server = r#"{"name":"io.example/cli-weather","description":"d","transport":"streamable_http","url":"https://93.184.216.34/mcp"}"#;
     let (status, body) = tests::eventually(DEADLINE, "Add Server with the printed key", || async {
         http(&address, "POST", "/api/v1/servers", Some(&key), Some(server)).await.filter(|(s, _)| *s != 503)
     })

@@ -37,7 +37,7 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success() && err.contains("already serving"), "{err}");
     assert_eq!(http(&address, "GET", "/ready", None, None).await.unwrap().0, 200);
-    let server = r#"{"name":"io.example/embedded","transport":"streamable_http","url":"https://93.184.216.34/mcp"}"#;
+    let server = r#"{"name":"io.example/embedded","description":"d","transport":"streamable_http","url":"https://93.184.216.34/mcp"}"#;
     let (status, body) = http(&address, "POST", "/api/v1/servers", Some(&key), Some(server)).await.unwrap();
     assert_eq!(status, 201, "{body}");
     let created: serde_json::Value = serde_json::from_str(&body).unwrap();

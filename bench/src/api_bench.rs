@@ -54,6 +54,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         public_url: None,
         idps: vec![],
         authz_max_lag: std::time::Duration::from_secs(5),
+        registry_reads: api::RegistryReads::Public,
     };
     let gateway = Gateway::start(&config, None).await?;
     let command_id = Uuid::now_v7();
@@ -87,7 +88,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             let (app, key, created) = (app2.clone(), key2.clone(), created2.clone());
             async move {
                 let body = serde_json::json!({
-                    "name": format!("bench-{round}-{w}-{i}"),
+                    "name": format!("io.example/bench-{round}-{w}-{i}"),
                     "description": "A server registered by the benchmark",
                     "tags": ["bench"],
                     "transport": "streamable_http",

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use domain::server::{
-    Description, Endpoint, NetworkPolicy, ServerChanges, ServerEvent, ServerName, ServerRegistered, Tags, Transport,
-    UpstreamAuth,
+    Description, Endpoint, NetworkPolicy, ServerChanges, ServerEvent, ServerName, ServerRegistered, ServerVersion,
+    Tags, Transport, UpstreamAuth,
 };
 use eventstore::{Actor, ActorKind, EventData, EventStore, ExpectedRevision, Metadata, PgEventStore, StreamName};
 use projections::audit::{AuditFilter, AuditProjection};
@@ -45,10 +45,13 @@ fn server_events(n: u64) -> anyhow::Result<Vec<EventData>> {
         let event = if i == 0 {
             ServerEvent::Registered(Box::new(ServerRegistered {
                 server_id,
-                name: ServerName::parse(format!("server-{n}"))?,
+                name: ServerName::parse(format!("io.example/server-{n}"))?,
+                version: ServerVersion::parse("1.0.0")?,
                 title: None,
                 description: Description::parse("A server of the audit benchmark")?,
                 tags: Tags::parse(["bench"])?,
+                repository: None,
+                packages: Default::default(),
                 transport: Transport::StreamableHttp,
                 endpoint: Endpoint::parse(&format!("https://mcp.example.com/{n}/mcp"), &policy)?,
                 upstream_auth: UpstreamAuth::None,

@@ -67,6 +67,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         public_url: None,
         idps: vec![],
         authz_max_lag: std::time::Duration::from_secs(5),
+        registry_reads: api::RegistryReads::Public,
     };
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let command_id = Uuid::now_v7();

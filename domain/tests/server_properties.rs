@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use domain::server::{
-    AccessPolicy, Description, Endpoint, NetworkPolicy, RegisterServer, ServerCommand, ServerEvent, ServerName,
-    ServerState, ServerStatus, Tags, Title, Transport, UpdateServer, UpstreamAuth, decide, evolve,
+    AccessPolicy, Description, Endpoint, NetworkPolicy, Packages, RegisterServer, ServerCommand, ServerEvent,
+    ServerName, ServerState, ServerStatus, ServerVersion, Tags, Title, Transport, UpdateServer, UpstreamAuth, decide,
+    evolve,
 };
 use domain::{Role, Sealed};
 use proptest::prelude::*;
@@ -70,10 +71,13 @@ fn command() -> impl Strategy<Value = ServerCommand> {
             .prop_map(|(server_id, name, title, endpoint, transport, upstream_auth, access)| {
                 ServerCommand::Register(Box::new(RegisterServer {
                     server_id,
-                    name: ServerName::parse(name).unwrap(),
+                    name: ServerName::parse(format!("io.example/{name}")).unwrap(),
+                    version: ServerVersion::parse("1.0.0").unwrap(),
                     title: title.and_then(|t| Title::parse(&t).ok()),
                     description: Description::parse("a server").unwrap(),
                     tags: Tags::parse(["tools"]).unwrap(),
+                    repository: None,
+                    packages: Packages::default(),
                     transport,
                     endpoint,
                     upstream_auth,
@@ -83,13 +87,17 @@ fn command() -> impl Strategy<Value = ServerCommand> {
             }),
         (
             proptest::option::of("[A-Z][a-z]{1,5}"),
-            proptest::option::of("[a-z ]{0,10}"),
+            proptest::option::of("[a-z]{1,10}"),
             proptest::option::of(proptest::collection::vec("[a-c]", 0..3)),
             proptest::option::of(transport()),
-            proptest::option::of(endpoint())
+            proptest::option::of(endpoint()),
+            proptest::option::of(prop_oneof![Just("0.9.0"), Just("1.0.0"), Just("1.1.0"), Just("2.0.0-rc.1")])
         )
-            .prop_map(|(title, description, tags, transport, endpoint)| {
+            .prop_map(|(title, description, tags, transport, endpoint, version)| {
                 ServerCommand::Update(UpdateServer {
+                    version: version.map(|v| ServerVersion::parse(v).unwrap()),
+                    repository: None,
+                    packages: None,
                     title: title.map(|t| Title::parse(&t).unwrap()),
                     description: description.map(|d| Description::parse(&d).unwrap()),
                     tags: tags.map(|t| Tags::parse(t).unwrap()),

@@ -1,90 +1,312 @@
-//! `/v0.1/servers`: the catalogue in the official MCP registry's generic API and `server.json` shape,
-//! for MCP clients that read a private registry.
+//! `/v0.1/servers`: the catalogue in the official MCP registry's API (the 2025-12 generic registry API)
+//! and `server.json` shape, for MCP clients and sub-registries that read a registry.
+//!
+//! Every release of every server is an entry; suspended and deleted servers keep theirs, with a
+//! non-active status (`deprecated`, `deleted`) in the official `_meta` block, so that a client that
+//! synchronises with `updated_since` learns of them. Errors have the official shape, `{"error": "…"}`.
+//! A remote in a document is the gateway's own MCP endpoint for the server, never the upstream's URL:
+//! clients reach servers through the gateway, and the catalogue (public by default) does not map the
+//! network behind it.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use domain::authz::Action;
-use projections::registry::{CatalogueEntry, CatalogueFilter};
-use serde::Deserialize;
+use projections::registry::{VersionEntry, VersionFilter, VersionSelector};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::state::AppState;
 
-/// The schema the documents follow.
-const SCHEMA: &str = "https://static.modelcontextprotocol.io/schemas/2025-09-29/server.schema.json";
+/// The `server.json` schema the documents follow.
+pub const SCHEMA: &str = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json";
+
+/// The official block of registry metadata.
+const OFFICIAL: &str = "io.modelcontextprotocol.registry/official";
+
+/// The gateway's own block: what the official statuses cannot say.
+const GATEWAY: &str = "dev.mcp-gateway/server";
+
+/// Entries per page when the client does not say, and the most it may ask for (as the official
+/// registry: more is cut to this).
+const DEFAULT_LIMIT: u32 = 30;
+const MAX_LIMIT: u32 = 100;
+
+/// Who may read the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryReads {
+    /// Anyone, as the official registry.
+    #[default]
+    Public,
+    /// Callers with the `servers.read` permission (a private registry).
+    Authenticated,
+}
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v0.1/servers", get(list)).route("/v0.1/servers/{name}", get(read))
+    Router::new()
+        .route("/v0.1/servers", get(list))
+        .route("/v0.1/servers/{name}/versions", get(versions))
+        .route("/v0.1/servers/{name}/versions/{version}", get(version))
 }
 
-/// One server as `server.json`, with the gateway's metadata under `_meta`.
-fn document(entry: &CatalogueEntry) -> Value {
-    let remote_type = if entry.transport == "sse" { "sse" } else { "streamable-http" };
+/// The official error body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    error: String,
+}
+
+/// An error in the official shape, `{"error": "…"}` as `application/json`, keeping what the gateway's
+/// own problem carried besides its body (the `WWW-Authenticate` challenge, the audit marks).
+pub(crate) struct RegistryError(Problem);
+
+impl RegistryError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(Problem::new(status, "registry", "Registry error").detail(message.into()))
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Server not found")
+    }
+
+    fn unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "the catalogue is unreachable; try again")
+    }
+}
+
+impl From<Problem> for RegistryError {
+    fn from(problem: Problem) -> Self {
+        Self(problem)
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let message = self.0.detail.clone().unwrap_or_else(|| self.0.title.to_owned());
+        let mut response = self.0.into_response();
+        *response.body_mut() = axum::body::Body::from(json!(ErrorBody { error: message }).to_string());
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        response
+    }
+}
+
+/// A caller allowed to read the catalogue: anyone when reads are public, else an authenticated caller
+/// with the permission.
+pub(crate) struct Reader;
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = RegistryError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if state.registry_reads == RegistryReads::Public {
+            return Ok(Reader);
+        }
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.authorize(state, Action::ReadServers, "registry").await?;
+        Ok(Reader)
+    }
+}
+
+/// One release as the official `ServerResponse`: `server.json` and the registry's metadata.
+fn document(entry: &VersionEntry, issuer: &str) -> Value {
     let mut server = json!({
         "$schema": SCHEMA,
         "name": entry.name,
-        "description": entry.description,
-        "version": format!("1.0.0-r{}", entry.revision),
-        "remotes": [{ "type": remote_type, "url": entry.url }],
+        "description": domain::server::Description::summary_of(&entry.description, &entry.name),
+        "version": entry.version,
+        "remotes": [{ "type": "streamable-http", "url": format!("{issuer}/servers/{}/mcp", entry.server_id) }],
     });
     if let Some(title) = &entry.title {
         server["title"] = json!(title);
     }
+    if let Some(repository) = &entry.repository {
+        server["repository"] = repository.0.clone();
+    }
+    if entry.packages.0.as_array().is_some_and(|p| !p.is_empty()) {
+        server["packages"] = entry.packages.0.clone();
+    }
+    let status = match entry.status.as_str() {
+        "active" => "active",
+        "deleted" => "deleted",
+        // Suspended: listed, not routed. The official statuses have no such state; `deprecated` is the
+        // one that tells clients not to rely on it, and the gateway's block says which it is.
+        _ => "deprecated",
+    };
+    let mut official = json!({
+        "status": status,
+        "publishedAt": entry.published_at,
+        "updatedAt": entry.updated_at,
+        "isLatest": entry.is_latest,
+    });
+    if let Some(message) = &entry.status_message {
+        official["statusMessage"] = json!(message.chars().take(500).collect::<String>());
+    }
+    if let Some(at) = entry.status_changed_at {
+        official["statusChangedAt"] = json!(at);
+    }
     json!({
         "server": server,
-        "_meta": { "io.modelcontextprotocol.registry/official": {
-            "status": "active",
-            "publishedAt": entry.registered_at,
-            "updatedAt": entry.updated_at,
-            "isLatest": true,
-        }},
+        "_meta": {
+            OFFICIAL: official,
+            GATEWAY: { "serverId": entry.server_id, "status": entry.status },
+        },
     })
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ListQuery {
-    cursor: Option<String>,
-    limit: Option<u32>,
-    search: Option<String>,
+/// The query parameters, each at most once.
+fn parameters(raw: Option<String>) -> Result<std::collections::HashMap<String, String>, RegistryError> {
+    let mut parameters = std::collections::HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if value.chars().count() > 200 || value.chars().any(char::is_control) {
+            return Err(RegistryError::bad_request(format!("{key}: at most 200 characters, no control characters")));
+        }
+        if parameters.insert(key.to_string(), value.into_owned()).is_some() {
+            return Err(RegistryError::bad_request(format!("{key} is given more than once")));
+        }
+    }
+    Ok(parameters)
 }
 
-#[utoipa::path(get, path = "/v0.1/servers", operation_id = "registry_list_servers", tag = "registry", params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query), ("search" = Option<String>, Query)), responses((status = 200, description = "servers in the official registry's shape", body = Object), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+fn boolean(parameters: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, RegistryError> {
+    match parameters.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(RegistryError::bad_request(format!("{name} is true or false"))),
+    }
+}
+
+/// A cursor: the `(name, seq)` of the last entry of the page before.
+fn encode_cursor((name, seq): &(String, i64)) -> String {
+    crate::cursor::encode(&format!("{seq}:{name}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(String, i64), RegistryError> {
+    let invalid = || RegistryError::bad_request("cursor is not one this registry returned");
+    let text = crate::cursor::decode(cursor).map_err(|_| invalid())?;
+    let (seq, name) = text.split_once(':').ok_or_else(invalid)?;
+    Ok((name.to_owned(), seq.parse().map_err(|_| invalid())?))
+}
+
+#[utoipa::path(get, path = "/v0.1/servers", operation_id = "registry_list_servers", tag = "registry",
+    description = "Every release of every server, in name order, as the official registry lists them. Suspended servers are `deprecated` and deleted ones `deleted` in the official `_meta` block; deleted ones only with `include_deleted=true` or `updated_since`.",
+    params(
+        ("cursor" = Option<String>, Query, description = "`metadata.nextCursor` of the page before"),
+        ("limit" = Option<u32>, Query, description = "entries per page, 1 to 100 (more is cut to 100) [default: 30]"),
+        ("search" = Option<String>, Query, description = "a substring of the name, case-insensitive"),
+        ("updated_since" = Option<String>, Query, description = "entries changed after this RFC 3339 time, deleted ones included"),
+        ("version" = Option<String>, Query, description = "`latest`, or an exact version"),
+        ("include_deleted" = Option<bool>, Query, description = "list deleted servers' releases too"),
+    ),
+    responses(
+        (status = 200, description = "a page of releases in the official `ServerList` shape", body = Object, content_type = "application/json"),
+        (status = 400, description = "a parameter the registry cannot use", body = ErrorBody, content_type = "application/json"),
+        (status = 401, description = "reads are authenticated here and no valid credential was sent", body = ErrorBody, content_type = "application/json"),
+        (status = 403, description = "the caller may not read the catalogue", body = ErrorBody, content_type = "application/json"),
+        (status = 503, description = "the catalogue is unreachable", body = ErrorBody, content_type = "application/json"),
+    ),
+    security((), ("api_key" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Query(query): Query<ListQuery>,
-) -> Result<axum::Json<Value>, Problem> {
-    caller.authorize(&state, Action::ReadServers, "registry").await?;
-    let filter = CatalogueFilter {
-        text: crate::params::text("search", query.search)?,
-        // Suspended servers are not offered to clients.
-        status: Some("active".into()),
-        after: query.cursor.map(|c| crate::cursor::decode(&c)).transpose()?,
-        limit: query.limit.unwrap_or(30).min(100),
-        ..Default::default()
+    _reader: Reader,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Value>, RegistryError> {
+    let parameters = parameters(query)?;
+    let limit = match parameters.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(limit) => match limit.parse::<u64>() {
+            Ok(0) | Err(_) => return Err(RegistryError::bad_request("limit is a whole number from 1 to 100")),
+            Ok(n) => u32::try_from(n.min(u64::from(MAX_LIMIT))).unwrap_or(MAX_LIMIT),
+        },
     };
-    let page = state.registry.list(&filter).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
-    let servers: Vec<Value> = page.entries.iter().map(document).collect();
+    let updated_since = parameters
+        .get("updated_since")
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.to_utc()))
+        .transpose()
+        .map_err(|_| RegistryError::bad_request("updated_since is an RFC 3339 time (2025-08-07T13:15:04Z)"))?;
+    let filter = VersionFilter {
+        search: parameters.get("search").filter(|s| !s.is_empty()).cloned(),
+        // As the official registry: a client synchronising changes must learn of deletions.
+        include_deleted: boolean(&parameters, "include_deleted")? || updated_since.is_some(),
+        updated_since,
+        version: parameters.get("version").map(|v| VersionSelector::parse(v)),
+        after: parameters.get("cursor").map(|c| decode_cursor(c)).transpose()?,
+        limit,
+    };
+    let page = state.registry.versions(&filter).await.map_err(|_| RegistryError::unavailable())?;
+    let issuer = state.tokens.issuer();
+    let servers: Vec<Value> = page.entries.iter().map(|e| document(e, issuer)).collect();
     let mut metadata = json!({ "count": servers.len() });
-    if let Some(next) = page.next.as_deref() {
-        metadata["nextCursor"] = json!(crate::cursor::encode(next));
+    if let Some(next) = &page.next {
+        metadata["nextCursor"] = json!(encode_cursor(next));
     }
     Ok(axum::Json(json!({ "servers": servers, "metadata": metadata })))
 }
 
-#[utoipa::path(get, path = "/v0.1/servers/{name}", operation_id = "registry_read_server", tag = "registry", params(("name" = String, Path)), responses((status = 200, description = "one server in the official registry's shape", body = Object), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
-pub(crate) async fn read(
+#[utoipa::path(get, path = "/v0.1/servers/{name}/versions", operation_id = "registry_server_versions", tag = "registry",
+    description = "Every release of the server named `name` (URL-encoded: `io.example%2Fweather`), newest first.",
+    params(("name" = String, Path, description = "the server's name, URL-encoded"), ("include_deleted" = Option<bool>, Query, description = "a deleted server's releases too")),
+    responses(
+        (status = 200, description = "the releases in the official `ServerList` shape", body = Object, content_type = "application/json"),
+        (status = 400, description = "a parameter the registry cannot use", body = ErrorBody, content_type = "application/json"),
+        (status = 401, description = "reads are authenticated here and no valid credential was sent", body = ErrorBody, content_type = "application/json"),
+        (status = 403, description = "the caller may not read the catalogue", body = ErrorBody, content_type = "application/json"),
+        (status = 404, description = "no server of that name", body = ErrorBody, content_type = "application/json"),
+        (status = 503, description = "the catalogue is unreachable", body = ErrorBody, content_type = "application/json"),
+    ),
+    security((), ("api_key" = [])))]
+pub(crate) async fn versions(
     State(state): State<AppState>,
-    caller: Caller,
+    _reader: Reader,
     Path(name): Path<String>,
-) -> Result<axum::Json<Value>, Problem> {
-    caller.authorize(&state, Action::ReadServers, "registry").await?;
-    let name = crate::params::text("name", Some(name))?.unwrap_or_default();
-    let entry =
-        state.registry.get_by_name(&name).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
-    entry.filter(|e| e.status == "active").map(|e| axum::Json(document(&e))).ok_or_else(Problem::not_found)
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Value>, RegistryError> {
+    let include_deleted = boolean(&parameters(query)?, "include_deleted")?;
+    let entries =
+        state.registry.versions_named(&name, include_deleted).await.map_err(|_| RegistryError::unavailable())?;
+    if entries.is_empty() {
+        return Err(RegistryError::not_found());
+    }
+    let issuer = state.tokens.issuer();
+    let servers: Vec<Value> = entries.iter().map(|e| document(e, issuer)).collect();
+    Ok(axum::Json(json!({ "servers": servers, "metadata": { "count": servers.len() } })))
+}
+
+#[utoipa::path(get, path = "/v0.1/servers/{name}/versions/{version}", operation_id = "registry_server_version", tag = "registry",
+    description = "One release of the server named `name`; `latest` is its current one.",
+    params(("name" = String, Path, description = "the server's name, URL-encoded"), ("version" = String, Path, description = "an exact version (URL-encoded), or `latest`"), ("include_deleted" = Option<bool>, Query, description = "a deleted server's release too")),
+    responses(
+        (status = 200, description = "the release in the official `ServerResponse` shape", body = Object, content_type = "application/json"),
+        (status = 400, description = "a parameter the registry cannot use", body = ErrorBody, content_type = "application/json"),
+        (status = 401, description = "reads are authenticated here and no valid credential was sent", body = ErrorBody, content_type = "application/json"),
+        (status = 403, description = "the caller may not read the catalogue", body = ErrorBody, content_type = "application/json"),
+        (status = 404, description = "no such server or release", body = ErrorBody, content_type = "application/json"),
+        (status = 503, description = "the catalogue is unreachable", body = ErrorBody, content_type = "application/json"),
+    ),
+    security((), ("api_key" = [])))]
+pub(crate) async fn version(
+    State(state): State<AppState>,
+    _reader: Reader,
+    Path((name, version)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Value>, RegistryError> {
+    let include_deleted = boolean(&parameters(query)?, "include_deleted")?;
+    let selector = VersionSelector::parse(&version);
+    let entry = state
+        .registry
+        .version_named(&name, &selector, include_deleted)
+        .await
+        .map_err(|_| RegistryError::unavailable())?
+        .ok_or_else(RegistryError::not_found)?;
+    Ok(axum::Json(document(&entry, state.tokens.issuer())))
 }

@@ -23,10 +23,25 @@ pub(crate) async fn http(
     key: Option<&str>,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
+    request(address, method, path, key, body, &[]).await.map(|(status, _, body)| (status, body))
+}
+
+/// [`http`] with `extra` request headers, also returning the response's headers (as sent, one per line).
+pub(crate) async fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect(address).await.ok()?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     if let Some(key) = key {
         request.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    for (name, value) in extra {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
     request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
@@ -34,8 +49,8 @@ pub(crate) async fn http(
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Some((status, head.to_owned(), body.to_owned()))
 }
 
 /// `mcp-gateway serve` in `dir` with nothing configured: the embedded default, on any free port.

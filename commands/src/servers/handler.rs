@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use domain::server::{
-    self, Description, Endpoint, NetworkPolicy, RegisterServer, ServerCommand, ServerEvent, ServerName, ServerState,
-    Tags, Title, UpdateServer, UpstreamAuth,
+    self, Description, Endpoint, NetworkPolicy, Packages, RegisterServer, ServerCommand, ServerEvent, ServerName,
+    ServerState, ServerVersion, Tags, Title, UpdateServer, UpstreamAuth,
 };
 use eventstore::{
     Claim, Claims, Direction, EventData, EventStore, ExpectedRevision, Metadata, Position, StreamCursor, StreamName,
@@ -120,6 +120,11 @@ impl ServerCommands {
         context: &CommandContext,
     ) -> Result<Outcome, CommandError> {
         let name = ServerName::parse(input.name).map_err(|e| invalid("name", e))?;
+        let version = match input.version.as_deref() {
+            Some(version) => ServerVersion::parse(version).map_err(|e| invalid("version", e))?,
+            None => ServerVersion::unversioned(),
+        };
+        let packages = Packages::parse(input.packages).map_err(server::ServerError::from)?;
         let title = input.title.as_deref().map(Title::parse).transpose().map_err(|e| invalid("title", e))?;
         let description = Description::parse(&input.description).map_err(|e| invalid("description", e))?;
         let tags = Tags::parse(&input.tags).map_err(|e| invalid("tags", e))?;
@@ -128,9 +133,12 @@ impl ServerCommands {
         let command = ServerCommand::Register(Box::new(RegisterServer {
             server_id,
             name: name.clone(),
+            version,
             title,
             description,
             tags,
+            repository: input.repository,
+            packages,
             transport: input.transport,
             endpoint,
             upstream_auth,
@@ -160,6 +168,14 @@ impl ServerCommands {
         context: &CommandContext,
     ) -> Result<Outcome, CommandError> {
         let update = UpdateServer {
+            version: input
+                .version
+                .as_deref()
+                .map(ServerVersion::parse)
+                .transpose()
+                .map_err(|e| invalid("version", e))?,
+            repository: input.repository,
+            packages: input.packages.map(Packages::parse).transpose().map_err(server::ServerError::from)?,
             title: input.title.as_deref().map(Title::parse).transpose().map_err(|e| invalid("title", e))?,
             description: input
                 .description

@@ -1,7 +1,7 @@
 //! Server command inputs as callers send them: plain strings and plaintext secrets, checked and sealed
 //! by the handler.
 
-use domain::server::{AccessPolicy, Transport};
+use domain::server::{AccessPolicy, Package, Repository, Transport};
 use serde::Deserialize;
 
 use crate::Secret;
@@ -46,17 +46,25 @@ pub enum UpstreamAuthInput {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterInput {
-    /// Unique name.
+    /// Unique name: a reverse-DNS namespace and a name (`io.example/weather`).
     pub name: String,
+    /// Release version (SemVer); `0.0.0` when not given.
+    #[serde(default)]
+    pub version: Option<String>,
     /// Display title.
     #[serde(default)]
     pub title: Option<String>,
-    /// Description.
-    #[serde(default)]
+    /// What it does: one line of 1 to 100 characters.
     pub description: String,
     /// Tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Source repository, as in the official `server.json`.
+    #[serde(default)]
+    pub repository: Option<Repository>,
+    /// Packages to install it from, as in the official `server.json`.
+    #[serde(default)]
+    pub packages: Vec<Package>,
     /// Transport.
     pub transport: Transport,
     /// Upstream URL.
@@ -73,6 +81,9 @@ pub struct RegisterInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateInput {
+    /// A new release version, newer than the current one.
+    #[serde(default)]
+    pub version: Option<String>,
     /// New title.
     #[serde(default)]
     pub title: Option<String>,
@@ -82,6 +93,12 @@ pub struct UpdateInput {
     /// New tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// New source repository.
+    #[serde(default)]
+    pub repository: Option<Repository>,
+    /// New packages (replacing the old).
+    #[serde(default)]
+    pub packages: Option<Vec<Package>>,
     /// New transport.
     #[serde(default)]
     pub transport: Option<Transport>,

@@ -4,10 +4,12 @@
 use uuid::Uuid;
 
 use super::access::AccessPolicy;
+use super::distribution::{Packages, Repository};
 use super::endpoint::{Endpoint, Transport};
 use super::name::ServerName;
 use super::profile::{Description, Tags, Title};
 use super::upstream_auth::UpstreamAuth;
+use super::version::ServerVersion;
 
 /// Adds a server to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +18,18 @@ pub struct RegisterServer {
     pub server_id: Uuid,
     /// Its unique name.
     pub name: ServerName,
+    /// Its release version.
+    pub version: ServerVersion,
     /// A display title.
     pub title: Option<Title>,
     /// What it does.
     pub description: Description,
     /// Catalogue tags.
     pub tags: Tags,
+    /// Source repository.
+    pub repository: Option<Repository>,
+    /// Packages to install it from.
+    pub packages: Packages,
     /// The MCP transport.
     pub transport: Transport,
     /// Where it listens.
@@ -37,12 +45,18 @@ pub struct RegisterServer {
 /// Changes catalogue fields; `None` leaves a field as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpdateServer {
+    /// A new release version (newer than the current one).
+    pub version: Option<ServerVersion>,
     /// A new title.
     pub title: Option<Title>,
     /// A new description.
     pub description: Option<Description>,
     /// New tags (replacing the old).
     pub tags: Option<Tags>,
+    /// A new source repository.
+    pub repository: Option<Repository>,
+    /// New packages (replacing the old).
+    pub packages: Option<Packages>,
     /// A new transport.
     pub transport: Option<Transport>,
     /// A new URL.

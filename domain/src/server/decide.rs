@@ -18,7 +18,7 @@ pub fn decide(state: &ServerState, command: ServerCommand) -> Result<Vec<ServerE
     };
     match (server, command) {
         (None, ServerCommand::Register(register)) => register_server(*register),
-        (Some(server), ServerCommand::Update(update)) => Ok(update_server(server, update)),
+        (Some(server), ServerCommand::Update(update)) => update_server(server, update),
         (Some(server), ServerCommand::ChangeAccess(access)) => {
             access.validate()?;
             Ok(if access == server.access { vec![] } else { vec![ServerEvent::AccessChanged(access)] })
@@ -48,14 +48,33 @@ pub fn decide(state: &ServerState, command: ServerCommand) -> Result<Vec<ServerE
 fn register_server(register: RegisterServer) -> Result<Vec<ServerEvent>, ServerError> {
     register.access.validate()?;
     register.upstream_auth.validate()?;
-    let RegisterServer { server_id, name, title, description, tags, transport, endpoint, upstream_auth, access, owner } =
-        register;
-    Ok(vec![ServerEvent::Registered(Box::new(ServerRegistered {
+    if let Some(repository) = &register.repository {
+        repository.validate()?;
+    }
+    let RegisterServer {
         server_id,
         name,
+        version,
         title,
         description,
         tags,
+        repository,
+        packages,
+        transport,
+        endpoint,
+        upstream_auth,
+        access,
+        owner,
+    } = register;
+    Ok(vec![ServerEvent::Registered(Box::new(ServerRegistered {
+        server_id,
+        name,
+        version,
+        title,
+        description,
+        tags,
+        repository,
+        packages,
         transport,
         endpoint,
         upstream_auth,
@@ -69,16 +88,31 @@ fn changed<T: PartialEq>(new: Option<T>, old: Option<&T>) -> Option<T> {
     new.filter(|value| Some(value) != old)
 }
 
-/// Only the fields whose value differs are recorded.
-fn update_server(server: &Server, update: UpdateServer) -> Vec<ServerEvent> {
+/// Only the fields whose value differs are recorded; a new version must be newer than the current one.
+fn update_server(server: &Server, update: UpdateServer) -> Result<Vec<ServerEvent>, ServerError> {
+    let version = changed(update.version, Some(&server.version));
+    if let Some(version) = &version
+        && !version.is_newer_than(&server.version)
+    {
+        return Err(ServerError::VersionNotNewer {
+            given: version.as_str().to_owned(),
+            current: server.version.as_str().to_owned(),
+        });
+    }
+    if let Some(repository) = &update.repository {
+        repository.validate()?;
+    }
     let changes = ServerChanges {
+        version,
+        repository: changed(update.repository, server.repository.as_ref()),
+        packages: changed(update.packages, Some(&server.packages)),
         title: changed(update.title, server.title.as_ref()),
         description: changed(update.description, Some(&server.description)),
         tags: changed(update.tags, Some(&server.tags)),
         transport: update.transport.filter(|t| *t != server.transport),
         endpoint: changed(update.endpoint, Some(&server.endpoint)),
     };
-    if changes.is_empty() { vec![] } else { vec![ServerEvent::Updated(changes)] }
+    Ok(if changes.is_empty() { vec![] } else { vec![ServerEvent::Updated(changes)] })
 }
 
 fn checked_reason(reason: String) -> Result<String, ServerError> {

@@ -27,6 +27,17 @@ pub enum ServerError {
     /// A reason that is empty, too long or has control characters.
     #[error("a reason has 1 to {MAX_REASON_CHARS} characters and no control or invisible formatting characters")]
     Reason,
+    /// A new version that is not newer than the current one.
+    #[error("version {given} is not newer than the current version {current}: each release has a higher SemVer")]
+    VersionNotNewer {
+        /// The version asked for.
+        given: String,
+        /// The current version.
+        current: String,
+    },
+    /// The repository or packages break a rule.
+    #[error(transparent)]
+    Distribution(#[from] super::distribution::DistributionError),
     /// The access policy is invalid.
     #[error(transparent)]
     Access(#[from] AccessPolicyError),

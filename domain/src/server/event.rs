@@ -5,10 +5,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::access::AccessPolicy;
+use super::distribution::{Packages, Repository};
 use super::endpoint::{Endpoint, Transport};
 use super::name::ServerName;
 use super::profile::{Description, Tags, Title};
 use super::upstream_auth::UpstreamAuth;
+use super::version::ServerVersion;
 
 /// A server was added.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +19,9 @@ pub struct ServerRegistered {
     pub server_id: Uuid,
     /// Its unique name.
     pub name: ServerName,
+    /// Its release version (`0.0.0` in logs written before versions were recorded).
+    #[serde(default)]
+    pub version: ServerVersion,
     /// Display title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<Title>,
@@ -24,6 +29,12 @@ pub struct ServerRegistered {
     pub description: Description,
     /// Tags.
     pub tags: Tags,
+    /// Source repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Repository>,
+    /// Packages to install it from.
+    #[serde(default, skip_serializing_if = "Packages::is_empty")]
+    pub packages: Packages,
     /// Transport.
     pub transport: Transport,
     /// URL.
@@ -39,6 +50,9 @@ pub struct ServerRegistered {
 /// Catalogue fields that changed, with their new values; absent fields did not change.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ServerChanges {
+    /// A new release: newer than every version before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ServerVersion>,
     /// New title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<Title>,
@@ -48,6 +62,12 @@ pub struct ServerChanges {
     /// New tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
+    /// New source repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Repository>,
+    /// New packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Packages>,
     /// New transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<Transport>,

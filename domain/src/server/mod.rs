@@ -4,6 +4,7 @@ mod access;
 mod address_guard;
 mod command;
 mod decide;
+mod distribution;
 mod endpoint;
 mod error;
 mod event;
@@ -11,11 +12,16 @@ mod name;
 mod profile;
 mod state;
 mod upstream_auth;
+mod version;
 
 pub use access::{AccessPolicy, AccessPolicyError, MAX_ENTRIES, MAX_ENTRY_BYTES, ToolRules};
 pub use address_guard::{BlockedRange, blocked_range};
 pub use command::{RegisterServer, ServerCommand, UpdateServer};
 pub use decide::decide;
+pub use distribution::{
+    Argument, ArgumentKind, DistributionError, InputFormat, KeyValueInput, MAX_INPUTS, MAX_PACKAGES, Package,
+    PackageTransport, Packages, Repository,
+};
 pub use endpoint::{Endpoint, EndpointError, MAX_URL_BYTES, NetworkPolicy, Transport};
 pub use error::{MAX_REASON_CHARS, ServerError};
 pub use event::{SCHEMA_VERSION, ServerChanges, ServerEvent, ServerRegistered};
@@ -25,6 +31,7 @@ pub use profile::{
 };
 pub use state::{Server, ServerState, ServerStatus, evolve};
 pub use upstream_auth::{UpstreamAuth, UpstreamAuthError, UpstreamAuthKind};
+pub use version::{MAX_VERSION_BYTES, ServerVersion, ServerVersionError};
 
 /// The stream category of servers.
 pub const CATEGORY: &str = "server";

@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 100;
-/// Longest description, in characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+/// Longest description, in characters: the official `server.json` bound, so that every export is valid.
+pub const MAX_DESCRIPTION_CHARS: usize = 100;
+/// Longest description in logs written before the official bound applied, in characters.
+const MAX_STORED_DESCRIPTION_CHARS: usize = 2_000;
 /// Most tags on one server.
 pub const MAX_TAGS: usize = 16;
 /// Longest tag, in bytes.
@@ -17,9 +19,9 @@ pub enum ProfileError {
     /// The title is empty, too long or has control characters.
     #[error("a title has 1 to {MAX_TITLE_CHARS} characters and no control or invisible formatting characters")]
     Title,
-    /// The description is too long or has control characters other than newlines and tabs.
+    /// The description is empty, too long or has control characters.
     #[error(
-        "a description has at most {MAX_DESCRIPTION_CHARS} characters and no control or invisible formatting characters but newlines and tabs"
+        "a description is one line of 1 to {MAX_DESCRIPTION_CHARS} characters (the official registry's bound) with no control or invisible formatting characters"
     )]
     Description,
     /// Too many tags.
@@ -47,15 +49,40 @@ impl Title {
     }
 }
 
-/// A free-text description (may be empty).
+/// What the server does, in one line. Logs written before the official bound applied may hold longer,
+/// multi-line or empty descriptions: they are read back as they are (the lenient [`TryFrom<String>`]),
+/// and the export shortens them ([`Description::summary`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Description(String);
 
 impl Description {
-    /// Checks `description` (trimmed).
+    /// Checks a new description (trimmed).
     pub fn parse(description: &str) -> Result<Self, ProfileError> {
-        crate::text::paragraphs(description, MAX_DESCRIPTION_CHARS).map(Self).map_err(|_| ProfileError::Description)
+        crate::text::line(description, MAX_DESCRIPTION_CHARS).map(Self).map_err(|_| ProfileError::Description)
+    }
+
+    /// Reads a description from the log.
+    fn stored(description: &str) -> Result<Self, ProfileError> {
+        crate::text::paragraphs(description, MAX_STORED_DESCRIPTION_CHARS)
+            .map(Self)
+            .map_err(|_| ProfileError::Description)
+    }
+
+    /// The description within the official bound: its first line, cut to [`MAX_DESCRIPTION_CHARS`] with
+    /// an ellipsis; `fallback` when it is empty (a description from an older log).
+    pub fn summary(&self, fallback: &str) -> String {
+        Self::summary_of(&self.0, fallback)
+    }
+
+    /// [`Description::summary`] of a description read from a read model.
+    pub fn summary_of(description: &str, fallback: &str) -> String {
+        let first = description.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(fallback);
+        if first.chars().count() <= MAX_DESCRIPTION_CHARS {
+            return first.to_owned();
+        }
+        let cut: String = first.chars().take(MAX_DESCRIPTION_CHARS - 1).collect();
+        format!("{}…", cut.trim_end())
     }
 
     /// The description.
@@ -101,22 +128,32 @@ impl Tags {
     }
 }
 
-macro_rules! string_conversions {
-    ($($ty:ident),*) => {$(
-        impl TryFrom<String> for $ty {
-            type Error = ProfileError;
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-        impl From<$ty> for String {
-            fn from(value: $ty) -> Self {
-                value.0
-            }
-        }
-    )*};
+impl TryFrom<String> for Title {
+    type Error = ProfileError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
 }
-string_conversions!(Title, Description);
+
+impl From<Title> for String {
+    fn from(value: Title) -> Self {
+        value.0
+    }
+}
+
+/// The lenient reading, for descriptions stored before the official bound applied.
+impl TryFrom<String> for Description {
+    type Error = ProfileError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::stored(&value)
+    }
+}
+
+impl From<Description> for String {
+    fn from(value: Description) -> Self {
+        value.0
+    }
+}
 
 impl TryFrom<Vec<String>> for Tags {
     type Error = ProfileError;
@@ -150,7 +187,19 @@ mod tests {
         assert_eq!(Title::parse("a\u{7}b"), Err(ProfileError::Title));
         assert_eq!(Title::parse("Weather\u{202E}gnp"), Err(ProfileError::Title), "bidi override");
         assert_eq!(Title::parse("We\u{200B}ather"), Err(ProfileError::Title), "zero-width space");
-        assert!(Description::parse("line one\nline two").is_ok());
-        assert_eq!(Description::parse(&"x".repeat(2_001)), Err(ProfileError::Description));
+        assert_eq!(Description::parse("line one\nline two"), Err(ProfileError::Description));
+        assert_eq!(Description::parse(""), Err(ProfileError::Description));
+        assert!(Description::parse(&"x".repeat(100)).is_ok());
+        assert_eq!(Description::parse(&"x".repeat(101)), Err(ProfileError::Description));
+    }
+
+    #[test]
+    fn descriptions_from_older_logs_are_read_and_summarised_within_the_bound() {
+        let old: Description = serde_json::from_str(&format!("\"{}\\nmore\"", "y".repeat(300))).unwrap();
+        let summary = old.summary("io.example/w");
+        assert_eq!(summary.chars().count(), 100);
+        assert!(summary.ends_with('…'));
+        let empty: Description = serde_json::from_str("\"\"").unwrap();
+        assert_eq!(empty.summary("io.example/w"), "io.example/w");
     }
 }

@@ -3,11 +3,13 @@
 use uuid::Uuid;
 
 use super::access::AccessPolicy;
+use super::distribution::{Packages, Repository};
 use super::endpoint::{Endpoint, Transport};
 use super::event::ServerEvent;
 use super::name::ServerName;
 use super::profile::{Description, Tags, Title};
 use super::upstream_auth::UpstreamAuth;
+use super::version::ServerVersion;
 
 /// Whether the gateway routes to a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +30,18 @@ pub struct Server {
     pub id: Uuid,
     /// Unique name.
     pub name: ServerName,
+    /// Current release version.
+    pub version: ServerVersion,
     /// Title.
     pub title: Option<Title>,
     /// Description.
     pub description: Description,
     /// Tags.
     pub tags: Tags,
+    /// Source repository.
+    pub repository: Option<Repository>,
+    /// Packages.
+    pub packages: Packages,
     /// Transport.
     pub transport: Transport,
     /// URL.
@@ -67,9 +75,12 @@ pub fn evolve(state: ServerState, event: &ServerEvent) -> ServerState {
         (ServerState::New, ServerEvent::Registered(r)) => ServerState::Live(Box::new(Server {
             id: r.server_id,
             name: r.name.clone(),
+            version: r.version.clone(),
             title: r.title.clone(),
             description: r.description.clone(),
             tags: r.tags.clone(),
+            repository: r.repository.clone(),
+            packages: r.packages.clone(),
             transport: r.transport,
             endpoint: r.endpoint.clone(),
             upstream_auth: r.upstream_auth.clone(),
@@ -81,6 +92,15 @@ pub fn evolve(state: ServerState, event: &ServerEvent) -> ServerState {
             match event {
                 ServerEvent::Registered(_) => {}
                 ServerEvent::Updated(changes) => {
+                    if let Some(version) = &changes.version {
+                        server.version = version.clone();
+                    }
+                    if let Some(repository) = &changes.repository {
+                        server.repository = Some(repository.clone());
+                    }
+                    if let Some(packages) = &changes.packages {
+                        server.packages = packages.clone();
+                    }
                     if let Some(title) = &changes.title {
                         server.title = Some(title.clone());
                     }

@@ -3,10 +3,12 @@
 mod projection;
 mod query;
 mod sqlite;
+mod versions;
 
 pub use projection::RegistryProjection;
 pub use query::{CatalogueEntry, CatalogueFilter, CataloguePage, Registry};
 pub use sqlite::{SqliteRegistry, SqliteRegistryProjection};
+pub use versions::{VersionEntry, VersionFilter, VersionPage, VersionSelector};
 
 use eventstore::Position;
 use uuid::Uuid;
@@ -44,6 +46,39 @@ impl Catalogue {
         match self {
             Self::Postgres(r) => r.list(filter).await,
             Self::Sqlite(r) => r.list(filter).await,
+        }
+    }
+
+    /// A page of releases matching `filter`, in `(name, seq)` order (`/v0.1/servers`).
+    pub async fn versions(&self, filter: &VersionFilter) -> Result<VersionPage, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.versions(filter).await,
+            Self::Sqlite(r) => r.versions(filter).await,
+        }
+    }
+
+    /// The releases named `name`, newest first.
+    pub async fn versions_named(
+        &self,
+        name: &str,
+        include_deleted: bool,
+    ) -> Result<Vec<VersionEntry>, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.versions_named(name, include_deleted).await,
+            Self::Sqlite(r) => r.versions_named(name, include_deleted).await,
+        }
+    }
+
+    /// One release named `name`.
+    pub async fn version_named(
+        &self,
+        name: &str,
+        version: &VersionSelector,
+        include_deleted: bool,
+    ) -> Result<Option<VersionEntry>, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.version_named(name, version, include_deleted).await,
+            Self::Sqlite(r) => r.version_named(name, version, include_deleted).await,
         }
     }
 

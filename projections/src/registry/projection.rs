@@ -1,4 +1,5 @@
-//! Folds server events into `rm_registry.servers`: one row per live server.
+//! Folds server events into `rm_registry.servers`, one row per live server, and `rm_registry.versions`,
+//! one row per release of every server ever registered (deleted ones included), for `/v0.1`.
 
 use async_trait::async_trait;
 use domain::server::{ServerEvent, ServerRegistered};
@@ -29,7 +30,7 @@ impl TableProjection for RegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn filter(&self) -> &EventFilter {
@@ -41,9 +42,12 @@ impl TableProjection for RegistryProjection {
             "CREATE TABLE servers (
                  id            uuid        PRIMARY KEY,
                  name          text        NOT NULL UNIQUE,
+                 version       text        NOT NULL,
                  title         text,
                  description   text        NOT NULL,
                  tags          text[]      NOT NULL,
+                 repository    jsonb,
+                 packages      jsonb       NOT NULL,
                  transport     text        NOT NULL,
                  url           text        NOT NULL,
                  auth_mode     text        NOT NULL,
@@ -57,7 +61,29 @@ impl TableProjection for RegistryProjection {
              );
              CREATE INDEX servers_tags ON servers USING gin (tags);
              CREATE INDEX servers_owner ON servers (owner, id);
-             CREATE INDEX servers_status ON servers (status, id);",
+             CREATE INDEX servers_status ON servers (status, id);
+             CREATE TABLE versions (
+                 server_id         uuid        NOT NULL,
+                 version           text        NOT NULL,
+                 -- The $all position that published it: a server's releases in order, each newer by SemVer.
+                 seq               bigint      NOT NULL,
+                 name              text        NOT NULL,
+                 title             text,
+                 description       text        NOT NULL,
+                 transport         text        NOT NULL,
+                 url               text        NOT NULL,
+                 repository        jsonb,
+                 packages          jsonb       NOT NULL,
+                 status            text        NOT NULL,
+                 status_message    text,
+                 status_changed_at timestamptz,
+                 published_at      timestamptz NOT NULL,
+                 updated_at        timestamptz NOT NULL,
+                 is_latest         boolean     NOT NULL,
+                 PRIMARY KEY (server_id, version)
+             );
+             CREATE UNIQUE INDEX versions_order ON versions (name, seq);
+             CREATE INDEX versions_updated ON versions (updated_at);",
         )
         .execute(&mut *tx)
         .await?;
@@ -99,6 +125,10 @@ struct Registrations {
     first: Option<eventstore::Position>,
     id: Vec<Uuid>,
     name: Vec<String>,
+    version: Vec<String>,
+    repository: Vec<Option<String>>,
+    packages: Vec<String>,
+    seq: Vec<i64>,
     title: Vec<Option<String>>,
     description: Vec<String>,
     /// Each server's tags as a JSON array: arrays of arrays must be rectangular in PostgreSQL.
@@ -119,6 +149,10 @@ impl Registrations {
         self.access.push(serde_json::to_string(&r.access)?);
         self.id.push(r.server_id);
         self.name.push(r.name.as_str().to_owned());
+        self.version.push(r.version.as_str().to_owned());
+        self.repository.push(r.repository.as_ref().map(serde_json::to_string).transpose()?);
+        self.packages.push(serde_json::to_string(&r.packages)?);
+        self.seq.push(seq(recorded));
         self.title.push(r.title.as_ref().map(|t| t.as_str().to_owned()));
         self.description.push(r.description.as_str().to_owned());
         self.transport.push(transport_name(r.transport));
@@ -142,14 +176,25 @@ impl Registrations {
 
     async fn insert(&mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         let done = sqlx::query(
-            "INSERT INTO servers (id, name, title, description, tags, transport, url, auth_mode, access, owner,
-                                  status, revision, registered_at, updated_at)
-             SELECT r.id, r.name, r.title, r.description,
-                    ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.transport, r.url, r.auth_mode,
-                    r.access::jsonb, r.owner, 'active', r.revision, r.at, r.at
-               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::text[], $9::text[], $10::text[], $11::bigint[], $12::timestamptz[])
-                    AS r(id, name, title, description, tags, transport, url, auth_mode, access, owner, revision, at)",
+            "WITH r AS (
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
+                                      $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::bigint[])
+                        AS r(id, name, title, description, tags, transport, url, auth_mode, access, owner, revision,
+                             at, version, repository, packages, seq)
+             ), published AS (
+                 INSERT INTO versions (server_id, version, seq, name, title, description, transport, url,
+                                       repository, packages, status, published_at, updated_at, is_latest)
+                 SELECT r.id, r.version, r.seq, r.name, r.title, r.description, r.transport, r.url,
+                        r.repository::jsonb, r.packages::jsonb, 'active', r.at, r.at, true
+                   FROM r
+             )
+             INSERT INTO servers (id, name, version, title, description, tags, repository, packages, transport, url,
+                                  auth_mode, access, owner, status, revision, registered_at, updated_at)
+             SELECT r.id, r.name, r.version, r.title, r.description,
+                    ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.repository::jsonb, r.packages::jsonb,
+                    r.transport, r.url, r.auth_mode, r.access::jsonb, r.owner, 'active', r.revision, r.at, r.at
+               FROM r",
         )
         .bind(&self.id)
         .bind(&self.name)
@@ -163,6 +208,10 @@ impl Registrations {
         .bind(&self.owner)
         .bind(&self.revision)
         .bind(&self.at)
+        .bind(&self.version)
+        .bind(&self.repository)
+        .bind(&self.packages)
+        .bind(&self.seq)
         .execute(&mut *tx)
         .await?;
         let expected = self.id.len() as u64;
@@ -184,23 +233,30 @@ async fn apply_one(
     match event {
         // Inserted in batches by `Registrations`.
         ServerEvent::Registered(_) => Ok(()),
-        ServerEvent::Updated(changes) => sqlx::query(
-            "UPDATE servers SET title = COALESCE($2, title), description = COALESCE($3, description),
+        ServerEvent::Updated(changes) => {
+            sqlx::query(
+                "UPDATE servers SET title = COALESCE($2, title), description = COALESCE($3, description),
                         tags = COALESCE($4, tags), transport = COALESCE($5, transport), url = COALESCE($6, url),
-                        revision = $7, updated_at = $8
+                        version = COALESCE($9, version), repository = COALESCE($10, repository),
+                        packages = COALESCE($11, packages), revision = $7, updated_at = $8
                   WHERE id = $1",
-        )
-        .bind(id)
-        .bind(changes.title.as_ref().map(|t| t.as_str()))
-        .bind(changes.description.as_ref().map(|d| d.as_str()))
-        .bind(changes.tags.as_ref().map(|t| t.as_slice().to_vec()))
-        .bind(changes.transport.map(transport_name))
-        .bind(changes.endpoint.as_ref().map(|e| e.as_str()))
-        .bind(revision)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .and_then(one_row),
+            )
+            .bind(id)
+            .bind(changes.title.as_ref().map(|t| t.as_str()))
+            .bind(changes.description.as_ref().map(|d| d.as_str()))
+            .bind(changes.tags.as_ref().map(|t| t.as_slice().to_vec()))
+            .bind(changes.transport.map(transport_name))
+            .bind(changes.endpoint.as_ref().map(|e| e.as_str()))
+            .bind(revision)
+            .bind(at)
+            .bind(changes.version.as_ref().map(|v| v.as_str()))
+            .bind(changes.repository.as_ref().map(sqlx::types::Json))
+            .bind(changes.packages.as_ref().map(sqlx::types::Json))
+            .execute(&mut *tx)
+            .await
+            .and_then(one_row)?;
+            release(tx, id, changes.version.is_some(), seq(recorded), at).await
+        }
         ServerEvent::AccessChanged(access) => {
             sqlx::query("UPDATE servers SET access = $2, revision = $3, updated_at = $4 WHERE id = $1")
                 .bind(id)
@@ -221,10 +277,17 @@ async fn apply_one(
                 .await
                 .and_then(one_row)
         }
-        ServerEvent::Suspended { reason } => set_status(tx, id, "suspended", Some(reason), revision, at).await,
-        ServerEvent::Resumed => set_status(tx, id, "active", None, revision, at).await,
-        ServerEvent::Deregistered { .. } => {
-            sqlx::query("DELETE FROM servers WHERE id = $1").bind(id).execute(&mut *tx).await.and_then(one_row)
+        ServerEvent::Suspended { reason } => {
+            set_status(tx, id, "suspended", Some(reason), revision, at).await?;
+            set_version_status(tx, id, "suspended", Some(reason), at).await
+        }
+        ServerEvent::Resumed => {
+            set_status(tx, id, "active", None, revision, at).await?;
+            set_version_status(tx, id, "active", None, at).await
+        }
+        ServerEvent::Deregistered { reason, .. } => {
+            sqlx::query("DELETE FROM servers WHERE id = $1").bind(id).execute(&mut *tx).await.and_then(one_row)?;
+            set_version_status(tx, id, "deleted", Some(reason), at).await
         }
     }
 }
@@ -246,6 +309,81 @@ async fn set_status(
         .execute(&mut *tx)
         .await
         .and_then(one_row)
+}
+
+/// Carries an update into `versions`: a new version adds its row (with the server's status) and takes
+/// `is_latest` from the one before; any other change rewrites the latest row.
+async fn release(
+    tx: &mut PgConnection,
+    id: Uuid,
+    new_version: bool,
+    seq: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    if new_version {
+        sqlx::query(
+            "INSERT INTO versions (server_id, version, seq, name, title, description, transport, url, repository,
+                                   packages, status, status_message, status_changed_at, published_at, updated_at,
+                                   is_latest)
+             SELECT s.id, s.version, $2, s.name, s.title, s.description, s.transport, s.url, s.repository,
+                    s.packages, v.status, v.status_message, v.status_changed_at, $3, $3, true
+               FROM servers s JOIN versions v ON v.server_id = s.id AND v.is_latest
+              WHERE s.id = $1",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .and_then(one_row)?;
+        sqlx::query("UPDATE versions SET is_latest = false WHERE server_id = $1 AND is_latest AND seq <> $2")
+            .bind(id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .and_then(one_row)
+    } else {
+        sqlx::query(
+            "UPDATE versions v SET title = s.title, description = s.description, transport = s.transport,
+                    url = s.url, repository = s.repository, packages = s.packages, updated_at = $2
+               FROM servers s
+              WHERE v.server_id = s.id AND v.is_latest AND s.id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .and_then(one_row)
+    }
+}
+
+/// A server's status, on every one of its versions.
+async fn set_version_status(
+    tx: &mut PgConnection,
+    id: Uuid,
+    status: &str,
+    message: Option<&String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE versions SET status = $2, status_message = $3, status_changed_at = $4, updated_at = $4
+          WHERE server_id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(message)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    match done.rows_affected() {
+        0 => Err(crate::sql::contract_broken("a server without versions changed status".to_owned())),
+        _ => Ok(()),
+    }
+}
+
+/// Where a release sits among every server's releases: its event's `$all` position.
+pub(super) fn seq(recorded: &RecordedEvent) -> i64 {
+    i64::try_from(recorded.position.global_position).unwrap_or(i64::MAX)
 }
 
 /// An event of a server must change exactly its row; anything else means the model and the stream

@@ -17,12 +17,20 @@ pub struct CatalogueEntry {
     pub id: Uuid,
     /// Unique name.
     pub name: String,
+    /// Current release version (SemVer).
+    pub version: String,
     /// Title.
     pub title: Option<String>,
     /// Description.
     pub description: String,
     /// Tags.
     pub tags: Vec<String>,
+    /// Source repository, as in the official `server.json`.
+    #[schema(value_type = Option<Object>)]
+    pub repository: Option<sqlx::types::Json<serde_json::Value>>,
+    /// Packages, as in the official `server.json`.
+    #[schema(value_type = Vec<Object>)]
+    pub packages: sqlx::types::Json<serde_json::Value>,
     /// `streamable_http` or `sse`.
     pub transport: String,
     /// Upstream URL.
@@ -78,13 +86,17 @@ pub struct Registry {
     pool: PgPool,
 }
 
-const COLUMNS: &str = "id, name, title, description, tags, transport, url, auth_mode, access, owner, status, \
-                       status_reason, revision, registered_at, updated_at";
+const COLUMNS: &str = "id, name, version, title, description, tags, repository, packages, transport, url, \
+                       auth_mode, access, owner, status, status_reason, revision, registered_at, updated_at";
 
 impl Registry {
     /// Queries against the read model in `pool`'s database.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// The server with `id`.

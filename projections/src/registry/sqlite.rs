@@ -1,5 +1,6 @@
 //! The registry read model on SQLite (the embedded default): the same catalogue as `rm_registry.servers`,
-//! in `registry_servers`, with tags and the access policy as JSON text.
+//! in `registry_servers`, and every release as `rm_registry.versions`, in `registry_versions`, with tags,
+//! the access policy, repository and packages as JSON text.
 
 use async_trait::async_trait;
 use domain::server::ServerEvent;
@@ -8,8 +9,9 @@ use sqlx::sqlite::{SqliteQueryResult, SqliteRow};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::projection::{NAME, auth_mode_name, transport_name};
+use super::projection::{NAME, auth_mode_name, seq, transport_name};
 use super::query::{CatalogueEntry, CatalogueFilter, CataloguePage};
+use super::versions::{VERSION_COLUMNS, VersionEntry, VersionFilter, VersionPage, VersionSelector};
 use crate::sql::escape_like;
 use crate::{EventFilter, ProjectionError, SqliteProjection, load_sqlite_checkpoint};
 
@@ -31,7 +33,7 @@ impl SqliteProjection for SqliteRegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn filter(&self) -> &EventFilter {
@@ -39,7 +41,7 @@ impl SqliteProjection for SqliteRegistryProjection {
     }
 
     fn tables(&self) -> &[&'static str] {
-        &["registry_servers"]
+        &["registry_servers", "registry_versions"]
     }
 
     async fn create(&self, conn: &mut SqliteConnection) -> Result<(), ProjectionError> {
@@ -47,9 +49,12 @@ impl SqliteProjection for SqliteRegistryProjection {
             "CREATE TABLE registry_servers (
                  id            BLOB    PRIMARY KEY,
                  name          TEXT    NOT NULL UNIQUE,
+                 version       TEXT    NOT NULL,
                  title         TEXT,
                  description   TEXT    NOT NULL,
                  tags          TEXT    NOT NULL,
+                 repository    TEXT,
+                 packages      TEXT    NOT NULL,
                  transport     TEXT    NOT NULL,
                  url           TEXT    NOT NULL,
                  auth_mode     TEXT    NOT NULL,
@@ -62,7 +67,28 @@ impl SqliteProjection for SqliteRegistryProjection {
                  updated_at    TEXT    NOT NULL
              ) WITHOUT ROWID;
              CREATE INDEX registry_servers_owner ON registry_servers (owner, name);
-             CREATE INDEX registry_servers_status ON registry_servers (status, name);",
+             CREATE INDEX registry_servers_status ON registry_servers (status, name);
+             CREATE TABLE registry_versions (
+                 server_id         BLOB    NOT NULL,
+                 version           TEXT    NOT NULL,
+                 seq               INTEGER NOT NULL,
+                 name              TEXT    NOT NULL,
+                 title             TEXT,
+                 description       TEXT    NOT NULL,
+                 transport         TEXT    NOT NULL,
+                 url               TEXT    NOT NULL,
+                 repository        TEXT,
+                 packages          TEXT    NOT NULL,
+                 status            TEXT    NOT NULL,
+                 status_message    TEXT,
+                 status_changed_at TEXT,
+                 published_at      TEXT    NOT NULL,
+                 updated_at        TEXT    NOT NULL,
+                 is_latest         INTEGER NOT NULL,
+                 PRIMARY KEY (server_id, version)
+             ) WITHOUT ROWID;
+             CREATE UNIQUE INDEX registry_versions_order ON registry_versions (name, seq);
+             CREATE INDEX registry_versions_updated ON registry_versions (updated_at);",
         )
         .execute(&mut *conn)
         .await?;
@@ -97,18 +123,22 @@ async fn apply_one(
     recorded: &RecordedEvent,
 ) -> Result<(), sqlx::Error> {
     let (revision, at) = (recorded.revision as i64, crate::sql::to_micros(recorded.metadata.occurred_at));
-    let done =
-        match event {
-            ServerEvent::Registered(r) => sqlx::query(
-                "INSERT INTO registry_servers (id, name, title, description, tags, transport, url, auth_mode, access,
-                                               owner, status, revision, registered_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+    let done = match event {
+        ServerEvent::Registered(r) => {
+            let done = sqlx::query(
+                "INSERT INTO registry_servers (id, name, version, title, description, tags, repository, packages,
+                                                   transport, url, auth_mode, access, owner, status, revision,
+                                                   registered_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
             )
             .bind(id)
             .bind(r.name.as_str())
+            .bind(r.version.as_str())
             .bind(r.title.as_ref().map(|t| t.as_str()))
             .bind(r.description.as_str())
             .bind(json_text(r.tags.as_slice())?)
+            .bind(r.repository.as_ref().map(json_text).transpose()?)
+            .bind(json_text(&r.packages)?)
             .bind(transport_name(r.transport))
             .bind(r.endpoint.as_str())
             .bind(auth_mode_name(&r.upstream_auth))
@@ -118,51 +148,150 @@ async fn apply_one(
             .bind(at)
             .bind(at)
             .execute(&mut *conn)
-            .await?,
-            ServerEvent::Updated(changes) => {
-                let tags = changes.tags.as_ref().map(|t| json_text(t.as_slice())).transpose()?;
-                sqlx::query(
-                    "UPDATE registry_servers
+            .await?;
+            one_row(done)?;
+            sqlx::query(
+                "INSERT INTO registry_versions (server_id, version, seq, name, title, description, transport, url,
+                                                    repository, packages, status, published_at, updated_at,
+                                                    is_latest)
+                     SELECT id, version, ?, name, title, description, transport, url, repository, packages,
+                            'active', registered_at, updated_at, 1
+                       FROM registry_servers WHERE id = ?",
+            )
+            .bind(seq(recorded))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+        }
+        ServerEvent::Updated(changes) => {
+            let tags = changes.tags.as_ref().map(|t| json_text(t.as_slice())).transpose()?;
+            let done = sqlx::query(
+                "UPDATE registry_servers
                     SET title = COALESCE(?, title), description = COALESCE(?, description), tags = COALESCE(?, tags),
-                        transport = COALESCE(?, transport), url = COALESCE(?, url), revision = ?, updated_at = ?
+                        transport = COALESCE(?, transport), url = COALESCE(?, url), version = COALESCE(?, version),
+                        repository = COALESCE(?, repository), packages = COALESCE(?, packages), revision = ?,
+                        updated_at = ?
                   WHERE id = ?",
-                )
-                .bind(changes.title.as_ref().map(|t| t.as_str()))
-                .bind(changes.description.as_ref().map(|d| d.as_str()))
-                .bind(tags)
-                .bind(changes.transport.map(transport_name))
-                .bind(changes.endpoint.as_ref().map(|e| e.as_str()))
+            )
+            .bind(changes.title.as_ref().map(|t| t.as_str()))
+            .bind(changes.description.as_ref().map(|d| d.as_str()))
+            .bind(tags)
+            .bind(changes.transport.map(transport_name))
+            .bind(changes.endpoint.as_ref().map(|e| e.as_str()))
+            .bind(changes.version.as_ref().map(|v| v.as_str()))
+            .bind(changes.repository.as_ref().map(json_text).transpose()?)
+            .bind(changes.packages.as_ref().map(json_text).transpose()?)
+            .bind(revision)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            one_row(done)?;
+            release(conn, id, changes.version.is_some(), seq(recorded), at).await?
+        }
+        ServerEvent::AccessChanged(access) => {
+            sqlx::query("UPDATE registry_servers SET access = ?, revision = ?, updated_at = ? WHERE id = ?")
+                .bind(json_text(access)?)
                 .bind(revision)
                 .bind(at)
                 .bind(id)
                 .execute(&mut *conn)
                 .await?
-            }
-            ServerEvent::AccessChanged(access) => {
-                sqlx::query("UPDATE registry_servers SET access = ?, revision = ?, updated_at = ? WHERE id = ?")
-                    .bind(json_text(access)?)
-                    .bind(revision)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?
-            }
-            ServerEvent::CredentialRotated(auth) => {
-                sqlx::query("UPDATE registry_servers SET auth_mode = ?, revision = ?, updated_at = ? WHERE id = ?")
-                    .bind(auth_mode_name(auth))
-                    .bind(revision)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?
-            }
-            ServerEvent::Suspended { reason } => set_status(conn, id, "suspended", Some(reason), revision, at).await?,
-            ServerEvent::Resumed => set_status(conn, id, "active", None, revision, at).await?,
-            ServerEvent::Deregistered { .. } => {
-                sqlx::query("DELETE FROM registry_servers WHERE id = ?").bind(id).execute(&mut *conn).await?
-            }
-        };
+        }
+        ServerEvent::CredentialRotated(auth) => {
+            sqlx::query("UPDATE registry_servers SET auth_mode = ?, revision = ?, updated_at = ? WHERE id = ?")
+                .bind(auth_mode_name(auth))
+                .bind(revision)
+                .bind(at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+        }
+        ServerEvent::Suspended { reason } => {
+            one_row(set_status(conn, id, "suspended", Some(reason), revision, at).await?)?;
+            return set_version_status(conn, id, "suspended", Some(reason), at).await;
+        }
+        ServerEvent::Resumed => {
+            one_row(set_status(conn, id, "active", None, revision, at).await?)?;
+            return set_version_status(conn, id, "active", None, at).await;
+        }
+        ServerEvent::Deregistered { reason, .. } => {
+            let done = sqlx::query("DELETE FROM registry_servers WHERE id = ?").bind(id).execute(&mut *conn).await?;
+            one_row(done)?;
+            return set_version_status(conn, id, "deleted", Some(reason), at).await;
+        }
+    };
     one_row(done)
+}
+
+/// Carries an update into `registry_versions`, as [`super::projection`] does on PostgreSQL: a new version
+/// adds its row and takes `is_latest`; any other change rewrites the latest row.
+async fn release(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    new_version: bool,
+    seq: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<SqliteQueryResult, sqlx::Error> {
+    if !new_version {
+        return sqlx::query(
+            "UPDATE registry_versions AS v
+                SET title = s.title, description = s.description, transport = s.transport, url = s.url,
+                    repository = s.repository, packages = s.packages, updated_at = ?
+               FROM registry_servers AS s
+              WHERE v.server_id = s.id AND v.is_latest AND s.id = ?",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await;
+    }
+    let added = sqlx::query(
+        "INSERT INTO registry_versions (server_id, version, seq, name, title, description, transport, url,
+                                        repository, packages, status, status_message, status_changed_at,
+                                        published_at, updated_at, is_latest)
+         SELECT s.id, s.version, ?, s.name, s.title, s.description, s.transport, s.url, s.repository, s.packages,
+                v.status, v.status_message, v.status_changed_at, ?, ?, 1
+           FROM registry_servers AS s JOIN registry_versions AS v ON v.server_id = s.id AND v.is_latest
+          WHERE s.id = ?",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(at)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    one_row(added)?;
+    sqlx::query("UPDATE registry_versions SET is_latest = 0 WHERE server_id = ? AND is_latest AND seq <> ?")
+        .bind(id)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await
+}
+
+/// A server's status, on every one of its versions; reported as one change (the versions are one entry).
+async fn set_version_status(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    status: &str,
+    message: Option<&String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE registry_versions SET status = ?, status_message = ?, status_changed_at = ?, updated_at = ?
+          WHERE server_id = ?",
+    )
+    .bind(status)
+    .bind(message)
+    .bind(at)
+    .bind(at)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    match done.rows_affected() {
+        0 => Err(crate::sql::contract_broken("a server without versions changed status".to_owned())),
+        _ => Ok(()),
+    }
 }
 
 /// JSON text of a value, for the columns that hold JSON.
@@ -202,28 +331,38 @@ pub struct SqliteRegistry {
     pool: SqlitePool,
 }
 
-const SELECT: &str = "SELECT id, name, title, description, tags, transport, url, auth_mode, access, owner, status, \
-                      status_reason, revision, registered_at, updated_at FROM registry_servers";
+const SELECT: &str = "SELECT id, name, version, title, description, tags, repository, packages, transport, url, \
+                      auth_mode, access, owner, status, status_reason, revision, registered_at, updated_at \
+                      FROM registry_servers";
+
+/// A JSON text column, decoded; `None` when NULL.
+fn json_column(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let text: Option<String> = row.try_get(name)?;
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::ColumnDecode { index: name.to_owned(), source: e.into() })
+    })
+    .transpose()
+}
 
 fn entry(row: &SqliteRow) -> Result<CatalogueEntry, sqlx::Error> {
-    let json_column = |name: &str| -> Result<serde_json::Value, sqlx::Error> {
-        let text: String = row.try_get(name)?;
-        serde_json::from_str(&text).map_err(|e| sqlx::Error::ColumnDecode { index: name.to_owned(), source: e.into() })
-    };
-    let tags = match json_column("tags")? {
+    let json_or_null = |name: &str| json_column(row, name).map(Option::unwrap_or_default);
+    let tags = match json_or_null("tags")? {
         serde_json::Value::Array(tags) => tags.into_iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),
     };
     Ok(CatalogueEntry {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
+        version: row.try_get("version")?,
         title: row.try_get("title")?,
         description: row.try_get("description")?,
         tags,
+        repository: json_column(row, "repository")?.filter(|v| !v.is_null()).map(sqlx::types::Json),
+        packages: sqlx::types::Json(json_or_null("packages")?),
         transport: row.try_get("transport")?,
         url: row.try_get("url")?,
         auth_mode: row.try_get("auth_mode")?,
-        access: sqlx::types::Json(json_column("access")?),
+        access: sqlx::types::Json(json_or_null("access")?),
         owner: row.try_get("owner")?,
         status: row.try_get("status")?,
         status_reason: row.try_get("status_reason")?,
@@ -286,4 +425,95 @@ impl SqliteRegistry {
     pub async fn position(&self) -> Result<Option<Position>, ProjectionError> {
         load_sqlite_checkpoint(&self.pool, NAME).await
     }
+
+    /// A page of releases matching `filter`, in `(name, seq)` order.
+    pub async fn versions(&self, filter: &VersionFilter) -> Result<VersionPage, ProjectionError> {
+        let limit = filter.limit.max(1);
+        let search = filter.search.as_ref().map(|t| format!("%{}%", escape_like(t)));
+        let (latest, exact) = VersionSelector::binds(filter.version.as_ref());
+        let (after_name, after_seq) = filter.after.clone().unzip();
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM registry_versions
+              WHERE (?1 IS NULL OR name LIKE ?1 ESCAPE '\\')
+                AND (?2 IS NULL OR updated_at > ?2)
+                AND (NOT ?3 OR is_latest)
+                AND (?4 IS NULL OR version = ?4)
+                AND (?5 OR status <> 'deleted')
+                AND (?6 IS NULL OR (name, seq) > (?6, ?7))
+              ORDER BY name, seq LIMIT ?8"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(search)
+            .bind(filter.updated_since.map(crate::sql::to_micros))
+            .bind(latest)
+            .bind(exact)
+            .bind(filter.include_deleted)
+            .bind(after_name)
+            .bind(after_seq)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let entries = rows.iter().map(version_entry).collect::<Result<Vec<_>, _>>()?;
+        let (entries, next) = crate::sql::page(entries, limit, |e| (e.name.clone(), e.seq));
+        Ok(VersionPage { entries, next })
+    }
+
+    /// The releases named `name`, newest first.
+    pub async fn versions_named(
+        &self,
+        name: &str,
+        include_deleted: bool,
+    ) -> Result<Vec<VersionEntry>, ProjectionError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM registry_versions
+              WHERE name = ? AND (? OR status <> 'deleted') ORDER BY seq DESC LIMIT 1000"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(include_deleted).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(version_entry).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One release named `name`: the newest match, a live server's before a deleted one's.
+    pub async fn version_named(
+        &self,
+        name: &str,
+        version: &VersionSelector,
+        include_deleted: bool,
+    ) -> Result<Option<VersionEntry>, ProjectionError> {
+        let (latest, exact) = VersionSelector::binds(Some(version));
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM registry_versions
+              WHERE name = ?1 AND (NOT ?2 OR is_latest) AND (?3 IS NULL OR version = ?3)
+                AND (?4 OR status <> 'deleted')
+              ORDER BY status = 'deleted', seq DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .bind(latest)
+            .bind(exact)
+            .bind(include_deleted)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(version_entry).transpose()?)
+    }
+}
+
+fn version_entry(row: &SqliteRow) -> Result<VersionEntry, sqlx::Error> {
+    Ok(VersionEntry {
+        server_id: row.try_get("server_id")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        seq: row.try_get("seq")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        transport: row.try_get("transport")?,
+        url: row.try_get("url")?,
+        repository: json_column(row, "repository")?.filter(|v| !v.is_null()).map(sqlx::types::Json),
+        packages: sqlx::types::Json(json_column(row, "packages")?.unwrap_or_default()),
+        status: row.try_get("status")?,
+        status_message: row.try_get("status_message")?,
+        status_changed_at: row.try_get("status_changed_at")?,
+        published_at: row.try_get("published_at")?,
+        updated_at: row.try_get("updated_at")?,
+        is_latest: row.try_get("is_latest")?,
+    })
 }

@@ -45,6 +45,7 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         public_url: None,
         idps: vec![],
         authz_max_lag: std::time::Duration::from_secs(5),
+        registry_reads: api::RegistryReads::Public,
     }
 }
 
@@ -62,12 +63,24 @@ pub(crate) async fn start(nats_url: Option<String>) -> Api {
 
 /// A gateway on `backend` with a bootstrapped owner, ready.
 pub(crate) async fn start_on(backend: Backend) -> Api {
+    start_with(backend, |_| {}).await
+}
+
+/// [`start_on`], with the configuration changed by `adjust`.
+pub(crate) async fn start_with(backend: Backend, adjust: impl FnOnce(&mut GatewayConfig)) -> Api {
     match backend {
-        Backend::Postgres => start(None).await,
+        Backend::Postgres => {
+            let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
+            let mut config = config(&db.url, None);
+            adjust(&mut config);
+            ready(Gateway::start(&config, None).await.unwrap(), Some(db), None).await
+        }
         Backend::Sqlite => {
             let dir = tempfile::Builder::new().prefix("mgw-embedded-").tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("events.db").display());
-            let gateway = Gateway::start(&config(&url, None), None).await.unwrap();
+            let mut config = config(&url, None);
+            adjust(&mut config);
+            let gateway = Gateway::start(&config, None).await.unwrap();
             ready(gateway, None, Some(dir)).await
         }
     }
@@ -203,7 +216,9 @@ async fn principal_key(api: &Api, role: domain::Role) -> String {
     key
 }
 
+/// A registration; a name without a namespace gets `io.example/`.
 fn server(name: &str) -> Value {
+    let name = if name.contains('/') { name.to_owned() } else { format!("io.example/{name}") };
     json!({
         "name": name,
         "title": "Weather",
@@ -238,13 +253,13 @@ async fn add_server_then_read_it_list_it_and_export_it(backend: Backend) {
 
     api.register(server("other")).await;
     let created = api
-        .register(json!({"name": "tagged", "transport": "sse", "url": "https://93.184.216.34/sse", "tags": ["rare"]}))
+        .register(json!({"name": "io.example/tagged", "description": "d", "transport": "sse", "url": "https://93.184.216.34/sse", "tags": ["rare"]}))
         .await;
     let position = created.body["position"].as_str().unwrap();
     let tagged = api.call(Method::GET, &format!("/api/v1/servers?tag=rare&min_position={position}"), None, &[]).await;
     let names: Vec<&str> =
         tagged.body["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["tagged"]);
+    assert_eq!(names, ["io.example/tagged"]);
     let searched = api.call(Method::GET, "/api/v1/servers?q=TAGG", None, &[]).await;
     assert_eq!(searched.body["servers"].as_array().unwrap().len(), 1, "case-insensitive text search");
     let searched = api.call(Method::GET, "/api/v1/servers?q=forecasts", None, &[]).await;
@@ -264,15 +279,13 @@ async fn add_server_then_read_it_list_it_and_export_it(backend: Backend) {
             None => break,
         }
     }
-    assert_eq!(seen, ["io.example/weather", "other", "tagged"]);
+    assert_eq!(seen, ["io.example/other", "io.example/tagged", "io.example/weather"]);
 
-    let exported = api.call(Method::GET, "/v0.1/servers/io.example%2Fweather", None, &[]).await;
+    let exported = api.call(Method::GET, "/v0.1/servers/io.example%2Fweather/versions/latest", None, &[]).await;
     assert_eq!(exported.status, StatusCode::OK, "{}", exported.raw);
     assert_eq!(exported.body["server"]["name"], "io.example/weather");
-    assert_eq!(
-        exported.body["server"]["remotes"][0],
-        json!({"type": "streamable-http", "url": "https://93.184.216.34/mcp"})
-    );
+    let remote = exported.body["server"]["remotes"][0]["url"].as_str().unwrap();
+    assert!(remote.ends_with(&format!("/servers/{id}/mcp")), "clients go through the gateway: {remote}");
     let listed = api.call(Method::GET, "/v0.1/servers?limit=2", None, &[]).await;
     assert_eq!(listed.body["metadata"]["count"], 2);
     assert!(listed.body["metadata"]["nextCursor"].is_string());
@@ -585,11 +598,9 @@ async fn malformed_paths_queries_positions_and_preconditions_get_problems(backen
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
     );
-    assert_problem(
-        &api.call(Method::GET, "/v0.1/servers/%00", None, &[]).await,
-        StatusCode::BAD_REQUEST,
-        "invalid-parameter",
-    );
+    let refused = api.call(Method::GET, "/v0.1/servers?search=%00", None, &[]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert!(refused.body["error"].as_str().unwrap().starts_with("search:"), "{}", refused.raw);
     let beyond = format!("/api/v1/servers/{id}?min_position=999999999:1");
     assert_problem(&api.call(Method::GET, &beyond, None, &[]).await, StatusCode::BAD_REQUEST, "invalid-position");
 
@@ -634,13 +645,14 @@ async fn malformed_paths_queries_positions_and_preconditions_get_problems(backen
     leaky["url"] = json!("https://93.184.216.34/mcp?api_key=abc");
     assert_problem(&api.register(leaky).await, StatusCode::UNPROCESSABLE_ENTITY, "url-credentials");
 
-    // A suspended server is not offered through the registry API.
+    // A suspended server stays in the registry API, marked as not to be relied on.
     let suspended =
         api.call(Method::POST, &format!("{uri}/suspend"), Some(&json!({"reason": "x"}).to_string()), &[]).await;
     let position = suspended.body["position"].as_str().unwrap().to_owned();
     api.call(Method::GET, &format!("{uri}?min_position={position}"), None, &[]).await;
-    assert_problem(&api.call(Method::GET, "/v0.1/servers/edge", None, &[]).await, StatusCode::NOT_FOUND, "not-found");
-    assert_eq!(api.call(Method::GET, "/v0.1/servers", None, &[]).await.body["metadata"]["count"], 0);
+    let edge = api.call(Method::GET, "/v0.1/servers/io.example%2Fedge/versions/latest", None, &[]).await;
+    assert_eq!(edge.body["_meta"]["io.modelcontextprotocol.registry/official"]["status"], "deprecated", "{}", edge.raw);
+    assert_eq!(api.call(Method::GET, "/v0.1/servers", None, &[]).await.body["metadata"]["count"], 1);
     api.gateway.stop();
 }
 

@@ -400,7 +400,7 @@ async fn a_server_manager_manages_only_the_servers_it_owns(backend: Backend) {
     let (_, second) = api.principal_with("second", &[Role::ServerManager]).await;
     let (_, admin) = api.principal_with("admin", &[Role::Admin]).await;
     let body = json!({
-        "name": "owned", "description": "d", "transport": "streamable_http", "url": "https://93.184.216.34/mcp",
+        "name": "io.example/owned", "description": "d", "transport": "streamable_http", "url": "https://93.184.216.34/mcp",
         "upstream_auth": { "mode": "none" },
     });
     let created = api.post_as(&first, "/api/v1/servers", body).await;

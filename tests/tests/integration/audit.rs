@@ -31,7 +31,10 @@ async fn write_every_event_type(store: &PgEventStore) {
     );
     let id = Uuid::now_v7();
     let input = RegisterInput {
-        name: "audited".into(),
+        name: "io.example/audited".into(),
+        version: None,
+        repository: None,
+        packages: vec![],
         title: None,
         description: "d".into(),
         tags: vec![],
@@ -135,7 +138,7 @@ async fn every_event_type_becomes_an_entry_and_the_chain_verifies_and_rebuilds_i
     // carry the values they replace.
     use serde_json::json;
     let (server, principal) = (&rows[5..12], &rows[12..]);
-    assert!(server.iter().all(|r| r.1 == "server" && r.2.as_deref() == Some("audited")));
+    assert!(server.iter().all(|r| r.1 == "server" && r.2.as_deref() == Some("io.example/audited")));
     assert_eq!(server[1].4, json!({"description": {"before": "d", "after": "d2"}}));
     assert_eq!(server[2].4["access"]["before"]["roles"], json!([]));
     assert_eq!(server[2].4["access"]["after"]["roles"], json!(["developer"]));
@@ -316,7 +319,10 @@ async fn write_every_event_type_again(store: &PgEventStore) {
         Arc::new(SystemResolver),
     );
     let input = RegisterInput {
-        name: format!("more-{}", Uuid::now_v7().simple()),
+        name: format!("io.example/more-{}", Uuid::now_v7().simple()),
+        version: None,
+        repository: None,
+        packages: vec![],
         title: None,
         description: "d".into(),
         tags: vec![],
@@ -436,7 +442,10 @@ async fn pruning_archives_old_entries_to_a_file_that_verifies_and_the_rest_of_th
     write_every_event_type(&store).await;
     let early = Uuid::now_v7();
     let input = RegisterInput {
-        name: "early".into(),
+        name: "io.example/early".into(),
+        version: None,
+        repository: None,
+        packages: vec![],
         title: None,
         description: "d".into(),
         tags: vec![],
@@ -501,7 +510,7 @@ async fn pruning_archives_old_entries_to_a_file_that_verifies_and_the_rest_of_th
     .fetch_all(store.pool())
     .await
     .unwrap();
-    assert_eq!(named, [Some("early".to_owned())]);
+    assert_eq!(named, [Some("io.example/early".to_owned())]);
     // And an archive is never overwritten
     let again = prune_to_archive(
         &projections::audit::AuditSource::Postgres(store.pool().clone()),
@@ -826,7 +835,10 @@ async fn the_sqlite_trail_prunes_to_an_archive_that_verifies_and_the_rest_still_
     );
     for name in ["later-1", "later-2"] {
         let input = RegisterInput {
-            name: name.into(),
+            name: format!("io.example/{name}"),
+            version: None,
+            repository: None,
+            packages: vec![],
             title: None,
             description: "d".into(),
             tags: vec![],

@@ -18,7 +18,7 @@ async fn verify(api: &Api) -> Value {
 async fn a_trail() -> (Api, i64) {
     let api = start(None).await;
     for n in 0..3 {
-        let body = json!({ "name": format!("io.example/v{n}"), "transport": "streamable_http", "url": "https://93.184.216.34/mcp" });
+        let body = json!({ "name": format!("io.example/v{n}"), "description": "d", "transport": "streamable_http", "url": "https://93.184.216.34/mcp" });
         let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
         let id = created.body["id"].as_str().unwrap().to_owned();

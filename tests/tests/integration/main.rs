@@ -18,6 +18,7 @@ mod projection_faults;
 mod projections;
 mod readiness;
 mod registry_backends;
+mod registry_v0;
 mod relay;
 mod server_commands;
 mod support;

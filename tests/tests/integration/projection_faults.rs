@@ -96,6 +96,7 @@ async fn the_registry_survives_its_connections_being_killed_mid_batch() {
         let registrations = (0..20).map(|n| {
             let body = json!({
                 "name": format!("io.example/killed-{round}-{n}"),
+                "description": "d",
                 "transport": "streamable_http",
                 "url": format!("https://93.184.216.34/{round}/{n}"),
             });

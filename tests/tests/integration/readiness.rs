@@ -108,6 +108,7 @@ async fn a_transaction_held_open_in_another_database_leaves_the_api_serving() {
     while std::time::Instant::now() < until {
         let body = serde_json::json!({
             "name": format!("io.example/held-{n}"),
+            "description": "d",
             "transport": "streamable_http",
             "url": "https://93.184.216.34/mcp",
         });

@@ -69,6 +69,9 @@ impl Catalogue {
 fn input(name: &str, tags: &[&str], description: &str) -> RegisterInput {
     RegisterInput {
         name: name.into(),
+        version: None,
+        repository: None,
+        packages: vec![],
         title: Some(format!("{name} title")),
         description: description.into(),
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
@@ -205,7 +208,8 @@ async fn a_sqlite_read_model_of_another_version_is_rebuilt_by_replay_before_it_s
         tokio::spawn(SqliteRunner::new(store.clone(), projection, RunnerOptions::default()).run())
     };
     let first = run(Arc::new(SqliteRegistryProjection::default()));
-    tests::eventually(DEADLINE, "version 1 to catch up", || async {
+    let next = i64::from(SqliteRegistryProjection::default().version()) + 1;
+    tests::eventually(DEADLINE, "the current version to catch up", || async {
         (registry.position().await.ok()? >= head).then_some(())
     })
     .await;
@@ -214,12 +218,12 @@ async fn a_sqlite_read_model_of_another_version_is_rebuilt_by_replay_before_it_s
     sqlx::query("UPDATE registry_servers SET description = 'stale'").execute(store.pool()).await.unwrap();
 
     let second = run(Arc::new(NextVersion(SqliteRegistryProjection::default())));
-    tests::eventually(DEADLINE, "version 2 to rebuild", || async {
+    tests::eventually(DEADLINE, "the next version to rebuild", || async {
         let version: i64 = sqlx::query_scalar("SELECT version FROM read_model_checkpoints WHERE name = 'registry'")
             .fetch_one(store.pool())
             .await
             .ok()?;
-        (version == 2 && registry.position().await.ok()? >= head).then_some(())
+        (version == next && registry.position().await.ok()? >= head).then_some(())
     })
     .await;
     second.abort();

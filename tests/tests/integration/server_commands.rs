@@ -26,7 +26,10 @@ fn context() -> CommandContext {
 
 fn input(name: &str, url: &str) -> RegisterInput {
     RegisterInput {
-        name: name.into(),
+        name: format!("io.example/{name}"),
+        version: None,
+        repository: None,
+        packages: vec![],
         title: Some("Weather".into()),
         description: "Forecasts".into(),
         tags: vec!["weather".into()],
@@ -45,7 +48,7 @@ async fn a_name_is_unique_among_live_servers_and_free_again_after_deregistration
 
     let taken =
         servers.register(Uuid::now_v7(), input("weather", "https://93.184.216.34/mcp"), "owner", &context()).await;
-    assert!(matches!(taken, Err(CommandError::NameTaken(ref n)) if n == "weather"), "{taken:?}");
+    assert!(matches!(taken, Err(CommandError::NameTaken(ref n)) if n == "io.example/weather"), "{taken:?}");
     assert_eq!(opened.row_count().await, 1, "the refused registration wrote nothing");
 
     servers.deregister(first, Some(0), "retired".into(), &context()).await.unwrap();
@@ -155,15 +158,17 @@ async fn concurrent_registrations_of_the_same_names_keep_names_unique_and_answer
         let (name, result) = attempt.await.unwrap();
         match result {
             Ok(outcome) => assert!(won.insert(name, outcome).is_none(), "one winner per name"),
-            Err(CommandError::NameTaken(taken)) => assert_eq!(taken, name),
+            Err(CommandError::NameTaken(taken)) => assert_eq!(taken, format!("io.example/{name}")),
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(won.len(), 16, "every name registered once");
     assert_eq!(opened.row_count().await, 16, "one event per winner, nothing for the refused");
     let reservations = opened.claims("server-name").await;
-    let expected: Vec<(String, String)> =
-        won.iter().map(|(name, outcome)| (name.clone(), format!("server-{}", outcome.server_id))).collect();
+    let expected: Vec<(String, String)> = won
+        .iter()
+        .map(|(name, outcome)| (format!("io.example/{name}"), format!("server-{}", outcome.server_id)))
+        .collect();
     assert_eq!(reservations, expected, "each name reserved for its winner");
     for outcome in won.values() {
         let (state, revision) = servers.load(outcome.server_id).await.unwrap();
@@ -215,7 +220,7 @@ async fn the_registry_applies_registrations_updates_and_a_reused_name_in_one_pag
     task.abort();
 
     // Then it holds each live server once, with its latest revision
-    assert_eq!(entry.name, "server-0");
+    assert_eq!(entry.name, "io.example/server-0");
     assert!(registry.get(ids[0]).await.unwrap().is_none(), "the deregistered server is gone");
     let updated = registry.get(ids[1]).await.unwrap().unwrap();
     assert_eq!((updated.description.as_str(), updated.revision), ("Updated", 1));
