@@ -539,7 +539,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if matches!(gateway.state.tables, api::tables::Tables::Sqlite(_)) {
         first_owner(&gateway, listener.local_addr()?).await?;
     }
-    tracing::info!(listen = %config.listen, "serving");
+    tracing::info!(listen = %config.listen, registry_reads = ?config.registry_reads, "serving");
+    if config.registry_reads == api::RegistryReads::Public {
+        // Said at every start: an operator upgrading from a private catalogue should not learn it late.
+        tracing::info!("the /v0.1 registry API answers anyone; MGW_REGISTRY_READS=authenticated makes it private");
+    }
     println!("mcp-gateway listening on http://{}", listener.local_addr()?);
     // The peer's address reaches the handlers (ConnectInfo), and from them every event's metadata.
     let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -130,7 +130,9 @@ async fn generated_requests_find_no_server_error_and_nothing_undocumented() {
         .args(["-m", "schemathesis.cli", "run", &format!("http://{address}/api/v1/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {key}")])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance"])
-        .args(["--max-examples", "20", "--seed", "1", "--generation-deterministic", "--workers", "2"])
+        // One worker: CPython 3.11 can fail compiling in two threads at once ("AST constructor recursion
+        // depth mismatch", seen in CI), a fault of the tool's interpreter, not of the gateway.
+        .args(["--max-examples", "20", "--seed", "1", "--generation-deterministic", "--workers", "1"])
         .args(["--request-timeout", "10"])
         .current_dir(dir.path())
         .output()

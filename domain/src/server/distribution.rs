@@ -5,6 +5,8 @@
 //! through the one text check, and a secret input may not carry a value or a default: the catalogue is
 //! public, secrets are the user's to supply.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -93,6 +95,36 @@ fn is_label(value: &str, max: usize) -> bool {
         && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// A value an input's `value` refers to as `{name}`: the official `Input`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Variable {
+    /// What it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whether it must be given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_required: bool,
+    /// The value's format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<InputFormat>,
+    /// A fixed value (never for a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Whether the value is a secret the user supplies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_secret: bool,
+    /// A default value (never for a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// A hint shown where the value is typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+    /// The values allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+}
+
 /// How a package's process talks MCP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
@@ -161,6 +193,9 @@ pub struct KeyValueInput {
     /// The values allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
+    /// Values `value` refers to as `{name}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, Variable>,
 }
 
 /// A positional or named command-line argument.
@@ -213,10 +248,14 @@ pub struct Argument {
     /// The values allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
+    /// Values `value` refers to as `{name}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, Variable>,
 }
 
 /// The parts every input shares, checked the same way.
 struct InputParts<'a> {
+    variables: &'a BTreeMap<String, Variable>,
     description: Option<&'a String>,
     value: Option<&'a String>,
     default: Option<&'a String>,
@@ -247,6 +286,25 @@ impl InputParts<'_> {
                 "a secret input has no value or default: the catalogue is readable by its clients, the secret is theirs to supply",
             ));
         }
+        if self.variables.len() > MAX_INPUTS {
+            return Err(refuse(format!("{field}.variables"), "at most 32 variables"));
+        }
+        for (name, variable) in self.variables {
+            let field = format!("{field}.variables.{name}");
+            if !is_variable_name(name) {
+                return Err(refuse(field, "a variable name has letters, digits and `_`, 1 to 128 characters"));
+            }
+            InputParts {
+                variables: &BTreeMap::new(),
+                description: variable.description.as_ref(),
+                value: variable.value.as_ref(),
+                default: variable.default.as_ref(),
+                placeholder: variable.placeholder.as_ref(),
+                choices: &variable.choices,
+                is_secret: variable.is_secret,
+            }
+            .validate(&field)?;
+        }
         Ok(())
     }
 }
@@ -260,6 +318,7 @@ impl KeyValueInput {
             ));
         }
         InputParts {
+            variables: &self.variables,
             description: self.description.as_ref(),
             value: self.value.as_ref(),
             default: self.default.as_ref(),
@@ -298,6 +357,7 @@ impl Argument {
             _ => {}
         }
         InputParts {
+            variables: &self.variables,
             description: self.description.as_ref(),
             value: self.value.as_ref(),
             default: self.default.as_ref(),
@@ -357,6 +417,9 @@ impl Package {
                 return Err(refuse(format!("{field}.version"), "an exact version, not a range or `latest`"));
             }
         }
+        if self.registry_type == "mcpb" && self.file_sha256.is_none() {
+            return Err(refuse(format!("{field}.fileSha256"), "an `mcpb` package names the SHA-256 of its file"));
+        }
         if let Some(hash) = &self.file_sha256
             && !(hash.len() == 64 && hash.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
         {
@@ -370,10 +433,10 @@ impl Package {
         match &self.transport {
             PackageTransport::Stdio => {}
             PackageTransport::StreamableHttp { url, headers } | PackageTransport::Sse { url, headers } => {
-                if !is_url_template(url) {
+                if !is_transport_url(url) {
                     return Err(refuse(
                         format!("{field}.transport.url"),
-                        "an http(s) URL or one starting with a `{variable}`, no spaces, at most 2048 bytes",
+                        "an http(s) URL without spaces, at most 2048 bytes",
                     ));
                 }
                 inputs(&format!("{field}.transport.headers"), headers, |i, f| i.validate(f, is_header_name))?;
@@ -401,25 +464,21 @@ fn inputs<T>(
 /// A version range or moving tag, which a package version must not be (`^1.2.3`, `~1.2`, `>=1`, `1.x`,
 /// `1.*`, `latest`).
 fn is_range(version: &str) -> bool {
+    // Only the release numbers: `1.0.0-x.7` is an exact pre-release.
+    let core = version.split(['-', '+']).next().unwrap_or(version);
     version == "latest"
         || version.starts_with(['^', '~', '>', '<', '='])
-        || version.contains(' ')
-        || version.split(['.', '-', '+']).any(|part| matches!(part, "x" | "X" | "*"))
+        || version.contains([' ', '*', '|'])
+        || core.split('.').any(|part| matches!(part, "x" | "X"))
 }
 
-/// The official schema's URL template: `http(s)://…` or `{variable}…`, without white space.
-fn is_url_template(url: &str) -> bool {
+/// A transport URL as the `server.json` schema takes it: `http(s)://…`, without white space. (The OpenAPI
+/// document also allows a leading `{variable}`, but the schema the documents declare does not.)
+fn is_transport_url(url: &str) -> bool {
     if url.len() > MAX_URL_BYTES || url.chars().any(|c| c.is_whitespace() || crate::text::is_forbidden(c)) {
         return false;
     }
-    if let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) {
-        return !rest.is_empty();
-    }
-    let Some(rest) = url.strip_prefix('{') else { return false };
-    let Some((variable, _)) = rest.split_once('}') else { return false };
-    let mut chars = variable.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).is_some_and(|rest| !rest.is_empty())
 }
 
 /// A server's packages.
@@ -494,7 +553,18 @@ mod tests {
         let http = serde_json::json!({ "transport": { "type": "streamable-http", "url": "ftp://x" } });
         assert!(base(http).unwrap_err().contains("transport.url"));
         let template = serde_json::json!({ "transport": { "type": "sse", "url": "{host}/sse" } });
-        assert!(base(template).is_ok());
+        assert!(base(template).unwrap_err().contains("transport.url"), "the schema takes http(s) URLs only");
+        assert!(base(serde_json::json!({ "version": "1.0.0-x.7.z.92" })).is_ok(), "a pre-release, not a range");
+        let mcpb = serde_json::json!({ "registryType": "mcpb", "identifier": "https://example.com/x.mcpb" });
+        assert!(base(mcpb).unwrap_err().contains("fileSha256"));
+        let variables = serde_json::json!({ "transport": { "type": "streamable-http", "url": "https://h/mcp",
+            "headers": [{ "name": "Authorization", "value": "Bearer {token}",
+                          "variables": { "token": { "isSecret": true, "isRequired": true } } }] } });
+        assert!(base(variables).is_ok());
+        let leaky = serde_json::json!({ "transport": { "type": "streamable-http", "url": "https://h/mcp",
+            "headers": [{ "name": "Authorization", "value": "Bearer {token}",
+                          "variables": { "token": { "isSecret": true, "default": "s3cret" } } }] } });
+        assert!(base(leaky).unwrap_err().contains("variables.token"));
         assert!(base(serde_json::json!({ "unknown": 1 })).unwrap_err().contains("unknown field"));
     }
 

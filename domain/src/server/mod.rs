@@ -20,7 +20,7 @@ pub use command::{RegisterServer, ServerCommand, UpdateServer};
 pub use decide::decide;
 pub use distribution::{
     Argument, ArgumentKind, DistributionError, InputFormat, KeyValueInput, MAX_INPUTS, MAX_PACKAGES, Package,
-    PackageTransport, Packages, Repository,
+    PackageTransport, Packages, Repository, Variable,
 };
 pub use endpoint::{Endpoint, EndpointError, MAX_URL_BYTES, NetworkPolicy, Transport};
 pub use error::{MAX_REASON_CHARS, ServerError};

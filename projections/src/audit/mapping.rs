@@ -98,8 +98,21 @@ fn server_fields(event: &ServerEvent) -> Result<serde_json::Map<String, Value>, 
                 "transport": r.transport, "url": r.endpoint, "auth_mode": r.upstream_auth.kind(),
                 "access": r.access, "owner": r.owner,
             });
-            if let (Some(map), Some(hash)) = (fields.as_object_mut(), r.upstream_auth.fingerprint()) {
-                map.insert("credential".into(), json!(hash));
+            if let Some(map) = fields.as_object_mut() {
+                if let Some(hash) = r.upstream_auth.fingerprint() {
+                    map.insert("credential".into(), json!(hash));
+                }
+                // Only when set, so that the entries of registrations logged before these fields existed
+                // recompute as they were written.
+                if r.version != domain::server::ServerVersion::unversioned() {
+                    map.insert("version".into(), json!(r.version));
+                }
+                if let Some(repository) = &r.repository {
+                    map.insert("repository".into(), json!(repository));
+                }
+                if !r.packages.is_empty() {
+                    map.insert("packages".into(), json!(r.packages));
+                }
             }
             fields
         }

@@ -129,6 +129,7 @@ struct Registrations {
     repository: Vec<Option<String>>,
     packages: Vec<String>,
     seq: Vec<i64>,
+    exported_name: Vec<String>,
     title: Vec<Option<String>>,
     description: Vec<String>,
     /// Each server's tags as a JSON array: arrays of arrays must be rectangular in PostgreSQL.
@@ -153,6 +154,7 @@ impl Registrations {
         self.repository.push(r.repository.as_ref().map(serde_json::to_string).transpose()?);
         self.packages.push(serde_json::to_string(&r.packages)?);
         self.seq.push(seq(recorded));
+        self.exported_name.push(exported_name(&r.name));
         self.title.push(r.title.as_ref().map(|t| t.as_str().to_owned()));
         self.description.push(r.description.as_str().to_owned());
         self.transport.push(transport_name(r.transport));
@@ -179,13 +181,18 @@ impl Registrations {
             "WITH r AS (
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                       $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
-                                      $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::bigint[])
+                                      $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::bigint[],
+                                      $17::text[])
                         AS r(id, name, title, description, tags, transport, url, auth_mode, access, owner, revision,
-                             at, version, repository, packages, seq)
+                             at, version, repository, packages, seq, exported_name)
+             ), superseded AS (
+                 -- A deleted server's name taken again: its releases are no longer the name's latest.
+                 UPDATE versions v SET is_latest = false, updated_at = r.at
+                   FROM r WHERE v.name = r.exported_name AND v.status = 'deleted' AND v.is_latest
              ), published AS (
                  INSERT INTO versions (server_id, version, seq, name, title, description, transport, url,
                                        repository, packages, status, published_at, updated_at, is_latest)
-                 SELECT r.id, r.version, r.seq, r.name, r.title, r.description, r.transport, r.url,
+                 SELECT r.id, r.version, r.seq, r.exported_name, r.title, r.description, r.transport, r.url,
                         r.repository::jsonb, r.packages::jsonb, 'active', r.at, r.at, true
                    FROM r
              )
@@ -212,6 +219,7 @@ impl Registrations {
         .bind(&self.repository)
         .bind(&self.packages)
         .bind(&self.seq)
+        .bind(&self.exported_name)
         .execute(&mut *tx)
         .await?;
         let expected = self.id.len() as u64;
@@ -325,7 +333,7 @@ async fn release(
             "INSERT INTO versions (server_id, version, seq, name, title, description, transport, url, repository,
                                    packages, status, status_message, status_changed_at, published_at, updated_at,
                                    is_latest)
-             SELECT s.id, s.version, $2, s.name, s.title, s.description, s.transport, s.url, s.repository,
+             SELECT s.id, s.version, $2, v.name, s.title, s.description, s.transport, s.url, s.repository,
                     s.packages, v.status, v.status_message, v.status_changed_at, $3, $3, true
                FROM servers s JOIN versions v ON v.server_id = s.id AND v.is_latest
               WHERE s.id = $1",
@@ -336,12 +344,15 @@ async fn release(
         .execute(&mut *tx)
         .await
         .and_then(one_row)?;
-        sqlx::query("UPDATE versions SET is_latest = false WHERE server_id = $1 AND is_latest AND seq <> $2")
-            .bind(id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .and_then(one_row)
+        sqlx::query(
+            "UPDATE versions SET is_latest = false, updated_at = $3 WHERE server_id = $1 AND is_latest AND seq <> $2",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .and_then(one_row)
     } else {
         sqlx::query(
             "UPDATE versions v SET title = s.title, description = s.description, transport = s.transport,
@@ -379,6 +390,13 @@ async fn set_version_status(
         0 => Err(crate::sql::contract_broken("a server without versions changed status".to_owned())),
         _ => Ok(()),
     }
+}
+
+/// The name a server has in `versions` and `/v0.1`: its own, or for a one-segment name from a log written
+/// before namespaces were required, `local/<name>` (the official pattern needs a namespace; a new name
+/// cannot be `local/…`, whose namespace is not reverse-DNS, so the two never meet).
+pub(super) fn exported_name(name: &domain::server::ServerName) -> String {
+    if name.has_namespace() { name.as_str().to_owned() } else { format!("local/{name}") }
 }
 
 /// Where a release sits among every server's releases: its event's `$all` position.

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteQueryResult, SqliteRow};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::projection::{NAME, auth_mode_name, seq, transport_name};
+use super::projection::{NAME, auth_mode_name, exported_name, seq, transport_name};
 use super::query::{CatalogueEntry, CatalogueFilter, CataloguePage};
 use super::versions::{VERSION_COLUMNS, VersionEntry, VersionFilter, VersionPage, VersionSelector};
 use crate::sql::escape_like;
@@ -150,15 +150,26 @@ async fn apply_one(
             .execute(&mut *conn)
             .await?;
             one_row(done)?;
+            let name = exported_name(&r.name);
+            // A deleted server's name taken again: its releases are no longer the name's latest.
+            sqlx::query(
+                "UPDATE registry_versions SET is_latest = 0, updated_at = ?
+                  WHERE name = ? AND status = 'deleted' AND is_latest",
+            )
+            .bind(at)
+            .bind(&name)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query(
                 "INSERT INTO registry_versions (server_id, version, seq, name, title, description, transport, url,
                                                     repository, packages, status, published_at, updated_at,
                                                     is_latest)
-                     SELECT id, version, ?, name, title, description, transport, url, repository, packages,
+                     SELECT id, version, ?, ?, title, description, transport, url, repository, packages,
                             'active', registered_at, updated_at, 1
                        FROM registry_servers WHERE id = ?",
             )
             .bind(seq(recorded))
+            .bind(name)
             .bind(id)
             .execute(&mut *conn)
             .await?
@@ -250,7 +261,7 @@ async fn release(
         "INSERT INTO registry_versions (server_id, version, seq, name, title, description, transport, url,
                                         repository, packages, status, status_message, status_changed_at,
                                         published_at, updated_at, is_latest)
-         SELECT s.id, s.version, ?, s.name, s.title, s.description, s.transport, s.url, s.repository, s.packages,
+         SELECT s.id, s.version, ?, v.name, s.title, s.description, s.transport, s.url, s.repository, s.packages,
                 v.status, v.status_message, v.status_changed_at, ?, ?, 1
            FROM registry_servers AS s JOIN registry_versions AS v ON v.server_id = s.id AND v.is_latest
           WHERE s.id = ?",
@@ -262,11 +273,14 @@ async fn release(
     .execute(&mut *conn)
     .await?;
     one_row(added)?;
-    sqlx::query("UPDATE registry_versions SET is_latest = 0 WHERE server_id = ? AND is_latest AND seq <> ?")
-        .bind(id)
-        .bind(seq)
-        .execute(&mut *conn)
-        .await
+    sqlx::query(
+        "UPDATE registry_versions SET is_latest = 0, updated_at = ? WHERE server_id = ? AND is_latest AND seq <> ?",
+    )
+    .bind(at)
+    .bind(id)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await
 }
 
 /// A server's status, on every one of its versions; reported as one change (the versions are one entry).

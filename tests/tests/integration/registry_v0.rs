@@ -108,6 +108,9 @@ async fn releases_sort_by_semver_and_suspended_and_deleted_servers_keep_their_en
             active("io.example/weather", "1.10.0", true),
         ]
     );
+    // The release that lost `isLatest` changed then: a client synchronising with `updated_since` learns it.
+    let (older, newer) = (&all.body["servers"][2]["_meta"][OFFICIAL], &all.body["servers"][3]["_meta"][OFFICIAL]);
+    assert_eq!(older["updatedAt"], newer["publishedAt"]);
     let first = &all.body["servers"][2]["server"];
     assert_eq!(first["description"], "Forecasts", "an older release keeps what it was published with");
     assert_eq!(first["packages"][0]["identifier"], "example-weather");
@@ -196,6 +199,15 @@ async fn releases_sort_by_semver_and_suspended_and_deleted_servers_keep_their_en
         })
         .await;
     assert_eq!(back.body["_meta"][OFFICIAL]["status"], "active");
+    // One latest release per name: the deleted server's gave way to the new server's.
+    let named = entries(&anonymous(api, "/v0.1/servers?include_deleted=true&search=gone").await);
+    assert_eq!(
+        named,
+        [
+            ("io.example/gone".to_owned(), "3.0.0".to_owned(), "deleted".to_owned(), false),
+            ("io.example/gone".to_owned(), "1.0.0".to_owned(), "active".to_owned(), true),
+        ]
+    );
 
     // Bad parameters: 400 in the official shape, naming the parameter.
     for (uri, says) in [
@@ -246,7 +258,10 @@ async fn servers_from_an_older_log_are_exported_within_the_official_bounds(backe
     api.gateway.state.store.append(&stream, ExpectedRevision::NoStream, vec![event]).await.unwrap();
     let listed = until(&api, "/v0.1/servers", "the older registration", |r| entries(r).len() == 1).await;
     let server = &listed.body["servers"][0]["server"];
-    assert_eq!((server["name"].as_str(), server["version"].as_str()), (Some("legacy"), Some("0.0.0")));
+    // The official pattern needs a namespace: a one-segment name is exported under `local/`.
+    assert_eq!((server["name"].as_str(), server["version"].as_str()), (Some("local/legacy"), Some("0.0.0")));
+    let found = anonymous(&api, "/v0.1/servers/local%2Flegacy/versions/latest").await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.raw);
     let description = server["description"].as_str().unwrap();
     assert_eq!(description.chars().count(), 100, "{description}");
     assert!(description.starts_with("Reads the weather") && description.ends_with('…'));
