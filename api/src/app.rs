@@ -185,6 +185,7 @@ impl Gateway {
         };
         tokens.start(&context).await?;
         principals.ensure_owners_stream(&context).await?;
+        let oauth_clients = commands::oauth_clients::OAuthClients::new(shared_store.clone());
         let state = AppState {
             servers,
             principals,
@@ -207,6 +208,8 @@ impl Gateway {
             verifying: Arc::new(tokio::sync::Semaphore::new(1)),
             metrics,
             registry_reads: config.registry_reads,
+            oauth_clients,
+            registrations: Arc::default(),
         };
         Ok(Self { state, tasks, _store_lock: store_lock })
     }

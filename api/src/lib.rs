@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod json_body;
 pub mod key_usage;
 pub mod metrics_catalog;
+pub mod oauth;
 pub mod oidc;
 pub mod openapi;
 pub mod params;

@@ -29,6 +29,11 @@ use crate::state::AppState;
         audit::one,
         registry_v0::list,
         registry_v0::versions,
+        crate::oauth::discovery::authorization_server,
+        crate::oauth::discovery::authorization_server_for_server,
+        crate::oauth::discovery::umbrella_resource,
+        crate::oauth::discovery::server_resource,
+        crate::oauth::registration::register,
         registry_v0::version,
         ops::health,
         ops::ready,
@@ -70,9 +75,19 @@ struct ApiDoc;
 ///   with a path parameter 404; with a body 422; for every write under `/api` 413 and 415 (the body
 ///   limit and the JSON-body layer answer whatever the handler declares);
 /// - every response has a description (its status's reason phrase when the handler gives none);
-/// - error bodies are `application/problem+json`, as sent (`/v0.1` excepted: the official registry's
-///   `{"error": …}` as `application/json`).
+/// - error bodies are `application/problem+json`, as sent (except where a standard fixes another
+///   shape: see [`errors_follow_a_standard`]).
 struct Conventions;
+
+/// Whether `path` answers errors in the shape a standard fixes rather than as problem documents: the
+/// official registry's `{"error": …}` under `/v0.1`, and OAuth's `{"error", "error_description"}`
+/// (RFC 6749 §5.2, RFC 7591 §3.2.2) at the authorization server's endpoints. Their operations declare
+/// every answer themselves.
+pub fn errors_follow_a_standard(path: &str) -> bool {
+    path.starts_with("/v0.1/")
+        || path.starts_with("/.well-known/oauth-")
+        || ["/register", "/token", "/revoke", "/authorize"].contains(&path)
+}
 
 impl Conventions {
     /// The statuses an operation answers beyond its handler's own.
@@ -131,9 +146,11 @@ impl Modify for Conventions {
                 (&mut item.head, false),
                 (&mut item.options, false),
             ];
+            let standard = errors_follow_a_standard(path);
             for (operation, write) in operations {
                 let Some(operation) = operation else { continue };
-                for status in Self::implied(path, write, operation) {
+                let implied = if standard { Vec::new() } else { Self::implied(path, write, operation) };
+                for status in implied {
                     operation.responses.responses.entry(status.to_string()).or_insert_with(|| problem().into());
                 }
                 for (status, response) in operation.responses.responses.iter_mut() {
@@ -142,9 +159,8 @@ impl Modify for Conventions {
                     if response.description.is_empty() {
                         response.description = code.and_then(|c| c.canonical_reason()).unwrap_or("Response").to_owned();
                     }
-                    // `/v0.1` answers errors in the official registry's shape, as plain JSON.
                     if code.is_some_and(|c| c.is_client_error() || c.is_server_error())
-                        && !path.starts_with("/v0.1/")
+                        && !standard
                         && let Some(json) = response.content.shift_remove("application/json")
                     {
                         response.content.insert("application/problem+json".to_owned(), json);

@@ -198,7 +198,13 @@ impl From<CommandError> for Problem {
             CommandError::AlreadyBootstrapped => {
                 Problem::new(StatusCode::CONFLICT, "already-bootstrapped", "Already bootstrapped")
             }
-            CommandError::PrincipalNotFound | CommandError::KeyNotFound => Problem::not_found(),
+            CommandError::PrincipalNotFound | CommandError::KeyNotFound | CommandError::ClientNotFound => {
+                Problem::not_found()
+            }
+            CommandError::ClientRegistration(refused) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, refused.code(), "Client registration refused")
+                    .detail(refused.to_string())
+            }
             CommandError::PrincipalExists => {
                 Problem::new(StatusCode::CONFLICT, "already-exists", "Already exists").detail(error.to_string())
             }

@@ -53,6 +53,10 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Who may read the `/v0.1` catalogue.
     pub registry_reads: crate::routes::registry_v0::RegistryReads,
+    /// OAuth client registration and revocation.
+    pub oauth_clients: commands::oauth_clients::OAuthClients,
+    /// Dynamic registrations per source address (this instance's bound on floods).
+    pub registrations: std::sync::Arc<crate::oauth::registration::RegistrationLimiter>,
 }
 
 impl AppState {

@@ -96,9 +96,12 @@ fn every_route_is_documented_and_the_document_is_valid() {
                 assert!(!description.is_empty(), "{method} {path} {status}: no description");
                 if status.starts_with('4') || status.starts_with('5') {
                     let content = response["content"].as_object().map(|c| c.keys().cloned().collect::<Vec<_>>());
-                    // `/v0.1` answers in the official registry's shape, as JSON; everything else as problems
-                    let expected =
-                        if path.starts_with("/v0.1/") { "application/json" } else { "application/problem+json" };
+                    // Where a standard fixes the error shape, as JSON; everything else as problems
+                    let expected = if api::openapi::errors_follow_a_standard(path) {
+                        "application/json"
+                    } else {
+                        "application/problem+json"
+                    };
                     assert!(
                         content.as_deref().is_none_or(|c| c.iter().all(|t| t == expected)),
                         "{method} {path} {status}: errors are {expected}, not {content:?}"

@@ -89,6 +89,12 @@ pub enum CommandError {
     /// is revoked now.
     #[error("the session was used suspiciously and is revoked; log in again")]
     SessionSuspicious,
+    /// A client's registration broke a rule of RFC 7591 or OAuth 2.1.
+    #[error(transparent)]
+    ClientRegistration(#[from] domain::oauth::RegistrationError),
+    /// No active client has the id.
+    #[error("no such client")]
+    ClientNotFound,
     /// Sealing a secret failed.
     #[error(transparent)]
     Sealing(#[from] SealingError),

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod identity;
+pub mod oauth_clients;
 pub mod principals;
 mod resolver;
 mod sealing;

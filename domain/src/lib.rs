@@ -7,6 +7,7 @@
 pub mod access;
 pub mod authz;
 pub mod identity;
+pub mod oauth;
 pub mod role;
 pub mod sealed;
 pub mod server;

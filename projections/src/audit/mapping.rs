@@ -3,6 +3,7 @@
 
 use domain::access::AccessEvent;
 use domain::identity::{IdentityEvent, RoleSource};
+use domain::oauth::ClientEvent;
 use domain::server::ServerEvent;
 use eventstore::RecordedEvent;
 use serde_json::{Value, json};
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use super::entry::AuditEntry;
 
 /// The stream categories the audit trail covers: all of the gateway's.
-pub const AUDITED_CATEGORIES: [&str; 6] = ["server", "principal", "apikey", "system", "access", "session"];
+pub const AUDITED_CATEGORIES: [&str; 7] = ["server", "principal", "apikey", "system", "access", "session", "client"];
 
 /// The marker of the first bootstrap (a plain event, not part of an aggregate's enum).
 const GATEWAY_BOOTSTRAPPED: &str = "GatewayBootstrapped";
@@ -19,7 +20,12 @@ const GATEWAY_BOOTSTRAPPED: &str = "GatewayBootstrapped";
 /// audited (and must be described below: the `match`es over each enum are exhaustive) without a second
 /// list to keep in step.
 pub fn audited_types() -> impl Iterator<Item = &'static str> {
-    ServerEvent::TYPES.into_iter().chain(IdentityEvent::TYPES).chain(AccessEvent::TYPES).chain([GATEWAY_BOOTSTRAPPED])
+    ServerEvent::TYPES
+        .into_iter()
+        .chain(IdentityEvent::TYPES)
+        .chain(AccessEvent::TYPES)
+        .chain(ClientEvent::TYPES)
+        .chain([GATEWAY_BOOTSTRAPPED])
 }
 
 /// The format of the canonical entries. Bump it (and the projection's version, which rebuilds the trail)
@@ -173,6 +179,18 @@ pub fn state_after(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
         let mut fields = before.and_then(|b| b.fields.as_object()).cloned().unwrap_or_default();
         fields.extend(after);
         return Ok(Some(TargetState { name: before.and_then(|b| b.name.clone()), fields: Value::Object(fields) }));
+    }
+    if let Some(decoded) = ClientEvent::from_json(&event.event_type, &event.data) {
+        // The trail names a client by the name it registered.
+        return Ok(match decoded.map_err(|e| e.to_string())? {
+            ClientEvent::Registered(r) => Some(TargetState {
+                name: Some(r.metadata.client_name.clone().unwrap_or_else(|| r.client_id.clone())),
+                fields: json!({ "status": "active" }),
+            }),
+            ClientEvent::Revoked(_) => {
+                Some(TargetState { name: before.and_then(|b| b.name.clone()), fields: json!({ "status": "revoked" }) })
+            }
+        });
     }
     let Some(decoded) = ServerEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
     let decoded = decoded.map_err(|e| e.to_string())?;
@@ -379,6 +397,27 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
                 None,
                 Some(s.reason),
                 json!({ "principal_id": s.principal_id, "by": s.by }),
+            ),
+        });
+    }
+    if let Some(decoded) = ClientEvent::from_json(&event.event_type, &event.data) {
+        return Ok(match decoded.map_err(|e| e.to_string())? {
+            // What the client registered (its secret never: only whether it has one).
+            ClientEvent::Registered(r) => {
+                let mut fields = serde_json::to_value(&r.metadata).map_err(|e| e.to_string())?;
+                if let Some(map) = fields.as_object_mut() {
+                    map.insert("kind".into(), json!(r.kind));
+                    map.insert("confidential".into(), json!(r.secret_sha256.is_some()));
+                }
+                let name = r.metadata.client_name.clone().unwrap_or_else(|| r.client_id.clone());
+                ("client.registered", "client", Some(name), None, fields)
+            }
+            ClientEvent::Revoked(r) => (
+                "client.revoked",
+                "client",
+                before.and_then(|b| b.name.clone()),
+                Some(r.reason),
+                json!({ "status": { "before": "active", "after": "revoked" } }),
             ),
         });
     }

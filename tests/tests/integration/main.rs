@@ -14,6 +14,7 @@ mod events_copy;
 mod eventstore;
 mod harness;
 mod nats_feed;
+mod oauth_server;
 mod projection_faults;
 mod projections;
 mod readiness;

@@ -1,0 +1,19 @@
+//! The gateway as an OAuth 2.1 authorization server for MCP clients: its clients (registered
+//! dynamically, RFC 7591, or configured), their redirect URIs, and the events of their streams.
+
+mod client;
+mod redirect;
+
+pub use client::{
+    ClientEvent, ClientKind, ClientMetadata, ClientRegistered, ClientRevoked, ClientState, GrantType,
+    MAX_CLIENT_NAME_CHARS, MAX_SCOPE_CHARS, RegisteredMetadata, RegistrationError, TokenEndpointAuthMethod,
+    evolve_client,
+};
+pub use redirect::{ApplicationType, MAX_REDIRECT_URI_BYTES, MAX_REDIRECT_URIS, RedirectUri, RedirectUriError};
+
+/// Stream category of OAuth clients (`client-<id>`).
+pub const CLIENT_CATEGORY: &str = "client";
+
+/// The scope that lets a token call a server's tools: the one scope of this step, named in every
+/// challenge and metadata document.
+pub const MCP_SCOPE: &str = "mcp:tools";
