@@ -163,25 +163,7 @@ pub async fn authenticate_credential(state: &AppState, presented: &str) -> Resul
             .by_api_key_digest(&digest, now)
             .ok_or_else(|| Problem::invalid_credential("the API key is unknown, revoked or expired"));
     }
-    // Keys retired by another instance stop verifying here within a minute.
-    if let Err(error) = state.tokens.refresh(std::time::Duration::from_secs(60)).await {
-        tracing::warn!(%error, "could not refresh the token signing keys");
-    }
-    let claims = match state.tokens.verify_cached(presented, now) {
-        Err(TokenError::UnknownKey(_)) => {
-            // Another instance may have rotated the keys: look again (at most once a second).
-            if state.tokens.reload_if_stale().await.unwrap_or(false) {
-                state.tokens.verify_cached(presented, now)
-            } else {
-                Err(TokenError::UnknownKey(String::new()))
-            }
-        }
-        verified => verified,
-    };
-    let claims = claims.map_err(|error| {
-        tracing::debug!(%error, "access token refused");
-        Problem::invalid_credential("the access token is malformed, expired, or not signed by this gateway")
-    })?;
+    let claims = verify_token(state, presented, state.tokens.audience()).await?;
     let ended = || Problem::invalid_credential("the access token's session, key or principal is no longer valid");
     let (Ok(principal), Ok(key)) = (uuid::Uuid::parse_str(&claims.sub), uuid::Uuid::parse_str(&claims.sid)) else {
         return Err(ended());
@@ -206,6 +188,37 @@ pub async fn authenticate_credential(state: &AppState, presented: &str) -> Resul
     Ok(found)
 }
 
+/// A gateway access token's claims, verified for `audience` (the REST API's, or an MCP server's
+/// resource URL): signature by one of the gateway's keys, issuer, audience, lifetime.
+pub(crate) async fn verify_token(
+    state: &AppState,
+    presented: &str,
+    audience: &str,
+) -> Result<Arc<commands::tokens::AccessClaims>, Problem> {
+    let now = chrono::Utc::now();
+    // Keys retired by another instance stop verifying here within a minute.
+    if let Err(error) = state.tokens.refresh(std::time::Duration::from_secs(60)).await {
+        tracing::warn!(%error, "could not refresh the token signing keys");
+    }
+    let claims = match state.tokens.verify_cached_for(presented, now, audience) {
+        Err(TokenError::UnknownKey(_)) => {
+            // Another instance may have rotated the keys: look again (at most once a second).
+            if state.tokens.reload_if_stale().await.unwrap_or(false) {
+                state.tokens.verify_cached_for(presented, now, audience)
+            } else {
+                Err(TokenError::UnknownKey(String::new()))
+            }
+        }
+        verified => verified,
+    };
+    claims.map_err(|error| {
+        tracing::debug!(%error, "access token refused");
+        Problem::invalid_credential(
+            "the access token is malformed, expired, not for this resource, or not signed by this gateway",
+        )
+    })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
@@ -213,35 +226,43 @@ impl FromRequestParts<AppState> for Caller {
         if !state.authz_ready() {
             return Err(Problem::unavailable("the authorization model is still loading"));
         }
-        let origin = Origin::of(parts);
         let principal = authenticate(parts, state).await?;
-        // A revocation of this principal, key or session may be waiting behind the lag: refuse rather
-        // than decide on old facts. Requests whose facts have no change pending are decided as usual.
-        let lagging = state.authz_lag.exceeded().is_some();
-        let streams = || {
-            [
-                format!("{}-{}", domain::identity::PRINCIPAL_CATEGORY, principal.id),
-                format!("{}-{}", domain::identity::API_KEY_CATEGORY, principal.key_id),
-                format!("{}-{}", domain::identity::SESSION_CATEGORY, principal.key_id),
-            ]
-        };
-        if let Some(behind) = lagging.then(|| state.authz_lag.refuses(&streams())).flatten() {
-            return Err(Problem::unavailable(format!(
-                "the authorization model is {} ms behind the event store (bound {} ms), with a change to this \
-                 caller not applied yet",
-                behind.as_millis(),
-                state.authz_lag.bound().as_millis()
-            )));
-        }
-        if principal.credential != projections::authz::Credential::Session {
-            state.key_usage.used(&state.tables, principal.key_id);
-        }
-        let caller = Caller(principal, origin);
-        if let Some(slot) = parts.extensions.get::<crate::denials::CallerSlot>() {
-            slot.fill(&caller);
-        }
-        Ok(caller)
+        admit(parts, state, principal)
     }
+}
+
+/// The caller `principal` authenticated as, once nothing pending stands against it: a revocation of
+/// this principal, key or session may be waiting behind the authorization model's lag, and is then
+/// refused rather than decided on old facts (requests whose facts have no change pending are decided as
+/// usual). Records the key's use, and leaves the caller where the denial layer finds it.
+pub(crate) fn admit(parts: &Parts, state: &AppState, principal: Principal) -> Result<Caller, Problem> {
+    let origin = Origin::of(parts);
+    // A revocation of this principal, key or session may be waiting behind the lag: refuse rather
+    // than decide on old facts. Requests whose facts have no change pending are decided as usual.
+    let lagging = state.authz_lag.exceeded().is_some();
+    let streams = || {
+        [
+            format!("{}-{}", domain::identity::PRINCIPAL_CATEGORY, principal.id),
+            format!("{}-{}", domain::identity::API_KEY_CATEGORY, principal.key_id),
+            format!("{}-{}", domain::identity::SESSION_CATEGORY, principal.key_id),
+        ]
+    };
+    if let Some(behind) = lagging.then(|| state.authz_lag.refuses(&streams())).flatten() {
+        return Err(Problem::unavailable(format!(
+            "the authorization model is {} ms behind the event store (bound {} ms), with a change to this \
+             caller not applied yet",
+            behind.as_millis(),
+            state.authz_lag.bound().as_millis()
+        )));
+    }
+    if principal.credential != projections::authz::Credential::Session {
+        state.key_usage.used(&state.tables, principal.key_id);
+    }
+    let caller = Caller(principal, origin);
+    if let Some(slot) = parts.extensions.get::<crate::denials::CallerSlot>() {
+        slot.fill(&caller);
+    }
+    Ok(caller)
 }
 
 /// The shared authorization model.

@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::login::routes())
         .merge(routes::registry_v0::routes())
         .merge(crate::oauth::routes())
+        .merge(routes::mcp::routes())
         .merge(routes::audit::routes())
         .merge(routes::ops::routes())
         .merge(crate::openapi::routes())

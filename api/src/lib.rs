@@ -19,6 +19,7 @@ pub mod oidc;
 pub mod openapi;
 pub mod params;
 pub mod problem;
+pub mod resource_auth;
 pub mod routes;
 pub mod state;
 pub mod store_lock;

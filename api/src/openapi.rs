@@ -34,6 +34,8 @@ use crate::state::AppState;
         crate::oauth::discovery::umbrella_resource,
         crate::oauth::discovery::server_resource,
         crate::oauth::registration::register,
+        crate::routes::mcp::call,
+        crate::routes::mcp::no_stream,
         registry_v0::version,
         ops::health,
         ops::ready,
@@ -81,11 +83,13 @@ struct Conventions;
 
 /// Whether `path` answers errors in the shape a standard fixes rather than as problem documents: the
 /// official registry's `{"error": …}` under `/v0.1`, and OAuth's `{"error", "error_description"}`
-/// (RFC 6749 §5.2, RFC 7591 §3.2.2) at the authorization server's endpoints. Their operations declare
+/// (RFC 6749 §5.2, RFC 7591 §3.2.2) at the authorization server's endpoints, and JSON-RPC errors at the
+/// MCP endpoints. Their operations declare
 /// every answer themselves.
 pub fn errors_follow_a_standard(path: &str) -> bool {
     path.starts_with("/v0.1/")
         || path.starts_with("/.well-known/oauth-")
+        || (path.starts_with("/servers/") && path.ends_with("/mcp"))
         || ["/register", "/token", "/revoke", "/authorize"].contains(&path)
 }
 

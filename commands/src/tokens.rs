@@ -123,6 +123,11 @@ impl TokenService {
         Self { store, keyring, issuer, audience, keys: RwLock::new(keys), verified: RwLock::default() }
     }
 
+    /// The REST API's audience (`aud` of the tokens `issue` mints).
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     /// The issuer (`iss`).
     pub fn issuer(&self) -> &str {
         &self.issuer
@@ -266,11 +271,25 @@ impl TokenService {
         lifetime: Duration,
         now: DateTime<Utc>,
     ) -> Result<Secret, CommandError> {
+        self.issue_for(&self.audience, principal, sid, scopes, lifetime, now)
+    }
+
+    /// [`issue`](Self::issue) for another audience: an MCP server's resource URL (RFC 8707), whose
+    /// tokens no other resource, and not the REST API, accepts.
+    pub fn issue_for(
+        &self,
+        audience: &str,
+        principal: Uuid,
+        sid: &str,
+        scopes: &[String],
+        lifetime: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Secret, CommandError> {
         let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             sub: principal.to_string(),
-            aud: self.audience.clone(),
+            aud: audience.to_owned(),
             exp: (now + lifetime).timestamp(),
             nbf: now.timestamp(),
             iat: now.timestamp(),
@@ -300,6 +319,16 @@ impl TokenService {
     /// [`verify`](Self::verify), remembering the result: a token seen before and not expired at `now`
     /// costs a hash and a lookup.
     pub fn verify_cached(&self, token: &str, now: DateTime<Utc>) -> Result<Arc<AccessClaims>, TokenError> {
+        self.verify_cached_for(token, now, &self.audience)
+    }
+
+    /// [`verify_cached`](Self::verify_cached) for tokens of `audience`.
+    pub fn verify_cached_for(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+        audience: &str,
+    ) -> Result<Arc<AccessClaims>, TokenError> {
         use sha2::Digest;
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let now = now.timestamp();
@@ -308,11 +337,16 @@ impl TokenService {
             // retired after the token was cached takes the token with it).
             let key_kept = self.keys.read().is_ok_and(|k| k.verifying.contains_key(&kid));
             if claims.exp + LEEWAY_SECONDS as i64 > now && key_kept {
+                // Verified once for its own audience: another audience is refused as a fresh
+                // verification would refuse it.
+                if claims.aud != audience {
+                    return Err(TokenError::Invalid("the token is for another audience".into()));
+                }
                 return Ok(claims);
             }
         }
         let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
-        let claims = Arc::new(self.verify(token)?);
+        let claims = Arc::new(self.verify_for(token, audience)?);
         if let Ok(mut verified) = self.verified.write() {
             if verified.len() >= CACHE_ENTRIES {
                 verified.retain(|_, (c, _)| c.exp > now);
@@ -325,8 +359,13 @@ impl TokenService {
         Ok(claims)
     }
 
-    /// Verifies a token's header, signature and claims.
+    /// Verifies a token's header, signature and claims, for the REST API.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.verify_for(token, &self.audience)
+    }
+
+    /// Verifies a token's header, signature and claims, for `audience`.
+    pub fn verify_for(&self, token: &str, audience: &str) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         let typ = header.typ.as_deref().unwrap_or_default().to_ascii_lowercase();
         if typ != ACCESS_TOKEN_TYPE && typ != "application/at+jwt" {
@@ -342,7 +381,7 @@ impl TokenService {
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;

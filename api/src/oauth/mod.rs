@@ -18,10 +18,21 @@ pub use error::OAuthError;
 
 /// The routes, with CORS.
 pub fn routes() -> Router<AppState> {
-    let cors = CorsLayer::new()
+    discovery::routes().merge(registration::routes()).layer(cors())
+}
+
+/// CORS for what MCP clients in browsers call: any origin, no credentials (cookies never count here),
+/// the challenge and the session id readable.
+pub(crate) fn cors() -> CorsLayer {
+    CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("mcp-protocol-version")])
-        .expose_headers([header::WWW_AUTHENTICATE, HeaderName::from_static("mcp-session-id")]);
-    discovery::routes().merge(registration::routes()).layer(cors)
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::WWW_AUTHENTICATE, HeaderName::from_static("mcp-session-id")])
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod login;
+pub mod mcp;
 pub mod ops;
 pub mod registry_v0;
 pub mod servers;
