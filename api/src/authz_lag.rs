@@ -136,3 +136,26 @@ async fn pending_streams(
     };
     (streams.len() <= MAX_PENDING_STREAMS).then(|| streams.into_iter().collect())
 }
+
+/// How long a command waits for this instance's authorization model to apply its own change, so that the
+/// caller's next request is decided with it.
+pub(crate) const AUTHZ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits, bounded, until this instance's authorization model has applied `position`.
+pub(crate) async fn applied(state: &crate::state::AppState, position: eventstore::Position) {
+    let mut status = state.authz_status.clone();
+    let reached = tokio::time::timeout(AUTHZ_WAIT, async {
+        loop {
+            if status.borrow_and_update().checkpoint >= Some(position) {
+                return;
+            }
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    if reached.is_err() {
+        tracing::warn!(%position, "the authorization model has not applied a change yet");
+    }
+}

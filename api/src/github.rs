@@ -62,6 +62,7 @@ pub(crate) fn begin(
         // No ID token, so nothing carries a nonce; the state and PKCE bind the code to this login.
         nonce: String::new(),
         expires,
+        redirect_uri: None,
     };
     Ok((url.to_string(), pending))
 }

@@ -25,6 +25,7 @@ pub mod state;
 pub mod store_lock;
 pub mod store_url;
 pub mod tables;
+pub mod upstream_login;
 pub mod verification;
 
 pub use app::{Gateway, GatewayConfig, StartError};

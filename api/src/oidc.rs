@@ -250,6 +250,9 @@ pub struct PendingLogin {
     pub nonce: String,
     /// Unix time after which the callback is refused.
     pub expires: i64,
+    /// Where the IdP sends the browser back (absent: a person's login, `/auth/<idp>/callback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 struct Idp {
@@ -388,9 +391,22 @@ impl Idps {
         self.idps.get(name).ok_or_else(|| OidcError::UnknownIdp(name.to_owned()))
     }
 
-    /// Where the IdP sends the browser back.
+    /// Where the IdP sends the browser back after a person's login.
     pub fn redirect_uri(&self, idp: &str) -> String {
         format!("{}/auth/{idp}/callback", self.public_url)
+    }
+
+    /// Where the IdP sends the browser back during an MCP client's authorization (one fixed callback
+    /// per IdP, registered there beside the login's).
+    pub fn authorization_redirect_uri(&self, idp: &str) -> String {
+        format!("{}/oauth/callback/{idp}", self.public_url)
+    }
+
+    /// The names of the configured IdPs, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.idps.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     async fn metadata(&self, idp: &Idp, refresh: bool) -> Result<CoreProviderMetadata, OidcError> {
@@ -456,8 +472,8 @@ impl Idps {
         Ok(metadata.set_jwks(keys))
     }
 
-    fn client(&self, idp: &Idp, metadata: CoreProviderMetadata) -> Result<OidcClient, OidcError> {
-        let redirect = RedirectUrl::new(self.redirect_uri(&idp.config.name))
+    fn client(&self, idp: &Idp, metadata: CoreProviderMetadata, redirect: &str) -> Result<OidcClient, OidcError> {
+        let redirect = RedirectUrl::new(redirect.to_owned())
             .map_err(|e| OidcError::Config { idp: idp.config.name.clone(), reason: e.to_string() })?;
         Ok(OidcClient::from_provider_metadata(
             metadata,
@@ -470,12 +486,24 @@ impl Idps {
     /// Begins a login at `idp`: the authorization URL (code flow, PKCE S256, nonce, state) and what the
     /// callback must check, valid for `ttl`.
     pub async fn begin(&self, idp_name: &str, ttl: chrono::Duration) -> Result<(String, PendingLogin), OidcError> {
+        self.begin_to(idp_name, ttl, self.redirect_uri(idp_name)).await
+    }
+
+    /// [`begin`](Self::begin), with the IdP sending the browser back to `redirect`.
+    pub async fn begin_to(
+        &self,
+        idp_name: &str,
+        ttl: chrono::Duration,
+        redirect: String,
+    ) -> Result<(String, PendingLogin), OidcError> {
         let idp = self.idp(idp_name)?;
         if matches!(idp.config.kind, IdpKind::Github { .. }) {
             let expires = (chrono::Utc::now() + ttl).timestamp();
-            return crate::github::begin(&idp.config, idp.config.scopes(), self.redirect_uri(idp_name), expires);
+            let (url, mut pending) = crate::github::begin(&idp.config, idp.config.scopes(), redirect.clone(), expires)?;
+            pending.redirect_uri = Some(redirect);
+            return Ok((url, pending));
         }
-        let client = self.client(idp, self.metadata(idp, false).await?)?;
+        let client = self.client(idp, self.metadata(idp, false).await?, &redirect)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request =
             client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
@@ -489,6 +517,7 @@ impl Idps {
             verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
             expires: (chrono::Utc::now() + ttl).timestamp(),
+            redirect_uri: Some(redirect),
         };
         Ok((url.to_string(), pending))
     }
@@ -503,14 +532,15 @@ impl Idps {
         if let IdpKind::Github { api_url, allowed_organizations } = &idp.config.kind {
             let api = api_url.clone().unwrap_or_else(|| crate::github::default_api_url(&idp.config.issuer));
             let with_groups = idp.config.github_groups_needed(allowed_organizations);
-            let redirect = self.redirect_uri(&pending.idp);
+            let redirect = pending.redirect_uri.clone().unwrap_or_else(|| self.redirect_uri(&pending.idp));
             return crate::github::complete(&self.http, &idp.config, &api, with_groups, redirect, pending, code).await;
         }
         let upstream = |reason: String| OidcError::Upstream { idp: idp.config.name.clone(), reason };
         let metadata = self.metadata(idp, false).await?;
         // At an Entra multi-tenant endpoint the issuer is checked below, against the token's own tenant.
         let tenant_issuer = metadata.issuer().as_str().contains(TENANT_PLACEHOLDER);
-        let client = self.client(idp, metadata)?;
+        let redirect = pending.redirect_uri.clone().unwrap_or_else(|| self.redirect_uri(&pending.idp));
+        let client = self.client(idp, metadata, &redirect)?;
         let http = self.http.clone();
         let send_with = move |request| send(http.clone(), request);
         let response = client
@@ -527,7 +557,7 @@ impl Idps {
         let nonce = Nonce::new(pending.nonce.clone());
         let verified = match id_token.claims(&verifier_of(&client, tenant_issuer), &nonce) {
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
-                let refreshed = self.client(idp, self.metadata(idp, true).await?)?;
+                let refreshed = self.client(idp, self.metadata(idp, true).await?, &redirect)?;
                 id_token.claims(&verifier_of(&refreshed, tenant_issuer), &nonce).cloned()
             }
             other => other.cloned(),

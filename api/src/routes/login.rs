@@ -13,7 +13,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use commands::Secret;
-use commands::principals::ExternalLogin;
 use commands::servers::CommandContext;
 use domain::Role;
 use domain::authz::{Action, Resource};
@@ -22,14 +21,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Origin};
-use crate::oidc::{OidcError, PendingLogin};
+use crate::oidc::PendingLogin;
 use crate::problem::Problem;
 use crate::state::AppState;
+use crate::upstream_login::{login_refused, oidc_problem, sign_in};
 
 /// How long a begun login may take.
 const LOGIN_TTL_MINUTES: i64 = 10;
-/// A session's absolute lifetime.
-pub const SESSION_HOURS: i64 = 12;
+pub use crate::upstream_login::SESSION_HOURS;
 /// The sealing context of the login cookie: a value sealed for anything else does not open as one.
 const LOGIN_COOKIE_CONTEXT: &str = "cookie:login";
 
@@ -85,33 +84,6 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 pub fn csrf_token(session_secret: &str) -> String {
     use sha2::Digest;
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(format!("csrf\n{session_secret}").as_bytes()))
-}
-
-fn oidc_problem(error: OidcError) -> Problem {
-    match error {
-        OidcError::UnknownIdp(_) => {
-            Problem::new(StatusCode::NOT_FOUND, "unknown-idp", "Unknown identity provider").detail(error.to_string())
-        }
-        OidcError::NotAdmitted(_) => {
-            Problem::new(StatusCode::FORBIDDEN, "not-admitted", "Not admitted").detail(error.to_string())
-        }
-        OidcError::Refused(_) => {
-            Problem::new(StatusCode::BAD_REQUEST, "login-refused", "The identity provider refused the login")
-                .detail(error.to_string())
-        }
-        OidcError::InvalidIdToken(_) => {
-            Problem::new(StatusCode::UNAUTHORIZED, "invalid-id-token", "Login refused").detail(error.to_string())
-        }
-        OidcError::Upstream { .. } | OidcError::Config { .. } => {
-            tracing::warn!(%error, "identity provider failed");
-            Problem::new(StatusCode::BAD_GATEWAY, "idp-unavailable", "Identity provider failed")
-                .detail(error.to_string())
-        }
-    }
-}
-
-fn login_refused(detail: &str) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "login-state", "Login refused").detail(detail.to_owned())
 }
 
 #[utoipa::path(get, path = "/auth/{idp}/login", operation_id = "login", params(("idp" = String, Path)), responses((status = 303, description = "to the identity provider"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 502, body = Problem)))]
@@ -201,50 +173,11 @@ pub(crate) async fn callback(
     if !state_matches {
         return Err(login_refused("the state does not match the login in progress"));
     }
-    // RFC 9207: an answer that names another issuer is refused before its code is used anywhere.
-    if let Some(iss) = &query.iss
-        && !state.idps.answered_by(&idp, iss).await.map_err(oidc_problem)?
-    {
-        return Err(login_refused("the response names another issuer (RFC 9207)"));
-    }
     let code = query.code.ok_or_else(|| login_refused("no code"))?;
-    let verified = state.idps.complete(&pending, &code).await.map_err(oidc_problem)?;
-    let rules = state.idps.rules(&idp).map_err(oidc_problem)?;
-    let mapped = domain::identity::map_roles(rules, &verified.claims);
-    if mapped.groups_overage {
-        tracing::info!(idp = %idp, subject = %verified.subject, "groups overage: no role from groups");
-    }
     let device_id = cookie(&headers, &state.cookies.name("device"))
         .and_then(|d| Uuid::parse_str(d).ok())
         .unwrap_or_else(Uuid::now_v7);
-    let subject = state.idps.admit(&idp, &verified).map_err(oidc_problem)?;
-    let principal_id = commands::principals::principal_for(&verified.issuer, &subject);
-    let login = ExternalLogin {
-        idp: idp.clone(),
-        issuer: verified.issuer,
-        subject,
-        display_name: verified.display_name,
-        email: verified.email,
-        amr: verified.amr,
-        roles: mapped.roles,
-        claims_complete: !mapped.groups_overage,
-        user_agent: origin.user_agent.clone(),
-        ip: origin.source_ip.map(|ip| ip.to_string()),
-        device_id,
-    };
-    let command_id = Uuid::now_v7();
-    let actor = Actor { id: principal_id.to_string(), kind: ActorKind::User };
-    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
-    let lifetime = chrono::Duration::hours(SESSION_HOURS);
-    let session = match state.principals.login(login, lifetime, Utc::now(), &context).await {
-        Err(commands::CommandError::PrincipalDisabled) => {
-            return Err(Problem::new(StatusCode::FORBIDDEN, "principal-disabled", "Account disabled")
-                .detail("this account is disabled; an administrator can enable it"));
-        }
-        other => other?,
-    };
-    // The next request, with the cookie, is decided with the session in the model.
-    crate::routes::users::applied(&state, session.position).await;
+    let session = sign_in(&state, &idp, &pending, &code, query.iss.as_deref(), &origin, device_id).await?;
     let reply = SessionReply {
         principal_id: session.principal_id,
         session_id: session.session_id,
@@ -366,7 +299,7 @@ async fn end_session(state: &AppState, caller: &Caller, principal: Uuid, session
     let done =
         state.principals.revoke_session(caller.0.id, principal, session, "ended through the API", &context).await?;
     if let Some(done) = &done {
-        crate::routes::users::applied(state, done.position).await;
+        crate::authz_lag::applied(state, done.position).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -426,13 +359,13 @@ pub(crate) async fn refresh(
         Err(commands::CommandError::SessionSuspicious) => {
             // The revocation is written: answer once this instance enforces it.
             if let Ok(Some(head)) = state.store.committed_head().await {
-                crate::routes::users::applied(&state, head).await;
+                crate::authz_lag::applied(&state, head).await;
             }
             return Err(commands::CommandError::SessionSuspicious.into());
         }
         other => other?,
     };
-    crate::routes::users::applied(&state, refreshed.position).await;
+    crate::authz_lag::applied(&state, refreshed.position).await;
     let reply = RefreshReply { session_id: refreshed.session_id, csrf_token: csrf_token(refreshed.secret.expose()) };
     let mut response = (StatusCode::OK, axum::Json(reply)).into_response();
     let value = state.cookies.set("session", refreshed.secret.expose(), SESSION_HOURS * 3600);

@@ -2,8 +2,6 @@
 //! step-up. Every change answers once this instance's authorization model has applied it, so the next
 //! request, the caller's or anybody's, is decided with it.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -43,9 +41,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{id}/api-keys/{key_id}", delete(revoke_key))
 }
 
-/// How long a change waits for this instance's authorization model before answering anyway.
-const AUTHZ_WAIT: Duration = Duration::from_secs(5);
-
 fn context(caller: &Caller) -> CommandContext {
     let command_id = Uuid::now_v7();
     let actor = caller.actor();
@@ -58,25 +53,6 @@ fn principal_id(caller: &Caller, raw: &str) -> Result<Uuid, Problem> {
         return Ok(caller.0.id);
     }
     Uuid::parse_str(raw).map_err(|_| Problem::not_found())
-}
-
-/// Waits, bounded, until this instance's authorization model has applied `position`.
-pub(crate) async fn applied(state: &AppState, position: Position) {
-    let mut status = state.authz_status.clone();
-    let reached = tokio::time::timeout(AUTHZ_WAIT, async {
-        loop {
-            if status.borrow_and_update().checkpoint >= Some(position) {
-                return;
-            }
-            if status.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    if reached.is_err() {
-        tracing::warn!(%position, "the authorization model has not applied a change yet");
-    }
 }
 
 /// A principal.
@@ -149,7 +125,7 @@ fn invalid_field(field: &str, detail: String) -> Problem {
 /// The answer to a change, once this instance's authorization model has applied it (when there was one).
 async fn changed(state: &AppState, status: StatusCode, id: Uuid, position: Option<Position>) -> Response {
     if let Some(position) = position {
-        applied(state, position).await;
+        crate::authz_lag::applied(state, position).await;
     }
     (status, axum::Json(ChangeReply { id, position: position.map(|p| p.to_string()) })).into_response()
 }
@@ -433,7 +409,7 @@ pub(crate) async fn issue_key(
     };
     // Issued keys are usable at once on this instance.
     let mut model_has_it = state.authz_status.clone();
-    let _ = tokio::time::timeout(AUTHZ_WAIT, async {
+    let _ = tokio::time::timeout(crate::authz_lag::AUTHZ_WAIT, async {
         while read_model(&state, |m| m.keys_of(id).iter().all(|k| k.key_id != issued.key_id)).await.unwrap_or(false) {
             if model_has_it.changed().await.is_err() {
                 return;
