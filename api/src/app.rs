@@ -193,7 +193,7 @@ impl Gateway {
             idps: Arc::new(crate::oidc::Idps::new(config.idps.clone(), &issuer)?),
             authz_lag: authz_lag.clone(),
             key_usage: crate::key_usage::KeyUsage::default(),
-            cookies: Arc::new(crate::routes::login::Cookies::for_url(&issuer)),
+            cookies: Arc::new(crate::cookies::Cookies::for_url(&issuer)),
             keyring,
             registry,
             authz,

@@ -128,11 +128,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
     }
     // A browser's session cookie. A cross-site page can make the browser send it, so a request that
     // changes anything must also carry the session's CSRF token, which such a page cannot read.
-    let secret = crate::routes::login::cookie(&parts.headers, &state.cookies.name("session"))
-        .ok_or_else(Problem::unauthenticated)?;
+    let secret =
+        crate::cookies::cookie(&parts.headers, &state.cookies.name("session")).ok_or_else(Problem::unauthenticated)?;
     if !parts.method.is_safe() {
         let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let expected = crate::routes::login::csrf_token(secret);
+        let expected = crate::cookies::csrf_token(secret);
         let equal = sent.len() == expected.len()
             && bool::from(subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()));
         if !equal {

@@ -45,9 +45,11 @@ pub fn router(state: AppState) -> Router {
 /// text; they are turned into problem documents like every other error.
 async fn problem_for_plain_errors(response: Response) -> Response {
     let status = response.status();
-    // Problem documents, and JSON the gateway wrote on purpose (`/ready`'s components on a 503), pass.
+    // Problem documents, JSON the gateway wrote on purpose (`/ready`'s components on a 503, OAuth and
+    // JSON-RPC errors), and its own pages (the authorization endpoint's errors, for a browser) pass.
     let is_structured = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes().starts_with(b"application/problem+json") || v.as_bytes().starts_with(b"application/json")
+        let v = v.as_bytes();
+        v.starts_with(b"application/problem+json") || v.starts_with(b"application/json") || v.starts_with(b"text/html")
     });
     if !(status.is_client_error() || status.is_server_error()) || is_structured {
         return response;

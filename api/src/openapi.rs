@@ -34,6 +34,10 @@ use crate::state::AppState;
         crate::oauth::discovery::umbrella_resource,
         crate::oauth::discovery::server_resource,
         crate::oauth::registration::register,
+        crate::oauth::authorize::authorize,
+        crate::oauth::authorize::consent,
+        crate::oauth::authorize::callback,
+        crate::oauth::token::token,
         crate::routes::mcp::call,
         crate::routes::mcp::no_stream,
         registry_v0::version,
@@ -81,16 +85,28 @@ struct ApiDoc;
 ///   shape: see [`errors_follow_a_standard`]).
 struct Conventions;
 
-/// Whether `path` answers errors in the shape a standard fixes rather than as problem documents: the
-/// official registry's `{"error": …}` under `/v0.1`, and OAuth's `{"error", "error_description"}`
-/// (RFC 6749 §5.2, RFC 7591 §3.2.2) at the authorization server's endpoints, and JSON-RPC errors at the
-/// MCP endpoints. Their operations declare
-/// every answer themselves.
+/// Whether `path` answers errors in the shape a standard fixes rather than as problem documents (see
+/// [`error_media_type`]). Their operations declare every answer themselves.
 pub fn errors_follow_a_standard(path: &str) -> bool {
-    path.starts_with("/v0.1/")
+    error_media_type(path) != "application/problem+json"
+}
+
+/// The media type of `path`'s errors: the official registry's `{"error": …}` under `/v0.1`, OAuth's
+/// `{"error", "error_description"}` (RFC 6749 §5.2, RFC 7591 §3.2.2) at the authorization server's
+/// endpoints and JSON-RPC errors at the MCP endpoints, all JSON; pages at the endpoints a browser
+/// visits (an error there cannot be sent back to any client); problem documents everywhere else.
+pub fn error_media_type(path: &str) -> &'static str {
+    if ["/authorize", "/consent", "/oauth/callback/{idp}"].contains(&path) {
+        "text/html"
+    } else if path.starts_with("/v0.1/")
         || path.starts_with("/.well-known/oauth-")
         || (path.starts_with("/servers/") && path.ends_with("/mcp"))
-        || ["/register", "/token", "/revoke", "/authorize"].contains(&path)
+        || ["/register", "/token", "/revoke"].contains(&path)
+    {
+        "application/json"
+    } else {
+        "application/problem+json"
+    }
 }
 
 impl Conventions {

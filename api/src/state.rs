@@ -24,7 +24,7 @@ pub struct AppState {
     /// The last use of each API key (outside the event log).
     pub key_usage: crate::key_usage::KeyUsage,
     /// The names and attributes of the gateway's cookies.
-    pub cookies: std::sync::Arc<crate::routes::login::Cookies>,
+    pub cookies: std::sync::Arc<crate::cookies::Cookies>,
     /// The sealing keys (also key request fingerprints).
     pub keyring: std::sync::Arc<commands::Keyring>,
     /// Catalogue queries.

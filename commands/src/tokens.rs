@@ -285,7 +285,22 @@ impl TokenService {
         lifetime: Duration,
         now: DateTime<Utc>,
     ) -> Result<Secret, CommandError> {
+        self.issue_identified_for(audience, principal, sid, scopes, lifetime, now).map(|(token, _)| token)
+    }
+
+    /// [`issue_for`](Self::issue_for), also returning the token's id (`jti`), for the records that name
+    /// a token without holding it.
+    pub fn issue_identified_for(
+        &self,
+        audience: &str,
+        principal: Uuid,
+        sid: &str,
+        scopes: &[String],
+        lifetime: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(Secret, String), CommandError> {
         let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
+        let jti = Uuid::now_v7().to_string();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             sub: principal.to_string(),
@@ -293,11 +308,11 @@ impl TokenService {
             exp: (now + lifetime).timestamp(),
             nbf: now.timestamp(),
             iat: now.timestamp(),
-            jti: Uuid::now_v7().to_string(),
+            jti: jti.clone(),
             sid: sid.to_owned(),
             scope: scopes.join(" "),
         };
-        self.sign(&claims)
+        Ok((self.sign(&claims)?, jti))
     }
 
     /// Signs `claims` as they are with the active key (tests use it to forge tokens with bad claims).

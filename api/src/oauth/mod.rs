@@ -4,9 +4,12 @@
 //! request's `Host` or `X-Forwarded-*`. Browser-based clients (the MCP Inspector, web apps) read them
 //! across origins: CORS allows any origin, without credentials.
 
+pub(crate) mod authorize;
 pub(crate) mod discovery;
 mod error;
+mod flow_store;
 pub(crate) mod registration;
+pub(crate) mod token;
 
 use axum::Router;
 use axum::http::{HeaderName, Method, header};
@@ -18,7 +21,40 @@ pub use error::OAuthError;
 
 /// The routes, with CORS.
 pub fn routes() -> Router<AppState> {
-    discovery::routes().merge(registration::routes()).layer(cors())
+    let cross_origin = discovery::routes().merge(registration::routes()).merge(token::routes()).layer(cors());
+    // The browser's pages: no CORS (a page of another origin has no business reading them).
+    cross_origin.merge(authorize::routes())
+}
+
+/// Appends `event` to its client's authorization log (`oauth-<client_id>`), a log rather than an
+/// aggregate: nothing is decided on it, so appends do not compete on a revision. A failure is logged;
+/// the answer stands.
+pub(crate) async fn record(
+    state: &AppState,
+    context: &commands::servers::CommandContext,
+    event: domain::oauth::AuthorizationEvent,
+) {
+    let recorded = async {
+        let client: uuid::Uuid = event.client_id().parse().map_err(|_| "a client id that is not ours")?;
+        let stream = eventstore::StreamName::from_parts(domain::oauth::AUTHORIZATION_CATEGORY, client)
+            .map_err(|_| "an invalid stream name")?;
+        let data = eventstore::EventData {
+            event_id: eventstore::EventData::deterministic_id(context.command_id, 0),
+            event_type: event.event_type().to_owned(),
+            schema_version: 1,
+            data: event.to_json().map_err(|_| "an event that does not serialize")?,
+            metadata: context.metadata.clone(),
+        };
+        state
+            .store
+            .append(&stream, eventstore::ExpectedRevision::Any, vec![data])
+            .await
+            .map_err(|_| "the store refused")?;
+        Ok::<(), &str>(())
+    };
+    if let Err(error) = recorded.await {
+        tracing::warn!(error, "could not record an authorization event");
+    }
 }
 
 /// CORS for what MCP clients in browsers call: any origin, no credentials (cookies never count here),

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Origin};
+pub use crate::cookies::{Cookies, cookie, csrf_token};
 use crate::oidc::PendingLogin;
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -42,48 +43,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me/sessions/{id}", delete(end_my_session))
         .route("/api/v1/users/{id}/sessions", get(user_sessions))
         .route("/api/v1/users/{id}/sessions/{session}", delete(end_user_session))
-}
-
-/// The cookie names and attributes: `__Host-` and `Secure` over https (the browser then refuses them from
-/// any other origin and over plain http), plain names for a local http gateway.
-pub struct Cookies {
-    secure: bool,
-}
-
-impl Cookies {
-    /// For a gateway served at `public_url`.
-    pub fn for_url(public_url: &str) -> Self {
-        Self { secure: public_url.starts_with("https://") }
-    }
-
-    /// The name of cookie `base`.
-    pub fn name(&self, base: &str) -> String {
-        if self.secure { format!("__Host-mgw_{base}") } else { format!("mgw_{base}") }
-    }
-
-    fn set(&self, base: &str, value: &str, max_age_seconds: i64) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!("{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}", self.name(base))
-    }
-}
-
-/// The value of cookie `name` in the request, if any.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// The CSRF token of a session: derived from its cookie secret, so it needs no storage; a page reads it
-/// from the login answer and sends it as `X-CSRF-Token` with every state-changing request.
-pub fn csrf_token(session_secret: &str) -> String {
-    use sha2::Digest;
-    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(format!("csrf\n{session_secret}").as_bytes()))
 }
 
 #[utoipa::path(get, path = "/auth/{idp}/login", operation_id = "login", params(("idp" = String, Path)), responses((status = 303, description = "to the identity provider"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 502, body = Problem)))]

@@ -142,9 +142,9 @@ pub(crate) async fn me(
     headers: HeaderMap,
 ) -> Result<axum::Json<MeReply>, Problem> {
     let csrf_token = (caller.0.credential == projections::authz::Credential::Session)
-        .then(|| crate::routes::login::cookie(&headers, &state.cookies.name("session")))
+        .then(|| crate::cookies::cookie(&headers, &state.cookies.name("session")))
         .flatten()
-        .map(crate::routes::login::csrf_token);
+        .map(crate::cookies::csrf_token);
     let principal = read_model(&state, |m| m.principal(caller.0.id)).await?.ok_or_else(Problem::unauthenticated)?;
     Ok(axum::Json(MeReply {
         principal: principal.into(),

@@ -2,12 +2,17 @@
 //! dynamically, RFC 7591, or configured), their redirect URIs, and the events of their streams.
 
 mod client;
+mod flow;
 mod redirect;
 
 pub use client::{
     ClientEvent, ClientKind, ClientMetadata, ClientRegistered, ClientRevoked, ClientState, GrantType,
     MAX_CLIENT_NAME_CHARS, MAX_SCOPE_CHARS, RegisteredMetadata, RegistrationError, TokenEndpointAuthMethod,
     evolve_client,
+};
+pub use flow::{
+    AUTHORIZATION_CATEGORY, AuthorizationCodeIssued, AuthorizationCodeReplayed, AuthorizationEvent,
+    AuthorizationRejected, AuthorizationStarted, ConsentGiven, TokenIssued,
 };
 pub use redirect::{ApplicationType, MAX_REDIRECT_URI_BYTES, MAX_REDIRECT_URIS, RedirectUri, RedirectUriError};
 

@@ -3,7 +3,7 @@
 
 use domain::access::AccessEvent;
 use domain::identity::{IdentityEvent, RoleSource};
-use domain::oauth::ClientEvent;
+use domain::oauth::{AuthorizationEvent, ClientEvent};
 use domain::server::ServerEvent;
 use eventstore::RecordedEvent;
 use serde_json::{Value, json};
@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use super::entry::AuditEntry;
 
 /// The stream categories the audit trail covers: all of the gateway's.
-pub const AUDITED_CATEGORIES: [&str; 7] = ["server", "principal", "apikey", "system", "access", "session", "client"];
+pub const AUDITED_CATEGORIES: [&str; 8] =
+    ["server", "principal", "apikey", "system", "access", "session", "client", "oauth"];
 
 /// The marker of the first bootstrap (a plain event, not part of an aggregate's enum).
 const GATEWAY_BOOTSTRAPPED: &str = "GatewayBootstrapped";
@@ -25,6 +26,7 @@ pub fn audited_types() -> impl Iterator<Item = &'static str> {
         .chain(IdentityEvent::TYPES)
         .chain(AccessEvent::TYPES)
         .chain(ClientEvent::TYPES)
+        .chain(AuthorizationEvent::TYPES)
         .chain([GATEWAY_BOOTSTRAPPED])
 }
 
@@ -418,6 +420,51 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
                 before.and_then(|b| b.name.clone()),
                 Some(r.reason),
                 json!({ "status": { "before": "active", "after": "revoked" } }),
+            ),
+        });
+    }
+    if let Some(decoded) = AuthorizationEvent::from_json(&event.event_type, &event.data) {
+        // An MCP client's authorization, step by step, on the client's log: no code or token, only
+        // digests and ids.
+        return Ok(match decoded.map_err(|e| e.to_string())? {
+            AuthorizationEvent::Started(e) => (
+                "oauth.authorization_started",
+                "client",
+                None,
+                None,
+                json!({ "redirect_uri": e.redirect_uri, "scope": e.scope, "resource": e.resource,
+                        "resource_absent": e.resource_absent }),
+            ),
+            AuthorizationEvent::Rejected(e) => {
+                ("oauth.authorization_rejected", "client", None, Some(e.reason), json!({ "error": e.error }))
+            }
+            AuthorizationEvent::ConsentGranted(e) => {
+                ("oauth.consent_granted", "client", None, None, json!({ "resource": e.resource, "idp": e.idp }))
+            }
+            AuthorizationEvent::ConsentDenied(e) => {
+                ("oauth.consent_denied", "client", None, None, json!({ "resource": e.resource }))
+            }
+            AuthorizationEvent::CodeIssued(e) => (
+                "oauth.code_issued",
+                "client",
+                None,
+                None,
+                json!({ "principal_id": e.principal_id, "session_id": e.session_id, "code_digest": e.code_digest }),
+            ),
+            AuthorizationEvent::CodeReplayed(e) => (
+                "oauth.code_replayed",
+                "client",
+                None,
+                Some("a code presented twice: its session is revoked".to_owned()),
+                json!({ "session_id": e.session_id, "code_digest": e.code_digest }),
+            ),
+            AuthorizationEvent::TokenIssued(e) => (
+                "oauth.token_issued",
+                "client",
+                None,
+                None,
+                json!({ "principal_id": e.principal_id, "session_id": e.session_id, "resource": e.resource,
+                        "scope": e.scope, "jti": e.jti, "grant_type": e.grant_type }),
             ),
         });
     }

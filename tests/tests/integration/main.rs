@@ -15,6 +15,7 @@ mod eventstore;
 mod harness;
 mod mcp_resource;
 mod nats_feed;
+mod oauth_flow;
 mod oauth_server;
 mod projection_faults;
 mod projections;

@@ -1,0 +1,261 @@
+//! `POST /token`: a code for tokens (OAuth 2.1 §4.1.3). The client authenticates (public clients by
+//! their id alone, confidential ones with their secret), the code is taken once and must have been
+//! issued to this client for this redirect URI, the PKCE verifier must hash to its challenge, and a
+//! code presented twice revokes what its first redemption produced. The access token is bound to the
+//! resource the person approved (`aud`) and to the session of their sign-in (`sid`).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::Utc;
+use commands::servers::CommandContext;
+use domain::oauth::{
+    AuthorizationCodeReplayed, AuthorizationEvent, ClientRegistered, ClientState, TokenEndpointAuthMethod, TokenIssued,
+};
+use eventstore::Actor;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::authorize::{Code, hex_digest};
+use super::flow_store::{self, Kept};
+use super::{OAuthError, record};
+use crate::auth::Origin;
+use crate::state::AppState;
+
+/// Access tokens live ten minutes (C45: short; the refresh token renews them).
+const ACCESS_TOKEN_MINUTES: i64 = 10;
+/// How long a redeemed code is remembered, to recognise a replay.
+const REDEEMED_MINUTES: i64 = 10;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/token", post(token))
+}
+
+/// A redeemed code, remembered: what its redemption produced.
+#[derive(Debug, Serialize, Deserialize)]
+struct Redeemed {
+    client_id: String,
+    principal_id: Uuid,
+    session_id: Uuid,
+}
+
+fn invalid_grant(description: &str) -> OAuthError {
+    OAuthError::bad_request("invalid_grant", description)
+}
+
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// The client a token request authenticates as: `Authorization: Basic` or `client_id` (and
+/// `client_secret`) in the form, as the client registered (RFC 6749 §2.3).
+async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<Box<ClientRegistered>, OAuthError> {
+    let refused = |why: &str| OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", why);
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .map(|encoded| {
+            let decoded = STANDARD.decode(encoded.trim()).ok().and_then(|b| String::from_utf8(b).ok());
+            let pair = decoded.as_deref().and_then(|d| d.split_once(':'));
+            let decode = |part: &str| {
+                url::form_urlencoded::parse(format!("x={part}").as_bytes()).next().map(|(_, v)| v.into_owned())
+            };
+            pair.and_then(|(id, secret)| Some((decode(id)?, decode(secret)?)))
+        });
+    let (client_id, secret, method) = match basic {
+        Some(Some((id, secret))) => (id, Some(secret), TokenEndpointAuthMethod::ClientSecretBasic),
+        Some(None) => return Err(refused("the Basic credentials are malformed")),
+        None => {
+            let id = form.get("client_id").cloned().ok_or_else(|| refused("the request names no client"))?;
+            match form.get("client_secret") {
+                Some(secret) => (id, Some(secret.clone()), TokenEndpointAuthMethod::ClientSecretPost),
+                None => (id, None, TokenEndpointAuthMethod::None),
+            }
+        }
+    };
+    let client = match state.oauth_clients.load(&client_id).await {
+        Ok(ClientState::Active(client)) => client,
+        Ok(_) => return Err(refused("the client is unknown or revoked; register again")),
+        Err(_) => return Err(OAuthError::unavailable()),
+    };
+    if client.metadata.token_endpoint_auth_method != method {
+        return Err(refused("the client authenticates as it registered"));
+    }
+    if let (Some(secret), Some(expected)) = (secret, &client.secret_sha256) {
+        let presented = commands::oauth_clients::secret_digest(&secret);
+        if !equal(presented.as_bytes(), expected.as_bytes()) {
+            return Err(refused("the client secret is wrong"));
+        }
+    }
+    Ok(client)
+}
+
+/// A PKCE verifier (RFC 7636 §4.1): 43 to 128 unreserved characters.
+fn is_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+#[utoipa::path(post, path = "/token", operation_id = "oauth_token", tag = "oauth",
+    description = "The token endpoint: `grant_type=authorization_code` with `code`, `redirect_uri`, `code_verifier` (PKCE S256) and the client's authentication. Answers never cached.",
+    request_body(content = Object, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "`access_token` (an `at+jwt` for the approved resource), `token_type`, `expires_in`, `scope`", body = Object, content_type = "application/json"),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `invalid_target`, `unsupported_grant_type`", body = Object, content_type = "application/json"),
+        (status = 401, description = "`invalid_client`", body = Object, content_type = "application/json"),
+        (status = 503, description = "the store is unreachable", body = Object, content_type = "application/json"),
+    ))]
+pub(crate) async fn token(State(state): State<AppState>, origin: Origin, headers: HeaderMap, body: Bytes) -> Response {
+    match answer(&state, &origin, &headers, &body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn answer(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let form_typed = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if !form_typed {
+        return Err(OAuthError::bad_request("invalid_request", "send the form as application/x-www-form-urlencoded"));
+    }
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let client = authenticate_client(state, headers, &form).await?;
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => redeem(state, origin, &client, &form).await,
+        Some(other) => Err(OAuthError::bad_request(
+            "unsupported_grant_type",
+            format!("grant_type {other:?} is not supported here (authorization_code)"),
+        )),
+        None => Err(OAuthError::bad_request("invalid_request", "the request names no grant_type")),
+    }
+}
+
+async fn redeem(
+    state: &AppState,
+    origin: &Origin,
+    client: &ClientRegistered,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let field = |name: &str| {
+        form.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| OAuthError::bad_request("invalid_request", format!("the request has no {name}")))
+    };
+    let presented = field("code")?;
+    let code: Code = match flow_store::take(&state.tables, Kept::Code, presented).await {
+        Ok(Some(code)) => code,
+        Ok(None) => return Err(replayed_or_unknown(state, origin, client, presented).await),
+        Err(_) => return Err(OAuthError::unavailable()),
+    };
+    let redeemed =
+        Redeemed { client_id: code.client_id.clone(), principal_id: code.principal_id, session_id: code.session_id };
+    let until = Utc::now() + chrono::Duration::minutes(REDEEMED_MINUTES);
+    if flow_store::put(&state.tables, Kept::RedeemedCode, presented, &redeemed, until).await.is_err() {
+        return Err(OAuthError::unavailable());
+    }
+    if code.client_id != client.client_id {
+        return Err(invalid_grant("the code was issued to another client"));
+    }
+    if form.get("redirect_uri") != Some(&code.redirect_uri) {
+        return Err(invalid_grant("redirect_uri is not the one the code was sent to"));
+    }
+    // PKCE (RFC 7636 §4.6): a code issued with a challenge needs the verifier that hashes to it.
+    let verifier = form.get("code_verifier").ok_or_else(|| invalid_grant("the request has no code_verifier"))?;
+    let hashed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if !is_verifier(verifier) || !equal(hashed.as_bytes(), code.code_challenge.as_bytes()) {
+        return Err(invalid_grant("the code_verifier does not match the code's challenge"));
+    }
+    if let Some(resource) = form.get("resource")
+        && resource.trim_end_matches('/') != code.resource
+    {
+        return Err(OAuthError::bad_request("invalid_target", "the resource is not the one that was approved"));
+    }
+    let scopes = vec![code.scope.clone()];
+    let (access_token, jti) = state
+        .tokens
+        .issue_identified_for(
+            &code.resource,
+            code.principal_id,
+            &code.session_id.to_string(),
+            &scopes,
+            chrono::Duration::minutes(ACCESS_TOKEN_MINUTES),
+            Utc::now(),
+        )
+        .map_err(|_| OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "no token could be signed"))?;
+    let command_id = Uuid::now_v7();
+    let actor = Actor { id: client.client_id.clone(), kind: eventstore::ActorKind::McpClient };
+    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+    let event = AuthorizationEvent::TokenIssued(TokenIssued {
+        client_id: client.client_id.clone(),
+        principal_id: code.principal_id,
+        session_id: code.session_id,
+        resource: code.resource.clone(),
+        scope: code.scope.clone(),
+        jti,
+        grant_type: "authorization_code".into(),
+    });
+    record(state, &context, event).await;
+    let body = json!({
+        "access_token": access_token.expose(),
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_MINUTES * 60,
+        "scope": code.scope,
+    });
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// A code that is not waiting: a replay of one redeemed before (whose session is revoked now: the
+/// tokens it produced stop working, C40), or nothing this gateway issued.
+async fn replayed_or_unknown(
+    state: &AppState,
+    origin: &Origin,
+    client: &ClientRegistered,
+    presented: &str,
+) -> OAuthError {
+    let Ok(Some(redeemed)) = flow_store::peek::<Redeemed>(&state.tables, Kept::RedeemedCode, presented).await else {
+        return invalid_grant("the code is unknown or expired");
+    };
+    let command_id = Uuid::now_v7();
+    let actor = Actor { id: client.client_id.clone(), kind: eventstore::ActorKind::McpClient };
+    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+    let revoked = state
+        .principals
+        .revoke_session(
+            redeemed.principal_id,
+            redeemed.principal_id,
+            redeemed.session_id,
+            "authorization code replayed",
+            &context,
+        )
+        .await;
+    if let Err(error) = revoked {
+        tracing::warn!(%error, "could not revoke the session of a replayed code");
+    }
+    let event = AuthorizationEvent::CodeReplayed(AuthorizationCodeReplayed {
+        client_id: redeemed.client_id,
+        session_id: redeemed.session_id,
+        code_digest: hex_digest(presented)[..12].to_owned(),
+    });
+    // Its own command: the revocation's event ids derive from the other.
+    let command_id = Uuid::now_v7();
+    let context = CommandContext { command_id, metadata: context.metadata.clone() };
+    record(state, &context, event).await;
+    invalid_grant("the code was used already; what it produced is revoked")
+}

@@ -1,0 +1,323 @@
+//! An MCP client's authorization through the gateway, with the certified `oidc-provider` (no dynamic
+//! registration) as the upstream IdP, on every backend: registration, the consent page, the upstream
+//! sign-in, the code with `state` and `iss`, the token for one server, its use at that server's MCP
+//! endpoint, and the refusals of the checklist and attack cases on the way (C28–C41, A01, A06, A07,
+//! A09, A10, A12, A15, A16, A18, A31, A37).
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use domain::Role;
+use domain::identity::{ClaimSource, RoleRule};
+use serde_json::{Value, json};
+use sha2::Digest;
+use tests::OidcProvider;
+use tower::ServiceExt;
+
+use crate::api_servers::{Api, start_with};
+use crate::conformance::{Backend, on_every_backend};
+use crate::support::DEADLINE;
+use crate::upstream_idp::{Browser, REDIRECT, entra_shaped_users_for};
+
+const GATEWAY: &str = "http://127.0.0.1:9";
+const CLIENT_REDIRECT: &str = "http://127.0.0.1:33418/callback";
+
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    cookies: Vec<String>,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+async fn send(api: &Api, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<String>) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let cookies = headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let location = headers.get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    Answer { status, location, cookies, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+fn encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+/// The value of `name` in `url`'s query.
+fn query(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// The value of the hidden input `name` on a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} on the page: {page}")) + marker.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+struct Pkce {
+    verifier: String,
+    challenge: String,
+}
+
+fn new_pkce() -> Pkce {
+    let verifier = URL_SAFE_NO_PAD.encode(uuid::Uuid::now_v7().as_bytes()) + &URL_SAFE_NO_PAD.encode([7u8; 24]);
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    Pkce { verifier, challenge }
+}
+
+fn authorize_uri(client_id: &str, pkce: &Pkce, resource: &str) -> String {
+    format!(
+        "/authorize?response_type=code&client_id={client_id}&redirect_uri={}&state=a%2Bb&code_challenge={}\
+         &code_challenge_method=S256&scope=mcp%3Atools%20offline_access&resource={}",
+        encode(CLIENT_REDIRECT),
+        pkce.challenge,
+        encode(resource)
+    )
+}
+
+/// The browser's part: the consent page, approval, the IdP's login form; returns the callback URL the
+/// IdP sent the browser to and the binding cookie.
+async fn approve_and_sign_in(api: &Api, provider: &OidcProvider, authorize: &str) -> (String, String) {
+    let page = send(api, Method::GET, authorize, &[], None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let consent = form(&[
+        ("transaction", &hidden(&page.body, "transaction")),
+        ("csrf", &hidden(&page.body, "csrf")),
+        ("idp", "test"),
+    ]);
+    let approved =
+        send(api, Method::POST, "/consent", &[("content-type", "application/x-www-form-urlencoded")], Some(consent))
+            .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    let binding = approved.cookies.iter().find(|c| c.starts_with("mgw_oauth_")).expect("a binding cookie");
+    let binding = binding.split(';').next().unwrap().to_owned();
+    let back = Browser::new().login(&provider.issuer(), approved.location.as_deref().unwrap(), "roles").await;
+    (back.strip_prefix(GATEWAY).unwrap_or_else(|| panic!("{back}")).to_owned(), binding)
+}
+
+/// A whole authorization up to the code.
+async fn code_for(api: &Api, provider: &OidcProvider, client_id: &str, pkce: &Pkce, resource: &str) -> String {
+    let (callback, binding) = approve_and_sign_in(api, provider, &authorize_uri(client_id, pkce, resource)).await;
+    let back = send(api, Method::GET, &callback, &[("cookie", &binding)], None).await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER, "{}", back.body);
+    query(back.location.as_deref().unwrap(), "code").expect("a code")
+}
+
+async fn token(api: &Api, pairs: &[(&str, &str)]) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let answer =
+        send(api, Method::POST, "/token", &[("content-type", "application/x-www-form-urlencoded")], Some(form(pairs)))
+            .await;
+    (answer.status, serde_json::from_str(&answer.body).unwrap_or(Value::Null), answer.headers)
+}
+
+async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(backend: Backend) {
+    let users = entra_shaped_users_for(&[REDIRECT, &format!("{GATEWAY}/oauth/callback/test")]);
+    let provider = OidcProvider::start(&users.to_string()).unwrap();
+    let idp = api::oidc::IdpConfig {
+        name: "test".into(),
+        issuer: provider.issuer(),
+        client_id: "gateway".into(),
+        client_secret: "gateway-secret".into(),
+        scopes: None,
+        role_rules: vec![RoleRule {
+            source: ClaimSource::Roles,
+            value: "Gateway.Developer".into(),
+            role: Role::Developer,
+        }],
+        kind: Default::default(),
+    };
+    let api = start_with(backend, |config| {
+        config.public_url = Some(GATEWAY.into());
+        config.idps = vec![idp];
+    })
+    .await;
+    let server = json!({ "name": "io.example/gh", "title": "GitHub", "description": "d", "transport": "streamable_http",
+                         "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] } });
+    let created = api.call(Method::POST, "/api/v1/servers", Some(&server.to_string()), &[]).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let resource = format!("{GATEWAY}/servers/{id}/mcp");
+    tests::eventually(DEADLINE, "the server in the catalogue and the model", || async {
+        let known =
+            send(&api, Method::GET, &format!("/.well-known/oauth-protected-resource/servers/{id}/mcp"), &[], None)
+                .await;
+        let model = api.gateway.state.authz.read().ok()?.server_access(id.parse().ok()?).is_some();
+        (known.status == StatusCode::OK && model).then_some(())
+    })
+    .await;
+    let registered = send(
+        &api,
+        Method::POST,
+        "/register",
+        &[("content-type", "application/json")],
+        Some(json!({ "redirect_uris": [CLIENT_REDIRECT], "client_name": "Test <Client>" }).to_string()),
+    )
+    .await;
+    let client_id = serde_json::from_str::<Value>(&registered.body).unwrap()["client_id"].as_str().unwrap().to_owned();
+
+    // C35, A18: the consent page names the client (escaped) and where the code goes; it is never framed
+    // and sets no cookie before approval (C36).
+    let pkce = new_pkce();
+    let page = send(&api, Method::GET, &authorize_uri(&client_id, &pkce, &resource), &[], None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Test &lt;Client&gt;") && !page.body.contains("<Client>"));
+    assert!(page.body.contains("127.0.0.1") && page.body.contains("GitHub"));
+    assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert!(page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(page.cookies.is_empty(), "no cookie before consent");
+    // A15: a consent with another CSRF token is refused, and changes nothing.
+    let forged = form(&[("transaction", &hidden(&page.body, "transaction")), ("csrf", "forged"), ("idp", "test")]);
+    let refused =
+        send(&api, Method::POST, "/consent", &[("content-type", "application/x-www-form-urlencoded")], Some(forged))
+            .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.location.is_none() && refused.cookies.is_empty());
+
+    // The whole flow: consent (303, the binding cookie), the IdP, the callback, the code with the
+    // client's state byte for byte and the issuer (C32, C37, C38).
+    let (callback, binding) = approve_and_sign_in(&api, &provider, &authorize_uri(&client_id, &pkce, &resource)).await;
+    // A16: the callback in a browser without the binding cookie gives no code.
+    let stolen = send(&api, Method::GET, &callback, &[], None).await;
+    assert_eq!(stolen.status, StatusCode::FORBIDDEN, "{}", stolen.body);
+    assert!(stolen.location.is_none());
+    // The authorization was taken by that attempt: start again, and come back with the cookie.
+    let (callback, binding_again) =
+        approve_and_sign_in(&api, &provider, &authorize_uri(&client_id, &pkce, &resource)).await;
+    assert_ne!(binding, binding_again);
+    let back = send(&api, Method::GET, &callback, &[("cookie", &binding_again)], None).await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER, "{}", back.body);
+    let location = back.location.unwrap();
+    assert!(location.starts_with(&format!("{CLIENT_REDIRECT}?")), "{location}");
+    assert_eq!(query(&location, "state").as_deref(), Some("a+b"));
+    assert_eq!(query(&location, "iss").as_deref(), Some(GATEWAY));
+    assert_eq!(location.matches("iss=").count(), 1);
+    let code = query(&location, "code").unwrap();
+
+    // C39: the token, for exactly this server, never cached.
+    let redeem = |code: String, verifier: String, redirect: &'static str| {
+        let (client_id, resource) = (client_id.clone(), resource.clone());
+        let api = &api;
+        async move {
+            token(
+                api,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("client_id", &client_id),
+                    ("code_verifier", &verifier),
+                    ("resource", &resource),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, tokens, headers) = redeem(code.clone(), pkce.verifier.clone(), CLIENT_REDIRECT).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!((tokens["token_type"].as_str(), tokens["scope"].as_str()), (Some("Bearer"), Some("mcp:tools")));
+    assert!(tokens["expires_in"].as_i64().unwrap() <= 900);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!((payload["aud"].as_str(), payload["iss"].as_str()), (Some(resource.as_str()), Some(GATEWAY)));
+
+    // The token works at its server's MCP endpoint.
+    let mcp = format!("/servers/{id}/mcp");
+    let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18",
+                             "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } });
+    let bearer = format!("Bearer {access}");
+    let call_headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let call = || send(&api, Method::POST, &mcp, &call_headers, Some(initialize.to_string()));
+    let answered = call().await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+
+    // A10, C40: the same code again is refused, and what it produced is revoked.
+    let (status, replay, _) = redeem(code, pkce.verifier.clone(), CLIENT_REDIRECT).await;
+    assert_eq!((status, replay["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{replay}");
+    tests::eventually(DEADLINE, "the replayed code's token to be refused", || async {
+        (call().await.status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+
+    // A09, A12: a wrong verifier, a wrong redirect URI: invalid_grant, and the code is spent.
+    let wrong = new_pkce();
+    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+    let (status, refused, _) = redeem(code, wrong.verifier, CLIENT_REDIRECT).await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+    let (status, refused, _) = redeem(code, pkce.verifier.clone(), "http://127.0.0.1:33418/other").await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    // C42: an unknown client is invalid_client (401); an unsupported grant is named.
+    let (status, unknown, _) = token(
+        &api,
+        &[("grant_type", "authorization_code"), ("client_id", &uuid::Uuid::now_v7().to_string()), ("code", "x")],
+    )
+    .await;
+    assert_eq!((status, unknown["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    let (status, password, _) = token(&api, &[("grant_type", "password"), ("client_id", &client_id)]).await;
+    assert_eq!((status, password["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
+
+    // A06, A01: an unknown client, or a redirect URI it did not register: a page, never a redirect.
+    let evil = encode("https://evil.example/cb");
+    let unknown = send(
+        &api,
+        Method::GET,
+        &format!("/authorize?response_type=code&client_id={}&redirect_uri={evil}", uuid::Uuid::now_v7()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(unknown.location.is_none());
+    let foreign = authorize_uri(&client_id, &pkce, &resource).replace(&encode(CLIENT_REDIRECT), &evil);
+    let foreign = send(&api, Method::GET, &foreign, &[], None).await;
+    assert_eq!(foreign.status, StatusCode::BAD_REQUEST);
+    assert!(foreign.location.is_none());
+    // A07, C31: no PKCE: back to the client with invalid_request, its state and the issuer.
+    let plain = authorize_uri(&client_id, &pkce, &resource)
+        .replace("code_challenge_method=S256", "code_challenge_method=plain");
+    let plain = send(&api, Method::GET, &plain, &[], None).await;
+    let location = plain.location.expect("a redirect to the client");
+    assert_eq!(query(&location, "error").as_deref(), Some("invalid_request"));
+    assert_eq!(
+        (query(&location, "state").as_deref(), query(&location, "iss").as_deref()),
+        (Some("a+b"), Some(GATEWAY))
+    );
+    // A31, C33: a resource that is not this gateway's.
+    let target =
+        send(&api, Method::GET, &authorize_uri(&client_id, &pkce, "https://evil.example/mcp"), &[], None).await;
+    assert_eq!(query(target.location.as_deref().unwrap(), "error").as_deref(), Some("invalid_target"));
+
+    // Every step is in the audit trail.
+    for action in [
+        "oauth.authorization_started",
+        "oauth.consent_granted",
+        "oauth.code_issued",
+        "oauth.token_issued",
+        "oauth.code_replayed",
+        "oauth.authorization_rejected",
+    ] {
+        let uri = format!("/api/v1/audit?action={action}&target_id={client_id}");
+        tests::eventually(DEADLINE, action, || async {
+            let page = api.call(Method::GET, &uri, None, &[]).await;
+            page.body["entries"].as_array().filter(|e| !e.is_empty()).map(|_| ())
+        })
+        .await;
+    }
+    let trail = api.call(Method::GET, "/api/v1/audit?action=oauth.", None, &[]).await;
+    assert!(!trail.raw.contains(&access), "no token in the trail");
+    api.gateway.stop();
+}
+
+on_every_backend!(an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server);
