@@ -38,6 +38,7 @@ use crate::state::AppState;
         crate::oauth::authorize::consent,
         crate::oauth::authorize::callback,
         crate::oauth::token::token,
+        crate::oauth::revocation::revoke,
         crate::routes::mcp::call,
         crate::routes::mcp::no_stream,
         registry_v0::version,

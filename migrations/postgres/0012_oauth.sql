@@ -20,3 +20,16 @@ CREATE TABLE api.oauth_redeemed_codes (
     data       jsonb       NOT NULL,
     expires_at timestamptz NOT NULL
 );
+
+-- Refresh tokens, rotated on every use. A rotated token keeps its successor (sealed) for a short grace
+-- window, so that two concurrent refreshes both get the same successor; used later, it is a theft: the
+-- whole grant (every token with its grant_id) is revoked.
+CREATE TABLE api.oauth_refresh_tokens (
+    token_hash bytea       PRIMARY KEY,
+    grant_id   uuid        NOT NULL,
+    data       jsonb       NOT NULL,
+    rotated_at timestamptz,
+    successor  text,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX oauth_refresh_tokens_grant ON api.oauth_refresh_tokens (grant_id);

@@ -17,3 +17,13 @@ CREATE TABLE api_oauth_redeemed_codes (
   data       TEXT    NOT NULL,
   expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+CREATE TABLE api_oauth_refresh_tokens (
+  token_hash BLOB    PRIMARY KEY,
+  grant_id   BLOB    NOT NULL,
+  data       TEXT    NOT NULL,
+  rotated_at INTEGER,
+  successor  TEXT,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX api_oauth_refresh_tokens_grant ON api_oauth_refresh_tokens (grant_id);

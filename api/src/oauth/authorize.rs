@@ -75,6 +75,8 @@ pub(crate) struct Code {
     pub(crate) resource: String,
     pub(crate) principal_id: Uuid,
     pub(crate) session_id: Uuid,
+    /// When the session ends: the grant's refresh tokens end with it.
+    pub(crate) session_expires_at: chrono::DateTime<Utc>,
 }
 
 /// A random secret: 32 bytes, base64url.
@@ -559,6 +561,7 @@ pub(crate) async fn callback(
         resource: authorization.resource.clone(),
         principal_id: session.principal_id,
         session_id: session.session_id,
+        session_expires_at: session.expires_at,
     };
     let expires = Utc::now() + chrono::Duration::seconds(CODE_SECONDS);
     if flow_store::put(&state.tables, Kept::Code, &code, &kept, expires).await.is_err() {

@@ -8,7 +8,9 @@ pub(crate) mod authorize;
 pub(crate) mod discovery;
 mod error;
 mod flow_store;
+mod refresh_store;
 pub(crate) mod registration;
+pub(crate) mod revocation;
 pub(crate) mod token;
 
 use axum::Router;
@@ -21,7 +23,11 @@ pub use error::OAuthError;
 
 /// The routes, with CORS.
 pub fn routes() -> Router<AppState> {
-    let cross_origin = discovery::routes().merge(registration::routes()).merge(token::routes()).layer(cors());
+    let cross_origin = discovery::routes()
+        .merge(registration::routes())
+        .merge(token::routes())
+        .merge(revocation::routes())
+        .layer(cors());
     // The browser's pages: no CORS (a page of another origin has no business reading them).
     cross_origin.merge(authorize::routes())
 }

@@ -1,4 +1,4 @@
-//! `POST /token`: a code for tokens (OAuth 2.1 §4.1.3). The client authenticates (public clients by
+//! `POST /token`: a code for tokens (OAuth 2.1 §4.1.3), and a refresh token for new ones (§4.3). The client authenticates (public clients by
 //! their id alone, confidential ones with their secret), the code is taken once and must have been
 //! issued to this client for this redirect URI, the PKCE verifier must hash to its challenge, and a
 //! code presented twice revokes what its first redemption produced. The access token is bound to the
@@ -15,7 +15,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::Utc;
 use commands::servers::CommandContext;
 use domain::oauth::{
-    AuthorizationCodeReplayed, AuthorizationEvent, ClientRegistered, ClientState, TokenEndpointAuthMethod, TokenIssued,
+    AuthorizationCodeReplayed, AuthorizationEvent, ClientRegistered, ClientState, GrantType, MCP_SCOPE,
+    RefreshTokenReuseDetected, TokenEndpointAuthMethod, TokenIssued,
 };
 use eventstore::Actor;
 use serde::{Deserialize, Serialize};
@@ -23,8 +24,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::authorize::{Code, hex_digest};
+use super::authorize::{Code, hex_digest, random_secret};
 use super::flow_store::{self, Kept};
+use super::refresh_store::{self, Grant, Rotation};
 use super::{OAuthError, record};
 use crate::auth::Origin;
 use crate::state::AppState;
@@ -57,7 +59,7 @@ fn equal(a: &[u8], b: &[u8]) -> bool {
 
 /// The client a token request authenticates as: `Authorization: Basic` or `client_id` (and
 /// `client_secret`) in the form, as the client registered (RFC 6749 §2.3).
-async fn authenticate_client(
+pub(super) async fn authenticate_client(
     state: &AppState,
     headers: &HeaderMap,
     form: &std::collections::HashMap<String, String>,
@@ -136,9 +138,12 @@ async fn answer(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &[
     let client = authenticate_client(state, headers, &form).await?;
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => redeem(state, origin, &client, &form).await,
+        Some("refresh_token") if client.metadata.grant_types.contains(&GrantType::RefreshToken) => {
+            refresh(state, origin, &client, &form).await
+        }
         Some(other) => Err(OAuthError::bad_request(
             "unsupported_grant_type",
-            format!("grant_type {other:?} is not supported here (authorization_code)"),
+            format!("grant_type {other:?} is not one this client registered"),
         )),
         None => Err(OAuthError::bad_request("invalid_request", "the request names no grant_type")),
     }
@@ -184,14 +189,43 @@ async fn redeem(
     {
         return Err(OAuthError::bad_request("invalid_target", "the resource is not the one that was approved"));
     }
-    let scopes = vec![code.scope.clone()];
+    let grant = Grant {
+        grant_id: Uuid::now_v7(),
+        client_id: client.client_id.clone(),
+        principal_id: code.principal_id,
+        session_id: code.session_id,
+        scope: code.scope,
+        resource: code.resource,
+    };
+    let refresh = if client.metadata.grant_types.contains(&GrantType::RefreshToken) {
+        let token = random_secret();
+        if let Err(error) = refresh_store::put(&state.tables, &token, &grant, code.session_expires_at).await {
+            tracing::warn!(%error, "could not store a refresh token");
+            return Err(OAuthError::unavailable());
+        }
+        Some(token)
+    } else {
+        None
+    };
+    issue(state, origin, client, &grant, refresh, "authorization_code").await
+}
+
+/// An access token for `grant` (and `refresh`, when there is one), recorded.
+async fn issue(
+    state: &AppState,
+    origin: &Origin,
+    client: &ClientRegistered,
+    grant: &Grant,
+    refresh: Option<String>,
+    grant_type: &str,
+) -> Result<Response, OAuthError> {
     let (access_token, jti) = state
         .tokens
         .issue_identified_for(
-            &code.resource,
-            code.principal_id,
-            &code.session_id.to_string(),
-            &scopes,
+            &grant.resource,
+            grant.principal_id,
+            &grant.session_id.to_string(),
+            std::slice::from_ref(&grant.scope),
             chrono::Duration::minutes(ACCESS_TOKEN_MINUTES),
             Utc::now(),
         )
@@ -199,26 +233,151 @@ async fn redeem(
     let command_id = Uuid::now_v7();
     let actor = Actor { id: client.client_id.clone(), kind: eventstore::ActorKind::McpClient };
     let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
-    let event = AuthorizationEvent::TokenIssued(TokenIssued {
+    let issued = TokenIssued {
         client_id: client.client_id.clone(),
-        principal_id: code.principal_id,
-        session_id: code.session_id,
-        resource: code.resource.clone(),
-        scope: code.scope.clone(),
+        principal_id: grant.principal_id,
+        session_id: grant.session_id,
+        resource: grant.resource.clone(),
+        scope: grant.scope.clone(),
         jti,
-        grant_type: "authorization_code".into(),
-    });
+        grant_type: grant_type.to_owned(),
+    };
+    let event = if grant_type == "refresh_token" {
+        AuthorizationEvent::TokenRefreshed(issued)
+    } else {
+        AuthorizationEvent::TokenIssued(issued)
+    };
     record(state, &context, event).await;
-    let body = json!({
+    let mut body = json!({
         "access_token": access_token.expose(),
         "token_type": "Bearer",
         "expires_in": ACCESS_TOKEN_MINUTES * 60,
-        "scope": code.scope,
+        "scope": grant.scope,
     });
+    if let Some(refresh) = refresh {
+        body["refresh_token"] = json!(refresh);
+    }
     let mut response = (StatusCode::OK, axum::Json(body)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(response)
+}
+
+/// The sealing context of a rotated refresh token's successor.
+const SUCCESSOR_CONTEXT: &str = "oauth:refresh-successor";
+
+/// `grant_type=refresh_token`: the token rotates; the scope and the resource can only stay (there is one
+/// scope and the grant's resource); a reuse after the grace window revokes the grant and its session.
+async fn refresh(
+    state: &AppState,
+    origin: &Origin,
+    client: &ClientRegistered,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let presented = form
+        .get("refresh_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::bad_request("invalid_request", "the request has no refresh_token"))?;
+    // What the token stands for, checked before anything changes: a refused request rotates nothing.
+    let grant = match refresh_store::grant_of(&state.tables, presented).await {
+        Ok(Some(grant)) => grant,
+        Ok(None) => return Err(invalid_grant("the refresh token is unknown, expired or revoked")),
+        Err(_) => return Err(OAuthError::unavailable()),
+    };
+    if grant.client_id != client.client_id {
+        return Err(invalid_grant("the refresh token was issued to another client"));
+    }
+    if let Some(scope) = form.get("scope")
+        && scope.split_whitespace().any(|s| s != MCP_SCOPE && s != "offline_access")
+    {
+        return Err(OAuthError::bad_request("invalid_scope", "a refresh can only keep or narrow the scope"));
+    }
+    if let Some(resource) = form.get("resource")
+        && resource.trim_end_matches('/') != grant.resource
+    {
+        return Err(OAuthError::bad_request("invalid_target", "a refresh keeps the resource that was approved"));
+    }
+    // The grant lives in the person's session: revoked, disabled or expired, the refresh fails.
+    let live = state
+        .authz
+        .read()
+        .map(|model| model.by_token(grant.principal_id, grant.session_id, Utc::now()).is_some())
+        .unwrap_or(false);
+    if !live {
+        if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
+            tracing::warn!(%error, "could not remove an ended grant's tokens");
+        }
+        return Err(invalid_grant("the session of this grant has ended; authorize again"));
+    }
+    // The successor is stored before the rotation names it, so that whoever is handed it can use it.
+    let successor = random_secret();
+    let session_end = Utc::now() + chrono::Duration::hours(crate::upstream_login::SESSION_HOURS);
+    let sealed = state
+        .keyring
+        .seal(&commands::Secret::new(successor.clone()), SUCCESSOR_CONTEXT)
+        .ok()
+        .and_then(|sealed| serde_json::to_string(&sealed).ok())
+        .ok_or_else(|| {
+            OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "no token could be sealed")
+        })?;
+    refresh_store::put(&state.tables, &successor, &grant, session_end).await.map_err(|_| OAuthError::unavailable())?;
+    let rotation = refresh_store::rotate(&state.tables, presented, &sealed).await;
+    let handed = match rotation {
+        Ok(Rotation::Rotated) => return issue(state, origin, client, &grant, Some(successor), "refresh_token").await,
+        Ok(Rotation::AlreadyRotated(sealed)) => {
+            // A concurrent refresh of the same token: the successor it stored, not a second one.
+            serde_json::from_str::<domain::Sealed>(&sealed)
+                .ok()
+                .and_then(|sealed| state.keyring.open(&sealed, SUCCESSOR_CONTEXT).ok())
+                .map(|secret| secret.expose().to_owned())
+        }
+        Ok(Rotation::Reused(grant)) => {
+            drop_unused(state, &successor).await;
+            return Err(reused(state, origin, &grant).await);
+        }
+        Ok(Rotation::Unknown) => None,
+        Err(_) => {
+            drop_unused(state, &successor).await;
+            return Err(OAuthError::unavailable());
+        }
+    };
+    drop_unused(state, &successor).await;
+    let handed = handed.ok_or_else(|| invalid_grant("the refresh token is unknown, expired or revoked"))?;
+    issue(state, origin, client, &grant, Some(handed), "refresh_token").await
+}
+
+/// A successor this request stored but did not hand out.
+async fn drop_unused(state: &AppState, successor: &str) {
+    if let Err(error) = refresh_store::remove(&state.tables, successor).await {
+        tracing::debug!(%error, "could not remove an unused refresh token");
+    }
+}
+
+/// A replaced refresh token used again: the grant's tokens and its session are revoked (RFC 9700
+/// §4.14.2), and the reuse recorded.
+async fn reused(state: &AppState, origin: &Origin, grant: &Grant) -> OAuthError {
+    if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
+        tracing::warn!(%error, "could not revoke a grant after a refresh token's reuse");
+    }
+    let actor = Actor { id: grant.client_id.clone(), kind: eventstore::ActorKind::McpClient };
+    let command_id = Uuid::now_v7();
+    let context = CommandContext { command_id, metadata: origin.metadata(actor.clone(), command_id) };
+    let revoked = state
+        .principals
+        .revoke_session(grant.principal_id, grant.principal_id, grant.session_id, "refresh token reused", &context)
+        .await;
+    if let Err(error) = revoked {
+        tracing::warn!(%error, "could not revoke the session of a reused refresh token");
+    }
+    let command_id = Uuid::now_v7();
+    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+    let event = AuthorizationEvent::RefreshTokenReuseDetected(RefreshTokenReuseDetected {
+        client_id: grant.client_id.clone(),
+        grant_id: grant.grant_id,
+        session_id: grant.session_id,
+    });
+    record(state, &context, event).await;
+    invalid_grant("the refresh token was replaced before; the grant is revoked")
 }
 
 /// A code that is not waiting: a replay of one redeemed before (whose session is revoked now: the

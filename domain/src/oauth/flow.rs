@@ -96,6 +96,18 @@ pub struct TokenIssued {
     pub grant_type: String,
 }
 
+/// A refresh token was used after it had been replaced: it was copied, and the grant is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshTokenReuseDetected {
+    /// The client.
+    pub client_id: String,
+    /// The grant, now revoked with its session.
+    pub grant_id: Uuid,
+    /// The session.
+    pub session_id: Uuid,
+}
+
 /// Every event of an authorization log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthorizationEvent {
@@ -113,11 +125,15 @@ pub enum AuthorizationEvent {
     CodeReplayed(AuthorizationCodeReplayed),
     /// `TokenIssued`.
     TokenIssued(TokenIssued),
+    /// `TokenRefreshed`.
+    TokenRefreshed(TokenIssued),
+    /// `RefreshTokenReuseDetected`.
+    RefreshTokenReuseDetected(RefreshTokenReuseDetected),
 }
 
 impl AuthorizationEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 9] = [
         "AuthorizationStarted",
         "AuthorizationRejected",
         "ConsentGranted",
@@ -125,6 +141,8 @@ impl AuthorizationEvent {
         "AuthorizationCodeIssued",
         "AuthorizationCodeReplayed",
         "TokenIssued",
+        "TokenRefreshed",
+        "RefreshTokenReuseDetected",
     ];
 
     /// The stored type name.
@@ -137,6 +155,8 @@ impl AuthorizationEvent {
             Self::CodeIssued(_) => 4,
             Self::CodeReplayed(_) => 5,
             Self::TokenIssued(_) => 6,
+            Self::TokenRefreshed(_) => 7,
+            Self::RefreshTokenReuseDetected(_) => 8,
         };
         Self::TYPES[index]
     }
@@ -149,7 +169,8 @@ impl AuthorizationEvent {
             Self::ConsentGranted(e) | Self::ConsentDenied(e) => serde_json::to_string(e),
             Self::CodeIssued(e) => serde_json::to_string(e),
             Self::CodeReplayed(e) => serde_json::to_string(e),
-            Self::TokenIssued(e) => serde_json::to_string(e),
+            Self::TokenIssued(e) | Self::TokenRefreshed(e) => serde_json::to_string(e),
+            Self::RefreshTokenReuseDetected(e) => serde_json::to_string(e),
         }
     }
 
@@ -163,6 +184,8 @@ impl AuthorizationEvent {
             "AuthorizationCodeIssued" => serde_json::from_str(data).map(Self::CodeIssued),
             "AuthorizationCodeReplayed" => serde_json::from_str(data).map(Self::CodeReplayed),
             "TokenIssued" => serde_json::from_str(data).map(Self::TokenIssued),
+            "TokenRefreshed" => serde_json::from_str(data).map(Self::TokenRefreshed),
+            "RefreshTokenReuseDetected" => serde_json::from_str(data).map(Self::RefreshTokenReuseDetected),
             _ => return None,
         })
     }
@@ -175,7 +198,8 @@ impl AuthorizationEvent {
             Self::ConsentGranted(e) | Self::ConsentDenied(e) => &e.client_id,
             Self::CodeIssued(e) => &e.client_id,
             Self::CodeReplayed(e) => &e.client_id,
-            Self::TokenIssued(e) => &e.client_id,
+            Self::TokenIssued(e) | Self::TokenRefreshed(e) => &e.client_id,
+            Self::RefreshTokenReuseDetected(e) => &e.client_id,
         }
     }
 }

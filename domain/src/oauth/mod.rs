@@ -12,7 +12,7 @@ pub use client::{
 };
 pub use flow::{
     AUTHORIZATION_CATEGORY, AuthorizationCodeIssued, AuthorizationCodeReplayed, AuthorizationEvent,
-    AuthorizationRejected, AuthorizationStarted, ConsentGiven, TokenIssued,
+    AuthorizationRejected, AuthorizationStarted, ConsentGiven, RefreshTokenReuseDetected, TokenIssued,
 };
 pub use redirect::{ApplicationType, MAX_REDIRECT_URI_BYTES, MAX_REDIRECT_URIS, RedirectUri, RedirectUriError};
 

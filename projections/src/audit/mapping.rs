@@ -458,6 +458,21 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
                 Some("a code presented twice: its session is revoked".to_owned()),
                 json!({ "session_id": e.session_id, "code_digest": e.code_digest }),
             ),
+            AuthorizationEvent::RefreshTokenReuseDetected(e) => (
+                "oauth.refresh_token_reused",
+                "client",
+                None,
+                Some("a replaced refresh token was used again: the grant and its session are revoked".to_owned()),
+                json!({ "grant_id": e.grant_id, "session_id": e.session_id }),
+            ),
+            AuthorizationEvent::TokenRefreshed(e) => (
+                "oauth.token_refreshed",
+                "client",
+                None,
+                None,
+                json!({ "principal_id": e.principal_id, "session_id": e.session_id, "resource": e.resource,
+                        "scope": e.scope, "jti": e.jti, "grant_type": e.grant_type }),
+            ),
             AuthorizationEvent::TokenIssued(e) => (
                 "oauth.token_issued",
                 "client",

@@ -141,6 +141,34 @@ impl Api {
 
     /// Events in the store whose stream matches the `LIKE` pattern `streams`, counted in the table
     /// (a read of `$all` may be held back by another test's transaction in the shared cluster).
+    /// Moves the rotation of refresh token `token` `seconds` into the past (a test cannot wait for a
+    /// grace window to pass).
+    pub(crate) async fn age_refresh_rotation(&self, token: &str, seconds: i64) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(token.as_bytes()).to_vec();
+        let changed = match &self.gateway.state.tables {
+            api::tables::Tables::Postgres(pool) => sqlx::query(
+                "UPDATE api.oauth_refresh_tokens SET rotated_at = rotated_at - make_interval(secs => $2) WHERE token_hash = $1",
+            )
+            .bind(digest)
+            .bind(seconds as f64)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+            api::tables::Tables::Sqlite(pool) => {
+                sqlx::query("UPDATE api_oauth_refresh_tokens SET rotated_at = rotated_at - ? WHERE token_hash = ?")
+                    .bind(seconds * 1000)
+                    .bind(digest)
+                    .execute(pool)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+        };
+        assert_eq!(changed, 1, "the token's row");
+    }
+
     pub(crate) async fn event_count(&self, streams: &str) -> i64 {
         match &self.gateway.state.tables {
             api::tables::Tables::Postgres(pool) => {

@@ -121,7 +121,9 @@ async fn token(api: &Api, pairs: &[(&str, &str)]) -> (StatusCode, Value, axum::h
     (answer.status, serde_json::from_str(&answer.body).unwrap_or(Value::Null), answer.headers)
 }
 
-async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(backend: Backend) {
+/// A gateway with the test IdP, a server only developers may use, and a client registered for it:
+/// the gateway, the provider, the client's id, the server's resource and id.
+async fn set_up(backend: Backend) -> (Api, OidcProvider, String, String, String) {
     let users = entra_shaped_users_for(&[REDIRECT, &format!("{GATEWAY}/oauth/callback/test")]);
     let provider = OidcProvider::start(&users.to_string()).unwrap();
     let idp = api::oidc::IdpConfig {
@@ -155,15 +157,17 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
         (known.status == StatusCode::OK && model).then_some(())
     })
     .await;
-    let registered = send(
-        &api,
-        Method::POST,
-        "/register",
-        &[("content-type", "application/json")],
-        Some(json!({ "redirect_uris": [CLIENT_REDIRECT], "client_name": "Test <Client>" }).to_string()),
-    )
-    .await;
+    let metadata = json!({ "redirect_uris": [CLIENT_REDIRECT], "client_name": "Test <Client>",
+                           "grant_types": ["authorization_code", "refresh_token"] });
+    let registered =
+        send(&api, Method::POST, "/register", &[("content-type", "application/json")], Some(metadata.to_string()))
+            .await;
     let client_id = serde_json::from_str::<Value>(&registered.body).unwrap()["client_id"].as_str().unwrap().to_owned();
+    (api, provider, client_id, resource, id)
+}
+
+async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(backend: Backend) {
+    let (api, provider, client_id, resource, id) = set_up(backend).await;
 
     // C35, A18: the consent page names the client (escaped) and where the code goes; it is never framed
     // and sets no cookie before approval (C36).
@@ -320,4 +324,105 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     api.gateway.stop();
 }
 
-on_every_backend!(an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server);
+/// A refresh: the token rotates; two refreshes of one token at once get the same successor (C44); a
+/// replaced token used later revokes the grant and its session (C43, A24); `/revoke` ends a grant (C46);
+/// a refresh cannot widen the scope or move the resource (A26).
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backend) {
+    let (api, provider, client_id, resource, id) = set_up(backend).await;
+    let pkce = new_pkce();
+    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+    let (status, first, _) = token(
+        &api,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let rt1 = first["refresh_token"].as_str().expect("a refresh token").to_owned();
+    let refresh = |rt: String| {
+        let (api, client_id) = (&api, client_id.clone());
+        async move {
+            token(api, &[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", &client_id)]).await
+        }
+    };
+    // A26: no wider scope, no other resource.
+    let (status, wider, _) = token(
+        &api,
+        &[("grant_type", "refresh_token"), ("refresh_token", &rt1), ("client_id", &client_id), ("scope", "mcp:admin")],
+    )
+    .await;
+    assert_eq!((status, wider["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")), "{wider}");
+    // The token was rotated by that refused request: the concurrent-refresh window still answers with its successor.
+    let ((s1, a, _), (s2, b, _)) = tokio::join!(refresh(rt1.clone()), refresh(rt1.clone()));
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{a} {b}");
+    let rt2 = a["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(b["refresh_token"].as_str(), Some(rt2.as_str()), "concurrent refreshes share the successor");
+    assert_ne!(rt2, rt1);
+    let access = a["access_token"].as_str().unwrap().to_owned();
+    let mcp = format!("/servers/{id}/mcp");
+    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let bearer = format!("Bearer {access}");
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    assert_eq!(send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status, StatusCode::OK);
+    let (status, rotated, _) = refresh(rt2.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let rt3 = rotated["refresh_token"].as_str().unwrap().to_owned();
+
+    // C46: the client revokes its refresh token: the grant and the session end.
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("token", rt3.as_str()), ("client_id", &client_id)])
+        .finish();
+    let revoked =
+        send(&api, Method::POST, "/revoke", &[("content-type", "application/x-www-form-urlencoded")], Some(form)).await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    let (status, gone, _) = refresh(rt3).await;
+    assert_eq!((status, gone["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    tests::eventually(DEADLINE, "the revoked grant's access token to be refused", || async {
+        (send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status == StatusCode::UNAUTHORIZED)
+            .then_some(())
+    })
+    .await;
+
+    // A24: a new grant; its first refresh token used again after rotation and the grace window.
+    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+    let (_, second, _) = token(
+        &api,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    let old = second["refresh_token"].as_str().unwrap().to_owned();
+    let (_, next, _) = refresh(old.clone()).await;
+    let newer = next["refresh_token"].as_str().unwrap().to_owned();
+    // Past the grace window, as a thief replaying the old token would be: moved back in the store.
+    api.age_refresh_rotation(&old, 60).await;
+    let (status, reuse, _) = refresh(old).await;
+    assert_eq!((status, reuse["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{reuse}");
+    let (status, after, _) = refresh(newer).await;
+    assert_eq!(
+        (status, after["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "the whole grant is revoked: {after}"
+    );
+    let uri = format!("/api/v1/audit?action=oauth.refresh_token_reused&target_id={client_id}");
+    tests::eventually(DEADLINE, "the reuse in the audit trail", || async {
+        api.call(Method::GET, &uri, None, &[]).await.body["entries"].as_array().filter(|e| !e.is_empty()).map(|_| ())
+    })
+    .await;
+    api.gateway.stop();
+}
+
+on_every_backend!(
+    an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server,
+    refresh_tokens_rotate_and_a_reused_one_revokes_the_grant,
+);

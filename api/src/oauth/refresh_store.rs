@@ -1,0 +1,199 @@
+//! Refresh tokens in the gateway's database: each use rotates the token (OAuth 2.1 §4.3.1 for public
+//! clients). Whoever marks a token rotated first wins, atomically, and stores the successor sealed; a
+//! second use within the grace window gets the same successor (concurrent refreshes of one client are
+//! common and not theft); a use after it means the token was copied, and the whole grant goes.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::flow_store::{StoreError, digest};
+use crate::tables::Tables;
+
+/// How long a rotated token still answers with its successor.
+pub(crate) const GRACE: Duration = Duration::seconds(30);
+
+/// What a refresh token stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Grant {
+    pub(crate) grant_id: Uuid,
+    pub(crate) client_id: String,
+    pub(crate) principal_id: Uuid,
+    pub(crate) session_id: Uuid,
+    pub(crate) scope: String,
+    pub(crate) resource: String,
+}
+
+/// What a refresh attempt found.
+pub(crate) enum Rotation {
+    /// This request rotated the token: the successor it stored is the one to hand out.
+    Rotated,
+    /// Another request rotated it within the grace window: its successor (sealed, as stored).
+    AlreadyRotated(String),
+    /// It was rotated longer ago: a reuse.
+    Reused(Grant),
+    /// No such token, or expired.
+    Unknown,
+}
+
+/// Keeps `token` for `grant` until `expires_at`.
+pub(crate) async fn put(
+    tables: &Tables,
+    token: &str,
+    grant: &Grant,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let data = serde_json::to_string(grant)?;
+    match tables {
+        Tables::Postgres(pool) => {
+            sqlx::query(
+                "INSERT INTO api.oauth_refresh_tokens (token_hash, grant_id, data, expires_at) VALUES ($1, $2, $3::jsonb, $4)",
+            )
+            .bind(digest(token))
+            .bind(grant.grant_id)
+            .bind(data)
+            .bind(expires_at)
+            .execute(pool)
+            .await?;
+            sqlx::query("DELETE FROM api.oauth_refresh_tokens WHERE expires_at < now() - interval '1 minute'")
+                .execute(pool)
+                .await?;
+        }
+        Tables::Sqlite(pool) => {
+            sqlx::query(
+                "INSERT INTO api_oauth_refresh_tokens (token_hash, grant_id, data, expires_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(digest(token))
+            .bind(grant.grant_id)
+            .bind(data)
+            .bind(expires_at.timestamp_millis())
+            .execute(pool)
+            .await?;
+            sqlx::query("DELETE FROM api_oauth_refresh_tokens WHERE expires_at < ?")
+                .bind(Utc::now().timestamp_millis() - 60_000)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks `token` rotated, storing `sealed_successor`, unless another request did first.
+pub(crate) async fn rotate(tables: &Tables, token: &str, sealed_successor: &str) -> Result<Rotation, StoreError> {
+    let now = Utc::now();
+    let won: Option<String> = match tables {
+        Tables::Postgres(pool) => {
+            sqlx::query_scalar(
+                "UPDATE api.oauth_refresh_tokens SET rotated_at = now(), successor = $2
+                  WHERE token_hash = $1 AND rotated_at IS NULL AND expires_at > now() RETURNING data::text",
+            )
+            .bind(digest(token))
+            .bind(sealed_successor)
+            .fetch_optional(pool)
+            .await?
+        }
+        Tables::Sqlite(pool) => {
+            sqlx::query_scalar(
+                "UPDATE api_oauth_refresh_tokens SET rotated_at = ?, successor = ?
+                  WHERE token_hash = ? AND rotated_at IS NULL AND expires_at > ? RETURNING data",
+            )
+            .bind(now.timestamp_millis())
+            .bind(sealed_successor)
+            .bind(digest(token))
+            .bind(now.timestamp_millis())
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    if won.is_some() {
+        return Ok(Rotation::Rotated);
+    }
+    let found: Option<(String, Option<DateTime<Utc>>, Option<String>)> = match tables {
+        Tables::Postgres(pool) => {
+            sqlx::query_as(
+                "SELECT data::text, rotated_at, successor FROM api.oauth_refresh_tokens
+                  WHERE token_hash = $1 AND expires_at > now()",
+            )
+            .bind(digest(token))
+            .fetch_optional(pool)
+            .await?
+        }
+        Tables::Sqlite(pool) => {
+            let row: Option<(String, Option<i64>, Option<String>)> = sqlx::query_as(
+                "SELECT data, rotated_at, successor FROM api_oauth_refresh_tokens WHERE token_hash = ? AND expires_at > ?",
+            )
+            .bind(digest(token))
+            .bind(now.timestamp_millis())
+            .fetch_optional(pool)
+            .await?;
+            row.map(|(data, at, successor)| (data, at.and_then(DateTime::from_timestamp_millis), successor))
+        }
+    };
+    Ok(match found {
+        None => Rotation::Unknown,
+        Some((data, rotated_at, successor)) => {
+            let grant: Grant = serde_json::from_str(&data)?;
+            match (rotated_at, successor) {
+                (Some(at), Some(successor)) if now - at <= GRACE => Rotation::AlreadyRotated(successor),
+                _ => Rotation::Reused(grant),
+            }
+        }
+    })
+}
+
+/// The grant `token` belongs to, if the token is current (for revocation).
+pub(crate) async fn grant_of(tables: &Tables, token: &str) -> Result<Option<Grant>, StoreError> {
+    let data: Option<String> = match tables {
+        Tables::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT data::text FROM api.oauth_refresh_tokens WHERE token_hash = $1 AND expires_at > now()",
+            )
+            .bind(digest(token))
+            .fetch_optional(pool)
+            .await?
+        }
+        Tables::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT data FROM api_oauth_refresh_tokens WHERE token_hash = ? AND expires_at > ?")
+                .bind(digest(token))
+                .bind(Utc::now().timestamp_millis())
+                .fetch_optional(pool)
+                .await?
+        }
+    };
+    Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+/// Removes every token of `grant_id`.
+pub(crate) async fn revoke_grant(tables: &Tables, grant_id: Uuid) -> Result<(), StoreError> {
+    match tables {
+        Tables::Postgres(pool) => {
+            sqlx::query("DELETE FROM api.oauth_refresh_tokens WHERE grant_id = $1")
+                .bind(grant_id)
+                .execute(pool)
+                .await?;
+        }
+        Tables::Sqlite(pool) => {
+            sqlx::query("DELETE FROM api_oauth_refresh_tokens WHERE grant_id = ?").bind(grant_id).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes one token.
+pub(crate) async fn remove(tables: &Tables, token: &str) -> Result<(), StoreError> {
+    match tables {
+        Tables::Postgres(pool) => {
+            sqlx::query("DELETE FROM api.oauth_refresh_tokens WHERE token_hash = $1")
+                .bind(digest(token))
+                .execute(pool)
+                .await?;
+        }
+        Tables::Sqlite(pool) => {
+            sqlx::query("DELETE FROM api_oauth_refresh_tokens WHERE token_hash = ?")
+                .bind(digest(token))
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
