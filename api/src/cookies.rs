@@ -24,8 +24,20 @@ impl Cookies {
 
     /// A `Set-Cookie` value for cookie `base` (empty and 0: removed).
     pub fn set(&self, base: &str, value: &str, max_age_seconds: i64) -> String {
+        self.set_with(base, value, max_age_seconds, "Lax")
+    }
+
+    /// [`set`](Self::set), sent only with requests from the gateway's own pages (`SameSite=Strict`).
+    pub fn set_strict(&self, base: &str, value: &str, max_age_seconds: i64) -> String {
+        self.set_with(base, value, max_age_seconds, "Strict")
+    }
+
+    fn set_with(&self, base: &str, value: &str, max_age_seconds: i64, same_site: &str) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
-        format!("{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}", self.name(base))
+        format!(
+            "{}={value}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={max_age_seconds}{secure}",
+            self.name(base)
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! Who calls an MCP endpoint (`/servers/{id}/mcp`), the gateway as an OAuth protected resource
 //! (RFC 6750, RFC 9728, MCP authorization): the credential comes from the `Authorization` header only
 //! (never the query or the body); an access token must be one of the gateway's, for exactly this
-//! resource (`aud`), carry the `mcp:tools` scope, and belong to a session or key that is still valid; an
+//! resource (`aud`) or the umbrella resource (the gateway itself), carry the `mcp:tools` scope, and belong to a session or key that is still valid; an
 //! API key is taken as on the REST API. What is refused is said in the `WWW-Authenticate` challenge,
 //! which names the resource's metadata so that a client can start its authorization flow.
 
@@ -49,8 +49,14 @@ pub(crate) async fn resource_caller(parts: &Parts, state: &AppState, resource: &
     let principal = if token.starts_with(domain::identity::API_KEY_PREFIX) {
         authenticate_credential(state, token).await.map_err(|p| Refusal::Invalid(p.detail.unwrap_or_default()))?
     } else {
-        let claims =
-            verify_token(state, token, resource).await.map_err(|p| Refusal::Invalid(p.detail.unwrap_or_default()))?;
+        // A token for this server, or for the umbrella resource (the gateway: what a client that names no
+        // resource is granted), whose holder the server's access policy then decides on.
+        let claims = match verify_token(state, token, resource).await {
+            Ok(claims) => claims,
+            Err(refused) => verify_token(state, token, state.tokens.issuer())
+                .await
+                .map_err(|_| Refusal::Invalid(refused.detail.unwrap_or_default()))?,
+        };
         if !claims.scope.split_whitespace().any(|s| s == MCP_SCOPE) {
             return Err(Refusal::InsufficientScope);
         }

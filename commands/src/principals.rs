@@ -800,6 +800,45 @@ impl PrincipalCommands {
         Err(CommandError::Contended)
     }
 
+    /// Records that session `session_id` of `principal_id` is in use (an MCP client refreshed the grant
+    /// it lives in), so that its idle clock starts again. A session started for an authorization has no
+    /// cookie: the secret it records is one nobody holds. `false` when the session has ended.
+    pub async fn mark_session_active(
+        &self,
+        principal_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<bool, CommandError> {
+        use domain::identity::{SESSION_CATEGORY, SessionRefreshed};
+        use rand::Rng;
+        use sha2::Digest;
+        let session_stream = stream(SESSION_CATEGORY, session_id)?;
+        let (events, revision) = self.identity_events(&session_stream).await?;
+        let owner = events.iter().find_map(|e| match e {
+            IdentityEvent::SessionStarted(s) => Some(s.principal_id),
+            _ => None,
+        });
+        let ended =
+            events.iter().any(|e| matches!(e, IdentityEvent::SessionRevoked(_) | IdentityEvent::SessionExpired(_)));
+        let Some(revision) = revision.filter(|_| owner == Some(principal_id) && !ended) else { return Ok(false) };
+        let mut unheld = [0u8; 32];
+        rand::rng().fill_bytes(&mut unheld);
+        let refreshed = IdentityEvent::SessionRefreshed(SessionRefreshed {
+            session_id,
+            principal_id,
+            secret_sha256: hex::encode(sha2::Sha256::digest(unheld)),
+            at: now,
+        });
+        let data = vec![self.data(context, 0, &refreshed)?];
+        match self.store.append(&session_stream, ExpectedRevision::Exact(revision), data).await {
+            Ok(_) => Ok(true),
+            // Refreshed or ended meanwhile: active either way, or ended and refused next time.
+            Err(e) if e.is_conflict() => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Ends session `session_id` of `principal_id`, as `actor` (the holder, or somebody whose rank
     /// reaches the holder's). `None` when it had ended already.
     pub async fn revoke_session(

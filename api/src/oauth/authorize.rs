@@ -34,6 +34,8 @@ use crate::state::AppState;
 
 /// How long an authorization may take, from `/authorize` to the IdP's callback.
 const AUTHORIZATION_MINUTES: i64 = 10;
+/// The sealing context of an authorization's upstream login.
+const UPSTREAM_CONTEXT: &str = "oauth:upstream-login";
 /// How long a code is good for.
 pub(crate) const CODE_SECONDS: i64 = 60;
 
@@ -57,12 +59,15 @@ pub(crate) struct Authorization {
     pub(crate) target: String,
     /// SHA-256 (hex) of the consent form's CSRF token.
     pub(crate) csrf_digest: String,
+    /// SHA-256 (hex) of the consent cookie: the browser that was shown the page is the one that answers.
+    #[serde(default)]
+    pub(crate) consent_digest: String,
     /// SHA-256 (hex) of the browser-binding cookie, once consent is given.
     #[serde(default)]
     pub(crate) binding_digest: Option<String>,
-    /// The upstream login, once begun.
+    /// The upstream login, once begun, sealed (its PKCE verifier and nonce are secrets).
     #[serde(default)]
-    pub(crate) upstream: Option<PendingLogin>,
+    pub(crate) upstream: Option<domain::Sealed>,
 }
 
 /// A code waiting for `/token`.
@@ -286,6 +291,7 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
     }
     let csrf = random_secret();
     let transaction = random_secret();
+    let consent_cookie = random_secret();
     let authorization = Authorization {
         client_id: client_id.to_owned(),
         client_name: metadata.client_name.clone().unwrap_or_else(|| client_id.to_owned()),
@@ -297,6 +303,7 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
         resource: resource.clone(),
         target: target.clone(),
         csrf_digest: hex_digest(&csrf),
+        consent_digest: hex_digest(&consent_cookie),
         binding_digest: None,
         upstream: None,
     };
@@ -312,7 +319,20 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
         resource_absent: get("resource").is_none(),
     });
     record(&state, &context(&origin, Actor::system("oauth-authorization")), event).await;
-    consent_page(&authorization, &transaction, &csrf, &idps)
+    let mut response = consent_page(&authorization, &transaction, &csrf, &idps);
+    // The form's answer must come from this browser, from this page: a page of another site can post
+    // an attacker's own form, but the browser sends a Strict cookie only with the gateway's own requests.
+    let cookie =
+        state.cookies.set_strict(&consent_cookie_name(&transaction), &consent_cookie, AUTHORIZATION_MINUTES * 60);
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The consent cookie of the authorization behind `transaction`.
+fn consent_cookie_name(transaction: &str) -> String {
+    format!("consent_{}", &hex_digest(transaction)[..16])
 }
 
 fn consent_page(authorization: &Authorization, transaction: &str, csrf: &str, idps: &[String]) -> Response {
@@ -412,6 +432,14 @@ pub(crate) async fn consent(
     if !equal(&hex_digest(&form.csrf), &authorization.csrf_digest) {
         return error_page(StatusCode::BAD_REQUEST, "the consent form was not the one this gateway showed");
     }
+    // The browser that answers is the one that was shown the page, from the gateway's own page.
+    let same_browser = crate::cookies::cookie(&headers, &state.cookies.name(&consent_cookie_name(&form.transaction)))
+        .is_some_and(|value| equal(&hex_digest(value), &authorization.consent_digest));
+    let cross_site =
+        headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|site| site != "same-origin");
+    if !same_browser || cross_site {
+        return error_page(StatusCode::FORBIDDEN, "the answer to this consent page did not come from it");
+    }
     // Taken now: a second submission of the same form finds nothing.
     let Ok(Some(authorization)) =
         flow_store::take::<Authorization>(&state.tables, Kept::Authorization, &form.transaction).await
@@ -447,7 +475,13 @@ pub(crate) async fn consent(
     let binding = random_secret();
     let upstream_state = upstream.state.clone();
     let expires = Utc::now() + chrono::Duration::minutes(AUTHORIZATION_MINUTES);
-    let bound = Authorization { binding_digest: Some(hex_digest(&binding)), upstream: Some(upstream), ..authorization };
+    let sealed = serde_json::to_string(&upstream)
+        .ok()
+        .and_then(|json| state.keyring.seal(&commands::Secret::new(json), UPSTREAM_CONTEXT).ok());
+    let Some(sealed) = sealed else {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "the sign-in could not be prepared");
+    };
+    let bound = Authorization { binding_digest: Some(hex_digest(&binding)), upstream: Some(sealed), ..authorization };
     if flow_store::put(&state.tables, Kept::Authorization, &upstream_state, &bound, expires).await.is_err() {
         return error_page(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot reach its store; try again");
     }
@@ -496,9 +530,18 @@ pub(crate) async fn callback(
         }
         Err(_) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot reach its store; try again"),
     };
-    let (Some(upstream), Some(binding_digest)) = (&authorization.upstream, &authorization.binding_digest) else {
+    let (Some(sealed), Some(binding_digest)) = (&authorization.upstream, &authorization.binding_digest) else {
         return error_page(StatusCode::BAD_REQUEST, "this authorization was not approved");
     };
+    let upstream = state
+        .keyring
+        .open(sealed, UPSTREAM_CONTEXT)
+        .ok()
+        .and_then(|json| serde_json::from_str::<PendingLogin>(json.expose()).ok());
+    let Some(upstream) = upstream else {
+        return error_page(StatusCode::BAD_REQUEST, "this authorization cannot be read back; start again");
+    };
+    let upstream = &upstream;
     // Mix-up: the answer must come from the IdP the person was sent to.
     if upstream.idp != idp {
         return error_page(
@@ -548,8 +591,10 @@ pub(crate) async fn callback(
             ]);
         }
         Err(problem) => {
-            let reason = problem.detail.unwrap_or_else(|| problem.title.to_owned());
-            return back(&[("error", "access_denied"), ("error_description", &reason)]);
+            // The details (a tenant, a hosted domain, the IdP's own error) are the operator's: logged,
+            // not sent to a client's page.
+            tracing::info!(detail = ?problem.detail, kind = %problem.kind, "an authorization's sign-in was refused");
+            return back(&[("error", "access_denied"), ("error_description", "the sign-in was refused")]);
         }
     };
     let code = random_secret();

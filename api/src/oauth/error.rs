@@ -42,6 +42,10 @@ impl IntoResponse for OAuthError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6749 §5.2: a refused client is told how it may authenticate.
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mcp-gateway\""));
+        }
         response
     }
 }

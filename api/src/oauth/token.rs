@@ -96,13 +96,23 @@ pub(super) async fn authenticate_client(
     if client.metadata.token_endpoint_auth_method != method {
         return Err(refused("the client authenticates as it registered"));
     }
-    if let (Some(secret), Some(expected)) = (secret, &client.secret_sha256) {
+    // A confidential client proves its secret; one recorded without a secret is refused (fail closed).
+    if method.is_confidential() {
+        let (Some(secret), Some(expected)) = (secret, &client.secret_sha256) else {
+            return Err(refused("the client secret is missing"));
+        };
         let presented = commands::oauth_clients::secret_digest(&secret);
         if !equal(presented.as_bytes(), expected.as_bytes()) {
             return Err(refused("the client secret is wrong"));
         }
     }
     Ok(client)
+}
+
+/// Whether `named` is `granted`, compared as `/authorize` compares resources (the parser lowercases
+/// the scheme and host and drops a default port; a lone `/` is the empty path).
+fn same_resource(named: &str, granted: &str) -> bool {
+    url::Url::parse(named).is_ok_and(|url| url.fragment().is_none() && url.as_str().trim_end_matches('/') == granted)
 }
 
 /// A PKCE verifier (RFC 7636 §4.1): 43 to 128 unreserved characters.
@@ -140,6 +150,9 @@ async fn answer(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &[
         Some("authorization_code") => redeem(state, origin, &client, &form).await,
         Some("refresh_token") if client.metadata.grant_types.contains(&GrantType::RefreshToken) => {
             refresh(state, origin, &client, &form).await
+        }
+        Some("refresh_token") => {
+            Err(OAuthError::bad_request("unauthorized_client", "the client did not register the refresh_token grant"))
         }
         Some(other) => Err(OAuthError::bad_request(
             "unsupported_grant_type",
@@ -185,7 +198,7 @@ async fn redeem(
         return Err(invalid_grant("the code_verifier does not match the code's challenge"));
     }
     if let Some(resource) = form.get("resource")
-        && resource.trim_end_matches('/') != code.resource
+        && !same_resource(resource, &code.resource)
     {
         return Err(OAuthError::bad_request("invalid_target", "the resource is not the one that was approved"));
     }
@@ -293,21 +306,39 @@ async fn refresh(
         return Err(OAuthError::bad_request("invalid_scope", "a refresh can only keep or narrow the scope"));
     }
     if let Some(resource) = form.get("resource")
-        && resource.trim_end_matches('/') != grant.resource
+        && !same_resource(resource, &grant.resource)
     {
         return Err(OAuthError::bad_request("invalid_target", "a refresh keeps the resource that was approved"));
     }
-    // The grant lives in the person's session: revoked, disabled or expired, the refresh fails.
-    let live = state
-        .authz
-        .read()
-        .map(|model| model.by_token(grant.principal_id, grant.session_id, Utc::now()).is_some())
-        .unwrap_or(false);
-    if !live {
+    // The grant lives in the person's session: revoked, disabled or expired, the refresh fails. A
+    // session this instance has not seen yet (started through another instance a moment ago) is waited
+    // for, bounded, before it counts as ended.
+    let live = || {
+        state
+            .authz
+            .read()
+            .map(|model| model.by_token(grant.principal_id, grant.session_id, Utc::now()).is_some())
+            .unwrap_or(false)
+    };
+    if !live()
+        && let Ok(Some(head)) = state.store.committed_head().await
+    {
+        crate::authz_lag::applied(state, head).await;
+    }
+    if !live() {
         if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
             tracing::warn!(%error, "could not remove an ended grant's tokens");
         }
         return Err(invalid_grant("the session of this grant has ended; authorize again"));
+    }
+    // The grant is in use: its session's idle clock starts again.
+    let command_id = Uuid::now_v7();
+    let actor = Actor { id: client.client_id.clone(), kind: eventstore::ActorKind::McpClient };
+    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+    if let Err(error) =
+        state.principals.mark_session_active(grant.principal_id, grant.session_id, Utc::now(), &context).await
+    {
+        tracing::warn!(%error, "could not mark a grant's session active");
     }
     // The successor is stored before the rotation names it, so that whoever is handed it can use it.
     let successor = random_secret();

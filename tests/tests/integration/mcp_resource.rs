@@ -106,7 +106,6 @@ async fn the_mcp_endpoint_admits_only_tokens_for_its_own_resource_with_the_scope
     let cases = [
         ("a REST API token (another audience)", rest_token.clone()),
         ("a token for another server", mint(&format!("{ISSUER}/servers/{jira}/mcp"), &["mcp:tools"])),
-        ("a token for the umbrella resource", mint(ISSUER, &["mcp:tools"])),
         ("a foreign issuer", tokens.sign(&foreign_issuer).unwrap().expose().to_owned()),
         ("an expired token", tokens.sign(&expired).unwrap().expose().to_owned()),
         ("alg none", unsigned),
@@ -154,6 +153,10 @@ async fn the_mcp_endpoint_admits_only_tokens_for_its_own_resource_with_the_scope
     assert_eq!(unknown.body["error"]["code"], -32601);
     let batch = post(&api, &uri, &json!([rpc("ping")]), &auth).await;
     assert_eq!(batch.status, StatusCode::BAD_REQUEST);
+    // C34: a token for the umbrella resource (a client that named none) is good at every server.
+    let umbrella = mint(ISSUER, &["mcp:tools"]);
+    let umbrella = post(&api, &uri, &rpc("ping"), &[("authorization", &bearer(&umbrella))]).await;
+    assert_eq!(umbrella.status, StatusCode::OK, "{}", umbrella.raw);
     // An API key is a credential here too (the REST API's rules).
     let keyed = post(&api, &uri, &rpc("ping"), &[("authorization", &bearer(&api.key))]).await;
     assert_eq!(keyed.status, StatusCode::OK, "{}", keyed.raw);

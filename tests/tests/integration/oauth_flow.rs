@@ -65,6 +65,13 @@ fn hidden(page: &str, name: &str) -> String {
     page[start..].split('"').next().unwrap().to_owned()
 }
 
+/// The consent cookie the consent page set (`SameSite=Strict`), as the browser sends it back.
+fn consent_cookie(page: &Answer) -> String {
+    let set = page.cookies.iter().find(|c| c.starts_with("mgw_consent_")).expect("a consent cookie");
+    assert!(set.contains("SameSite=Strict") && set.contains("HttpOnly"), "{set}");
+    set.split(';').next().unwrap().to_owned()
+}
+
 struct Pkce {
     verifier: String,
     challenge: String,
@@ -96,9 +103,13 @@ async fn approve_and_sign_in(api: &Api, provider: &OidcProvider, authorize: &str
         ("csrf", &hidden(&page.body, "csrf")),
         ("idp", "test"),
     ]);
-    let approved =
-        send(api, Method::POST, "/consent", &[("content-type", "application/x-www-form-urlencoded")], Some(consent))
-            .await;
+    let cookie = consent_cookie(&page);
+    let headers = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("cookie", cookie.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let approved = send(api, Method::POST, "/consent", &headers, Some(consent)).await;
     assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
     let binding = approved.cookies.iter().find(|c| c.starts_with("mgw_oauth_")).expect("a binding cookie");
     let binding = binding.split(';').next().unwrap().to_owned();
@@ -121,12 +132,9 @@ async fn token(api: &Api, pairs: &[(&str, &str)]) -> (StatusCode, Value, axum::h
     (answer.status, serde_json::from_str(&answer.body).unwrap_or(Value::Null), answer.headers)
 }
 
-/// A gateway with the test IdP, a server only developers may use, and a client registered for it:
-/// the gateway, the provider, the client's id, the server's resource and id.
-async fn set_up(backend: Backend) -> (Api, OidcProvider, String, String, String) {
-    let users = entra_shaped_users_for(&[REDIRECT, &format!("{GATEWAY}/oauth/callback/test")]);
-    let provider = OidcProvider::start(&users.to_string()).unwrap();
-    let idp = api::oidc::IdpConfig {
+/// The gateway's configuration of the test IdP: developers by their `roles` claim.
+fn idp_config(provider: &OidcProvider) -> api::oidc::IdpConfig {
+    api::oidc::IdpConfig {
         name: "test".into(),
         issuer: provider.issuer(),
         client_id: "gateway".into(),
@@ -138,7 +146,15 @@ async fn set_up(backend: Backend) -> (Api, OidcProvider, String, String, String)
             role: Role::Developer,
         }],
         kind: Default::default(),
-    };
+    }
+}
+
+/// A gateway with the test IdP, a server only developers may use, and a client registered for it:
+/// the gateway, the provider, the client's id, the server's resource and id.
+async fn set_up(backend: Backend) -> (Api, OidcProvider, String, String, String) {
+    let users = entra_shaped_users_for(&[REDIRECT, &format!("{GATEWAY}/oauth/callback/test")]);
+    let provider = OidcProvider::start(&users.to_string()).unwrap();
+    let idp = idp_config(&provider);
     let api = start_with(backend, |config| {
         config.public_url = Some(GATEWAY.into());
         config.idps = vec![idp];
@@ -178,14 +194,28 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     assert!(page.body.contains("127.0.0.1") && page.body.contains("GitHub"));
     assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
     assert!(page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("frame-ancestors 'none'"));
-    assert!(page.cookies.is_empty(), "no cookie before consent");
+    // C36: no binding cookie before consent; only the consent page's own, Strict.
+    assert!(page.cookies.iter().all(|c| c.starts_with("mgw_consent_")), "{:?}", page.cookies);
+    let cookie = consent_cookie(&page);
+    let urlencoded = ("content-type", "application/x-www-form-urlencoded");
     // A15: a consent with another CSRF token is refused, and changes nothing.
     let forged = form(&[("transaction", &hidden(&page.body, "transaction")), ("csrf", "forged"), ("idp", "test")]);
-    let refused =
-        send(&api, Method::POST, "/consent", &[("content-type", "application/x-www-form-urlencoded")], Some(forged))
-            .await;
+    let refused = send(&api, Method::POST, "/consent", &[urlencoded, ("cookie", &cookie)], Some(forged)).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert!(refused.location.is_none() && refused.cookies.is_empty());
+    // A14, A15: the right form posted from another site (an attacker's own consent page, auto-submitted
+    // in the victim's browser): without the page's Strict cookie, or marked cross-site, it is refused.
+    let genuine = form(&[
+        ("transaction", &hidden(&page.body, "transaction")),
+        ("csrf", &hidden(&page.body, "csrf")),
+        ("idp", "test"),
+    ]);
+    let cookieless = send(&api, Method::POST, "/consent", &[urlencoded], Some(genuine.clone())).await;
+    assert_eq!(cookieless.status, StatusCode::FORBIDDEN, "{}", cookieless.body);
+    let cross_site = [urlencoded, ("cookie", &cookie), ("sec-fetch-site", "cross-site")];
+    let cross_site = send(&api, Method::POST, "/consent", &cross_site, Some(genuine)).await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN, "{}", cross_site.body);
+    assert!(cross_site.location.is_none() && cross_site.cookies.is_empty());
 
     // The whole flow: consent (303, the binding cookie), the IdP, the callback, the code with the
     // client's state byte for byte and the issuer (C32, C37, C38).
@@ -364,6 +394,18 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     assert_eq!(b["refresh_token"].as_str(), Some(rt2.as_str()), "concurrent refreshes share the successor");
     assert_ne!(rt2, rt1);
     let access = a["access_token"].as_str().unwrap().to_owned();
+    // A refresh keeps the grant's session active (its idle clock starts again).
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let stream = eventstore::StreamName::parse(format!("session-{}", claims["sid"].as_str().unwrap())).unwrap();
+    let events = api
+        .gateway
+        .state
+        .store
+        .read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
+        .await
+        .unwrap();
+    assert!(events.iter().any(|e| e.event_type == "SessionRefreshed"), "the session marked active");
     let mcp = format!("/servers/{id}/mcp");
     let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
     let bearer = format!("Bearer {access}");
@@ -420,6 +462,42 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     })
     .await;
     api.gateway.stop();
+}
+
+/// Two instances on one database: authorize on the first, the IdP's callback and the token on the
+/// second, a refresh on the first; no instance keeps any of the flow's state to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_instance_serves_any_step_of_an_authorization() {
+    let (first, provider, client_id, resource, _) = set_up(Backend::Postgres).await;
+    let url = first.db.as_ref().unwrap().url.clone();
+    let mut config = crate::api_servers::config(&url, None);
+    config.public_url = Some(GATEWAY.into());
+    config.idps = vec![idp_config(&provider)];
+    let second = crate::api_servers::another_instance(&first, config).await;
+    let pkce = new_pkce();
+    let (callback, binding) =
+        approve_and_sign_in(&first, &provider, &authorize_uri(&client_id, &pkce, &resource)).await;
+    let back = send(&second, Method::GET, &callback, &[("cookie", &binding)], None).await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER, "{}", back.body);
+    let code = query(back.location.as_deref().unwrap(), "code").unwrap();
+    let (status, tokens, _) = token(
+        &second,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, refreshed, _) =
+        token(&first, &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &client_id)]).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    second.gateway.stop();
+    first.gateway.stop();
 }
 
 on_every_backend!(
