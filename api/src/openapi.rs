@@ -39,6 +39,8 @@ use crate::state::AppState;
         crate::oauth::authorize::callback,
         crate::oauth::token::token,
         crate::oauth::revocation::revoke,
+        crate::routes::oauth_clients::list,
+        crate::routes::oauth_clients::revoke,
         crate::routes::mcp::call,
         crate::routes::mcp::no_stream,
         registry_v0::version,

@@ -66,6 +66,12 @@ pub(crate) async fn resource_caller(parts: &Parts, state: &AppState, resource: &
         };
         let model =
             state.authz.read().map_err(|_| Refusal::Unavailable("the authorization model is unavailable".into()))?;
+        // A token of an OAuth client stops working the moment the client is revoked.
+        if let Some(client) = &claims.client_id
+            && model.client(client).is_none_or(|c| c.revoked)
+        {
+            return Err(Refusal::Invalid("the token's client is revoked".into()));
+        }
         let mut found = model.by_token(principal, key, chrono::Utc::now()).ok_or_else(ended)?;
         drop(model);
         // A token for an MCP server lets its holder use servers, nothing else; a key's own scopes narrow

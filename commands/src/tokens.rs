@@ -61,6 +61,10 @@ pub struct AccessClaims {
     pub sid: String,
     /// Space-separated actions (empty: whatever the principal's roles allow).
     pub scope: String,
+    /// The OAuth client the token was issued to (tokens of the REST API have none): revoking the
+    /// client revokes its tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// Why a token was refused. Callers answer 401 for all of them alike.
@@ -285,14 +289,16 @@ impl TokenService {
         lifetime: Duration,
         now: DateTime<Utc>,
     ) -> Result<Secret, CommandError> {
-        self.issue_identified_for(audience, principal, sid, scopes, lifetime, now).map(|(token, _)| token)
+        self.issue_identified_for(audience, None, principal, sid, scopes, lifetime, now).map(|(token, _)| token)
     }
 
     /// [`issue_for`](Self::issue_for), also returning the token's id (`jti`), for the records that name
     /// a token without holding it.
+    #[allow(clippy::too_many_arguments)]
     pub fn issue_identified_for(
         &self,
         audience: &str,
+        client_id: Option<&str>,
         principal: Uuid,
         sid: &str,
         scopes: &[String],
@@ -311,6 +317,7 @@ impl TokenService {
             jti: jti.clone(),
             sid: sid.to_owned(),
             scope: scopes.join(" "),
+            client_id: client_id.map(str::to_owned),
         };
         Ok((self.sign(&claims)?, jti))
     }

@@ -11,6 +11,7 @@ use domain::authz::Action;
 use domain::identity::{
     API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind, SESSION_CATEGORY, SESSION_IDLE,
 };
+use domain::oauth::{CLIENT_CATEGORY, ClientEvent};
 use domain::server::{self, AccessPolicy, ServerEvent};
 use eventstore::RecordedEvent;
 use uuid::Uuid;
@@ -117,6 +118,25 @@ pub struct Authz {
     sessions: HashMap<Uuid, SessionSummary>,
     /// Live servers (deregistered ones are gone).
     servers: HashMap<Uuid, ServerAccess>,
+    /// OAuth clients, revoked ones included (a token names its client).
+    clients: HashMap<String, OAuthClient>,
+}
+
+/// An OAuth client as the model knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClient {
+    /// Its id.
+    pub client_id: String,
+    /// The name it registered.
+    pub name: Option<String>,
+    /// Its redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Whether it has a secret.
+    pub confidential: bool,
+    /// When it registered.
+    pub registered_at: DateTime<Utc>,
+    /// Revoked: its tokens are refused.
+    pub revoked: bool,
 }
 
 /// A session as listed to its holder and to administrators: never its secret.
@@ -150,8 +170,8 @@ impl Default for Authz {
     fn default() -> Self {
         Self {
             filter: EventFilter::new(
-                [PRINCIPAL_CATEGORY, API_KEY_CATEGORY, SESSION_CATEGORY, server::CATEGORY],
-                IdentityEvent::TYPES.into_iter().chain(ServerEvent::TYPES),
+                [PRINCIPAL_CATEGORY, API_KEY_CATEGORY, SESSION_CATEGORY, server::CATEGORY, CLIENT_CATEGORY],
+                IdentityEvent::TYPES.into_iter().chain(ServerEvent::TYPES).chain(ClientEvent::TYPES),
             ),
             principals: HashMap::new(),
             digests: HashMap::new(),
@@ -159,11 +179,24 @@ impl Default for Authz {
             session_secrets: HashMap::new(),
             sessions: HashMap::new(),
             servers: HashMap::new(),
+            clients: HashMap::new(),
         }
     }
 }
 
 impl Authz {
+    /// The OAuth client `client_id`, revoked or not.
+    pub fn client(&self, client_id: &str) -> Option<&OAuthClient> {
+        self.clients.get(client_id)
+    }
+
+    /// Every OAuth client, newest first.
+    pub fn clients(&self) -> Vec<OAuthClient> {
+        let mut clients: Vec<OAuthClient> = self.clients.values().cloned().collect();
+        clients.sort_by(|a, b| b.registered_at.cmp(&a.registered_at).then_with(|| a.client_id.cmp(&b.client_id)));
+        clients
+    }
+
     /// The owner and access policy of live server `id`.
     pub fn server_access(&self, id: Uuid) -> Option<&ServerAccess> {
         self.servers.get(&id)
@@ -311,6 +344,30 @@ impl MemoryProjection for Authz {
     fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
         let fail =
             |reason: String| ProjectionError::Apply { projection: "authz".into(), position: recorded.position, reason };
+        if recorded.stream.category() == CLIENT_CATEGORY {
+            let event = ClientEvent::from_json(&recorded.event_type, &recorded.data)
+                .ok_or_else(|| fail(format!("unknown type {}", recorded.event_type)))?
+                .map_err(|e| fail(e.to_string()))?;
+            match event {
+                ClientEvent::Registered(r) => {
+                    let client = OAuthClient {
+                        client_id: r.client_id.clone(),
+                        name: r.metadata.client_name.clone(),
+                        redirect_uris: r.metadata.redirect_uris.iter().map(|u| u.as_str().to_owned()).collect(),
+                        confidential: r.secret_sha256.is_some(),
+                        registered_at: recorded.metadata.occurred_at,
+                        revoked: false,
+                    };
+                    self.clients.insert(r.client_id, client);
+                }
+                ClientEvent::Revoked(r) => {
+                    if let Some(client) = self.clients.get_mut(&r.client_id) {
+                        client.revoked = true;
+                    }
+                }
+            }
+            return Ok(());
+        }
         if recorded.stream.category() == server::CATEGORY {
             let event = ServerEvent::from_json(&recorded.event_type, &recorded.data)
                 .ok_or_else(|| fail(format!("unknown type {}", recorded.event_type)))?

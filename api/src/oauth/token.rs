@@ -236,6 +236,7 @@ async fn issue(
         .tokens
         .issue_identified_for(
             &grant.resource,
+            Some(&grant.client_id),
             grant.principal_id,
             &grant.session_id.to_string(),
             std::slice::from_ref(&grant.scope),

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod login;
 pub mod mcp;
+pub mod oauth_clients;
 pub mod ops;
 pub mod registry_v0;
 pub mod servers;

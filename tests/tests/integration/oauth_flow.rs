@@ -500,7 +500,61 @@ async fn any_instance_serves_any_step_of_an_authorization() {
     first.gateway.stop();
 }
 
+/// An operator lists the clients and revokes one: its access token is refused from the next request,
+/// its refresh token no longer redeems, and it cannot start an authorization again (A29).
+async fn an_operator_revokes_a_client_and_everything_it_holds_stops_working(backend: Backend) {
+    let (api, provider, client_id, resource, id) = set_up(backend).await;
+    let pkce = new_pkce();
+    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+    let (_, tokens, _) = token(
+        &api,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let mcp = format!("/servers/{id}/mcp");
+    let listed = tests::eventually(DEADLINE, "the client in the list", || async {
+        let page = api.call(Method::GET, "/api/v1/oauth/clients", None, &[]).await;
+        let clients = page.body["clients"].as_array()?.clone();
+        clients.into_iter().find(|c| c["client_id"] == json!(client_id))
+    })
+    .await;
+    assert_eq!((listed["name"].as_str(), listed["revoked"].as_bool()), (Some("Test <Client>"), Some(false)));
+    assert_eq!(send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status, StatusCode::OK);
+
+    let revoked =
+        api.call(Method::DELETE, &format!("/api/v1/oauth/clients/{client_id}?reason=lost%20laptop"), None, &[]).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
+    let refused = send(&api, Method::POST, &mcp, &headers, Some(ping)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, answer, _) =
+        token(&api, &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &client_id)]).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    let again = send(&api, Method::GET, &authorize_uri(&client_id, &pkce, &resource), &[], None).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert!(again.location.is_none());
+    let unknown = api.call(Method::DELETE, &format!("/api/v1/oauth/clients/{}", uuid::Uuid::now_v7()), None, &[]).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let uri = format!("/api/v1/audit?action=client.revoked&target_id={client_id}");
+    let entry = tests::eventually(DEADLINE, "the revocation in the audit trail", || async {
+        api.call(Method::GET, &uri, None, &[]).await.body["entries"].as_array().and_then(|e| e.first().cloned())
+    })
+    .await;
+    assert_eq!(entry["reason"], "lost laptop");
+    api.gateway.stop();
+}
+
 on_every_backend!(
     an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server,
+    an_operator_revokes_a_client_and_everything_it_holds_stops_working,
     refresh_tokens_rotate_and_a_reused_one_revokes_the_grant,
 );
