@@ -27,5 +27,5 @@ pub use error::HarnessError;
 pub use eventually::{eventually, eventually_ok};
 pub use free_port::free_port;
 pub use nats::NatsServer;
-pub use oidc_provider::OidcProvider;
+pub use oidc_provider::{OidcProvider, installed_peers};
 pub use postgres::{PostgresOptions, PostgresServer, TestDatabase};

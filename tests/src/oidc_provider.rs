@@ -26,6 +26,13 @@ fn peers_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers")
 }
 
+/// The directory of the third-party npm programs (`tests/peers`), installed.
+pub fn installed_peers() -> Result<PathBuf, HarnessError> {
+    let peers = peers_dir();
+    ensure_installed(&peers)?;
+    Ok(peers)
+}
+
 /// Installs the pinned peers (`npm ci`, from `tests/peers/package-lock.json`) the first time a test needs
 /// them, once per test process.
 fn ensure_installed(peers: &std::path::Path) -> Result<(), HarnessError> {
@@ -36,7 +43,9 @@ fn ensure_installed(peers: &std::path::Path) -> Result<(), HarnessError> {
         hint: "; then run `npm ci --prefix tests/peers` (.ci/run does)",
     };
     let installed = INSTALLED.get_or_init(|| {
-        if peers.join("node_modules/oidc-provider").is_dir() {
+        if peers.join("node_modules/oidc-provider").is_dir()
+            && peers.join("node_modules/@modelcontextprotocol/sdk").is_dir()
+        {
             return Ok(());
         }
         let status = Command::new("npm")

@@ -61,10 +61,15 @@ async fn answer(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &[
         async move {
             let command_id = Uuid::now_v7();
             let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
-            if let Err(error) =
-                state.principals.revoke_session(principal, principal, session, "revoked by the client", &context).await
+            match state
+                .principals
+                .revoke_session(principal, principal, session, "revoked by the client", &context)
+                .await
             {
-                tracing::warn!(%error, "could not end a revoked grant's session");
+                // Answered once this instance refuses the session's tokens.
+                Ok(Some(done)) => crate::authz_lag::applied(state, done.position).await,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "could not end a revoked grant's session"),
             }
         }
     };

@@ -398,8 +398,11 @@ async fn reused(state: &AppState, origin: &Origin, grant: &Grant) -> OAuthError 
         .principals
         .revoke_session(grant.principal_id, grant.principal_id, grant.session_id, "refresh token reused", &context)
         .await;
-    if let Err(error) = revoked {
-        tracing::warn!(%error, "could not revoke the session of a reused refresh token");
+    match revoked {
+        // Answered once this instance refuses what the session holds.
+        Ok(Some(done)) => crate::authz_lag::applied(state, done.position).await,
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not revoke a session"),
     }
     let command_id = Uuid::now_v7();
     let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
@@ -436,8 +439,11 @@ async fn replayed_or_unknown(
             &context,
         )
         .await;
-    if let Err(error) = revoked {
-        tracing::warn!(%error, "could not revoke the session of a replayed code");
+    match revoked {
+        // Answered once this instance refuses what the session holds.
+        Ok(Some(done)) => crate::authz_lag::applied(state, done.position).await,
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not revoke a session"),
     }
     let event = AuthorizationEvent::CodeReplayed(AuthorizationCodeReplayed {
         client_id: redeemed.client_id,

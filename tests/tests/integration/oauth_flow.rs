@@ -553,7 +553,127 @@ async fn an_operator_revokes_a_client_and_everything_it_holds_stops_working(back
     api.gateway.stop();
 }
 
+/// The official TypeScript SDK's client (`@modelcontextprotocol/sdk`, installed by `.ci/run` from
+/// `tests/peers`) against a gateway listening on a real port: it discovers, registers, authorizes (the
+/// script plays the person at the consent page and the IdP's form), calls, refreshes, revokes, and is
+/// refused afterwards.
+async fn the_typescript_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation(backend: Backend) {
+    an_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation(backend, SdkClient::TypeScript).await;
+}
+
+/// The official Python SDK's client (PyPI `mcp`, in the virtual environment `.ci/run` prepares, named by
+/// `MGW_PYTHON`) through the same flow: it speaks the newest protocol first and falls back to
+/// `initialize` with the gateway.
+async fn the_python_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation(backend: Backend) {
+    an_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation(backend, SdkClient::Python).await;
+}
+
+#[derive(Clone, Copy)]
+enum SdkClient {
+    TypeScript,
+    Python,
+}
+
+/// A Python with the `mcp` SDK: `MGW_PYTHON` (as `.ci/run` sets it), else a virtual environment made for
+/// it in the build's temporary directory on first use.
+fn sdk_python() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let has_it = |python: &std::path::Path| {
+                std::process::Command::new(python)
+                    .args(["-c", "import mcp, httpx2"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            if let Ok(python) = std::env::var("MGW_PYTHON")
+                && has_it(std::path::Path::new(&python))
+            {
+                return python.into();
+            }
+            let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-sdk-venv");
+            let python = venv.join("bin/python");
+            if !has_it(&python) {
+                let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap();
+                assert!(made.success(), "python3 -m venv (Debian: python3-venv)");
+                let pip = venv.join("bin/pip");
+                let installed =
+                    std::process::Command::new(pip).args(["install", "--quiet", "mcp==2.3.0"]).status().unwrap();
+                assert!(installed.success(), "pip install mcp==2.3.0");
+            }
+            python
+        })
+        .clone()
+}
+
+async fn an_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation(backend: Backend, client: SdkClient) {
+    let port = tests::free_port().unwrap();
+    let origin = format!("http://127.0.0.1:{port}");
+    let users = entra_shaped_users_for(&[REDIRECT, &format!("{origin}/oauth/callback/test")]);
+    let provider = OidcProvider::start(&users.to_string()).unwrap();
+    let api = start_with(backend, |config| {
+        config.public_url = Some(origin.clone());
+        config.idps = vec![idp_config(&provider)];
+    })
+    .await;
+    let server = json!({ "name": "io.example/gh", "description": "d", "transport": "streamable_http",
+                         "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] } });
+    let created = api.call(Method::POST, "/api/v1/servers", Some(&server.to_string()), &[]).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    tests::eventually(DEADLINE, "the server in the catalogue and the model", || async {
+        let known =
+            send(&api, Method::GET, &format!("/.well-known/oauth-protected-resource/servers/{id}/mcp"), &[], None)
+                .await;
+        let model = api.gateway.state.authz.read().ok()?.server_access(id.parse().ok()?).is_some();
+        (known.status == StatusCode::OK && model).then_some(())
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let app = api.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let peers = tests::installed_peers().unwrap();
+    let mcp_url = format!("{origin}/servers/{id}/mcp");
+    let mut command = match client {
+        SdkClient::TypeScript => {
+            let mut node = tokio::process::Command::new("node");
+            node.arg(peers.join("mcp-ts-client.mjs"));
+            node
+        }
+        SdkClient::Python => {
+            let mut python = tokio::process::Command::new(sdk_python());
+            python.arg(peers.join("mcp-py-client.py"));
+            python
+        }
+    };
+    let run = command.args([mcp_url.as_str(), "roles", "pw"]).current_dir(&peers).kill_on_drop(true).output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the client finishes within a minute")
+        .unwrap();
+    serving.abort();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let steps: std::collections::HashMap<String, Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|step| Some((step["step"].as_str()?.to_owned(), step)))
+        .collect();
+    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the SDK client failed:\n{report}");
+    assert_eq!(steps["registered"]["auth_method"], "none", "{report}");
+    assert_eq!(steps["authorized"]["scope"], "mcp:tools", "{report}");
+    assert_eq!(steps["authorized"]["has_refresh_token"], true, "{report}");
+    assert_eq!(steps["called"]["tools"], 0, "{report}");
+    let refreshed = &steps["refreshed"];
+    let renewed = refreshed["new_access_token"].as_bool().or(refreshed["new_refresh_token"].as_bool());
+    assert_eq!(renewed, Some(true), "{report}");
+    assert_eq!(steps["revoked"]["status"], 200, "{report}");
+    assert_eq!(steps["after_revocation"]["refused"], true, "{report}");
+    api.gateway.stop();
+}
+
 on_every_backend!(
+    the_typescript_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation,
+    the_python_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation,
     an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server,
     an_operator_revokes_a_client_and_everything_it_holds_stops_working,
     refresh_tokens_rotate_and_a_reused_one_revokes_the_grant,

@@ -102,16 +102,18 @@ async fn the_registry_survives_its_connections_being_killed_mid_batch() {
             });
             async move { api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await }
         });
-        let terminate = async {
+        // Kill the gateway's connections as soon as there are some: after a round's killings the pool
+        // reconnects on demand, so the first look may find none yet.
+        let terminate = tests::eventually(DEADLINE, "gateway connections to kill", || async {
             let killed: Vec<bool> = sqlx::query_scalar(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                   WHERE datname = current_database() AND pid <> pg_backend_pid()",
             )
             .fetch_all(&admin)
             .await
-            .unwrap();
-            killed.len()
-        };
+            .ok()?;
+            (!killed.is_empty()).then_some(killed.len())
+        });
         let (replies, killed) = tokio::join!(futures_util::future::join_all(registrations), terminate);
         assert!(killed > 0, "round {round}: no connection was killed");
         // A request that lost its connection may fail with 503 (its commit may still have landed); what
