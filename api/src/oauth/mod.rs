@@ -32,6 +32,27 @@ pub fn routes() -> Router<AppState> {
     cross_origin.merge(authorize::routes())
 }
 
+/// The fields of a token or revocation request: a form (`application/x-www-form-urlencoded`), each
+/// parameter at most once (RFC 6749 §3.1).
+pub(crate) fn form_fields(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<std::collections::HashMap<String, String>, OAuthError> {
+    let form_typed = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if !form_typed {
+        return Err(OAuthError::bad_request("invalid_request", "send the form as application/x-www-form-urlencoded"));
+    }
+    let mut fields = std::collections::HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(body).into_owned() {
+        if fields.insert(name.clone(), value).is_some() {
+            return Err(OAuthError::bad_request("invalid_request", format!("{name} is sent more than once")));
+        }
+    }
+    Ok(fields)
+}
+
 /// Appends `event` to its client's authorization log (`oauth-<client_id>`), a log rather than an
 /// aggregate: nothing is decided on it, so appends do not compete on a revision. A failure is logged;
 /// the answer stands.

@@ -138,13 +138,7 @@ pub(crate) async fn token(State(state): State<AppState>, origin: Origin, headers
 }
 
 async fn answer(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
-    let form_typed = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    });
-    if !form_typed {
-        return Err(OAuthError::bad_request("invalid_request", "send the form as application/x-www-form-urlencoded"));
-    }
-    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let form = super::form_fields(headers, body)?;
     let client = authenticate_client(state, headers, &form).await?;
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => redeem(state, origin, &client, &form).await,

@@ -152,11 +152,16 @@ fn idp_config(provider: &OidcProvider) -> api::oidc::IdpConfig {
 /// A gateway with the test IdP, a server only developers may use, and a client registered for it:
 /// the gateway, the provider, the client's id, the server's resource and id.
 async fn set_up(backend: Backend) -> (Api, OidcProvider, String, String, String) {
-    let users = entra_shaped_users_for(&[REDIRECT, &format!("{GATEWAY}/oauth/callback/test")]);
+    set_up_at(backend, GATEWAY).await
+}
+
+/// [`set_up`], for a gateway whose public URL is `origin`.
+async fn set_up_at(backend: Backend, origin: &str) -> (Api, OidcProvider, String, String, String) {
+    let users = entra_shaped_users_for(&[REDIRECT, &format!("{origin}/oauth/callback/test")]);
     let provider = OidcProvider::start(&users.to_string()).unwrap();
     let idp = idp_config(&provider);
     let api = start_with(backend, |config| {
-        config.public_url = Some(GATEWAY.into());
+        config.public_url = Some(origin.to_owned());
         config.idps = vec![idp];
     })
     .await;
@@ -164,7 +169,7 @@ async fn set_up(backend: Backend) -> (Api, OidcProvider, String, String, String)
                          "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] } });
     let created = api.call(Method::POST, "/api/v1/servers", Some(&server.to_string()), &[]).await;
     let id = created.body["id"].as_str().unwrap().to_owned();
-    let resource = format!("{GATEWAY}/servers/{id}/mcp");
+    let resource = format!("{origin}/servers/{id}/mcp");
     tests::eventually(DEADLINE, "the server in the catalogue and the model", || async {
         let known =
             send(&api, Method::GET, &format!("/.well-known/oauth-protected-resource/servers/{id}/mcp"), &[], None)
@@ -299,6 +304,13 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     )
     .await;
     assert_eq!((status, unknown["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    let (status, twice, _) =
+        token(&api, &[("grant_type", "password"), ("grant_type", "refresh_token"), ("client_id", &client_id)]).await;
+    assert_eq!(
+        (status, twice["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "a parameter sent twice"
+    );
     let (status, password, _) = token(&api, &[("grant_type", "password"), ("client_id", &client_id)]).await;
     assert_eq!((status, password["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
 
@@ -609,25 +621,7 @@ fn sdk_python() -> std::path::PathBuf {
 async fn an_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation(backend: Backend, client: SdkClient) {
     let port = tests::free_port().unwrap();
     let origin = format!("http://127.0.0.1:{port}");
-    let users = entra_shaped_users_for(&[REDIRECT, &format!("{origin}/oauth/callback/test")]);
-    let provider = OidcProvider::start(&users.to_string()).unwrap();
-    let api = start_with(backend, |config| {
-        config.public_url = Some(origin.clone());
-        config.idps = vec![idp_config(&provider)];
-    })
-    .await;
-    let server = json!({ "name": "io.example/gh", "description": "d", "transport": "streamable_http",
-                         "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] } });
-    let created = api.call(Method::POST, "/api/v1/servers", Some(&server.to_string()), &[]).await;
-    let id = created.body["id"].as_str().unwrap().to_owned();
-    tests::eventually(DEADLINE, "the server in the catalogue and the model", || async {
-        let known =
-            send(&api, Method::GET, &format!("/.well-known/oauth-protected-resource/servers/{id}/mcp"), &[], None)
-                .await;
-        let model = api.gateway.state.authz.read().ok()?.server_access(id.parse().ok()?).is_some();
-        (known.status == StatusCode::OK && model).then_some(())
-    })
-    .await;
+    let (api, _provider, _, _, id) = set_up_at(backend, &origin).await;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let app = api.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
