@@ -78,7 +78,9 @@ async fn answer(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &[
         Ok(None) => {}
         Err(_) => return Err(OAuthError::unavailable()),
     }
+    // An access token: only one issued to this client (RFC 7009 §2.1); another client's is left alone.
     if let Ok(claims) = state.tokens.verify_any_resource(token)
+        && claims.client_id.as_deref() == Some(client.client_id.as_str())
         && let (Ok(principal), Ok(session)) = (claims.sub.parse::<Uuid>(), claims.sid.parse::<Uuid>())
     {
         end_session(principal, session).await;

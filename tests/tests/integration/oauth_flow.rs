@@ -427,6 +427,25 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let rt3 = rotated["refresh_token"].as_str().unwrap().to_owned();
 
+    // Another client cannot revoke this client's access token (RFC 7009 §2.1): it keeps working.
+    let other = send(
+        &api,
+        Method::POST,
+        "/register",
+        &[("content-type", "application/json")],
+        Some(json!({ "redirect_uris": [CLIENT_REDIRECT] }).to_string()),
+    )
+    .await;
+    let other = serde_json::from_str::<Value>(&other.body).unwrap()["client_id"].as_str().unwrap().to_owned();
+    let foreign = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("token", access.as_str()), ("client_id", &other)])
+        .finish();
+    let foreign =
+        send(&api, Method::POST, "/revoke", &[("content-type", "application/x-www-form-urlencoded")], Some(foreign))
+            .await;
+    assert_eq!(foreign.status, StatusCode::OK);
+    let still = send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await;
+    assert_eq!(still.status, StatusCode::OK, "{} {:?}", still.body, still.headers.get(header::WWW_AUTHENTICATE));
     // C46: the client revokes its refresh token: the grant and the session end.
     let form = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([("token", rt3.as_str()), ("client_id", &client_id)])
