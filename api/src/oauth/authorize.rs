@@ -268,6 +268,10 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
             )
         }
     };
+    // The client's state comes back byte for byte; kept meanwhile, it is bounded text.
+    if query.get("state").is_some_and(|s| s.len() > 2_048 || s.chars().any(char::is_control)) {
+        return reject("invalid_request", "state is at most 2048 bytes without control characters".into()).await;
+    }
     if get("response_type") != Some("code") {
         return reject("unsupported_response_type", "response_type is code".into()).await;
     }

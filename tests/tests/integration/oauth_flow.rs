@@ -340,6 +340,17 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
         (query(&location, "state").as_deref(), query(&location, "iss").as_deref()),
         (Some("a+b"), Some(GATEWAY))
     );
+    // A state the gateway cannot keep (a NUL) is refused, not a server error.
+    let nul = send(
+        &api,
+        Method::GET,
+        &authorize_uri(&client_id, &pkce, &resource).replace("state=a%2Bb", "state=a%00b"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(nul.status, StatusCode::SEE_OTHER, "{}", nul.body);
+    assert_eq!(query(nul.location.as_deref().unwrap(), "error").as_deref(), Some("invalid_request"));
     // A31, C33: a resource that is not this gateway's.
     let target =
         send(&api, Method::GET, &authorize_uri(&client_id, &pkce, "https://evil.example/mcp"), &[], None).await;
