@@ -133,9 +133,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
     if !parts.method.is_safe() {
         let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
         let expected = crate::cookies::csrf_token(secret);
-        let equal = sent.len() == expected.len()
-            && bool::from(subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()));
-        if !equal {
+        if !crate::constant_time::equal(sent.as_bytes(), expected.as_bytes()) {
             return Err(Problem::new(axum::http::StatusCode::FORBIDDEN, "csrf", "CSRF token missing or wrong")
                 .detail("send the session's csrf_token as X-CSRF-Token"));
         }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit_prune;
 pub mod auth;
 pub mod authz_lag;
+pub mod constant_time;
 pub mod cookies;
 pub mod cursor;
 mod denials;

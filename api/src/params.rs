@@ -1,8 +1,23 @@
 //! Query parameters: text that PostgreSQL can store and compare (no control characters, bounded).
 
+use std::collections::HashMap;
+
 use axum::http::StatusCode;
 
 use crate::problem::Problem;
+
+/// The pairs of a query string or form body, each name at most once: with two values for one name, which
+/// counts would be a guess (and OAuth forbids it, RFC 6749 §3.1). `Err` names the repeated parameter.
+pub fn unique_pairs(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut pairs = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw).into_owned() {
+        if pairs.contains_key(&name) {
+            return Err(name);
+        }
+        pairs.insert(name, value);
+    }
+    Ok(pairs)
+}
 
 /// Longest text parameter accepted.
 const MAX_PARAM_CHARS: usize = 512;

@@ -96,8 +96,7 @@ pub(crate) fn hex_digest(secret: &str) -> String {
 }
 
 fn equal(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    crate::constant_time::equal(a.as_bytes(), b.as_bytes())
 }
 
 /// Text for HTML, with the characters that could open markup escaped.
@@ -185,6 +184,8 @@ fn context(origin: &Origin, actor: Actor) -> CommandContext {
 async fn resource(state: &AppState, named: Option<&str>) -> Result<(String, String), String> {
     let issuer = state.tokens.issuer();
     let Some(named) = named else { return Ok((issuer.to_owned(), "every server you may use".into())) };
+    // What the client named goes into the refusal (and its event) cleaned and cut: it is anybody's text.
+    let shown = domain::text::clean_line(named, 200).unwrap_or_default();
     let url = url::Url::parse(named).map_err(|_| "the resource is not an absolute URI".to_owned())?;
     if url.fragment().is_some() {
         return Err("the resource has a fragment".into());
@@ -199,16 +200,18 @@ async fn resource(state: &AppState, named: Option<&str>) -> Result<(String, Stri
         .strip_prefix(&format!("{issuer}/servers/"))
         .and_then(|rest| rest.strip_suffix("/mcp"))
         .and_then(|id| id.parse::<Uuid>().ok())
-        .ok_or_else(|| format!("{named} is not a resource of this gateway"))?;
+        .ok_or_else(|| format!("{shown} is not a resource of this gateway"))?;
     match state.registry.get(id).await {
         Ok(Some(server)) => Ok((format!("{issuer}/servers/{id}/mcp"), server.title.unwrap_or(server.name))),
-        Ok(None) => Err(format!("{named} is not a registered server")),
+        Ok(None) => Err(format!("{shown} is not a registered server")),
         Err(_) => Err("the catalogue is unreachable".into()),
     }
 }
 
-fn parameters(raw: Option<String>) -> std::collections::HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
+/// The query's parameters, each at most once (RFC 6749 §3.1); `Err` says which was repeated.
+fn parameters(raw: Option<String>) -> Result<std::collections::HashMap<String, String>, String> {
+    crate::params::unique_pairs(raw.unwrap_or_default().as_bytes())
+        .map_err(|name| format!("{name} is sent more than once"))
 }
 
 /// A PKCE challenge: the base64url SHA-256 of a verifier, 43 characters.
@@ -226,7 +229,10 @@ fn is_challenge(challenge: &str) -> bool {
         (status = 503, description = "the store is unreachable", content_type = "text/html"),
     ))]
 pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, RawQuery(query): RawQuery) -> Response {
-    let query = parameters(query);
+    let query = match parameters(query) {
+        Ok(query) => query,
+        Err(repeated) => return error_page(StatusCode::BAD_REQUEST, &repeated),
+    };
     let get = |name: &str| query.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let Some(client_id) = get("client_id") else {
         return error_page(StatusCode::BAD_REQUEST, "the request names no client (client_id)");
@@ -410,7 +416,10 @@ fn binding_cookie(state: &AppState, upstream_state: &str) -> String {
     responses(
         (status = 303, description = "to the IdP, or back to the client"),
         (status = 400, description = "an unknown or expired authorization, or a bad CSRF token: a page", content_type = "text/html"),
-        (status = 503, description = "the store or the IdP is unreachable", content_type = "text/html"),
+        (status = 403, description = "the answer did not come from the browser that was shown the page: a page", content_type = "text/html"),
+        (status = 500, description = "the sign-in could not be prepared (sealing failed): a page", content_type = "text/html"),
+        (status = 502, description = "the IdP cannot be reached: a page", content_type = "text/html"),
+        (status = 503, description = "the store is unreachable", content_type = "text/html"),
     ))]
 pub(crate) async fn consent(
     State(state): State<AppState>,
@@ -522,7 +531,10 @@ pub(crate) async fn callback(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let query = parameters(query);
+    let query = match parameters(query) {
+        Ok(query) => query,
+        Err(repeated) => return error_page(StatusCode::BAD_REQUEST, &repeated),
+    };
     let Some(upstream_state) = query.get("state") else {
         return error_page(StatusCode::BAD_REQUEST, "the identity provider's answer has no state");
     };

@@ -44,13 +44,8 @@ pub(crate) fn form_fields(
     if !form_typed {
         return Err(OAuthError::bad_request("invalid_request", "send the form as application/x-www-form-urlencoded"));
     }
-    let mut fields = std::collections::HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(body).into_owned() {
-        if fields.insert(name.clone(), value).is_some() {
-            return Err(OAuthError::bad_request("invalid_request", format!("{name} is sent more than once")));
-        }
-    }
-    Ok(fields)
+    crate::params::unique_pairs(body)
+        .map_err(|name| OAuthError::bad_request("invalid_request", format!("{name} is sent more than once")))
 }
 
 /// Appends `event` to its client's authorization log (`oauth-<client_id>`), a log rather than an

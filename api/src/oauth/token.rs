@@ -52,10 +52,7 @@ fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::bad_request("invalid_grant", description)
 }
 
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.ct_eq(b))
-}
+use crate::constant_time::equal;
 
 /// The client a token request authenticates as: `Authorization: Basic` or `client_id` (and
 /// `client_secret`) in the form, as the client registered (RFC 6749 §2.3).

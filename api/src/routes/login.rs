@@ -125,10 +125,8 @@ pub(crate) async fn callback(
     let pending = open_pending(&state, &headers, &idp)?;
     // The state binds the answer to this browser's login: a callback forged or replayed into another
     // browser carries a state its cookie does not.
-    let state_matches = query.state.as_deref().is_some_and(|s| {
-        use subtle_compare::equal;
-        equal(s.as_bytes(), pending.state.as_bytes())
-    });
+    let state_matches =
+        query.state.as_deref().is_some_and(|s| crate::constant_time::equal(s.as_bytes(), pending.state.as_bytes()));
     if !state_matches {
         return Err(login_refused("the state does not match the login in progress"));
     }
@@ -156,14 +154,6 @@ pub(crate) async fn callback(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// Constant-time comparison (the `subtle` crate), kept in one place.
-mod subtle_compare {
-    pub(super) fn equal(a: &[u8], b: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        a.len() == b.len() && bool::from(a.ct_eq(b))
-    }
 }
 
 /// A session as listed.
@@ -298,7 +288,7 @@ pub(crate) async fn refresh(
 ) -> Result<Response, Problem> {
     let secret = cookie(&headers, &state.cookies.name("session")).ok_or_else(Problem::unauthenticated)?;
     let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !subtle_compare::equal(sent.as_bytes(), csrf_token(secret).as_bytes()) {
+    if !crate::constant_time::equal(sent.as_bytes(), csrf_token(secret).as_bytes()) {
         return Err(Problem::new(StatusCode::FORBIDDEN, "csrf", "CSRF token missing or wrong")
             .detail("send the session's csrf_token as X-CSRF-Token"));
     }

@@ -166,13 +166,11 @@ fn document(entry: &VersionEntry, issuer: &str) -> Value {
 
 /// The query parameters, each at most once.
 fn parameters(raw: Option<String>) -> Result<std::collections::HashMap<String, String>, RegistryError> {
-    let mut parameters = std::collections::HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+    let parameters = crate::params::unique_pairs(raw.unwrap_or_default().as_bytes())
+        .map_err(|name| RegistryError::bad_request(format!("{name} is given more than once")))?;
+    for (key, value) in &parameters {
         if value.chars().count() > 200 || value.chars().any(char::is_control) {
             return Err(RegistryError::bad_request(format!("{key}: at most 200 characters, no control characters")));
-        }
-        if parameters.insert(key.to_string(), value.into_owned()).is_some() {
-            return Err(RegistryError::bad_request(format!("{key} is given more than once")));
         }
     }
     Ok(parameters)

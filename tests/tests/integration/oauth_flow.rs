@@ -330,6 +330,12 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     let foreign = send(&api, Method::GET, &foreign, &[], None).await;
     assert_eq!(foreign.status, StatusCode::BAD_REQUEST);
     assert!(foreign.location.is_none());
+    // A parameter sent twice (RFC 6749 §3.1): which one counts would be a guess; a page, no redirect.
+    let twice =
+        send(&api, Method::GET, &format!("{}&state=other", authorize_uri(&client_id, &pkce, &resource)), &[], None)
+            .await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST, "{}", twice.body);
+    assert!(twice.location.is_none() && twice.body.contains("state is sent more than once"));
     // A07, C31: no PKCE: back to the client with invalid_request, its state and the issuer.
     let plain = authorize_uri(&client_id, &pkce, &resource)
         .replace("code_challenge_method=S256", "code_challenge_method=plain");
