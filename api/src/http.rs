@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::oauth::routes())
         .merge(routes::mcp::routes())
         .merge(routes::oauth_clients::routes())
+        .merge(routes::grants::routes())
         .merge(routes::audit::routes())
         .merge(routes::ops::routes())
         .merge(crate::openapi::routes())

@@ -38,6 +38,33 @@ enum Command {
     /// The event log itself.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The OAuth authorization server.
+    #[command(subcommand)]
+    Oauth(OauthCommand),
+}
+
+#[derive(Subcommand)]
+enum OauthCommand {
+    /// The OAuth clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Every client that registered, newest first: id, name, redirect URIs, whether revoked.
+    List(DatabaseArgs),
+    /// Revokes a client as the local operator: its access tokens are refused from the next request, its
+    /// refresh tokens and codes no longer redeem, and it cannot start an authorization again.
+    Revoke {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The client.
+        client_id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long, default_value = "revoked by the local operator")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -281,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Projections(command) => projections_command(command).await,
         Command::Events(EventsCommand::Copy { from, to }) => events_copy(&from, &to).await,
+        Command::Oauth(OauthCommand::Clients(command)) => clients_command(command).await,
         Command::Audit(AuditCommand::Prune { database, retention_days, before, archive, signing_keys }) => {
             let trail = audit_source(&database.database_url).await?;
             let keys =
@@ -606,6 +634,36 @@ async fn local_operator(
     let metadata = Metadata::new(command_id, Actor::system(actor), chrono::Utc::now());
     let context = commands::servers::CommandContext { command_id, metadata };
     Ok((commands::principals::PrincipalCommands::new(store, Arc::new(keyring)), context))
+}
+
+async fn clients_command(command: ClientsCommand) -> anyhow::Result<()> {
+    match command {
+        ClientsCommand::List(database) => {
+            let store = api::store_url::StoreUrl::parse(&database.database_url)?.open_existing().await?;
+            let model = projections::replay_once(&*store, projections::authz::Authz::default()).await?;
+            println!("client_id\tname\tregistered_at\tstatus\tredirect_uris");
+            for client in model.clients() {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    client.client_id,
+                    client.name.as_deref().unwrap_or("-").replace(['\t', '\n'], " "),
+                    client.registered_at.to_rfc3339(),
+                    if client.revoked { "revoked" } else { "active" },
+                    client.redirect_uris.join(" ")
+                );
+            }
+            Ok(())
+        }
+        ClientsCommand::Revoke { database, client_id, reason } => {
+            let store = api::store_url::StoreUrl::parse(&database.database_url)?.open_existing().await?;
+            let command_id = Uuid::now_v7();
+            let metadata = Metadata::new(command_id, Actor::system("oauth-clients-revoke"), chrono::Utc::now());
+            let context = commands::servers::CommandContext { command_id, metadata };
+            commands::oauth_clients::OAuthClients::new(store).revoke(&client_id, &reason, &context).await?;
+            println!("client {client_id} revoked");
+            Ok(())
+        }
+    }
 }
 
 async fn bootstrap(database: &DatabaseArgs, name: &str) -> anyhow::Result<()> {

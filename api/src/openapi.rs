@@ -41,6 +41,8 @@ use crate::state::AppState;
         crate::oauth::revocation::revoke,
         crate::routes::oauth_clients::list,
         crate::routes::oauth_clients::revoke,
+        crate::routes::grants::my_grants,
+        crate::routes::grants::revoke_my_grant,
         crate::routes::mcp::call,
         crate::routes::mcp::no_stream,
         registry_v0::version,

@@ -194,6 +194,32 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     let (ok, _, err) = prune(archive).await;
     assert!(!ok && err.contains("exists"), "{err}");
 
+    // OAuth clients from the command line: a client registers over HTTP, the operator lists it and
+    // revokes it, and the running gateway knows it revoked.
+    let metadata = r#"{"redirect_uris":["http://127.0.0.1:33418/callback"],"client_name":"CLI Client"}"#;
+    let (status, body) = http(&address, "POST", "/register", None, Some(metadata)).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let client_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["client_id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = run(&["oauth", "clients", "list"], &db.url).await;
+    let line = out.lines().find(|l| l.starts_with(&client_id)).unwrap_or_else(|| panic!("{out}{err}"));
+    assert!(
+        ok && line.contains("CLI Client\t") && line.contains("\tactive\thttp://127.0.0.1:33418/callback"),
+        "{line}"
+    );
+    let (ok, out, err) = run(&["oauth", "clients", "revoke", &client_id, "--reason", "lost laptop"], &db.url).await;
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let (ok, out, _) = run(&["oauth", "clients", "list"], &db.url).await;
+    assert!(ok && out.lines().any(|l| l.starts_with(&client_id) && l.contains("\trevoked\t")), "{out}");
+    let (ok, _, err) = run(&["oauth", "clients", "revoke", "no-such-client"], &db.url).await;
+    assert!(!ok && !err.is_empty(), "an unknown client is an error");
+    tests::eventually(DEADLINE, "the gateway to know the client revoked", || async {
+        let (_, body) = http(&address, "GET", "/api/v1/oauth/clients", Some(&key), None).await?;
+        let listed: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let client = listed["clients"].as_array()?.iter().find(|c| c["client_id"] == client_id.as_str())?.clone();
+        (client["revoked"] == true).then_some(())
+    })
+    .await;
+
     // SIGTERM: a graceful stop, exit status 0.
     let pid = serve.id().unwrap().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();

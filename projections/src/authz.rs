@@ -11,7 +11,7 @@ use domain::authz::Action;
 use domain::identity::{
     API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind, SESSION_CATEGORY, SESSION_IDLE,
 };
-use domain::oauth::{CLIENT_CATEGORY, ClientEvent};
+use domain::oauth::{AUTHORIZATION_CATEGORY, AuthorizationEvent, CLIENT_CATEGORY, ClientEvent};
 use domain::server::{self, AccessPolicy, ServerEvent};
 use eventstore::RecordedEvent;
 use uuid::Uuid;
@@ -120,6 +120,28 @@ pub struct Authz {
     servers: HashMap<Uuid, ServerAccess>,
     /// OAuth clients, revoked ones included (a token names its client).
     clients: HashMap<String, OAuthClient>,
+    /// What OAuth clients hold for people, by the session each grant lives in.
+    grants: HashMap<Uuid, OAuthGrant>,
+}
+
+/// What an OAuth client holds for a person: one approved authorization, living in the session of the
+/// sign-in that approved it (ending the session ends the grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthGrant {
+    /// The session the grant lives in.
+    pub session_id: Uuid,
+    /// The person.
+    pub principal_id: Uuid,
+    /// The client.
+    pub client_id: String,
+    /// The resource its tokens are for.
+    pub resource: String,
+    /// The scope approved.
+    pub scope: String,
+    /// When the first token was issued.
+    pub granted_at: DateTime<Utc>,
+    /// When a token was last issued (the first, or a refresh).
+    pub last_used_at: DateTime<Utc>,
 }
 
 /// An OAuth client as the model knows it.
@@ -170,8 +192,19 @@ impl Default for Authz {
     fn default() -> Self {
         Self {
             filter: EventFilter::new(
-                [PRINCIPAL_CATEGORY, API_KEY_CATEGORY, SESSION_CATEGORY, server::CATEGORY, CLIENT_CATEGORY],
-                IdentityEvent::TYPES.into_iter().chain(ServerEvent::TYPES).chain(ClientEvent::TYPES),
+                [
+                    PRINCIPAL_CATEGORY,
+                    API_KEY_CATEGORY,
+                    SESSION_CATEGORY,
+                    server::CATEGORY,
+                    CLIENT_CATEGORY,
+                    AUTHORIZATION_CATEGORY,
+                ],
+                IdentityEvent::TYPES
+                    .into_iter()
+                    .chain(ServerEvent::TYPES)
+                    .chain(ClientEvent::TYPES)
+                    .chain(AuthorizationEvent::TYPES),
             ),
             principals: HashMap::new(),
             digests: HashMap::new(),
@@ -180,6 +213,7 @@ impl Default for Authz {
             sessions: HashMap::new(),
             servers: HashMap::new(),
             clients: HashMap::new(),
+            grants: HashMap::new(),
         }
     }
 }
@@ -195,6 +229,54 @@ impl Authz {
         let mut clients: Vec<OAuthClient> = self.clients.values().cloned().collect();
         clients.sort_by(|a, b| b.registered_at.cmp(&a.registered_at).then_with(|| a.client_id.cmp(&b.client_id)));
         clients
+    }
+
+    /// The grants OAuth clients hold for `principal_id` whose sessions are live at `now`, newest first.
+    pub fn grants_of(&self, principal_id: Uuid, now: DateTime<Utc>) -> Vec<OAuthGrant> {
+        let mut grants: Vec<OAuthGrant> = self
+            .grants
+            .values()
+            .filter(|g| g.principal_id == principal_id)
+            .filter(|g| self.by_session(g.session_id, now, Credential::AccessToken).is_some())
+            .cloned()
+            .collect();
+        grants.sort_by_key(|g| std::cmp::Reverse(g.granted_at));
+        grants
+    }
+
+    /// The grant living in session `session_id`, live or not.
+    pub fn grant(&self, session_id: Uuid) -> Option<&OAuthGrant> {
+        self.grants.get(&session_id)
+    }
+
+    fn apply_authorization(&mut self, recorded: &RecordedEvent, event: AuthorizationEvent) {
+        let at = recorded.metadata.occurred_at;
+        match event {
+            AuthorizationEvent::TokenIssued(issued) => {
+                let grant = OAuthGrant {
+                    session_id: issued.session_id,
+                    principal_id: issued.principal_id,
+                    client_id: issued.client_id,
+                    resource: issued.resource,
+                    scope: issued.scope,
+                    granted_at: at,
+                    last_used_at: at,
+                };
+                self.grants.insert(grant.session_id, grant);
+            }
+            AuthorizationEvent::TokenRefreshed(refreshed) => {
+                if let Some(grant) = self.grants.get_mut(&refreshed.session_id) {
+                    grant.last_used_at = at;
+                }
+            }
+            AuthorizationEvent::Started(_)
+            | AuthorizationEvent::Rejected(_)
+            | AuthorizationEvent::ConsentGranted(_)
+            | AuthorizationEvent::ConsentDenied(_)
+            | AuthorizationEvent::CodeIssued(_)
+            | AuthorizationEvent::CodeReplayed(_)
+            | AuthorizationEvent::RefreshTokenReuseDetected(_) => {}
+        }
     }
 
     /// The owner and access policy of live server `id`.
@@ -366,6 +448,13 @@ impl MemoryProjection for Authz {
                     }
                 }
             }
+            return Ok(());
+        }
+        if recorded.stream.category() == AUTHORIZATION_CATEGORY {
+            let event = AuthorizationEvent::from_json(&recorded.event_type, &recorded.data)
+                .ok_or_else(|| fail(format!("unknown type {}", recorded.event_type)))?
+                .map_err(|e| fail(e.to_string()))?;
+            self.apply_authorization(recorded, event);
             return Ok(());
         }
         if recorded.stream.category() == server::CATEGORY {

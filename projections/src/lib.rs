@@ -32,7 +32,7 @@ mod target;
 
 pub use error::ProjectionError;
 pub use filter::EventFilter;
-pub use memory_runner::MemoryRunner;
+pub use memory_runner::{MemoryRunner, replay_once};
 pub use projection::{MemoryProjection, TableProjection};
 pub use rebuild::{RebuildReport, rebuild};
 pub use sqlite_runner::{SqliteProjection, SqliteRunner, load_sqlite_checkpoint, rebuild_sqlite};

@@ -117,3 +117,35 @@ impl<P: MemoryProjection> MemoryRunner<P> {
         error
     }
 }
+
+/// `model` with every event of `store` up to its committed head applied, once, without following: for
+/// tools that read a model offline (the command line's listings).
+pub async fn replay_once<P: MemoryProjection>(store: &dyn EventStore, mut model: P) -> Result<P, ProjectionError> {
+    let Some(head) = store.committed_head().await? else {
+        return Ok(model);
+    };
+    let mut after = None;
+    loop {
+        let page = store.read_all(after, 1_000).await?;
+        let Some(last) = page.last() else {
+            return Ok(model);
+        };
+        after = Some(last.position);
+        for event in page.iter().take_while(|e| e.position <= head) {
+            match model.filter().relevance(event) {
+                Relevance::Elsewhere => {}
+                Relevance::Handled => model.apply(event)?,
+                Relevance::Unknown => {
+                    return Err(ProjectionError::UnknownEventType {
+                        projection: model.name().to_owned(),
+                        event_type: event.event_type.clone(),
+                        position: event.position,
+                    });
+                }
+            }
+        }
+        if last.position >= head {
+            return Ok(model);
+        }
+    }
+}

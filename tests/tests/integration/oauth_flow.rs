@@ -601,6 +601,90 @@ async fn an_operator_revokes_a_client_and_everything_it_holds_stops_working(back
     api.gateway.stop();
 }
 
+/// A person lists what each client holds for them and takes a grant back: the client's access token is
+/// refused, its refresh token no longer redeems, and no one else can see or revoke the grant.
+async fn a_person_sees_and_takes_back_what_each_client_holds(backend: Backend) {
+    let (api, provider, client_id, resource, id) = set_up(backend).await;
+    let pkce = new_pkce();
+    // Two authorizations of the same person (the IdP's test user), each its own grant.
+    let mut grants = Vec::new();
+    for _ in 0..2 {
+        let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+        let (_, tokens, _) = token(
+            &api,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CLIENT_REDIRECT),
+                ("client_id", &client_id),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
+        .await;
+        let access = tokens["access_token"].as_str().unwrap().to_owned();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        grants.push((access, tokens["refresh_token"].as_str().unwrap().to_owned(), claims));
+    }
+    let (taken, kept) = (&grants[0], &grants[1]);
+    let person: uuid::Uuid = taken.2["sub"].as_str().unwrap().parse().unwrap();
+    assert_eq!(kept.2["sub"], taken.2["sub"]);
+    // The person at the REST API, signed in through the second grant's sign-in (as the console would be).
+    let rest = api
+        .gateway
+        .state
+        .tokens
+        .issue(person, kept.2["sid"].as_str().unwrap(), &[], chrono::Duration::minutes(5), chrono::Utc::now())
+        .unwrap();
+    let rest = rest.expose().to_owned();
+    let listed = tests::eventually(DEADLINE, "both grants in the person's list", || async {
+        let page = api.call_as(&rest, Method::GET, "/api/v1/me/grants", None, &[]).await;
+        page.body["grants"].as_array().filter(|g| g.len() == 2).cloned()
+    })
+    .await;
+    let grant = listed.iter().find(|g| g["id"] == taken.2["sid"]).expect("the first grant, by its session");
+    assert_eq!(grant["client_id"], json!(client_id));
+    assert_eq!(grant["client_name"], "Test <Client>");
+    assert_eq!((grant["resource"].as_str(), grant["scope"].as_str()), (Some(resource.as_str()), Some("mcp:tools")));
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    // Not someone else's to see or take.
+    let owners = api.call(Method::GET, "/api/v1/me/grants", None, &[]).await;
+    assert_eq!(owners.body["grants"], json!([]), "{}", owners.raw);
+    let foreign = api.call(Method::DELETE, &format!("/api/v1/me/grants/{grant_id}"), None, &[]).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{}", foreign.raw);
+
+    let mcp = format!("/servers/{id}/mcp");
+    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let call = |access: &str| {
+        let bearer = format!("Bearer {access}");
+        let ping = ping.clone();
+        let (api, mcp) = (&api, &mcp);
+        async move {
+            let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+            send(api, Method::POST, mcp, &headers, Some(ping)).await.status
+        }
+    };
+    assert_eq!(call(&taken.0).await, StatusCode::OK);
+    let revoked = api.call_as(&rest, Method::DELETE, &format!("/api/v1/me/grants/{grant_id}"), None, &[]).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.raw);
+    assert_eq!(call(&taken.0).await, StatusCode::UNAUTHORIZED, "the revoked grant's token");
+    assert_eq!(call(&kept.0).await, StatusCode::OK, "the other grant's token");
+    let (status, answer, _) =
+        token(&api, &[("grant_type", "refresh_token"), ("refresh_token", &taken.1), ("client_id", &client_id)]).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{answer}");
+    let after = api.call_as(&rest, Method::GET, "/api/v1/me/grants", None, &[]).await;
+    assert_eq!(after.body["grants"].as_array().map(Vec::len), Some(1), "{}", after.raw);
+    let unknown = format!("/api/v1/me/grants/{}", uuid::Uuid::now_v7());
+    assert_eq!(api.call_as(&rest, Method::DELETE, &unknown, None, &[]).await.status, StatusCode::NOT_FOUND);
+    let uri = format!("/api/v1/audit?action=session.revoked&target_id={grant_id}");
+    let entry = tests::eventually(DEADLINE, "the revocation in the audit trail", || async {
+        api.call(Method::GET, &uri, None, &[]).await.body["entries"].as_array().and_then(|e| e.first().cloned())
+    })
+    .await;
+    assert_eq!(entry["reason"], "grant revoked by its holder");
+    api.gateway.stop();
+}
+
 /// The official TypeScript SDK's client (`@modelcontextprotocol/sdk`, installed by `.ci/run` from
 /// `tests/peers`) against a gateway listening on a real port: it discovers, registers, authorizes (the
 /// script plays the person at the consent page and the IdP's form), calls, refreshes, revokes, and is
@@ -706,5 +790,6 @@ on_every_backend!(
     the_python_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocation,
     an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server,
     an_operator_revokes_a_client_and_everything_it_holds_stops_working,
+    a_person_sees_and_takes_back_what_each_client_holds,
     refresh_tokens_rotate_and_a_reused_one_revokes_the_grant,
 );
