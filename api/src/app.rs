@@ -47,6 +47,8 @@ pub struct GatewayConfig {
     pub authz_max_lag: std::time::Duration,
     /// Who may read the `/v0.1` catalogue.
     pub registry_reads: crate::routes::registry_v0::RegistryReads,
+    /// OAuth clients the operator configured (beside those that register themselves).
+    pub oauth_clients: Vec<crate::oauth::clients::ConfiguredClient>,
 }
 
 impl GatewayConfig {
@@ -112,6 +114,9 @@ pub enum StartError {
     /// An embedded store was configured with what only several instances need.
     #[error("{0}")]
     Embedded(&'static str),
+    /// A configured OAuth client breaks the registration rules.
+    #[error("oauth clients: {0}")]
+    OAuthClients(String),
     /// NATS could not be reached.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Nats {
@@ -165,6 +170,10 @@ impl Gateway {
         }));
 
         let network = NetworkPolicy::allowing(&config.upstream_allowlist);
+        let configured_clients =
+            crate::oauth::clients::ConfiguredClients::new(&config.oauth_clients).map_err(StartError::OAuthClients)?;
+        let client_documents =
+            crate::oauth::metadata_document::DocumentFetcher::new(network.clone(), Arc::new(SystemResolver));
         // The commands need only the store's contract: any backend.
         let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());
@@ -209,6 +218,8 @@ impl Gateway {
             metrics,
             registry_reads: config.registry_reads,
             oauth_clients,
+            configured_clients: Arc::new(configured_clients),
+            client_documents: Arc::new(client_documents),
             registrations: Arc::default(),
         };
         Ok(Self { state, tasks, _store_lock: store_lock })

@@ -32,4 +32,5 @@ pub mod verification;
 
 pub use app::{Gateway, GatewayConfig, StartError};
 pub use http::router;
+pub use oauth::clients::ConfiguredClient;
 pub use routes::registry_v0::RegistryReads;

@@ -197,6 +197,12 @@ struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     idps: Vec<api::oidc::IdpConfig>,
+    /// OAuth clients configured beside those that register themselves (configuration file only:
+    /// `[[oauth_clients]]` tables with `client_id`, `client_name`, `redirect_uris`, and
+    /// `client_secret_sha256` for a confidential one).
+    #[arg(skip)]
+    #[serde(default)]
+    oauth_clients: Vec<api::ConfiguredClient>,
 }
 
 impl ServeArgs {
@@ -216,6 +222,7 @@ impl ServeArgs {
             audit_signing_keys: list(self.audit_signing_keys, file.audit_signing_keys),
             public_url: self.public_url.or(file.public_url),
             idps: if self.idps.is_empty() { file.idps } else { self.idps },
+            oauth_clients: if self.oauth_clients.is_empty() { file.oauth_clients } else { self.oauth_clients },
             authz_max_lag_ms: self.authz_max_lag_ms.or(file.authz_max_lag_ms),
             registry_reads: self.registry_reads.or(file.registry_reads),
         }
@@ -462,6 +469,7 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         idps: args.idps,
         authz_max_lag: std::time::Duration::from_millis(args.authz_max_lag_ms.unwrap_or(5_000)),
         registry_reads: args.registry_reads.unwrap_or_default(),
+        oauth_clients: args.oauth_clients,
     })
 }
 

@@ -55,6 +55,10 @@ pub struct AppState {
     pub registry_reads: crate::routes::registry_v0::RegistryReads,
     /// OAuth client registration and revocation.
     pub oauth_clients: commands::oauth_clients::OAuthClients,
+    /// OAuth clients the operator configured.
+    pub configured_clients: std::sync::Arc<crate::oauth::clients::ConfiguredClients>,
+    /// Client ID metadata documents, fetched and cached.
+    pub client_documents: std::sync::Arc<crate::oauth::metadata_document::DocumentFetcher>,
     /// Dynamic registrations per source address (this instance's bound on floods).
     pub registrations: std::sync::Arc<crate::oauth::registration::RegistrationLimiter>,
 }

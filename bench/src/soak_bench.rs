@@ -68,6 +68,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         idps: vec![],
         authz_max_lag: std::time::Duration::from_secs(5),
         registry_reads: api::RegistryReads::Public,
+        oauth_clients: Vec::new(),
     };
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let command_id = Uuid::now_v7();

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use domain::oauth::{
     CLIENT_CATEGORY, ClientEvent, ClientKind, ClientMetadata, ClientRegistered, ClientRevoked, ClientState,
-    evolve_client,
+    RegisteredMetadata, evolve_client,
 };
 use eventstore::{Direction, EventData, EventStore, ExpectedRevision, StreamCursor, StreamName};
 use rand::Rng;
@@ -42,9 +42,41 @@ impl OAuthClients {
         Self { store }
     }
 
+    /// The stream of `client_id` (see [`client_uuid`]).
     fn stream(client_id: &str) -> Option<StreamName> {
-        let id: Uuid = client_id.parse().ok()?;
-        StreamName::from_parts(CLIENT_CATEGORY, id).ok()
+        StreamName::from_parts(CLIENT_CATEGORY, client_uuid(client_id)).ok()
+    }
+
+    /// A client the gateway did not register itself (configured, or a metadata document's URL), with
+    /// `metadata` from its source: recorded (`ClientRegistered`) the first time it is seen, so that it is
+    /// in the audit trail and operators can list and revoke it. Its state, with `metadata` as it is now.
+    pub async fn known(
+        &self,
+        client_id: &str,
+        kind: ClientKind,
+        metadata: RegisteredMetadata,
+        secret_sha256: Option<String>,
+        context: &CommandContext,
+    ) -> Result<ClientState, CommandError> {
+        let current = ClientRegistered { client_id: client_id.to_owned(), kind, metadata, secret_sha256 };
+        for _ in 0..3 {
+            match self.load(client_id).await? {
+                ClientState::Unknown => {
+                    let event = ClientEvent::Registered(Box::new(current.clone()));
+                    let stream = Self::stream(client_id).ok_or(CommandError::ClientNotFound)?;
+                    match self.store.append(&stream, ExpectedRevision::NoStream, vec![data(&event, context, 0)?]).await
+                    {
+                        Ok(_) => return Ok(ClientState::Active(Box::new(current))),
+                        // Another request recorded it first: read what it recorded.
+                        Err(e) if e.is_conflict() => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                ClientState::Active(_) => return Ok(ClientState::Active(Box::new(current))),
+                ClientState::Revoked(_) => return Ok(ClientState::Revoked(Box::new(current))),
+            }
+        }
+        Err(CommandError::Contended)
     }
 
     /// Registers a client from its metadata (RFC 7591).
@@ -104,6 +136,12 @@ impl OAuthClients {
         self.store.append(&stream, ExpectedRevision::Exact(revision), vec![data(&event, context, 0)?]).await?;
         Ok(())
     }
+}
+
+/// The UUID that names `client_id`'s streams: the id itself for the ids the gateway issues, a
+/// name-based UUID for a configured client's chosen id or a metadata document's URL.
+pub fn client_uuid(client_id: &str) -> Uuid {
+    client_id.parse().unwrap_or_else(|_| Uuid::new_v5(&Uuid::NAMESPACE_URL, client_id.as_bytes()))
 }
 
 /// SHA-256 of a client secret, hex: what is stored and compared.

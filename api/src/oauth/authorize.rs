@@ -18,14 +18,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use commands::servers::CommandContext;
 use domain::oauth::{
-    AuthorizationCodeIssued, AuthorizationEvent, AuthorizationRejected, AuthorizationStarted, ClientState,
-    ConsentGiven, MCP_SCOPE, RegisteredMetadata,
+    AuthorizationCodeIssued, AuthorizationEvent, AuthorizationRejected, AuthorizationStarted, ConsentGiven, MCP_SCOPE,
+    RegisteredMetadata,
 };
 use eventstore::Actor;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::clients::Lookup;
 use super::flow_store::{self, Kept};
 use super::record;
 use crate::auth::Origin;
@@ -237,12 +238,23 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
     let Some(client_id) = get("client_id") else {
         return error_page(StatusCode::BAD_REQUEST, "the request names no client (client_id)");
     };
-    let client = match state.oauth_clients.load(client_id).await {
-        Ok(ClientState::Active(client)) => client,
-        Ok(_) => {
-            return error_page(StatusCode::BAD_REQUEST, "the client is unknown or revoked; it must register again");
+    let client = match super::clients::find(&state, client_id, true).await {
+        Lookup::Active(client) => client,
+        Lookup::Refused(why) => {
+            let event = AuthorizationEvent::Rejected(AuthorizationRejected {
+                client_id: domain::text::clean_line(client_id, 200).unwrap_or_default(),
+                error: "invalid_client".to_owned(),
+                reason: why.clone(),
+            });
+            record(&state, &context(&origin, Actor::system("oauth-authorization")), event).await;
+            return error_page(StatusCode::BAD_REQUEST, &why);
         }
-        Err(_) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot reach its store; try again"),
+        Lookup::Unknown => {
+            return error_page(StatusCode::BAD_REQUEST, "the client is unknown; it must register again");
+        }
+        Lookup::Unavailable => {
+            return error_page(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot reach its store; try again");
+        }
     };
     let metadata: &RegisteredMetadata = &client.metadata;
     let redirect_uri = match get("redirect_uri") {

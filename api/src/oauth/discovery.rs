@@ -50,7 +50,7 @@ pub(crate) fn metadata(issuer: &str) -> Value {
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "scopes_supported": [MCP_SCOPE],
         "authorization_response_iss_parameter_supported": true,
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": true,
     })
 }
 

@@ -5,9 +5,11 @@
 //! across origins: CORS allows any origin, without credentials.
 
 pub(crate) mod authorize;
+pub(crate) mod clients;
 pub(crate) mod discovery;
 mod error;
 mod flow_store;
+pub(crate) mod metadata_document;
 mod refresh_store;
 pub(crate) mod registration;
 pub(crate) mod revocation;
@@ -57,7 +59,7 @@ pub(crate) async fn record(
     event: domain::oauth::AuthorizationEvent,
 ) {
     let recorded = async {
-        let client: uuid::Uuid = event.client_id().parse().map_err(|_| "a client id that is not ours")?;
+        let client = commands::oauth_clients::client_uuid(event.client_id());
         let stream = eventstore::StreamName::from_parts(domain::oauth::AUTHORIZATION_CATEGORY, client)
             .map_err(|_| "an invalid stream name")?;
         let data = eventstore::EventData {

@@ -15,8 +15,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::Utc;
 use commands::servers::CommandContext;
 use domain::oauth::{
-    AuthorizationCodeReplayed, AuthorizationEvent, ClientRegistered, ClientState, GrantType, MCP_SCOPE,
-    RefreshTokenReuseDetected, TokenEndpointAuthMethod, TokenIssued,
+    AuthorizationCodeReplayed, AuthorizationEvent, ClientRegistered, GrantType, MCP_SCOPE, RefreshTokenReuseDetected,
+    TokenEndpointAuthMethod, TokenIssued,
 };
 use eventstore::Actor;
 use serde::{Deserialize, Serialize};
@@ -85,10 +85,11 @@ pub(super) async fn authenticate_client(
             }
         }
     };
-    let client = match state.oauth_clients.load(&client_id).await {
-        Ok(ClientState::Active(client)) => client,
-        Ok(_) => return Err(refused("the client is unknown or revoked; register again")),
-        Err(_) => return Err(OAuthError::unavailable()),
+    let client = match super::clients::find(state, &client_id, false).await {
+        super::clients::Lookup::Active(client) => client,
+        super::clients::Lookup::Refused(why) => return Err(refused(&why)),
+        super::clients::Lookup::Unknown => return Err(refused("the client is unknown; register again")),
+        super::clients::Lookup::Unavailable => return Err(OAuthError::unavailable()),
     };
     if client.metadata.token_endpoint_auth_method != method {
         return Err(refused("the client authenticates as it registered"));

@@ -48,6 +48,8 @@ pub enum ClientKind {
     Dynamic,
     /// An operator configured it.
     Configured,
+    /// Its id is the URL of its metadata document (MCP 2025-11-25), fetched when it first authorizes.
+    MetadataDocument,
 }
 
 /// Why a registration was refused: the RFC 7591 §3.2.2 error code and what to fix.

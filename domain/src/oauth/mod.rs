@@ -3,6 +3,7 @@
 
 mod client;
 mod flow;
+mod metadata_document;
 mod redirect;
 
 pub use client::{
@@ -13,6 +14,9 @@ pub use client::{
 pub use flow::{
     AUTHORIZATION_CATEGORY, AuthorizationCodeIssued, AuthorizationCodeReplayed, AuthorizationEvent,
     AuthorizationRejected, AuthorizationStarted, ConsentGiven, RefreshTokenReuseDetected, TokenIssued,
+};
+pub use metadata_document::{
+    MAX_DOCUMENT_BYTES, MetadataDocumentError, check_client_id_url, is_document_client_id, read_document,
 };
 pub use redirect::{ApplicationType, MAX_REDIRECT_URI_BYTES, MAX_REDIRECT_URIS, RedirectUri, RedirectUriError};
 

@@ -46,6 +46,7 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         idps: vec![],
         authz_max_lag: std::time::Duration::from_secs(5),
         registry_reads: api::RegistryReads::Public,
+        oauth_clients: Vec::new(),
     }
 }
 

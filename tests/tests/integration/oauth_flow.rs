@@ -685,6 +685,194 @@ async fn a_person_sees_and_takes_back_what_each_client_holds(backend: Backend) {
     api.gateway.stop();
 }
 
+/// A page of a [`DocumentSite`]: path, status, headers, body.
+type SitePage = (&'static str, u16, Vec<(&'static str, String)>, String);
+
+/// Documents served on a loopback port, as a client's web site would: path → (status, headers, body);
+/// counts the requests, so a test can tell that a refused URL was never fetched.
+struct DocumentSite {
+    origin: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DocumentSite {
+    async fn start_on(port: u16, pages: Vec<SitePage>) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let origin = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pages = std::sync::Arc::new(pages);
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let (pages, counted) = (pages.clone(), counted.clone());
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((_, status, headers, body)) = pages.iter().find(|(path, ..)| *path == uri.path()) else {
+                    return axum::response::Response::builder().status(404).body(Body::empty()).unwrap();
+                };
+                let mut response = axum::response::Response::builder().status(*status);
+                for (name, value) in headers {
+                    response = response.header(*name, value.as_str());
+                }
+                response.body(Body::from(body.clone())).unwrap()
+            }
+        });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { origin, hits, task }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Clients that do not register: one whose id is the URL of its metadata document (C26, C27; A32–A34),
+/// fetched through the SSRF guard, and one the operator configured. Both authorize and redeem like a
+/// registered one, are recorded, listed and revocable; every refusal is a page, never a redirect.
+async fn clients_known_by_a_metadata_document_or_by_configuration_authorize_like_registered_ones(backend: Backend) {
+    // The documents are on 127.0.0.1, which the operator trusts here (as an internal client's site).
+    let json = || vec![("content-type", "application/json".to_owned())];
+    let site_port = tests::free_port().unwrap();
+    let site_origin = format!("http://127.0.0.1:{site_port}");
+    let document = |path: &str, extra: Value| {
+        let mut doc = json!({ "client_id": format!("{site_origin}{path}"), "client_name": "Doc <Client>",
+                              "redirect_uris": ["http://localhost/callback", CLIENT_REDIRECT] });
+        doc.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        doc.to_string()
+    };
+    let pages = vec![
+        ("/client.json", 200, json(), document("/client.json", json!({}))),
+        ("/mismatch.json", 200, json(), document("/other.json", json!({}))),
+        (
+            "/secret.json",
+            200,
+            json(),
+            document("/secret.json", json!({ "token_endpoint_auth_method": "client_secret_post" })),
+        ),
+        ("/large.json", 200, json(), document("/large.json", json!({ "software_id": "x".repeat(6_000) }))),
+        ("/html.json", 200, vec![("content-type", "text/html".to_owned())], "<html>not json</html>".to_owned()),
+        ("/moved.json", 302, vec![("location", format!("{site_origin}/client.json"))], String::new()),
+    ];
+    // The site listens on the port its documents name.
+    let site = DocumentSite::start_on(site_port, pages).await;
+    let users = entra_shaped_users_for(&[REDIRECT, &format!("{GATEWAY}/oauth/callback/test")]);
+    let provider = OidcProvider::start(&users.to_string()).unwrap();
+    let idp = idp_config(&provider);
+    let api = start_with(backend, |config| {
+        config.public_url = Some(GATEWAY.to_owned());
+        config.idps = vec![idp];
+        config.upstream_allowlist = vec!["127.0.0.1".into()];
+        config.oauth_clients = vec![api::ConfiguredClient {
+            client_id: "vscode".into(),
+            client_name: Some("VS Code".into()),
+            redirect_uris: vec![CLIENT_REDIRECT.into()],
+            application_type: None,
+            client_secret_sha256: None,
+        }];
+    })
+    .await;
+    let pkce = new_pkce();
+    let umbrella = GATEWAY;
+
+    // C26, C27: the document client's consent page names it, where the code goes, and warns that it goes
+    // to a program on this computer.
+    let doc_client = format!("{}/client.json", site.origin);
+    let page = send(&api, Method::GET, &authorize_uri(&encode(&doc_client), &pkce, umbrella), &[], None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Doc &lt;Client&gt;") && page.body.contains("127.0.0.1"), "{}", page.body);
+    assert!(page.body.contains("a program on this computer"), "the localhost warning");
+    // The whole flow, and the token redeemed by the URL id.
+    for client_id in [doc_client.as_str(), "vscode"] {
+        let code = code_for(&api, &provider, &encode(client_id), &pkce, umbrella).await;
+        let (status, tokens, _) = token(
+            &api,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CLIENT_REDIRECT),
+                ("client_id", client_id),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{client_id}: {tokens}");
+        let claims: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD.decode(tokens["access_token"].as_str().unwrap().split('.').nth(1).unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["client_id"], client_id);
+    }
+    // Both are recorded clients, listed for operators, and revocable.
+    let listed = tests::eventually(DEADLINE, "both clients listed", || async {
+        let page = api.call(Method::GET, "/api/v1/oauth/clients", None, &[]).await;
+        let clients = page.body["clients"].as_array()?.clone();
+        let named = |id: &str| clients.iter().find(|c| c["client_id"] == id).cloned();
+        Some((named(&doc_client)?, named("vscode")?))
+    })
+    .await;
+    assert_eq!((listed.0["name"].as_str(), listed.1["name"].as_str()), (Some("Doc <Client>"), Some("VS Code")));
+    let revoked = api.call(Method::DELETE, &format!("/api/v1/oauth/clients/{}", encode(&doc_client)), None, &[]).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
+    let again = send(&api, Method::GET, &authorize_uri(&encode(&doc_client), &pkce, umbrella), &[], None).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "a revoked document client: {}", again.body);
+    assert!(again.location.is_none());
+
+    // A33: documents that do not name themselves, want a secret, are too large, are not JSON, or redirect:
+    // a page, never a redirect, and the refusal in the audit trail.
+    for (path, why) in [
+        ("/mismatch.json", "not the URL it was fetched from"),
+        ("/secret.json", "no shared secret"),
+        ("/large.json", "larger than"),
+        ("/html.json", "not a JSON object"),
+        ("/moved.json", "redirects are not followed"),
+    ] {
+        let client_id = format!("{}{path}", site.origin);
+        let refused = send(&api, Method::GET, &authorize_uri(&encode(&client_id), &pkce, umbrella), &[], None).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{path}: {}", refused.body);
+        assert!(refused.location.is_none() && refused.body.contains(why), "{path}: {}", refused.body);
+        // The trail names a client by the UUID of its streams (a URL id's is derived from the URL).
+        let stream_id = commands::oauth_clients::client_uuid(&client_id);
+        let uri = format!("/api/v1/audit?action=oauth.authorization_rejected&target_id={stream_id}");
+        tests::eventually(DEADLINE, "the refusal in the audit trail", || async {
+            api.call(Method::GET, &uri, None, &[]).await.body["entries"]
+                .as_array()
+                .filter(|e| !e.is_empty())
+                .map(|_| ())
+        })
+        .await;
+    }
+    api.gateway.stop();
+
+    // A32: a gateway that trusts no internal host: a client id pointing inside the network is refused
+    // before any connection (the site on 127.0.0.1 sees no request), whatever form the address takes.
+    let strict = start_with(backend, |config| {
+        config.public_url = Some(GATEWAY.to_owned());
+        config.upstream_allowlist = Vec::new();
+    })
+    .await;
+    let before = site.hits();
+    for client_id in [
+        format!("https://127.0.0.1:{site_port}/client.json"),
+        format!("{}/client.json", site.origin),
+        format!("https://localhost:{site_port}/client.json"),
+        "https://10.0.0.5/c.json".to_owned(),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        "https://[::ffff:10.0.0.1]/c.json".to_owned(),
+        "https://2130706433/c.json".to_owned(),
+        "https://app.example.com/".to_owned(),
+        "https://app.example.com/a/../c.json".to_owned(),
+    ] {
+        let refused = send(&strict, Method::GET, &authorize_uri(&encode(&client_id), &pkce, umbrella), &[], None).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{client_id}: {}", refused.body);
+        assert!(refused.location.is_none(), "{client_id}");
+    }
+    assert_eq!(site.hits(), before, "no request reached the internal site");
+    strict.gateway.stop();
+    site.task.abort();
+}
+
 /// The official TypeScript SDK's client (`@modelcontextprotocol/sdk`, installed by `.ci/run` from
 /// `tests/peers`) against a gateway listening on a real port: it discovers, registers, authorizes (the
 /// script plays the person at the consent page and the IdP's form), calls, refreshes, revokes, and is
@@ -791,5 +979,6 @@ on_every_backend!(
     an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server,
     an_operator_revokes_a_client_and_everything_it_holds_stops_working,
     a_person_sees_and_takes_back_what_each_client_holds,
+    clients_known_by_a_metadata_document_or_by_configuration_authorize_like_registered_ones,
     refresh_tokens_rotate_and_a_reused_one_revokes_the_grant,
 );

@@ -81,6 +81,7 @@ async fn clients_discover_the_gateway_from_configuration_never_from_the_request(
     assert_eq!(m["grant_types_supported"], json!(["authorization_code", "refresh_token"]));
     assert!(m["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("none")));
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(m["client_id_metadata_document_supported"], true);
     assert!(!metadata.raw.contains("evil.example"));
 
     // C11, C15: each server is its own resource, named by the same issuer.
