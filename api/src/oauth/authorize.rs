@@ -260,7 +260,15 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
     let redirect_uri = match get("redirect_uri") {
         Some(asked) if metadata.redirect_uris.iter().any(|r| r.admits(asked)) => asked.to_owned(),
         Some(_) => {
-            return error_page(StatusCode::BAD_REQUEST, "the redirect URI is not one the client registered");
+            // Never a redirect to it (RFC 9700 §4.1); recorded, as a probe with a real client's id.
+            let why = "the redirect URI is not one the client registered";
+            let event = AuthorizationEvent::Rejected(AuthorizationRejected {
+                client_id: client_id.to_owned(),
+                error: "invalid_request".to_owned(),
+                reason: why.to_owned(),
+            });
+            record(&state, &context(&origin, Actor::system("oauth-authorization")), event).await;
+            return error_page(StatusCode::BAD_REQUEST, why);
         }
         None if metadata.redirect_uris.len() == 1 => metadata.redirect_uris[0].as_str().to_owned(),
         None => return error_page(StatusCode::BAD_REQUEST, "the client registered several redirect URIs: name one"),

@@ -297,6 +297,23 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
     let (status, refused, _) = redeem(code, pkce.verifier.clone(), "http://127.0.0.1:33418/other").await;
     assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    // A08, C41: a PKCE downgrade, the verifier left out: invalid_grant.
+    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+    let (status, refused, _) = token(
+        &api,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{refused}");
+    // A23: an access token presented as a refresh token.
+    let (status, refused, _) =
+        token(&api, &[("grant_type", "refresh_token"), ("refresh_token", &access), ("client_id", &client_id)]).await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{refused}");
     // C42: an unknown client is invalid_client (401); an unsupported grant is named.
     let (status, unknown, _) = token(
         &api,
@@ -330,6 +347,36 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     let foreign = send(&api, Method::GET, &foreign, &[], None).await;
     assert_eq!(foreign.status, StatusCode::BAD_REQUEST);
     assert!(foreign.location.is_none());
+    let rejections = || async {
+        let uri = format!("/api/v1/audit?action=oauth.authorization_rejected&target_id={client_id}");
+        api.call(Method::GET, &uri, None, &[]).await.body["entries"].as_array().cloned().unwrap_or_default()
+    };
+    tests::eventually(DEADLINE, "A01's refusal in the audit trail", || async {
+        rejections()
+            .await
+            .iter()
+            .any(|e| e["reason"].as_str().is_some_and(|r| r.contains("redirect URI")))
+            .then_some(())
+    })
+    .await;
+    // C30: a loopback redirect URI admits any port, never another path; A05: no other URI at all.
+    let other_port = authorize_uri(&client_id, &pkce, &resource).replace("33418", "51234");
+    assert_eq!(send(&api, Method::GET, &other_port, &[], None).await.status, StatusCode::OK);
+    for other in [
+        "http://127.0.0.1:51234/other",
+        "http://127.0.0.1:33418/callback/",
+        "http://localhost.evil.example:33418/callback",
+    ] {
+        let uri = authorize_uri(&client_id, &pkce, &resource).replace(&encode(CLIENT_REDIRECT), &encode(other));
+        let refused = send(&api, Method::GET, &uri, &[], None).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{other}");
+        assert!(refused.location.is_none(), "{other}");
+    }
+    // C34: no resource named: the umbrella resource, every server the person may use.
+    let unnamed = authorize_uri(&client_id, &pkce, &resource).replace(&format!("&resource={}", encode(&resource)), "");
+    let unnamed = send(&api, Method::GET, &unnamed, &[], None).await;
+    assert_eq!(unnamed.status, StatusCode::OK, "{}", unnamed.body);
+    assert!(unnamed.body.contains("every server you may use"), "{}", unnamed.body);
     // A parameter sent twice (RFC 6749 §3.1): which one counts would be a guess; a page, no redirect.
     let twice =
         send(&api, Method::GET, &format!("{}&state=other", authorize_uri(&client_id, &pkce, &resource)), &[], None)

@@ -83,6 +83,8 @@ async fn clients_discover_the_gateway_from_configuration_never_from_the_request(
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
     assert_eq!(m["client_id_metadata_document_supported"], true);
     assert!(!metadata.raw.contains("evil.example"));
+    // C17: no OpenID configuration (the gateway issues no ID tokens), rather than an incomplete one.
+    assert_eq!(get(&api, "/.well-known/openid-configuration", &[]).await.status, StatusCode::NOT_FOUND);
 
     // C11, C15: each server is its own resource, named by the same issuer.
     let created = api
