@@ -11,6 +11,11 @@ pub fn describe() {
         Unit::Seconds,
         "Time to answer an HTTP request, by method and route template"
     );
+    describe_histogram!(
+        "mgw_idp_request_duration_seconds",
+        Unit::Seconds,
+        "Time of the gateway's requests to upstream identity providers (discovery, keys, code exchange, refresh)"
+    );
     describe_counter!(
         "mgw_eventstore_appends_total",
         "Appends to the event store, by backend and outcome (ok, conflict, refused, error)"

@@ -10,6 +10,7 @@ mod api_bench;
 mod audit_bench;
 mod authz_bench;
 mod eventstore_bench;
+mod oauth_bench;
 mod payload;
 mod pipeline_bench;
 mod report;
@@ -38,12 +39,18 @@ enum Bench {
     Audit(audit_bench::Options),
     /// Authentication and authorization: token checks on one core, revocation between instances.
     Authz(authz_bench::Options),
+    /// MCP clients' authorization through the gateway: the gateway's time per flow, flows/s, refreshes/s.
+    Oauth(oauth_bench::Options),
     /// Memory on the authenticated path: RSS over a million authenticated requests, after warm-up.
     Soak(soak_bench::Options),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The gateway's own logs, when asked for (`RUST_LOG=info`): a benchmark's failure names its cause.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     let cli = Cli::parse();
     let (name, rows) = match cli.bench {
         Bench::Eventstore(options) => ("eventstore", eventstore_bench::run(options).await?),
@@ -52,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Audit(options) => ("audit", audit_bench::run(options).await?),
         Bench::Authz(options) => ("authz", authz_bench::run(options).await?),
         Bench::Soak(options) => ("soak", soak_bench::run(options).await?),
+        Bench::Oauth(options) => ("oauth", oauth_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;

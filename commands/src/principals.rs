@@ -776,10 +776,15 @@ impl PrincipalCommands {
                     .map(|(i, e)| self.data(context, (offset + i) as u32, e))
                     .collect::<Result<Vec<_>, _>>()
             };
+            // A login that changes nothing about the person (no provisioning, profile or role change)
+            // decides nothing on the stream's state, so it needs no revision: concurrent sign-ins of one
+            // person (several MCP clients authorizing at once) must not fail one another. A person
+            // disabled meanwhile is refused by the authorization model whatever this login recorded.
+            let only_the_login = new_events.len() == 1;
             let appends = vec![
                 StreamAppend {
                     stream: stream(PRINCIPAL_CATEGORY, principal_id)?,
-                    expected: expected(revision),
+                    expected: if only_the_login { ExpectedRevision::Any } else { expected(revision) },
                     events: data(0, &new_events)?,
                 },
                 StreamAppend {

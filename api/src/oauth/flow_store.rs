@@ -93,7 +93,9 @@ pub(crate) async fn put<T: Serialize>(
         }
     }
     // Expired rows go with the next write: nothing reads them (every read asks for unexpired ones).
-    sweep(tables, kept).await;
+    if time_to_sweep() {
+        sweep(tables, kept).await;
+    }
     Ok(())
 }
 
@@ -147,6 +149,12 @@ pub(crate) async fn take<T: DeserializeOwned>(
         Some((json, true)) => Ok(Some(serde_json::from_str(&json)?)),
         _ => Ok(None),
     }
+}
+
+/// Whether this write also sweeps expired rows: one in 64, so that a busy table is kept small without a
+/// second statement on every write (an expired row is refused when read anyway).
+pub(super) fn time_to_sweep() -> bool {
+    rand::random::<u8>() < 4
 }
 
 async fn sweep(tables: &Tables, kept: Kept) {

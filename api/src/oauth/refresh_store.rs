@@ -55,9 +55,11 @@ pub(crate) async fn put(
             .bind(expires_at)
             .execute(pool)
             .await?;
-            sqlx::query("DELETE FROM api.oauth_refresh_tokens WHERE expires_at < now() - interval '1 minute'")
-                .execute(pool)
-                .await?;
+            if super::flow_store::time_to_sweep() {
+                sqlx::query("DELETE FROM api.oauth_refresh_tokens WHERE expires_at < now() - interval '1 minute'")
+                    .execute(pool)
+                    .await?;
+            }
         }
         Tables::Sqlite(pool) => {
             sqlx::query(
@@ -69,10 +71,12 @@ pub(crate) async fn put(
             .bind(expires_at.timestamp_millis())
             .execute(pool)
             .await?;
-            sqlx::query("DELETE FROM api_oauth_refresh_tokens WHERE expires_at < ?")
-                .bind(Utc::now().timestamp_millis() - 60_000)
-                .execute(pool)
-                .await?;
+            if super::flow_store::time_to_sweep() {
+                sqlx::query("DELETE FROM api_oauth_refresh_tokens WHERE expires_at < ?")
+                    .bind(Utc::now().timestamp_millis() - 60_000)
+                    .execute(pool)
+                    .await?;
+            }
         }
     }
     Ok(())

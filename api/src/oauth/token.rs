@@ -269,6 +269,10 @@ async fn issue(
     Ok(response)
 }
 
+/// How old a session's last activity mark may be before a refresh marks it again (the idle limit is
+/// [`domain::identity::SESSION_IDLE`], an hour).
+const ACTIVITY_MARK_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+
 /// The sealing context of a rotated refresh token's successor.
 const SUCCESSOR_CONTEXT: &str = "oauth:refresh-successor";
 
@@ -324,14 +328,19 @@ async fn refresh(
         }
         return Err(invalid_grant("the session of this grant has ended; authorize again"));
     }
-    // The grant is in use: its session's idle clock starts again.
-    let command_id = Uuid::now_v7();
-    let actor = Actor { id: client.client_id.clone(), kind: eventstore::ActorKind::McpClient };
-    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
-    if let Err(error) =
-        state.principals.mark_session_active(grant.principal_id, grant.session_id, Utc::now(), &context).await
-    {
-        tracing::warn!(%error, "could not mark a grant's session active");
+    // The grant is in use: its session's idle clock starts again. Recorded when the last mark is a few
+    // minutes old, not at every refresh: the idle limit is an hour, and a busy client would otherwise
+    // write an event per refresh to its session's stream.
+    let last_active = state.authz.read().ok().and_then(|model| model.session(grant.session_id)).map(|s| s.last_active);
+    if last_active.is_none_or(|at| Utc::now() - at >= ACTIVITY_MARK_EVERY) {
+        let command_id = Uuid::now_v7();
+        let actor = Actor { id: client.client_id.clone(), kind: eventstore::ActorKind::McpClient };
+        let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+        if let Err(error) =
+            state.principals.mark_session_active(grant.principal_id, grant.session_id, Utc::now(), &context).await
+        {
+            tracing::warn!(%error, "could not mark a grant's session active");
+        }
     }
     // The successor is stored before the rotation names it, so that whoever is handed it can use it.
     let successor = random_secret();

@@ -470,18 +470,37 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     assert_eq!(b["refresh_token"].as_str(), Some(rt2.as_str()), "concurrent refreshes share the successor");
     assert_ne!(rt2, rt1);
     let access = a["access_token"].as_str().unwrap().to_owned();
-    // A refresh keeps the grant's session active (its idle clock starts again).
+    // A refresh keeps the grant's session active (its idle clock starts again), marking it when the last
+    // mark is some minutes old, not at every refresh.
     let claims: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
-    let stream = eventstore::StreamName::parse(format!("session-{}", claims["sid"].as_str().unwrap())).unwrap();
-    let events = api
-        .gateway
-        .state
-        .store
-        .read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
-        .await
-        .unwrap();
-    assert!(events.iter().any(|e| e.event_type == "SessionRefreshed"), "the session marked active");
+    let sid: uuid::Uuid = claims["sid"].as_str().unwrap().parse().unwrap();
+    let sub: uuid::Uuid = claims["sub"].as_str().unwrap().parse().unwrap();
+    let stream = eventstore::StreamName::parse(format!("session-{sid}")).unwrap();
+    let marks = || async {
+        let events = api
+            .gateway
+            .state
+            .store
+            .read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
+            .await
+            .unwrap();
+        events.into_iter().filter(|e| e.event_type == "SessionRefreshed").map(|e| e.data).collect::<Vec<_>>()
+    };
+    assert!(marks().await.is_empty(), "a session started a moment ago is not marked again");
+    // Its last activity ten minutes ago, as an idle client's would be.
+    let command_id = uuid::Uuid::now_v7();
+    let context = commands::servers::CommandContext {
+        command_id,
+        metadata: eventstore::Metadata::new(command_id, eventstore::Actor::system("test"), chrono::Utc::now()),
+    };
+    let ten_minutes_ago = chrono::Utc::now() - chrono::Duration::minutes(10);
+    assert!(api.gateway.state.principals.mark_session_active(sub, sid, ten_minutes_ago, &context).await.unwrap());
+    tests::eventually(DEADLINE, "the model to know the old mark", || async {
+        let model = api.gateway.state.authz.read().ok()?;
+        (model.session(sid)?.last_active <= ten_minutes_ago).then_some(())
+    })
+    .await;
     let mcp = format!("/servers/{id}/mcp");
     let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
     let bearer = format!("Bearer {access}");
@@ -489,6 +508,11 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     assert_eq!(send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status, StatusCode::OK);
     let (status, rotated, _) = refresh(rt2.clone()).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
+    let marked = marks().await;
+    assert_eq!(marked.len(), 2, "the refresh marked the session active again: {marked:?}");
+    let at: Value = serde_json::from_str(&marked[1]).unwrap();
+    let at: chrono::DateTime<chrono::Utc> = at["at"].as_str().unwrap().parse().unwrap();
+    assert!(chrono::Utc::now() - at < chrono::Duration::minutes(1), "marked now: {at}");
     let rt3 = rotated["refresh_token"].as_str().unwrap().to_owned();
 
     // Another client cannot revoke this client's access token (RFC 7009 §2.1): it keeps working.
@@ -593,6 +617,17 @@ async fn any_instance_serves_any_step_of_an_authorization() {
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     second.gateway.stop();
     first.gateway.stop();
+}
+
+/// One person authorizing several clients at the same moment (each sign-in appends to the person's
+/// stream): every authorization gets its code, none is refused for contention.
+async fn one_person_authorizing_several_clients_at_once_gets_every_code(backend: Backend) {
+    let (api, provider, client_id, resource, _) = set_up(backend).await;
+    let pkce = new_pkce();
+    let codes =
+        futures_util::future::join_all((0..6).map(|_| code_for(&api, &provider, &client_id, &pkce, &resource))).await;
+    assert_eq!(codes.len(), 6);
+    api.gateway.stop();
 }
 
 /// An operator lists the clients and revokes one: its access token is refused from the next request,
@@ -1026,6 +1061,7 @@ on_every_backend!(
     an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server,
     an_operator_revokes_a_client_and_everything_it_holds_stops_working,
     a_person_sees_and_takes_back_what_each_client_holds,
+    one_person_authorizing_several_clients_at_once_gets_every_code,
     clients_known_by_a_metadata_document_or_by_configuration_authorize_like_registered_ones,
     refresh_tokens_rotate_and_a_reused_one_revokes_the_grant,
 );
