@@ -159,6 +159,8 @@ pub struct OAuthClient {
     pub registered_at: DateTime<Utc>,
     /// Revoked: its tokens are refused.
     pub revoked: bool,
+    /// The registration as recorded (the token endpoint authenticates the client with it).
+    pub registration: Box<domain::oauth::ClientRegistered>,
 }
 
 /// A session as listed to its holder and to administrators: never its secret.
@@ -439,8 +441,9 @@ impl MemoryProjection for Authz {
                         confidential: r.secret_sha256.is_some(),
                         registered_at: recorded.metadata.occurred_at,
                         revoked: false,
+                        registration: r.clone(),
                     };
-                    self.clients.insert(r.client_id, client);
+                    self.clients.insert(r.client_id.clone(), client);
                 }
                 ClientEvent::Revoked(r) => {
                     if let Some(client) = self.clients.get_mut(&r.client_id) {

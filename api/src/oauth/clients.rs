@@ -101,7 +101,18 @@ pub(crate) async fn find(state: &AppState, client_id: &str, fetch_documents: boo
             }
         }
     } else {
-        state.oauth_clients.load(client_id).await
+        // The authorization model has every registration and revocation; a client it does not know yet
+        // (registered through another instance a moment ago) is read from the store.
+        let known = state
+            .authz
+            .read()
+            .ok()
+            .and_then(|model| model.client(client_id).map(|c| (c.revoked, c.registration.clone())));
+        match known {
+            Some((false, registration)) => Ok(ClientState::Active(registration)),
+            Some((true, registration)) => Ok(ClientState::Revoked(registration)),
+            None => state.oauth_clients.load(client_id).await,
+        }
     };
     match found {
         Ok(ClientState::Active(client)) => Lookup::Active(client),
