@@ -48,8 +48,8 @@ pub fn login_refused(detail: &str) -> Problem {
 }
 
 /// Signs in with the `code` IdP `idp` sent back for the login `pending` (`iss` as the answer named it,
-/// RFC 9207), from `origin` on device `device_id`: the started session, once the authorization model
-/// has it.
+/// RFC 9207), from `origin` on device `device_id`: the started session. The authorization model may not
+/// have applied it yet: a caller whose next request uses it waits for `session.position`.
 pub async fn sign_in(
     state: &AppState,
     idp: &str,
@@ -97,7 +97,5 @@ pub async fn sign_in(
         }
         other => other?,
     };
-    // The next request is decided with the session in the model.
-    crate::authz_lag::applied(state, session.position).await;
     Ok(session)
 }

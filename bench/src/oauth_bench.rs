@@ -31,7 +31,7 @@ pub(crate) struct Options {
     #[arg(long, default_value_t = 200)]
     flows: usize,
     /// Flows run by 8 clients in parallel, for flows per second.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 200)]
     parallel_flows: usize,
     /// Refreshes run by 8 clients in parallel.
     #[arg(long, default_value_t = 8_000)]

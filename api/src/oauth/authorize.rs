@@ -338,9 +338,6 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
         upstream: None,
     };
     let expires = Utc::now() + chrono::Duration::minutes(AUTHORIZATION_MINUTES);
-    if flow_store::put(&state.tables, Kept::Authorization, &transaction, &authorization, expires).await.is_err() {
-        return error_page(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot reach its store; try again");
-    }
     let event = AuthorizationEvent::Started(AuthorizationStarted {
         client_id: client_id.to_owned(),
         redirect_uri: redirect_uri.clone(),
@@ -348,7 +345,15 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
         resource,
         resource_absent: get("resource").is_none(),
     });
-    record(&state, &context(&origin, Actor::system("oauth-authorization")), event).await;
+    // The authorization kept and its event recorded at once: two commits, waited for together.
+    let recorded_as = context(&origin, Actor::system("oauth-authorization"));
+    let (kept, ()) = tokio::join!(
+        flow_store::put(&state.tables, Kept::Authorization, &transaction, &authorization, expires),
+        record(&state, &recorded_as, event),
+    );
+    if kept.is_err() {
+        return error_page(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot reach its store; try again");
+    }
     let mut response = consent_page(&authorization, &transaction, &csrf, &idps);
     // The form's answer must come from this browser, from this page: a page of another site can post
     // an attacker's own form, but the browser sends a Strict cookie only with the gateway's own requests.
@@ -515,10 +520,14 @@ pub(crate) async fn consent(
         return error_page(StatusCode::INTERNAL_SERVER_ERROR, "the sign-in could not be prepared");
     };
     let bound = Authorization { binding_digest: Some(hex_digest(&binding)), upstream: Some(sealed), ..authorization };
-    if flow_store::put(&state.tables, Kept::Authorization, &upstream_state, &bound, expires).await.is_err() {
+    let recorded_as = context(&origin, actor);
+    let (kept, ()) = tokio::join!(
+        flow_store::put(&state.tables, Kept::Authorization, &upstream_state, &bound, expires),
+        record(&state, &recorded_as, AuthorizationEvent::ConsentGranted(given(Some(idp)))),
+    );
+    if kept.is_err() {
         return error_page(StatusCode::SERVICE_UNAVAILABLE, "the gateway cannot reach its store; try again");
     }
-    record(&state, &context(&origin, actor), AuthorizationEvent::ConsentGranted(given(Some(idp)))).await;
     let cookie = state.cookies.set(
         &format!("oauth_{}", &hex_digest(&upstream_state)[..16]),
         &binding,
@@ -645,12 +654,6 @@ pub(crate) async fn callback(
         session_expires_at: session.expires_at,
     };
     let expires = Utc::now() + chrono::Duration::seconds(CODE_SECONDS);
-    if flow_store::put(&state.tables, Kept::Code, &code, &kept, expires).await.is_err() {
-        return back(&[
-            ("error", "temporarily_unavailable"),
-            ("error_description", "the gateway cannot reach its store"),
-        ]);
-    }
     let actor = Actor { id: session.principal_id.to_string(), kind: eventstore::ActorKind::User };
     let event = AuthorizationEvent::CodeIssued(AuthorizationCodeIssued {
         client_id: authorization.client_id.clone(),
@@ -658,6 +661,16 @@ pub(crate) async fn callback(
         session_id: session.session_id,
         code_digest: hex_digest(&code)[..12].to_owned(),
     });
-    record(&state, &context(&origin, actor), event).await;
+    let recorded_as = context(&origin, actor);
+    let (stored, ()) = tokio::join!(
+        flow_store::put(&state.tables, Kept::Code, &code, &kept, expires),
+        record(&state, &recorded_as, event),
+    );
+    if stored.is_err() {
+        return back(&[
+            ("error", "temporarily_unavailable"),
+            ("error_description", "the gateway cannot reach its store"),
+        ]);
+    }
     back(&[("code", &code)])
 }

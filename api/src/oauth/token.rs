@@ -194,6 +194,11 @@ async fn redeem(
     {
         return Err(OAuthError::bad_request("invalid_target", "the resource is not the one that was approved"));
     }
+    // The sign-in behind the code may have ended since (revoked, disabled), and its tokens must work at
+    // this instance's MCP endpoints from the next request: the session must be live in the model.
+    if !session_live(state, code.principal_id, code.session_id).await {
+        return Err(invalid_grant("the sign-in behind this code has ended; authorize again"));
+    }
     let grant = Grant {
         grant_id: Uuid::now_v7(),
         client_id: client.client_id.clone(),
@@ -307,22 +312,7 @@ async fn refresh(
     {
         return Err(OAuthError::bad_request("invalid_target", "a refresh keeps the resource that was approved"));
     }
-    // The grant lives in the person's session: revoked, disabled or expired, the refresh fails. A
-    // session this instance has not seen yet (started through another instance a moment ago) is waited
-    // for, bounded, before it counts as ended.
-    let live = || {
-        state
-            .authz
-            .read()
-            .map(|model| model.by_token(grant.principal_id, grant.session_id, Utc::now()).is_some())
-            .unwrap_or(false)
-    };
-    if !live()
-        && let Ok(Some(head)) = state.store.committed_head().await
-    {
-        crate::authz_lag::applied(state, head).await;
-    }
-    if !live() {
+    if !session_live(state, grant.principal_id, grant.session_id).await {
         if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
             tracing::warn!(%error, "could not remove an ended grant's tokens");
         }
@@ -377,6 +367,22 @@ async fn refresh(
     drop_unused(state, &successor).await;
     let handed = handed.ok_or_else(|| invalid_grant("the refresh token is unknown, expired or revoked"))?;
     issue(state, origin, client, &grant, Some(handed), "refresh_token").await
+}
+
+/// Whether session `session_id` of `principal_id` (a grant's) is live in the authorization model. A
+/// session this instance has not seen yet (started a moment ago, here or through another instance) is
+/// waited for, bounded, before it counts as ended.
+async fn session_live(state: &AppState, principal_id: Uuid, session_id: Uuid) -> bool {
+    let live = || {
+        state.authz.read().map(|model| model.by_token(principal_id, session_id, Utc::now()).is_some()).unwrap_or(false)
+    };
+    if live() {
+        return true;
+    }
+    if let Ok(Some(head)) = state.store.committed_head().await {
+        crate::authz_lag::applied(state, head).await;
+    }
+    live()
 }
 
 /// A successor this request stored but did not hand out.

@@ -135,6 +135,8 @@ pub(crate) async fn callback(
         .and_then(|d| Uuid::parse_str(d).ok())
         .unwrap_or_else(Uuid::now_v7);
     let session = sign_in(&state, &idp, &pending, &code, query.iss.as_deref(), &origin, device_id).await?;
+    // The browser's next request is decided with the session in the model.
+    crate::authz_lag::applied(&state, session.position).await;
     let reply = SessionReply {
         principal_id: session.principal_id,
         session_id: session.session_id,

@@ -144,6 +144,33 @@ impl Api {
     /// (a read of `$all` may be held back by another test's transaction in the shared cluster).
     /// Moves the rotation of refresh token `token` `seconds` into the past (a test cannot wait for a
     /// grace window to pass).
+    /// Moves the expiry of authorization code `code` `seconds` into the past, as time passing would.
+    pub(crate) async fn age_code(&self, code: &str, seconds: i64) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(code.as_bytes()).to_vec();
+        let changed = match &self.gateway.state.tables {
+            api::tables::Tables::Postgres(pool) => sqlx::query(
+                "UPDATE api.oauth_codes SET expires_at = expires_at - make_interval(secs => $2) WHERE code_hash = $1",
+            )
+            .bind(digest)
+            .bind(seconds as f64)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+            api::tables::Tables::Sqlite(pool) => {
+                sqlx::query("UPDATE api_oauth_codes SET expires_at = expires_at - ? WHERE code_hash = ?")
+                    .bind(seconds * 1000)
+                    .bind(digest)
+                    .execute(pool)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+        };
+        assert_eq!(changed, 1, "the code's row");
+    }
+
     pub(crate) async fn age_refresh_rotation(&self, token: &str, seconds: i64) {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(token.as_bytes()).to_vec();

@@ -297,6 +297,11 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
     let (status, refused, _) = redeem(code, pkce.verifier.clone(), "http://127.0.0.1:33418/other").await;
     assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    // A13: a code redeemed after its 60 seconds: invalid_grant.
+    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
+    api.age_code(&code, 61).await;
+    let (status, refused, _) = redeem(code, pkce.verifier.clone(), CLIENT_REDIRECT).await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{refused}");
     // A08, C41: a PKCE downgrade, the verifier left out: invalid_grant.
     let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
     let (status, refused, _) = token(
