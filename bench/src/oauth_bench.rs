@@ -321,6 +321,20 @@ fn percentile_ms(sorted: &[f64], p: f64) -> f64 {
     sorted.get(index).copied().unwrap_or_default()
 }
 
+/// An HTTP client that follows no redirect (the flow follows them itself, with its cookies).
+fn new_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?)
+}
+
+/// Pauses (`STOP`) or resumes (`CONT`) FastMCP. Idle, it still keeps most of a core busy (measured with
+/// `top` while only the gateway ran), so it is paused whenever the gateway is measured.
+fn signal(child: &tokio::process::Child, signal: &str) -> anyhow::Result<()> {
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("FastMCP has exited"))?;
+    let sent = std::process::Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status()?;
+    anyhow::ensure!(sent.success(), "kill -{signal} {pid}");
+    Ok(())
+}
+
 /// FastMCP's OAuth proxy, started from the bench's own virtual environment (made on first use with the
 /// version `bench/peers/requirements.txt` pins: the bench sets its peers up, CI never does).
 async fn start_fastmcp(issuer: &str, port: u16) -> anyhow::Result<tokio::process::Child> {
@@ -420,7 +434,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         metadata: eventstore::Metadata::new(command_id, eventstore::Actor::system("bench"), chrono::Utc::now()),
     };
     let owner = commands::identity::bootstrap(&*gateway.state.store, "bench", &context).await?;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let http = new_client()?;
     let server_body = json!({ "name": "io.example/bench", "description": "d", "transport": "streamable_http",
                               "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] } });
     // The owner's key works once the authorization model has applied the bootstrap.
@@ -445,7 +459,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         resource_metadata: format!("{gateway_url}/.well-known/oauth-protected-resource/servers/{server_id}/mcp"),
         kind: Kind::Gateway,
     };
-    let _fastmcp = start_fastmcp(&provider.issuer(), fastmcp_port).await?;
+    let fastmcp = start_fastmcp(&provider.issuer(), fastmcp_port).await?;
     let theirs = Target {
         base: fastmcp_url.clone(),
         mcp: format!("{fastmcp_url}/mcp"),
@@ -465,6 +479,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         flow(&http, &ours, &our_client).await?;
         flow(&http, &theirs, &their_client).await?;
     }
+    signal(&fastmcp, "STOP")?;
 
     // One flow through each in turn, round by round: the gateway's own time (its requests, less its own
     // requests to the IdP in between), each whole flow, and their ratio per round.
@@ -482,9 +497,14 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         let idp = idp_seconds(&metrics) - idp_before;
         own.push((done.at_target.as_secs_f64() - idp).max(0.0) * 1000.0);
         grants.push(done);
+        signal(&fastmcp, "CONT")?;
+        // Connections of its own: a resumed uvicorn closes the ones it kept idle past its keep-alive
+        // while paused, and a pooled one could be picked as it closes.
+        let their_http = new_client()?;
         let started = Instant::now();
-        let peer = flow(&http, &theirs, &their_client).await?;
+        let peer = flow(&their_http, &theirs, &their_client).await?;
         let theirs_ms = started.elapsed().as_secs_f64() * 1000.0;
+        signal(&fastmcp, "STOP")?;
         peer_own.push(peer.at_target.as_secs_f64() * 1000.0);
         whole.push(ours_ms);
         peer_whole.push(theirs_ms);
@@ -496,8 +516,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     print_breakdown(&metrics);
 
     let our_flows = flows_per_second(&http, &ours, options.parallel_flows).await?;
-    let their_flows = flows_per_second(&http, &theirs, options.parallel_flows).await?;
     let our_refreshes = refreshes_per_second(&http, &ours, grants, options.refreshes).await?;
+    signal(&fastmcp, "CONT")?;
+    let their_flows = flows_per_second(&new_client()?, &theirs, options.parallel_flows).await?;
     gateway.stop();
 
     let median = |sorted: &[f64]| percentile_ms(sorted, 50.0);

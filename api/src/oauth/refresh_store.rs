@@ -82,34 +82,69 @@ pub(crate) async fn put(
     Ok(())
 }
 
-/// Marks `token` rotated, storing `sealed_successor`, unless another request did first.
-pub(crate) async fn rotate(tables: &Tables, token: &str, sealed_successor: &str) -> Result<Rotation, StoreError> {
+/// Marks `token` rotated to `successor` (kept for `grant` until `expires_at`, named in the rotated row
+/// sealed as `sealed_successor`), unless another request did first. The rotation and the successor's
+/// row commit together: a successor exists exactly when a rotation names it, in one commit.
+pub(crate) async fn rotate(
+    tables: &Tables,
+    token: &str,
+    successor: &str,
+    sealed_successor: &str,
+    grant: &Grant,
+    expires_at: DateTime<Utc>,
+) -> Result<Rotation, StoreError> {
     let now = Utc::now();
-    let won: Option<String> = match tables {
+    let data = serde_json::to_string(grant)?;
+    let won = match tables {
         Tables::Postgres(pool) => {
-            sqlx::query_scalar(
-                "UPDATE api.oauth_refresh_tokens SET rotated_at = now(), successor = $2
-                  WHERE token_hash = $1 AND rotated_at IS NULL AND expires_at > now() RETURNING data::text",
+            let inserted: i64 = sqlx::query_scalar(
+                "WITH rotated AS (
+                     UPDATE api.oauth_refresh_tokens SET rotated_at = now(), successor = $2
+                      WHERE token_hash = $1 AND rotated_at IS NULL AND expires_at > now() RETURNING 1
+                 ), kept AS (
+                     INSERT INTO api.oauth_refresh_tokens (token_hash, grant_id, data, expires_at)
+                     SELECT $3, $4, $5::jsonb, $6 FROM rotated RETURNING 1
+                 )
+                 SELECT count(*) FROM kept",
             )
             .bind(digest(token))
             .bind(sealed_successor)
-            .fetch_optional(pool)
-            .await?
+            .bind(digest(successor))
+            .bind(grant.grant_id)
+            .bind(&data)
+            .bind(expires_at)
+            .fetch_one(pool)
+            .await?;
+            inserted == 1
         }
         Tables::Sqlite(pool) => {
-            sqlx::query_scalar(
+            let mut transaction = pool.begin().await?;
+            let rotated: Option<i64> = sqlx::query_scalar(
                 "UPDATE api_oauth_refresh_tokens SET rotated_at = ?, successor = ?
-                  WHERE token_hash = ? AND rotated_at IS NULL AND expires_at > ? RETURNING data",
+                  WHERE token_hash = ? AND rotated_at IS NULL AND expires_at > ? RETURNING 1",
             )
             .bind(now.timestamp_millis())
             .bind(sealed_successor)
             .bind(digest(token))
             .bind(now.timestamp_millis())
-            .fetch_optional(pool)
-            .await?
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if rotated.is_some() {
+                sqlx::query(
+                    "INSERT INTO api_oauth_refresh_tokens (token_hash, grant_id, data, expires_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(digest(successor))
+                .bind(grant.grant_id)
+                .bind(&data)
+                .bind(expires_at.timestamp_millis())
+                .execute(&mut *transaction)
+                .await?;
+            }
+            transaction.commit().await?;
+            rotated.is_some()
         }
     };
-    if won.is_some() {
+    if won {
         return Ok(Rotation::Rotated);
     }
     let found: Option<(String, Option<DateTime<Utc>>, Option<String>)> = match tables {
@@ -178,25 +213,6 @@ pub(crate) async fn revoke_grant(tables: &Tables, grant_id: Uuid) -> Result<(), 
         }
         Tables::Sqlite(pool) => {
             sqlx::query("DELETE FROM api_oauth_refresh_tokens WHERE grant_id = ?").bind(grant_id).execute(pool).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes one token.
-pub(crate) async fn remove(tables: &Tables, token: &str) -> Result<(), StoreError> {
-    match tables {
-        Tables::Postgres(pool) => {
-            sqlx::query("DELETE FROM api.oauth_refresh_tokens WHERE token_hash = $1")
-                .bind(digest(token))
-                .execute(pool)
-                .await?;
-        }
-        Tables::Sqlite(pool) => {
-            sqlx::query("DELETE FROM api_oauth_refresh_tokens WHERE token_hash = ?")
-                .bind(digest(token))
-                .execute(pool)
-                .await?;
         }
     }
     Ok(())

@@ -332,7 +332,6 @@ async fn refresh(
             tracing::warn!(%error, "could not mark a grant's session active");
         }
     }
-    // The successor is stored before the rotation names it, so that whoever is handed it can use it.
     let successor = random_secret();
     let session_end = Utc::now() + chrono::Duration::hours(crate::upstream_login::SESSION_HOURS);
     let sealed = state
@@ -343,8 +342,7 @@ async fn refresh(
         .ok_or_else(|| {
             OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "no token could be sealed")
         })?;
-    refresh_store::put(&state.tables, &successor, &grant, session_end).await.map_err(|_| OAuthError::unavailable())?;
-    let rotation = refresh_store::rotate(&state.tables, presented, &sealed).await;
+    let rotation = refresh_store::rotate(&state.tables, presented, &successor, &sealed, &grant, session_end).await;
     let handed = match rotation {
         Ok(Rotation::Rotated) => return issue(state, origin, client, &grant, Some(successor), "refresh_token").await,
         Ok(Rotation::AlreadyRotated(sealed)) => {
@@ -354,17 +352,10 @@ async fn refresh(
                 .and_then(|sealed| state.keyring.open(&sealed, SUCCESSOR_CONTEXT).ok())
                 .map(|secret| secret.expose().to_owned())
         }
-        Ok(Rotation::Reused(grant)) => {
-            drop_unused(state, &successor).await;
-            return Err(reused(state, origin, &grant).await);
-        }
+        Ok(Rotation::Reused(grant)) => return Err(reused(state, origin, &grant).await),
         Ok(Rotation::Unknown) => None,
-        Err(_) => {
-            drop_unused(state, &successor).await;
-            return Err(OAuthError::unavailable());
-        }
+        Err(_) => return Err(OAuthError::unavailable()),
     };
-    drop_unused(state, &successor).await;
     let handed = handed.ok_or_else(|| invalid_grant("the refresh token is unknown, expired or revoked"))?;
     issue(state, origin, client, &grant, Some(handed), "refresh_token").await
 }
@@ -383,13 +374,6 @@ async fn session_live(state: &AppState, principal_id: Uuid, session_id: Uuid) ->
         crate::authz_lag::applied(state, head).await;
     }
     live()
-}
-
-/// A successor this request stored but did not hand out.
-async fn drop_unused(state: &AppState, successor: &str) {
-    if let Err(error) = refresh_store::remove(&state.tables, successor).await {
-        tracing::debug!(%error, "could not remove an unused refresh token");
-    }
 }
 
 /// A replaced refresh token used again: the grant's tokens and its session are revoked (RFC 9700
