@@ -138,11 +138,7 @@ impl OAuthClients {
     }
 }
 
-/// The UUID that names `client_id`'s streams: the id itself for the ids the gateway issues, a
-/// name-based UUID for a configured client's chosen id or a metadata document's URL.
-pub fn client_uuid(client_id: &str) -> Uuid {
-    client_id.parse().unwrap_or_else(|_| Uuid::new_v5(&Uuid::NAMESPACE_URL, client_id.as_bytes()))
-}
+pub use domain::oauth::client_uuid;
 
 /// SHA-256 of a client secret, hex: what is stored and compared.
 pub fn secret_digest(secret: &str) -> String {

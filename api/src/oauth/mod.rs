@@ -50,17 +50,18 @@ pub(crate) fn form_fields(
         .map_err(|name| OAuthError::bad_request("invalid_request", format!("{name} is sent more than once")))
 }
 
-/// Appends `event` to its client's authorization log (`oauth-<client_id>`), a log rather than an
-/// aggregate: nothing is decided on it, so appends do not compete on a revision. A failure is logged;
-/// the answer stands.
+/// Appends `event` to its grant's authorization log (`oauth-<session>`, or a log of its own before a
+/// sign-in: see [`domain::oauth::AuthorizationEvent::grant_session`]), a log rather than an aggregate:
+/// nothing is decided on it. The audit trail files it under its client. A failure is logged; the answer
+/// stands.
 pub(crate) async fn record(
     state: &AppState,
     context: &commands::servers::CommandContext,
     event: domain::oauth::AuthorizationEvent,
 ) {
     let recorded = async {
-        let client = commands::oauth_clients::client_uuid(event.client_id());
-        let stream = eventstore::StreamName::from_parts(domain::oauth::AUTHORIZATION_CATEGORY, client)
+        let log = event.grant_session().unwrap_or_else(uuid::Uuid::now_v7);
+        let stream = eventstore::StreamName::from_parts(domain::oauth::AUTHORIZATION_CATEGORY, log)
             .map_err(|_| "an invalid stream name")?;
         let data = eventstore::EventData {
             event_id: eventstore::EventData::deterministic_id(context.command_id, 0),

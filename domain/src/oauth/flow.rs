@@ -190,6 +190,20 @@ impl AuthorizationEvent {
         })
     }
 
+    /// The grant (the session it lives in) the event belongs to, once there is one: its log is
+    /// `oauth-<session>`. Events before a sign-in have none and each go to a log of their own. Never one log
+    /// per client: every user of a popular client (one client id for everyone who runs it) would append to
+    /// it, and appends to one stream are serialized.
+    pub fn grant_session(&self) -> Option<Uuid> {
+        match self {
+            Self::Started(_) | Self::Rejected(_) | Self::ConsentGranted(_) | Self::ConsentDenied(_) => None,
+            Self::CodeIssued(e) => Some(e.session_id),
+            Self::CodeReplayed(e) => Some(e.session_id),
+            Self::TokenIssued(e) | Self::TokenRefreshed(e) => Some(e.session_id),
+            Self::RefreshTokenReuseDetected(e) => Some(e.session_id),
+        }
+    }
+
     /// The client the event is about.
     pub fn client_id(&self) -> &str {
         match self {

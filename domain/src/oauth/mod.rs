@@ -23,6 +23,12 @@ pub use redirect::{ApplicationType, MAX_REDIRECT_URI_BYTES, MAX_REDIRECT_URIS, R
 /// Stream category of OAuth clients (`client-<id>`).
 pub const CLIENT_CATEGORY: &str = "client";
 
+/// The UUID that names `client_id`'s stream and its audit entries: the id itself for the ids the gateway
+/// issues, a name-based UUID for a configured client's chosen id or a metadata document's URL.
+pub fn client_uuid(client_id: &str) -> uuid::Uuid {
+    client_id.parse().unwrap_or_else(|_| uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, client_id.as_bytes()))
+}
+
 /// The scope that lets a token call a server's tools: the one scope of this step, named in every
 /// challenge and metadata document.
 pub const MCP_SCOPE: &str = "mcp:tools";

@@ -94,7 +94,12 @@ fn describe(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Descr
         Some(access) => return Ok(access),
         None => describe_change(event, before)?,
     };
-    Ok((action, kind, name, reason, changes, None))
+    // An authorization's steps are logged per grant, and filed under their client, as the client's own
+    // events are (the UUID of its stream).
+    let target = AuthorizationEvent::from_json(&event.event_type, &event.data)
+        .and_then(Result::ok)
+        .map(|e| domain::oauth::client_uuid(e.client_id()).to_string());
+    Ok((action, kind, name, reason, changes, target))
 }
 
 /// The fields a server event sets, with their new values (all of them for a registration).

@@ -493,6 +493,21 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
         events.into_iter().filter(|e| e.event_type == "SessionRefreshed").map(|e| e.data).collect::<Vec<_>>()
     };
     assert!(marks().await.is_empty(), "a session started a moment ago is not marked again");
+    // The grant's steps are logged on the grant's own stream, not on one shared by every user of the client.
+    let grant_log = eventstore::StreamName::parse(format!("oauth-{sid}")).unwrap();
+    let logged: Vec<String> = api
+        .gateway
+        .state
+        .store
+        .read_stream(&grant_log, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    for step in ["AuthorizationCodeIssued", "TokenIssued", "TokenRefreshed"] {
+        assert!(logged.iter().any(|t| t == step), "{step} on the grant's log: {logged:?}");
+    }
     // Its last activity ten minutes ago, as an idle client's would be.
     let command_id = uuid::Uuid::now_v7();
     let context = commands::servers::CommandContext {
