@@ -140,63 +140,39 @@ impl Api {
         self.event_count("server-%").await
     }
 
-    /// Events in the store whose stream matches the `LIKE` pattern `streams`, counted in the table
-    /// (a read of `$all` may be held back by another test's transaction in the shared cluster).
-    /// Moves the rotation of refresh token `token` `seconds` into the past (a test cannot wait for a
-    /// grace window to pass).
     /// Moves the expiry of authorization code `code` `seconds` into the past, as time passing would.
     pub(crate) async fn age_code(&self, code: &str, seconds: i64) {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(code.as_bytes()).to_vec();
-        let changed = match &self.gateway.state.tables {
-            api::tables::Tables::Postgres(pool) => sqlx::query(
-                "UPDATE api.oauth_codes SET expires_at = expires_at - make_interval(secs => $2) WHERE code_hash = $1",
-            )
-            .bind(digest)
-            .bind(seconds as f64)
-            .execute(pool)
-            .await
-            .unwrap()
-            .rows_affected(),
-            api::tables::Tables::Sqlite(pool) => {
-                sqlx::query("UPDATE api_oauth_codes SET expires_at = expires_at - ? WHERE code_hash = ?")
-                    .bind(seconds * 1000)
-                    .bind(digest)
-                    .execute(pool)
-                    .await
-                    .unwrap()
-                    .rows_affected()
-            }
-        };
-        assert_eq!(changed, 1, "the code's row");
+        self.age("oauth_codes", "expires_at", "code_hash", code, seconds).await;
     }
 
+    /// Moves the rotation of refresh token `token` `seconds` into the past (past the grace window).
     pub(crate) async fn age_refresh_rotation(&self, token: &str, seconds: i64) {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(token.as_bytes()).to_vec();
-        let changed = match &self.gateway.state.tables {
-            api::tables::Tables::Postgres(pool) => sqlx::query(
-                "UPDATE api.oauth_refresh_tokens SET rotated_at = rotated_at - make_interval(secs => $2) WHERE token_hash = $1",
-            )
-            .bind(digest)
-            .bind(seconds as f64)
-            .execute(pool)
-            .await
-            .unwrap()
-            .rows_affected(),
-            api::tables::Tables::Sqlite(pool) => {
-                sqlx::query("UPDATE api_oauth_refresh_tokens SET rotated_at = rotated_at - ? WHERE token_hash = ?")
-                    .bind(seconds * 1000)
-                    .bind(digest)
-                    .execute(pool)
-                    .await
-                    .unwrap()
-                    .rows_affected()
-            }
-        };
-        assert_eq!(changed, 1, "the token's row");
+        self.age("oauth_refresh_tokens", "rotated_at", "token_hash", token, seconds).await;
     }
 
+    /// Moves `column` of the row of OAuth table `table` whose `key` is the digest of `secret` `seconds`
+    /// into the past.
+    async fn age(&self, table: &str, column: &str, key: &str, secret: &str, seconds: i64) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(secret.as_bytes()).to_vec();
+        let changed = match &self.gateway.state.tables {
+            api::tables::Tables::Postgres(pool) => {
+                let sql =
+                    format!("UPDATE api.{table} SET {column} = {column} - make_interval(secs => $2) WHERE {key} = $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(digest).bind(seconds as f64).execute(pool).await.unwrap()
+            }
+            .rows_affected(),
+            api::tables::Tables::Sqlite(pool) => {
+                let sql = format!("UPDATE api_{table} SET {column} = {column} - ? WHERE {key} = ?");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(seconds * 1000).bind(digest).execute(pool).await.unwrap()
+            }
+            .rows_affected(),
+        };
+        assert_eq!(changed, 1, "the row of {table}");
+    }
+
+    /// Events in the store whose stream matches the `LIKE` pattern `streams`, counted in the table
+    /// (a read of `$all` may be held back by another test's transaction in the shared cluster).
     pub(crate) async fn event_count(&self, streams: &str) -> i64 {
         match &self.gateway.state.tables {
             api::tables::Tables::Postgres(pool) => {

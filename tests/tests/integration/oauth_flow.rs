@@ -125,6 +125,24 @@ async fn code_for(api: &Api, provider: &OidcProvider, client_id: &str, pkce: &Pk
     query(back.location.as_deref().unwrap(), "code").expect("a code")
 }
 
+/// A whole authorization and its code redeemed: the token response.
+async fn tokens_for(api: &Api, provider: &OidcProvider, client_id: &str, pkce: &Pkce, resource: &str) -> Value {
+    let code = code_for(api, provider, client_id, pkce, resource).await;
+    let (status, tokens, _) = token(
+        api,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("client_id", client_id),
+            ("code_verifier", &pkce.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    tokens
+}
+
 async fn token(api: &Api, pairs: &[(&str, &str)]) -> (StatusCode, Value, axum::http::HeaderMap) {
     let answer =
         send(api, Method::POST, "/token", &[("content-type", "application/x-www-form-urlencoded")], Some(form(pairs)))
@@ -441,19 +459,7 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backend) {
     let (api, provider, client_id, resource, id) = set_up(backend).await;
     let pkce = new_pkce();
-    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
-    let (status, first, _) = token(
-        &api,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CLIENT_REDIRECT),
-            ("client_id", &client_id),
-            ("code_verifier", &pkce.verifier),
-        ],
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{first}");
+    let first = tokens_for(&api, &provider, &client_id, &pkce, &resource).await;
     let rt1 = first["refresh_token"].as_str().expect("a refresh token").to_owned();
     let refresh = |rt: String| {
         let (api, client_id) = (&api, client_id.clone());
@@ -570,18 +576,7 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     .await;
 
     // A24: a new grant; its first refresh token used again after rotation and the grace window.
-    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
-    let (_, second, _) = token(
-        &api,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CLIENT_REDIRECT),
-            ("client_id", &client_id),
-            ("code_verifier", &pkce.verifier),
-        ],
-    )
-    .await;
+    let second = tokens_for(&api, &provider, &client_id, &pkce, &resource).await;
     let old = second["refresh_token"].as_str().unwrap().to_owned();
     let (_, next, _) = refresh(old.clone()).await;
     let newer = next["refresh_token"].as_str().unwrap().to_owned();
@@ -655,18 +650,7 @@ async fn one_person_authorizing_several_clients_at_once_gets_every_code(backend:
 async fn an_operator_revokes_a_client_and_everything_it_holds_stops_working(backend: Backend) {
     let (api, provider, client_id, resource, id) = set_up(backend).await;
     let pkce = new_pkce();
-    let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
-    let (_, tokens, _) = token(
-        &api,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CLIENT_REDIRECT),
-            ("client_id", &client_id),
-            ("code_verifier", &pkce.verifier),
-        ],
-    )
-    .await;
+    let tokens = tokens_for(&api, &provider, &client_id, &pkce, &resource).await;
     let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
     let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
     let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
@@ -711,18 +695,7 @@ async fn a_person_sees_and_takes_back_what_each_client_holds(backend: Backend) {
     // Two authorizations of the same person (the IdP's test user), each its own grant.
     let mut grants = Vec::new();
     for _ in 0..2 {
-        let code = code_for(&api, &provider, &client_id, &pkce, &resource).await;
-        let (_, tokens, _) = token(
-            &api,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", CLIENT_REDIRECT),
-                ("client_id", &client_id),
-                ("code_verifier", &pkce.verifier),
-            ],
-        )
-        .await;
+        let tokens = tokens_for(&api, &provider, &client_id, &pkce, &resource).await;
         let access = tokens["access_token"].as_str().unwrap().to_owned();
         let claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
