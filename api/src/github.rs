@@ -135,6 +135,8 @@ pub(crate) async fn complete(
         // GitHub does not say how the person authenticated: never counts as a second factor here.
         amr: Vec::new(),
         claims: serde_json::json!({ "id": user.id, "login": user.login, "groups": groups }),
+        // GitHub's OAuth app tokens do not expire: nothing to renew.
+        renewal: None,
     })
 }
 

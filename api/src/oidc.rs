@@ -13,8 +13,9 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
+    TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
@@ -210,6 +211,31 @@ pub struct VerifiedLogin {
     pub amr: Vec<String>,
     /// Every claim, for the role rules.
     pub claims: serde_json::Value,
+    /// What renews the sign-in at the IdP, when it issued a refresh token.
+    pub renewal: Option<UpstreamRenewal>,
+}
+
+/// The IdP's refresh token for a sign-in, and when the access token issued with it expires: the gateway
+/// asks the IdP again past that time, so that a person the IdP no longer admits loses what the gateway
+/// granted on that sign-in.
+#[derive(Debug, Clone)]
+pub struct UpstreamRenewal {
+    /// The refresh token (never printed).
+    pub refresh_token: commands::Secret,
+    /// When the IdP's access token of this sign-in expires, if it said.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl UpstreamRenewal {
+    fn of(
+        refresh_token: Option<&openidconnect::RefreshToken>,
+        expires_in: Option<Duration>,
+        before: Option<&str>,
+    ) -> Option<Self> {
+        let refresh_token = refresh_token.map(|t| t.secret().clone()).or_else(|| before.map(str::to_owned))?;
+        let expires_at = expires_in.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| chrono::Utc::now() + d);
+        Some(Self { refresh_token: commands::Secret::new(refresh_token), expires_at })
+    }
 }
 
 /// The ID token verifier of `client`; at an Entra multi-tenant endpoint the issuer is checked afterwards,
@@ -589,7 +615,33 @@ impl Idps {
             email,
             amr,
             claims: serde_json::Value::Object(claims.additional_claims().claims.clone()),
+            renewal: UpstreamRenewal::of(response.refresh_token(), response.expires_in(), None),
         })
+    }
+
+    /// Renews the sign-in at IdP `name` with its `refresh_token`: the IdP's answer (a rotated refresh
+    /// token, or the same), or `Refused` when the IdP no longer honours it (the person was disabled or
+    /// signed out there, the grant revoked).
+    pub async fn renew(&self, name: &str, refresh_token: &str) -> Result<UpstreamRenewal, OidcError> {
+        let idp = self.idp(name)?;
+        let upstream = |reason: String| OidcError::Upstream { idp: idp.config.name.clone(), reason };
+        if matches!(idp.config.kind, IdpKind::Github { .. }) {
+            return Err(upstream("GitHub sign-ins are not renewed".into()));
+        }
+        let client = self.client(idp, self.metadata(idp, false).await?, &self.redirect_uri(name))?;
+        let http = self.http.clone();
+        let send_with = move |request| send(http.clone(), request);
+        let response = client
+            .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.to_owned()))
+            .map_err(|e| upstream(e.to_string()))?
+            .request_async(&send_with)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(refusal) => OidcError::Refused(refusal.to_string()),
+                other => upstream(format!("refresh request: {other}")),
+            })?;
+        UpstreamRenewal::of(response.refresh_token(), response.expires_in(), Some(refresh_token))
+            .ok_or_else(|| upstream("no refresh token".into()))
     }
 }
 

@@ -48,8 +48,9 @@ pub fn login_refused(detail: &str) -> Problem {
 }
 
 /// Signs in with the `code` IdP `idp` sent back for the login `pending` (`iss` as the answer named it,
-/// RFC 9207), from `origin` on device `device_id`: the started session. The authorization model may not
-/// have applied it yet: a caller whose next request uses it waits for `session.position`.
+/// RFC 9207), from `origin` on device `device_id`: the started session, and what renews it at the IdP
+/// (an MCP client's grant keeps it). The authorization model may not have applied the session yet: a
+/// caller whose next request uses it waits for `session.position`.
 pub async fn sign_in(
     state: &AppState,
     idp: &str,
@@ -58,14 +59,15 @@ pub async fn sign_in(
     iss: Option<&str>,
     origin: &Origin,
     device_id: Uuid,
-) -> Result<StartedSession, Problem> {
+) -> Result<(StartedSession, Option<crate::oidc::UpstreamRenewal>), Problem> {
     // RFC 9207: an answer that names another issuer is refused before its code is used anywhere.
     if let Some(iss) = iss
         && !state.idps.answered_by(idp, iss).await.map_err(oidc_problem)?
     {
         return Err(login_refused("the response names another issuer (RFC 9207)"));
     }
-    let verified = state.idps.complete(pending, code).await.map_err(oidc_problem)?;
+    let mut verified = state.idps.complete(pending, code).await.map_err(oidc_problem)?;
+    let renewal = verified.renewal.take();
     let rules = state.idps.rules(idp).map_err(oidc_problem)?;
     let mapped = domain::identity::map_roles(rules, &verified.claims);
     if mapped.groups_overage {
@@ -97,5 +99,5 @@ pub async fn sign_in(
         }
         other => other?,
     };
-    Ok(session)
+    Ok((session, renewal))
 }

@@ -17,6 +17,8 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct OidcProvider {
     port: u16,
+    config_file: PathBuf,
+    pid_file: PathBuf,
     process: ServerProcess,
     _watchdog: Watchdog,
 }
@@ -80,17 +82,42 @@ impl OidcProvider {
         let pid_file = root.join("node.pid");
         let watchdog = Watchdog::spawn(&pid_file, &root)?;
         let port = free_port()?;
+        let provider = Self { port, config_file, pid_file, process: ServerProcess::default(), _watchdog: watchdog };
+        provider.spawn()?;
+        Ok(provider)
+    }
+
+    /// Kills the provider and starts it again on the same port with the same configuration: everything
+    /// it held (sessions, grants, refresh tokens, its signing keys) is gone, as after an IdP's outage
+    /// that lost its state, or a revocation of everything it issued.
+    pub fn restart(&self) -> Result<(), HarnessError> {
+        self.process.kill("oidc-provider")?;
+        let deadline = std::time::Instant::now() + READY_WITHIN;
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // The port may linger for a moment after a kill: try again until the deadline.
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<(), HarnessError> {
+        let peers = peers_dir();
         let mut child = Command::new("node")
             .arg(peers.join("oidc-provider.mjs"))
-            .arg(port.to_string())
-            .arg(&config_file)
+            .arg(self.port.to_string())
+            .arg(&self.config_file)
             .current_dir(&peers)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(HarnessError::io("starting node (install Debian's nodejs)"))?;
-        std::fs::write(&pid_file, child.id().to_string()).map_err(HarnessError::io("writing the pid file"))?;
+        std::fs::write(&self.pid_file, child.id().to_string()).map_err(HarnessError::io("writing the pid file"))?;
         // Ready when it says so; the reader thread keeps draining its output afterwards.
         let stdout = child.stdout.take();
         let (ready, listening) = mpsc::channel();
@@ -102,15 +129,12 @@ impl OidcProvider {
                 }
             }
         });
-        let process = ServerProcess::default();
-        process.set(child);
-        let provider = Self { port, process, _watchdog: watchdog };
+        self.process.set(child);
         listening.recv_timeout(READY_WITHIN).map_err(|_| HarnessError::NotReady {
-            what: format!("oidc-provider on port {port}"),
+            what: format!("oidc-provider on port {}", self.port),
             seconds: READY_WITHIN.as_secs(),
             log_tail: String::new(),
-        })?;
-        Ok(provider)
+        })
     }
 
     /// The issuer URL.

@@ -83,6 +83,9 @@ pub(crate) struct Code {
     pub(crate) session_id: Uuid,
     /// When the session ends: the grant's refresh tokens end with it.
     pub(crate) session_expires_at: chrono::DateTime<Utc>,
+    /// What renews the sign-in at the IdP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) renewal: Option<super::refresh_store::SealedRenewal>,
 }
 
 /// A random secret: 32 bytes, base64url.
@@ -617,7 +620,7 @@ pub(crate) async fn callback(
     let Some(code) = query.get("code") else {
         return back(&[("error", "access_denied"), ("error_description", "the identity provider sent no code")]);
     };
-    let session = match crate::upstream_login::sign_in(
+    let (session, renewal) = match crate::upstream_login::sign_in(
         &state,
         &idp,
         upstream,
@@ -628,7 +631,7 @@ pub(crate) async fn callback(
     )
     .await
     {
-        Ok(session) => session,
+        Ok((session, renewal)) => (session, renewal),
         Err(problem) if problem.status >= 500 => {
             return back(&[
                 ("error", "temporarily_unavailable"),
@@ -652,6 +655,7 @@ pub(crate) async fn callback(
         principal_id: session.principal_id,
         session_id: session.session_id,
         session_expires_at: session.expires_at,
+        renewal: renewal.and_then(|r| super::refresh_store::SealedRenewal::seal(&state.keyring, &idp, &r)),
     };
     let expires = Utc::now() + chrono::Duration::seconds(CODE_SECONDS);
     let actor = Actor { id: session.principal_id.to_string(), kind: eventstore::ActorKind::User };

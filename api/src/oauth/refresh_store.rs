@@ -22,6 +22,38 @@ pub(crate) struct Grant {
     pub(crate) session_id: Uuid,
     pub(crate) scope: String,
     pub(crate) resource: String,
+    /// What renews the sign-in behind the grant at the IdP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) renewal: Option<SealedRenewal>,
+}
+
+/// The IdP's refresh token of the sign-in behind a grant, sealed, and when the IdP's access token of that
+/// sign-in expires: past it, a refresh of the grant asks the IdP first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SealedRenewal {
+    /// The IdP.
+    pub(crate) idp: String,
+    /// The refresh token, sealed (context [`RENEWAL_CONTEXT`]).
+    pub(crate) sealed: domain::Sealed,
+    /// When to ask the IdP again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+}
+
+/// The sealing context of an IdP's refresh token kept with a grant.
+pub(crate) const RENEWAL_CONTEXT: &str = "oauth:upstream-refresh";
+
+impl SealedRenewal {
+    /// `renewal` from IdP `idp`, sealed; `None` when sealing fails (logged: the grant then lives without).
+    pub(crate) fn seal(keyring: &commands::Keyring, idp: &str, renewal: &crate::oidc::UpstreamRenewal) -> Option<Self> {
+        match keyring.seal(&renewal.refresh_token, RENEWAL_CONTEXT) {
+            Ok(sealed) => Some(Self { idp: idp.to_owned(), sealed, expires_at: renewal.expires_at }),
+            Err(error) => {
+                tracing::warn!(%error, "could not seal an IdP's refresh token");
+                None
+            }
+        }
+    }
 }
 
 /// What a refresh attempt found.
@@ -31,7 +63,7 @@ pub(crate) enum Rotation {
     /// Another request rotated it within the grace window: its successor (sealed, as stored).
     AlreadyRotated(String),
     /// It was rotated longer ago: a reuse.
-    Reused(Grant),
+    Reused(Box<Grant>),
     /// No such token, or expired.
     Unknown,
 }
@@ -174,10 +206,32 @@ pub(crate) async fn rotate(
             let grant: Grant = serde_json::from_str(&data)?;
             match (rotated_at, successor) {
                 (Some(at), Some(successor)) if now - at <= GRACE => Rotation::AlreadyRotated(successor),
-                _ => Rotation::Reused(grant),
+                _ => Rotation::Reused(Box::new(grant)),
             }
         }
     })
+}
+
+/// Replaces what `token` stands for by `grant` (its sign-in renewed at the IdP).
+pub(crate) async fn update(tables: &Tables, token: &str, grant: &Grant) -> Result<(), StoreError> {
+    let data = serde_json::to_string(grant)?;
+    match tables {
+        Tables::Postgres(pool) => {
+            sqlx::query("UPDATE api.oauth_refresh_tokens SET data = $2::jsonb WHERE token_hash = $1")
+                .bind(digest(token))
+                .bind(data)
+                .execute(pool)
+                .await?;
+        }
+        Tables::Sqlite(pool) => {
+            sqlx::query("UPDATE api_oauth_refresh_tokens SET data = ? WHERE token_hash = ?")
+                .bind(data)
+                .bind(digest(token))
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The grant `token` belongs to, if the token is current (for revocation).

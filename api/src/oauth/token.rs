@@ -206,6 +206,7 @@ async fn redeem(
         session_id: code.session_id,
         scope: code.scope,
         resource: code.resource,
+        renewal: code.renewal,
     };
     let refresh = if client.metadata.grant_types.contains(&GrantType::RefreshToken) {
         let token = random_secret();
@@ -344,7 +345,18 @@ async fn refresh(
         })?;
     let rotation = refresh_store::rotate(&state.tables, presented, &successor, &sealed, &grant, session_end).await;
     let handed = match rotation {
-        Ok(Rotation::Rotated) => return issue(state, origin, client, &grant, Some(successor), "refresh_token").await,
+        Ok(Rotation::Rotated) => {
+            // Past the IdP's own token lifetime, the IdP is asked whether the sign-in still stands: by the
+            // request that rotated, once (a concurrent one gets the successor without asking again, which
+            // would reuse an IdP refresh token the IdP may have rotated).
+            let renewed = renewed(state, origin, grant.clone()).await?;
+            if renewed.renewal.as_ref().map(|r| &r.sealed) != grant.renewal.as_ref().map(|r| &r.sealed)
+                && refresh_store::update(&state.tables, &successor, &renewed).await.is_err()
+            {
+                return Err(OAuthError::unavailable());
+            }
+            return issue(state, origin, client, &renewed, Some(successor), "refresh_token").await;
+        }
         Ok(Rotation::AlreadyRotated(sealed)) => {
             // A concurrent refresh of the same token: the successor it stored, not a second one.
             serde_json::from_str::<domain::Sealed>(&sealed)
@@ -358,6 +370,46 @@ async fn refresh(
     };
     let handed = handed.ok_or_else(|| invalid_grant("the refresh token is unknown, expired or revoked"))?;
     issue(state, origin, client, &grant, Some(handed), "refresh_token").await
+}
+
+/// `grant`, with its sign-in renewed at the IdP when the IdP's token has expired. The IdP refusing
+/// (the person disabled or signed out there, the grant revoked) ends the session and the grant; the IdP
+/// unreachable is a temporary failure, and the client may try again.
+async fn renewed(state: &AppState, origin: &Origin, grant: Grant) -> Result<Grant, OAuthError> {
+    let Some(renewal) = grant.renewal.clone().filter(|r| r.expires_at.is_some_and(|at| at <= Utc::now())) else {
+        return Ok(grant);
+    };
+    let refresh_token = state.keyring.open(&renewal.sealed, refresh_store::RENEWAL_CONTEXT).map_err(|_| {
+        OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "a sealed token did not open")
+    })?;
+    match state.idps.renew(&renewal.idp, refresh_token.expose()).await {
+        Ok(fresh) => {
+            let renewal = refresh_store::SealedRenewal::seal(&state.keyring, &renewal.idp, &fresh);
+            Ok(Grant { renewal, ..grant })
+        }
+        Err(crate::oidc::OidcError::Refused(reason)) => {
+            tracing::info!(%reason, idp = %renewal.idp, "the IdP no longer renews a grant's sign-in");
+            let command_id = Uuid::now_v7();
+            let actor = Actor::system("oauth-renewal");
+            let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+            let why = "the identity provider no longer renews the sign-in";
+            if let Err(error) = state
+                .principals
+                .revoke_session(grant.principal_id, grant.principal_id, grant.session_id, why, &context)
+                .await
+            {
+                tracing::warn!(%error, "could not revoke a session");
+            }
+            if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
+                tracing::warn!(%error, "could not remove a grant's tokens");
+            }
+            Err(invalid_grant("the identity provider no longer renews this sign-in; authorize again"))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not renew a grant's sign-in at the IdP");
+            Err(OAuthError::unavailable())
+        }
+    }
 }
 
 /// Whether session `session_id` of `principal_id` (a grant's) is live in the authorization model. A

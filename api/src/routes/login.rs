@@ -134,7 +134,8 @@ pub(crate) async fn callback(
     let device_id = cookie(&headers, &state.cookies.name("device"))
         .and_then(|d| Uuid::parse_str(d).ok())
         .unwrap_or_else(Uuid::now_v7);
-    let session = sign_in(&state, &idp, &pending, &code, query.iss.as_deref(), &origin, device_id).await?;
+    // A browser session ends by itself within hours: it is not renewed at the IdP.
+    let (session, _) = sign_in(&state, &idp, &pending, &code, query.iss.as_deref(), &origin, device_id).await?;
     // The browser's next request is decided with the session in the model.
     crate::authz_lag::applied(&state, session.position).await;
     let reply = SessionReply {

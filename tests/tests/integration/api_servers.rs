@@ -150,6 +150,34 @@ impl Api {
         self.age("oauth_refresh_tokens", "rotated_at", "token_hash", token, seconds).await;
     }
 
+    /// Moves the time when the grant behind refresh token `token` asks its IdP again into the past, as
+    /// the IdP's own token lifetime passing would.
+    pub(crate) async fn age_renewal(&self, token: &str) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(token.as_bytes()).to_vec();
+        let changed = match &self.gateway.state.tables {
+            api::tables::Tables::Postgres(pool) => sqlx::query(
+                "UPDATE api.oauth_refresh_tokens SET data = jsonb_set(data, '{renewal,expires_at}', '\"2000-01-01T00:00:00Z\"')
+                  WHERE token_hash = $1 AND data ? 'renewal'",
+            )
+            .bind(digest)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+            api::tables::Tables::Sqlite(pool) => sqlx::query(
+                "UPDATE api_oauth_refresh_tokens SET data = json_set(data, '$.renewal.expires_at', '2000-01-01T00:00:00Z')
+                  WHERE token_hash = ? AND json_extract(data, '$.renewal') IS NOT NULL",
+            )
+            .bind(digest)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        };
+        assert_eq!(changed, 1, "a grant that keeps its IdP's refresh token");
+    }
+
     /// Moves `column` of the row of OAuth table `table` whose `key` is the digest of `secret` `seconds`
     /// into the past.
     async fn age(&self, table: &str, column: &str, key: &str, secret: &str, seconds: i64) {

@@ -645,6 +645,51 @@ async fn one_person_authorizing_several_clients_at_once_gets_every_code(backend:
     api.gateway.stop();
 }
 
+/// A grant keeps the IdP's refresh token of its sign-in, sealed: past the IdP's own token lifetime a
+/// refresh asks the IdP first; while it renews, the grant goes on; once it refuses (here it lost all it
+/// issued), the grant and its session end.
+async fn past_the_idps_token_lifetime_a_refresh_asks_the_idp_and_its_refusal_ends_the_grant(backend: Backend) {
+    let (api, provider, client_id, resource, id) = set_up(backend).await;
+    let pkce = new_pkce();
+    let tokens = tokens_for(&api, &provider, &client_id, &pkce, &resource).await;
+    let refresh = |rt: String| {
+        let (api, client_id) = (&api, client_id.clone());
+        async move {
+            token(api, &[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", &client_id)]).await
+        }
+    };
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    api.age_renewal(&first).await;
+    let (status, renewed, _) = refresh(first).await;
+    assert_eq!(status, StatusCode::OK, "the IdP renewed the sign-in: {renewed}");
+    let second = renewed["refresh_token"].as_str().unwrap().to_owned();
+    let access = renewed["access_token"].as_str().unwrap().to_owned();
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let mcp = format!("/servers/{id}/mcp");
+    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let bearer = format!("Bearer {access}");
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    assert_eq!(send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status, StatusCode::OK);
+
+    provider.restart().unwrap();
+    api.age_renewal(&second).await;
+    let (status, refused, _) = refresh(second).await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{refused}");
+    tests::eventually(DEADLINE, "the grant's access token to be refused", || async {
+        (send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status == StatusCode::UNAUTHORIZED)
+            .then_some(())
+    })
+    .await;
+    let uri = format!("/api/v1/audit?action=session.revoked&target_id={}", claims["sid"].as_str().unwrap());
+    let entry = tests::eventually(DEADLINE, "the session's end in the audit trail", || async {
+        api.call(Method::GET, &uri, None, &[]).await.body["entries"].as_array().and_then(|e| e.first().cloned())
+    })
+    .await;
+    assert_eq!(entry["reason"], "the identity provider no longer renews the sign-in");
+    api.gateway.stop();
+}
+
 /// An operator lists the clients and revokes one: its access token is refused from the next request,
 /// its refresh token no longer redeems, and it cannot start an authorization again (A29).
 async fn an_operator_revokes_a_client_and_everything_it_holds_stops_working(backend: Backend) {
@@ -1055,6 +1100,7 @@ on_every_backend!(
     an_operator_revokes_a_client_and_everything_it_holds_stops_working,
     a_person_sees_and_takes_back_what_each_client_holds,
     one_person_authorizing_several_clients_at_once_gets_every_code,
+    past_the_idps_token_lifetime_a_refresh_asks_the_idp_and_its_refusal_ends_the_grant,
     clients_known_by_a_metadata_document_or_by_configuration_authorize_like_registered_ones,
     refresh_tokens_rotate_and_a_reused_one_revokes_the_grant,
 );
