@@ -233,7 +233,11 @@ impl UpstreamRenewal {
         before: Option<&str>,
     ) -> Option<Self> {
         let refresh_token = refresh_token.map(|t| t.secret().clone()).or_else(|| before.map(str::to_owned))?;
-        let expires_at = expires_in.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| chrono::Utc::now() + d);
+        // An IdP that does not say how long its token lives is asked again within the hour, as is one
+        // whose tokens live longer.
+        let lifetime =
+            expires_in.and_then(|d| chrono::Duration::from_std(d).ok()).unwrap_or(chrono::Duration::hours(1));
+        let expires_at = Some(chrono::Utc::now() + lifetime.min(chrono::Duration::hours(1)));
         Some(Self { refresh_token: commands::Secret::new(refresh_token), expires_at })
     }
 }
@@ -637,7 +641,13 @@ impl Idps {
             .request_async(&send_with)
             .await
             .map_err(|e| match e {
-                openidconnect::RequestTokenError::ServerResponse(refusal) => OidcError::Refused(refusal.to_string()),
+                // Only `invalid_grant` says the sign-in no longer stands; any other error (the gateway's
+                // own client refused, the IdP failing) says nothing about the person.
+                openidconnect::RequestTokenError::ServerResponse(refusal)
+                    if *refusal.error() == CoreErrorResponseType::InvalidGrant =>
+                {
+                    OidcError::Refused(refusal.to_string())
+                }
                 other => upstream(format!("refresh request: {other}")),
             })?;
         UpstreamRenewal::of(response.refresh_token(), response.expires_in(), Some(refresh_token))

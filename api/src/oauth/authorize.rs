@@ -241,6 +241,16 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
     let Some(client_id) = get("client_id") else {
         return error_page(StatusCode::BAD_REQUEST, "the request names no client (client_id)");
     };
+    // A client the gateway has not seen, known by a URL: fetching its document (and recording it, or
+    // its refusal) is work anybody can ask for, so it is bounded per address as registration is.
+    let unseen_document = domain::oauth::is_document_client_id(client_id)
+        && state.authz.read().map(|model| model.client(client_id).is_none()).unwrap_or(true);
+    if unseen_document
+        && let Some(ip) = origin.source_ip
+        && !state.registrations.admit(ip, std::time::Instant::now())
+    {
+        return error_page(StatusCode::TOO_MANY_REQUESTS, "too many new clients from this address; try again later");
+    }
     let client = match super::clients::find(&state, client_id, true).await {
         Lookup::Active(client) => client,
         Lookup::Refused(why) => {

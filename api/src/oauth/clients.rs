@@ -114,6 +114,17 @@ pub(crate) async fn find(state: &AppState, client_id: &str, fetch_documents: boo
             None => state.oauth_clients.load(client_id).await,
         }
     };
+    // A stream found under another name (a configured id's derived UUID given as the id) is not that
+    // client; a configured client the configuration no longer has is gone.
+    let found = found.map(|client| match client {
+        ClientState::Active(c) | ClientState::Revoked(c) if c.client_id != client_id => ClientState::Unknown,
+        ClientState::Active(c)
+            if c.kind == ClientKind::Configured && !state.configured_clients.0.contains_key(client_id) =>
+        {
+            ClientState::Unknown
+        }
+        other => other,
+    });
     match found {
         Ok(ClientState::Active(client)) => Lookup::Active(client),
         Ok(ClientState::Revoked(_)) => Lookup::Refused("the client is revoked".into()),

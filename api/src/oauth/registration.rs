@@ -43,7 +43,7 @@ pub struct RegistrationLimiter {
 
 impl RegistrationLimiter {
     /// Counts one registration from `ip`; false when the window is full.
-    fn admit(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> bool {
         let Ok(mut windows) = self.windows.lock() else { return true };
         // Forget finished windows, so that the map stays as small as the set of recent registrants.
         if windows.len() > 10_000 {

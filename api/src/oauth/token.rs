@@ -373,8 +373,8 @@ async fn refresh(
 }
 
 /// `grant`, with its sign-in renewed at the IdP when the IdP's token has expired. The IdP refusing
-/// (the person disabled or signed out there, the grant revoked) ends the session and the grant; the IdP
-/// unreachable is a temporary failure, and the client may try again.
+/// (`invalid_grant`: the person disabled or signed out there, the grant revoked) ends the session and
+/// the grant; the IdP unreachable or failing leaves the grant as it is, to be asked again next time.
 async fn renewed(state: &AppState, origin: &Origin, grant: Grant) -> Result<Grant, OAuthError> {
     let Some(renewal) = grant.renewal.clone().filter(|r| r.expires_at.is_some_and(|at| at <= Utc::now())) else {
         return Ok(grant);
@@ -406,8 +406,11 @@ async fn renewed(state: &AppState, origin: &Origin, grant: Grant) -> Result<Gran
             Err(invalid_grant("the identity provider no longer renews this sign-in; authorize again"))
         }
         Err(error) => {
-            tracing::warn!(%error, "could not renew a grant's sign-in at the IdP");
-            Err(OAuthError::unavailable())
+            // The rotation is done: refusing now would leave the client without the successor, and a
+            // retry after the grace window would count as a theft. The IdP is asked again at the next
+            // refresh (the renewal stays due); the session's own end still bounds the grant.
+            tracing::warn!(%error, "could not renew a grant's sign-in at the IdP; asking again at the next refresh");
+            Ok(grant)
         }
     }
 }

@@ -933,6 +933,10 @@ async fn clients_known_by_a_metadata_document_or_by_configuration_authorize_like
     })
     .await;
     assert_eq!((listed.0["name"].as_str(), listed.1["name"].as_str()), (Some("Doc <Client>"), Some("VS Code")));
+    // The UUID naming a configured client's stream is not a name of that client.
+    let alias = commands::oauth_clients::client_uuid("vscode").to_string();
+    let aliased = send(&api, Method::GET, &authorize_uri(&alias, &pkce, umbrella), &[], None).await;
+    assert_eq!(aliased.status, StatusCode::BAD_REQUEST, "{}", aliased.body);
     let revoked = api.call(Method::DELETE, &format!("/api/v1/oauth/clients/{}", encode(&doc_client)), None, &[]).await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
     let again = send(&api, Method::GET, &authorize_uri(&encode(&doc_client), &pkce, umbrella), &[], None).await;
