@@ -230,6 +230,7 @@ fn is_challenge(challenge: &str) -> bool {
         (status = 200, description = "the consent page", content_type = "text/html"),
         (status = 303, description = "back to the client with an error"),
         (status = 400, description = "an unknown client or redirect URI: a page, never a redirect", content_type = "text/html"),
+        (status = 429, description = "too many clients this gateway has not seen (metadata documents) from one address: a page", content_type = "text/html"),
         (status = 503, description = "the store is unreachable", content_type = "text/html"),
     ))]
 pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, RawQuery(query): RawQuery) -> Response {

@@ -39,8 +39,14 @@ impl ConfiguredClients {
         let mut checked = HashMap::new();
         for client in clients {
             let fault = |e: RegistrationError| format!("oauth client {}: {e}", client.client_id);
-            if client.client_id.is_empty() || domain::oauth::is_document_client_id(&client.client_id) {
-                return Err(format!("oauth client {:?}: the id is a non-empty name, not a URL", client.client_id));
+            // The id reaches events and the audit trail: one line of at most 200 characters.
+            let one_line =
+                domain::text::clean_line(&client.client_id, 200).as_deref() == Some(client.client_id.as_str());
+            if !one_line || domain::oauth::is_document_client_id(&client.client_id) {
+                return Err(format!(
+                    "oauth client {:?}: the id is a name of at most 200 characters on one line, not a URL",
+                    client.client_id
+                ));
             }
             let secret = client.client_secret_sha256.as_ref().map(|s| s.to_ascii_lowercase());
             if secret.as_ref().is_some_and(|s| s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit())) {
@@ -86,29 +92,37 @@ pub(crate) async fn find(state: &AppState, client_id: &str, fetch_documents: boo
         let metadata = eventstore::Metadata::new(command_id, Actor::system("oauth-clients"), chrono::Utc::now());
         commands::servers::CommandContext { command_id, metadata }
     };
+    // The authorization model has every recording and revocation; a client it does not know yet (new,
+    // or recorded through another instance a moment ago) is read from, or recorded in, the store.
+    let recorded =
+        state.authz.read().ok().and_then(|model| model.client(client_id).map(|c| (c.revoked, c.registration.clone())));
+    // A configured or document client: its source's metadata, recorded the first time only.
+    let sourced = |kind: ClientKind, metadata: RegisteredMetadata, secret: Option<String>| {
+        let current = ClientRegistered { client_id: client_id.to_owned(), kind, metadata, secret_sha256: secret };
+        let recorded = recorded.clone();
+        async move {
+            match recorded {
+                Some((false, _)) => Ok(ClientState::Active(Box::new(current))),
+                Some((true, _)) => Ok(ClientState::Revoked(Box::new(current))),
+                None => {
+                    let ClientRegistered { kind, metadata, secret_sha256, .. } = current;
+                    state.oauth_clients.known(client_id, kind, metadata, secret_sha256, &context()).await
+                }
+            }
+        }
+    };
     let found = if let Some((metadata, secret)) = state.configured_clients.0.get(client_id) {
-        let (metadata, secret) = (metadata.clone(), secret.clone());
-        state.oauth_clients.known(client_id, ClientKind::Configured, metadata, secret, &context()).await
+        sourced(ClientKind::Configured, metadata.clone(), secret.clone()).await
     } else if domain::oauth::is_document_client_id(client_id) && fetch_documents {
         match state.client_documents.metadata(client_id).await {
-            Ok(metadata) => {
-                let kind = ClientKind::MetadataDocument;
-                state.oauth_clients.known(client_id, kind, metadata, None, &context()).await
-            }
+            Ok(metadata) => sourced(ClientKind::MetadataDocument, metadata, None).await,
             Err(error) => {
                 tracing::info!(client_id, %error, "a client's metadata document was refused");
                 return Lookup::Refused(error.to_string());
             }
         }
     } else {
-        // The authorization model has every registration and revocation; a client it does not know yet
-        // (registered through another instance a moment ago) is read from the store.
-        let known = state
-            .authz
-            .read()
-            .ok()
-            .and_then(|model| model.client(client_id).map(|c| (c.revoked, c.registration.clone())));
-        match known {
+        match recorded {
             Some((false, registration)) => Ok(ClientState::Active(registration)),
             Some((true, registration)) => Ok(ClientState::Revoked(registration)),
             None => state.oauth_clients.load(client_id).await,
@@ -130,5 +144,36 @@ pub(crate) async fn find(state: &AppState, client_id: &str, fetch_documents: boo
         Ok(ClientState::Revoked(_)) => Lookup::Refused("the client is revoked".into()),
         Ok(ClientState::Unknown) => Lookup::Unknown,
         Err(_) => Lookup::Unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> ConfiguredClient {
+        ConfiguredClient {
+            client_id: id.to_owned(),
+            client_name: Some("VS Code".into()),
+            redirect_uris: vec!["http://127.0.0.1/callback".into()],
+            application_type: None,
+            client_secret_sha256: None,
+        }
+    }
+
+    #[test]
+    fn a_configured_client_is_a_one_line_name_checked_by_the_registration_rules() {
+        assert!(ConfiguredClients::new(&[client("vscode")]).is_ok());
+        let long = "x".repeat(201);
+        for bad in ["", " vscode", "vs\ncode", "vs\u{202E}code", "https://app.example/c.json", long.as_str()] {
+            assert!(ConfiguredClients::new(&[client(bad)]).is_err(), "{bad:?}");
+        }
+        assert!(ConfiguredClients::new(&[client("vscode"), client("vscode")]).is_err(), "configured twice");
+        let mut secret = client("web");
+        secret.client_secret_sha256 = Some("not hex".into());
+        assert!(ConfiguredClients::new(&[secret]).is_err());
+        let mut redirect = client("web");
+        redirect.redirect_uris = vec!["http://evil.example/cb".into()];
+        assert!(ConfiguredClients::new(&[redirect]).is_err(), "the registration rules apply");
     }
 }

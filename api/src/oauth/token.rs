@@ -389,20 +389,8 @@ async fn renewed(state: &AppState, origin: &Origin, grant: Grant) -> Result<Gran
         }
         Err(crate::oidc::OidcError::Refused(reason)) => {
             tracing::info!(%reason, idp = %renewal.idp, "the IdP no longer renews a grant's sign-in");
-            let command_id = Uuid::now_v7();
-            let actor = Actor::system("oauth-renewal");
-            let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
             let why = "the identity provider no longer renews the sign-in";
-            if let Err(error) = state
-                .principals
-                .revoke_session(grant.principal_id, grant.principal_id, grant.session_id, why, &context)
-                .await
-            {
-                tracing::warn!(%error, "could not revoke a session");
-            }
-            if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
-                tracing::warn!(%error, "could not remove a grant's tokens");
-            }
+            end_grant(state, origin, &grant, Actor::system("oauth-renewal"), why).await;
             Err(invalid_grant("the identity provider no longer renews this sign-in; authorize again"))
         }
         Err(error) => {
@@ -412,6 +400,22 @@ async fn renewed(state: &AppState, origin: &Origin, grant: Grant) -> Result<Gran
             tracing::warn!(%error, "could not renew a grant's sign-in at the IdP; asking again at the next refresh");
             Ok(grant)
         }
+    }
+}
+
+/// Ends `grant`: its refresh tokens removed, its session revoked as `actor` for `why`; answered once
+/// this instance refuses what the session held.
+async fn end_grant(state: &AppState, origin: &Origin, grant: &Grant, actor: Actor, why: &str) {
+    if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
+        tracing::warn!(%error, "could not remove a grant's tokens");
+    }
+    let command_id = Uuid::now_v7();
+    let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
+    match state.principals.revoke_session(grant.principal_id, grant.principal_id, grant.session_id, why, &context).await
+    {
+        Ok(Some(done)) => crate::authz_lag::applied(state, done.position).await,
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not revoke a session"),
     }
 }
 
@@ -434,22 +438,8 @@ async fn session_live(state: &AppState, principal_id: Uuid, session_id: Uuid) ->
 /// A replaced refresh token used again: the grant's tokens and its session are revoked (RFC 9700
 /// §4.14.2), and the reuse recorded.
 async fn reused(state: &AppState, origin: &Origin, grant: &Grant) -> OAuthError {
-    if let Err(error) = refresh_store::revoke_grant(&state.tables, grant.grant_id).await {
-        tracing::warn!(%error, "could not revoke a grant after a refresh token's reuse");
-    }
     let actor = Actor { id: grant.client_id.clone(), kind: eventstore::ActorKind::McpClient };
-    let command_id = Uuid::now_v7();
-    let context = CommandContext { command_id, metadata: origin.metadata(actor.clone(), command_id) };
-    let revoked = state
-        .principals
-        .revoke_session(grant.principal_id, grant.principal_id, grant.session_id, "refresh token reused", &context)
-        .await;
-    match revoked {
-        // Answered once this instance refuses what the session holds.
-        Ok(Some(done)) => crate::authz_lag::applied(state, done.position).await,
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, "could not revoke a session"),
-    }
+    end_grant(state, origin, grant, actor.clone(), "refresh token reused").await;
     let command_id = Uuid::now_v7();
     let context = CommandContext { command_id, metadata: origin.metadata(actor, command_id) };
     let event = AuthorizationEvent::RefreshTokenReuseDetected(RefreshTokenReuseDetected {

@@ -231,6 +231,17 @@ async fn clients_register_themselves_and_bad_registrations_are_refused_with_the_
     assert_oauth_error(&slowed, StatusCode::TOO_MANY_REQUESTS, "slow_down");
     assert_eq!(slowed.headers[header::RETRY_AFTER], "60");
     assert_eq!(register(&api, minimal, [203, 0, 113, 10]).await.status, StatusCode::CREATED);
+    // Client ids that are URLs the gateway has not seen (metadata documents to fetch) count against the
+    // same bound: past it, a page and no fetch.
+    let document = |n: usize| {
+        format!("/authorize?response_type=code&client_id=https%3A%2F%2F10.0.0.{n}%2Fclient.json&redirect_uri=x")
+    };
+    let mut pages = Vec::new();
+    for n in 0..31 {
+        pages.push(send(&api, Method::GET, &document(n), None, &[], [203, 0, 113, 11]).await.status);
+    }
+    assert!(pages[..30].iter().all(|s| *s == StatusCode::BAD_REQUEST), "{pages:?}");
+    assert_eq!(pages[30], StatusCode::TOO_MANY_REQUESTS);
 
     // Every registration is in the audit trail, with who registered from where, and no secret.
     let uri = format!("/api/v1/audit?action=client.registered&target_id={client_id}");
