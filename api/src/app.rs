@@ -123,6 +123,9 @@ pub enum StartError {
     /// An embedded store was configured with what only several instances need.
     #[error("{0}")]
     Embedded(&'static str),
+    /// The proxy's HTTP client could not be built.
+    #[error("the MCP proxy: {0}")]
+    Proxy(String),
     /// A configured OAuth client breaks the registration rules.
     #[error("oauth clients: {0}")]
     OAuthClients(String),
@@ -184,6 +187,8 @@ impl Gateway {
         let client_documents =
             crate::oauth::metadata_document::DocumentFetcher::new(network.clone(), Arc::new(SystemResolver));
         // The commands need only the store's contract: any backend.
+        let proxy = crate::proxy::Proxy::new(network.clone(), Arc::new(SystemResolver), keyring.clone())
+            .map_err(|e| StartError::Proxy(e.to_string()))?;
         let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());
         let authz_lag = crate::authz_lag::AuthzLag::new(config.authz_max_lag);
@@ -230,6 +235,7 @@ impl Gateway {
             configured_clients: Arc::new(configured_clients),
             client_documents: Arc::new(client_documents),
             registrations: Arc::default(),
+            proxy: Arc::new(proxy),
         };
         Ok(Self { state, tasks, _store_lock: store_lock })
     }

@@ -21,6 +21,7 @@ pub mod oidc;
 pub mod openapi;
 pub mod params;
 pub mod problem;
+pub mod proxy;
 pub mod resource_auth;
 pub mod routes;
 pub mod state;

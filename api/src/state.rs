@@ -61,6 +61,8 @@ pub struct AppState {
     pub client_documents: std::sync::Arc<crate::oauth::metadata_document::DocumentFetcher>,
     /// Dynamic registrations per source address (this instance's bound on floods).
     pub registrations: std::sync::Arc<crate::oauth::registration::RegistrationLimiter>,
+    /// The MCP proxy: the connection pool to upstream servers, session ids, upstream tokens.
+    pub proxy: std::sync::Arc<crate::proxy::Proxy>,
 }
 
 impl AppState {

@@ -12,7 +12,7 @@ use domain::identity::{
     API_KEY_CATEGORY, IdentityEvent, PRINCIPAL_CATEGORY, PrincipalKind, SESSION_CATEGORY, SESSION_IDLE,
 };
 use domain::oauth::{AUTHORIZATION_CATEGORY, AuthorizationEvent, CLIENT_CATEGORY, ClientEvent};
-use domain::server::{self, AccessPolicy, ServerEvent};
+use domain::server::{self, AccessPolicy, Endpoint, ServerEvent, Transport, UpstreamAuth};
 use eventstore::RecordedEvent;
 use uuid::Uuid;
 
@@ -104,6 +104,20 @@ pub struct ServerAccess {
     pub policy: AccessPolicy,
     /// Suspended servers are not used, whoever asks.
     pub suspended: bool,
+    /// Where the proxy forwards its MCP traffic, and how it authenticates there.
+    pub upstream: Upstream,
+}
+
+/// A server's upstream as the proxy needs it on every request: kept here so that forwarding a call
+/// reads nothing from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The transport it speaks.
+    pub transport: Transport,
+    /// Its URL, checked at registration.
+    pub endpoint: Endpoint,
+    /// Its credentials (secrets sealed).
+    pub auth: UpstreamAuth,
 }
 
 /// The model.
@@ -291,7 +305,13 @@ impl Authz {
             Uuid::parse_str(recorded.stream.id()).map_err(|e| format!("server stream {}: {e}", recorded.stream))?;
         match event {
             ServerEvent::Registered(registered) => {
-                let access = ServerAccess { owner: registered.owner, policy: registered.access, suspended: false };
+                let upstream = Upstream {
+                    transport: registered.transport,
+                    endpoint: registered.endpoint,
+                    auth: registered.upstream_auth,
+                };
+                let access =
+                    ServerAccess { owner: registered.owner, policy: registered.access, suspended: false, upstream };
                 self.servers.insert(id, access);
             }
             ServerEvent::AccessChanged(policy) => self.server_mut(id)?.policy = policy,
@@ -300,7 +320,16 @@ impl Authz {
             ServerEvent::Deregistered { .. } => {
                 self.servers.remove(&id);
             }
-            ServerEvent::Updated(_) | ServerEvent::CredentialRotated(_) => {}
+            ServerEvent::Updated(changes) => {
+                let upstream = &mut self.server_mut(id)?.upstream;
+                if let Some(transport) = changes.transport {
+                    upstream.transport = transport;
+                }
+                if let Some(endpoint) = changes.endpoint {
+                    upstream.endpoint = endpoint;
+                }
+            }
+            ServerEvent::CredentialRotated(auth) => self.server_mut(id)?.upstream.auth = auth,
         }
         Ok(())
     }

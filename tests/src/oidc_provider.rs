@@ -47,6 +47,7 @@ fn ensure_installed(peers: &std::path::Path) -> Result<(), HarnessError> {
     let installed = INSTALLED.get_or_init(|| {
         if peers.join("node_modules/oidc-provider").is_dir()
             && peers.join("node_modules/@modelcontextprotocol/sdk").is_dir()
+            && peers.join("node_modules/@modelcontextprotocol/server-everything").is_dir()
         {
             return Ok(());
         }

@@ -1,7 +1,8 @@
 //! `/servers/{id}/mcp`: each registered server's MCP endpoint at the gateway, a protected resource of
-//! its own. Until the proxy forwards MCP traffic (step 9), the gateway answers `initialize`, `ping` and
-//! `tools/list` (with no tools) itself, so that clients can finish their authorization flow and see the
-//! endpoint work; everything about who may call it is already what the proxy will enforce.
+//! its own. Every request is authenticated and authorized (the caller may use this server; a
+//! `tools/call` names a tool the server's rules allow), then forwarded to the server with the gateway's
+//! credentials there (`crate::proxy`); `tools/list` answers lose the tools the rules hide. The client's
+//! session id is the upstream's, sealed and bound to the caller.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -10,27 +11,31 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use domain::access::{AccessDenied, AccessEvent};
 use domain::authz::{Action, Resource};
 use domain::oauth::MCP_SCOPE;
+use domain::server::ToolRules;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::problem::Problem;
+use crate::proxy::{Forward, SESSION_HEADER, UpstreamError, tool_filter};
 use crate::resource_auth::{Refusal, resource_caller};
 use crate::state::AppState;
 
-/// MCP protocol versions the endpoint speaks, newest first.
-const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+/// The largest answer the gateway reads whole (a `tools/list` it filters, a JSON answer).
+const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 
 /// JSON-RPC error codes (JSON-RPC 2.0 §5.1), and the one MCP servers use for a refused request.
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
-const METHOD_NOT_FOUND: i64 = -32601;
+const INTERNAL_ERROR: i64 = -32603;
 const REFUSED: i64 = -32001;
 
 /// The routes, with CORS for browser clients (the challenge and the session id readable across origins).
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/servers/{id}/mcp", post(call).get(no_stream)).layer(crate::oauth::cors())
+    Router::new().route("/servers/{id}/mcp", post(call).get(stream).delete(end)).layer(crate::oauth::cors())
 }
 
 /// A JSON-RPC error answer with `status`.
@@ -82,38 +87,92 @@ fn forbidden(problem: Problem) -> Response {
     response
 }
 
+/// The caller of server `id`'s endpoint and what the proxy needs of the server, or the refusal.
+async fn admitted(state: &AppState, id: &str, parts: &Parts) -> Result<(Caller, Uuid, ServerRoute), Response> {
+    let Ok(id) = id.parse::<Uuid>() else {
+        return Err(rpc_error(StatusCode::NOT_FOUND, Value::Null, REFUSED, "no registered server has this id"));
+    };
+    let resource = format!("{}/servers/{id}/mcp", state.tokens.issuer());
+    let caller = resource_caller(parts, state, &resource).await.map_err(|refusal| refused(state, id, refusal))?;
+    let access = state.authz.read().ok().and_then(|model| model.server_access(id).cloned());
+    let Some(access) = access else {
+        return Err(rpc_error(StatusCode::NOT_FOUND, Value::Null, REFUSED, "no registered server has this id"));
+    };
+    let on = Resource::ServerAccess { owner: &access.owner, policy: &access.policy, suspended: access.suspended };
+    caller.authorize_on(state, Action::UseServers, on, &format!("server:{id}")).await.map_err(forbidden)?;
+    Ok((caller, id, ServerRoute { tools: access.policy.tools, upstream: access.upstream }))
+}
+
+/// What forwarding to a server needs.
+struct ServerRoute {
+    tools: ToolRules,
+    upstream: projections::authz::Upstream,
+}
+
+/// A session id that was not sealed for this server and caller: 404, MCP's signal to start a new one.
+struct UnknownSession;
+
+impl IntoResponse for UnknownSession {
+    fn into_response(self) -> Response {
+        rpc_error(StatusCode::NOT_FOUND, Value::Null, REFUSED, "no such session: initialize again")
+    }
+}
+
+/// The upstream session of the client's `Mcp-Session-Id` (`None` without one).
+fn upstream_session(
+    state: &AppState,
+    id: Uuid,
+    caller: &Caller,
+    parts: &Parts,
+) -> Result<Option<String>, UnknownSession> {
+    let Some(presented) = parts.headers.get(&SESSION_HEADER) else { return Ok(None) };
+    presented
+        .to_str()
+        .ok()
+        .and_then(|presented| state.proxy.sessions.open(id, caller.0.id, presented))
+        .map(Some)
+        .ok_or(UnknownSession)
+}
+
+/// An upstream that could not be used: 502 or 504, in JSON-RPC.
+fn upstream_failed(id: Value, error: &UpstreamError) -> Response {
+    let status = match error {
+        UpstreamError::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        UpstreamError::Transport => StatusCode::NOT_IMPLEMENTED,
+        UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) => StatusCode::BAD_GATEWAY,
+    };
+    tracing::warn!(%error, "an MCP request could not be forwarded");
+    rpc_error(status, id, INTERNAL_ERROR, &error.to_string())
+}
+
+/// The JSON-RPC id of a body holding one request, for an error answered in its place.
+fn single_request_id(body: &Value) -> Value {
+    body.get("id").cloned().filter(|id| id.is_string() || id.is_number()).unwrap_or(Value::Null)
+}
+
 #[utoipa::path(post, path = "/servers/{id}/mcp", operation_id = "mcp_call", tag = "mcp",
-    description = "A registered server's MCP endpoint (streamable HTTP, JSON answers). The credential: `Authorization: Bearer` with a gateway access token for exactly this resource carrying `mcp:tools`, or an API key. Refusals carry `WWW-Authenticate: Bearer resource_metadata=…, scope=\"mcp:tools\"` (RFC 9728). Until the proxy (step 9) the gateway answers `initialize`, `ping` and `tools/list` itself.",
+    description = "A registered server's MCP endpoint (streamable HTTP): JSON-RPC messages forwarded to the server with the gateway's own credentials there; JSON or SSE answers relayed (SSE streamed). The credential: `Authorization: Bearer` with a gateway access token for exactly this resource carrying `mcp:tools`, or an API key. Refusals carry `WWW-Authenticate: Bearer resource_metadata=…, scope=\"mcp:tools\"` (RFC 9728). A `tools/call` of a tool the server's rules hide is answered with a JSON-RPC error and recorded (`access.denied`); `tools/list` answers lose the hidden tools. `Mcp-Session-Id` is the gateway's (sealed, bound to the caller).",
     params(("id" = String, Path, description = "the server's id")),
     request_body(content = Object, content_type = "application/json"),
     responses(
-        (status = 200, description = "the JSON-RPC answer", body = Object, content_type = "application/json"),
-        (status = 202, description = "a notification, accepted"),
+        (status = 200, description = "the JSON-RPC answer, as JSON or as an SSE stream", body = Object, content_type = "application/json"),
+        (status = 202, description = "a notification or response, accepted"),
         (status = 400, description = "not a JSON-RPC request, or a malformed Authorization header (`invalid_request`)", body = Object, content_type = "application/json"),
         (status = 401, description = "no credential, or one refused (`invalid_token`)", body = Object, content_type = "application/json"),
         (status = 403, description = "a token without `mcp:tools` (`insufficient_scope`), or a caller who may not use this server", body = Object, content_type = "application/json"),
-        (status = 404, description = "no such server", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
         (status = 415, description = "the body is not JSON", body = Object, content_type = "application/json"),
+        (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
+        (status = 502, description = "the upstream server could not be reached, failed, or refused the gateway's credentials", body = Object, content_type = "application/json"),
         (status = 503, description = "the authorization model cannot decide now", body = Object, content_type = "application/json"),
+        (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
 pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, parts: Parts, body: Bytes) -> Response {
-    let Ok(id) = id.parse::<Uuid>() else {
-        return rpc_error(StatusCode::NOT_FOUND, Value::Null, REFUSED, "no registered server has this id");
+    let (caller, id, route) = match admitted(&state, &id, &parts).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    let resource = format!("{}/servers/{id}/mcp", state.tokens.issuer());
-    let caller = match resource_caller(&parts, &state, &resource).await {
-        Ok(caller) => caller,
-        Err(refusal) => return refused(&state, id, refusal),
-    };
-    let access = state.authz.read().ok().and_then(|model| model.server_access(id).cloned());
-    let Some(access) = access else {
-        return rpc_error(StatusCode::NOT_FOUND, Value::Null, REFUSED, "no registered server has this id");
-    };
-    let on = Resource::ServerAccess { owner: &access.owner, policy: &access.policy, suspended: access.suspended };
-    if let Err(problem) = caller.authorize_on(&state, Action::UseServers, on, &format!("server:{id}")).await {
-        return forbidden(problem);
-    }
     let json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -130,62 +189,167 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, "the body is not JSON");
     };
-    answer(&message)
+    let messages = tool_filter::messages(&message);
+    let well_formed = !messages.is_empty()
+        && messages.iter().all(|m| m.is_object() && m.get("jsonrpc").and_then(Value::as_str) == Some("2.0"));
+    if !well_formed {
+        return rpc_error(StatusCode::BAD_REQUEST, single_request_id(&message), INVALID_REQUEST, "not JSON-RPC 2.0");
+    }
+    for request in &messages {
+        if let Some(tool) = tool_filter::called_tool(request)
+            && !route.tools.allows(tool)
+        {
+            return tool_refused(&state, &caller, id, tool, request).await;
+        }
+    }
+    let session = match upstream_session(&state, id, &caller, &parts) {
+        Ok(session) => session,
+        Err(unknown) => return unknown.into_response(),
+    };
+    let lists_tools = messages.iter().any(|m| tool_filter::method(m) == Some("tools/list"));
+    let filter = (lists_tools && route.tools != ToolRules::default()).then_some(route.tools);
+    let error_id = single_request_id(&message);
+    let forward = Forward {
+        server: id,
+        upstream: &route.upstream,
+        method: axum::http::Method::POST,
+        headers: &parts.headers,
+        session,
+        body: Some(body),
+    };
+    match state.proxy.send(&state, forward).await {
+        Ok(answer) => relay(&state, id, &caller, answer, Relay { filter, error_id, idle: true }).await,
+        Err(error) => upstream_failed(error_id, &error),
+    }
 }
 
-/// The gateway's own answer to one JSON-RPC message.
-fn answer(message: &Value) -> Response {
-    let Some(request) = message.as_object() else {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            Value::Null,
-            INVALID_REQUEST,
-            "one JSON-RPC message per request (no batches)",
+/// A `tools/call` the server's rules do not allow: recorded, and answered with a JSON-RPC error.
+async fn tool_refused(state: &AppState, caller: &Caller, id: Uuid, tool: &str, request: &Value) -> Response {
+    let reason = format!("the tool {tool:?} is not allowed on this server");
+    tracing::info!(principal = %caller.0.id, server = %id, tool, "tool call refused");
+    let denied = AccessEvent::Denied(AccessDenied {
+        principal_id: caller.0.id,
+        action: "tools/call".to_owned(),
+        resource: format!("server:{id}:tool:{tool}"),
+        reason: reason.clone(),
+    });
+    if let Err(error) = crate::access_log::record(state, caller, denied).await {
+        tracing::warn!(%error, "could not record an access denial");
+    }
+    rpc_error(StatusCode::OK, single_request_id(request), REFUSED, &reason)
+}
+
+/// How an answer is relayed.
+struct Relay {
+    /// The tool rules to apply to `tools/list` answers, when they hide something.
+    filter: Option<ToolRules>,
+    /// The request an error is answered for, if the upstream breaks off an SSE answer.
+    error_id: Value,
+    /// Whether a silence of [`crate::proxy::STREAM_IDLE_TIMEOUT`] ends the answer (not on GET streams).
+    idle: bool,
+}
+
+/// The upstream's answer, passed to the client: its status (the upstream's refusal of the gateway's own
+/// credentials, and its failures, become 502), its content type, its session id sealed, and its body
+/// (filtered when `relay.filter` says so; SSE streamed as it comes).
+async fn relay(state: &AppState, id: Uuid, caller: &Caller, answer: reqwest::Response, relay: Relay) -> Response {
+    let status = answer.status();
+    if matches!(status.as_u16(), 401 | 403) {
+        return upstream_failed(
+            relay.error_id,
+            &UpstreamError::Credentials(format!("the upstream server answered {status}")),
         );
-    };
-    let id = request.get("id").cloned();
-    let (Some("2.0"), Some(method)) =
-        (request.get("jsonrpc").and_then(Value::as_str), request.get("method").and_then(Value::as_str))
-    else {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            id.unwrap_or(Value::Null),
-            INVALID_REQUEST,
-            "not a JSON-RPC 2.0 request",
+    }
+    if status.is_server_error() {
+        return upstream_failed(
+            relay.error_id,
+            &UpstreamError::Unreachable(format!("the upstream server answered {status}")),
         );
-    };
-    // A notification (no id) gets no answer.
-    let Some(id) = id.filter(|id| id.is_string() || id.is_number()) else {
-        return StatusCode::ACCEPTED.into_response();
-    };
-    let result = match method {
-        "initialize" => {
-            let asked = request.get("params").and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
-            let version = asked.filter(|v| PROTOCOL_VERSIONS.contains(v)).unwrap_or(PROTOCOL_VERSIONS[0]);
-            json!({
-                "protocolVersion": version,
-                "capabilities": { "tools": { "listChanged": false } },
-                "serverInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
-            })
+    }
+    let mut response = Response::builder().status(status.as_u16());
+    for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+        if let Some(value) = answer.headers().get(&name) {
+            response = response.header(name, value);
         }
-        "ping" => json!({}),
-        "tools/list" => json!({ "tools": [] }),
-        _ => return rpc_error(StatusCode::OK, id, METHOD_NOT_FOUND, &format!("method {method:?} is not available")),
+    }
+    if let Some(upstream) = answer.headers().get(&SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        let Some(sealed) = state.proxy.sessions.seal(id, caller.0.id, upstream) else {
+            return upstream_failed(
+                relay.error_id,
+                &UpstreamError::Unreachable("the upstream server's session id is not a valid one".into()),
+            );
+        };
+        response = response.header(&SESSION_HEADER, sealed);
+    }
+    let sse = crate::proxy::is_event_stream(answer.headers());
+    let body = if sse && relay.filter.is_none() {
+        axum::body::Body::from_stream(crate::proxy::stream::relayed(answer, relay.error_id, relay.idle))
+    } else {
+        match crate::proxy::stream::read_whole(answer, MAX_BUFFERED).await {
+            Ok(whole) => {
+                let filtered = match &relay.filter {
+                    Some(rules) if sse => tool_filter::filter_sse(&whole, rules),
+                    Some(rules) => tool_filter::filter_json(&whole, rules).unwrap_or_else(|| whole.to_vec()),
+                    None => whole.to_vec(),
+                };
+                axum::body::Body::from(filtered)
+            }
+            Err(error) => return upstream_failed(relay.error_id, &error),
+        }
     };
-    axum::Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })).into_response()
+    response.body(body).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
 #[utoipa::path(get, path = "/servers/{id}/mcp", operation_id = "mcp_stream", tag = "mcp",
-    description = "No server-initiated stream yet (the proxy brings it): 405, as streamable HTTP allows.",
+    description = "The server-to-client SSE stream of a session (`Mcp-Session-Id`), resumable with `Last-Event-ID`, relayed from the upstream server as it comes. The upstream's own answer when it offers no stream (405).",
     params(("id" = String, Path, description = "the server's id")),
-    responses((status = 405, description = "no stream: `Allow: POST`", body = Object, content_type = "application/json")))]
-pub(crate) async fn no_stream() -> Response {
-    let mut response = rpc_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        Value::Null,
-        INVALID_REQUEST,
-        "this endpoint takes POST only for now",
-    );
-    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-    response
+    responses(
+        (status = 200, description = "the SSE stream", content_type = "text/event-stream"),
+        (status = 401, description = "no credential, or one refused", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
+        (status = 405, description = "the upstream server offers no stream", body = Object, content_type = "application/json"),
+        (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
+    ),
+    security((), ("api_key" = [])))]
+pub(crate) async fn stream(State(state): State<AppState>, Path(id): Path<String>, parts: Parts) -> Response {
+    forward_without_body(state, id, parts, axum::http::Method::GET).await
+}
+
+#[utoipa::path(delete, path = "/servers/{id}/mcp", operation_id = "mcp_end_session", tag = "mcp",
+    description = "Ends the session named by `Mcp-Session-Id` at the upstream server.",
+    params(("id" = String, Path, description = "the server's id")),
+    responses(
+        (status = 200, description = "ended"),
+        (status = 400, description = "no `Mcp-Session-Id`", body = Object, content_type = "application/json"),
+        (status = 401, description = "no credential, or one refused", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
+        (status = 405, description = "the upstream server does not let clients end sessions", body = Object, content_type = "application/json"),
+        (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
+    ),
+    security((), ("api_key" = [])))]
+pub(crate) async fn end(State(state): State<AppState>, Path(id): Path<String>, parts: Parts) -> Response {
+    if !parts.headers.contains_key(&SESSION_HEADER) {
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "name the session in Mcp-Session-Id");
+    }
+    forward_without_body(state, id, parts, axum::http::Method::DELETE).await
+}
+
+/// A GET or DELETE, authorized and forwarded.
+async fn forward_without_body(state: AppState, id: String, parts: Parts, method: axum::http::Method) -> Response {
+    let (caller, id, route) = match admitted(&state, &id, &parts).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    let session = match upstream_session(&state, id, &caller, &parts) {
+        Ok(session) => session,
+        Err(unknown) => return unknown.into_response(),
+    };
+    let forward =
+        Forward { server: id, upstream: &route.upstream, method, headers: &parts.headers, session, body: None };
+    match state.proxy.send(&state, forward).await {
+        Ok(answer) => {
+            relay(&state, id, &caller, answer, Relay { filter: None, error_id: Value::Null, idle: false }).await
+        }
+        Err(error) => upstream_failed(Value::Null, &error),
+    }
 }

@@ -13,6 +13,7 @@ mod conformance;
 mod events_copy;
 mod eventstore;
 mod harness;
+mod mcp_proxy;
 mod mcp_resource;
 mod nats_feed;
 mod oauth_flow;

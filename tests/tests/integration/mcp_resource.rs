@@ -1,6 +1,6 @@
 //! Each server's MCP endpoint as an OAuth protected resource (step 8, C01–C08, C13, A20–A23, A28, A29),
 //! on every backend: every refusal on the wire with its challenge, the audience bound to one server,
-//! and the gateway's own answers to `initialize`, `ping` and `tools/list` for an accepted caller.
+//! and an accepted caller's requests forwarded to the server (the official `server-everything`).
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -16,7 +16,9 @@ use crate::support::DEADLINE;
 const ISSUER: &str = "https://gw.example.com";
 
 async fn post(api: &Api, uri: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
-    let mut request = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    let mut request = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -43,15 +45,28 @@ fn challenge(reply: &Reply) -> String {
 }
 
 async fn register_server(api: &Api, name: &str) -> String {
-    let body =
-        json!({ "name": name, "description": "d", "transport": "streamable_http", "url": "https://93.184.216.34/mcp" });
+    let upstream = tests::EverythingServer::shared().unwrap().url();
+    let body = json!({ "name": name, "description": "d", "transport": "streamable_http", "url": upstream });
     let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
     created.body["id"].as_str().unwrap().to_owned()
 }
 
+/// The answer's JSON-RPC message: the body itself, or the data of its one SSE event.
+fn message(reply: &Reply) -> Value {
+    if reply.body != Value::Null {
+        return reply.body.clone();
+    }
+    let data = reply.raw.lines().find_map(|line| line.strip_prefix("data: ")).unwrap_or_default();
+    serde_json::from_str(data).unwrap_or(Value::Null)
+}
+
 async fn the_mcp_endpoint_admits_only_tokens_for_its_own_resource_with_the_scope(backend: Backend) {
-    let api = start_with(backend, |config| config.public_url = Some(ISSUER.into())).await;
+    let api = start_with(backend, |config| {
+        config.public_url = Some(ISSUER.into());
+        config.upstream_allowlist = vec!["127.0.0.1".into()];
+    })
+    .await;
     let gh = register_server(&api, "io.example/gh").await;
     let jira = register_server(&api, "io.example/jira").await;
     let uri = format!("/servers/{gh}/mcp");
@@ -138,27 +153,27 @@ async fn the_mcp_endpoint_admits_only_tokens_for_its_own_resource_with_the_scope
             && challenge(&unscoped).contains("scope=\"mcp:tools\"")
     );
 
-    // Accepted: initialize, the initialized notification, ping and an empty tools/list.
+    // Accepted, and forwarded: initialize opens a session at the server, whose id comes back sealed.
     let auth = [("authorization", bearer(&good))];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let initialized = post(&api, &uri, &rpc("initialize"), &auth).await;
     assert_eq!(initialized.status, StatusCode::OK, "{}", initialized.raw);
-    assert_eq!(initialized.body["result"]["protocolVersion"], "2025-06-18");
-    assert!(initialized.body["result"]["capabilities"]["tools"].is_object());
-    let notified = post(&api, &uri, &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }), &auth).await;
-    assert_eq!(notified.status, StatusCode::ACCEPTED);
-    assert_eq!(post(&api, &uri, &rpc("ping"), &auth).await.body["result"], json!({}));
-    assert_eq!(post(&api, &uri, &rpc("tools/list"), &auth).await.body["result"]["tools"], json!([]));
-    let unknown = post(&api, &uri, &rpc("resources/list"), &auth).await;
-    assert_eq!(unknown.body["error"]["code"], -32601);
-    let batch = post(&api, &uri, &json!([rpc("ping")]), &auth).await;
-    assert_eq!(batch.status, StatusCode::BAD_REQUEST);
+    assert_eq!(message(&initialized)["result"]["protocolVersion"], "2025-06-18", "{}", initialized.raw);
+    assert!(message(&initialized)["result"]["capabilities"]["tools"].is_object());
+    let session = initialized.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let in_session: Vec<(&str, &str)> = auth.iter().copied().chain([("mcp-session-id", session.as_str())]).collect();
+    let notified =
+        post(&api, &uri, &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }), &in_session).await;
+    assert_eq!(notified.status, StatusCode::ACCEPTED, "{}", notified.raw);
+    assert_eq!(message(&post(&api, &uri, &rpc("ping"), &in_session).await)["result"], json!({}));
+    let tools = message(&post(&api, &uri, &rpc("tools/list"), &in_session).await);
+    assert!(tools["result"]["tools"].as_array().is_some_and(|t| t.iter().any(|t| t["name"] == "echo")), "{tools}");
     // C34: a token for the umbrella resource (a client that named none) is good at every server.
     let umbrella = mint(ISSUER, &["mcp:tools"]);
-    let umbrella = post(&api, &uri, &rpc("ping"), &[("authorization", &bearer(&umbrella))]).await;
+    let umbrella = post(&api, &uri, &rpc("initialize"), &[("authorization", &bearer(&umbrella))]).await;
     assert_eq!(umbrella.status, StatusCode::OK, "{}", umbrella.raw);
     // An API key is a credential here too (the REST API's rules).
-    let keyed = post(&api, &uri, &rpc("ping"), &[("authorization", &bearer(&api.key))]).await;
+    let keyed = post(&api, &uri, &rpc("initialize"), &[("authorization", &bearer(&api.key))]).await;
     assert_eq!(keyed.status, StatusCode::OK, "{}", keyed.raw);
     // C13: browser clients can read the challenge.
     let cross = post(&api, &uri, &rpc("ping"), &[("origin", "http://localhost:6274")]).await;
@@ -171,7 +186,7 @@ async fn the_mcp_endpoint_admits_only_tokens_for_its_own_resource_with_the_scope
         api.call(Method::DELETE, &format!("/api/v1/users/me/api-keys/{key_id}?reason=rotated"), None, &[]).await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
     tests::eventually(DEADLINE, "the revoked key's token to be refused", || async {
-        (post(&api, &uri, &rpc("ping"), &auth).await.status == StatusCode::UNAUTHORIZED).then_some(())
+        (post(&api, &uri, &rpc("ping"), &in_session).await.status == StatusCode::UNAUTHORIZED).then_some(())
     })
     .await;
     api.gateway.stop();

@@ -167,6 +167,16 @@ fn idp_config(provider: &OidcProvider) -> api::oidc::IdpConfig {
     }
 }
 
+/// What a streamable HTTP client accepts (MCP transport: both, on every POST).
+const ACCEPT_MCP: (&str, &str) = ("accept", "application/json, text/event-stream");
+
+/// An MCP `initialize` request: a call every upstream answers without a session (each opens one).
+fn initialize() -> String {
+    json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } } })
+    .to_string()
+}
+
 /// A gateway with the test IdP, a server only developers may use, and a client registered for it:
 /// the gateway, the provider, the client's id, the server's resource and id.
 async fn set_up(backend: Backend) -> (Api, OidcProvider, String, String, String) {
@@ -181,10 +191,12 @@ async fn set_up_at(backend: Backend, origin: &str) -> (Api, OidcProvider, String
     let api = start_with(backend, |config| {
         config.public_url = Some(origin.to_owned());
         config.idps = vec![idp];
+        config.upstream_allowlist = vec!["127.0.0.1".into()];
     })
     .await;
+    let upstream = tests::EverythingServer::shared().unwrap().url();
     let server = json!({ "name": "io.example/gh", "title": "GitHub", "description": "d", "transport": "streamable_http",
-                         "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] } });
+                         "url": upstream, "access": { "roles": ["developer"] } });
     let created = api.call(Method::POST, "/api/v1/servers", Some(&server.to_string()), &[]).await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let resource = format!("{origin}/servers/{id}/mcp");
@@ -294,7 +306,7 @@ async fn an_mcp_client_is_authorized_through_the_upstream_idp_for_one_server(bac
     let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18",
                              "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } });
     let bearer = format!("Bearer {access}");
-    let call_headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let call_headers = [("authorization", bearer.as_str()), ("content-type", "application/json"), ACCEPT_MCP];
     let call = || send(&api, Method::POST, &mcp, &call_headers, Some(initialize.to_string()));
     let answered = call().await;
     assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
@@ -528,9 +540,9 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     })
     .await;
     let mcp = format!("/servers/{id}/mcp");
-    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let ping = initialize();
     let bearer = format!("Bearer {access}");
-    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json"), ACCEPT_MCP];
     assert_eq!(send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status, StatusCode::OK);
     let (status, rotated, _) = refresh(rt2.clone()).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
@@ -667,9 +679,9 @@ async fn past_the_idps_token_lifetime_a_refresh_asks_the_idp_and_its_refusal_end
     let claims: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
     let mcp = format!("/servers/{id}/mcp");
-    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let ping = initialize();
     let bearer = format!("Bearer {access}");
-    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json"), ACCEPT_MCP];
     assert_eq!(send(&api, Method::POST, &mcp, &headers, Some(ping.clone())).await.status, StatusCode::OK);
 
     provider.restart().unwrap();
@@ -697,8 +709,8 @@ async fn an_operator_revokes_a_client_and_everything_it_holds_stops_working(back
     let pkce = new_pkce();
     let tokens = tokens_for(&api, &provider, &client_id, &pkce, &resource).await;
     let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
-    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
-    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json"), ACCEPT_MCP];
+    let ping = initialize();
     let mcp = format!("/servers/{id}/mcp");
     let listed = tests::eventually(DEADLINE, "the client in the list", || async {
         let page = api.call(Method::GET, "/api/v1/oauth/clients", None, &[]).await;
@@ -774,13 +786,13 @@ async fn a_person_sees_and_takes_back_what_each_client_holds(backend: Backend) {
     assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{}", foreign.raw);
 
     let mcp = format!("/servers/{id}/mcp");
-    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let ping = initialize();
     let call = |access: &str| {
         let bearer = format!("Bearer {access}");
         let ping = ping.clone();
         let (api, mcp) = (&api, &mcp);
         async move {
-            let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+            let headers = [("authorization", bearer.as_str()), ("content-type", "application/json"), ACCEPT_MCP];
             send(api, Method::POST, mcp, &headers, Some(ping)).await.status
         }
     };
@@ -1088,7 +1100,8 @@ async fn an_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocatio
     assert_eq!(steps["registered"]["auth_method"], "none", "{report}");
     assert_eq!(steps["authorized"]["scope"], "mcp:tools", "{report}");
     assert_eq!(steps["authorized"]["has_refresh_token"], true, "{report}");
-    assert_eq!(steps["called"]["tools"], 0, "{report}");
+    // The upstream's tools, through the proxy (server-everything has more than ten).
+    assert!(steps["called"]["tools"].as_u64().is_some_and(|n| n >= 10), "{report}");
     let refreshed = &steps["refreshed"];
     let renewed = refreshed["new_access_token"].as_bool().or(refreshed["new_refresh_token"].as_bool());
     assert_eq!(renewed, Some(true), "{report}");

@@ -1,0 +1,156 @@
+//! The MCP proxy: forwarding a client's streamable HTTP requests to the registered server, with the
+//! server's own credentials and never the client's, and relaying the answers (JSON, or SSE streamed
+//! through without buffering).
+
+mod credentials;
+mod resolver;
+pub(crate) mod session;
+pub(crate) mod stream;
+pub(crate) mod tool_filter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderName, Method, header};
+use commands::{HostResolver, Keyring};
+use domain::server::{NetworkPolicy, Transport};
+use projections::authz::Upstream;
+use uuid::Uuid;
+
+pub(crate) use session::SessionIds;
+
+/// How long a connection to an upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an upstream may take to begin its answer (the headers; a streamed body may take longer).
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest silence inside an answer to a POST before the gateway gives up on it.
+pub(crate) const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Idle upstream connections kept per host.
+const IDLE_PER_HOST: usize = 256;
+
+/// The client's headers passed on: what the MCP transport defines, nothing that identifies the client
+/// (its `Authorization`, cookies and session id stay at the gateway).
+const FORWARDED: [&str; 4] = ["accept", "content-type", "mcp-protocol-version", "last-event-id"];
+/// The upstream's session header.
+pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// No connection, or it broke.
+    #[error("the upstream server could not be reached: {0}")]
+    Unreachable(String),
+    /// No answer in time.
+    #[error("the upstream server did not answer within {} s", ANSWER_TIMEOUT.as_secs())]
+    TimedOut,
+    /// The gateway's credentials for the server could not be used or obtained.
+    #[error("the gateway's credentials for the upstream server are unusable: {0}")]
+    Credentials(String),
+    /// A transport the proxy does not speak yet.
+    #[error(
+        "servers registered with the HTTP+SSE transport are not proxied yet; register its streamable HTTP endpoint"
+    )]
+    Transport,
+}
+
+/// What a reqwest error says, without its URL (which the caller names if it should).
+pub(crate) fn describe(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection refused or blocked"
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    }
+}
+
+/// The proxy's shared parts: one connection pool to every upstream, the session ids, the tokens.
+pub struct Proxy {
+    http: reqwest::Client,
+    pub(crate) sessions: SessionIds,
+    tokens: credentials::TokenCache,
+}
+
+/// A request to forward.
+pub(crate) struct Forward<'a> {
+    /// The server.
+    pub server: Uuid,
+    /// Where and how.
+    pub upstream: &'a Upstream,
+    /// GET, POST or DELETE.
+    pub method: Method,
+    /// The client's headers (only [`FORWARDED`] ones are passed on).
+    pub headers: &'a HeaderMap,
+    /// The upstream session, opened from the client's session id.
+    pub session: Option<String>,
+    /// The body of a POST.
+    pub body: Option<Bytes>,
+}
+
+impl Proxy {
+    /// A proxy that connects only where `network` and the SSRF guard allow, resolving with `resolver`;
+    /// session ids are sealed with `keyring`.
+    pub fn new(
+        network: NetworkPolicy,
+        resolver: Arc<dyn HostResolver>,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(resolver::GuardedResolver::new(network, resolver)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_max_idle_per_host(IDLE_PER_HOST)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { http, sessions: SessionIds::new(keyring), tokens: credentials::TokenCache::default() })
+    }
+
+    /// Sends `forward` to its upstream; the answer's headers are in, its body still streaming.
+    pub(crate) async fn send(
+        &self,
+        state: &crate::state::AppState,
+        forward: Forward<'_>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if forward.upstream.transport == Transport::Sse {
+            return Err(UpstreamError::Transport);
+        }
+        let mut request = self.http.request(forward.method, forward.upstream.endpoint.as_str());
+        for name in FORWARDED {
+            for value in forward.headers.get_all(name) {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(session) = &forward.session {
+            request = request.header(SESSION_HEADER, session);
+        }
+        if let Some((name, value)) =
+            self.tokens.header(state, &self.http, forward.server, &forward.upstream.auth).await?
+        {
+            request = request.header(name, value);
+        }
+        if let Some(body) = forward.body {
+            request = request.body(body);
+        }
+        let response = tokio::time::timeout(ANSWER_TIMEOUT, request.send())
+            .await
+            .map_err(|_| UpstreamError::TimedOut)?
+            .map_err(|e| UpstreamError::Unreachable(describe(&e).to_owned()))?;
+        if matches!(response.status().as_u16(), 401 | 403) {
+            // A client-credentials token may have been revoked early: the next request fetches another.
+            self.tokens.forget(forward.server);
+        }
+        Ok(response)
+    }
+}
+
+/// True when `headers` say the body is an SSE stream.
+pub(crate) fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/event-stream"))
+}

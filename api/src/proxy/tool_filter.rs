@@ -1,0 +1,129 @@
+//! A server's tool rules applied to MCP messages: the tool a `tools/call` names, and the tools a
+//! `tools/list` answer may show, in a JSON body or in the events of an SSE body.
+
+use domain::server::ToolRules;
+use serde_json::Value;
+
+/// The requests in a body: one message, or each message of a batch (MCP 2025-03-26 allowed batches).
+pub(crate) fn messages(body: &Value) -> Vec<&Value> {
+    match body {
+        Value::Array(batch) => batch.iter().collect(),
+        one => vec![one],
+    }
+}
+
+/// The method of a request or notification.
+pub(crate) fn method(message: &Value) -> Option<&str> {
+    message.get("method").and_then(Value::as_str)
+}
+
+/// The tool a `tools/call` request calls (`None` for any other message, or one naming no tool).
+pub(crate) fn called_tool(message: &Value) -> Option<&str> {
+    (method(message) == Some("tools/call")).then(|| message.get("params")?.get("name")?.as_str()).flatten()
+}
+
+/// Drops the tools `rules` hide from every `tools/list` result in `message` (one or a batch); true when
+/// something was dropped.
+fn filter_value(message: &mut Value, rules: &ToolRules) -> bool {
+    if let Value::Array(batch) = message {
+        // Every message of the batch, not only up to the first that changed.
+        let mut changed = false;
+        for message in batch {
+            changed |= filter_value(message, rules);
+        }
+        return changed;
+    }
+    let Some(tools) = message.get_mut("result").and_then(|r| r.get_mut("tools")).and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let before = tools.len();
+    tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(|name| rules.allows(name)));
+    tools.len() != before
+}
+
+/// A JSON body with the hidden tools dropped; `None` when it is not JSON (then it is passed on as is).
+pub(crate) fn filter_json(body: &[u8], rules: &ToolRules) -> Option<Vec<u8>> {
+    let mut message: Value = serde_json::from_slice(body).ok()?;
+    if !filter_value(&mut message, rules) {
+        return Some(body.to_vec());
+    }
+    serde_json::to_vec(&message).ok()
+}
+
+/// An SSE body (`text/event-stream`) with the hidden tools dropped from each event's JSON-RPC message.
+/// Events are kept in order with their `id`, `event` and `retry` fields; an event whose data is not
+/// JSON is kept as it came.
+pub(crate) fn filter_sse(body: &[u8], rules: &ToolRules) -> Vec<u8> {
+    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
+    let mut out = String::with_capacity(text.len());
+    for event in text.split_inclusive("\n\n") {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+            .collect();
+        let parsed = (!data.is_empty()).then(|| serde_json::from_str::<Value>(&data.join("\n")).ok()).flatten();
+        let Some(mut message) = parsed else {
+            out.push_str(event);
+            continue;
+        };
+        if !filter_value(&mut message, rules) {
+            out.push_str(event);
+            continue;
+        }
+        let mut wrote_data = false;
+        for line in event.lines() {
+            if line.starts_with("data:") {
+                if !wrote_data {
+                    out.push_str("data: ");
+                    out.push_str(&message.to_string());
+                    out.push('\n');
+                    wrote_data = true;
+                }
+            } else if !line.is_empty() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules() -> ToolRules {
+        ToolRules { allow: None, deny: ["get-env".to_owned()].into() }
+    }
+
+    fn list() -> Value {
+        json!({ "jsonrpc": "2.0", "id": 2, "result": { "tools": [ { "name": "echo" }, { "name": "get-env" } ] } })
+    }
+
+    #[test]
+    fn a_call_names_its_tool() {
+        let call = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": "echo" } });
+        assert_eq!(called_tool(&call), Some("echo"));
+        assert_eq!(called_tool(&json!({ "method": "tools/list" })), None);
+        assert_eq!(messages(&json!([call.clone(), call])).len(), 2);
+    }
+
+    #[test]
+    fn hidden_tools_leave_json_answers() {
+        let filtered: Value =
+            serde_json::from_slice(&filter_json(list().to_string().as_bytes(), &rules()).unwrap()).unwrap();
+        assert_eq!(filtered["result"]["tools"], json!([{ "name": "echo" }]));
+        assert_eq!(filter_json(b"not json", &rules()), None);
+    }
+
+    #[test]
+    fn hidden_tools_leave_sse_answers_and_the_rest_is_kept() {
+        let body = format!("event: message\nid: 7\ndata: {}\n\n: comment\ndata: not json\n\n", list());
+        let out = String::from_utf8(filter_sse(body.as_bytes(), &rules())).unwrap();
+        assert!(out.starts_with("event: message\nid: 7\ndata: "), "{out}");
+        assert!(!out.contains("get-env") && out.contains("echo"), "{out}");
+        assert!(out.ends_with(": comment\ndata: not json\n\n"), "{out}");
+    }
+}
