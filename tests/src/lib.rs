@@ -3,7 +3,7 @@
 //! It starts real servers from installed binaries, each on a free loopback port with its data in a
 //! temporary directory: a throwaway PostgreSQL cluster ([`PostgresServer`], `initdb` + `postgres`)
 //! a throwaway `nats-server -js` ([`NatsServer`]), the certified OpenID provider `oidc-provider`
-//! ([`OidcProvider`]) and the official MCP server `server-everything` ([`EverythingServer`]). Tests get a fresh database each
+//! ([`OidcProvider`]) and the official MCP server `server-everything` ([`McpServer`]). Tests get a fresh database each
 //! ([`PostgresServer::create_database`]); fault tests start their own servers and kill or restart
 //! them. It never uses the services the machine may already run.
 //!
@@ -27,7 +27,7 @@ mod watchdog;
 pub use error::HarnessError;
 pub use eventually::{eventually, eventually_ok};
 pub use free_port::free_port;
-pub use mcp_server::EverythingServer;
+pub use mcp_server::McpServer;
 pub use nats::NatsServer;
 pub use oidc_provider::{OidcProvider, installed_peers};
 pub use postgres::{PostgresOptions, PostgresServer, TestDatabase};

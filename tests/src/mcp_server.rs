@@ -1,7 +1,9 @@
-//! A throwaway upstream MCP server: the official `@modelcontextprotocol/server-everything` over
-//! streamable HTTP (`/mcp`), run by Node.js from `tests/peers` on a free port, bound to loopback
-//! (`tests/peers/loopback.cjs`; the program itself listens on every interface) and started with an empty
-//! environment (its `get-env` tool answers with the whole environment).
+//! Throwaway upstream MCP servers, run by Node.js from `tests/peers` on a free port, bound to loopback
+//! (`tests/peers/loopback.cjs`: `server-everything` itself listens on every interface) and started with
+//! an empty environment (its `get-env` tool answers with the whole environment):
+//! - the official `@modelcontextprotocol/server-everything` over streamable HTTP (`/mcp`);
+//! - `tests/peers/header-echo-server.mjs`, built with the official TypeScript SDK, whose one tool answers
+//!   the headers of every request it received (what the gateway forwards).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -13,19 +15,35 @@ use crate::{HarnessError, free_port};
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
-static SHARED: std::sync::OnceLock<Result<EverythingServer, String>> = std::sync::OnceLock::new();
+static SHARED: std::sync::OnceLock<Result<McpServer, String>> = std::sync::OnceLock::new();
+
+/// Which server.
+#[derive(Debug, Clone, Copy)]
+enum Program {
+    Everything,
+    HeaderEcho,
+}
 
 /// A running server. Dropping it stops it.
 #[derive(Debug)]
-pub struct EverythingServer {
+pub struct McpServer {
     port: u16,
     process: ServerProcess,
     _watchdog: Watchdog,
 }
 
-impl EverythingServer {
-    /// Starts one on a free port and waits until it accepts connections.
-    pub fn start() -> Result<Self, HarnessError> {
+impl McpServer {
+    /// Starts `server-everything` on a free port and waits until it accepts connections.
+    pub fn everything() -> Result<Self, HarnessError> {
+        Self::start(Program::Everything)
+    }
+
+    /// Starts the header-echo server on a free port and waits until it accepts connections.
+    pub fn header_echo() -> Result<Self, HarnessError> {
+        Self::start(Program::HeaderEcho)
+    }
+
+    fn start(program: Program) -> Result<Self, HarnessError> {
         let peers = crate::oidc_provider::installed_peers()?;
         // The preload is copied into a directory of its own, which names the process for the watchdog.
         let root = tempfile::Builder::new()
@@ -38,22 +56,29 @@ impl EverythingServer {
         let pid_file = root.join("node.pid");
         let watchdog = Watchdog::spawn(&pid_file, &root)?;
         let server = Self { port: free_port()?, process: ServerProcess::default(), _watchdog: watchdog };
-        server.spawn(&peers, &preload, &pid_file)?;
+        server.spawn(program, &peers, &preload, &pid_file)?;
         Ok(server)
     }
 
     fn spawn(
         &self,
+        program: Program,
         peers: &std::path::Path,
         preload: &std::path::Path,
         pid_file: &std::path::Path,
     ) -> Result<(), HarnessError> {
-        let program = peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+        let (script, argument) = match program {
+            Program::Everything => (
+                peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+                "streamableHttp".into(),
+            ),
+            Program::HeaderEcho => (peers.join("header-echo-server.mjs"), self.port.to_string()),
+        };
         let child = Command::new(node()?)
             .arg("--require")
             .arg(preload)
-            .arg(program)
-            .arg("streamableHttp")
+            .arg(script)
+            .arg(argument)
             .env_clear()
             .env("PORT", self.port.to_string())
             .current_dir(peers)
@@ -80,9 +105,9 @@ impl EverythingServer {
 
     /// One server for the whole test process, started on first use (tests that kill theirs start their
     /// own). It keeps sessions apart, so tests can share it.
-    pub fn shared() -> Result<&'static EverythingServer, HarnessError> {
+    pub fn shared_everything() -> Result<&'static McpServer, HarnessError> {
         SHARED
-            .get_or_init(|| EverythingServer::start().map_err(|e| e.to_string()))
+            .get_or_init(|| McpServer::everything().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| HarnessError::SharedFailed(e.clone()))
     }
@@ -107,7 +132,7 @@ fn node() -> Result<PathBuf, HarnessError> {
         .ok_or(HarnessError::MissingBinary { binary: "node", package: "nodejs", hint: "" })
 }
 
-impl Drop for EverythingServer {
+impl Drop for McpServer {
     fn drop(&mut self) {
         let _ = self.process.kill("server-everything");
     }

@@ -18,6 +18,10 @@ use super::UpstreamError;
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// The lifetime assumed when the endpoint names none.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The whole token request, answer included.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest token answer read.
+const MAX_TOKEN_ANSWER: usize = 64 * 1024;
 
 /// Client-credentials tokens, per server.
 #[derive(Default)]
@@ -85,22 +89,22 @@ impl TokenCache {
                 if !scopes.is_empty() {
                     form.push(("scope", scopes.join(" ")));
                 }
-                let answer = http
-                    .post(token_url.as_str())
-                    .basic_auth(client_id, Some(secret.expose()))
-                    .form(&form)
-                    .send()
-                    .await
-                    .map_err(|e| UpstreamError::Credentials(format!("its token endpoint: {}", super::describe(&e))))?;
-                if !answer.status().is_success() {
-                    return Err(UpstreamError::Credentials(format!(
-                        "its token endpoint refused the client credentials ({})",
-                        answer.status()
-                    )));
-                }
-                let answer: TokenAnswer = answer
-                    .json()
-                    .await
+                let request = http.post(token_url.as_str()).basic_auth(client_id, Some(secret.expose())).form(&form);
+                let fetched = tokio::time::timeout(TOKEN_TIMEOUT, async {
+                    let answer = request.send().await.map_err(|e| {
+                        UpstreamError::Credentials(format!("its token endpoint: {}", super::describe(&e)))
+                    })?;
+                    if !answer.status().is_success() {
+                        return Err(UpstreamError::Credentials(format!(
+                            "its token endpoint refused the client credentials ({})",
+                            answer.status()
+                        )));
+                    }
+                    super::stream::read_whole(answer, MAX_TOKEN_ANSWER).await
+                })
+                .await
+                .map_err(|_| UpstreamError::Credentials("its token endpoint did not answer in time".into()))??;
+                let answer: TokenAnswer = serde_json::from_slice(&fetched)
                     .map_err(|_| UpstreamError::Credentials("its token endpoint answered no access_token".into()))?;
                 let lifetime = answer.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs);
                 let header = bearer(&answer.access_token)?;

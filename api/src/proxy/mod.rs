@@ -70,6 +70,7 @@ pub(crate) fn describe(error: &reqwest::Error) -> &'static str {
 /// The proxy's shared parts: one connection pool to every upstream, the session ids, the tokens.
 pub struct Proxy {
     http: reqwest::Client,
+    network: NetworkPolicy,
     pub(crate) sessions: SessionIds,
     tokens: credentials::TokenCache,
 }
@@ -99,14 +100,14 @@ impl Proxy {
         keyring: Arc<Keyring>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(resolver::GuardedResolver::new(network, resolver)))
+            .dns_resolver(Arc::new(resolver::GuardedResolver::new(network.clone(), resolver)))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_max_idle_per_host(IDLE_PER_HOST)
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { http, sessions: SessionIds::new(keyring), tokens: credentials::TokenCache::default() })
+        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens: credentials::TokenCache::default() })
     }
 
     /// Sends `forward` to its upstream; the answer's headers are in, its body still streaming.
@@ -118,6 +119,7 @@ impl Proxy {
         if forward.upstream.transport == Transport::Sse {
             return Err(UpstreamError::Transport);
         }
+        self.check_literal(&forward.upstream.endpoint)?;
         let mut request = self.http.request(forward.method, forward.upstream.endpoint.as_str());
         for name in FORWARDED {
             for value in forward.headers.get_all(name) {
@@ -126,6 +128,9 @@ impl Proxy {
         }
         if let Some(session) = &forward.session {
             request = request.header(SESSION_HEADER, session);
+        }
+        if let domain::server::UpstreamAuth::OauthClientCredentials { token_url, .. } = &forward.upstream.auth {
+            self.check_literal(token_url)?;
         }
         if let Some((name, value)) =
             self.tokens.header(state, &self.http, forward.server, &forward.upstream.auth).await?
@@ -144,6 +149,27 @@ impl Proxy {
             self.tokens.forget(forward.server);
         }
         Ok(response)
+    }
+}
+
+impl Proxy {
+    /// What the resolver cannot check, checked against today's policy: a URL whose host is an IP address
+    /// (connected to without resolving) must not be in a blocked range, and plain `http` needs a trusted
+    /// host, unless the operator trusts the host. The registration checked both once; the operator's
+    /// allowlist may have narrowed since.
+    fn check_literal(&self, endpoint: &domain::server::Endpoint) -> Result<(), UpstreamError> {
+        let host = endpoint.host().unwrap_or_default();
+        if self.network.allows(&host) {
+            return Ok(());
+        }
+        if endpoint.as_str().starts_with("http://") {
+            return Err(UpstreamError::Unreachable(format!("{host} is not trusted for plain http")));
+        }
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        match literal.ok().and_then(domain::server::blocked_range) {
+            Some(range) => Err(UpstreamError::Unreachable(format!("{host} is in the {} range", range.as_str()))),
+            None => Ok(()),
+        }
     }
 }
 

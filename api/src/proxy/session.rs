@@ -1,8 +1,9 @@
 //! The gateway's `Mcp-Session-Id`: the upstream server's session id, sealed (XChaCha20-Poly1305 with the
-//! keyring's current key, built once at start-up: no per-request key derivation) and bound to the server
-//! and the principal through the associated data. Any instance can open it, so a client's session can be
-//! served by any gateway; another principal presenting it, or the same id sent to another server, fails
-//! authentication and gets 404, as a session the server does not know.
+//! keyring's current key, built once at start-up: no per-request key derivation) and bound to the server,
+//! the principal and the upstream URL through the associated data. Any instance can open it, so a
+//! client's session can be served by any gateway; another principal presenting it, the same id sent to
+//! another server, or to this server once it moved to another URL (where the session means nothing),
+//! fails authentication and gets 404, as a session the server does not know.
 
 use std::sync::Arc;
 
@@ -19,9 +20,21 @@ pub(crate) struct SessionIds {
     keyring: Arc<Keyring>,
 }
 
-/// What the session is bound to.
-fn context(server: Uuid, principal: Uuid) -> String {
-    format!("mcp-session:{server}:{principal}")
+/// What a session is bound to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding<'a> {
+    /// The server.
+    pub server: Uuid,
+    /// The caller.
+    pub principal: Uuid,
+    /// The server's upstream URL.
+    pub endpoint: &'a str,
+}
+
+impl Binding<'_> {
+    fn context(&self) -> String {
+        format!("mcp-session:{}:{}:{}", self.server, self.principal, self.endpoint)
+    }
 }
 
 impl SessionIds {
@@ -32,18 +45,20 @@ impl SessionIds {
 
     /// The id the client gets for the upstream session `upstream`; `None` when it cannot be sealed or the
     /// upstream id is not a valid session id (visible ASCII, MCP transport §session management).
-    pub(crate) fn seal(&self, server: Uuid, principal: Uuid, upstream: &str) -> Option<String> {
+    pub(crate) fn seal(&self, binding: Binding<'_>, upstream: &str) -> Option<String> {
         if upstream.is_empty() || upstream.len() > 1024 || !upstream.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return None;
         }
-        let sealed = self.keyring.seal(&Secret::new(upstream.to_owned()), &context(server, principal)).ok()?;
+        let sealed = self.keyring.seal(&Secret::new(upstream.to_owned()), &binding.context()).ok()?;
         // Base64 (standard alphabet) and the key id: all visible ASCII; the key id may hold dots, so the
         // parts are read from the right.
-        Some(format!("{}.{}.{}", sealed.key_id, sealed.nonce, sealed.ciphertext))
+        let id = format!("{}.{}.{}", sealed.key_id, sealed.nonce, sealed.ciphertext);
+        // A key id is configured text: one that is not visible ASCII cannot name a session.
+        id.bytes().all(|b| (0x21..=0x7e).contains(&b)).then_some(id)
     }
 
-    /// The upstream session id inside `presented`, when it was sealed for this server and principal.
-    pub(crate) fn open(&self, server: Uuid, principal: Uuid, presented: &str) -> Option<String> {
+    /// The upstream session id inside `presented`, when it was sealed for `binding`.
+    pub(crate) fn open(&self, binding: Binding<'_>, presented: &str) -> Option<String> {
         if presented.len() > MAX_PRESENTED {
             return None;
         }
@@ -55,7 +70,7 @@ impl SessionIds {
             ciphertext: ciphertext.to_owned(),
             fingerprint: None,
         };
-        let opened = self.keyring.open(&sealed, &context(server, principal)).ok()?;
+        let opened = self.keyring.open(&sealed, &binding.context()).ok()?;
         Some(opened.expose().to_owned())
     }
 }
@@ -69,24 +84,29 @@ mod tests {
         SessionIds::new(Arc::new(keyring))
     }
 
+    const URL: &str = "https://mcp.example.com/mcp";
+
     #[test]
-    fn a_session_opens_only_for_its_server_and_principal() {
+    fn a_session_opens_only_for_its_server_principal_and_url() {
         let ids = ids();
         let (server, alice, bob) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        let sealed = ids.seal(server, alice, "upstream-123").unwrap();
+        let bound = Binding { server, principal: alice, endpoint: URL };
+        let sealed = ids.seal(bound, "upstream-123").unwrap();
         assert!(sealed.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{sealed}");
         assert!(!sealed.contains("upstream-123"));
-        assert_eq!(ids.open(server, alice, &sealed).as_deref(), Some("upstream-123"));
-        assert_eq!(ids.open(server, bob, &sealed), None, "another principal");
-        assert_eq!(ids.open(Uuid::now_v7(), alice, &sealed), None, "another server");
-        assert_eq!(ids.open(server, alice, "k.1.AAAA.BBBB"), None, "forged");
-        assert_eq!(ids.open(server, alice, "garbage"), None);
+        assert_eq!(ids.open(bound, &sealed).as_deref(), Some("upstream-123"));
+        assert_eq!(ids.open(Binding { principal: bob, ..bound }, &sealed), None, "another principal");
+        assert_eq!(ids.open(Binding { server: Uuid::now_v7(), ..bound }, &sealed), None, "another server");
+        assert_eq!(ids.open(Binding { endpoint: "https://moved.example.com/mcp", ..bound }, &sealed), None, "moved");
+        assert_eq!(ids.open(bound, "k.1.AAAA.BBBB"), None, "forged");
+        assert_eq!(ids.open(bound, "garbage"), None);
     }
 
     #[test]
     fn upstream_ids_that_are_not_session_ids_are_not_sealed() {
         let ids = ids();
-        assert_eq!(ids.seal(Uuid::now_v7(), Uuid::now_v7(), "has space"), None);
-        assert_eq!(ids.seal(Uuid::now_v7(), Uuid::now_v7(), ""), None);
+        let bound = Binding { server: Uuid::now_v7(), principal: Uuid::now_v7(), endpoint: URL };
+        assert_eq!(ids.seal(bound, "has space"), None);
+        assert_eq!(ids.seal(bound, ""), None);
     }
 }

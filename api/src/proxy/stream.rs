@@ -5,6 +5,9 @@ use axum::body::Bytes;
 use futures_util::Stream;
 use serde_json::{Value, json};
 
+use domain::server::ToolRules;
+
+use super::tool_filter::filter_sse;
 use super::{STREAM_IDLE_TIMEOUT, UpstreamError, describe};
 
 /// The next chunk, or why there is none; a silence past the idle timeout ends it when `idle` is set.
@@ -19,28 +22,75 @@ async fn next_chunk(answer: &mut reqwest::Response, idle: bool) -> Result<Option
     chunk.map_err(|e| describe(&e).to_owned())
 }
 
-/// An SSE answer as a body stream. When the upstream breaks off an answer to a request (`error_id`), the
+/// Where an SSE relay is.
+struct Relaying {
+    answer: reqwest::Response,
+    /// With tool rules that hide something: the bytes of an event not yet complete.
+    pending: Vec<u8>,
+    filter: Option<ToolRules>,
+    error_id: Value,
+    /// The last byte passed on ended an event.
+    at_boundary: bool,
+}
+
+/// The end of the last complete event in `pending` (just past its blank line).
+fn last_boundary(pending: &[u8]) -> Option<usize> {
+    pending.windows(2).rposition(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+/// Complete events, each filtered.
+fn filtered(events: &[u8], rules: &ToolRules) -> Bytes {
+    Bytes::from(filter_sse(events, rules))
+}
+
+/// An SSE answer as a body stream, passed on as it arrives. With tool rules that hide something, every
+/// event is filtered (a `tools/list` result can come on any stream: a POST's, a GET's, a resumed one's),
+/// so events are passed on whole. When the upstream breaks off an answer to a request (`error_id`), the
 /// client gets a last event with a JSON-RPC error for that request, so that it does not wait forever; on
 /// a GET stream the connection just ends, and the client reconnects with `Last-Event-ID`.
 pub(crate) fn relayed(
     answer: reqwest::Response,
+    filter: Option<ToolRules>,
     error_id: Value,
     idle: bool,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures_util::stream::unfold(Some((answer, error_id)), move |state| async move {
-        let (mut answer, error_id) = state?;
-        match next_chunk(&mut answer, idle).await {
-            Ok(Some(chunk)) => Some((Ok(chunk), Some((answer, error_id)))),
-            Ok(None) => None,
-            Err(why) if !error_id.is_null() => {
-                tracing::warn!(why, "an upstream server broke off an SSE answer");
-                let error = json!({ "jsonrpc": "2.0", "id": error_id,
-                    "error": { "code": -32603, "message": format!("the upstream server broke off its answer: {why}") } });
-                Some((Ok(Bytes::from(format!("event: message\ndata: {error}\n\n"))), None))
-            }
-            Err(why) => {
-                tracing::info!(why, "an upstream SSE stream ended");
-                Some((Err(std::io::Error::other(why)), None))
+    let start = Relaying { answer, pending: Vec::new(), filter, error_id, at_boundary: true };
+    futures_util::stream::unfold(Some(start), move |state| async move {
+        let mut relay = state?;
+        loop {
+            match next_chunk(&mut relay.answer, idle).await {
+                Ok(Some(chunk)) => {
+                    let Some(rules) = &relay.filter else {
+                        relay.at_boundary = chunk.ends_with(b"\n\n");
+                        return Some((Ok(chunk), Some(relay)));
+                    };
+                    relay.pending.extend_from_slice(&chunk);
+                    if relay.pending.contains(&b'\r') {
+                        // CRLF line ends, as the lines of a complete event are read below.
+                        relay.pending = String::from_utf8_lossy(&relay.pending).replace("\r\n", "\n").into_bytes();
+                    }
+                    let Some(end) = last_boundary(&relay.pending) else { continue };
+                    let complete: Vec<u8> = relay.pending.drain(..end).collect();
+                    let out = filtered(&complete, rules);
+                    return Some((Ok(out), Some(relay)));
+                }
+                Ok(None) => {
+                    let rest = std::mem::take(&mut relay.pending);
+                    let rules = relay.filter.as_ref()?;
+                    return (!rest.is_empty()).then(|| (Ok(filtered(&rest, rules)), None));
+                }
+                Err(why) if !relay.error_id.is_null() => {
+                    tracing::warn!(why, "an upstream server broke off an SSE answer");
+                    let error = json!({ "jsonrpc": "2.0", "id": relay.error_id,
+                        "error": { "code": -32603, "message": format!("the upstream server broke off its answer: {why}") } });
+                    // A partial event passed on is ended first, so that the error is an event of its own.
+                    let lead = if relay.at_boundary { "" } else { "\n\n" };
+                    return Some((Ok(Bytes::from(format!("{lead}event: message\ndata: {error}\n\n"))), None));
+                }
+                Err(why) => {
+                    tracing::info!(why, "an upstream SSE stream ended");
+                    return Some((Err(std::io::Error::other(why)), None));
+                }
             }
         }
     })

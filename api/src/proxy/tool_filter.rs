@@ -22,6 +22,50 @@ pub(crate) fn called_tool(message: &Value) -> Option<&str> {
     (method(message) == Some("tools/call")).then(|| message.get("params")?.get("name")?.as_str()).flatten()
 }
 
+/// Members the gateway decides on. A key that matches one of them but for case is refused: some
+/// upstreams' JSON decoders (Go's `encoding/json`) match keys case-insensitively, and would read a
+/// `"Method"` or `"Name"` the gateway never checked.
+const DECIDED_ON: [&str; 6] = ["jsonrpc", "id", "method", "params", "name", "arguments"];
+
+/// Why a message is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    /// A key that differs from a member the gateway reads only by case.
+    AmbiguousKey,
+    /// A `tools/call` without a tool name.
+    NoToolName,
+}
+
+impl Malformed {
+    /// What the client is told.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Malformed::AmbiguousKey => {
+                "member names must be spelled exactly (jsonrpc, id, method, params, name, arguments)"
+            }
+            Malformed::NoToolName => "tools/call needs params.name, a string",
+        }
+    }
+}
+
+fn ambiguous(object: &serde_json::Map<String, Value>) -> bool {
+    object.keys().any(|key| DECIDED_ON.iter().any(|member| key != member && key.eq_ignore_ascii_case(member)))
+}
+
+/// Checks what the tool rules are decided on is unambiguous in `message`: exact member names at the top
+/// and in `params`, and a string tool name in a `tools/call`.
+pub(crate) fn check(message: &Value) -> Result<(), Malformed> {
+    let Some(object) = message.as_object() else { return Ok(()) };
+    let params = object.get("params").and_then(Value::as_object);
+    if ambiguous(object) || params.is_some_and(ambiguous) {
+        return Err(Malformed::AmbiguousKey);
+    }
+    if method(message) == Some("tools/call") && called_tool(message).is_none() {
+        return Err(Malformed::NoToolName);
+    }
+    Ok(())
+}
+
 /// Drops the tools `rules` hide from every `tools/list` result in `message` (one or a batch); true when
 /// something was dropped.
 fn filter_value(message: &mut Value, rules: &ToolRules) -> bool {
@@ -50,6 +94,34 @@ pub(crate) fn filter_json(body: &[u8], rules: &ToolRules) -> Option<Vec<u8>> {
     serde_json::to_vec(&message).ok()
 }
 
+/// One SSE event (its lines and the blank line ending it) with the hidden tools dropped from its
+/// JSON-RPC message; kept as it came when nothing is hidden in it or its data is not JSON.
+pub(crate) fn filter_event(event: &str, rules: &ToolRules) -> Option<String> {
+    let data: Vec<&str> =
+        event.lines().filter_map(|line| line.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d))).collect();
+    let mut message = (!data.is_empty()).then(|| serde_json::from_str::<Value>(&data.join("\n")).ok()).flatten()?;
+    if !filter_value(&mut message, rules) {
+        return None;
+    }
+    let mut out = String::with_capacity(event.len());
+    let mut wrote_data = false;
+    for line in event.lines() {
+        if line.starts_with("data:") {
+            if !wrote_data {
+                out.push_str("data: ");
+                out.push_str(&message.to_string());
+                out.push('\n');
+                wrote_data = true;
+            }
+        } else if !line.is_empty() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    Some(out)
+}
+
 /// An SSE body (`text/event-stream`) with the hidden tools dropped from each event's JSON-RPC message.
 /// Events are kept in order with their `id`, `event` and `retry` fields; an event whose data is not
 /// JSON is kept as it came.
@@ -57,34 +129,10 @@ pub(crate) fn filter_sse(body: &[u8], rules: &ToolRules) -> Vec<u8> {
     let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
     let mut out = String::with_capacity(text.len());
     for event in text.split_inclusive("\n\n") {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
-            .collect();
-        let parsed = (!data.is_empty()).then(|| serde_json::from_str::<Value>(&data.join("\n")).ok()).flatten();
-        let Some(mut message) = parsed else {
-            out.push_str(event);
-            continue;
-        };
-        if !filter_value(&mut message, rules) {
-            out.push_str(event);
-            continue;
+        match filter_event(event, rules) {
+            Some(filtered) => out.push_str(&filtered),
+            None => out.push_str(event),
         }
-        let mut wrote_data = false;
-        for line in event.lines() {
-            if line.starts_with("data:") {
-                if !wrote_data {
-                    out.push_str("data: ");
-                    out.push_str(&message.to_string());
-                    out.push('\n');
-                    wrote_data = true;
-                }
-            } else if !line.is_empty() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out.push('\n');
     }
     out.into_bytes()
 }
@@ -108,6 +156,19 @@ mod tests {
         assert_eq!(called_tool(&call), Some("echo"));
         assert_eq!(called_tool(&json!({ "method": "tools/list" })), None);
         assert_eq!(messages(&json!([call.clone(), call])).len(), 2);
+    }
+
+    #[test]
+    fn keys_the_rules_are_decided_on_are_spelled_exactly() {
+        let ok = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": "echo" } });
+        assert_eq!(check(&ok), Ok(()));
+        let shadow = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping", "Method": "tools/call" });
+        assert_eq!(check(&shadow), Err(Malformed::AmbiguousKey));
+        let renamed = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                              "params": { "name": "echo", "NAME": "get-env" } });
+        assert_eq!(check(&renamed), Err(Malformed::AmbiguousKey));
+        let nameless = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": 7 } });
+        assert_eq!(check(&nameless), Err(Malformed::NoToolName));
     }
 
     #[test]

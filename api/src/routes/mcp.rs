@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::problem::Problem;
+use crate::proxy::session::Binding;
 use crate::proxy::{Forward, SESSION_HEADER, UpstreamError, tool_filter};
 use crate::resource_auth::{Refusal, resource_caller};
 use crate::state::AppState;
@@ -30,6 +31,7 @@ const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 /// JSON-RPC error codes (JSON-RPC 2.0 §5.1), and the one MCP servers use for a refused request.
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
 const REFUSED: i64 = -32001;
 
@@ -109,6 +111,13 @@ struct ServerRoute {
     upstream: projections::authz::Upstream,
 }
 
+impl ServerRoute {
+    /// The tool rules, when they hide any tool (answers are then filtered).
+    fn hiding(&self) -> Option<ToolRules> {
+        (self.tools != ToolRules::default()).then(|| self.tools.clone())
+    }
+}
+
 /// A session id that was not sealed for this server and caller: 404, MCP's signal to start a new one.
 struct UnknownSession;
 
@@ -119,17 +128,12 @@ impl IntoResponse for UnknownSession {
 }
 
 /// The upstream session of the client's `Mcp-Session-Id` (`None` without one).
-fn upstream_session(
-    state: &AppState,
-    id: Uuid,
-    caller: &Caller,
-    parts: &Parts,
-) -> Result<Option<String>, UnknownSession> {
+fn upstream_session(state: &AppState, binding: Binding<'_>, parts: &Parts) -> Result<Option<String>, UnknownSession> {
     let Some(presented) = parts.headers.get(&SESSION_HEADER) else { return Ok(None) };
     presented
         .to_str()
         .ok()
-        .and_then(|presented| state.proxy.sessions.open(id, caller.0.id, presented))
+        .and_then(|presented| state.proxy.sessions.open(binding, presented))
         .map(Some)
         .ok_or(UnknownSession)
 }
@@ -196,29 +200,45 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
         return rpc_error(StatusCode::BAD_REQUEST, single_request_id(&message), INVALID_REQUEST, "not JSON-RPC 2.0");
     }
     for request in &messages {
+        if let Err(malformed) = tool_filter::check(request) {
+            let code = if malformed == tool_filter::Malformed::NoToolName { INVALID_PARAMS } else { INVALID_REQUEST };
+            return rpc_error(StatusCode::BAD_REQUEST, single_request_id(request), code, malformed.message());
+        }
         if let Some(tool) = tool_filter::called_tool(request)
             && !route.tools.allows(tool)
         {
             return tool_refused(&state, &caller, id, tool, request).await;
         }
     }
-    let session = match upstream_session(&state, id, &caller, &parts) {
+    let binding = Binding { server: id, principal: caller.0.id, endpoint: route.upstream.endpoint.as_str() };
+    let session = match upstream_session(&state, binding, &parts) {
         Ok(session) => session,
         Err(unknown) => return unknown.into_response(),
     };
     let lists_tools = messages.iter().any(|m| tool_filter::method(m) == Some("tools/list"));
-    let filter = (lists_tools && route.tools != ToolRules::default()).then_some(route.tools);
     let error_id = single_request_id(&message);
+    // What was decided on is what is sent: one spelling of each member, the last of any duplicates (as
+    // serde_json read it), whatever the upstream's JSON decoder would have made of the original bytes.
+    let Ok(decided) = serde_json::to_vec(&message) else {
+        return rpc_error(StatusCode::BAD_REQUEST, error_id, PARSE_ERROR, "the body is not JSON");
+    };
+    let relay_as = Relay {
+        filter: route.hiding(),
+        lists_tools,
+        had_session: session.is_some(),
+        error_id: error_id.clone(),
+        idle: true,
+    };
     let forward = Forward {
         server: id,
         upstream: &route.upstream,
         method: axum::http::Method::POST,
         headers: &parts.headers,
         session,
-        body: Some(body),
+        body: Some(Bytes::from(decided)),
     };
     match state.proxy.send(&state, forward).await {
-        Ok(answer) => relay(&state, id, &caller, answer, Relay { filter, error_id, idle: true }).await,
+        Ok(answer) => relay(&state, binding, answer, relay_as).await,
         Err(error) => upstream_failed(error_id, &error),
     }
 }
@@ -241,8 +261,12 @@ async fn tool_refused(state: &AppState, caller: &Caller, id: Uuid, tool: &str, r
 
 /// How an answer is relayed.
 struct Relay {
-    /// The tool rules to apply to `tools/list` answers, when they hide something.
+    /// The server's tool rules, when they hide something: applied to every answer and event.
     filter: Option<ToolRules>,
+    /// The request lists tools: an answer that cannot be filtered is not passed on.
+    lists_tools: bool,
+    /// The client named a session (an upstream 404 then means the session ended).
+    had_session: bool,
     /// The request an error is answered for, if the upstream breaks off an SSE answer.
     error_id: Value,
     /// Whether a silence of [`crate::proxy::STREAM_IDLE_TIMEOUT`] ends the answer (not on GET streams).
@@ -252,7 +276,7 @@ struct Relay {
 /// The upstream's answer, passed to the client: its status (the upstream's refusal of the gateway's own
 /// credentials, and its failures, become 502), its content type, its session id sealed, and its body
 /// (filtered when `relay.filter` says so; SSE streamed as it comes).
-async fn relay(state: &AppState, id: Uuid, caller: &Caller, answer: reqwest::Response, relay: Relay) -> Response {
+async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response, relay: Relay) -> Response {
     let status = answer.status();
     if matches!(status.as_u16(), 401 | 403) {
         return upstream_failed(
@@ -260,7 +284,9 @@ async fn relay(state: &AppState, id: Uuid, caller: &Caller, answer: reqwest::Res
             &UpstreamError::Credentials(format!("the upstream server answered {status}")),
         );
     }
-    if status.is_server_error() {
+    // Its failures, its redirects (never followed) and a 404 outside a session (a wrong URL: passed on, it
+    // would send the client into starting session after session) are the gateway's 502.
+    if status.is_server_error() || status.is_redirection() || (status == StatusCode::NOT_FOUND && !relay.had_session) {
         return upstream_failed(
             relay.error_id,
             &UpstreamError::Unreachable(format!("the upstream server answered {status}")),
@@ -273,7 +299,7 @@ async fn relay(state: &AppState, id: Uuid, caller: &Caller, answer: reqwest::Res
         }
     }
     if let Some(upstream) = answer.headers().get(&SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        let Some(sealed) = state.proxy.sessions.seal(id, caller.0.id, upstream) else {
+        let Some(sealed) = state.proxy.sessions.seal(binding, upstream) else {
             return upstream_failed(
                 relay.error_id,
                 &UpstreamError::Unreachable("the upstream server's session id is not a valid one".into()),
@@ -281,20 +307,23 @@ async fn relay(state: &AppState, id: Uuid, caller: &Caller, answer: reqwest::Res
         };
         response = response.header(&SESSION_HEADER, sealed);
     }
-    let sse = crate::proxy::is_event_stream(answer.headers());
-    let body = if sse && relay.filter.is_none() {
-        axum::body::Body::from_stream(crate::proxy::stream::relayed(answer, relay.error_id, relay.idle))
+    let body = if crate::proxy::is_event_stream(answer.headers()) {
+        axum::body::Body::from_stream(crate::proxy::stream::relayed(answer, relay.filter, relay.error_id, relay.idle))
     } else {
-        match crate::proxy::stream::read_whole(answer, MAX_BUFFERED).await {
-            Ok(whole) => {
-                let filtered = match &relay.filter {
-                    Some(rules) if sse => tool_filter::filter_sse(&whole, rules),
-                    Some(rules) => tool_filter::filter_json(&whole, rules).unwrap_or_else(|| whole.to_vec()),
-                    None => whole.to_vec(),
-                };
-                axum::body::Body::from(filtered)
-            }
+        let whole = match crate::proxy::stream::read_whole(answer, MAX_BUFFERED).await {
+            Ok(whole) => whole,
             Err(error) => return upstream_failed(relay.error_id, &error),
+        };
+        match &relay.filter {
+            None => axum::body::Body::from(whole),
+            Some(rules) => match tool_filter::filter_json(&whole, rules) {
+                Some(filtered) => axum::body::Body::from(filtered),
+                None if relay.lists_tools => {
+                    let why = "the upstream server's tools/list answer is not JSON".to_owned();
+                    return upstream_failed(relay.error_id, &UpstreamError::Unreachable(why));
+                }
+                None => axum::body::Body::from(whole),
+            },
         }
     };
     response.body(body).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
@@ -340,15 +369,19 @@ async fn forward_without_body(state: AppState, id: String, parts: Parts, method:
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
-    let session = match upstream_session(&state, id, &caller, &parts) {
+    let binding = Binding { server: id, principal: caller.0.id, endpoint: route.upstream.endpoint.as_str() };
+    let session = match upstream_session(&state, binding, &parts) {
         Ok(session) => session,
         Err(unknown) => return unknown.into_response(),
     };
+    let had_session = session.is_some();
     let forward =
         Forward { server: id, upstream: &route.upstream, method, headers: &parts.headers, session, body: None };
     match state.proxy.send(&state, forward).await {
         Ok(answer) => {
-            relay(&state, id, &caller, answer, Relay { filter: None, error_id: Value::Null, idle: false }).await
+            let relay_as =
+                Relay { filter: route.hiding(), lists_tools: false, had_session, error_id: Value::Null, idle: false };
+            relay(&state, binding, answer, relay_as).await
         }
         Err(error) => upstream_failed(Value::Null, &error),
     }

@@ -1,7 +1,8 @@
 //! The MCP proxy (step 9) in front of a real MCP server, the official `server-everything`, on every
 //! backend: the server's tool rules on `tools/list` and `tools/call` (a refusal answered in JSON-RPC and
-//! audited), sessions bound to their principal and server, SSE answers streamed as they are produced,
-//! and an upstream that dies mid-answer.
+//! audited), sessions bound to their principal and server and served by any instance, SSE answers
+//! streamed as they are produced, the GET stream resumed with `Last-Event-ID`, an upstream that dies
+//! mid-answer, and what reaches the upstream (an SDK-built server that echoes the headers it received).
 
 use std::time::Duration;
 
@@ -65,9 +66,17 @@ fn initialize() -> Value {
 /// A gateway trusting loopback upstreams, with a server at `upstream` that developers may use and whose
 /// `get-env` tool is denied; the server's MCP path.
 async fn gateway_with_server(backend: Backend, upstream: &str) -> (Api, String, String) {
+    gateway_with(backend, json!({ "url": upstream })).await
+}
+
+/// [`gateway_with_server`], the server registered with `server`'s fields as well.
+async fn gateway_with(backend: Backend, server: Value) -> (Api, String, String) {
     let api = start_with(backend, |config| config.upstream_allowlist = vec!["127.0.0.1".into()]).await;
-    let body = json!({ "name": "io.example/everything", "description": "d", "transport": "streamable_http",
-                       "url": upstream, "access": { "roles": ["developer"], "tools": { "deny": ["get-env"] } } });
+    let mut body = json!({ "name": "io.example/everything", "description": "d", "transport": "streamable_http",
+                           "access": { "roles": ["developer"], "tools": { "deny": ["get-env"] } } });
+    for (field, value) in server.as_object().unwrap() {
+        body[field] = value.clone();
+    }
     let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
     let id = created.body["id"].as_str().unwrap().to_owned();
@@ -90,7 +99,7 @@ async fn session(api: &Api, uri: &str, key: &str) -> String {
 }
 
 async fn tools_the_rules_hide_are_neither_listed_nor_called_and_a_refusal_is_audited(backend: Backend) {
-    let upstream = tests::EverythingServer::shared().unwrap().url();
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
     let (api, id, uri) = gateway_with_server(backend, &upstream).await;
     let key = api.key.clone();
     let session = session(&api, &uri, &key).await;
@@ -122,7 +131,7 @@ async fn tools_the_rules_hide_are_neither_listed_nor_called_and_a_refusal_is_aud
 }
 
 async fn a_session_is_served_only_to_its_principal_at_its_server(backend: Backend) {
-    let upstream = tests::EverythingServer::shared().unwrap().url();
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
     let (api, _, uri) = gateway_with_server(backend, &upstream).await;
     let owner = api.key.clone();
     let session = session(&api, &uri, &owner).await;
@@ -192,7 +201,7 @@ async fn next_chunk(stream: &mut axum::body::BodyDataStream) -> Option<String> {
 }
 
 async fn an_sse_answer_is_relayed_as_it_is_produced(backend: Backend) {
-    let upstream = tests::EverythingServer::shared().unwrap().url();
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
     let (api, _, uri) = gateway_with_server(backend, &upstream).await;
     let session = session(&api, &uri, &api.key).await;
     let mut stream = long_call(&api, &uri, &session, 2, 4).await;
@@ -210,7 +219,7 @@ async fn an_sse_answer_is_relayed_as_it_is_produced(backend: Backend) {
 }
 
 async fn an_upstream_that_dies_mid_answer_gives_a_json_rpc_error_not_a_hang(backend: Backend) {
-    let upstream = tests::EverythingServer::start().unwrap();
+    let upstream = tests::McpServer::everything().unwrap();
     let (api, _, uri) = gateway_with_server(backend, &upstream.url()).await;
     let session = session(&api, &uri, &api.key).await;
     let mut stream = long_call(&api, &uri, &session, 20, 20).await;
@@ -233,7 +242,117 @@ async fn an_upstream_that_dies_mid_answer_gives_a_json_rpc_error_not_a_hang(back
     api.gateway.stop();
 }
 
+async fn the_upstream_sees_the_gateways_credential_and_never_the_clients(backend: Backend) {
+    let upstream = tests::McpServer::header_echo().unwrap();
+    let auth = json!({ "mode": "bearer", "token": "upstream-secret" });
+    let (api, _, uri) = gateway_with(backend, json!({ "url": upstream.url(), "upstream_auth": auth })).await;
+    let key = api.key.clone();
+    let mut first = request(&uri, &key, None, &initialize());
+    first.headers_mut().insert(header::COOKIE, "mgw_session=the-clients-cookie".parse().unwrap());
+    first.headers_mut().insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    first.headers_mut().insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
+    let answer = api.router.clone().oneshot(first).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let seen = rpc(1, "tools/call", json!({ "name": "seen-headers", "arguments": {} }));
+    let (status, _, answer) = call(&api, &uri, &key, None, &seen).await;
+    assert_eq!(status, StatusCode::OK, "{answer:?}");
+    let text = answer[0]["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+    let requests: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(requests.len(), 2, "{text}");
+    assert!(!text.contains(&key), "the client's key reached the upstream: {text}");
+    assert!(!text.contains("the-clients-cookie") && !text.contains("203.0.113.9"), "{text}");
+    for headers in &requests {
+        assert_eq!(headers["authorization"], "Bearer upstream-secret", "{headers}");
+        assert!(headers.get("cookie").is_none() && headers.get("x-forwarded-for").is_none(), "{headers}");
+    }
+    assert_eq!(requests[0]["mcp-protocol-version"], "2025-06-18", "the transport's own headers are forwarded");
+    api.gateway.stop();
+}
+
+/// Two gateways on one database: a client's session is served by either, request by request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_instances_serve_one_session_alternately() {
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
+    let (first, _, uri) = gateway_with_server(Backend::Postgres, &upstream).await;
+    let mut config = crate::api_servers::config(&first.db.as_ref().unwrap().url, None);
+    config.upstream_allowlist = vec!["127.0.0.1".into()];
+    let second = crate::api_servers::another_instance(&first, config).await;
+    let key = first.key.clone();
+    let session = session(&first, &uri, &key).await;
+    for (n, instance) in [&second, &first, &second, &first].into_iter().enumerate() {
+        let echo =
+            rpc(n as u64 + 1, "tools/call", json!({ "name": "echo", "arguments": { "message": n.to_string() } }));
+        let (status, _, answer) = tests::eventually(DEADLINE, "each instance to know the server", || async {
+            let answer = call(instance, &uri, &key, Some(&session), &echo).await;
+            (answer.0 == StatusCode::OK).then_some(answer)
+        })
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer.last().unwrap()["result"]["content"][0]["text"], format!("Echo: {n}"), "{answer:?}");
+    }
+    second.gateway.stop();
+    first.gateway.stop();
+}
+
+/// The session's GET stream with `Last-Event-ID` when given.
+async fn get_stream(api: &Api, uri: &str, session: &str, last_event: Option<&str>) -> axum::body::BodyDataStream {
+    let mut get = Request::get(uri)
+        .header(header::ACCEPT, "text/event-stream")
+        .header(header::AUTHORIZATION, format!("Bearer {}", api.key))
+        .header("mcp-session-id", session);
+    if let Some(last) = last_event {
+        get = get.header("last-event-id", last);
+    }
+    let response = api.router.clone().oneshot(get.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().into_data_stream()
+}
+
+/// The next whole event of a stream that carries a JSON-RPC message: its id and message.
+async fn next_event(stream: &mut axum::body::BodyDataStream, buffer: &mut String) -> (String, Value) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let id = event.lines().find_map(|l| l.strip_prefix("id: ")).unwrap_or_default().to_owned();
+            if let Some(message) = messages(&event).pop() {
+                return (id, message);
+            }
+            continue;
+        }
+        let chunk = next_chunk(stream).await.expect("the stream to go on");
+        buffer.push_str(&chunk.replace("\r\n", "\n"));
+    }
+}
+
+async fn the_servers_own_messages_arrive_on_the_get_stream_and_resume_after_the_last_event(backend: Backend) {
+    let upstream = tests::McpServer::everything().unwrap();
+    let (api, _, uri) = gateway_with_server(backend, &upstream.url()).await;
+    let session = session(&api, &uri, &api.key).await;
+    let mut stream = get_stream(&api, &uri, &session, None).await;
+    // Simulated logging: a message at once, then one every five seconds, each on the GET stream.
+    let toggle = rpc(1, "tools/call", json!({ "name": "toggle-simulated-logging", "arguments": {} }));
+    assert_eq!(call(&api, &uri, &api.key, Some(&session), &toggle).await.0, StatusCode::OK);
+    let mut buffer = String::new();
+    let (first_id, first) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(first["method"], "notifications/message", "{first}");
+    assert!(!first_id.is_empty(), "resumable events carry ids");
+    drop(stream);
+    // Back with the last event seen: what the server stored after it is replayed, never that event again
+    // (server-everything's store replays every stream of the session: the tool's result comes first; it
+    // then files the resumed stream under an event id, so its later messages are not sent on it).
+    let mut resumed = get_stream(&api, &uri, &session, Some(&first_id)).await;
+    let mut buffer = String::new();
+    let (replayed_id, replayed) = next_event(&mut resumed, &mut buffer).await;
+    assert_ne!(replayed_id, first_id);
+    assert_eq!(replayed["id"], 1, "the replay of what was stored after the last event seen: {replayed}");
+    drop(resumed);
+    assert_eq!(call(&api, &uri, &api.key, Some(&session), &toggle).await.0, StatusCode::OK, "logging off again");
+    api.gateway.stop();
+}
+
 on_every_backend!(
+    the_upstream_sees_the_gateways_credential_and_never_the_clients,
+    the_servers_own_messages_arrive_on_the_get_stream_and_resume_after_the_last_event,
     tools_the_rules_hide_are_neither_listed_nor_called_and_a_refusal_is_audited,
     a_session_is_served_only_to_its_principal_at_its_server,
     an_sse_answer_is_relayed_as_it_is_produced,

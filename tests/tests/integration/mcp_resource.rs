@@ -45,7 +45,7 @@ fn challenge(reply: &Reply) -> String {
 }
 
 async fn register_server(api: &Api, name: &str) -> String {
-    let upstream = tests::EverythingServer::shared().unwrap().url();
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
     let body = json!({ "name": name, "description": "d", "transport": "streamable_http", "url": upstream });
     let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);

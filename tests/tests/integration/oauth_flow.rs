@@ -194,7 +194,7 @@ async fn set_up_at(backend: Backend, origin: &str) -> (Api, OidcProvider, String
         config.upstream_allowlist = vec!["127.0.0.1".into()];
     })
     .await;
-    let upstream = tests::EverythingServer::shared().unwrap().url();
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
     let server = json!({ "name": "io.example/gh", "title": "GitHub", "description": "d", "transport": "streamable_http",
                          "url": upstream, "access": { "roles": ["developer"] } });
     let created = api.call(Method::POST, "/api/v1/servers", Some(&server.to_string()), &[]).await;
