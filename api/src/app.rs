@@ -187,7 +187,9 @@ impl Gateway {
         let client_documents =
             crate::oauth::metadata_document::DocumentFetcher::new(network.clone(), Arc::new(SystemResolver));
         // The commands need only the store's contract: any backend.
-        let proxy = crate::proxy::Proxy::new(network.clone(), Arc::new(SystemResolver), keyring.clone())
+        let (recorder, recording) = crate::proxy::recorder::CallRecorder::start(shared_store.clone());
+        tasks.push(recording);
+        let proxy = crate::proxy::Proxy::new(network.clone(), Arc::new(SystemResolver), keyring.clone(), recorder)
             .map_err(|e| StartError::Proxy(e.to_string()))?;
         let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());

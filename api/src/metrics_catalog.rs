@@ -30,6 +30,7 @@ pub fn describe() {
         "Appends that lost to a concurrent writer (wrong expected revision or a claim taken), by backend"
     );
     describe_counter!("mgw_relay_events_published_total", "Events the relay published to NATS JetStream");
+    describe_counter!("mgw_tool_calls_recorded_total", "Forwarded tool calls recorded (ToolCalled appended)");
     describe_gauge!(
         "mgw_relay_lag_seconds",
         Unit::Seconds,

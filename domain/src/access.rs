@@ -31,24 +31,85 @@ pub struct AuditTrailRead {
     pub query: String,
 }
 
+/// A tool call the gateway forwarded to a server, and how it ended. Its arguments are never recorded,
+/// only their keyed hash (they may carry anything the person typed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCalled {
+    /// The call's own id.
+    pub call_id: Uuid,
+    /// Who called.
+    pub principal_id: Uuid,
+    /// The API key or session (an OAuth client's grant lives in one) the credential belongs to.
+    pub credential_id: Uuid,
+    /// The server.
+    pub server_id: Uuid,
+    /// The tool.
+    pub tool: String,
+    /// How it ended.
+    pub outcome: CallOutcome,
+    /// From the request's arrival to the end of the answer, in milliseconds.
+    pub latency_ms: f64,
+    /// The upstream's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// `hmac-sha256:<key id>:<hex>` of the arguments' JSON.
+    pub arguments_hash: String,
+}
+
+/// How a forwarded tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// The server answered with a result.
+    Answered,
+    /// The server answered that the tool failed (`isError`).
+    ToolError,
+    /// The server answered with a JSON-RPC error.
+    Error,
+    /// The server could not be reached, failed or refused the gateway.
+    UpstreamFailed,
+    /// The server broke off its answer.
+    Broken,
+    /// The client went away before the answer ended.
+    Abandoned,
+}
+
+impl CallOutcome {
+    /// The name recorded.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::ToolError => "tool_error",
+            CallOutcome::Error => "error",
+            CallOutcome::UpstreamFailed => "upstream_failed",
+            CallOutcome::Broken => "broken",
+            CallOutcome::Abandoned => "abandoned",
+        }
+    }
+}
+
 /// Access events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AccessEvent {
     /// `AccessDenied`.
     Denied(AccessDenied),
     /// `AuditTrailRead`.
     AuditRead(AuditTrailRead),
+    /// `ToolCalled`.
+    ToolCalled(ToolCalled),
 }
 
 impl AccessEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 2] = ["AccessDenied", "AuditTrailRead"];
+    pub const TYPES: [&'static str; 3] = ["AccessDenied", "AuditTrailRead", "ToolCalled"];
 
     /// The stored type name.
     pub fn event_type(&self) -> &'static str {
         match self {
             AccessEvent::Denied(_) => Self::TYPES[0],
             AccessEvent::AuditRead(_) => Self::TYPES[1],
+            AccessEvent::ToolCalled(_) => Self::TYPES[2],
         }
     }
 
@@ -57,6 +118,7 @@ impl AccessEvent {
         match self {
             AccessEvent::Denied(e) => serde_json::to_string(e),
             AccessEvent::AuditRead(e) => serde_json::to_string(e),
+            AccessEvent::ToolCalled(e) => serde_json::to_string(e),
         }
     }
 
@@ -65,6 +127,7 @@ impl AccessEvent {
         Some(match event_type {
             "AccessDenied" => serde_json::from_str(data).map(AccessEvent::Denied),
             "AuditTrailRead" => serde_json::from_str(data).map(AccessEvent::AuditRead),
+            "ToolCalled" => serde_json::from_str(data).map(AccessEvent::ToolCalled),
             _ => return None,
         })
     }

@@ -3,6 +3,7 @@
 //! through without buffering).
 
 mod credentials;
+pub(crate) mod recorder;
 mod resolver;
 pub(crate) mod session;
 pub(crate) mod stream;
@@ -73,6 +74,8 @@ pub struct Proxy {
     network: NetworkPolicy,
     pub(crate) sessions: SessionIds,
     tokens: credentials::TokenCache,
+    /// Where forwarded tool calls are recorded.
+    pub(crate) recorder: recorder::CallRecorder,
 }
 
 /// A request to forward.
@@ -93,11 +96,12 @@ pub(crate) struct Forward<'a> {
 
 impl Proxy {
     /// A proxy that connects only where `network` and the SSRF guard allow, resolving with `resolver`;
-    /// session ids are sealed with `keyring`.
-    pub fn new(
+    /// session ids are sealed with `keyring`; tool calls are recorded through `recorder`.
+    pub(crate) fn new(
         network: NetworkPolicy,
         resolver: Arc<dyn HostResolver>,
         keyring: Arc<Keyring>,
+        recorder: recorder::CallRecorder,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .dns_resolver(Arc::new(resolver::GuardedResolver::new(network.clone(), resolver)))
@@ -107,7 +111,8 @@ impl Proxy {
             .pool_max_idle_per_host(IDLE_PER_HOST)
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens: credentials::TokenCache::default() })
+        let tokens = credentials::TokenCache::default();
+        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens, recorder })
     }
 
     /// Sends `forward` to its upstream; the answer's headers are in, its body still streaming.

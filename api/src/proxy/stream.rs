@@ -5,8 +5,10 @@ use axum::body::Bytes;
 use futures_util::Stream;
 use serde_json::{Value, json};
 
+use domain::access::CallOutcome;
 use domain::server::ToolRules;
 
+use super::recorder::PendingCall;
 use super::tool_filter::filter_sse;
 use super::{STREAM_IDLE_TIMEOUT, UpstreamError, describe};
 
@@ -23,7 +25,7 @@ async fn next_chunk(answer: &mut reqwest::Response, idle: bool) -> Result<Option
 }
 
 /// Where an SSE relay is.
-struct Relaying {
+pub(crate) struct Relaying {
     answer: reqwest::Response,
     /// With tool rules that hide something: the bytes of an event not yet complete.
     pending: Vec<u8>,
@@ -31,6 +33,28 @@ struct Relaying {
     error_id: Value,
     /// The last byte passed on ended an event.
     at_boundary: bool,
+    /// The tool calls answered on this stream, recorded when it ends (dropped with it unfinished: the
+    /// client went away, and the record says so).
+    calls: Vec<PendingCall>,
+}
+
+impl Relaying {
+    /// A relay of `answer`, filtered by `filter`, ending with an error for `error_id` if broken off,
+    /// recording `calls` when it ends.
+    pub(crate) fn new(
+        answer: reqwest::Response,
+        filter: Option<ToolRules>,
+        error_id: Value,
+        calls: Vec<PendingCall>,
+    ) -> Self {
+        Self { answer, pending: Vec::new(), filter, error_id, at_boundary: true, calls }
+    }
+
+    fn finish(&mut self, outcome: CallOutcome) {
+        for call in self.calls.drain(..) {
+            call.finish(outcome, None);
+        }
+    }
 }
 
 /// The end of the last complete event in `pending` (just past its blank line).
@@ -48,13 +72,7 @@ fn filtered(events: &[u8], rules: &ToolRules) -> Bytes {
 /// so events are passed on whole. When the upstream breaks off an answer to a request (`error_id`), the
 /// client gets a last event with a JSON-RPC error for that request, so that it does not wait forever; on
 /// a GET stream the connection just ends, and the client reconnects with `Last-Event-ID`.
-pub(crate) fn relayed(
-    answer: reqwest::Response,
-    filter: Option<ToolRules>,
-    error_id: Value,
-    idle: bool,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    let start = Relaying { answer, pending: Vec::new(), filter, error_id, at_boundary: true };
+pub(crate) fn relayed(start: Relaying, idle: bool) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     futures_util::stream::unfold(Some(start), move |state| async move {
         let mut relay = state?;
         loop {
@@ -75,11 +93,13 @@ pub(crate) fn relayed(
                     return Some((Ok(out), Some(relay)));
                 }
                 Ok(None) => {
+                    relay.finish(CallOutcome::Answered);
                     let rest = std::mem::take(&mut relay.pending);
                     let rules = relay.filter.as_ref()?;
                     return (!rest.is_empty()).then(|| (Ok(filtered(&rest, rules)), None));
                 }
                 Err(why) if !relay.error_id.is_null() => {
+                    relay.finish(CallOutcome::Broken);
                     tracing::warn!(why, "an upstream server broke off an SSE answer");
                     let error = json!({ "jsonrpc": "2.0", "id": relay.error_id,
                         "error": { "code": -32603, "message": format!("the upstream server broke off its answer: {why}") } });
@@ -88,6 +108,7 @@ pub(crate) fn relayed(
                     return Some((Ok(Bytes::from(format!("{lead}event: message\ndata: {error}\n\n"))), None));
                 }
                 Err(why) => {
+                    relay.finish(CallOutcome::Broken);
                     tracing::info!(why, "an upstream SSE stream ended");
                     return Some((Err(std::io::Error::other(why)), None));
                 }

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use domain::access::{AccessDenied, AccessEvent};
+use domain::access::{AccessDenied, AccessEvent, CallOutcome, ToolCalled};
 use domain::authz::{Action, Resource};
 use domain::oauth::MCP_SCOPE;
 use domain::server::ToolRules;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::problem::Problem;
+use crate::proxy::recorder::PendingCall;
 use crate::proxy::session::Binding;
 use crate::proxy::{Forward, SESSION_HEADER, UpstreamError, tool_filter};
 use crate::resource_auth::{Refusal, resource_caller};
@@ -215,6 +216,22 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
         Ok(session) => session,
         Err(unknown) => return unknown.into_response(),
     };
+    // Each tool call has its record's place before it runs, or does not run.
+    let mut calls = Vec::new();
+    for request in &messages {
+        let Some(tool) = tool_filter::called_tool(request) else { continue };
+        match pending_call(&state, &caller, id, tool, request) {
+            Some(call) => calls.push(call),
+            None => {
+                return rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    single_request_id(request),
+                    REFUSED,
+                    "the gateway cannot record tool calls now; try again shortly",
+                );
+            }
+        }
+    }
     let lists_tools = messages.iter().any(|m| tool_filter::method(m) == Some("tools/list"));
     let error_id = single_request_id(&message);
     // What was decided on is what is sent: one spelling of each member, the last of any duplicates (as
@@ -228,6 +245,7 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
         had_session: session.is_some(),
         error_id: error_id.clone(),
         idle: true,
+        calls,
     };
     let forward = Forward {
         server: id,
@@ -239,7 +257,47 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
     };
     match state.proxy.send(&state, forward).await {
         Ok(answer) => relay(&state, binding, answer, relay_as).await,
-        Err(error) => upstream_failed(error_id, &error),
+        Err(error) => {
+            finish_all(relay_as.calls, CallOutcome::UpstreamFailed, None);
+            upstream_failed(error_id, &error)
+        }
+    }
+}
+
+/// The record of a call to `tool` about to be forwarded, with its place in the recorder's queue; `None`
+/// when the queue is full.
+fn pending_call(state: &AppState, caller: &Caller, server: Uuid, tool: &str, request: &Value) -> Option<PendingCall> {
+    let arguments = request.get("params").and_then(|p| p.get("arguments")).map(Value::to_string).unwrap_or_default();
+    let (key_id, digest) = state.keyring.fingerprint(&[b"mcp-gateway tool arguments", arguments.as_bytes()]);
+    let call_id = Uuid::now_v7();
+    let call = ToolCalled {
+        call_id,
+        principal_id: caller.0.id,
+        credential_id: caller.0.key_id,
+        server_id: server,
+        tool: tool.to_owned(),
+        outcome: CallOutcome::Abandoned,
+        latency_ms: 0.0,
+        upstream_status: None,
+        arguments_hash: format!("hmac-sha256:{key_id}:{}", hex::encode(digest)),
+    };
+    state.proxy.recorder.reserve(call, caller.1.metadata(caller.actor(), call_id))
+}
+
+/// Records every call with one outcome.
+fn finish_all(calls: Vec<PendingCall>, outcome: CallOutcome, status: Option<u16>) {
+    for call in calls {
+        call.finish(outcome, status);
+    }
+}
+
+/// How a JSON answer to a tool call ended.
+fn answer_outcome(body: &[u8]) -> CallOutcome {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(answer) if answer.get("error").is_some() => CallOutcome::Error,
+        Ok(answer) if answer["result"]["isError"] == Value::Bool(true) => CallOutcome::ToolError,
+        Ok(_) => CallOutcome::Answered,
+        Err(_) => CallOutcome::Error,
     }
 }
 
@@ -271,13 +329,25 @@ struct Relay {
     error_id: Value,
     /// Whether a silence of [`crate::proxy::STREAM_IDLE_TIMEOUT`] ends the answer (not on GET streams).
     idle: bool,
+    /// The tool calls in the request, recorded when the answer ends.
+    calls: Vec<PendingCall>,
 }
 
 /// The upstream's answer, passed to the client: its status (the upstream's refusal of the gateway's own
 /// credentials, and its failures, become 502), its content type, its session id sealed, and its body
 /// (filtered when `relay.filter` says so; SSE streamed as it comes).
-async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response, relay: Relay) -> Response {
+async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response, mut relay: Relay) -> Response {
     let status = answer.status();
+    let failed = matches!(status.as_u16(), 401 | 403)
+        || status.is_server_error()
+        || status.is_redirection()
+        || (status == StatusCode::NOT_FOUND && !relay.had_session);
+    let mut calls = std::mem::take(&mut relay.calls);
+    if failed {
+        finish_all(std::mem::take(&mut calls), CallOutcome::UpstreamFailed, Some(status.as_u16()));
+    } else {
+        calls.iter_mut().for_each(|call| call.answered(status.as_u16()));
+    }
     if matches!(status.as_u16(), 401 | 403) {
         return upstream_failed(
             relay.error_id,
@@ -308,12 +378,19 @@ async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response
         response = response.header(&SESSION_HEADER, sealed);
     }
     let body = if crate::proxy::is_event_stream(answer.headers()) {
-        axum::body::Body::from_stream(crate::proxy::stream::relayed(answer, relay.filter, relay.error_id, relay.idle))
+        let relaying = crate::proxy::stream::Relaying::new(answer, relay.filter, relay.error_id, calls);
+        axum::body::Body::from_stream(crate::proxy::stream::relayed(relaying, relay.idle))
     } else {
         let whole = match crate::proxy::stream::read_whole(answer, MAX_BUFFERED).await {
             Ok(whole) => whole,
-            Err(error) => return upstream_failed(relay.error_id, &error),
+            Err(error) => {
+                finish_all(calls, CallOutcome::Broken, None);
+                return upstream_failed(relay.error_id, &error);
+            }
         };
+        if !calls.is_empty() {
+            finish_all(calls, answer_outcome(&whole), None);
+        }
         match &relay.filter {
             None => axum::body::Body::from(whole),
             Some(rules) => match tool_filter::filter_json(&whole, rules) {
@@ -379,8 +456,14 @@ async fn forward_without_body(state: AppState, id: String, parts: Parts, method:
         Forward { server: id, upstream: &route.upstream, method, headers: &parts.headers, session, body: None };
     match state.proxy.send(&state, forward).await {
         Ok(answer) => {
-            let relay_as =
-                Relay { filter: route.hiding(), lists_tools: false, had_session, error_id: Value::Null, idle: false };
+            let relay_as = Relay {
+                filter: route.hiding(),
+                lists_tools: false,
+                had_session,
+                error_id: Value::Null,
+                idle: false,
+                calls: Vec::new(),
+            };
             relay(&state, binding, answer, relay_as).await
         }
         Err(error) => upstream_failed(Value::Null, &error),

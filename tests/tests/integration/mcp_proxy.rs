@@ -127,6 +127,42 @@ async fn tools_the_rules_hide_are_neither_listed_nor_called_and_a_refusal_is_aud
         page.body["entries"].as_array()?.iter().any(|e| e.to_string().contains(&resource)).then_some(())
     })
     .await;
+    // The forwarded call is recorded once, with how it ended; the refused one is not a call.
+    let calls = tests::eventually(DEADLINE, "the call in the audit trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=tool.called", None, &[]).await;
+        page.body["entries"].as_array().filter(|e| !e.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let entry = calls[0].to_string();
+    assert!(entry.contains(&format!("server:{id}:tool:echo")) && entry.contains("answered"), "{entry}");
+    assert!(entry.contains("hmac-sha256:") && !entry.contains("\"hi\""), "arguments hashed, never kept: {entry}");
+    api.gateway.stop();
+}
+
+async fn every_call_of_a_burst_is_in_the_audit_trail_exactly_once(backend: Backend) {
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
+    let (api, _, uri) = gateway_with_server(backend, &upstream).await;
+    let session = session(&api, &uri, &api.key).await;
+    let burst = futures_util::future::join_all((0..40u64).map(|n| {
+        let (api, uri, session) = (&api, &uri, &session);
+        async move {
+            let echo = rpc(n + 1, "tools/call", json!({ "name": "echo", "arguments": { "message": n.to_string() } }));
+            call(api, uri, &api.key, Some(session), &echo).await.0
+        }
+    }))
+    .await;
+    assert!(burst.iter().all(|status| *status == StatusCode::OK), "{burst:?}");
+    let entries = tests::eventually(DEADLINE, "forty calls in the audit trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=tool.called&limit=100", None, &[]).await;
+        page.body["entries"].as_array().filter(|e| e.len() >= 40).cloned()
+    })
+    .await;
+    assert_eq!(entries.len(), 40);
+    let mut ids: Vec<String> = entries.iter().map(|e| e["changes"]["call_id"].to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "each call once: {entries:?}");
     api.gateway.stop();
 }
 
@@ -351,6 +387,7 @@ async fn the_servers_own_messages_arrive_on_the_get_stream_and_resume_after_the_
 }
 
 on_every_backend!(
+    every_call_of_a_burst_is_in_the_audit_trail_exactly_once,
     the_upstream_sees_the_gateways_credential_and_never_the_clients,
     the_servers_own_messages_arrive_on_the_get_stream_and_resume_after_the_last_event,
     tools_the_rules_hide_are_neither_listed_nor_called_and_a_refusal_is_audited,
