@@ -9,10 +9,12 @@
 mod api_bench;
 mod audit_bench;
 mod authz_bench;
+mod echo_mcp;
 mod eventstore_bench;
 mod oauth_bench;
 mod payload;
 mod pipeline_bench;
+mod proxy_bench;
 mod report;
 mod runner;
 mod soak_bench;
@@ -41,6 +43,8 @@ enum Bench {
     Authz(authz_bench::Options),
     /// MCP clients' authorization through the gateway: the gateway's time per flow, flows/s, refreshes/s.
     Oauth(oauth_bench::Options),
+    /// The MCP proxy: tools/call through the gateway against the upstream directly, at a fixed and the maximum rate.
+    Proxy(proxy_bench::Options),
     /// Memory on the authenticated path: RSS over a million authenticated requests, after warm-up.
     Soak(soak_bench::Options),
 }
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Authz(options) => ("authz", authz_bench::run(options).await?),
         Bench::Soak(options) => ("soak", soak_bench::run(options).await?),
         Bench::Oauth(options) => ("oauth", oauth_bench::run(options).await?),
+        Bench::Proxy(options) => ("proxy", proxy_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;

@@ -1,0 +1,275 @@
+//! `bench proxy`: MCP `tools/call` through the gateway against the same calls sent straight to the
+//! upstream, in the same run, with the same client: a fast echo MCP server in this crate
+//! ([`crate::echo_mcp`]), 64 concurrent clients, every call authenticated, authorized and recorded
+//! (`ToolCalled` through the batching appender, the audit trail following). Rounds alternate direct and
+//! gateway so that drift on this 2-core machine falls on both.
+//!
+//! - At a fixed rate (1,000 calls/s by default): the latency of each call, p50 and p99, direct and
+//!   through the gateway; the gateway's added latency is the difference of the percentiles.
+//! - At the maximum rate: calls per second, direct and through the gateway.
+//! - Memory: the process's resident set after opening 1,000 sessions through the gateway (the process
+//!   also holds the client and the echo server, so this bounds the gateway's from above).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use api::{Gateway, GatewayConfig, router};
+use serde_json::json;
+use tests::{PostgresOptions, PostgresServer};
+use tokio::sync::Semaphore;
+
+use crate::report::Row;
+use crate::runner::percentile;
+
+#[derive(clap::Args)]
+pub(crate) struct Options {
+    /// Rounds of the fixed-rate phase (each: direct, then through the gateway).
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+    /// Seconds per target per round of the fixed-rate phase.
+    #[arg(long, default_value_t = 3)]
+    round_seconds: u64,
+    /// Calls per second in the fixed-rate phase.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Seconds per target of the maximum-rate phase.
+    #[arg(long, default_value_t = 5)]
+    max_seconds: u64,
+    /// Sessions opened through the gateway for the memory figure.
+    #[arg(long, default_value_t = 1_000)]
+    sessions: usize,
+}
+
+const CLIENTS: usize = 64;
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Where calls go, with what credential, in which session.
+struct Target {
+    url: String,
+    bearer: Option<String>,
+    session: String,
+}
+
+fn post(http: &reqwest::Client, url: &str, bearer: Option<&str>, session: Option<&str>) -> reqwest::RequestBuilder {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18");
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request
+}
+
+/// A new session at `url`: its id.
+async fn initialize(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> anyhow::Result<String> {
+    let body = json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "bench", "version": "1" } } });
+    let answer = post(http, url, bearer, None).body(body.to_string()).send().await?;
+    anyhow::ensure!(answer.status() == 200, "initialize: {}", answer.status());
+    let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    answer.bytes().await?;
+    session.ok_or_else(|| anyhow::anyhow!("no session id"))
+}
+
+/// One `tools/call` of `echo`.
+async fn echo(http: &reqwest::Client, target: &Target, n: u64) -> anyhow::Result<()> {
+    let body = json!({ "jsonrpc": "2.0", "id": n, "method": "tools/call",
+                       "params": { "name": "echo", "arguments": { "message": "hello" } } });
+    let answer =
+        post(http, &target.url, target.bearer.as_deref(), Some(&target.session)).body(body.to_string()).send().await?;
+    let status = answer.status();
+    let bytes = answer.bytes().await?;
+    anyhow::ensure!(status == 200 && bytes.windows(6).any(|w| w == b"hello\""), "echo: {status}");
+    Ok(())
+}
+
+/// Calls at `rate` per second for `duration`, at most [`CLIENTS`] in flight: each call's latency (µs).
+async fn fixed_rate(
+    http: &reqwest::Client,
+    target: &Arc<Target>,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<Vec<u64>> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let clients = Arc::new(Semaphore::new(CLIENTS));
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        ticker.tick().await;
+        let permit = clients.clone().acquire_owned().await?;
+        let (http, target, counter) = (http.clone(), target.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let result = echo(&http, &target, counter.fetch_add(1, Ordering::Relaxed)).await;
+            drop(permit);
+            result.map(|()| started.elapsed().as_micros() as u64)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    Ok(latencies)
+}
+
+/// [`CLIENTS`] clients calling as fast as they are answered for `duration`: calls per second.
+async fn max_rate(http: &reqwest::Client, target: &Arc<Target>, duration: Duration) -> anyhow::Result<f64> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let end = started + duration;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (http, target, calls) = (http.clone(), target.clone(), calls.clone());
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    echo(&http, &target, calls.fetch_add(1, Ordering::Relaxed)).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(calls.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// This process's resident set, in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    api::metrics_catalog::describe();
+    let upstream = crate::echo_mcp::start().await?;
+    let server = PostgresServer::start(PostgresOptions {
+        durable: true,
+        settings: crate::eventstore_bench::write_heavy_settings(),
+    })?;
+    let db = server.create_database().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gateway_url = format!("http://{}", listener.local_addr()?);
+    let config = GatewayConfig {
+        database_url: db.url.clone(),
+        nats_url: None,
+        listen: listener.local_addr()?,
+        sealing_key_current: "k1".into(),
+        sealing_keys: vec![("k1".into(), KEY.into())],
+        upstream_allowlist: vec!["127.0.0.1".into()],
+        max_connections: 16,
+        audit_signing_keys: vec![],
+        public_url: Some(gateway_url.clone()),
+        idps: vec![],
+        authz_max_lag: Duration::from_secs(5),
+        registry_reads: api::RegistryReads::Public,
+        oauth_clients: Vec::new(),
+    };
+    let gateway = Gateway::start(&config, Some(metrics)).await?;
+    let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let command_id = uuid::Uuid::now_v7();
+    let context = commands::servers::CommandContext {
+        command_id,
+        metadata: eventstore::Metadata::new(command_id, eventstore::Actor::system("bench"), chrono::Utc::now()),
+    };
+    let owner = commands::identity::bootstrap(&*gateway.state.store, "bench", &context).await?;
+    let key = owner.api_key.expose().to_owned();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS * 2).tcp_nodelay(true).build()?;
+    let server_body = json!({ "name": "io.example/echo", "description": "d", "transport": "streamable_http",
+                              "url": upstream, "access": { "roles": ["developer"] } });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let server_id = loop {
+        let created =
+            http.post(format!("{gateway_url}/api/v1/servers")).bearer_auth(&key).json(&server_body).send().await?;
+        let (status, created): (_, serde_json::Value) = (created.status(), created.json().await?);
+        if let Some(id) = created["id"].as_str() {
+            break id.to_owned();
+        }
+        anyhow::ensure!(status == 401 && Instant::now() < deadline, "no server: {created}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let through = format!("{gateway_url}/servers/{server_id}/mcp");
+    let session = loop {
+        match initialize(&http, &through, Some(&key)).await {
+            Ok(session) => break session,
+            Err(error) => {
+                anyhow::ensure!(Instant::now() < deadline, "the server through the gateway: {error:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let gateway_target = Arc::new(Target { url: through.clone(), bearer: Some(key.clone()), session });
+    let direct_target =
+        Arc::new(Target { url: upstream.clone(), bearer: None, session: initialize(&http, &upstream, None).await? });
+
+    // Warm-up: connections opened, caches filled, the audit trail following.
+    max_rate(&http, &direct_target, Duration::from_secs(1)).await?;
+    max_rate(&http, &gateway_target, Duration::from_secs(1)).await?;
+
+    let round = Duration::from_secs(options.round_seconds);
+    let (mut direct, mut through_gateway) = (Vec::new(), Vec::new());
+    for _ in 0..options.rounds {
+        direct.extend(fixed_rate(&http, &direct_target, options.rate, round).await?);
+        through_gateway.extend(fixed_rate(&http, &gateway_target, options.rate, round).await?);
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    let (direct_p50, direct_p99) = (ms(percentile(&direct, 50.0)), ms(percentile(&direct, 99.0)));
+    let (gateway_p50, gateway_p99) = (ms(percentile(&through_gateway, 50.0)), ms(percentile(&through_gateway, 99.0)));
+
+    let span = Duration::from_secs(options.max_seconds);
+    let direct_max = max_rate(&http, &direct_target, span).await?;
+    let gateway_max = max_rate(&http, &gateway_target, span).await?;
+
+    let before_sessions = rss_mib();
+    for _ in 0..options.sessions {
+        initialize(&http, &through, Some(&key)).await?;
+    }
+    let with_sessions = rss_mib();
+    gateway.stop();
+
+    let rate = options.rate;
+    Ok(vec![
+        Row::compared(
+            format!("p50 latency at {rate} calls/s, gateway (baseline: direct)"),
+            gateway_p50,
+            "ms",
+            direct_p50,
+            gateway_p50 / direct_p50,
+        ),
+        Row::compared(
+            format!("p99 latency at {rate} calls/s, gateway (baseline: direct)"),
+            gateway_p99,
+            "ms",
+            direct_p99,
+            gateway_p99 / direct_p99,
+        ),
+        Row::at_most("added latency p50", gateway_p50 - direct_p50, "ms", 0.3),
+        Row::at_most("added latency p99", gateway_p99 - direct_p99, "ms", 1.5),
+        Row::against(
+            "maximum calls/s, 64 clients, gateway (baseline: direct)",
+            gateway_max,
+            "calls/s",
+            direct_max,
+            gateway_max / direct_max,
+            0.5,
+        ),
+        Row::info("process RSS before opening sessions (gateway, client and echo server)", before_sessions, "MiB"),
+        Row::at_most(format!("process RSS with {} more sessions open", options.sessions), with_sessions, "MiB", 100.0),
+    ])
+}
