@@ -211,7 +211,7 @@ impl Gateway {
         tokens.start(&context).await?;
         principals.ensure_owners_stream(&context).await?;
         let oauth_clients = commands::oauth_clients::OAuthClients::new(shared_store.clone());
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             servers,
             principals,
             tokens: Arc::new(tokens),
@@ -238,7 +238,7 @@ impl Gateway {
             client_documents: Arc::new(client_documents),
             registrations: Arc::default(),
             proxy: Arc::new(proxy),
-        };
+        });
         Ok(Self { state, tasks, _store_lock: store_lock })
     }
 

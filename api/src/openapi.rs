@@ -43,6 +43,7 @@ use crate::state::AppState;
         crate::routes::oauth_clients::revoke,
         crate::routes::grants::my_grants,
         crate::routes::grants::revoke_my_grant,
+        crate::routes::servers::test_connection,
         crate::routes::mcp::call,
         crate::routes::mcp::stream,
         crate::routes::mcp::end,

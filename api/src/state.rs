@@ -8,9 +8,28 @@ use tokio::sync::watch;
 
 use crate::auth::SharedAuthz;
 
-/// The application state.
+/// The application state: one shared allocation, so that the clone every request makes (axum hands each
+/// handler and middleware its own `State`) is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+impl AppState {
+    /// The state holding `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(std::sync::Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every request handler shares.
+pub struct Shared {
     /// Server command handlers.
     pub servers: ServerCommands,
     /// Principal command handlers (roles, keys, disabling, second factor).
@@ -65,7 +84,7 @@ pub struct AppState {
     pub proxy: std::sync::Arc<crate::proxy::Proxy>,
 }
 
-impl AppState {
+impl Shared {
     /// Every projection's status, in the order `/ready` and `/metrics` list them.
     pub fn projections(&self) -> [&watch::Receiver<ProjectionStatus>; 3] {
         [&self.authz_status, &self.registry_status, &self.audit_status]

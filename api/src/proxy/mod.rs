@@ -7,6 +7,7 @@ pub(crate) mod recorder;
 mod resolver;
 pub(crate) mod session;
 pub(crate) mod stream;
+pub mod tester;
 pub(crate) mod tool_filter;
 
 use std::sync::Arc;

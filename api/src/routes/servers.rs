@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/servers/{id}/resume", post(resume))
         .route("/api/v1/servers/{id}/rotate-credential", post(rotate_credential))
         .route("/api/v1/servers/{id}/permissions", get(permissions))
+        .route("/api/v1/servers/{id}/test", post(test_connection))
 }
 
 /// How long a read with `min_position` waits for the read model.
@@ -373,6 +374,24 @@ pub(crate) async fn permissions(
         })
         .collect();
     Ok(axum::Json(ServerPermissions { server: id, permissions }))
+}
+
+#[utoipa::path(post, path = "/api/v1/servers/{id}/test", operation_id = "test_server", params(("id" = Uuid, Path)), responses((status = 200, body = crate::proxy::tester::TestReport), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+/// Tests the connection to server `id` the way the proxy makes it (the same client, SSRF guard,
+/// credentials and timeouts): whether it is reachable, speaks MCP (`initialize`, `tools/list`) and accepts
+/// the gateway's credentials, each reported apart, with the tools it lists. For those who manage it.
+pub(crate) async fn test_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<crate::proxy::tester::TestReport>, Problem> {
+    authorize_server(&state, &caller, id).await?;
+    let upstream = {
+        let model = state.authz.read().map_err(|_| Problem::unavailable("the authorization model is unavailable"))?;
+        model.server_access(id).map(|access| access.upstream.clone())
+    };
+    let upstream = upstream.ok_or_else(Problem::not_found)?;
+    Ok(axum::Json(crate::proxy::tester::test(&state, id, &upstream).await))
 }
 
 #[derive(Deserialize)]

@@ -386,7 +386,60 @@ async fn the_servers_own_messages_arrive_on_the_get_stream_and_resume_after_the_
     api.gateway.stop();
 }
 
+async fn the_connection_test_reports_reachability_protocol_and_credentials_apart(backend: Backend) {
+    let everything = tests::McpServer::shared_everything().unwrap().url();
+    let (api, id, _) = gateway_with_server(backend, &everything).await;
+    let tested = api.call(Method::POST, &format!("/api/v1/servers/{id}/test"), None, &[]).await;
+    assert_eq!(tested.status, StatusCode::OK, "{}", tested.raw);
+    let report = &tested.body;
+    assert_eq!(
+        (report["reachable"].as_bool(), report["protocol_valid"].as_bool()),
+        (Some(true), Some(true)),
+        "{report}"
+    );
+    assert!(report["credentials_valid"].is_null(), "no credentials to check: {report}");
+    assert_eq!(report["protocol_version"], "2025-06-18");
+    assert!(report["tools"].as_array().unwrap().iter().any(|t| t == "echo"), "{report}");
+
+    // A server with a bearer credential: accepted.
+    let echo = tests::McpServer::header_echo().unwrap();
+    let body = json!({ "name": "io.example/echo", "description": "d", "transport": "streamable_http",
+                       "url": echo.url(), "upstream_auth": { "mode": "bearer", "token": "t" } });
+    let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
+    let with_key = created.body["id"].as_str().unwrap().to_owned();
+    let report = tests::eventually(DEADLINE, "the server known to the model", || async {
+        let tested = api.call(Method::POST, &format!("/api/v1/servers/{with_key}/test"), None, &[]).await;
+        (tested.status == StatusCode::OK).then_some(tested.body)
+    })
+    .await;
+    assert_eq!(report["credentials_valid"], true, "{report}");
+    assert_eq!(report["tools"], json!(["seen-headers"]), "{report}");
+
+    // Nothing listening: not reachable, said so, at once.
+    let port = tests::free_port().unwrap();
+    let body = json!({ "name": "io.example/gone", "description": "d", "transport": "streamable_http",
+                       "url": format!("http://127.0.0.1:{port}/mcp") });
+    let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
+    let gone = created.body["id"].as_str().unwrap().to_owned();
+    let report = tests::eventually(DEADLINE, "the server known to the model", || async {
+        let tested = api.call(Method::POST, &format!("/api/v1/servers/{gone}/test"), None, &[]).await;
+        (tested.status == StatusCode::OK).then_some(tested.body)
+    })
+    .await;
+    assert_eq!(
+        (report["reachable"].as_bool(), report["protocol_valid"].as_bool()),
+        (Some(false), Some(false)),
+        "{report}"
+    );
+    assert!(report["error"].as_str().is_some_and(|e| e.contains("could not be reached")), "{report}");
+    // Unknown servers are 404.
+    let missing = api.call(Method::POST, &format!("/api/v1/servers/{}/test", uuid::Uuid::now_v7()), None, &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.raw);
+    api.gateway.stop();
+}
+
 on_every_backend!(
+    the_connection_test_reports_reachability_protocol_and_credentials_apart,
     every_call_of_a_burst_is_in_the_audit_trail_exactly_once,
     the_upstream_sees_the_gateways_credential_and_never_the_clients,
     the_servers_own_messages_arrive_on_the_get_stream_and_resume_after_the_last_event,

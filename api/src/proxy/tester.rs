@@ -1,0 +1,171 @@
+//! The connection tester: what a person adding a server wants to know before clients find out. It goes
+//! the way a client's request goes (the same client, SSRF guard, credentials and timeouts as the proxy),
+//! and reports each layer apart: the server could be reached, it speaks MCP (`initialize`, then
+//! `tools/list`), and it accepted the gateway's credentials.
+
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Forward, SESSION_HEADER, UpstreamError};
+use crate::state::AppState;
+
+/// The whole test, every request included.
+const TEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest answer read.
+const MAX_ANSWER: usize = 1024 * 1024;
+/// The protocol version the tester asks for.
+const PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// What a test found.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct TestReport {
+    /// A connection was made and the server answered HTTP.
+    pub reachable: bool,
+    /// It answered `initialize` as an MCP server.
+    pub protocol_valid: bool,
+    /// It accepted the gateway's credentials (`null` when the server needs none).
+    pub credentials_valid: Option<bool>,
+    /// The HTTP status of its answer to `initialize`.
+    pub upstream_status: Option<u16>,
+    /// The protocol version it chose.
+    pub protocol_version: Option<String>,
+    /// Its `serverInfo`.
+    #[schema(value_type = Option<Object>)]
+    pub server_info: Option<Value>,
+    /// The tools it lists.
+    pub tools: Vec<String>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// How long the test took, in milliseconds.
+    pub elapsed_ms: f64,
+}
+
+/// The JSON-RPC message answering request `id` in a JSON or SSE body.
+fn answer_to(body: &[u8], id: u64) -> Option<Value> {
+    let text = String::from_utf8_lossy(body);
+    let candidates: Vec<Value> = match serde_json::from_str::<Value>(&text) {
+        Ok(one) => vec![one],
+        Err(_) => text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str(data.trim_start()).ok())
+            .collect(),
+    };
+    candidates.into_iter().find(|m| m.get("id") == Some(&json!(id)))
+}
+
+fn headers(session: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+    headers.insert("mcp-protocol-version", HeaderValue::from_static(PROTOCOL_VERSION));
+    if let Some(session) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
+        headers.insert(SESSION_HEADER, session);
+    }
+    headers
+}
+
+/// One message to server `id`: the answer's status, session id and body.
+async fn exchange(
+    state: &AppState,
+    id: Uuid,
+    upstream: &projections::authz::Upstream,
+    method: Method,
+    session: Option<&str>,
+    message: Option<Value>,
+) -> Result<(u16, Option<String>, axum::body::Bytes), UpstreamError> {
+    let headers = headers(session);
+    let forward = Forward {
+        server: id,
+        upstream,
+        method,
+        headers: &headers,
+        session: session.map(str::to_owned),
+        body: message.map(|m| axum::body::Bytes::from(m.to_string())),
+    };
+    let answer = state.proxy.send(state, forward).await?;
+    let status = answer.status().as_u16();
+    let session = answer.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = super::stream::read_whole(answer, MAX_ANSWER).await?;
+    Ok((status, session, body))
+}
+
+/// Tests server `id` at `upstream`.
+pub(crate) async fn test(state: &AppState, id: Uuid, upstream: &projections::authz::Upstream) -> TestReport {
+    let started = Instant::now();
+    let mut report = TestReport::default();
+    let needs_credentials = upstream.auth != domain::server::UpstreamAuth::None;
+    if tokio::time::timeout(TEST_TIMEOUT, run(state, id, upstream, needs_credentials, &mut report)).await.is_err() {
+        report.error = Some(format!("the test did not finish within {} s", TEST_TIMEOUT.as_secs()));
+    }
+    report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    report
+}
+
+async fn run(
+    state: &AppState,
+    id: Uuid,
+    upstream: &projections::authz::Upstream,
+    needs_credentials: bool,
+    report: &mut TestReport,
+) {
+    let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+        "clientInfo": { "name": "mcp-gateway connection test", "version": env!("CARGO_PKG_VERSION") } } });
+    let (status, session, body) = match exchange(state, id, upstream, Method::POST, None, Some(initialize)).await {
+        Ok(answer) => answer,
+        Err(UpstreamError::Credentials(why)) => {
+            report.credentials_valid = Some(false);
+            report.error = Some(format!("the gateway's credentials: {why}"));
+            return;
+        }
+        Err(error) => {
+            report.error = Some(error.to_string());
+            return;
+        }
+    };
+    report.reachable = true;
+    report.upstream_status = Some(status);
+    if matches!(status, 401 | 403) {
+        report.credentials_valid = Some(false);
+        report.error = Some(format!("the server refused the gateway's credentials ({status})"));
+        return;
+    }
+    report.credentials_valid = needs_credentials.then_some(true);
+    let Some(result) = answer_to(&body, 1).and_then(|m| m.get("result").cloned()) else {
+        report.error = Some(format!("the server did not answer initialize as an MCP server (HTTP {status})"));
+        return;
+    };
+    report.protocol_version = result.get("protocolVersion").and_then(Value::as_str).map(str::to_owned);
+    report.server_info = result.get("serverInfo").cloned();
+    report.protocol_valid = report.protocol_version.is_some();
+    if !report.protocol_valid {
+        report.error = Some("the server's initialize answer names no protocol version".into());
+        return;
+    }
+    let session = session.as_deref();
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    let list = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {} });
+    let listed = async {
+        exchange(state, id, upstream, Method::POST, session, Some(initialized)).await?;
+        exchange(state, id, upstream, Method::POST, session, Some(list)).await
+    };
+    match listed.await {
+        Ok((_, _, body)) => {
+            match answer_to(&body, 2).and_then(|m| m.get("result")?.get("tools")?.as_array().cloned()) {
+                Some(tools) => {
+                    report.tools = tools.iter().filter_map(|t| t.get("name")?.as_str().map(str::to_owned)).collect();
+                }
+                None => report.error = Some("the server did not answer tools/list".into()),
+            }
+        }
+        Err(error) => report.error = Some(format!("tools/list: {error}")),
+    }
+    if session.is_some() {
+        // The test's session is not left open at the server.
+        let _ = exchange(state, id, upstream, Method::DELETE, session, None).await;
+    }
+}
