@@ -17,6 +17,7 @@ mod pipeline_bench;
 mod proxy_bench;
 mod report;
 mod runner;
+mod serving;
 mod soak_bench;
 mod sqlite_bench;
 

@@ -12,10 +12,9 @@
 //! `serve` installs it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use api::{Gateway, GatewayConfig, router};
+use api::{Gateway, GatewayConfig};
 use domain::Role;
 use domain::identity::{ClaimSource, RoleRule};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -431,33 +430,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         oauth_clients: Vec::new(),
     };
     let gateway = Gateway::start(&config, Some(metrics.clone())).await?;
-    let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let command_id = uuid::Uuid::now_v7();
-    let context = commands::servers::CommandContext {
-        command_id,
-        metadata: eventstore::Metadata::new(command_id, eventstore::Actor::system("bench"), chrono::Utc::now()),
-    };
-    let owner = commands::identity::bootstrap(&*gateway.state.store, "bench", &context).await?;
+    let key = crate::serving::serve_with_owner(&gateway, listener).await?;
     let http = new_client()?;
     let server_body = json!({ "name": "io.example/bench", "description": "d", "transport": "streamable_http",
                               "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] } });
-    // The owner's key works once the authorization model has applied the bootstrap.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let server_id = loop {
-        let created = http
-            .post(format!("{gateway_url}/api/v1/servers"))
-            .bearer_auth(owner.api_key.expose())
-            .json(&server_body)
-            .send()
-            .await?;
-        let (status, created): (_, Value) = (created.status(), created.json().await?);
-        if let Some(id) = created["id"].as_str() {
-            break id.to_owned();
-        }
-        anyhow::ensure!(status == 401 && Instant::now() < deadline, "no server: {created}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let server_id = crate::serving::register_server(&http, &gateway_url, &key, &server_body).await?;
     let ours = Target {
         base: gateway_url.clone(),
         mcp: format!("{gateway_url}/servers/{server_id}/mcp"),

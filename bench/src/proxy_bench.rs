@@ -10,12 +10,11 @@
 //! - Memory: the process's resident set after opening 1,000 sessions through the gateway (the process
 //!   also holds the client and the echo server, so this bounds the gateway's from above).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use api::{Gateway, GatewayConfig, router};
+use api::{Gateway, GatewayConfig};
 use serde_json::json;
 use tests::{PostgresOptions, PostgresServer};
 use tokio::sync::Semaphore;
@@ -181,29 +180,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         oauth_clients: Vec::new(),
     };
     let gateway = Gateway::start(&config, Some(metrics)).await?;
-    let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let command_id = uuid::Uuid::now_v7();
-    let context = commands::servers::CommandContext {
-        command_id,
-        metadata: eventstore::Metadata::new(command_id, eventstore::Actor::system("bench"), chrono::Utc::now()),
-    };
-    let owner = commands::identity::bootstrap(&*gateway.state.store, "bench", &context).await?;
-    let key = owner.api_key.expose().to_owned();
+    let key = crate::serving::serve_with_owner(&gateway, listener).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS * 2).tcp_nodelay(true).build()?;
     let server_body = json!({ "name": "io.example/echo", "description": "d", "transport": "streamable_http",
                               "url": upstream, "access": { "roles": ["developer"] } });
+    let server_id = crate::serving::register_server(&http, &gateway_url, &key, &server_body).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let server_id = loop {
-        let created =
-            http.post(format!("{gateway_url}/api/v1/servers")).bearer_auth(&key).json(&server_body).send().await?;
-        let (status, created): (_, serde_json::Value) = (created.status(), created.json().await?);
-        if let Some(id) = created["id"].as_str() {
-            break id.to_owned();
-        }
-        anyhow::ensure!(status == 401 && Instant::now() < deadline, "no server: {created}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     let through = format!("{gateway_url}/servers/{server_id}/mcp");
     let session = loop {
         match initialize(&http, &through, Some(&key)).await {

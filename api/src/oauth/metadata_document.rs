@@ -84,7 +84,7 @@ impl DocumentFetcher {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| refused(format!("{host}: {}", without_url(&e))))?;
+            .map_err(|e| refused(format!("{host}: {}", crate::proxy::describe(&e))))?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(refused(format!("{host} answered {} (redirects are not followed)", response.status())));
         }
@@ -93,7 +93,7 @@ impl DocumentFetcher {
         }
         let ttl = max_age(response.headers()).unwrap_or(DEFAULT_TTL).min(DEFAULT_TTL);
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| refused(without_url(&e)))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| refused(crate::proxy::describe(&e).to_owned()))? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_DOCUMENT_BYTES {
                 return Err(refused(format!("larger than {MAX_DOCUMENT_BYTES} bytes")));
@@ -113,18 +113,4 @@ fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         let (name, seconds) = directive.split_once('=')?;
         name.trim().eq_ignore_ascii_case("max-age").then(|| seconds.trim().parse().ok().map(Duration::from_secs))?
     })
-}
-
-/// A reqwest error's text without the URL (the caller names the host).
-fn without_url(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "the body could not be read"
-    } else {
-        "the request failed"
-    };
-    kind.to_owned()
 }

@@ -56,7 +56,8 @@ pub(crate) enum UpstreamError {
     Transport,
 }
 
-/// What a reqwest error says, without its URL (which the caller names if it should).
+/// What a reqwest error says, without its URL (which the caller names if it should): the proxy's
+/// upstreams, metadata documents and token endpoints alike.
 pub(crate) fn describe(error: &reqwest::Error) -> &'static str {
     if error.is_timeout() {
         "timed out"

@@ -6,10 +6,9 @@ use futures_util::Stream;
 use serde_json::{Value, json};
 
 use domain::access::CallOutcome;
-use domain::server::ToolRules;
 
 use super::recorder::PendingCall;
-use super::tool_filter::filter_sse;
+use super::tool_filter::{Visible, filter_sse};
 use super::{STREAM_IDLE_TIMEOUT, UpstreamError, describe};
 
 /// The next chunk, or why there is none; a silence past the idle timeout ends it when `idle` is set.
@@ -29,7 +28,7 @@ pub(crate) struct Relaying {
     answer: reqwest::Response,
     /// With tool rules that hide something: the bytes of an event not yet complete.
     pending: Vec<u8>,
-    filter: Option<ToolRules>,
+    filter: Option<Visible>,
     error_id: Value,
     /// The last byte passed on ended an event.
     at_boundary: bool,
@@ -43,7 +42,7 @@ impl Relaying {
     /// recording `calls` when it ends.
     pub(crate) fn new(
         answer: reqwest::Response,
-        filter: Option<ToolRules>,
+        filter: Option<Visible>,
         error_id: Value,
         calls: Vec<PendingCall>,
     ) -> Self {
@@ -63,7 +62,7 @@ fn last_boundary(pending: &[u8]) -> Option<usize> {
 }
 
 /// Complete events, each filtered.
-fn filtered(events: &[u8], rules: &ToolRules) -> Bytes {
+fn filtered(events: &[u8], rules: &Visible) -> Bytes {
     Bytes::from(filter_sse(events, rules))
 }
 

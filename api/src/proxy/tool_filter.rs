@@ -1,8 +1,29 @@
 //! A server's tool rules applied to MCP messages: the tool a `tools/call` names, and the tools a
 //! `tools/list` answer may show, in a JSON body or in the events of an SSE body.
 
+use domain::Role;
 use domain::server::ToolRules;
 use serde_json::Value;
+
+/// The tools one caller may see: a server's rules read with the caller's roles.
+#[derive(Debug, Clone)]
+pub(crate) struct Visible {
+    rules: ToolRules,
+    roles: Vec<Role>,
+}
+
+impl Visible {
+    /// `rules` for a caller holding `roles`; `None` when the rules hide nothing from anyone (answers are
+    /// then passed on untouched).
+    pub(crate) fn new(rules: &ToolRules, roles: &[Role]) -> Option<Self> {
+        (!rules.hides_nothing()).then(|| Self { rules: rules.clone(), roles: roles.to_vec() })
+    }
+
+    /// True when the caller may see and call `tool`.
+    pub(crate) fn allows(&self, tool: &str) -> bool {
+        self.rules.allows_for(tool, &self.roles)
+    }
+}
 
 /// The requests in a body: one message, or each message of a batch (MCP 2025-03-26 allowed batches).
 pub(crate) fn messages(body: &Value) -> Vec<&Value> {
@@ -68,7 +89,7 @@ pub(crate) fn check(message: &Value) -> Result<(), Malformed> {
 
 /// Drops the tools `rules` hide from every `tools/list` result in `message` (one or a batch); true when
 /// something was dropped.
-fn filter_value(message: &mut Value, rules: &ToolRules) -> bool {
+fn filter_value(message: &mut Value, rules: &Visible) -> bool {
     if let Value::Array(batch) = message {
         // Every message of the batch, not only up to the first that changed.
         let mut changed = false;
@@ -86,7 +107,7 @@ fn filter_value(message: &mut Value, rules: &ToolRules) -> bool {
 }
 
 /// A JSON body with the hidden tools dropped; `None` when it is not JSON (then it is passed on as is).
-pub(crate) fn filter_json(body: &[u8], rules: &ToolRules) -> Option<Vec<u8>> {
+pub(crate) fn filter_json(body: &[u8], rules: &Visible) -> Option<Vec<u8>> {
     let mut message: Value = serde_json::from_slice(body).ok()?;
     if !filter_value(&mut message, rules) {
         return Some(body.to_vec());
@@ -96,7 +117,7 @@ pub(crate) fn filter_json(body: &[u8], rules: &ToolRules) -> Option<Vec<u8>> {
 
 /// One SSE event (its lines and the blank line ending it) with the hidden tools dropped from its
 /// JSON-RPC message; kept as it came when nothing is hidden in it or its data is not JSON.
-pub(crate) fn filter_event(event: &str, rules: &ToolRules) -> Option<String> {
+pub(crate) fn filter_event(event: &str, rules: &Visible) -> Option<String> {
     let data: Vec<&str> =
         event.lines().filter_map(|line| line.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d))).collect();
     let mut message = (!data.is_empty()).then(|| serde_json::from_str::<Value>(&data.join("\n")).ok()).flatten()?;
@@ -125,7 +146,7 @@ pub(crate) fn filter_event(event: &str, rules: &ToolRules) -> Option<String> {
 /// An SSE body (`text/event-stream`) with the hidden tools dropped from each event's JSON-RPC message.
 /// Events are kept in order with their `id`, `event` and `retry` fields; an event whose data is not
 /// JSON is kept as it came.
-pub(crate) fn filter_sse(body: &[u8], rules: &ToolRules) -> Vec<u8> {
+pub(crate) fn filter_sse(body: &[u8], rules: &Visible) -> Vec<u8> {
     let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
     let mut out = String::with_capacity(text.len());
     for event in text.split_inclusive("\n\n") {
@@ -142,8 +163,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn rules() -> ToolRules {
-        ToolRules { allow: None, deny: ["get-env".to_owned()].into() }
+    fn rules() -> Visible {
+        let rules = ToolRules { deny: ["get-env".to_owned()].into(), ..ToolRules::default() };
+        Visible::new(&rules, &[]).unwrap()
     }
 
     fn list() -> Value {

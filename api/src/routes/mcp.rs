@@ -112,13 +112,6 @@ struct ServerRoute {
     upstream: projections::authz::Upstream,
 }
 
-impl ServerRoute {
-    /// The tool rules, when they hide any tool (answers are then filtered).
-    fn hiding(&self) -> Option<ToolRules> {
-        (self.tools != ToolRules::default()).then(|| self.tools.clone())
-    }
-}
-
 /// A session id that was not sealed for this server and caller: 404, MCP's signal to start a new one.
 struct UnknownSession;
 
@@ -206,7 +199,7 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
             return rpc_error(StatusCode::BAD_REQUEST, single_request_id(request), code, malformed.message());
         }
         if let Some(tool) = tool_filter::called_tool(request)
-            && !route.tools.allows(tool)
+            && !route.tools.allows_for(tool, &caller.0.roles)
         {
             return tool_refused(&state, &caller, id, tool, request).await;
         }
@@ -240,7 +233,7 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
         return rpc_error(StatusCode::BAD_REQUEST, error_id, PARSE_ERROR, "the body is not JSON");
     };
     let relay_as = Relay {
-        filter: route.hiding(),
+        filter: tool_filter::Visible::new(&route.tools, &caller.0.roles),
         lists_tools,
         had_session: session.is_some(),
         error_id: error_id.clone(),
@@ -319,8 +312,9 @@ async fn tool_refused(state: &AppState, caller: &Caller, id: Uuid, tool: &str, r
 
 /// How an answer is relayed.
 struct Relay {
-    /// The server's tool rules, when they hide something: applied to every answer and event.
-    filter: Option<ToolRules>,
+    /// The server's tool rules as they apply to the caller, when they hide something: applied to every
+    /// answer and event.
+    filter: Option<tool_filter::Visible>,
     /// The request lists tools: an answer that cannot be filtered is not passed on.
     lists_tools: bool,
     /// The client named a session (an upstream 404 then means the session ended).
@@ -457,7 +451,7 @@ async fn forward_without_body(state: AppState, id: String, parts: Parts, method:
     match state.proxy.send(&state, forward).await {
         Ok(answer) => {
             let relay_as = Relay {
-                filter: route.hiding(),
+                filter: tool_filter::Visible::new(&route.tools, &caller.0.roles),
                 lists_tools: false,
                 had_session,
                 error_id: Value::Null,

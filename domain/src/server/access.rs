@@ -1,6 +1,6 @@
 //! Who may use a server through the gateway, and which of its tools.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,8 @@ pub struct AccessPolicy {
     pub tools: ToolRules,
 }
 
-/// Per-tool rules: `deny` always wins; with an `allow` list, only the tools on it pass.
+/// Per-tool rules: `deny` always wins; with an `allow` list, only the tools on it pass. An entry is a
+/// tool's name, or a pattern in which `*` stands for any run of characters (`github_*`, `*_delete`, `*`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolRules {
@@ -39,6 +40,24 @@ pub struct ToolRules {
     #[serde(default)]
     pub allow: Option<BTreeSet<String>>,
     /// Tools never exposed.
+    #[serde(default)]
+    pub deny: BTreeSet<String>,
+    /// Rules for the holders of a role, on top of the rules above: a principal holding one or more of the
+    /// roles named here is shown a tool only when the rules of at least one of those roles allow it
+    /// (`{"viewer": {"allow": ["read_*"]}}`: viewers use the read tools only, the other roles everything the
+    /// rules above allow).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_role: BTreeMap<Role, RoleToolRules>,
+}
+
+/// The tool rules of one role: as [`ToolRules`], without rules of their own per role.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleToolRules {
+    /// When set, the only tools exposed to the role.
+    #[serde(default)]
+    pub allow: Option<BTreeSet<String>>,
+    /// Tools never exposed to the role.
     #[serde(default)]
     pub deny: BTreeSet<String>,
 }
@@ -62,15 +81,58 @@ impl AccessPolicy {
         if let Some(allow) = &self.tools.allow {
             check("tools.allow", allow)?;
         }
-        check("tools.deny", &self.tools.deny)
+        check("tools.deny", &self.tools.deny)?;
+        for rules in self.tools.by_role.values() {
+            if let Some(allow) = &rules.allow {
+                check("tools.by_role.allow", allow)?;
+            }
+            check("tools.by_role.deny", &rules.deny)?;
+        }
+        Ok(())
     }
 }
 
 impl ToolRules {
-    /// True when `tool` is exposed.
+    /// True when `tool` is exposed to everyone the role rules do not narrow.
     pub fn allows(&self, tool: &str) -> bool {
-        !self.deny.contains(tool) && self.allow.as_ref().is_none_or(|allow| allow.contains(tool))
+        passes(self.allow.as_ref(), &self.deny, tool)
     }
+
+    /// True when `tool` is exposed to a principal holding `roles`.
+    pub fn allows_for(&self, tool: &str, roles: &[Role]) -> bool {
+        if !self.allows(tool) {
+            return false;
+        }
+        let mut governing = roles.iter().filter_map(|role| self.by_role.get(role)).peekable();
+        governing.peek().is_none() || governing.any(|rules| passes(rules.allow.as_ref(), &rules.deny, tool))
+    }
+
+    /// True when no tool is hidden from anyone.
+    pub fn hides_nothing(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `deny` wins; with an `allow` list, only the tools on it pass.
+fn passes(allow: Option<&BTreeSet<String>>, deny: &BTreeSet<String>, tool: &str) -> bool {
+    let listed = |entries: &BTreeSet<String>| entries.iter().any(|entry| matches(entry, tool));
+    !listed(deny) && allow.is_none_or(listed)
+}
+
+/// True when `name` matches `pattern`, where `*` stands for any run of characters (none included) and
+/// every other character for itself.
+fn matches(pattern: &str, name: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else { return pattern == name };
+    let Some(mut remaining) = name.strip_prefix(first) else { return false };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or_default();
+    for part in parts {
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
 fn check(list: &'static str, entries: &BTreeSet<String>) -> Result<(), AccessPolicyError> {
@@ -98,6 +160,43 @@ mod tests {
         assert!(rules.allows("echo"));
         assert!(!rules.allows("add"));
         assert!(!rules.allows("drop_table"));
+    }
+
+    #[test]
+    fn entries_may_be_patterns() {
+        let rules = ToolRules {
+            allow: Some(["github_*".to_owned(), "echo".to_owned()].into()),
+            deny: ["*_delete*".to_owned()].into(),
+            ..ToolRules::default()
+        };
+        assert!(rules.allows("github_list_issues"));
+        assert!(rules.allows("github_"));
+        assert!(rules.allows("echo"));
+        assert!(!rules.allows("echo2"), "no star, exact name");
+        assert!(!rules.allows("github_repo_delete"), "deny wins");
+        assert!(!rules.allows("gitlab_list"));
+        let everything = ToolRules { allow: Some(["*".to_owned()].into()), ..ToolRules::default() };
+        assert!(everything.allows("anything") && everything.allows(""));
+        assert!(matches("a*b*c", "abc") && matches("a*b*c", "a-b-b-c") && !matches("a*b*c", "a-c"));
+        assert!(!matches("ab*ba", "aba"), "the prefix and suffix may not overlap");
+    }
+
+    #[test]
+    fn role_rules_narrow_what_their_holders_see() {
+        let mut rules = ToolRules { deny: ["drop_table".to_owned()].into(), ..ToolRules::default() };
+        rules
+            .by_role
+            .insert(Role::Viewer, RoleToolRules { allow: Some(["read_*".to_owned()].into()), ..Default::default() });
+        rules
+            .by_role
+            .insert(Role::Developer, RoleToolRules { deny: ["deploy".to_owned()].into(), ..Default::default() });
+        assert!(rules.allows_for("write_file", &[Role::ServerManager]), "a role without rules of its own");
+        assert!(!rules.allows_for("drop_table", &[Role::ServerManager]), "the rules for everyone still hold");
+        assert!(rules.allows_for("read_file", &[Role::Viewer]) && !rules.allows_for("write_file", &[Role::Viewer]));
+        assert!(!rules.allows_for("deploy", &[Role::Developer]) && rules.allows_for("write_file", &[Role::Developer]));
+        assert!(!rules.allows_for("deploy", &[Role::Viewer, Role::Developer]), "neither role allows it");
+        assert!(rules.allows_for("write_file", &[Role::Viewer, Role::Developer]), "one of the roles allows it");
+        assert!(!rules.hides_nothing() && ToolRules::default().hides_nothing());
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod state;
 mod upstream_auth;
 mod version;
 
-pub use access::{AccessPolicy, AccessPolicyError, MAX_ENTRIES, MAX_ENTRY_BYTES, ToolRules};
+pub use access::{AccessPolicy, AccessPolicyError, MAX_ENTRIES, MAX_ENTRY_BYTES, RoleToolRules, ToolRules};
 pub use address_guard::{BlockedRange, blocked_range};
 pub use command::{RegisterServer, ServerCommand, UpdateServer};
 pub use decide::decide;

@@ -438,7 +438,53 @@ async fn the_connection_test_reports_reachability_protocol_and_credentials_apart
     api.gateway.stop();
 }
 
+/// A developer (a service principal with the role) and their key.
+async fn developer(api: &Api) -> String {
+    let user = json!({ "display_name": "ci", "kind": "service" }).to_string();
+    let created = api.call(Method::POST, "/api/v1/users", Some(&user), &[]).await;
+    let principal = created.body["id"].as_str().unwrap().to_owned();
+    let grant = json!({ "role": "developer", "reason": "test" }).to_string();
+    api.call(Method::POST, &format!("/api/v1/users/{principal}/roles"), Some(&grant), &[]).await;
+    let key = api.call(Method::POST, &format!("/api/v1/users/{principal}/api-keys"), Some("{}"), &[]).await;
+    key.body["key"].as_str().unwrap().to_owned()
+}
+
+async fn rules_for_a_role_narrow_what_its_holders_see_and_call(backend: Backend) {
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
+    let tools = json!({ "deny": ["get-env"], "by_role": { "developer": { "allow": ["echo", "get-sum"] } } });
+    let access = json!({ "roles": ["developer"], "tools": tools });
+    let (api, _, uri) = gateway_with(backend, json!({ "url": upstream, "access": access })).await;
+    let key = developer(&api).await;
+    tests::eventually(DEADLINE, "the developer admitted", || async {
+        (call(&api, &uri, &key, None, &initialize()).await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    let names = |listed: &[Value]| -> Vec<String> {
+        listed[0]["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let theirs = session(&api, &uri, &key).await;
+    let (_, _, listed) = call(&api, &uri, &key, Some(&theirs), &rpc(1, "tools/list", json!({}))).await;
+    let mut seen = names(&listed);
+    seen.sort();
+    assert_eq!(seen, ["echo", "get-sum"], "the developer's rules");
+    let tiny = rpc(2, "tools/call", json!({ "name": "get-tiny-image", "arguments": {} }));
+    let (_, _, refused) = call(&api, &uri, &key, Some(&theirs), &tiny).await;
+    assert_eq!(refused[0]["error"]["code"], -32001, "{refused:?}");
+    // The owner holds no role with rules of its own: everything but the denied tool.
+    let owner = session(&api, &uri, &api.key).await;
+    let (_, _, listed) = call(&api, &uri, &api.key, Some(&owner), &rpc(3, "tools/list", json!({}))).await;
+    let seen = names(&listed);
+    assert!(seen.len() >= 10 && seen.contains(&"get-tiny-image".to_owned()) && !seen.contains(&"get-env".to_owned()));
+    api.gateway.stop();
+}
+
 on_every_backend!(
+    rules_for_a_role_narrow_what_its_holders_see_and_call,
     the_connection_test_reports_reachability_protocol_and_credentials_apart,
     every_call_of_a_burst_is_in_the_audit_trail_exactly_once,
     the_upstream_sees_the_gateways_credential_and_never_the_clients,

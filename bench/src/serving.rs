@@ -1,0 +1,41 @@
+//! A gateway served over HTTP inside a benchmark, with its owner bootstrapped, and servers registered
+//! through its REST API: what the `oauth` and `proxy` benches both start from.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use api::{Gateway, router};
+use serde_json::Value;
+
+/// Serves `gateway` on `listener` and bootstraps its owner: the owner's API key.
+pub(crate) async fn serve_with_owner(gateway: &Gateway, listener: tokio::net::TcpListener) -> anyhow::Result<String> {
+    let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let command_id = uuid::Uuid::now_v7();
+    let context = commands::servers::CommandContext {
+        command_id,
+        metadata: eventstore::Metadata::new(command_id, eventstore::Actor::system("bench"), chrono::Utc::now()),
+    };
+    let owner = commands::identity::bootstrap(&*gateway.state.store, "bench", &context).await?;
+    Ok(owner.api_key.expose().to_owned())
+}
+
+/// Registers the server `body` at the gateway at `base` with the owner's `key`: its id. The key works once
+/// the authorization model has applied the bootstrap, so a 401 is tried again for a while.
+pub(crate) async fn register_server(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = http.post(format!("{base}/api/v1/servers")).bearer_auth(key).json(body).send().await?;
+        let (status, created): (_, Value) = (created.status(), created.json().await?);
+        if let Some(id) = created["id"].as_str() {
+            return Ok(id.to_owned());
+        }
+        anyhow::ensure!(status == 401 && Instant::now() < deadline, "no server: {created}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
