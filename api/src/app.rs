@@ -370,6 +370,13 @@ impl Gateway {
         })
     }
 
+    /// Waits, for at most `within`, until every tool call the proxy forwarded is recorded: what a stopping
+    /// gateway does once it no longer takes requests, so that a graceful stop loses no record. True when
+    /// nothing is left.
+    pub async fn drain_recorded_calls(&self, within: std::time::Duration) -> bool {
+        self.state.proxy.recorder.drain(within).await
+    }
+
     /// Stops the background tasks.
     pub fn stop(self) {
         for task in self.tasks {

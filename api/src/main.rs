@@ -584,6 +584,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The peer's address reaches the handlers (ConnectInfo), and from them every event's metadata.
     let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    if !gateway.drain_recorded_calls(std::time::Duration::from_secs(10)).await {
+        tracing::error!("stopping with tool calls not yet recorded: the store did not take them within 10 s");
+    }
     gateway.stop();
     Ok(())
 }

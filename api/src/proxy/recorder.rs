@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use domain::access::{ACCESS_CATEGORY, AccessEvent, CallOutcome, ToolCalled};
@@ -32,18 +33,36 @@ pub(crate) struct Record {
 #[derive(Clone)]
 pub(crate) struct CallRecorder {
     queue: mpsc::Sender<Record>,
+    /// Places reserved whose records are not appended yet (calls running, records queued or being
+    /// appended): what a stopping gateway waits for.
+    unrecorded: Arc<AtomicUsize>,
 }
 
 impl CallRecorder {
     /// A recorder appending to `store`, and its task.
     pub(crate) fn start(store: Arc<dyn EventStore>) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, records) = mpsc::channel(QUEUE);
-        (Self { queue }, tokio::spawn(append_batches(store, records)))
+        let unrecorded = Arc::new(AtomicUsize::new(0));
+        (Self { queue, unrecorded: unrecorded.clone() }, tokio::spawn(append_batches(store, records, unrecorded)))
+    }
+
+    /// Waits until every call that reserved a place has been appended, for at most `within`: true when
+    /// nothing is left. A stopping gateway calls it once it no longer takes requests.
+    pub(crate) async fn drain(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.unrecorded.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// A place in the queue for the record of a call about to run; `None` when the queue is full.
     pub(crate) fn reserve(&self, call: ToolCalled, metadata: Metadata) -> Option<PendingCall> {
         let permit = self.queue.clone().try_reserve_owned().ok()?;
+        self.unrecorded.fetch_add(1, Ordering::AcqRel);
         Some(PendingCall {
             permit: Some(permit),
             record: Some(Record { event: call, metadata }),
@@ -90,7 +109,7 @@ impl Drop for PendingCall {
 
 /// The appender: each batch is what has queued since the last, appended in one transaction; a failed
 /// append is tried again (the queue fills meanwhile, and calls are refused once it is full).
-async fn append_batches(store: Arc<dyn EventStore>, mut records: mpsc::Receiver<Record>) {
+async fn append_batches(store: Arc<dyn EventStore>, mut records: mpsc::Receiver<Record>, unrecorded: Arc<AtomicUsize>) {
     let mut batch = Vec::with_capacity(BATCH);
     while records.recv_many(&mut batch, BATCH).await > 0 {
         let appends = appends(&batch);
@@ -104,6 +123,7 @@ async fn append_batches(store: Arc<dyn EventStore>, mut records: mpsc::Receiver<
             }
         }
         metrics::counter!("mgw_tool_calls_recorded_total").increment(batch.len() as u64);
+        unrecorded.fetch_sub(batch.len(), Ordering::AcqRel);
         batch.clear();
     }
 }

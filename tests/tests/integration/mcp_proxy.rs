@@ -153,6 +153,10 @@ async fn every_call_of_a_burst_is_in_the_audit_trail_exactly_once(backend: Backe
     }))
     .await;
     assert!(burst.iter().all(|status| *status == StatusCode::OK), "{burst:?}");
+    // What a stopping gateway waits for: every call recorded in the store.
+    assert!(api.gateway.drain_recorded_calls(DEADLINE).await, "the records appended");
+    let recorded = api.gateway.state.store.read_all(None, 100_000).await.unwrap();
+    assert_eq!(recorded.iter().filter(|e| e.event_type == "ToolCalled").count(), 40, "in the log, at once");
     let entries = tests::eventually(DEADLINE, "forty calls in the audit trail", || async {
         let page = api.call(Method::GET, "/api/v1/audit?action=tool.called&limit=100", None, &[]).await;
         page.body["entries"].as_array().filter(|e| e.len() >= 40).cloned()
