@@ -53,8 +53,9 @@ const DECIDED_ON: [&str; 6] = ["jsonrpc", "id", "method", "params", "name", "arg
 pub(crate) enum Malformed {
     /// A key that differs from a member the gateway reads only by case.
     AmbiguousKey,
-    /// A `tools/call` without a tool name.
-    NoToolName,
+    /// A `tools/call` without a tool name, or with one that cannot be recorded (it reaches the audit
+    /// trail: the bounds and characters of a policy's entries).
+    BadToolName,
 }
 
 impl Malformed {
@@ -64,7 +65,9 @@ impl Malformed {
             Malformed::AmbiguousKey => {
                 "member names must be spelled exactly (jsonrpc, id, method, params, name, arguments)"
             }
-            Malformed::NoToolName => "tools/call needs params.name, a string",
+            Malformed::BadToolName => {
+                "tools/call needs params.name: 1 to 256 bytes without control or invisible formatting characters"
+            }
         }
     }
 }
@@ -81,8 +84,13 @@ pub(crate) fn check(message: &Value) -> Result<(), Malformed> {
     if ambiguous(object) || params.is_some_and(ambiguous) {
         return Err(Malformed::AmbiguousKey);
     }
-    if method(message) == Some("tools/call") && called_tool(message).is_none() {
-        return Err(Malformed::NoToolName);
+    let recordable = |name: &str| {
+        !name.is_empty()
+            && name.len() <= domain::server::MAX_ENTRY_BYTES
+            && !name.chars().any(domain::text::is_forbidden)
+    };
+    if method(message) == Some("tools/call") && !called_tool(message).is_some_and(recordable) {
+        return Err(Malformed::BadToolName);
     }
     Ok(())
 }
@@ -190,7 +198,11 @@ mod tests {
                               "params": { "name": "echo", "NAME": "get-env" } });
         assert_eq!(check(&renamed), Err(Malformed::AmbiguousKey));
         let nameless = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": 7 } });
-        assert_eq!(check(&nameless), Err(Malformed::NoToolName));
+        assert_eq!(check(&nameless), Err(Malformed::BadToolName));
+        for name in ["", "echo\u{1b}[2J", "echo\u{202E}", &"x".repeat(257)] {
+            let call = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": name } });
+            assert_eq!(check(&call), Err(Malformed::BadToolName), "{name:?}");
+        }
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn single_request_id(body: &Value) -> Value {
         (status = 415, description = "the body is not JSON", body = Object, content_type = "application/json"),
         (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached, failed, or refused the gateway's credentials", body = Object, content_type = "application/json"),
-        (status = 503, description = "the authorization model cannot decide now", body = Object, content_type = "application/json"),
+        (status = 503, description = "the authorization model cannot decide now, or the gateway cannot record tool calls now (its recording queue is full)", body = Object, content_type = "application/json"),
         (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
@@ -195,7 +195,7 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
     }
     for request in &messages {
         if let Err(malformed) = tool_filter::check(request) {
-            let code = if malformed == tool_filter::Malformed::NoToolName { INVALID_PARAMS } else { INVALID_REQUEST };
+            let code = if malformed == tool_filter::Malformed::BadToolName { INVALID_PARAMS } else { INVALID_REQUEST };
             return rpc_error(StatusCode::BAD_REQUEST, single_request_id(request), code, malformed.message());
         }
         if let Some(tool) = tool_filter::called_tool(request)
@@ -405,10 +405,15 @@ async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response
     params(("id" = String, Path, description = "the server's id")),
     responses(
         (status = 200, description = "the SSE stream", content_type = "text/event-stream"),
+        (status = 400, description = "the upstream server's refusal of a stream without a session it knows", body = Object, content_type = "application/json"),
         (status = 401, description = "no credential, or one refused", body = Object, content_type = "application/json"),
+        (status = 403, description = "a token without `mcp:tools`, or a caller who may not use this server", body = Object, content_type = "application/json"),
         (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
         (status = 405, description = "the upstream server offers no stream", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
+        (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
+        (status = 503, description = "the authorization model cannot decide now", body = Object, content_type = "application/json"),
+        (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
 pub(crate) async fn stream(State(state): State<AppState>, Path(id): Path<String>, parts: Parts) -> Response {
@@ -422,9 +427,13 @@ pub(crate) async fn stream(State(state): State<AppState>, Path(id): Path<String>
         (status = 200, description = "ended"),
         (status = 400, description = "no `Mcp-Session-Id`", body = Object, content_type = "application/json"),
         (status = 401, description = "no credential, or one refused", body = Object, content_type = "application/json"),
+        (status = 403, description = "a token without `mcp:tools`, or a caller who may not use this server", body = Object, content_type = "application/json"),
         (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
         (status = 405, description = "the upstream server does not let clients end sessions", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
+        (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
+        (status = 503, description = "the authorization model cannot decide now", body = Object, content_type = "application/json"),
+        (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
 pub(crate) async fn end(State(state): State<AppState>, Path(id): Path<String>, parts: Parts) -> Response {

@@ -117,6 +117,10 @@ async fn tools_the_rules_hide_are_neither_listed_nor_called_and_a_refusal_is_aud
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer.last().unwrap()["result"]["content"][0]["text"], "Echo: hi", "{answer:?}");
 
+    // A name that could not be recorded (a control character) is refused before anything runs.
+    let garbled = rpc(9, "tools/call", json!({ "name": "echo\u{1b}[2J", "arguments": {} }));
+    let (status, _, refused) = call(&api, &uri, &key, Some(&session), &garbled).await;
+    assert_eq!((status, refused[0]["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32602)), "{refused:?}");
     let env = rpc(3, "tools/call", json!({ "name": "get-env", "arguments": {} }));
     let (status, _, refused) = call(&api, &uri, &key, Some(&session), &env).await;
     assert_eq!(status, StatusCode::OK, "a JSON-RPC error, not an HTTP one");
