@@ -49,6 +49,10 @@ pub struct GatewayConfig {
     pub registry_reads: crate::routes::registry_v0::RegistryReads,
     /// OAuth clients the operator configured (beside those that register themselves).
     pub oauth_clients: Vec<crate::oauth::clients::ConfiguredClient>,
+    /// Where forwarded tool calls are journaled until their records are in the store; the calls a
+    /// killed process left there are recorded at start. Without it, a killed gateway loses the records
+    /// still queued and of the calls running.
+    pub call_journal: Option<std::path::PathBuf>,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -126,6 +130,9 @@ pub enum StartError {
     /// The proxy's HTTP client could not be built.
     #[error("the MCP proxy: {0}")]
     Proxy(String),
+    /// The call journal could not be read, recovered or opened.
+    #[error(transparent)]
+    CallJournal(#[from] crate::proxy::journal::JournalError),
     /// A configured OAuth client breaks the registration rules.
     #[error("oauth clients: {0}")]
     OAuthClients(String),
@@ -187,7 +194,14 @@ impl Gateway {
         let client_documents =
             crate::oauth::metadata_document::DocumentFetcher::new(network.clone(), Arc::new(SystemResolver));
         // The commands need only the store's contract: any backend.
-        let (recorder, recording) = crate::proxy::recorder::CallRecorder::start(shared_store.clone());
+        let journal = match &config.call_journal {
+            Some(dir) => {
+                crate::proxy::recorder::recover(&*shared_store, dir).await.map_err(StartError::CallJournal)?;
+                Some(crate::proxy::journal::Journal::open(dir).map_err(StartError::CallJournal)?)
+            }
+            None => None,
+        };
+        let (recorder, recording) = crate::proxy::recorder::CallRecorder::start(shared_store.clone(), journal);
         tasks.push(recording);
         let proxy = crate::proxy::Proxy::new(network.clone(), Arc::new(SystemResolver), keyring.clone(), recorder)
             .map_err(|e| StartError::Proxy(e.to_string()))?;

@@ -159,6 +159,11 @@ struct ServeArgs {
     /// Where the embedded default keeps its store and generated keys [default: ./data].
     #[arg(long, env = "MGW_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Where forwarded tool calls are journaled until they are in the store, so that a killed gateway's
+    /// calls are recorded by its next start; a local disk that outlives the process
+    /// [default: <data dir>/calls].
+    #[arg(long, env = "MGW_CALL_JOURNAL")]
+    call_journal: Option<std::path::PathBuf>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -213,6 +218,7 @@ impl ServeArgs {
             config: self.config,
             database_url: self.database_url.or(file.database_url),
             data_dir: self.data_dir.or(file.data_dir),
+            call_journal: self.call_journal.or(file.call_journal),
             nats_url: self.nats_url.or(file.nats_url),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
@@ -434,11 +440,13 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         }
         None => args,
     };
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("data"));
+    let call_journal = args.call_journal.clone().unwrap_or_else(|| data_dir.join("calls"));
     let (database_url, sealing_keys, audit_keys) = match args.database_url {
         Some(url) => (url, args.sealing_keys, args.audit_signing_keys),
         None => {
             // The embedded default: everything in the data directory, keys generated on first start.
-            let dir = args.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("data"));
+            let dir = data_dir;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
             let or_generated = |given: Vec<String>, file: &str, what: &str| {
                 if given.is_empty() { embedded_keys(&dir, file, what) } else { Ok(given) }
@@ -470,6 +478,7 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         authz_max_lag: std::time::Duration::from_millis(args.authz_max_lag_ms.unwrap_or(5_000)),
         registry_reads: args.registry_reads.unwrap_or_default(),
         oauth_clients: args.oauth_clients,
+        call_journal: Some(call_journal),
     })
 }
 

@@ -56,6 +56,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         authz_max_lag: std::time::Duration::from_secs(5),
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
+        call_journal: None,
     };
     let gateway = Gateway::start(&config, None).await?;
     let command_id = Uuid::now_v7();

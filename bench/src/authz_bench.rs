@@ -56,6 +56,7 @@ fn config(database_url: &str, nats_url: String) -> GatewayConfig {
         authz_max_lag: std::time::Duration::from_secs(5),
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
+        call_journal: None,
     }
 }
 

@@ -428,6 +428,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         authz_max_lag: Duration::from_secs(5),
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
+        call_journal: None,
     };
     let gateway = Gateway::start(&config, Some(metrics.clone())).await?;
     let key = crate::serving::serve_with_owner(&gateway, listener).await?;

@@ -73,6 +73,9 @@ pub enum CallOutcome {
     Broken,
     /// The client went away before the answer ended.
     Abandoned,
+    /// The gateway stopped (was killed) while the call ran: the server may have run it. Recorded from
+    /// the call journal by the gateway's next start.
+    Interrupted,
 }
 
 impl CallOutcome {
@@ -85,6 +88,7 @@ impl CallOutcome {
             CallOutcome::UpstreamFailed => "upstream_failed",
             CallOutcome::Broken => "broken",
             CallOutcome::Abandoned => "abandoned",
+            CallOutcome::Interrupted => "interrupted",
         }
     }
 }

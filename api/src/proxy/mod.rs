@@ -3,6 +3,7 @@
 //! through without buffering).
 
 mod credentials;
+pub mod journal;
 pub(crate) mod recorder;
 mod resolver;
 pub(crate) mod session;

@@ -47,6 +47,7 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         authz_max_lag: std::time::Duration::from_secs(5),
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
+        call_journal: Some(std::env::temp_dir().join(format!("mgw-calls-{}", uuid::Uuid::now_v7()))),
     }
 }
 
