@@ -53,6 +53,11 @@ pub struct GatewayConfig {
     /// killed process left there are recorded at start. Without it, a killed gateway loses the records
     /// still queued and of the calls running.
     pub call_journal: Option<std::path::PathBuf>,
+    /// How often every routed server's connection is checked (health and tools recorded when they
+    /// change); `None`: never.
+    pub health_check_interval: Option<std::time::Duration>,
+    /// How many MCP requests one principal, and one server, may have in flight.
+    pub proxy_limits: crate::proxy::limits::ProxyLimits,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -203,7 +208,8 @@ impl Gateway {
         };
         let (recorder, recording) = crate::proxy::recorder::CallRecorder::start(shared_store.clone(), journal);
         tasks.push(recording);
-        let proxy = crate::proxy::Proxy::new(network.clone(), Arc::new(SystemResolver), keyring.clone(), recorder)
+        let resolver = Arc::new(SystemResolver);
+        let proxy = crate::proxy::Proxy::new(network.clone(), resolver, keyring.clone(), recorder, config.proxy_limits)
             .map_err(|e| StartError::Proxy(e.to_string()))?;
         let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());
@@ -253,6 +259,9 @@ impl Gateway {
             registrations: Arc::default(),
             proxy: Arc::new(proxy),
         });
+        if let Some(interval) = config.health_check_interval {
+            tasks.push(tokio::spawn(crate::proxy::health_check::run(state.clone(), interval)));
+        }
         Ok(Self { state, tasks, _store_lock: store_lock })
     }
 
@@ -389,6 +398,12 @@ impl Gateway {
     /// nothing is left.
     pub async fn drain_recorded_calls(&self, within: std::time::Duration) -> bool {
         self.state.proxy.recorder.drain(within).await
+    }
+
+    /// Checks every routed server's connection now, as the periodic checker does, and records what
+    /// changed (health transitions, the tools listed).
+    pub async fn check_servers_now(&self) {
+        crate::proxy::health_check::check_all(&self.state).await;
     }
 
     /// Stops the background tasks.

@@ -34,4 +34,5 @@ pub mod verification;
 pub use app::{Gateway, GatewayConfig, StartError};
 pub use http::router;
 pub use oauth::clients::ConfiguredClient;
+pub use proxy::limits::ProxyLimits;
 pub use routes::registry_v0::RegistryReads;

@@ -164,6 +164,17 @@ struct ServeArgs {
     /// [default: <data dir>/calls].
     #[arg(long, env = "MGW_CALL_JOURNAL")]
     call_journal: Option<std::path::PathBuf>,
+    /// Seconds between checks of every registered server's connection (health and tools recorded when
+    /// they change); 0: no checks [default: 60].
+    #[arg(long, env = "MGW_HEALTH_CHECK_INTERVAL_S")]
+    health_check_interval_s: Option<u64>,
+    /// MCP requests one principal may have in flight through the gateway, over every server (an open
+    /// SSE answer or stream counts) [default: 128].
+    #[arg(long, env = "MGW_MCP_MAX_IN_FLIGHT_PER_PRINCIPAL")]
+    mcp_max_in_flight_per_principal: Option<usize>,
+    /// MCP requests one server may have in flight through the gateway, from every caller [default: 512].
+    #[arg(long, env = "MGW_MCP_MAX_IN_FLIGHT_PER_SERVER")]
+    mcp_max_in_flight_per_server: Option<usize>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -219,6 +230,11 @@ impl ServeArgs {
             database_url: self.database_url.or(file.database_url),
             data_dir: self.data_dir.or(file.data_dir),
             call_journal: self.call_journal.or(file.call_journal),
+            health_check_interval_s: self.health_check_interval_s.or(file.health_check_interval_s),
+            mcp_max_in_flight_per_principal: self
+                .mcp_max_in_flight_per_principal
+                .or(file.mcp_max_in_flight_per_principal),
+            mcp_max_in_flight_per_server: self.mcp_max_in_flight_per_server.or(file.mcp_max_in_flight_per_server),
             nats_url: self.nats_url.or(file.nats_url),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
@@ -479,6 +495,17 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         registry_reads: args.registry_reads.unwrap_or_default(),
         oauth_clients: args.oauth_clients,
         call_journal: Some(call_journal),
+        proxy_limits: {
+            let default = api::ProxyLimits::default();
+            api::ProxyLimits {
+                per_principal: args.mcp_max_in_flight_per_principal.unwrap_or(default.per_principal).max(1),
+                per_server: args.mcp_max_in_flight_per_server.unwrap_or(default.per_server).max(1),
+            }
+        },
+        health_check_interval: match args.health_check_interval_s.unwrap_or(60) {
+            0 => None,
+            seconds => Some(std::time::Duration::from_secs(seconds)),
+        },
     })
 }
 

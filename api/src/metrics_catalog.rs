@@ -32,6 +32,15 @@ pub fn describe() {
     describe_counter!("mgw_relay_events_published_total", "Events the relay published to NATS JetStream");
     describe_counter!("mgw_tool_calls_recorded_total", "Forwarded tool calls recorded (ToolCalled appended)");
     describe_gauge!(
+        "mgw_upstream_up",
+        "Whether a registered server passed its last health check (reachable, MCP, credentials), by server id"
+    );
+    describe_histogram!(
+        "mgw_upstream_check_duration_seconds",
+        Unit::Seconds,
+        "Time of one health check of a registered server (initialize and tools/list)"
+    );
+    describe_gauge!(
         "mgw_relay_lag_seconds",
         Unit::Seconds,
         "Age of the newest event the relay published when it published it"

@@ -19,6 +19,7 @@ use crate::state::AppState;
         servers::suspend,
         servers::resume,
         servers::rotate_credential,
+        servers::change_tool_rules,
         servers::deregister,
         servers::permissions,
         audit::list,

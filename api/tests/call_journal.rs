@@ -52,7 +52,13 @@ fn rpc(id: u64, method: &str, params: Value) -> String {
 }
 
 /// A POST to the server's MCP endpoint through the gateway.
-fn post(client: &reqwest::Client, url: &str, key: &str, session: Option<&str>, body: String) -> reqwest::RequestBuilder {
+fn post(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    session: Option<&str>,
+    body: String,
+) -> reqwest::RequestBuilder {
     let mut request = client
         .post(url)
         .bearer_auth(key)
@@ -69,7 +75,8 @@ fn post(client: &reqwest::Client, url: &str, key: &str, session: Option<&str>, b
 /// The recorded calls: call id → outcome.
 async fn recorded_calls(address: &str, key: &str, at_least: usize) -> BTreeMap<String, String> {
     let entries = tests::eventually(DEADLINE, "the calls in the audit trail", || async {
-        let (status, body) = http(address, "GET", "/api/v1/audit?action=tool.called&limit=500", Some(key), None).await?;
+        let (status, body) =
+            http(address, "GET", "/api/v1/audit?action=tool.called&limit=500", Some(key), None).await?;
         let page: Value = serde_json::from_str(&body).ok()?;
         let entries = page["entries"].as_array()?.clone();
         (status == 200 && entries.len() >= at_least).then_some(entries)
@@ -92,14 +99,19 @@ async fn every_call_is_recorded_once_across_a_gateway_killed_mid_burst() {
     let key = key.expect("the first start prints the owner's key");
     let server = json!({ "name": "io.example/everything", "description": "d", "transport": "streamable_http",
                          "url": upstream.url() });
-    let (status, body) = http(&address, "POST", "/api/v1/servers", Some(&key), Some(&server.to_string())).await.unwrap();
+    let (status, body) =
+        http(&address, "POST", "/api/v1/servers", Some(&key), Some(&server.to_string())).await.unwrap();
     assert_eq!(status, 201, "{body}");
     let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
     let url = format!("http://{address}/servers/{id}/mcp");
     let client = reqwest::Client::new();
 
-    let initialize = rpc(0, "initialize", json!({ "protocolVersion": "2025-06-18", "capabilities": {},
-                                                  "clientInfo": { "name": "journal-test", "version": "1" } }));
+    let initialize = rpc(
+        0,
+        "initialize",
+        json!({ "protocolVersion": "2025-06-18", "capabilities": {},
+                                                  "clientInfo": { "name": "journal-test", "version": "1" } }),
+    );
     let session = tests::eventually(DEADLINE, "a session through the gateway", || async {
         let answer = post(&client, &url, &key, None, initialize.clone()).send().await.ok()?;
         answer.status().is_success().then_some(())?;

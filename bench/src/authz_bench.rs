@@ -57,6 +57,8 @@ fn config(database_url: &str, nats_url: String) -> GatewayConfig {
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
         call_journal: None,
+        health_check_interval: None,
+        proxy_limits: api::ProxyLimits::default(),
     }
 }
 

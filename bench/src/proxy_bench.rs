@@ -179,6 +179,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
         call_journal: Some(std::env::temp_dir().join(format!("mgw-bench-calls-{}", uuid::Uuid::now_v7()))),
+        health_check_interval: None,
+        proxy_limits: api::ProxyLimits { per_principal: 1024, per_server: 1024 },
     };
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let key = crate::serving::serve_with_owner(&gateway, listener).await?;

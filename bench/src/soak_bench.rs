@@ -70,6 +70,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
         call_journal: None,
+        health_check_interval: None,
+        proxy_limits: api::ProxyLimits::default(),
     };
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let command_id = Uuid::now_v7();

@@ -106,6 +106,10 @@ pub struct ServerAccess {
     pub suspended: bool,
     /// Where the proxy forwards its MCP traffic, and how it authenticates there.
     pub upstream: Upstream,
+    /// The tools it listed when last checked (empty before the first check).
+    pub tools: Vec<String>,
+    /// What the last connection check that changed something found.
+    pub health: Option<domain::server::ServerHealth>,
 }
 
 /// A server's upstream as the proxy needs it on every request: kept here so that forwarding a call
@@ -300,6 +304,11 @@ impl Authz {
         self.servers.get(&id)
     }
 
+    /// Every live server.
+    pub fn servers(&self) -> impl Iterator<Item = (Uuid, &ServerAccess)> {
+        self.servers.iter().map(|(id, access)| (*id, access))
+    }
+
     fn apply_server(&mut self, recorded: &RecordedEvent, event: ServerEvent) -> Result<(), String> {
         let id =
             Uuid::parse_str(recorded.stream.id()).map_err(|e| format!("server stream {}: {e}", recorded.stream))?;
@@ -310,11 +319,22 @@ impl Authz {
                     endpoint: registered.endpoint,
                     auth: registered.upstream_auth,
                 };
-                let access =
-                    ServerAccess { owner: registered.owner, policy: registered.access, suspended: false, upstream };
+                let access = ServerAccess {
+                    owner: registered.owner,
+                    policy: registered.access,
+                    suspended: false,
+                    upstream,
+                    tools: Vec::new(),
+                    health: None,
+                };
                 self.servers.insert(id, access);
             }
             ServerEvent::AccessChanged(policy) => self.server_mut(id)?.policy = policy,
+            ServerEvent::ToolRulesChanged(tools) => self.server_mut(id)?.policy.tools = tools,
+            ServerEvent::HealthChanged(health) => self.server_mut(id)?.health = Some(health),
+            ServerEvent::ToolsDiscovered(tools) => {
+                self.server_mut(id)?.tools = tools.names().map(str::to_owned).collect();
+            }
             ServerEvent::Suspended { .. } => self.server_mut(id)?.suspended = true,
             ServerEvent::Resumed => self.server_mut(id)?.suspended = false,
             ServerEvent::Deregistered { .. } => {

@@ -88,7 +88,7 @@ impl Journal {
     pub(crate) fn begin(&self, line: &JournalLine) -> Result<JournalMark, JournalError> {
         let bytes = encode(line);
         let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.bytes.load(Ordering::Acquire) >= SEGMENT_BYTES {
+        if current.bytes.load(Ordering::Acquire) >= SEGMENT_BYTES || current.closed.load(Ordering::Acquire) {
             let n = self.next.fetch_add(1, Ordering::AcqRel);
             let fresh = Arc::new(Segment::create(&self.dir, self.instance, n)?);
             let full = std::mem::replace(&mut *current, fresh);
@@ -100,7 +100,7 @@ impl Journal {
     }
 
     /// Closes the current segment: it is removed once every call written to it is recorded (a
-    /// gateway stopping gracefully leaves no journal behind).
+    /// gateway stopping gracefully leaves no journal behind); a call that still comes opens another.
     pub(crate) fn close(&self) {
         self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).close();
     }
@@ -116,8 +116,7 @@ impl JournalMark {
 
     /// The record is in the store.
     pub(crate) fn release(self) {
-        if self.segment.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 && self.segment.closed.load(Ordering::Acquire)
-        {
+        if self.segment.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 && self.segment.closed.load(Ordering::Acquire) {
             self.segment.remove();
         }
     }
@@ -258,11 +257,7 @@ mod tests {
                 upstream_status: None,
                 arguments_hash: "hmac-sha256:k:00".into(),
             },
-            metadata: Metadata::new(
-                Uuid::now_v7(),
-                eventstore::Actor::system("test"),
-                chrono::DateTime::UNIX_EPOCH,
-            ),
+            metadata: Metadata::new(Uuid::now_v7(), eventstore::Actor::system("test"), chrono::DateTime::UNIX_EPOCH),
         }
     }
 
@@ -307,5 +302,8 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a call is outstanding");
         mark.release();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let late = journal.begin(&line(CallOutcome::Interrupted)).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a call after closing opens a segment");
+        late.release();
     }
 }

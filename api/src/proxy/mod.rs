@@ -3,7 +3,9 @@
 //! through without buffering).
 
 mod credentials;
+pub(crate) mod health_check;
 pub mod journal;
+pub mod limits;
 pub(crate) mod recorder;
 mod resolver;
 pub(crate) mod session;
@@ -79,6 +81,8 @@ pub struct Proxy {
     tokens: credentials::TokenCache,
     /// Where forwarded tool calls are recorded.
     pub(crate) recorder: recorder::CallRecorder,
+    /// Requests in flight, per principal and per server.
+    pub(crate) in_flight: Arc<limits::InFlight>,
 }
 
 /// A request to forward.
@@ -105,6 +109,7 @@ impl Proxy {
         resolver: Arc<dyn HostResolver>,
         keyring: Arc<Keyring>,
         recorder: recorder::CallRecorder,
+        limits: limits::ProxyLimits,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .dns_resolver(Arc::new(resolver::GuardedResolver::new(network.clone(), resolver)))
@@ -115,7 +120,8 @@ impl Proxy {
             .tcp_nodelay(true)
             .build()?;
         let tokens = credentials::TokenCache::default();
-        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens, recorder })
+        let in_flight = Arc::new(limits::InFlight::new(limits));
+        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens, recorder, in_flight })
     }
 
     /// Sends `forward` to its upstream; the answer's headers are in, its body still streaming.

@@ -47,10 +47,7 @@ pub(crate) struct CallRecorder {
 
 impl CallRecorder {
     /// A recorder appending to `store`, writing ahead to `journal` when there is one, and its task.
-    pub(crate) fn start(
-        store: Arc<dyn EventStore>,
-        journal: Option<Journal>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    pub(crate) fn start(store: Arc<dyn EventStore>, journal: Option<Journal>) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, records) = mpsc::channel(QUEUE);
         let unrecorded = Arc::new(AtomicUsize::new(0));
         let recorder = Self { queue, unrecorded: unrecorded.clone(), journal: journal.map(Arc::new) };

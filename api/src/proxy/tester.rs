@@ -37,6 +37,9 @@ pub struct TestReport {
     pub server_info: Option<Value>,
     /// The tools it lists.
     pub tools: Vec<String>,
+    /// The tools it lists with their descriptions, as the registry keeps them (`None` when it listed none).
+    #[serde(skip)]
+    pub(crate) discovered: Option<domain::server::DiscoveredTools>,
     /// What went wrong, when something did.
     pub error: Option<String>,
     /// How long the test took, in milliseconds.
@@ -91,6 +94,16 @@ async fn exchange(
     let session = answer.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = super::stream::read_whole(answer, MAX_ANSWER).await?;
     Ok((status, session, body))
+}
+
+impl TestReport {
+    /// The server's health as the registry records it: a credential the server needs and did not accept
+    /// (or that could not be obtained) fails its check.
+    pub(crate) fn health(&self) -> domain::server::ServerHealth {
+        let credentials_valid = self.credentials_valid != Some(false);
+        let reachable = self.reachable || self.credentials_valid == Some(false);
+        domain::server::ServerHealth::new(reachable, self.protocol_valid, credentials_valid, self.error.as_deref())
+    }
 }
 
 /// Tests server `id` at `upstream`.
@@ -158,11 +171,21 @@ async fn run(
             match answer_to(&body, 2).and_then(|m| m.get("result")?.get("tools")?.as_array().cloned()) {
                 Some(tools) => {
                     report.tools = tools.iter().filter_map(|t| t.get("name")?.as_str().map(str::to_owned)).collect();
+                    report.discovered =
+                        Some(domain::server::DiscoveredTools::from_listed(tools.iter().filter_map(|t| {
+                            Some((t.get("name")?.as_str()?, t.get("description").and_then(Value::as_str)))
+                        })));
                 }
-                None => report.error = Some("the server did not answer tools/list".into()),
+                None => {
+                    report.protocol_valid = false;
+                    report.error = Some("the server did not answer tools/list".into());
+                }
             }
         }
-        Err(error) => report.error = Some(format!("tools/list: {error}")),
+        Err(error) => {
+            report.protocol_valid = false;
+            report.error = Some(format!("tools/list: {error}"));
+        }
     }
     if session.is_some() {
         // The test's session is not left open at the server.

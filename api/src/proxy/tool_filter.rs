@@ -5,23 +5,28 @@ use domain::Role;
 use domain::server::ToolRules;
 use serde_json::Value;
 
-/// The tools one caller may see: a server's rules read with the caller's roles.
+/// The tools one caller may see: a server's rules read for the caller and its roles.
 #[derive(Debug, Clone)]
 pub(crate) struct Visible {
     rules: ToolRules,
+    principal: String,
     roles: Vec<Role>,
 }
 
 impl Visible {
-    /// `rules` for a caller holding `roles`; `None` when the rules hide nothing from anyone (answers are
-    /// then passed on untouched).
-    pub(crate) fn new(rules: &ToolRules, roles: &[Role]) -> Option<Self> {
-        (!rules.hides_nothing()).then(|| Self { rules: rules.clone(), roles: roles.to_vec() })
+    /// `rules` for the principal `principal` holding `roles`; `None` when the rules hide nothing from
+    /// anyone (answers are then passed on untouched).
+    pub(crate) fn new(rules: &ToolRules, principal: uuid::Uuid, roles: &[Role]) -> Option<Self> {
+        (!rules.hides_nothing()).then(|| Self {
+            rules: rules.clone(),
+            principal: principal.to_string(),
+            roles: roles.to_vec(),
+        })
     }
 
     /// True when the caller may see and call `tool`.
     pub(crate) fn allows(&self, tool: &str) -> bool {
-        self.rules.allows_for(tool, &self.roles)
+        self.rules.allows_for(tool, &self.principal, &self.roles)
     }
 }
 
@@ -173,7 +178,7 @@ mod tests {
 
     fn rules() -> Visible {
         let rules = ToolRules { deny: ["get-env".to_owned()].into(), ..ToolRules::default() };
-        Visible::new(&rules, &[]).unwrap()
+        Visible::new(&rules, uuid::Uuid::nil(), &[]).unwrap()
     }
 
     fn list() -> Value {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::problem::Problem;
+use crate::proxy::limits::{HeldBody, LimitHit, Slot};
 use crate::proxy::recorder::PendingCall;
 use crate::proxy::session::Binding;
 use crate::proxy::{Forward, SESSION_HEADER, UpstreamError, tool_filter};
@@ -90,8 +91,31 @@ fn forbidden(problem: Problem) -> Response {
     response
 }
 
-/// The caller of server `id`'s endpoint and what the proxy needs of the server, or the refusal.
-async fn admitted(state: &AppState, id: &str, parts: &Parts) -> Result<(Caller, Uuid, ServerRoute), Response> {
+/// A request over one of the proxy's concurrency limits: 429 for the caller's own, 503 for the server's,
+/// both with `Retry-After`.
+fn over_limit(hit: LimitHit) -> Response {
+    let (status, message) = match hit {
+        LimitHit::Principal(n) => {
+            (StatusCode::TOO_MANY_REQUESTS, format!("you have {n} requests in flight through the gateway, the most"))
+        }
+        LimitHit::Server(n) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("this server has {n} requests in flight, the most"))
+        }
+    };
+    let mut response = rpc_error(status, Value::Null, REFUSED, &message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A response whose body holds the request's place among those in flight until it ends.
+fn held(response: Response, slot: Slot) -> Response {
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, HeldBody::wrap(body, slot))
+}
+
+/// The caller of server `id`'s endpoint, what the proxy needs of the server, and the request's place
+/// among those in flight; or the refusal.
+async fn admitted(state: &AppState, id: &str, parts: &Parts) -> Result<(Caller, Uuid, ServerRoute, Slot), Response> {
     let Ok(id) = id.parse::<Uuid>() else {
         return Err(rpc_error(StatusCode::NOT_FOUND, Value::Null, REFUSED, "no registered server has this id"));
     };
@@ -103,7 +127,8 @@ async fn admitted(state: &AppState, id: &str, parts: &Parts) -> Result<(Caller, 
     };
     let on = Resource::ServerAccess { owner: &access.owner, policy: &access.policy, suspended: access.suspended };
     caller.authorize_on(state, Action::UseServers, on, &format!("server:{id}")).await.map_err(forbidden)?;
-    Ok((caller, id, ServerRoute { tools: access.policy.tools, upstream: access.upstream }))
+    let slot = state.proxy.in_flight.enter(caller.0.id, id).map_err(over_limit)?;
+    Ok((caller, id, ServerRoute { tools: access.policy.tools, upstream: access.upstream }, slot))
 }
 
 /// What forwarding to a server needs.
@@ -161,16 +186,29 @@ fn single_request_id(body: &Value) -> Value {
         (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
         (status = 415, description = "the body is not JSON", body = Object, content_type = "application/json"),
         (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
+        (status = 429, description = "the caller has as many requests in flight through the gateway as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached, failed, or refused the gateway's credentials", body = Object, content_type = "application/json"),
-        (status = 503, description = "the authorization model cannot decide now, or the gateway cannot record tool calls now (its recording queue is full)", body = Object, content_type = "application/json"),
+        (status = 503, description = "the authorization model cannot decide now, the server has as many requests in flight as it may (`Retry-After`), or the gateway cannot record tool calls now (its recording queue is full)", body = Object, content_type = "application/json"),
         (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
 pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, parts: Parts, body: Bytes) -> Response {
-    let (caller, id, route) = match admitted(&state, &id, &parts).await {
+    let (caller, id, route, slot) = match admitted(&state, &id, &parts).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
+    held(forward_call(state, caller, id, route, parts, body).await, slot)
+}
+
+/// A POST, admitted: checked, decided on per tool, forwarded and relayed.
+async fn forward_call(
+    state: AppState,
+    caller: Caller,
+    id: Uuid,
+    route: ServerRoute,
+    parts: Parts,
+    body: Bytes,
+) -> Response {
     let json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -199,7 +237,7 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
             return rpc_error(StatusCode::BAD_REQUEST, single_request_id(request), code, malformed.message());
         }
         if let Some(tool) = tool_filter::called_tool(request)
-            && !route.tools.allows_for(tool, &caller.0.roles)
+            && !route.tools.allows_for(tool, &caller.0.id.to_string(), &caller.0.roles)
         {
             return tool_refused(&state, &caller, id, tool, request).await;
         }
@@ -233,7 +271,7 @@ pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, 
         return rpc_error(StatusCode::BAD_REQUEST, error_id, PARSE_ERROR, "the body is not JSON");
     };
     let relay_as = Relay {
-        filter: tool_filter::Visible::new(&route.tools, &caller.0.roles),
+        filter: tool_filter::Visible::new(&route.tools, caller.0.id, &caller.0.roles),
         lists_tools,
         had_session: session.is_some(),
         error_id: error_id.clone(),
@@ -410,9 +448,10 @@ async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response
         (status = 403, description = "a token without `mcp:tools`, or a caller who may not use this server", body = Object, content_type = "application/json"),
         (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
         (status = 405, description = "the upstream server offers no stream", body = Object, content_type = "application/json"),
+        (status = 429, description = "the caller has as many requests in flight through the gateway as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
         (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
-        (status = 503, description = "the authorization model cannot decide now", body = Object, content_type = "application/json"),
+        (status = 503, description = "the authorization model cannot decide now, or the server has as many requests in flight as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
@@ -430,9 +469,10 @@ pub(crate) async fn stream(State(state): State<AppState>, Path(id): Path<String>
         (status = 403, description = "a token without `mcp:tools`, or a caller who may not use this server", body = Object, content_type = "application/json"),
         (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
         (status = 405, description = "the upstream server does not let clients end sessions", body = Object, content_type = "application/json"),
+        (status = 429, description = "the caller has as many requests in flight through the gateway as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
         (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
-        (status = 503, description = "the authorization model cannot decide now", body = Object, content_type = "application/json"),
+        (status = 503, description = "the authorization model cannot decide now, or the server has as many requests in flight as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
@@ -445,10 +485,22 @@ pub(crate) async fn end(State(state): State<AppState>, Path(id): Path<String>, p
 
 /// A GET or DELETE, authorized and forwarded.
 async fn forward_without_body(state: AppState, id: String, parts: Parts, method: axum::http::Method) -> Response {
-    let (caller, id, route) = match admitted(&state, &id, &parts).await {
+    let (caller, id, route, slot) = match admitted(&state, &id, &parts).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
+    held(forward_admitted(state, caller, id, route, parts, method).await, slot)
+}
+
+/// A GET or DELETE, admitted: forwarded and relayed.
+async fn forward_admitted(
+    state: AppState,
+    caller: Caller,
+    id: Uuid,
+    route: ServerRoute,
+    parts: Parts,
+    method: axum::http::Method,
+) -> Response {
     let binding = Binding { server: id, principal: caller.0.id, endpoint: route.upstream.endpoint.as_str() };
     let session = match upstream_session(&state, binding, &parts) {
         Ok(session) => session,
@@ -460,7 +512,7 @@ async fn forward_without_body(state: AppState, id: String, parts: Parts, method:
     match state.proxy.send(&state, forward).await {
         Ok(answer) => {
             let relay_as = Relay {
-                filter: tool_filter::Visible::new(&route.tools, &caller.0.roles),
+                filter: tool_filter::Visible::new(&route.tools, caller.0.id, &caller.0.roles),
                 lists_tools: false,
                 had_session,
                 error_id: Value::Null,

@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/servers/{id}/suspend", post(suspend))
         .route("/api/v1/servers/{id}/resume", post(resume))
         .route("/api/v1/servers/{id}/rotate-credential", post(rotate_credential))
+        .route("/api/v1/servers/{id}/tool-rules", axum::routing::put(change_tool_rules))
         .route("/api/v1/servers/{id}/permissions", get(permissions))
         .route("/api/v1/servers/{id}/test", post(test_connection))
 }
@@ -250,6 +251,31 @@ pub(crate) async fn rotate_credential(
     .await
 }
 
+#[utoipa::path(put, path = "/api/v1/servers/{id}/tool-rules", operation_id = "change_server_tool_rules", request_body = domain::server::ToolRules, params(("id" = Uuid, Path)), responses((status = 200, body = CommandReply), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)), security(("api_key" = [])))]
+/// Replaces server `id`'s tool rules (for everyone, per role, per principal), keeping who is admitted; in
+/// force on the next forwarded request. `If-Match` optional.
+pub(crate) async fn change_tool_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Stored, Problem> {
+    let servers = state.servers.clone();
+    server_post(
+        &state,
+        caller,
+        id,
+        headers,
+        body,
+        "tool-rules",
+        |expected, rules: domain::server::ToolRules, ctx| async move {
+            servers.change_tool_rules(id, expected, rules, &ctx).await
+        },
+    )
+    .await
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeregisterQuery {
@@ -335,6 +361,17 @@ pub struct Permission {
     pub reason: String,
 }
 
+/// Whether the caller may see and call one tool of a server.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ToolPermission {
+    /// The tool.
+    pub name: String,
+    /// Whether the caller may call it through the gateway.
+    pub allow: bool,
+    /// Which rule decided.
+    pub reason: String,
+}
+
 /// What the caller may do with one server.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ServerPermissions {
@@ -342,15 +379,27 @@ pub struct ServerPermissions {
     pub server: Uuid,
     /// One decision per action on a server, in matrix order.
     pub permissions: Vec<Permission>,
+    /// One decision per tool: the tools the server listed when last checked, and those asked about.
+    pub tools: Vec<ToolPermission>,
 }
 
-#[utoipa::path(get, path = "/api/v1/servers/{id}/permissions", operation_id = "server_permissions", params(("id" = Uuid, Path)), responses((status = 200, body = ServerPermissions), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PermissionsQuery {
+    /// A tool to decide on besides those the server listed (one name).
+    tool: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/servers/{id}/permissions", operation_id = "server_permissions", params(("id" = Uuid, Path), PermissionsQuery), responses((status = 200, body = ServerPermissions), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
 /// What the caller may do with server `id`, decided exactly as the actions themselves are: the permission
-/// matrix, the credential's scopes, ownership, and the server's access policy (for `servers.use`).
+/// matrix, the credential's scopes, ownership, and the server's access policy (for `servers.use`); and per
+/// tool, as the proxy decides a `tools/call`: the tool rules for everyone, the caller's roles and the caller.
 pub(crate) async fn permissions(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    Query(query): Query<PermissionsQuery>,
 ) -> Result<axum::Json<ServerPermissions>, Problem> {
     caller.authorize(&state, Action::ReadServers, &format!("server:{id}")).await?;
     // The authorization model's view of the server: the one every decision reads.
@@ -366,14 +415,33 @@ pub(crate) async fn permissions(
         (Action::ManageServers, Resource::Server { owner }),
         (Action::UseServers, Resource::ServerAccess { owner, policy: &access.policy, suspended: access.suspended }),
     ];
-    let permissions = on
+    let permissions: Vec<Permission> = on
         .into_iter()
         .map(|(action, resource)| {
             let decision = domain::authz::decide(&subject, action, resource);
             Permission { action: action.as_str(), allow: decision.allow, reason: decision.reason }
         })
         .collect();
-    Ok(axum::Json(ServerPermissions { server: id, permissions }))
+    let usable = permissions.last().is_some_and(|p| p.allow);
+    let principal = caller.0.id.to_string();
+    let mut names: Vec<String> = access.tools.clone();
+    if let Some(tool) = query.tool
+        && !names.contains(&tool)
+    {
+        names.push(tool);
+    }
+    let tools = names
+        .into_iter()
+        .map(|name| {
+            let (allow, reason) = if usable {
+                access.policy.tools.decide_for(&name, &principal, &caller.0.roles)
+            } else {
+                (false, "the caller may not use this server".to_owned())
+            };
+            ToolPermission { name, allow, reason }
+        })
+        .collect();
+    Ok(axum::Json(ServerPermissions { server: id, permissions, tools }))
 }
 
 #[utoipa::path(post, path = "/api/v1/servers/{id}/test", operation_id = "test_server", params(("id" = Uuid, Path)), responses((status = 200, body = crate::proxy::tester::TestReport), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]

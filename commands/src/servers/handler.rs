@@ -202,6 +202,40 @@ impl ServerCommands {
         .await
     }
 
+    /// Replaces the access policy's tool rules, keeping who is admitted.
+    pub async fn change_tool_rules(
+        &self,
+        id: Uuid,
+        expected: Option<u64>,
+        rules: server::ToolRules,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        self.execute(id, expected, context, move |state| {
+            server::decide(state, ServerCommand::ChangeToolRules(rules.clone()))
+        })
+        .await
+    }
+
+    /// Records what a connection check found: its health, when a check changed its result, and the tools
+    /// listed, when they changed (both in one append; nothing when neither changed).
+    pub async fn record_check(
+        &self,
+        id: Uuid,
+        health: server::ServerHealth,
+        tools: Option<server::DiscoveredTools>,
+        context: &CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        self.execute(id, None, context, move |state| {
+            let mut events = server::decide(state, ServerCommand::RecordHealth(health.clone()))?;
+            if let Some(tools) = &tools {
+                let after = events.iter().fold(state.clone(), server::evolve);
+                events.extend(server::decide(&after, ServerCommand::RecordTools(tools.clone()))?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
     /// Replaces the upstream credential (or its mode).
     pub async fn rotate_credential(
         &self,

@@ -48,6 +48,11 @@ pub struct ToolRules {
     /// rules above allow).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_role: BTreeMap<Role, RoleToolRules>,
+    /// Rules for one principal (by id), on top of the rules for everyone and in place of the rules of
+    /// its roles: the most specific rule wins (`{"<id>": {"allow": ["deploy"]}}` lets that principal call
+    /// `deploy` although its role's rules deny it; the rules for everyone still hold).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_principal: BTreeMap<String, RoleToolRules>,
 }
 
 /// The tool rules of one role: as [`ToolRules`], without rules of their own per role.
@@ -82,29 +87,67 @@ impl AccessPolicy {
             check("tools.allow", allow)?;
         }
         check("tools.deny", &self.tools.deny)?;
-        for rules in self.tools.by_role.values() {
+        self.tools.validate()
+    }
+}
+
+impl ToolRules {
+    /// Checks the sizes and entries.
+    pub fn validate(&self) -> Result<(), AccessPolicyError> {
+        if let Some(allow) = &self.allow {
+            check("tools.allow", allow)?;
+        }
+        check("tools.deny", &self.deny)?;
+        for rules in self.by_role.values() {
             if let Some(allow) = &rules.allow {
                 check("tools.by_role.allow", allow)?;
             }
             check("tools.by_role.deny", &rules.deny)?;
         }
+        let principals: BTreeSet<String> = self.by_principal.keys().cloned().collect();
+        check("tools.by_principal", &principals)?;
+        for rules in self.by_principal.values() {
+            if let Some(allow) = &rules.allow {
+                check("tools.by_principal.allow", allow)?;
+            }
+            check("tools.by_principal.deny", &rules.deny)?;
+        }
         Ok(())
     }
-}
 
-impl ToolRules {
-    /// True when `tool` is exposed to everyone the role rules do not narrow.
+    /// True when `tool` is exposed to everyone the role and principal rules do not narrow.
     pub fn allows(&self, tool: &str) -> bool {
         passes(self.allow.as_ref(), &self.deny, tool)
     }
 
-    /// True when `tool` is exposed to a principal holding `roles`.
-    pub fn allows_for(&self, tool: &str, roles: &[Role]) -> bool {
+    /// True when `tool` is exposed to the principal `principal` holding `roles`.
+    pub fn allows_for(&self, tool: &str, principal: &str, roles: &[Role]) -> bool {
+        self.decide_for(tool, principal, roles).0
+    }
+
+    /// Whether `tool` is exposed to the principal `principal` holding `roles`, and which rule decided.
+    pub fn decide_for(&self, tool: &str, principal: &str, roles: &[Role]) -> (bool, String) {
         if !self.allows(tool) {
-            return false;
+            return (false, "the server's tool rules hide it from everyone".to_owned());
         }
-        let mut governing = roles.iter().filter_map(|role| self.by_role.get(role)).peekable();
-        governing.peek().is_none() || governing.any(|rules| passes(rules.allow.as_ref(), &rules.deny, tool))
+        // Ids are matched as `users` are: whatever the case they were written in.
+        let own = self.by_principal.iter().find(|(id, _)| id.eq_ignore_ascii_case(principal)).map(|(_, r)| r);
+        if let Some(rules) = own {
+            let allowed = passes(rules.allow.as_ref(), &rules.deny, tool);
+            let verb = if allowed { "allow" } else { "hide" };
+            return (allowed, format!("the rules for this principal {verb} it"));
+        }
+        let governing: Vec<&Role> = roles.iter().filter(|role| self.by_role.contains_key(role)).collect();
+        if governing.is_empty() {
+            return (true, "the server's tool rules allow it".to_owned());
+        }
+        match governing
+            .iter()
+            .find(|role| self.by_role.get(**role).is_some_and(|r| passes(r.allow.as_ref(), &r.deny, tool)))
+        {
+            Some(role) => (true, format!("the rules for the role {} allow it", role.as_str())),
+            None => (false, "the rules of the caller's roles hide it".to_owned()),
+        }
     }
 
     /// True when no tool is hidden from anyone.
@@ -190,13 +233,35 @@ mod tests {
         rules
             .by_role
             .insert(Role::Developer, RoleToolRules { deny: ["deploy".to_owned()].into(), ..Default::default() });
-        assert!(rules.allows_for("write_file", &[Role::ServerManager]), "a role without rules of its own");
-        assert!(!rules.allows_for("drop_table", &[Role::ServerManager]), "the rules for everyone still hold");
-        assert!(rules.allows_for("read_file", &[Role::Viewer]) && !rules.allows_for("write_file", &[Role::Viewer]));
-        assert!(!rules.allows_for("deploy", &[Role::Developer]) && rules.allows_for("write_file", &[Role::Developer]));
-        assert!(!rules.allows_for("deploy", &[Role::Viewer, Role::Developer]), "neither role allows it");
-        assert!(rules.allows_for("write_file", &[Role::Viewer, Role::Developer]), "one of the roles allows it");
+        let allows = |tool: &str, roles: &[Role]| rules.allows_for(tool, "p1", roles);
+        assert!(allows("write_file", &[Role::ServerManager]), "a role without rules of its own");
+        assert!(!allows("drop_table", &[Role::ServerManager]), "the rules for everyone still hold");
+        assert!(allows("read_file", &[Role::Viewer]) && !allows("write_file", &[Role::Viewer]));
+        assert!(!allows("deploy", &[Role::Developer]) && allows("write_file", &[Role::Developer]));
+        assert!(!allows("deploy", &[Role::Viewer, Role::Developer]), "neither role allows it");
+        assert!(allows("write_file", &[Role::Viewer, Role::Developer]), "one of the roles allows it");
         assert!(!rules.hides_nothing() && ToolRules::default().hides_nothing());
+    }
+
+    #[test]
+    fn a_principal_s_rules_replace_its_roles_rules_but_not_everyone_s() {
+        let mut rules = ToolRules { deny: ["drop_table".to_owned()].into(), ..ToolRules::default() };
+        rules
+            .by_role
+            .insert(Role::Developer, RoleToolRules { deny: ["deploy".to_owned()].into(), ..Default::default() });
+        rules.by_principal.insert(
+            "alice".into(),
+            RoleToolRules { allow: Some(["deploy".to_owned(), "drop_table".to_owned()].into()), ..Default::default() },
+        );
+        assert!(rules.allows_for("deploy", "alice", &[Role::Developer]), "more specific than the role");
+        assert!(!rules.allows_for("write_file", "alice", &[Role::Developer]), "her own allow list limits her");
+        assert!(!rules.allows_for("drop_table", "alice", &[Role::Developer]), "the rules for everyone still hold");
+        assert!(!rules.allows_for("deploy", "bob", &[Role::Developer]));
+        let (allowed, reason) = rules.decide_for("deploy", "alice", &[Role::Developer]);
+        assert!(allowed && reason.contains("principal"), "{reason}");
+        let mut bad = AccessPolicy::default();
+        bad.tools.by_principal.insert(String::new(), RoleToolRules::default());
+        assert_eq!(bad.validate(), Err(AccessPolicyError::Entry("tools.by_principal")));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use uuid::Uuid;
 
-use super::access::AccessPolicy;
+use super::access::{AccessPolicy, ToolRules};
 use super::distribution::{Packages, Repository};
 use super::endpoint::{Endpoint, Transport};
+use super::health::{DiscoveredTools, ServerHealth};
 use super::name::ServerName;
 use super::profile::{Description, Tags, Title};
 use super::upstream_auth::UpstreamAuth;
@@ -72,6 +73,12 @@ pub enum ServerCommand {
     Update(UpdateServer),
     /// Replace the access policy.
     ChangeAccess(AccessPolicy),
+    /// Replace the access policy's tool rules, keeping who is admitted.
+    ChangeToolRules(ToolRules),
+    /// Record what a connection check found (an event only when a check changed its result).
+    RecordHealth(ServerHealth),
+    /// Record the tools the server lists (an event only when they changed).
+    RecordTools(DiscoveredTools),
     /// Replace the upstream credential (or its mode).
     RotateCredential(UpstreamAuth),
     /// Stop routing to the server; it stays in the catalogue.

@@ -23,6 +23,17 @@ pub fn decide(state: &ServerState, command: ServerCommand) -> Result<Vec<ServerE
             access.validate()?;
             Ok(if access == server.access { vec![] } else { vec![ServerEvent::AccessChanged(access)] })
         }
+        (Some(server), ServerCommand::ChangeToolRules(tools)) => {
+            tools.validate()?;
+            Ok(if tools == server.access.tools { vec![] } else { vec![ServerEvent::ToolRulesChanged(tools)] })
+        }
+        (Some(server), ServerCommand::RecordHealth(health)) => {
+            let changed = server.health.as_ref().is_none_or(|last| last.differs_from(&health));
+            Ok(if changed { vec![ServerEvent::HealthChanged(health)] } else { vec![] })
+        }
+        (Some(server), ServerCommand::RecordTools(tools)) => {
+            Ok(if server.tools.as_ref() == Some(&tools) { vec![] } else { vec![ServerEvent::ToolsDiscovered(tools)] })
+        }
         (Some(_), ServerCommand::RotateCredential(auth)) => {
             auth.validate()?;
             Ok(vec![ServerEvent::CredentialRotated(auth)])

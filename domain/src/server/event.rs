@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::access::AccessPolicy;
+use super::access::{AccessPolicy, ToolRules};
 use super::distribution::{Packages, Repository};
 use super::endpoint::{Endpoint, Transport};
+use super::health::{DiscoveredTools, ServerHealth};
 use super::name::ServerName;
 use super::profile::{Description, Tags, Title};
 use super::upstream_auth::UpstreamAuth;
@@ -108,6 +109,12 @@ pub enum ServerEvent {
         /// Why.
         reason: String,
     },
+    /// `ServerToolRulesChanged`: the access policy's tool rules were replaced, the rest kept.
+    ToolRulesChanged(ToolRules),
+    /// `ServerHealthChanged`: a connection check passed where the last failed, or failed where it passed.
+    HealthChanged(ServerHealth),
+    /// `ServerToolsDiscovered`: the server lists other tools than when last checked.
+    ToolsDiscovered(DiscoveredTools),
 }
 
 /// The schema version of every server event type today.
@@ -127,6 +134,24 @@ struct Credential {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Rules {
+    tools: ToolRules,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Health {
+    health: ServerHealth,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tools {
+    tools: DiscoveredTools,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Reason {
     reason: String,
 }
@@ -140,7 +165,7 @@ struct Deregistration {
 
 impl ServerEvent {
     /// Every type name, for projections' filters.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 10] = [
         "ServerRegistered",
         "ServerUpdated",
         "ServerAccessChanged",
@@ -148,6 +173,9 @@ impl ServerEvent {
         "ServerSuspended",
         "ServerResumed",
         "ServerDeregistered",
+        "ServerToolRulesChanged",
+        "ServerHealthChanged",
+        "ServerToolsDiscovered",
     ];
 
     /// The stored type name.
@@ -160,6 +188,9 @@ impl ServerEvent {
             ServerEvent::Suspended { .. } => 4,
             ServerEvent::Resumed => 5,
             ServerEvent::Deregistered { .. } => 6,
+            ServerEvent::ToolRulesChanged(_) => 7,
+            ServerEvent::HealthChanged(_) => 8,
+            ServerEvent::ToolsDiscovered(_) => 9,
         };
         Self::TYPES[index]
     }
@@ -176,6 +207,9 @@ impl ServerEvent {
             ServerEvent::Deregistered { name, reason } => {
                 serde_json::to_string(&Deregistration { name: name.clone(), reason: reason.clone() })
             }
+            ServerEvent::ToolRulesChanged(tools) => serde_json::to_string(&Rules { tools: tools.clone() }),
+            ServerEvent::HealthChanged(health) => serde_json::to_string(&Health { health: health.clone() }),
+            ServerEvent::ToolsDiscovered(tools) => serde_json::to_string(&Tools { tools: tools.clone() }),
         }
     }
 
@@ -194,6 +228,13 @@ impl ServerEvent {
             "ServerResumed" => serde_json::from_str::<serde_json::Value>(data).map(|_| ServerEvent::Resumed),
             "ServerDeregistered" => serde_json::from_str::<Deregistration>(data)
                 .map(|d| ServerEvent::Deregistered { name: d.name, reason: d.reason }),
+            "ServerToolRulesChanged" => {
+                serde_json::from_str::<Rules>(data).map(|r| ServerEvent::ToolRulesChanged(r.tools))
+            }
+            "ServerHealthChanged" => serde_json::from_str::<Health>(data).map(|h| ServerEvent::HealthChanged(h.health)),
+            "ServerToolsDiscovered" => {
+                serde_json::from_str::<Tools>(data).map(|t| ServerEvent::ToolsDiscovered(t.tools))
+            }
             _ => return None,
         };
         Some(event)

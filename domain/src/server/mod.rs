@@ -8,6 +8,7 @@ mod distribution;
 mod endpoint;
 mod error;
 mod event;
+mod health;
 mod name;
 mod profile;
 mod state;
@@ -25,6 +26,10 @@ pub use distribution::{
 pub use endpoint::{Endpoint, EndpointError, MAX_URL_BYTES, NetworkPolicy, Transport};
 pub use error::{MAX_REASON_CHARS, ServerError};
 pub use event::{SCHEMA_VERSION, ServerChanges, ServerEvent, ServerRegistered};
+pub use health::{
+    DiscoveredTool, DiscoveredTools, MAX_DISCOVERED_TOOLS, MAX_HEALTH_DETAIL_CHARS, MAX_TOOL_DESCRIPTION_CHARS,
+    ServerHealth,
+};
 pub use name::{MAX_NAME_BYTES, ServerName, ServerNameError};
 pub use profile::{
     Description, MAX_DESCRIPTION_CHARS, MAX_TAG_BYTES, MAX_TAGS, MAX_TITLE_CHARS, ProfileError, Tags, Title,

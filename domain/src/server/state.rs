@@ -6,6 +6,7 @@ use super::access::AccessPolicy;
 use super::distribution::{Packages, Repository};
 use super::endpoint::{Endpoint, Transport};
 use super::event::ServerEvent;
+use super::health::{DiscoveredTools, ServerHealth};
 use super::name::ServerName;
 use super::profile::{Description, Tags, Title};
 use super::upstream_auth::UpstreamAuth;
@@ -54,6 +55,10 @@ pub struct Server {
     pub owner: String,
     /// Routed or not.
     pub status: ServerStatus,
+    /// What the last connection check that changed something found.
+    pub health: Option<ServerHealth>,
+    /// The tools it listed when last checked.
+    pub tools: Option<DiscoveredTools>,
 }
 
 /// The aggregate's state.
@@ -87,6 +92,8 @@ pub fn evolve(state: ServerState, event: &ServerEvent) -> ServerState {
             access: r.access.clone(),
             owner: r.owner.clone(),
             status: ServerStatus::Active,
+            health: None,
+            tools: None,
         })),
         (ServerState::Live(mut server), event) => {
             match event {
@@ -118,6 +125,9 @@ pub fn evolve(state: ServerState, event: &ServerEvent) -> ServerState {
                     }
                 }
                 ServerEvent::AccessChanged(access) => server.access = access.clone(),
+                ServerEvent::ToolRulesChanged(tools) => server.access.tools = tools.clone(),
+                ServerEvent::HealthChanged(health) => server.health = Some(health.clone()),
+                ServerEvent::ToolsDiscovered(tools) => server.tools = Some(tools.clone()),
                 ServerEvent::CredentialRotated(auth) => server.upstream_auth = auth.clone(),
                 ServerEvent::Suspended { reason } => server.status = ServerStatus::Suspended { reason: reason.clone() },
                 ServerEvent::Resumed => server.status = ServerStatus::Active,

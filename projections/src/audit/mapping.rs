@@ -140,6 +140,9 @@ fn server_fields(event: &ServerEvent) -> Result<serde_json::Map<String, Value>, 
             changed
         }
         ServerEvent::AccessChanged(access) => json!({ "access": access }),
+        ServerEvent::ToolRulesChanged(tools) => json!({ "tool_rules": tools }),
+        ServerEvent::HealthChanged(health) => json!({ "health": health }),
+        ServerEvent::ToolsDiscovered(tools) => json!({ "tools": tools.names().collect::<Vec<_>>() }),
         // The mode, and the secret's keyed hash (never the sealed value): whether the credential changed.
         ServerEvent::CredentialRotated(auth) => match auth.fingerprint() {
             Some(hash) => json!({ "auth_mode": auth.kind(), "credential": hash }),
@@ -287,6 +290,16 @@ fn describe_change(event: &RecordedEvent, before: Option<&TargetState>) -> Resul
             }
             ServerEvent::CredentialRotated(_) => {
                 ("server.credential_rotated", "server", name, None, before_after(before, fields))
+            }
+            ServerEvent::ToolRulesChanged(_) => {
+                ("server.tool_rules_changed", "server", name, None, before_after(before, fields))
+            }
+            ServerEvent::HealthChanged(health) => {
+                let reason = health.detail.clone();
+                ("server.health_changed", "server", name, reason, before_after(before, fields))
+            }
+            ServerEvent::ToolsDiscovered(_) => {
+                ("server.tools_discovered", "server", name, None, before_after(before, fields))
             }
             ServerEvent::Suspended { reason } => {
                 ("server.suspended", "server", name, Some(reason), before_after(before, fields))

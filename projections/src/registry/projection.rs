@@ -30,7 +30,7 @@ impl TableProjection for RegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn filter(&self) -> &EventFilter {
@@ -55,6 +55,8 @@ impl TableProjection for RegistryProjection {
                  owner         text        NOT NULL,
                  status        text        NOT NULL,
                  status_reason text,
+                 health        jsonb,
+                 tools         jsonb,
                  revision      bigint      NOT NULL,
                  registered_at timestamptz NOT NULL,
                  updated_at    timestamptz NOT NULL
@@ -271,6 +273,36 @@ async fn apply_one(
                 .bind(sqlx::types::Json(access))
                 .bind(revision)
                 .bind(at)
+                .execute(&mut *tx)
+                .await
+                .and_then(one_row)
+        }
+        ServerEvent::ToolRulesChanged(tools) => sqlx::query(
+            "UPDATE servers SET access = jsonb_set(access, '{tools}', $2), revision = $3, updated_at = $4
+                  WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sqlx::types::Json(tools))
+        .bind(revision)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .and_then(one_row),
+        // What a check found is not a change of the entry: `updated_at` stays.
+        ServerEvent::HealthChanged(health) => {
+            sqlx::query("UPDATE servers SET health = $2, revision = $3 WHERE id = $1")
+                .bind(id)
+                .bind(sqlx::types::Json(health))
+                .bind(revision)
+                .execute(&mut *tx)
+                .await
+                .and_then(one_row)
+        }
+        ServerEvent::ToolsDiscovered(tools) => {
+            sqlx::query("UPDATE servers SET tools = $2, revision = $3 WHERE id = $1")
+                .bind(id)
+                .bind(sqlx::types::Json(tools))
+                .bind(revision)
                 .execute(&mut *tx)
                 .await
                 .and_then(one_row)

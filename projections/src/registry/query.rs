@@ -46,6 +46,12 @@ pub struct CatalogueEntry {
     pub status: String,
     /// Why suspended.
     pub status_reason: Option<String>,
+    /// What the last connection check that changed something found (`null` before the first check).
+    #[schema(value_type = Option<domain::server::ServerHealth>)]
+    pub health: Option<sqlx::types::Json<serde_json::Value>>,
+    /// The tools the server listed when last checked (`null` before the first check).
+    #[schema(value_type = Option<Vec<domain::server::DiscoveredTool>>)]
+    pub tools: Option<sqlx::types::Json<serde_json::Value>>,
     /// Stream revision: the `ETag`.
     pub revision: i64,
     /// When registered.
@@ -87,7 +93,8 @@ pub struct Registry {
 }
 
 const COLUMNS: &str = "id, name, version, title, description, tags, repository, packages, transport, url, \
-                       auth_mode, access, owner, status, status_reason, revision, registered_at, updated_at";
+                       auth_mode, access, owner, status, status_reason, health, tools, revision, registered_at, \
+                       updated_at";
 
 impl Registry {
     /// Queries against the read model in `pool`'s database.

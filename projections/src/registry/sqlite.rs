@@ -33,7 +33,7 @@ impl SqliteProjection for SqliteRegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn filter(&self) -> &EventFilter {
@@ -62,6 +62,8 @@ impl SqliteProjection for SqliteRegistryProjection {
                  owner         TEXT    NOT NULL,
                  status        TEXT    NOT NULL,
                  status_reason TEXT,
+                 health        TEXT,
+                 tools         TEXT,
                  revision      INTEGER NOT NULL,
                  registered_at TEXT    NOT NULL,
                  updated_at    TEXT    NOT NULL
@@ -209,6 +211,33 @@ async fn apply_one(
                 .execute(&mut *conn)
                 .await?
         }
+        ServerEvent::ToolRulesChanged(tools) => sqlx::query(
+            "UPDATE registry_servers SET access = json_set(access, '$.tools', json(?)), revision = ?, updated_at = ?
+                  WHERE id = ?",
+        )
+        .bind(json_text(tools)?)
+        .bind(revision)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?,
+        // What a check found is not a change of the entry: `updated_at` stays.
+        ServerEvent::HealthChanged(health) => {
+            sqlx::query("UPDATE registry_servers SET health = ?, revision = ? WHERE id = ?")
+                .bind(json_text(health)?)
+                .bind(revision)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+        }
+        ServerEvent::ToolsDiscovered(tools) => {
+            sqlx::query("UPDATE registry_servers SET tools = ?, revision = ? WHERE id = ?")
+                .bind(json_text(tools)?)
+                .bind(revision)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?
+        }
         ServerEvent::CredentialRotated(auth) => {
             sqlx::query("UPDATE registry_servers SET auth_mode = ?, revision = ?, updated_at = ? WHERE id = ?")
                 .bind(auth_mode_name(auth))
@@ -346,8 +375,8 @@ pub struct SqliteRegistry {
 }
 
 const SELECT: &str = "SELECT id, name, version, title, description, tags, repository, packages, transport, url, \
-                      auth_mode, access, owner, status, status_reason, revision, registered_at, updated_at \
-                      FROM registry_servers";
+                      auth_mode, access, owner, status, status_reason, health, tools, revision, registered_at, \
+                      updated_at FROM registry_servers";
 
 /// A JSON text column, decoded; `None` when NULL.
 fn json_column(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
@@ -380,6 +409,8 @@ fn entry(row: &SqliteRow) -> Result<CatalogueEntry, sqlx::Error> {
         owner: row.try_get("owner")?,
         status: row.try_get("status")?,
         status_reason: row.try_get("status_reason")?,
+        health: json_column(row, "health")?.map(sqlx::types::Json),
+        tools: json_column(row, "tools")?.map(sqlx::types::Json),
         revision: row.try_get("revision")?,
         registered_at: row.try_get("registered_at")?,
         updated_at: row.try_get("updated_at")?,

@@ -48,6 +48,8 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         registry_reads: api::RegistryReads::Public,
         oauth_clients: Vec::new(),
         call_journal: Some(std::env::temp_dir().join(format!("mgw-calls-{}", uuid::Uuid::now_v7()))),
+        health_check_interval: None,
+        proxy_limits: api::ProxyLimits::default(),
     }
 }
 

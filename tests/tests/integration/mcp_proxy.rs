@@ -239,6 +239,16 @@ async fn a_session_is_served_only_to_its_principal_at_its_server(backend: Backen
     api.gateway.stop();
 }
 
+/// A 30-second tool call with progress.
+fn long_request() -> Value {
+    rpc(
+        7,
+        "tools/call",
+        json!({ "name": "trigger-long-running-operation",
+        "arguments": { "duration": 30, "steps": 30 }, "_meta": { "progressToken": "p1" } }),
+    )
+}
+
 /// A long-running tool call with progress: its SSE answer, as a stream of body chunks.
 async fn long_call(api: &Api, uri: &str, session: &str, seconds: u64, steps: u64) -> axum::body::BodyDataStream {
     let body = rpc(
@@ -462,23 +472,23 @@ async fn the_connection_test_reports_reachability_protocol_and_credentials_apart
     api.gateway.stop();
 }
 
-/// A developer (a service principal with the role) and their key.
-async fn developer(api: &Api) -> String {
+/// A developer (a service principal with the role), their key and principal id.
+async fn developer_and_id(api: &Api) -> (String, String) {
     let user = json!({ "display_name": "ci", "kind": "service" }).to_string();
     let created = api.call(Method::POST, "/api/v1/users", Some(&user), &[]).await;
     let principal = created.body["id"].as_str().unwrap().to_owned();
     let grant = json!({ "role": "developer", "reason": "test" }).to_string();
     api.call(Method::POST, &format!("/api/v1/users/{principal}/roles"), Some(&grant), &[]).await;
     let key = api.call(Method::POST, &format!("/api/v1/users/{principal}/api-keys"), Some("{}"), &[]).await;
-    key.body["key"].as_str().unwrap().to_owned()
+    (key.body["key"].as_str().unwrap().to_owned(), principal)
 }
 
 async fn rules_for_a_role_narrow_what_its_holders_see_and_call(backend: Backend) {
     let upstream = tests::McpServer::shared_everything().unwrap().url();
     let tools = json!({ "deny": ["get-env"], "by_role": { "developer": { "allow": ["echo", "get-sum"] } } });
     let access = json!({ "roles": ["developer"], "tools": tools });
-    let (api, _, uri) = gateway_with(backend, json!({ "url": upstream, "access": access })).await;
-    let key = developer(&api).await;
+    let (api, id, uri) = gateway_with(backend, json!({ "url": upstream, "access": access })).await;
+    let (key, principal) = developer_and_id(&api).await;
     tests::eventually(DEADLINE, "the developer admitted", || async {
         (call(&api, &uri, &key, None, &initialize()).await.0 == StatusCode::OK).then_some(())
     })
@@ -504,10 +514,164 @@ async fn rules_for_a_role_narrow_what_its_holders_see_and_call(backend: Backend)
     let (_, _, listed) = call(&api, &uri, &api.key, Some(&owner), &rpc(3, "tools/list", json!({}))).await;
     let seen = names(&listed);
     assert!(seen.len() >= 10 && seen.contains(&"get-tiny-image".to_owned()) && !seen.contains(&"get-env".to_owned()));
+
+    // Rules of the developer's own, by their command: in place of the role's, under everyone's.
+    let rules = json!({ "deny": ["get-env"], "by_role": { "developer": { "allow": ["echo", "get-sum"] } },
+                        "by_principal": { principal.to_uppercase(): { "allow": ["get-tiny-image", "get-env"] } } });
+    let path = format!("/api/v1/servers/{id}/tool-rules");
+    let changed = api.call(Method::PUT, &path, Some(&rules.to_string()), &[]).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.raw);
+    let bad = json!({ "by_principal": { "": {} } }).to_string();
+    assert_eq!(api.call(Method::PUT, &path, Some(&bad), &[]).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let seen = tests::eventually(DEADLINE, "the developer's own rules in force", || async {
+        let (_, _, listed) = call(&api, &uri, &key, Some(&theirs), &rpc(4, "tools/list", json!({}))).await;
+        let seen = names(&listed);
+        (seen != ["echo", "get-sum"]).then_some(seen)
+    })
+    .await;
+    assert_eq!(seen, ["get-tiny-image"], "their own allow list; get-env stays denied to everyone");
+    let (_, _, answered) = call(&api, &uri, &key, Some(&theirs), &tiny).await;
+    assert!(answered[0]["result"].is_object(), "{answered:?}");
+    let (_, _, refused) = call(&api, &uri, &key, Some(&theirs), &rpc(5, "tools/call", json!({ "name": "echo" }))).await;
+    assert_eq!(refused[0]["error"]["code"], -32001, "{refused:?}");
+    // The permissions answer per tool, as the proxy decides.
+    let asked = api.call_as(&key, Method::GET, &format!("/api/v1/servers/{id}/permissions?tool=echo"), None, &[]).await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.raw);
+    assert_eq!(asked.body["tools"][0]["name"], "echo");
+    assert_eq!(asked.body["tools"][0]["allow"], false, "{}", asked.raw);
+    let asked = api
+        .call_as(&key, Method::GET, &format!("/api/v1/servers/{id}/permissions?tool=get-tiny-image"), None, &[])
+        .await;
+    assert_eq!(asked.body["tools"][0]["allow"], true, "{}", asked.raw);
+    assert!(asked.body["tools"][0]["reason"].as_str().unwrap().contains("principal"), "{}", asked.raw);
+    let audited = tests::eventually(DEADLINE, "the change in the audit trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=server.tool_rules_changed", None, &[]).await;
+        page.body["entries"].as_array().filter(|e| !e.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(audited.len(), 1);
+    api.gateway.stop();
+}
+
+async fn the_health_checker_records_transitions_and_the_tools_it_finds(backend: Backend) {
+    let upstream = tests::McpServer::everything().unwrap();
+    let (api, id) = {
+        let api = start_with(backend, |config| {
+            config.upstream_allowlist = vec!["127.0.0.1".into()];
+            config.health_check_interval = Some(Duration::from_millis(200));
+        })
+        .await;
+        let body = json!({ "name": "io.example/checked", "description": "d", "transport": "streamable_http",
+                           "url": upstream.url(), "access": { "tools": { "deny": ["get-env"] } } });
+        let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+        (api, created.body["id"].as_str().unwrap().to_owned())
+    };
+    // The periodic check finds it healthy, with its tools, in the registry's read model.
+    let entry = tests::eventually(DEADLINE, "the server checked", || async {
+        let read = api.call(Method::GET, &format!("/api/v1/servers/{id}"), None, &[]).await;
+        (read.body["health"]["reachable"] == true && read.body["tools"].is_array()).then_some(read.body)
+    })
+    .await;
+    assert_eq!(entry["health"]["protocol_valid"], true, "{entry}");
+    assert_eq!(entry["health"]["credentials_valid"], true, "{entry}");
+    let tools = entry["tools"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t["name"] == "echo" && t["description"].is_string()), "{entry}");
+    // Per tool, what the caller may call.
+    let permissions = api.call(Method::GET, &format!("/api/v1/servers/{id}/permissions"), None, &[]).await;
+    let decided: Vec<(String, bool)> = permissions.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().to_owned(), t["allow"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(decided.len(), tools.len(), "{}", permissions.raw);
+    assert!(decided.contains(&("echo".into(), true)) && decided.contains(&("get-env".into(), false)), "{decided:?}");
+
+    // Down: one transition recorded, however many checks see it down.
+    upstream.kill().unwrap();
+    let entry = tests::eventually(DEADLINE, "the server seen down", || async {
+        let read = api.call(Method::GET, &format!("/api/v1/servers/{id}"), None, &[]).await;
+        (read.body["health"]["reachable"] == false).then_some(read.body)
+    })
+    .await;
+    assert!(entry["health"]["detail"].is_string(), "{entry}");
+    let stream = eventstore::StreamName::from_parts("server", id.parse::<uuid::Uuid>().unwrap()).unwrap();
+    let kinds = || async {
+        let events = api
+            .gateway
+            .state
+            .store
+            .read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
+            .await
+            .unwrap();
+        events.into_iter().map(|e| e.event_type).collect::<Vec<_>>()
+    };
+    let before = kinds().await;
+    api.gateway.check_servers_now().await;
+    api.gateway.check_servers_now().await;
+    let after = kinds().await;
+    assert_eq!(before, after, "a check that finds what the last found records nothing");
+    assert_eq!(after[..3], ["ServerRegistered", "ServerHealthChanged", "ServerToolsDiscovered"], "{after:?}");
+    // Down, possibly through a check that caught the server dying mid-answer first.
+    assert!(after.len() >= 4 && after[3..].iter().all(|k| k == "ServerHealthChanged"), "{after:?}");
+    let audited = tests::eventually(DEADLINE, "the transitions in the audit trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=server.health_changed", None, &[]).await;
+        page.body["entries"].as_array().filter(|e| e.len() == after.len() - 2).cloned()
+    })
+    .await;
+    assert!(audited.iter().any(|e| e["reason"].is_string()), "the failure's detail: {audited:?}");
+    api.gateway.stop();
+}
+
+async fn requests_in_flight_are_limited_per_principal_and_per_server(backend: Backend) {
+    let upstream = tests::McpServer::shared_everything().unwrap().url();
+    let api = start_with(backend, |config| {
+        config.upstream_allowlist = vec!["127.0.0.1".into()];
+        config.proxy_limits = api::ProxyLimits { per_principal: 2, per_server: 3 };
+    })
+    .await;
+    let body = json!({ "name": "io.example/limited", "description": "d", "transport": "streamable_http",
+                       "url": upstream, "access": { "roles": ["developer"] } });
+    let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
+    let uri = format!("/servers/{}/mcp", created.body["id"].as_str().unwrap());
+    tests::eventually(DEADLINE, "the server known", || async {
+        (call(&api, &uri, &api.key, None, &initialize()).await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    let owner = session(&api, &uri, &api.key).await;
+    // Two answers streaming: the owner's two places.
+    let first = long_call(&api, &uri, &owner, 30, 30).await;
+    let _second = long_call(&api, &uri, &owner, 30, 30).await;
+    let response = api.router.clone().oneshot(request(&uri, &api.key, Some(&owner), &rpc(1, "ping", json!({})))).await;
+    let response = response.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let answer: Value =
+        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap()).unwrap();
+    assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    // Another principal takes the server's third place; a fourth request finds the server full.
+    let (key, _) = developer_and_id(&api).await;
+    let theirs = tests::eventually(DEADLINE, "the developer admitted", || async {
+        let (status, session, _) = call(&api, &uri, &key, None, &initialize()).await;
+        (status == StatusCode::OK).then_some(session).flatten()
+    })
+    .await;
+    let held = api.router.clone().oneshot(request(&uri, &key, Some(&theirs), &long_request())).await.unwrap();
+    assert_eq!(held.status(), StatusCode::OK);
+    let (status, _, _) = call(&api, &uri, &key, Some(&theirs), &rpc(2, "ping", json!({}))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the server's limit");
+    // An answer that ends gives its place back.
+    drop(first);
+    drop(held);
+    let (status, _, answer) = call(&api, &uri, &api.key, Some(&owner), &rpc(3, "ping", json!({}))).await;
+    assert_eq!((status, &answer[0]["result"]), (StatusCode::OK, &json!({})), "{answer:?}");
     api.gateway.stop();
 }
 
 on_every_backend!(
+    requests_in_flight_are_limited_per_principal_and_per_server,
+    the_health_checker_records_transitions_and_the_tools_it_finds,
     rules_for_a_role_narrow_what_its_holders_see_and_call,
     the_connection_test_reports_reachability_protocol_and_credentials_apart,
     every_call_of_a_burst_is_in_the_audit_trail_exactly_once,
