@@ -213,6 +213,7 @@ impl Gateway {
             .map_err(|e| StartError::Proxy(e.to_string()))?;
         let servers = ServerCommands::new(shared_store.clone(), keyring.clone(), network, Arc::new(SystemResolver));
         let principals = commands::principals::PrincipalCommands::new(shared_store.clone(), keyring.clone());
+        let connections = commands::connections::Connections::new(shared_store.clone(), keyring.clone());
         let authz_lag = crate::authz_lag::AuthzLag::new(config.authz_max_lag);
         tasks.push(tokio::spawn(authz_lag.clone().watch(shared_store.clone(), tables.clone(), authz_status.clone())));
         let issuer = config.issuer();
@@ -234,6 +235,7 @@ impl Gateway {
         let state = AppState::new(crate::state::Shared {
             servers,
             principals,
+            connections,
             tokens: Arc::new(tokens),
             idps: Arc::new(crate::oidc::Idps::new(config.idps.clone(), &issuer)?),
             authz_lag: authz_lag.clone(),

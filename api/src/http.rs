@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::registry_v0::routes())
         .merge(crate::oauth::routes())
         .merge(routes::mcp::routes())
+        .merge(routes::connections::routes())
         .merge(routes::oauth_clients::routes())
         .merge(routes::grants::routes())
         .merge(routes::audit::routes())

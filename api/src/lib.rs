@@ -11,6 +11,7 @@ pub mod cookies;
 pub mod cursor;
 mod denials;
 pub mod github;
+mod html_page;
 pub mod http;
 pub mod idempotency;
 pub mod json_body;

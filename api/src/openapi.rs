@@ -5,7 +5,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, login, ops, registry_v0, servers, tokens, users};
+use crate::routes::{audit, connections, login, ops, registry_v0, servers, tokens, users};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -22,6 +22,9 @@ use crate::state::AppState;
         servers::change_tool_rules,
         servers::deregister,
         servers::permissions,
+        connections::connect,
+        connections::callback,
+        connections::disconnect,
         audit::list,
         audit::verify,
         audit::hash,
@@ -104,7 +107,7 @@ pub fn errors_follow_a_standard(path: &str) -> bool {
 /// endpoints and JSON-RPC errors at the MCP endpoints, all JSON; pages at the endpoints a browser
 /// visits (an error there cannot be sent back to any client); problem documents everywhere else.
 pub fn error_media_type(path: &str) -> &'static str {
-    if ["/authorize", "/consent", "/oauth/callback/{idp}"].contains(&path) {
+    if ["/authorize", "/consent", "/oauth/callback/{idp}", "/connect/callback"].contains(&path) {
         "text/html"
     } else if path.starts_with("/v0.1/")
         || path.starts_with("/.well-known/oauth-")

@@ -32,6 +32,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// Server command handlers.
     pub servers: ServerCommands,
+    /// People's own accounts at servers that act on them.
+    pub connections: commands::connections::Connections,
     /// Principal command handlers (roles, keys, disabling, second factor).
     pub principals: commands::principals::PrincipalCommands,
     /// The gateway's access tokens.

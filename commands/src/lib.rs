@@ -2,6 +2,7 @@
 //! events with the exact revision it loaded (never `Any`). Secrets are sealed here, before any event
 //! exists; names are reserved in the transaction of the append.
 
+pub mod connections;
 mod error;
 pub mod identity;
 pub mod oauth_clients;

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod authz;
+pub mod connection;
 pub mod identity;
 pub mod oauth;
 pub mod role;

@@ -4,7 +4,7 @@
 // config.json: { "clients": [{client_id, client_secret, redirect_uris, token_endpoint_auth_method?}],
 //   "users": {"<login>": { "password": "...", "sub": "...", "amr": ["pwd"|"mfa"], "claims": {...},
 //   "github": {id, login, name, email, orgs: [...], teams: ["org/slug"]} }},
-//   "tenant": "<guid>" }
+//   "tenant": "<guid>", "access_token_ttl": <seconds, default 600> }
 // It prints "listening <origin>" once it accepts connections. The login page is a plain HTML form
 // (username, password) posted to <prefix>/interaction/<uid>/login, so a test can log in without a browser.
 //
@@ -49,7 +49,7 @@ const provider = new Provider(issuer, {
   },
   interactions: { url: (ctx, interaction) => `${prefix}/interaction/${interaction.uid}` },
   cookies: { keys: ['test-only-cookie-key'] },
-  ttl: { AccessToken: 600, IdToken: 600, Grant: 600, Interaction: 600, Session: 600, AuthorizationCode: 60 },
+  ttl: { AccessToken: config.access_token_ttl ?? 600, IdToken: 600, Grant: 600, Interaction: 600, Session: 600, AuthorizationCode: 60 },
 });
 provider.proxy = false;
 

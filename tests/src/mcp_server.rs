@@ -18,10 +18,11 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 static SHARED: std::sync::OnceLock<Result<McpServer, String>> = std::sync::OnceLock::new();
 
 /// Which server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Program {
     Everything,
-    HeaderEcho,
+    /// With the userinfo endpoint that checks the bearer tokens it requires, if any.
+    HeaderEcho(Option<String>),
 }
 
 /// A running server. Dropping it stops it.
@@ -40,7 +41,14 @@ impl McpServer {
 
     /// Starts the header-echo server on a free port and waits until it accepts connections.
     pub fn header_echo() -> Result<Self, HarnessError> {
-        Self::start(Program::HeaderEcho)
+        Self::start(Program::HeaderEcho(None))
+    }
+
+    /// The header-echo server acting on people's own accounts: it refuses requests without a bearer
+    /// token that `userinfo` (an OpenID provider's userinfo endpoint) accepts (401 with a Bearer
+    /// challenge), and its `whoami` tool answers the token's `sub`.
+    pub fn acting_for_people(userinfo: &str) -> Result<Self, HarnessError> {
+        Self::start(Program::HeaderEcho(Some(userinfo.to_owned())))
     }
 
     fn start(program: Program) -> Result<Self, HarnessError> {
@@ -67,18 +75,20 @@ impl McpServer {
         preload: &std::path::Path,
         pid_file: &std::path::Path,
     ) -> Result<(), HarnessError> {
-        let (script, argument) = match program {
+        let (script, arguments) = match program {
             Program::Everything => (
                 peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
-                "streamableHttp".into(),
+                vec!["streamableHttp".to_owned()],
             ),
-            Program::HeaderEcho => (peers.join("header-echo-server.mjs"), self.port.to_string()),
+            Program::HeaderEcho(userinfo) => {
+                (peers.join("header-echo-server.mjs"), std::iter::once(self.port.to_string()).chain(userinfo).collect())
+            }
         };
         let child = Command::new(node()?)
             .arg("--require")
             .arg(preload)
             .arg(script)
-            .arg(argument)
+            .args(arguments)
             .env_clear()
             .env("PORT", self.port.to_string())
             .current_dir(peers)

@@ -36,11 +36,37 @@ struct Cached {
     fetch_again_at: Instant,
 }
 
+/// A token endpoint's answer.
 #[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: String,
+pub(crate) struct TokenAnswer {
+    pub(crate) access_token: String,
     #[serde(default)]
-    expires_in: Option<u64>,
+    pub(crate) expires_in: Option<u64>,
+    #[serde(default)]
+    pub(crate) refresh_token: Option<String>,
+    #[serde(default)]
+    pub(crate) scope: Option<String>,
+}
+
+/// Sends a token request and reads its answer (bounded in time and size).
+pub(crate) async fn token_request(request: reqwest::RequestBuilder) -> Result<TokenAnswer, UpstreamError> {
+    let fetched = tokio::time::timeout(TOKEN_TIMEOUT, async {
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Credentials(format!("its token endpoint: {}", super::describe(&e))))?;
+        if !answer.status().is_success() {
+            return Err(UpstreamError::Credentials(format!(
+                "its token endpoint refused the gateway's request ({})",
+                answer.status()
+            )));
+        }
+        super::stream::read_whole(answer, MAX_TOKEN_ANSWER).await
+    })
+    .await
+    .map_err(|_| UpstreamError::Credentials("its token endpoint did not answer in time".into()))??;
+    serde_json::from_slice(&fetched)
+        .map_err(|_| UpstreamError::Credentials("its token endpoint answered no access_token".into()))
 }
 
 /// Opens a sealed secret of server `id` as a header value.
@@ -65,9 +91,17 @@ impl TokenCache {
         state: &crate::state::AppState,
         http: &reqwest::Client,
         id: Uuid,
+        principal: Option<Uuid>,
         auth: &UpstreamAuth,
     ) -> Result<Option<(HeaderName, HeaderValue)>, UpstreamError> {
         match auth {
+            // A person's own token; a request on no one's behalf (a health check) goes without.
+            UpstreamAuth::OauthPerPerson { .. } => match principal {
+                Some(principal) => {
+                    Ok(Some((AUTHORIZATION, state.proxy.person_tokens.header(state, http, id, principal, auth).await?)))
+                }
+                None => Ok(None),
+            },
             UpstreamAuth::None => Ok(None),
             UpstreamAuth::Bearer { token } => {
                 Ok(Some((AUTHORIZATION, header_value(state, id, "bearer", token, "Bearer ")?)))
@@ -90,22 +124,7 @@ impl TokenCache {
                     form.push(("scope", scopes.join(" ")));
                 }
                 let request = http.post(token_url.as_str()).basic_auth(client_id, Some(secret.expose())).form(&form);
-                let fetched = tokio::time::timeout(TOKEN_TIMEOUT, async {
-                    let answer = request.send().await.map_err(|e| {
-                        UpstreamError::Credentials(format!("its token endpoint: {}", super::describe(&e)))
-                    })?;
-                    if !answer.status().is_success() {
-                        return Err(UpstreamError::Credentials(format!(
-                            "its token endpoint refused the client credentials ({})",
-                            answer.status()
-                        )));
-                    }
-                    super::stream::read_whole(answer, MAX_TOKEN_ANSWER).await
-                })
-                .await
-                .map_err(|_| UpstreamError::Credentials("its token endpoint did not answer in time".into()))??;
-                let answer: TokenAnswer = serde_json::from_slice(&fetched)
-                    .map_err(|_| UpstreamError::Credentials("its token endpoint answered no access_token".into()))?;
+                let answer = token_request(request).await?;
                 let lifetime = answer.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs);
                 let header = bearer(&answer.access_token)?;
                 if let Ok(mut tokens) = self.tokens.lock() {
@@ -137,7 +156,7 @@ impl TokenCache {
     }
 }
 
-fn bearer(token: &str) -> Result<HeaderValue, UpstreamError> {
+pub(crate) fn bearer(token: &str) -> Result<HeaderValue, UpstreamError> {
     let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
         UpstreamError::Credentials("the token endpoint's access_token is not a valid header value".into())
     })?;

@@ -36,7 +36,7 @@ pub(crate) async fn check_all(state: &AppState) {
 }
 
 async fn check(state: &AppState, id: Uuid, upstream: &projections::authz::Upstream) {
-    let report = super::tester::test(state, id, upstream).await;
+    let report = super::tester::test(state, id, None, upstream).await;
     let health = report.health();
     let label = id.to_string();
     metrics::gauge!("mgw_upstream_up", "server" => label.clone()).set(if health.is_healthy() { 1.0 } else { 0.0 });

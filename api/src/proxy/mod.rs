@@ -6,6 +6,7 @@ mod credentials;
 pub(crate) mod health_check;
 pub mod journal;
 pub mod limits;
+pub(crate) mod person_tokens;
 pub(crate) mod recorder;
 mod resolver;
 pub(crate) mod session;
@@ -52,6 +53,10 @@ pub(crate) enum UpstreamError {
     /// The gateway's credentials for the server could not be used or obtained.
     #[error("the gateway's credentials for the upstream server are unusable: {0}")]
     Credentials(String),
+    /// The server acts on each person's own account, and this person has not connected theirs (or the
+    /// connection can no longer be refreshed).
+    #[error("connect your account at this server first")]
+    ConnectRequired,
     /// A transport the proxy does not speak yet.
     #[error(
         "servers registered with the HTTP+SSE transport are not proxied yet; register its streamable HTTP endpoint"
@@ -83,6 +88,8 @@ pub struct Proxy {
     pub(crate) recorder: recorder::CallRecorder,
     /// Requests in flight, per principal and per server.
     pub(crate) in_flight: Arc<limits::InFlight>,
+    /// People's own tokens at servers that act on their accounts.
+    pub(crate) person_tokens: person_tokens::PersonTokens,
 }
 
 /// A request to forward.
@@ -97,6 +104,8 @@ pub(crate) struct Forward<'a> {
     pub headers: &'a HeaderMap,
     /// The upstream session, opened from the client's session id.
     pub session: Option<String>,
+    /// On whose behalf (a person's own token is sent to servers that act on their accounts).
+    pub principal: Option<Uuid>,
     /// The body of a POST.
     pub body: Option<Bytes>,
 }
@@ -121,7 +130,8 @@ impl Proxy {
             .build()?;
         let tokens = credentials::TokenCache::default();
         let in_flight = Arc::new(limits::InFlight::new(limits));
-        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens, recorder, in_flight })
+        let person_tokens = person_tokens::PersonTokens::default();
+        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens, recorder, in_flight, person_tokens })
     }
 
     /// Sends `forward` to its upstream; the answer's headers are in, its body still streaming.
@@ -143,11 +153,13 @@ impl Proxy {
         if let Some(session) = &forward.session {
             request = request.header(SESSION_HEADER, session);
         }
-        if let domain::server::UpstreamAuth::OauthClientCredentials { token_url, .. } = &forward.upstream.auth {
+        if let domain::server::UpstreamAuth::OauthClientCredentials { token_url, .. }
+        | domain::server::UpstreamAuth::OauthPerPerson { token_url, .. } = &forward.upstream.auth
+        {
             self.check_literal(token_url)?;
         }
         if let Some((name, value)) =
-            self.tokens.header(state, &self.http, forward.server, &forward.upstream.auth).await?
+            self.tokens.header(state, &self.http, forward.server, forward.principal, &forward.upstream.auth).await?
         {
             request = request.header(name, value);
         }
@@ -159,14 +171,41 @@ impl Proxy {
             .map_err(|_| UpstreamError::TimedOut)?
             .map_err(|e| UpstreamError::Unreachable(describe(&e).to_owned()))?;
         if matches!(response.status().as_u16(), 401 | 403) {
-            // A client-credentials token may have been revoked early: the next request fetches another.
+            // A token may have been revoked early: the next request fetches (or reads) another.
             self.tokens.forget(forward.server);
+            if let Some(principal) = forward.principal {
+                self.person_tokens.forget(forward.server, principal);
+            }
         }
         Ok(response)
     }
 }
 
 impl Proxy {
+    /// Redeems a person's authorization code (or any grant in `form`) at a per-person server's token
+    /// endpoint, as the gateway's client there.
+    pub(crate) async fn redeem(
+        &self,
+        state: &crate::state::AppState,
+        server: Uuid,
+        token_url: &domain::server::Endpoint,
+        client_id: &str,
+        client_secret: Option<&domain::Sealed>,
+        form: Vec<(&'static str, String)>,
+    ) -> Result<commands::connections::TokenSet, UpstreamError> {
+        self.check_literal(token_url)?;
+        let request = person_tokens::client_request(
+            state,
+            &self.http,
+            server,
+            token_url.as_str(),
+            client_id,
+            client_secret,
+            form,
+        )?;
+        Ok(person_tokens::token_set(credentials::token_request(request).await?, None))
+    }
+
     /// What the resolver cannot check, checked against today's policy: a URL whose host is an IP address
     /// (connected to without resolving) must not be in a blocked range, and plain `http` needs a trusted
     /// host, unless the operator trusts the host. The registration checked both once; the operator's

@@ -75,11 +75,12 @@ fn headers(session: Option<&str>) -> HeaderMap {
 async fn exchange(
     state: &AppState,
     id: Uuid,
+    principal: Option<Uuid>,
     upstream: &projections::authz::Upstream,
     method: Method,
     session: Option<&str>,
     message: Option<Value>,
-) -> Result<(u16, Option<String>, axum::body::Bytes), UpstreamError> {
+) -> Result<Exchanged, UpstreamError> {
     let headers = headers(session);
     let forward = Forward {
         server: id,
@@ -87,13 +88,23 @@ async fn exchange(
         method,
         headers: &headers,
         session: session.map(str::to_owned),
+        principal,
         body: message.map(|m| axum::body::Bytes::from(m.to_string())),
     };
     let answer = state.proxy.send(state, forward).await?;
     let status = answer.status().as_u16();
-    let session = answer.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name| answer.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let (session, challenge) = (header(SESSION_HEADER), header(header::WWW_AUTHENTICATE));
     let body = super::stream::read_whole(answer, MAX_ANSWER).await?;
-    Ok((status, session, body))
+    Ok(Exchanged { status, session, challenge, body })
+}
+
+/// An answer of the server.
+struct Exchanged {
+    status: u16,
+    session: Option<String>,
+    challenge: Option<String>,
+    body: axum::body::Bytes,
 }
 
 impl TestReport {
@@ -106,12 +117,20 @@ impl TestReport {
     }
 }
 
-/// Tests server `id` at `upstream`.
-pub(crate) async fn test(state: &AppState, id: Uuid, upstream: &projections::authz::Upstream) -> TestReport {
+/// Tests server `id` at `upstream`, on behalf of `principal` (whose own token a server acting on
+/// people's accounts gets; without one, such a server's 401 with a Bearer challenge is the answer the
+/// protocol asks of it).
+pub(crate) async fn test(
+    state: &AppState,
+    id: Uuid,
+    principal: Option<Uuid>,
+    upstream: &projections::authz::Upstream,
+) -> TestReport {
     let started = Instant::now();
     let mut report = TestReport::default();
     let needs_credentials = upstream.auth != domain::server::UpstreamAuth::None;
-    if tokio::time::timeout(TEST_TIMEOUT, run(state, id, upstream, needs_credentials, &mut report)).await.is_err() {
+    let test = run(state, id, principal, upstream, needs_credentials, &mut report);
+    if tokio::time::timeout(TEST_TIMEOUT, test).await.is_err() {
         report.error = Some(format!("the test did not finish within {} s", TEST_TIMEOUT.as_secs()));
     }
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -121,6 +140,7 @@ pub(crate) async fn test(state: &AppState, id: Uuid, upstream: &projections::aut
 async fn run(
     state: &AppState,
     id: Uuid,
+    principal: Option<Uuid>,
     upstream: &projections::authz::Upstream,
     needs_credentials: bool,
     report: &mut TestReport,
@@ -128,8 +148,15 @@ async fn run(
     let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
         "clientInfo": { "name": "mcp-gateway connection test", "version": env!("CARGO_PKG_VERSION") } } });
-    let (status, session, body) = match exchange(state, id, upstream, Method::POST, None, Some(initialize)).await {
+    let per_person = matches!(upstream.auth, domain::server::UpstreamAuth::OauthPerPerson { .. });
+    let answered = exchange(state, id, principal, upstream, Method::POST, None, Some(initialize)).await;
+    let Exchanged { status, session, challenge, body } = match answered {
         Ok(answer) => answer,
+        Err(UpstreamError::ConnectRequired) => {
+            report.credentials_valid = Some(false);
+            report.error = Some("you have not connected your account at this server".into());
+            return;
+        }
         Err(UpstreamError::Credentials(why)) => {
             report.credentials_valid = Some(false);
             report.error = Some(format!("the gateway's credentials: {why}"));
@@ -142,6 +169,15 @@ async fn run(
     };
     report.reachable = true;
     report.upstream_status = Some(status);
+    if per_person && principal.is_none() && status == 401 {
+        // Checked on no one's behalf: a Bearer challenge is what an MCP server owes a request without a
+        // token; each person's token is tested when they test the connection.
+        report.protocol_valid = challenge.as_deref().is_some_and(|c| c.to_ascii_lowercase().starts_with("bearer"));
+        if !report.protocol_valid {
+            report.error = Some("the server answered 401 without a Bearer challenge".into());
+        }
+        return;
+    }
     if matches!(status, 401 | 403) {
         report.credentials_valid = Some(false);
         report.error = Some(format!("the server refused the gateway's credentials ({status})"));
@@ -163,11 +199,11 @@ async fn run(
     let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
     let list = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {} });
     let listed = async {
-        exchange(state, id, upstream, Method::POST, session, Some(initialized)).await?;
-        exchange(state, id, upstream, Method::POST, session, Some(list)).await
+        exchange(state, id, principal, upstream, Method::POST, session, Some(initialized)).await?;
+        exchange(state, id, principal, upstream, Method::POST, session, Some(list)).await
     };
     match listed.await {
-        Ok((_, _, body)) => {
+        Ok(Exchanged { body, .. }) => {
             match answer_to(&body, 2).and_then(|m| m.get("result")?.get("tools")?.as_array().cloned()) {
                 Some(tools) => {
                     report.tools = tools.iter().filter_map(|t| t.get("name")?.as_str().map(str::to_owned)).collect();
@@ -189,6 +225,6 @@ async fn run(
     }
     if session.is_some() {
         // The test's session is not left open at the server.
-        let _ = exchange(state, id, upstream, Method::DELETE, session, None).await;
+        let _ = exchange(state, id, principal, upstream, Method::DELETE, session, None).await;
     }
 }

@@ -163,9 +163,27 @@ fn upstream_failed(id: Value, error: &UpstreamError) -> Response {
         UpstreamError::TimedOut => StatusCode::GATEWAY_TIMEOUT,
         UpstreamError::Transport => StatusCode::NOT_IMPLEMENTED,
         UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::ConnectRequired => StatusCode::FORBIDDEN,
     };
     tracing::warn!(%error, "an MCP request could not be forwarded");
     rpc_error(status, id, INTERNAL_ERROR, &error.to_string())
+}
+
+/// JSON-RPC's `URLElicitationRequiredError` (MCP 2025-11-25): the user must open a URL first.
+const URL_ELICITATION_REQUIRED: i64 = -32042;
+
+/// A request that was not forwarded: the person must connect their account first (answered as MCP's
+/// URL elicitation, 200 so that clients hand the error to the application), or the upstream failed.
+fn not_forwarded(state: &AppState, server: Uuid, id: Value, error: &UpstreamError) -> Response {
+    if !matches!(error, UpstreamError::ConnectRequired) {
+        return upstream_failed(id, error);
+    }
+    let url = format!("{}/api/v1/servers/{server}/connect", state.tokens.issuer());
+    let message = "This server acts on your own account there: open the link to connect it, then try again.";
+    let body = json!({ "jsonrpc": "2.0", "id": id, "error": { "code": URL_ELICITATION_REQUIRED, "message": message,
+        "data": { "elicitations": [{ "mode": "url", "elicitationId": Uuid::now_v7().to_string(), "url": url,
+                                     "message": message }] } } });
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 /// The JSON-RPC id of a body holding one request, for an error answered in its place.
@@ -284,13 +302,14 @@ async fn forward_call(
         method: axum::http::Method::POST,
         headers: &parts.headers,
         session,
+        principal: Some(caller.0.id),
         body: Some(Bytes::from(decided)),
     };
     match state.proxy.send(&state, forward).await {
         Ok(answer) => relay(&state, binding, answer, relay_as).await,
         Err(error) => {
             finish_all(relay_as.calls, CallOutcome::UpstreamFailed, None);
-            upstream_failed(error_id, &error)
+            not_forwarded(&state, id, error_id, &error)
         }
     }
 }
@@ -507,8 +526,15 @@ async fn forward_admitted(
         Err(unknown) => return unknown.into_response(),
     };
     let had_session = session.is_some();
-    let forward =
-        Forward { server: id, upstream: &route.upstream, method, headers: &parts.headers, session, body: None };
+    let forward = Forward {
+        server: id,
+        upstream: &route.upstream,
+        method,
+        headers: &parts.headers,
+        session,
+        principal: Some(caller.0.id),
+        body: None,
+    };
     match state.proxy.send(&state, forward).await {
         Ok(answer) => {
             let relay_as = Relay {
@@ -521,6 +547,6 @@ async fn forward_admitted(
             };
             relay(&state, binding, answer, relay_as).await
         }
-        Err(error) => upstream_failed(Value::Null, &error),
+        Err(error) => not_forwarded(&state, id, Value::Null, &error),
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP routes.
 
 pub mod audit;
+pub mod connections;
 pub mod grants;
 pub mod login;
 pub mod mcp;

@@ -459,7 +459,7 @@ pub(crate) async fn test_connection(
         model.server_access(id).map(|access| access.upstream.clone())
     };
     let upstream = upstream.ok_or_else(Problem::not_found)?;
-    Ok(axum::Json(crate::proxy::tester::test(&state, id, &upstream).await))
+    Ok(axum::Json(crate::proxy::tester::test(&state, id, Some(caller.0.id), &upstream).await))
 }
 
 #[derive(Deserialize)]

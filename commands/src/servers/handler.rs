@@ -381,6 +381,17 @@ impl ServerCommands {
                     scopes,
                 }
             }
+            UpstreamAuthInput::OauthPerPerson { authorization_url, token_url, client_id, client_secret, scopes } => {
+                UpstreamAuth::OauthPerPerson {
+                    authorization_url: self.endpoint("upstream_auth.authorization_url", &authorization_url).await?,
+                    token_url: self.endpoint("upstream_auth.token_url", &token_url).await?,
+                    client_id,
+                    client_secret: client_secret
+                        .map(|secret| self.keyring.seal(&secret, &context("client_secret")))
+                        .transpose()?,
+                    scopes,
+                }
+            }
         };
         auth.validate().map_err(|e| invalid("upstream_auth", e))?;
         Ok(auth)

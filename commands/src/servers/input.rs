@@ -40,6 +40,22 @@ pub enum UpstreamAuthInput {
         #[serde(default)]
         scopes: Vec<String>,
     },
+    /// OAuth on each person's own account: people connect once (`GET /api/v1/servers/{id}/connect`).
+    OauthPerPerson {
+        /// The authorization endpoint people are sent to.
+        authorization_url: String,
+        /// The token endpoint.
+        token_url: String,
+        /// The gateway's client id there.
+        client_id: String,
+        /// Its client secret (none: a public client).
+        #[serde(default)]
+        #[schema(value_type = Option<String>, format = Password)]
+        client_secret: Option<Secret>,
+        /// Scopes requested.
+        #[serde(default)]
+        scopes: Vec<String>,
+    },
 }
 
 /// Registers a server.

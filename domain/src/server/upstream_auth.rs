@@ -40,6 +40,23 @@ pub enum UpstreamAuth {
         #[serde(default)]
         scopes: Vec<String>,
     },
+    /// OAuth on each person's own account: every person connects once (the authorization-code flow
+    /// with PKCE at the server's authorization server), and the gateway sends that person's token,
+    /// refreshing it, to act as them.
+    OauthPerPerson {
+        /// The authorization endpoint people are sent to.
+        authorization_url: Endpoint,
+        /// The token endpoint.
+        token_url: Endpoint,
+        /// The gateway's client id there.
+        client_id: String,
+        /// Its client secret, sealed (`None`: a public client).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret: Option<Sealed>,
+        /// Scopes requested.
+        #[serde(default)]
+        scopes: Vec<String>,
+    },
 }
 
 /// The mode alone, for reads that must not carry even sealed secrets.
@@ -54,6 +71,8 @@ pub enum UpstreamAuthKind {
     Header,
     /// OAuth 2.0 client credentials.
     OauthClientCredentials,
+    /// OAuth on each person's own account.
+    OauthPerPerson,
 }
 
 /// Why an upstream auth setting was refused.
@@ -78,6 +97,7 @@ impl UpstreamAuth {
             UpstreamAuth::Bearer { .. } => UpstreamAuthKind::Bearer,
             UpstreamAuth::Header { .. } => UpstreamAuthKind::Header,
             UpstreamAuth::OauthClientCredentials { .. } => UpstreamAuthKind::OauthClientCredentials,
+            UpstreamAuth::OauthPerPerson { .. } => UpstreamAuthKind::OauthPerPerson,
         }
     }
 
@@ -88,6 +108,7 @@ impl UpstreamAuth {
             UpstreamAuth::Bearer { token: sealed }
             | UpstreamAuth::Header { value: sealed, .. }
             | UpstreamAuth::OauthClientCredentials { client_secret: sealed, .. } => sealed.fingerprint.as_deref(),
+            UpstreamAuth::OauthPerPerson { client_secret, .. } => client_secret.as_ref()?.fingerprint.as_deref(),
         }
     }
 
@@ -104,7 +125,8 @@ impl UpstreamAuth {
                 }
                 Ok(())
             }
-            UpstreamAuth::OauthClientCredentials { client_id, scopes, .. } => {
+            UpstreamAuth::OauthClientCredentials { client_id, scopes, .. }
+            | UpstreamAuth::OauthPerPerson { client_id, scopes, .. } => {
                 let printable = |s: &str| !s.chars().any(char::is_control);
                 if client_id.is_empty() || client_id.chars().count() > 256 || !printable(client_id) {
                     return Err(UpstreamAuthError::ClientId);

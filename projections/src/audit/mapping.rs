@@ -2,6 +2,7 @@
 //! category with a type missing from the list halts the projection (the test below fails first).
 
 use domain::access::AccessEvent;
+use domain::connection::ConnectionEvent;
 use domain::identity::{IdentityEvent, RoleSource};
 use domain::oauth::{AuthorizationEvent, ClientEvent};
 use domain::server::ServerEvent;
@@ -11,8 +12,8 @@ use serde_json::{Value, json};
 use super::entry::AuditEntry;
 
 /// The stream categories the audit trail covers: all of the gateway's.
-pub const AUDITED_CATEGORIES: [&str; 8] =
-    ["server", "principal", "apikey", "system", "access", "session", "client", "oauth"];
+pub const AUDITED_CATEGORIES: [&str; 9] =
+    ["server", "principal", "apikey", "system", "access", "session", "client", "oauth", "connection"];
 
 /// The marker of the first bootstrap (a plain event, not part of an aggregate's enum).
 const GATEWAY_BOOTSTRAPPED: &str = "GatewayBootstrapped";
@@ -27,6 +28,7 @@ pub fn audited_types() -> impl Iterator<Item = &'static str> {
         .chain(AccessEvent::TYPES)
         .chain(ClientEvent::TYPES)
         .chain(AuthorizationEvent::TYPES)
+        .chain(ConnectionEvent::TYPES)
         .chain([GATEWAY_BOOTSTRAPPED])
 }
 
@@ -90,6 +92,9 @@ pub fn entry_for(
 type Described = (&'static str, &'static str, Option<String>, Option<String>, Value, Option<String>);
 
 fn describe(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Described, String> {
+    if let Some(connection) = describe_connection(event)? {
+        return Ok(connection);
+    }
     let (action, kind, name, reason, changes) = match describe_access(event)? {
         Some(access) => return Ok(access),
         None => describe_change(event, before)?,
@@ -250,6 +255,26 @@ fn principal_fields(event: &IdentityEvent, before: Option<&TargetState>) -> Opti
         Value::Object(map) => Some(map),
         _ => None,
     }
+}
+
+/// A person's account at a server: the target is the connection (its stream's id); the tokens never
+/// appear, not even sealed, only when they expire and the scope granted.
+fn describe_connection(event: &RecordedEvent) -> Result<Option<Described>, String> {
+    let Some(decoded) = ConnectionEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
+    Ok(Some(match decoded.map_err(|e| e.to_string())? {
+        ConnectionEvent::Connected(c) => {
+            let changes = json!({ "principal_id": c.principal_id, "server_id": c.server_id,
+                                  "scope": c.tokens.scope, "expires_at": c.tokens.expires_at });
+            ("connection.connected", "connection", None, None, changes, None)
+        }
+        ConnectionEvent::Refreshed(r) => {
+            let changes = json!({ "scope": r.tokens.scope, "expires_at": r.tokens.expires_at });
+            ("connection.refreshed", "connection", None, None, changes, None)
+        }
+        ConnectionEvent::Disconnected(d) => {
+            ("connection.disconnected", "connection", None, Some(d.reason), json!({}), None)
+        }
+    }))
 }
 
 /// Access records: the target is the resource asked for, not the principal's stream.

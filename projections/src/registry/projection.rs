@@ -458,5 +458,6 @@ pub(super) fn auth_mode_name(auth: &domain::server::UpstreamAuth) -> &'static st
         domain::server::UpstreamAuthKind::Bearer => "bearer",
         domain::server::UpstreamAuthKind::Header => "header",
         domain::server::UpstreamAuthKind::OauthClientCredentials => "oauth_client_credentials",
+        domain::server::UpstreamAuthKind::OauthPerPerson => "oauth_per_person",
     }
 }

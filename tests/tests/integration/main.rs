@@ -18,6 +18,7 @@ mod mcp_resource;
 mod nats_feed;
 mod oauth_flow;
 mod oauth_server;
+mod per_person_oauth;
 mod projection_faults;
 mod projections;
 mod readiness;
