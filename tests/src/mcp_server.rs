@@ -21,6 +21,8 @@ static SHARED: std::sync::OnceLock<Result<McpServer, String>> = std::sync::OnceL
 #[derive(Debug, Clone)]
 enum Program {
     Everything,
+    /// `server-everything` over the older HTTP+SSE transport.
+    EverythingSse,
     /// With the userinfo endpoint that checks the bearer tokens it requires, if any.
     HeaderEcho(Option<String>),
 }
@@ -37,6 +39,12 @@ impl McpServer {
     /// Starts `server-everything` on a free port and waits until it accepts connections.
     pub fn everything() -> Result<Self, HarnessError> {
         Self::start(Program::Everything)
+    }
+
+    /// Starts `server-everything` speaking the older HTTP+SSE transport (MCP 2024-11-05): its stream at
+    /// [`sse_url`](Self::sse_url).
+    pub fn everything_sse() -> Result<Self, HarnessError> {
+        Self::start(Program::EverythingSse)
     }
 
     /// Starts the header-echo server on a free port and waits until it accepts connections.
@@ -79,6 +87,10 @@ impl McpServer {
             Program::Everything => (
                 peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
                 vec!["streamableHttp".to_owned()],
+            ),
+            Program::EverythingSse => (
+                peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+                vec!["sse".to_owned()],
             ),
             Program::HeaderEcho(userinfo) => {
                 (peers.join("header-echo-server.mjs"), std::iter::once(self.port.to_string()).chain(userinfo).collect())
@@ -130,6 +142,11 @@ impl McpServer {
     /// Its MCP endpoint.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Its event stream, when it speaks HTTP+SSE.
+    pub fn sse_url(&self) -> String {
+        format!("http://127.0.0.1:{}/sse", self.port)
     }
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod person_tokens;
 pub(crate) mod recorder;
 mod resolver;
 pub(crate) mod session;
+pub(crate) mod sse_upstream;
 pub(crate) mod stream;
 pub mod tester;
 pub(crate) mod tool_filter;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, Method, header};
 use commands::{HostResolver, Keyring};
-use domain::server::{NetworkPolicy, Transport};
+use domain::server::NetworkPolicy;
 use projections::authz::Upstream;
 use uuid::Uuid;
 
@@ -57,11 +58,6 @@ pub(crate) enum UpstreamError {
     /// connection can no longer be refreshed).
     #[error("connect your account at this server first")]
     ConnectRequired,
-    /// A transport the proxy does not speak yet.
-    #[error(
-        "servers registered with the HTTP+SSE transport are not proxied yet; register its streamable HTTP endpoint"
-    )]
-    Transport,
 }
 
 /// What a reqwest error says, without its URL (which the caller names if it should): the proxy's
@@ -90,6 +86,8 @@ pub struct Proxy {
     pub(crate) in_flight: Arc<limits::InFlight>,
     /// People's own tokens at servers that act on their accounts.
     pub(crate) person_tokens: person_tokens::PersonTokens,
+    /// This instance's streams to servers that speak HTTP+SSE.
+    pub(crate) sse: sse_upstream::SseSessions,
 }
 
 /// A request to forward.
@@ -131,7 +129,8 @@ impl Proxy {
         let tokens = credentials::TokenCache::default();
         let in_flight = Arc::new(limits::InFlight::new(limits));
         let person_tokens = person_tokens::PersonTokens::default();
-        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens, recorder, in_flight, person_tokens })
+        let sse = sse_upstream::SseSessions::default();
+        Ok(Self { http, network, sessions: SessionIds::new(keyring), tokens, recorder, in_flight, person_tokens, sse })
     }
 
     /// Sends `forward` to its upstream; the answer's headers are in, its body still streaming.
@@ -140,9 +139,6 @@ impl Proxy {
         state: &crate::state::AppState,
         forward: Forward<'_>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        if forward.upstream.transport == Transport::Sse {
-            return Err(UpstreamError::Transport);
-        }
         self.check_literal(&forward.upstream.endpoint)?;
         let mut request = self.http.request(forward.method, forward.upstream.endpoint.as_str());
         for name in FORWARDED {

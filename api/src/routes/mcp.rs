@@ -161,7 +161,6 @@ fn upstream_session(state: &AppState, binding: Binding<'_>, parts: &Parts) -> Re
 fn upstream_failed(id: Value, error: &UpstreamError) -> Response {
     let status = match error {
         UpstreamError::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-        UpstreamError::Transport => StatusCode::NOT_IMPLEMENTED,
         UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) => StatusCode::BAD_GATEWAY,
         UpstreamError::ConnectRequired => StatusCode::FORBIDDEN,
     };
@@ -203,7 +202,6 @@ fn single_request_id(body: &Value) -> Value {
         (status = 403, description = "a token without `mcp:tools` (`insufficient_scope`), or a caller who may not use this server", body = Object, content_type = "application/json"),
         (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
         (status = 415, description = "the body is not JSON", body = Object, content_type = "application/json"),
-        (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
         (status = 429, description = "the caller has as many requests in flight through the gateway as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached, failed, or refused the gateway's credentials", body = Object, content_type = "application/json"),
         (status = 503, description = "the authorization model cannot decide now, the server has as many requests in flight as it may (`Retry-After`), or the gateway cannot record tool calls now (its recording queue is full)", body = Object, content_type = "application/json"),
@@ -296,6 +294,10 @@ async fn forward_call(
         idle: true,
         calls,
     };
+    if route.upstream.transport == domain::server::Transport::Sse {
+        let exchange = SseExchange { binding, route: &route, headers: &parts.headers, session, body: decided };
+        return sse_call(&state, exchange, &messages, relay_as).await;
+    }
     let forward = Forward {
         server: id,
         upstream: &route.upstream,
@@ -312,6 +314,123 @@ async fn forward_call(
             not_forwarded(&state, id, error_id, &error)
         }
     }
+}
+
+/// A POST to a server that speaks HTTP+SSE.
+struct SseExchange<'a> {
+    binding: Binding<'a>,
+    route: &'a ServerRoute,
+    headers: &'a axum::http::HeaderMap,
+    /// The client's session: the key of this instance's stream to the server.
+    session: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Forwards to a server that speaks HTTP+SSE: `initialize` without a session opens a stream to the server
+/// (its key sealed in the client's session id), and every request waits for its answer on that stream.
+/// Answered as JSON (filtered, the tool calls recorded), or 202 when nothing asked for an answer.
+async fn sse_call(state: &AppState, exchange: SseExchange<'_>, messages: &[&Value], relay: Relay) -> Response {
+    let SseExchange { binding, route, headers, session, body } = exchange;
+    let requests: Vec<Value> = messages
+        .iter()
+        .filter(|m| m.get("method").is_some() && m.get("id").is_some_and(|id| !id.is_null()))
+        .map(|m| m["id"].clone())
+        .collect();
+    let (key, upstream, opened) = match session {
+        Some(key) => match state.proxy.sse.get(&key, binding.server, binding.principal) {
+            Some(upstream) => (key, upstream, false),
+            None => {
+                finish_all(relay.calls, CallOutcome::UpstreamFailed, None);
+                return UnknownSession.into_response();
+            }
+        },
+        None if messages.iter().any(|m| tool_filter::method(m) == Some("initialize")) => {
+            match state.proxy.sse.open(&state.proxy, state, binding.server, binding.principal, &route.upstream).await {
+                Ok((key, upstream)) => (key, upstream, true),
+                Err(error) => {
+                    finish_all(relay.calls, CallOutcome::UpstreamFailed, None);
+                    return not_forwarded(state, binding.server, relay.error_id, &error);
+                }
+            }
+        }
+        None => {
+            finish_all(relay.calls, CallOutcome::UpstreamFailed, None);
+            return rpc_error(StatusCode::BAD_REQUEST, relay.error_id, INVALID_REQUEST, "no session: initialize first");
+        }
+    };
+    let answers = match upstream.exchange(&state.proxy, state, headers, Bytes::from(body), &requests).await {
+        Ok(answers) => answers,
+        Err(error) => {
+            if opened {
+                state.proxy.sse.close(&key);
+            }
+            finish_all(relay.calls, CallOutcome::UpstreamFailed, None);
+            return not_forwarded(state, binding.server, relay.error_id, &error);
+        }
+    };
+    if answers.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let batch = messages.len() > 1 || relay.error_id.is_null();
+    let answer = if batch { Value::Array(answers) } else { answers.into_iter().next().unwrap_or(Value::Null) };
+    let whole = serde_json::to_vec(&answer).unwrap_or_default();
+    if !relay.calls.is_empty() {
+        finish_all(relay.calls, answer_outcome(&whole), Some(200));
+    }
+    let whole = match &relay.filter {
+        Some(rules) => tool_filter::filter_json(&whole, rules).unwrap_or(whole),
+        None => whole,
+    };
+    let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], whole).into_response();
+    if opened {
+        match state.proxy.sessions.seal(binding, &key).and_then(|sealed| HeaderValue::from_str(&sealed).ok()) {
+            Some(sealed) => {
+                response.headers_mut().insert(&SESSION_HEADER, sealed);
+            }
+            None => {
+                state.proxy.sse.close(&key);
+                return upstream_failed(Value::Null, &UpstreamError::Unreachable("sealing the session failed".into()));
+            }
+        }
+    }
+    response
+}
+
+/// The GET stream or the end of a session with a server that speaks HTTP+SSE: the server's own messages
+/// on this instance's stream to it, relayed as they come; or the stream closed.
+fn sse_session(
+    state: &AppState,
+    binding: Binding<'_>,
+    session: Option<String>,
+    method: &axum::http::Method,
+) -> Response {
+    let Some(key) = session else {
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "name the session in Mcp-Session-Id");
+    };
+    let Some(upstream) = state.proxy.sse.get(&key, binding.server, binding.principal) else {
+        return UnknownSession.into_response();
+    };
+    if method == axum::http::Method::DELETE {
+        state.proxy.sse.close(&key);
+        return StatusCode::OK.into_response();
+    }
+    let messages = upstream.subscribe();
+    let events = futures_util::stream::unfold(messages, |mut messages| async move {
+        loop {
+            match messages.recv().await {
+                Ok(message) => {
+                    let event = format!("event: message\ndata: {message}\n\n");
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(event)), messages));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut response = axum::body::Body::from_stream(events).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The record of a call to `tool` about to be forwarded, with its place in the recorder's queue; `None`
@@ -469,7 +588,6 @@ async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response
         (status = 405, description = "the upstream server offers no stream", body = Object, content_type = "application/json"),
         (status = 429, description = "the caller has as many requests in flight through the gateway as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
-        (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
         (status = 503, description = "the authorization model cannot decide now, or the server has as many requests in flight as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
@@ -490,7 +608,6 @@ pub(crate) async fn stream(State(state): State<AppState>, Path(id): Path<String>
         (status = 405, description = "the upstream server does not let clients end sessions", body = Object, content_type = "application/json"),
         (status = 429, description = "the caller has as many requests in flight through the gateway as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached or failed", body = Object, content_type = "application/json"),
-        (status = 501, description = "a server registered with the HTTP+SSE transport (not proxied yet)", body = Object, content_type = "application/json"),
         (status = 503, description = "the authorization model cannot decide now, or the server has as many requests in flight as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
@@ -525,6 +642,9 @@ async fn forward_admitted(
         Ok(session) => session,
         Err(unknown) => return unknown.into_response(),
     };
+    if route.upstream.transport == domain::server::Transport::Sse {
+        return sse_session(&state, binding, session, &method);
+    }
     let had_session = session.is_some();
     let forward = Forward {
         server: id,

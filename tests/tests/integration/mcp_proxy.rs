@@ -669,7 +669,72 @@ async fn requests_in_flight_are_limited_per_principal_and_per_server(backend: Ba
     api.gateway.stop();
 }
 
+async fn a_server_speaking_http_and_sse_is_served_as_streamable_http(backend: Backend) {
+    let upstream = tests::McpServer::everything_sse().unwrap();
+    let (api, _, uri) = gateway_with(backend, json!({ "url": upstream.sse_url(), "transport": "sse" })).await;
+    let key = api.key.clone();
+    // initialize opens the gateway's stream to the server; the session id names it.
+    let (status, session, answer) = call(&api, &uri, &key, None, &initialize()).await;
+    assert_eq!(status, StatusCode::OK, "{answer:?}");
+    assert!(answer[0]["result"]["serverInfo"]["name"].is_string(), "{answer:?}");
+    let session = session.expect("a session id");
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    assert_eq!(call(&api, &uri, &key, Some(&session), &initialized).await.0, StatusCode::ACCEPTED);
+    // The rules apply as on any server.
+    let (_, _, listed) = call(&api, &uri, &key, Some(&session), &rpc(1, "tools/list", json!({}))).await;
+    let names: Vec<&str> =
+        listed[0]["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"echo") && !names.contains(&"get-env"), "{names:?}");
+    let echo = rpc(2, "tools/call", json!({ "name": "echo", "arguments": { "message": "over sse" } }));
+    let (status, _, answer) = call(&api, &uri, &key, Some(&session), &echo).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer[0]["result"]["content"][0]["text"].as_str().unwrap().contains("over sse"), "{answer:?}");
+    let env = rpc(3, "tools/call", json!({ "name": "get-env", "arguments": {} }));
+    assert_eq!(call(&api, &uri, &key, Some(&session), &env).await.2[0]["error"]["code"], -32001);
+    // The server's own messages (progress of a call) reach the client's GET stream.
+    let get = Request::get(&uri)
+        .header(header::ACCEPT, "text/event-stream")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header("mcp-session-id", &session)
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.clone().oneshot(get).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let long = rpc(
+        4,
+        "tools/call",
+        json!({ "name": "trigger-long-running-operation",
+        "arguments": { "duration": 1, "steps": 2 }, "_meta": { "progressToken": "sse-progress" } }),
+    );
+    let (status, _, answer) = call(&api, &uri, &key, Some(&session), &long).await;
+    assert_eq!(status, StatusCode::OK, "{answer:?}");
+    assert!(answer[0]["result"]["content"][0]["text"].as_str().unwrap().contains("completed"), "{answer:?}");
+    let first = next_chunk(&mut stream).await.unwrap();
+    assert!(first.contains("notifications/progress") && first.contains("sse-progress"), "{first}");
+    // Another principal's copy of the session is not a session.
+    let (other, _) = developer_and_id(&api).await;
+    let (status, _, _) = call(&api, &uri, &other, Some(&session), &rpc(5, "ping", json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Recorded, as every call.
+    tests::eventually(DEADLINE, "the calls in the audit trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=tool.called", None, &[]).await;
+        page.body["entries"].as_array().filter(|e| e.len() >= 2).map(|_| ())
+    })
+    .await;
+    // Ended: the stream to the server closes, and the id is no longer a session.
+    let end = Request::delete(&uri)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header("mcp-session-id", &session)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.router.clone().oneshot(end).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(call(&api, &uri, &key, Some(&session), &rpc(6, "ping", json!({}))).await.0, StatusCode::NOT_FOUND);
+    api.gateway.stop();
+}
+
 on_every_backend!(
+    a_server_speaking_http_and_sse_is_served_as_streamable_http,
     requests_in_flight_are_limited_per_principal_and_per_server,
     the_health_checker_records_transitions_and_the_tools_it_finds,
     rules_for_a_role_narrow_what_its_holders_see_and_call,
