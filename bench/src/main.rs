@@ -9,12 +9,14 @@
 mod api_bench;
 mod audit_bench;
 mod authz_bench;
+mod contextforge;
 mod echo_mcp;
 mod eventstore_bench;
 mod oauth_bench;
 mod payload;
 mod pipeline_bench;
 mod proxy_bench;
+mod python_peer;
 mod report;
 mod runner;
 mod serving;
@@ -49,6 +51,11 @@ enum Bench {
     /// Memory on the authenticated path: RSS over a million authenticated requests, after warm-up.
     Soak(soak_bench::Options),
 }
+
+/// mimalloc: per-thread heaps. The proxy allocates and frees on every request from both cores; glibc's
+/// allocator spent about a tenth of the `proxy` bench's CPU in `malloc`/`free` and its arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

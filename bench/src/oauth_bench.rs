@@ -325,34 +325,11 @@ fn new_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?)
 }
 
-/// Pauses (`STOP`) or resumes (`CONT`) FastMCP. Idle, it still keeps most of a core busy (measured with
-/// `top` while only the gateway ran), so it is paused whenever the gateway is measured.
-fn signal(child: &tokio::process::Child, signal: &str) -> anyhow::Result<()> {
-    let pid = child.id().ok_or_else(|| anyhow::anyhow!("FastMCP has exited"))?;
-    let sent = std::process::Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status()?;
-    anyhow::ensure!(sent.success(), "kill -{signal} {pid}");
-    Ok(())
-}
-
 /// FastMCP's OAuth proxy, started from the bench's own virtual environment (made on first use with the
 /// version `bench/peers/requirements.txt` pins: the bench sets its peers up, CI never does).
 async fn start_fastmcp(issuer: &str, port: u16) -> anyhow::Result<tokio::process::Child> {
-    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
-    let venv = std::env::temp_dir().join("mgw-bench-fastmcp-venv");
-    let python = venv.join("bin/python");
-    let pinned = std::fs::read_to_string(peers.join("requirements.txt"))?;
-    let marker = venv.join("installed.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(pinned.as_str()) {
-        eprintln!("setting up FastMCP ({}) in {}", pinned.trim(), venv.display());
-        let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?;
-        anyhow::ensure!(made.success(), "python3 -m venv (Debian: python3-venv)");
-        let installed = std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "-r"])
-            .arg(peers.join("requirements.txt"))
-            .status()?;
-        anyhow::ensure!(installed.success(), "pip install -r bench/peers/requirements.txt");
-        std::fs::write(&marker, &pinned)?;
-    }
+    let peers = crate::python_peer::peers_dir();
+    let python = crate::python_peer::venv("mgw-bench-fastmcp-venv", "requirements.txt")?.join("bin/python");
     let mut child = tokio::process::Command::new(python)
         .arg(peers.join("fastmcp_oauth_proxy.py"))
         .args([issuer, &port.to_string()])
@@ -464,7 +441,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         flow(&http, &ours, &our_client).await?;
         flow(&http, &theirs, &their_client).await?;
     }
-    signal(&fastmcp, "STOP")?;
+    crate::python_peer::signal(&fastmcp, "STOP")?;
 
     // One flow through each in turn, round by round: the gateway's own time (its requests, less its own
     // requests to the IdP in between), each whole flow, and their ratio per round.
@@ -482,14 +459,14 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         let idp = idp_seconds(&metrics) - idp_before;
         own.push((done.at_target.as_secs_f64() - idp).max(0.0) * 1000.0);
         grants.push(done);
-        signal(&fastmcp, "CONT")?;
+        crate::python_peer::signal(&fastmcp, "CONT")?;
         // Connections of its own: a resumed uvicorn closes the ones it kept idle past its keep-alive
         // while paused, and a pooled one could be picked as it closes.
         let their_http = new_client()?;
         let started = Instant::now();
         let peer = flow(&their_http, &theirs, &their_client).await?;
         let theirs_ms = started.elapsed().as_secs_f64() * 1000.0;
-        signal(&fastmcp, "STOP")?;
+        crate::python_peer::signal(&fastmcp, "STOP")?;
         peer_own.push(peer.at_target.as_secs_f64() * 1000.0);
         whole.push(ours_ms);
         peer_whole.push(theirs_ms);
@@ -502,7 +479,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
 
     let our_flows = flows_per_second(&http, &ours, options.parallel_flows).await?;
     let our_refreshes = refreshes_per_second(&http, &ours, grants, options.refreshes).await?;
-    signal(&fastmcp, "CONT")?;
+    crate::python_peer::signal(&fastmcp, "CONT")?;
     let their_flows = flows_per_second(&new_client()?, &theirs, options.parallel_flows).await?;
     gateway.stop();
 

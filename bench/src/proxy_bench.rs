@@ -9,6 +9,9 @@
 //! - At the maximum rate: calls per second, direct and through the gateway.
 //! - Memory: the process's resident set after opening 1,000 sessions through the gateway (the process
 //!   also holds the client and the echo server, so this bounds the gateway's from above).
+//! - Beside it, IBM ContextForge in front of the same echo server ([`crate::contextforge`], set up by the
+//!   bench itself, paused while the others are measured): the latency of each at a rate ContextForge
+//!   sustains (20 calls/s by default), the added p50s compared, and the maximum rates compared.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,16 +42,26 @@ pub(crate) struct Options {
     /// Sessions opened through the gateway for the memory figure.
     #[arg(long, default_value_t = 1_000)]
     sessions: usize,
+    /// Leave ContextForge out (it is set up on first use: a virtual environment, about 250 MB).
+    #[arg(long)]
+    no_contextforge: bool,
+    /// Calls per second in the phase that compares with ContextForge (a rate it sustains).
+    #[arg(long, default_value_t = 20)]
+    contextforge_rate: u64,
+    /// Seconds per target of the phases that compare with ContextForge.
+    #[arg(long, default_value_t = 5)]
+    contextforge_seconds: u64,
 }
 
 const CLIENTS: usize = 64;
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-/// Where calls go, with what credential, in which session.
+/// Where calls go, with what credential, in which session, and the echo tool's name there.
 struct Target {
     url: String,
     bearer: Option<String>,
     session: String,
+    tool: String,
 }
 
 fn post(http: &reqwest::Client, url: &str, bearer: Option<&str>, session: Option<&str>) -> reqwest::RequestBuilder {
@@ -74,13 +87,16 @@ async fn initialize(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> 
     anyhow::ensure!(answer.status() == 200, "initialize: {}", answer.status());
     let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     answer.bytes().await?;
-    session.ok_or_else(|| anyhow::anyhow!("no session id"))
+    let session = session.ok_or_else(|| anyhow::anyhow!("no session id"))?;
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    post(http, url, bearer, Some(&session)).body(initialized.to_string()).send().await?.bytes().await?;
+    Ok(session)
 }
 
 /// One `tools/call` of `echo`.
 async fn echo(http: &reqwest::Client, target: &Target, n: u64) -> anyhow::Result<()> {
     let body = json!({ "jsonrpc": "2.0", "id": n, "method": "tools/call",
-                       "params": { "name": "echo", "arguments": { "message": "hello" } } });
+                       "params": { "name": target.tool, "arguments": { "message": "hello" } } });
     let answer =
         post(http, &target.url, target.bearer.as_deref(), Some(&target.session)).body(body.to_string()).send().await?;
     let status = answer.status();
@@ -199,9 +215,24 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             }
         }
     };
-    let gateway_target = Arc::new(Target { url: through.clone(), bearer: Some(key.clone()), session });
-    let direct_target =
-        Arc::new(Target { url: upstream.clone(), bearer: None, session: initialize(&http, &upstream, None).await? });
+    let echo = || "echo".to_owned();
+    let gateway_target = Arc::new(Target { url: through.clone(), bearer: Some(key.clone()), session, tool: echo() });
+    let direct_session = initialize(&http, &upstream, None).await?;
+    let direct_target = Arc::new(Target { url: upstream.clone(), bearer: None, session: direct_session, tool: echo() });
+    let contextforge = if options.no_contextforge {
+        None
+    } else {
+        let forge = crate::contextforge::ContextForge::start(&http, tests::free_port()?, &upstream).await?;
+        let session = initialize(&http, &forge.mcp_url, Some(&forge.token)).await?;
+        let target = Arc::new(Target {
+            url: forge.mcp_url.clone(),
+            bearer: Some(forge.token.clone()),
+            session,
+            tool: forge.tool.clone(),
+        });
+        crate::python_peer::signal(&forge.child, "STOP")?;
+        Some((forge, target))
+    };
 
     // Warm-up: connections opened, caches filled, the audit trail following.
     max_rate(&http, &direct_target, Duration::from_secs(1)).await?;
@@ -221,6 +252,48 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let direct_max = max_rate(&http, &direct_target, span).await?;
     let gateway_max = max_rate(&http, &gateway_target, span).await?;
 
+    let mut compared = Vec::new();
+    if let Some((forge, forge_target)) = &contextforge {
+        let (rate, span) = (options.contextforge_rate, Duration::from_secs(options.contextforge_seconds));
+        let p50 = |latencies: Vec<u64>| ms(percentile(&latencies, 50.0));
+        let direct_slow = p50(fixed_rate(&http, &direct_target, rate, span).await?);
+        let gateway_slow = p50(fixed_rate(&http, &gateway_target, rate, span).await?);
+        crate::python_peer::signal(&forge.child, "CONT")?;
+        // New connections: those kept from before the pause have outlived ContextForge's keep-alive.
+        let fresh = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS * 2).tcp_nodelay(true).build()?;
+        max_rate(&fresh, forge_target, Duration::from_secs(1)).await?;
+        let forge_slow = p50(fixed_rate(&fresh, forge_target, rate, span).await?);
+        let forge_max = max_rate(&fresh, forge_target, span).await?;
+        crate::python_peer::signal(&forge.child, "STOP")?;
+        let (gateway_added, forge_added) = (gateway_slow - direct_slow, forge_slow - direct_slow);
+        compared = vec![
+            Row::compared(
+                format!("p50 latency at {rate} calls/s, gateway (baseline: ContextForge; direct {direct_slow:.2} ms)"),
+                gateway_slow,
+                "ms",
+                forge_slow,
+                gateway_slow / forge_slow,
+            ),
+            Row::against_at_most(
+                format!("added latency p50 at {rate} calls/s, gateway (baseline: ContextForge)"),
+                gateway_added,
+                "ms",
+                forge_added,
+                gateway_added / forge_added,
+                0.1,
+            ),
+            Row::against(
+                "maximum calls/s, 64 clients, gateway (baseline: ContextForge)",
+                gateway_max,
+                "calls/s",
+                forge_max,
+                gateway_max / forge_max,
+                10.0,
+            ),
+        ];
+    }
+    drop(contextforge);
+
     let before_sessions = rss_mib();
     for _ in 0..options.sessions {
         initialize(&http, &through, Some(&key)).await?;
@@ -229,7 +302,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     gateway.stop();
 
     let rate = options.rate;
-    Ok(vec![
+    let mut rows = vec![
         Row::compared(
             format!("p50 latency at {rate} calls/s, gateway (baseline: direct)"),
             gateway_p50,
@@ -256,5 +329,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         ),
         Row::info("process RSS before opening sessions (gateway, client and echo server)", before_sessions, "MiB"),
         Row::at_most(format!("process RSS with {} more sessions open", options.sessions), with_sessions, "MiB", 100.0),
-    ])
+    ];
+    rows.extend(compared);
+    Ok(rows)
 }

@@ -65,6 +65,25 @@ impl Row {
         Self { baseline: Some(baseline), ratio: Some(ratio), ..Self::info(metric, value, unit) }
     }
 
+    /// A figure compared with a same-run baseline; passes when `ratio <= max_ratio` (printed as `≤`).
+    pub(crate) fn against_at_most(
+        metric: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        baseline: f64,
+        ratio: f64,
+        max_ratio: f64,
+    ) -> Self {
+        Self {
+            baseline: Some(baseline),
+            ratio: Some(ratio),
+            target: Some(max_ratio),
+            pass: Some(ratio <= max_ratio),
+            ceiling: true,
+            ..Self::info(metric, value, unit)
+        }
+    }
+
     /// A figure with an absolute target: passes when `value >= min`.
     pub(crate) fn at_least(metric: impl Into<String>, value: f64, unit: &'static str, min: f64) -> Self {
         Self { target: Some(min), pass: Some(value >= min), ..Self::info(metric, value, unit) }
@@ -94,6 +113,7 @@ pub(crate) fn print(name: &str, rows: &[Row]) {
             None => "–",
         };
         let target = match (r.target, r.ratio) {
+            (Some(t), Some(_)) if r.ceiling => format!("≤ {t:.2}×"),
             (Some(t), Some(_)) => format!("≥ {t:.2}×"),
             (Some(t), None) if r.ceiling => format!("≤ {}", number(t)),
             (Some(t), None) => format!("≥ {}", number(t)),
