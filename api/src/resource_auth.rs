@@ -80,6 +80,7 @@ pub(crate) async fn resource_caller(parts: &Parts, state: &AppState, resource: &
             return Err(Refusal::Invalid("the token's key may not use servers".into()));
         }
         found.scopes = vec![Action::UseServers];
+        found.client_id = claims.client_id.clone();
         found
     };
     admit(parts, state, principal).map_err(|p| Refusal::Unavailable(p.detail.unwrap_or_default()))

@@ -5,41 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
 mod common;
 
-use common::{DEADLINE, http, serve_command, stop};
+use common::{DEADLINE, http, serve_with, stop};
 
-/// The embedded gateway in `dir`, allowed to reach loopback upstreams; its process, address and the
-/// key it printed on a first start.
+/// The embedded gateway in `dir`, allowed to reach loopback upstreams, ready; its process, address and
+/// the key it printed on a first start.
 async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
-    let mut child = serve_command(dir)
-        .env("MGW_UPSTREAM_ALLOWLIST", "127.0.0.1")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (address, key) = tokio::time::timeout(DEADLINE, async {
-        let mut key = None;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("mgw_") {
-                key = Some(line.trim().to_owned());
-            }
-            if let Some(url) = line.strip_prefix("mcp-gateway listening on http://") {
-                return (url.to_owned(), key);
-            }
-        }
-        panic!("serve exited before listening");
-    })
-    .await
-    .unwrap();
+    let (child, address, key) = serve_with(dir, &[("MGW_UPSTREAM_ALLOWLIST", "127.0.0.1")]).await;
     tests::eventually(DEADLINE, "GET /ready to answer 200", || async {
         (http(&address, "GET", "/ready", None, None).await?.0 == 200).then_some(())
     })

@@ -42,6 +42,9 @@ pub struct ToolCalled {
     pub principal_id: Uuid,
     /// The API key or session (an OAuth client's grant lives in one) the credential belongs to.
     pub credential_id: Uuid,
+    /// The OAuth client whose token made the call, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// The server.
     pub server_id: Uuid,
     /// The tool.

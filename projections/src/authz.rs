@@ -35,6 +35,8 @@ pub struct Principal {
     pub credential: Credential,
     /// When the API key behind the credential expires.
     pub key_expires_at: Option<DateTime<Utc>>,
+    /// The OAuth client whose access token it presented, if any.
+    pub client_id: Option<String>,
 }
 
 /// How a request authenticated.
@@ -396,6 +398,7 @@ impl Authz {
             scopes: Vec::new(),
             credential,
             key_expires_at: Some(session.expires_at),
+            client_id: None,
         })
     }
 
@@ -426,6 +429,7 @@ impl Authz {
             scopes: key.summary.scopes.clone(),
             credential,
             key_expires_at: key.summary.expires_at,
+            client_id: None,
         })
     }
 

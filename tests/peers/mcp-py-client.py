@@ -118,15 +118,17 @@ async def tools_with(memory, person, expired=False):
         auth.context.token_expiry_time = 1.0
     async with httpx.AsyncClient(auth=auth, timeout=30) as http:
         async with Client(streamable_http_client(MCP_URL, http_client=http)) as client:
-            return await client.list_tools()
+            listed = await client.list_tools()
+            echoed = await client.call_tool("echo", {"message": "from the python sdk"})
+            return listed, echoed
 
 
 async def main():
     memory, person = Memory(), Person()
-    listed = await tools_with(memory, person)
+    listed, echoed = await tools_with(memory, person)
     say("registered", client_id=memory.client.client_id, auth_method=memory.client.token_endpoint_auth_method)
     say("authorized", scope=memory.tokens.scope, has_refresh_token=memory.tokens.refresh_token is not None)
-    say("called", tools=len(listed.tools))
+    say("called", tools=len(listed.tools), echo=echoed.content[0].text)
     # The access token counted as expired: a new connection refreshes it (rotating the refresh token).
     before = memory.tokens.refresh_token
     await tools_with(memory, person, expired=True)

@@ -122,7 +122,8 @@ try {
   say('authorized', { scope: tokens?.scope, has_refresh_token: Boolean(tokens?.refresh_token) });
   const { mcp } = await connect();
   const listed = await mcp.listTools();
-  say('called', { tools: listed.tools.length });
+  const echoed = await mcp.callTool({ name: 'echo', arguments: { message: 'from the typescript sdk' } });
+  say('called', { tools: listed.tools.length, echo: echoed.content[0].text });
   const before = tokens.access_token;
   const refreshed = await auth(provider, { serverUrl: mcpUrl });
   say('refreshed', { result: refreshed, new_access_token: tokens.access_token !== before });

@@ -250,6 +250,7 @@ mod tests {
                 call_id: Uuid::now_v7(),
                 principal_id: Uuid::now_v7(),
                 credential_id: Uuid::now_v7(),
+                client_id: None,
                 server_id: Uuid::now_v7(),
                 tool: "echo".into(),
                 outcome,

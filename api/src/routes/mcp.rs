@@ -443,6 +443,7 @@ fn pending_call(state: &AppState, caller: &Caller, server: Uuid, tool: &str, req
         call_id,
         principal_id: caller.0.id,
         credential_id: caller.0.key_id,
+        client_id: caller.0.client_id.clone(),
         server_id: server,
         tool: tool.to_owned(),
         outcome: CallOutcome::Abandoned,

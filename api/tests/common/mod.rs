@@ -72,7 +72,14 @@ pub(crate) fn serve_command(dir: &std::path::Path) -> Command {
 /// [`serve_command`], started; returns the process, its address and the key it printed before
 /// listening, if any.
 pub(crate) async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
-    let mut child = serve_command(dir).stdout(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    serve_with(dir, &[]).await
+}
+
+/// [`serve`] with `env` set as well.
+pub(crate) async fn serve_with(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String, Option<String>) {
+    let mut command = serve_command(dir);
+    command.envs(env.iter().copied());
+    let mut child = command.stdout(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (address, key) = tokio::time::timeout(DEADLINE, async {
         let mut key = None;

@@ -288,9 +288,14 @@ fn describe_access(event: &RecordedEvent) -> Result<Option<Described>, String> {
             ("audit.read", "audit_trail", None, None, json!({ "query": r.query }), Some("audit".to_owned()))
         }
         AccessEvent::ToolCalled(c) => {
-            let changes = json!({ "call_id": c.call_id, "server_id": c.server_id, "credential_id": c.credential_id,
+            let mut changes = json!({ "call_id": c.call_id, "server_id": c.server_id, "credential_id": c.credential_id,
                                   "outcome": c.outcome.as_str(), "latency_ms": c.latency_ms,
                                   "upstream_status": c.upstream_status, "arguments_hash": c.arguments_hash });
+            // Only when there is one, so that the entries of calls recorded before clients were named
+            // recompute as they were written.
+            if let (Some(client), Some(map)) = (&c.client_id, changes.as_object_mut()) {
+                map.insert("client_id".into(), json!(client));
+            }
             let target = format!("server:{}:tool:{}", c.server_id, c.tool);
             ("tool.called", "tool", Some(c.tool), None, changes, Some(target))
         }

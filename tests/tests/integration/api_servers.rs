@@ -104,6 +104,23 @@ async fn ready(gateway: Gateway, db: Option<tests::TestDatabase>, dir: Option<te
 }
 
 impl Api {
+    /// A new service principal holding `developer`: its API key and id.
+    pub(crate) async fn developer(&self) -> (String, String) {
+        let user = serde_json::json!({ "display_name": "dev", "kind": "service" }).to_string();
+        let created = self.call(Method::POST, "/api/v1/users", Some(&user), &[]).await;
+        let principal = created.body["id"].as_str().unwrap().to_owned();
+        let grant = serde_json::json!({ "role": "developer", "reason": "test" }).to_string();
+        self.call(Method::POST, &format!("/api/v1/users/{principal}/roles"), Some(&grant), &[]).await;
+        let key = self.call(Method::POST, &format!("/api/v1/users/{principal}/api-keys"), Some("{}"), &[]).await;
+        (key.body["key"].as_str().unwrap().to_owned(), principal)
+    }
+
+    /// The events of `stream`, oldest first (at most 10,000).
+    pub(crate) async fn events_of(&self, stream: &eventstore::StreamName) -> Vec<eventstore::RecordedEvent> {
+        let (forwards, start) = (eventstore::Direction::Forwards, eventstore::StreamCursor::Start);
+        self.gateway.state.store.read_stream(stream, forwards, start, 10_000).await.unwrap()
+    }
+
     pub(crate) async fn call(&self, method: Method, uri: &str, body: Option<&str>, extra: &[(&str, &str)]) -> Reply {
         self.call_as(&self.key, method, uri, body, extra).await
     }

@@ -169,13 +169,7 @@ async fn every_call_of_a_burst_is_in_the_audit_trail_exactly_once(backend: Backe
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
     let principal: uuid::Uuid = claims["sub"].as_str().unwrap().parse().unwrap();
     let stream = eventstore::StreamName::from_parts("access", principal).unwrap();
-    let recorded = api
-        .gateway
-        .state
-        .store
-        .read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 10_000)
-        .await
-        .unwrap();
+    let recorded = api.events_of(&stream).await;
     assert_eq!(recorded.iter().filter(|e| e.event_type == "ToolCalled").count(), 40, "in the log, at once");
     let entries = tests::eventually(DEADLINE, "forty calls in the audit trail", || async {
         let page = api.call(Method::GET, "/api/v1/audit?action=tool.called&limit=100", None, &[]).await;
@@ -472,23 +466,12 @@ async fn the_connection_test_reports_reachability_protocol_and_credentials_apart
     api.gateway.stop();
 }
 
-/// A developer (a service principal with the role), their key and principal id.
-async fn developer_and_id(api: &Api) -> (String, String) {
-    let user = json!({ "display_name": "ci", "kind": "service" }).to_string();
-    let created = api.call(Method::POST, "/api/v1/users", Some(&user), &[]).await;
-    let principal = created.body["id"].as_str().unwrap().to_owned();
-    let grant = json!({ "role": "developer", "reason": "test" }).to_string();
-    api.call(Method::POST, &format!("/api/v1/users/{principal}/roles"), Some(&grant), &[]).await;
-    let key = api.call(Method::POST, &format!("/api/v1/users/{principal}/api-keys"), Some("{}"), &[]).await;
-    (key.body["key"].as_str().unwrap().to_owned(), principal)
-}
-
 async fn rules_for_a_role_narrow_what_its_holders_see_and_call(backend: Backend) {
     let upstream = tests::McpServer::shared_everything().unwrap().url();
     let tools = json!({ "deny": ["get-env"], "by_role": { "developer": { "allow": ["echo", "get-sum"] } } });
     let access = json!({ "roles": ["developer"], "tools": tools });
     let (api, id, uri) = gateway_with(backend, json!({ "url": upstream, "access": access })).await;
-    let (key, principal) = developer_and_id(&api).await;
+    let (key, principal) = api.developer().await;
     tests::eventually(DEADLINE, "the developer admitted", || async {
         (call(&api, &uri, &key, None, &initialize()).await.0 == StatusCode::OK).then_some(())
     })
@@ -577,15 +560,19 @@ async fn the_health_checker_records_transitions_and_the_tools_it_finds(backend: 
     assert_eq!(entry["health"]["credentials_valid"], true, "{entry}");
     let tools = entry["tools"].as_array().unwrap();
     assert!(tools.iter().any(|t| t["name"] == "echo" && t["description"].is_string()), "{entry}");
-    // Per tool, what the caller may call.
-    let permissions = api.call(Method::GET, &format!("/api/v1/servers/{id}/permissions"), None, &[]).await;
-    let decided: Vec<(String, bool)> = permissions.body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["name"].as_str().unwrap().to_owned(), t["allow"].as_bool().unwrap()))
-        .collect();
-    assert_eq!(decided.len(), tools.len(), "{}", permissions.raw);
+    // Per tool, what the caller may call (the authorization model follows the log on its own: the tools
+    // reach it a moment after they reach the registry).
+    let decided = tests::eventually(DEADLINE, "the tools in the authorization model", || async {
+        let permissions = api.call(Method::GET, &format!("/api/v1/servers/{id}/permissions"), None, &[]).await;
+        let decided: Vec<(String, bool)> = permissions.body["tools"]
+            .as_array()?
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap().to_owned(), t["allow"].as_bool().unwrap()))
+            .collect();
+        (!decided.is_empty()).then_some(decided)
+    })
+    .await;
+    assert_eq!(decided.len(), tools.len(), "{decided:?}");
     assert!(decided.contains(&("echo".into(), true)) && decided.contains(&("get-env".into(), false)), "{decided:?}");
 
     // Down: one transition recorded, however many checks see it down.
@@ -597,16 +584,7 @@ async fn the_health_checker_records_transitions_and_the_tools_it_finds(backend: 
     .await;
     assert!(entry["health"]["detail"].is_string(), "{entry}");
     let stream = eventstore::StreamName::from_parts("server", id.parse::<uuid::Uuid>().unwrap()).unwrap();
-    let kinds = || async {
-        let events = api
-            .gateway
-            .state
-            .store
-            .read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
-            .await
-            .unwrap();
-        events.into_iter().map(|e| e.event_type).collect::<Vec<_>>()
-    };
+    let kinds = || async { api.events_of(&stream).await.into_iter().map(|e| e.event_type).collect::<Vec<_>>() };
     let before = kinds().await;
     api.gateway.check_servers_now().await;
     api.gateway.check_servers_now().await;
@@ -651,7 +629,7 @@ async fn requests_in_flight_are_limited_per_principal_and_per_server(backend: Ba
         serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap()).unwrap();
     assert_eq!(answer["error"]["code"], -32001, "{answer}");
     // Another principal takes the server's third place; a fourth request finds the server full.
-    let (key, _) = developer_and_id(&api).await;
+    let (key, _) = api.developer().await;
     let theirs = tests::eventually(DEADLINE, "the developer admitted", || async {
         let (status, session, _) = call(&api, &uri, &key, None, &initialize()).await;
         (status == StatusCode::OK).then_some(session).flatten()
@@ -713,7 +691,7 @@ async fn a_server_speaking_http_and_sse_is_served_as_streamable_http(backend: Ba
     let first = next_chunk(&mut stream).await.unwrap();
     assert!(first.contains("notifications/progress") && first.contains("sse-progress"), "{first}");
     // Another principal's copy of the session is not a session.
-    let (other, _) = developer_and_id(&api).await;
+    let (other, _) = api.developer().await;
     let (status, _, _) = call(&api, &uri, &other, Some(&session), &rpc(5, "ping", json!({}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Recorded, as every call.

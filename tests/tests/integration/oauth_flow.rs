@@ -501,28 +501,13 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_grant(backend: Backe
     let sub: uuid::Uuid = claims["sub"].as_str().unwrap().parse().unwrap();
     let stream = eventstore::StreamName::parse(format!("session-{sid}")).unwrap();
     let marks = || async {
-        let events = api
-            .gateway
-            .state
-            .store
-            .read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
-            .await
-            .unwrap();
+        let events = api.events_of(&stream).await;
         events.into_iter().filter(|e| e.event_type == "SessionRefreshed").map(|e| e.data).collect::<Vec<_>>()
     };
     assert!(marks().await.is_empty(), "a session started a moment ago is not marked again");
     // The grant's steps are logged on the grant's own stream, not on one shared by every user of the client.
     let grant_log = eventstore::StreamName::parse(format!("oauth-{sid}")).unwrap();
-    let logged: Vec<String> = api
-        .gateway
-        .state
-        .store
-        .read_stream(&grant_log, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect();
+    let logged: Vec<String> = api.events_of(&grant_log).await.into_iter().map(|e| e.event_type).collect();
     for step in ["AuthorizationCodeIssued", "TokenIssued", "TokenRefreshed"] {
         assert!(logged.iter().any(|t| t == step), "{step} on the grant's log: {logged:?}");
     }
@@ -1102,6 +1087,14 @@ async fn an_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocatio
     assert_eq!(steps["authorized"]["has_refresh_token"], true, "{report}");
     // The upstream's tools, through the proxy (server-everything has more than ten).
     assert!(steps["called"]["tools"].as_u64().is_some_and(|n| n >= 10), "{report}");
+    // A tool called through the proxy, recorded with the client that called it.
+    assert!(steps["called"]["echo"].as_str().is_some_and(|e| e.contains("sdk")), "{report}");
+    let client_id = steps["registered"]["client_id"].clone();
+    tests::eventually(DEADLINE, "the call in the audit trail, with its client", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=tool.called", None, &[]).await;
+        page.body["entries"].as_array()?.iter().any(|e| e["changes"]["client_id"] == client_id).then_some(())
+    })
+    .await;
     let refreshed = &steps["refreshed"];
     let renewed = refreshed["new_access_token"].as_bool().or(refreshed["new_refresh_token"].as_bool());
     assert_eq!(renewed, Some(true), "{report}");

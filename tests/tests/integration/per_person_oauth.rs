@@ -126,11 +126,7 @@ async fn a_person_connects_their_own_account_and_is_served_with_their_token(back
     let principal = api.call(Method::GET, "/api/v1/me", None, &[]).await.body["id"].as_str().unwrap().parse().unwrap();
     let connection = domain::connection::connection_id(principal, id.parse().unwrap());
     let stream = eventstore::StreamName::from_parts("connection", connection).unwrap();
-    let read = || async {
-        let store = api.gateway.state.store.clone();
-        store.read_stream(&stream, eventstore::Direction::Forwards, eventstore::StreamCursor::Start, 100).await.unwrap()
-    };
-    let events = read().await;
+    let events = api.events_of(&stream).await;
     assert_eq!(events[0].event_type, "AccountConnected");
     let data: Value = serde_json::from_str(&events[0].data).unwrap();
     assert!(data["tokens"]["access_token"]["ciphertext"].is_string(), "{data}");
@@ -140,13 +136,13 @@ async fn a_person_connects_their_own_account_and_is_served_with_their_token(back
     tests::eventually(DEADLINE, "the token refreshed", || async {
         let answer = whoami(&api, &uri, &api.key).await;
         assert_eq!(answer["result"]["content"][0]["text"], "sub-ada", "{answer}");
-        let events = read().await;
+        let events = api.events_of(&stream).await;
         events.iter().any(|e| e.event_type == "AccountTokensRefreshed").then_some(())
     })
     .await;
 
     // Someone else is not served with Ada's account.
-    let (key, _) = developer(&api).await;
+    let (key, _) = api.developer().await;
     let theirs = tests::eventually(DEADLINE, "the developer admitted", || async {
         let answer = whoami(&api, &uri, &key).await;
         (answer["error"]["code"] != -32001 && answer["error"]["code"] != Value::Null).then_some(answer)
@@ -169,17 +165,6 @@ async fn a_person_connects_their_own_account_and_is_served_with_their_token(back
     assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.raw);
     assert_eq!(whoami(&api, &uri, &api.key).await["error"]["code"], -32042);
     api.gateway.stop();
-}
-
-/// A developer (a service principal with the role), their key and principal id.
-async fn developer(api: &Api) -> (String, String) {
-    let user = json!({ "display_name": "dev", "kind": "service" }).to_string();
-    let created = api.call(Method::POST, "/api/v1/users", Some(&user), &[]).await;
-    let principal = created.body["id"].as_str().unwrap().to_owned();
-    let grant = json!({ "role": "developer", "reason": "test" }).to_string();
-    api.call(Method::POST, &format!("/api/v1/users/{principal}/roles"), Some(&grant), &[]).await;
-    let key = api.call(Method::POST, &format!("/api/v1/users/{principal}/api-keys"), Some("{}"), &[]).await;
-    (key.body["key"].as_str().unwrap().to_owned(), principal)
 }
 
 on_every_backend!(a_person_connects_their_own_account_and_is_served_with_their_token);
