@@ -120,6 +120,21 @@ async def tools_with(memory, person, expired=False):
         async with Client(streamable_http_client(MCP_URL, http_client=http)) as client:
             listed = await client.list_tools()
             echoed = await client.call_tool("echo", {"message": "from the python sdk"})
+            if not expired:
+                try:
+                    await client.call_tool("get-env", {})
+                    say("refused", refused=False)
+                except Exception as error:  # the SDK raises the JSON-RPC error
+                    say("refused", refused=True, code=getattr(getattr(error, "error", None), "code", None))
+                progress = []
+
+                async def on_progress(done, total, message):
+                    progress.append(done)
+
+                long = await client.call_tool(
+                    "trigger-long-running-operation", {"duration": 1, "steps": 3}, progress_callback=on_progress
+                )
+                say("streamed", progress=len(progress), text=long.content[0].text)
             return listed, echoed
 
 

@@ -120,14 +120,29 @@ try {
   say('registered', { client_id: client?.client_id, auth_method: client?.token_endpoint_auth_method });
   await first.finishAuth(code);
   say('authorized', { scope: tokens?.scope, has_refresh_token: Boolean(tokens?.refresh_token) });
-  const { mcp } = await connect();
+  const { mcp, transport } = await connect();
   const listed = await mcp.listTools();
   const echoed = await mcp.callTool({ name: 'echo', arguments: { message: 'from the typescript sdk' } });
   say('called', { tools: listed.tools.length, echo: echoed.content[0].text });
+  try {
+    await mcp.callTool({ name: 'get-env', arguments: {} });
+    say('refused', { refused: false });
+  } catch (error) {
+    say('refused', { refused: true, code: error?.code ?? null });
+  }
+  let progress = 0;
+  const long = await mcp.callTool(
+    { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 3 } },
+    undefined,
+    { onprogress: () => { progress += 1; } },
+  );
+  say('streamed', { progress, text: long.content[0].text });
   const before = tokens.access_token;
   const refreshed = await auth(provider, { serverUrl: mcpUrl });
   say('refreshed', { result: refreshed, new_access_token: tokens.access_token !== before });
   await mcp.ping();
+  await transport.terminateSession();
+  say('ended', { session: transport.sessionId ?? null });
   const revoked = await fetch(`${gateway}/revoke`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },

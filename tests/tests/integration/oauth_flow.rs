@@ -196,7 +196,7 @@ async fn set_up_at(backend: Backend, origin: &str) -> (Api, OidcProvider, String
     .await;
     let upstream = tests::McpServer::shared_everything().unwrap().url();
     let server = json!({ "name": "io.example/gh", "title": "GitHub", "description": "d", "transport": "streamable_http",
-                         "url": upstream, "access": { "roles": ["developer"] } });
+                         "url": upstream, "access": { "roles": ["developer"], "tools": { "deny": ["get-env"] } } });
     let created = api.call(Method::POST, "/api/v1/servers", Some(&server.to_string()), &[]).await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let resource = format!("{origin}/servers/{id}/mcp");
@@ -1089,6 +1089,16 @@ async fn an_sdk_client_authorizes_calls_refreshes_and_is_refused_after_revocatio
     assert!(steps["called"]["tools"].as_u64().is_some_and(|n| n >= 10), "{report}");
     // A tool called through the proxy, recorded with the client that called it.
     assert!(steps["called"]["echo"].as_str().is_some_and(|e| e.contains("sdk")), "{report}");
+    // A tool the server's rules deny: the client gets the JSON-RPC error.
+    assert_eq!(steps["refused"]["refused"], true, "{report}");
+    assert_eq!(steps["refused"]["code"], -32001, "{report}");
+    // A long call's progress notifications reach the client while it runs (the answer streamed as SSE).
+    assert!(steps["streamed"]["progress"].as_u64().is_some_and(|n| n >= 1), "{report}");
+    assert!(steps["streamed"]["text"].as_str().is_some_and(|t| t.contains("completed")), "{report}");
+    if matches!(client, SdkClient::TypeScript) {
+        // The session ended by the client (DELETE), the transport forgets its id.
+        assert_eq!(steps["ended"]["session"], Value::Null, "{report}");
+    }
     let client_id = steps["registered"]["client_id"].clone();
     tests::eventually(DEADLINE, "the call in the audit trail, with its client", || async {
         let page = api.call(Method::GET, "/api/v1/audit?action=tool.called", None, &[]).await;
