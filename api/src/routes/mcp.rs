@@ -38,8 +38,15 @@ const INTERNAL_ERROR: i64 = -32603;
 const REFUSED: i64 = -32001;
 
 /// The routes, with CORS for browser clients (the challenge and the session id readable across origins).
+/// The largest JSON-RPC body forwarded: tool arguments carry documents and images (base64), so more than
+/// the REST API's 64 KiB.
+pub const MAX_MCP_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/servers/{id}/mcp", post(call).get(stream).delete(end)).layer(crate::oauth::cors())
+    Router::new()
+        .route("/servers/{id}/mcp", post(call).get(stream).delete(end))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_MCP_BODY_BYTES))
+        .layer(crate::oauth::cors())
 }
 
 /// A JSON-RPC error answer with `status`.
@@ -201,6 +208,7 @@ fn single_request_id(body: &Value) -> Value {
         (status = 401, description = "no credential, or one refused (`invalid_token`)", body = Object, content_type = "application/json"),
         (status = 403, description = "a token without `mcp:tools` (`insufficient_scope`), or a caller who may not use this server", body = Object, content_type = "application/json"),
         (status = 404, description = "no such server, or a session id not sealed for this server and caller", body = Object, content_type = "application/json"),
+        (status = 413, description = "the body is larger than 4 MiB", body = Object, content_type = "application/json"),
         (status = 415, description = "the body is not JSON", body = Object, content_type = "application/json"),
         (status = 429, description = "the caller has as many requests in flight through the gateway as it may (`Retry-After`)", body = Object, content_type = "application/json"),
         (status = 502, description = "the upstream server could not be reached, failed, or refused the gateway's credentials", body = Object, content_type = "application/json"),
@@ -208,10 +216,23 @@ fn single_request_id(body: &Value) -> Value {
         (status = 504, description = "the upstream server did not answer in time", body = Object, content_type = "application/json"),
     ),
     security((), ("api_key" = [])))]
-pub(crate) async fn call(State(state): State<AppState>, Path(id): Path<String>, parts: Parts, body: Bytes) -> Response {
+pub(crate) async fn call(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    parts: Parts,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let (caller, id, route, slot) = match admitted(&state, &id, &parts).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!("the body is larger than {MAX_MCP_BODY_BYTES} bytes");
+            return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, Value::Null, INVALID_REQUEST, &message);
+        }
+        Err(_) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, "the body could not be read"),
     };
     held(forward_call(state, caller, id, route, parts, body).await, slot)
 }

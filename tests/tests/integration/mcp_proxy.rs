@@ -669,6 +669,14 @@ async fn a_server_speaking_http_and_sse_is_served_as_streamable_http(backend: Ba
     assert!(answer[0]["result"]["content"][0]["text"].as_str().unwrap().contains("over sse"), "{answer:?}");
     let env = rpc(3, "tools/call", json!({ "name": "get-env", "arguments": {} }));
     assert_eq!(call(&api, &uri, &key, Some(&session), &env).await.2[0]["error"]["code"], -32001);
+    // Bodies up to 4 MiB are forwarded (arguments carry documents); larger ones are a JSON-RPC 413.
+    let large = rpc(8, "tools/call", json!({ "name": "echo", "arguments": { "message": "x".repeat(512 * 1024) } }));
+    let (status, _, answer) = call(&api, &uri, &key, Some(&session), &large).await;
+    assert_eq!(status, StatusCode::OK, "{answer:?}");
+    let too_large = rpc(9, "tools/call", json!({ "name": "echo", "arguments": { "message": "x".repeat(5 << 20) } }));
+    let (status, _, answer) = call(&api, &uri, &key, Some(&session), &too_large).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer[0]["jsonrpc"], "2.0", "a JSON-RPC error: {answer:?}");
     // The server's own messages (progress of a call) reach the client's GET stream.
     let get = Request::get(&uri)
         .header(header::ACCEPT, "text/event-stream")
