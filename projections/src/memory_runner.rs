@@ -63,6 +63,9 @@ impl<P: MemoryProjection> MemoryRunner<P> {
         self.status.send_modify(|s| s.state = if live { ProjectionState::Live } else { ProjectionState::CatchingUp });
         let name = self.status.borrow().name.clone();
         let (mut pending, mut counted) = (0u64, 0u64);
+        // The filter does not change: deciding relevance needs no lock, so the events the model does
+        // not handle (most of them: recorded tool calls) never take the write lock readers wait on.
+        let filter = self.model.read().unwrap_or_else(|poisoned| poisoned.into_inner()).filter().clone();
         loop {
             let event = match self.feed.next().await {
                 Ok(event) => event,
@@ -72,10 +75,10 @@ impl<P: MemoryProjection> MemoryRunner<P> {
                     continue;
                 }
             };
-            let mut model = self.model.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let applied = match model.filter().relevance(&event) {
+            let applied = match filter.relevance(&event) {
                 Relevance::Elsewhere => false,
                 Relevance::Handled => {
+                    let mut model = self.model.write().unwrap_or_else(|poisoned| poisoned.into_inner());
                     if let Err(error) = model.apply(&event) {
                         drop(model);
                         return self.halt(error);
@@ -88,11 +91,9 @@ impl<P: MemoryProjection> MemoryRunner<P> {
                         event_type: event.event_type.clone(),
                         position: event.position,
                     };
-                    drop(model);
                     return self.halt(error);
                 }
             };
-            drop(model);
             // While rebuilding, report progress every so often rather than per event (each report wakes
             // the watchers); once live, every event.
             pending += u64::from(applied);
