@@ -144,6 +144,13 @@ struct ServerRoute {
     upstream: projections::authz::Upstream,
 }
 
+impl ServerRoute {
+    /// What the sessions of `caller` at server `id` are sealed to.
+    fn binding<'a>(&'a self, id: Uuid, caller: &Caller) -> Binding<'a> {
+        Binding { server: id, principal: caller.0.id, endpoint: self.upstream.endpoint.as_str() }
+    }
+}
+
 /// A session id that was not sealed for this server and caller: 404, MCP's signal to start a new one.
 struct UnknownSession;
 
@@ -279,7 +286,7 @@ async fn forward_call(
             return tool_refused(&state, &caller, id, tool, request).await;
         }
     }
-    let binding = Binding { server: id, principal: caller.0.id, endpoint: route.upstream.endpoint.as_str() };
+    let binding = route.binding(id, &caller);
     let session = match upstream_session(&state, binding, &parts) {
         Ok(session) => session,
         Err(unknown) => return unknown.into_response(),
@@ -659,7 +666,7 @@ async fn forward_admitted(
     parts: Parts,
     method: axum::http::Method,
 ) -> Response {
-    let binding = Binding { server: id, principal: caller.0.id, endpoint: route.upstream.endpoint.as_str() };
+    let binding = route.binding(id, &caller);
     let session = match upstream_session(&state, binding, &parts) {
         Ok(session) => session,
         Err(unknown) => return unknown.into_response(),
