@@ -107,7 +107,7 @@ pub fn errors_follow_a_standard(path: &str) -> bool {
 /// endpoints and JSON-RPC errors at the MCP endpoints, all JSON; pages at the endpoints a browser
 /// visits (an error there cannot be sent back to any client); problem documents everywhere else.
 pub fn error_media_type(path: &str) -> &'static str {
-    if ["/authorize", "/consent", "/oauth/callback/{idp}", "/connect/callback"].contains(&path) {
+    if ["/authorize", "/consent", "/oauth/callback/{idp}", "/connect/callback/{server}"].contains(&path) {
         "text/html"
     } else if path.starts_with("/v0.1/")
         || path.starts_with("/.well-known/oauth-")

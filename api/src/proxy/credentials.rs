@@ -56,10 +56,7 @@ pub(crate) async fn token_request(request: reqwest::RequestBuilder) -> Result<To
             .await
             .map_err(|e| UpstreamError::Credentials(format!("its token endpoint: {}", super::describe(&e))))?;
         if !answer.status().is_success() {
-            return Err(UpstreamError::Credentials(format!(
-                "its token endpoint refused the gateway's request ({})",
-                answer.status()
-            )));
+            return Err(UpstreamError::TokenRefused(answer.status().as_u16()));
         }
         super::stream::read_whole(answer, MAX_TOKEN_ANSWER).await
     })

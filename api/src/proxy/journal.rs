@@ -95,7 +95,7 @@ impl Journal {
             full.close();
         }
         current.write(&bytes)?;
-        current.outstanding.fetch_add(1, Ordering::AcqRel);
+        current.outstanding.fetch_add(1, Ordering::SeqCst);
         Ok(JournalMark { segment: current.clone() })
     }
 
@@ -124,10 +124,14 @@ impl JournalMark {
 
 impl Segment {
     fn create(dir: &Path, instance: Uuid, n: u64) -> Result<Self, JournalError> {
+        // Made under a name recovery does not look at, locked, then named: a recovering instance never
+        // takes a segment between its creation and its lock.
+        let making = dir.join(format!("making-{instance}-{n:06}"));
         let path = dir.join(format!("calls-{instance}-{n:06}.log"));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
+        let file = OpenOptions::new().create_new(true).append(true).open(&making).map_err(io(&making))?;
         // Held until this process ends: a recovering instance leaves this file alone.
-        file.try_lock().map_err(|e| io(&path)(std::io::Error::other(e.to_string())))?;
+        file.try_lock().map_err(|e| io(&making)(std::io::Error::other(e.to_string())))?;
+        std::fs::rename(&making, &path).map_err(io(&path))?;
         Ok(Self {
             path,
             file: Mutex::new(file),
@@ -145,8 +149,8 @@ impl Segment {
     }
 
     fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        if self.outstanding.load(Ordering::Acquire) == 0 {
+        self.closed.store(true, Ordering::SeqCst);
+        if self.outstanding.load(Ordering::SeqCst) == 0 {
             self.remove();
         }
     }
@@ -206,9 +210,13 @@ impl Leftover {
         Ok(found)
     }
 
-    /// Every call is in the store: the segment goes.
+    /// Every call is in the store: the segment goes (gone already is as good: its owner removed it after
+    /// this one opened it).
     pub(crate) fn remove(self) -> Result<(), JournalError> {
-        std::fs::remove_file(&self.path).map_err(io(&self.path))
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.path)(e)),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -54,6 +54,9 @@ pub(crate) enum UpstreamError {
     /// The gateway's credentials for the server could not be used or obtained.
     #[error("the gateway's credentials for the upstream server are unusable: {0}")]
     Credentials(String),
+    /// A token endpoint refused the gateway's request with this status.
+    #[error("the token endpoint refused the gateway's request ({0})")]
+    TokenRefused(u16),
     /// The server acts on each person's own account, and this person has not connected theirs (or the
     /// connection can no longer be refreshed).
     #[error("connect your account at this server first")]
@@ -169,8 +172,10 @@ impl Proxy {
         if matches!(response.status().as_u16(), 401 | 403) {
             // A token may have been revoked early: the next request fetches (or reads) another.
             self.tokens.forget(forward.server);
-            if let Some(principal) = forward.principal {
-                self.person_tokens.forget(forward.server, principal);
+            if let Some(principal) = forward.principal
+                && matches!(forward.upstream.auth, domain::server::UpstreamAuth::OauthPerPerson { .. })
+            {
+                self.person_tokens.refused(forward.server, principal);
             }
         }
         Ok(response)

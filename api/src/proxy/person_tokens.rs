@@ -5,7 +5,7 @@
 //! the authorization server no longer refreshes: the person must connect (again).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -20,27 +20,45 @@ use super::credentials::{TokenAnswer, bearer, token_request};
 
 /// A token is refreshed this long before the expiry its server announced.
 const REFRESH_MARGIN: Duration = Duration::from_secs(5);
+/// A cached token is read from the connection again after this long at most: another instance's
+/// disconnection or reconnection (another account) is seen within it.
+const CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// A person at a server: `(principal, server)`.
+type Connection = (Uuid, Uuid);
 
 /// Tokens in use, per person and server.
 #[derive(Default)]
 pub(crate) struct PersonTokens {
-    cached: Mutex<HashMap<(Uuid, Uuid), Cached>>,
+    cached: Mutex<HashMap<Connection, Cached>>,
+    /// Connections whose access token the server refused: refreshed before the next use.
+    refused: Mutex<std::collections::HashSet<Connection>>,
+    /// One refresh at a time per connection on this instance: a rotating authorization server takes a
+    /// refresh token used twice for a replay and revokes the grant.
+    refreshing: Mutex<HashMap<Connection, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Clone)]
 struct Cached {
     token: String,
-    use_until: Option<chrono::DateTime<Utc>>,
+    use_until: chrono::DateTime<Utc>,
 }
 
-impl Cached {
-    fn fresh(&self) -> bool {
-        self.use_until.is_none_or(|until| Utc::now() < until)
+/// Until when `tokens`' access token may be used without looking again: before its expiry (less the
+/// margin), and for [`CACHE_FOR`] at most.
+fn use_until(tokens: &TokenSet) -> chrono::DateTime<Utc> {
+    let cap = Utc::now() + chrono::Duration::from_std(CACHE_FOR).unwrap_or_default();
+    match tokens.expires_at {
+        Some(at) => cap.min(at - chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default()),
+        None => cap,
     }
 }
 
-fn use_until(tokens: &TokenSet) -> Option<chrono::DateTime<Utc>> {
-    tokens.expires_at.map(|at| at - chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default())
+/// True when the access token must be refreshed before use.
+fn expiring(tokens: &TokenSet) -> bool {
+    tokens
+        .expires_at
+        .is_some_and(|at| Utc::now() >= at - chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default())
 }
 
 impl PersonTokens {
@@ -54,15 +72,30 @@ impl PersonTokens {
         auth: &UpstreamAuth,
     ) -> Result<HeaderValue, UpstreamError> {
         let key = (principal, id);
-        if let Some(cached) = self.cached.lock().ok().and_then(|c| c.get(&key).cloned()).filter(Cached::fresh) {
+        let cached = self.cached.lock().ok().and_then(|c| c.get(&key).cloned());
+        if let Some(cached) = cached.filter(|c| Utc::now() < c.use_until) {
             return bearer(&cached.token);
         }
         let unreadable = |e: commands::CommandError| UpstreamError::Credentials(format!("your connection: {e}"));
-        let mut held =
-            state.connections.held(principal, id).await.map_err(unreadable)?.ok_or(UpstreamError::ConnectRequired)?;
-        let expired = use_until(&held.tokens).is_some_and(|until| Utc::now() >= until);
-        if expired {
-            held = self.refresh(state, http, id, principal, auth, held).await?;
+        let read = || async { state.connections.held(principal, id).await.map_err(unreadable) };
+        let mut held = read().await?.ok_or(UpstreamError::ConnectRequired)?;
+        let refused = self.refused.lock().is_ok_and(|r| r.contains(&key));
+        if refused || expiring(&held.tokens) {
+            let lock = self.refreshing.lock().map(|mut r| r.entry(key).or_default().clone()).ok();
+            let _one_at_a_time = match &lock {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
+            // Another request may have refreshed while this one waited: read again.
+            let current = read().await?.ok_or(UpstreamError::ConnectRequired)?;
+            let moved = current.revision != held.revision;
+            held = current;
+            if !moved || expiring(&held.tokens) {
+                held = self.refresh(state, http, id, principal, auth, held).await?;
+            }
+            if let Ok(mut refused) = self.refused.lock() {
+                refused.remove(&key);
+            }
         }
         let token = held.tokens.access_token.expose().to_owned();
         if let Ok(mut cached) = self.cached.lock() {
@@ -71,10 +104,25 @@ impl PersonTokens {
         bearer(&token)
     }
 
-    /// Forgets `principal`'s token at server `id` (the server refused it).
+    /// Forgets what this instance knows of `principal`'s tokens at server `id` (a connection made or
+    /// ended).
     pub(crate) fn forget(&self, id: Uuid, principal: Uuid) {
         if let Ok(mut cached) = self.cached.lock() {
             cached.remove(&(principal, id));
+        }
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.remove(&(principal, id));
+        }
+    }
+
+    /// The server refused `principal`'s token: the next request refreshes it (and, if the authorization
+    /// server refuses that, asks the person to connect again) rather than sending it again.
+    pub(crate) fn refused(&self, id: Uuid, principal: Uuid) {
+        if let Ok(mut cached) = self.cached.lock() {
+            cached.remove(&(principal, id));
+        }
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.insert((principal, id));
         }
     }
 

@@ -137,12 +137,15 @@ async fn append_batches(store: Arc<dyn EventStore>, mut records: mpsc::Receiver<
         let lines: Vec<(&ToolCalled, &Metadata)> = batch.iter().map(|r| (&r.event, &r.metadata)).collect();
         append_until_done(&*store, &lines).await;
         metrics::counter!("mgw_tool_calls_recorded_total").increment(batch.len() as u64);
-        unrecorded.fetch_sub(batch.len(), Ordering::AcqRel);
+        // The journal's marks first: a stopping gateway that sees nothing unrecorded closes the journal,
+        // and its segment goes only once every mark is released.
+        let recorded = batch.len();
         for record in batch.drain(..) {
             if let Some(mark) = record.mark {
                 mark.release();
             }
         }
+        unrecorded.fetch_sub(recorded, Ordering::AcqRel);
     }
 }
 

@@ -193,13 +193,23 @@ impl SseSession {
             *used = Instant::now();
         }
         let mut waiting = Vec::with_capacity(requests.len());
-        if let Ok(mut pending) = self.pending.lock() {
-            for id in requests {
+        let keys: Vec<String> = requests.iter().map(id_key).collect();
+        {
+            let Ok(mut pending) = self.pending.lock() else {
+                return Err(UpstreamError::Unreachable("the session is unusable".into()));
+            };
+            // An id already waiting would take the other request's answer.
+            if keys.iter().any(|key| pending.contains_key(key)) {
+                return Err(UpstreamError::Unreachable("a request with this id is already waiting".into()));
+            }
+            for key in &keys {
                 let (sender, receiver) = oneshot::channel();
-                pending.insert(id_key(id), sender);
+                pending.insert(key.clone(), sender);
                 waiting.push(receiver);
             }
         }
+        // Whatever happens (an error, a timeout, the client gone), the ids stop waiting.
+        let _unregister = Unregister { session: self, keys };
         let forward = Forward {
             server: self.server,
             upstream: &self.endpoint,
@@ -234,6 +244,22 @@ impl SseSession {
     }
 }
 
+/// Removes a request's ids from the waiting ones when it ends, however it ends.
+struct Unregister<'a> {
+    session: &'a SseSession,
+    keys: Vec<String>,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.session.pending.lock() {
+            for key in &self.keys {
+                pending.remove(key);
+            }
+        }
+    }
+}
+
 /// Reads the server's stream until it ends: answers to pending requests go to their waiters, anything
 /// else to the session's GET streams.
 async fn read_stream(mut answer: reqwest::Response, mut events: EventReader, session: std::sync::Weak<SseSession>) {
@@ -245,16 +271,15 @@ async fn read_stream(mut answer: reqwest::Response, mut events: EventReader, ses
             }
             let Ok(message) = serde_json::from_str::<Value>(&data) else { continue };
             let is_answer = message.get("method").is_none() && message.get("id").is_some();
-            let waiter = is_answer
-                .then(|| session.pending.lock().ok().and_then(|mut p| p.remove(&id_key(&message["id"]))))
-                .flatten();
-            match waiter {
-                Some(waiter) => {
-                    let _ = waiter.send(message);
-                }
-                None => {
-                    let _ = session.server_messages.send(message);
-                }
+            if !is_answer {
+                let _ = session.server_messages.send(message);
+                continue;
+            }
+            // An answer nobody waits for (its request gave up) is dropped: on the GET stream it would reach
+            // the client unfiltered.
+            let waiter = session.pending.lock().ok().and_then(|mut p| p.remove(&id_key(&message["id"])));
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(message);
             }
         }
         match answer.chunk().await {
@@ -268,15 +293,16 @@ async fn read_stream(mut answer: reqwest::Response, mut events: EventReader, ses
     }
 }
 
-/// Splits an SSE byte stream into events (`event` name, joined `data`).
+/// Splits an SSE byte stream into events (`event` name, joined `data`). Bytes are kept until an event is
+/// complete, so that a character or a line end split between chunks is decoded whole.
 #[derive(Default)]
 struct EventReader {
-    buffer: String,
+    buffer: Vec<u8>,
 }
 
 impl EventReader {
     fn push(&mut self, chunk: &[u8]) -> Result<(), UpstreamError> {
-        self.buffer.push_str(&String::from_utf8_lossy(chunk).replace("\r\n", "\n"));
+        self.buffer.extend(chunk.iter().filter(|b| **b != b'\r'));
         if self.buffer.len() > MAX_EVENT {
             return Err(UpstreamError::Unreachable(format!("an event larger than {MAX_EVENT} bytes")));
         }
@@ -284,8 +310,9 @@ impl EventReader {
     }
 
     fn next_event(&mut self) -> Option<(String, String)> {
-        let end = self.buffer.find("\n\n")?;
-        let event: String = self.buffer.drain(..end + 2).collect();
+        let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
+        let bytes: Vec<u8> = self.buffer.drain(..end + 2).collect();
+        let event = String::from_utf8_lossy(&bytes);
         let mut kind = "message".to_owned();
         let mut data = Vec::new();
         for line in event.lines() {
@@ -312,5 +339,12 @@ mod tests {
         assert_eq!(reader.next_event(), None);
         reader.push(b"ta: {\"a\":\ndata: 1}\n\n").unwrap();
         assert_eq!(reader.next_event(), Some(("message".into(), "{\"a\":\n1}".into())));
+        // A character and a line end split between chunks
+        let text = "data: \u{e9}t\u{e9}\r\n\r\n".as_bytes();
+        reader.push(&text[..7]).unwrap();
+        reader.push(&text[7..text.len() - 1]).unwrap();
+        assert_eq!(reader.next_event(), None);
+        reader.push(&text[text.len() - 1..]).unwrap();
+        assert_eq!(reader.next_event(), Some(("message".into(), "\u{e9}t\u{e9}".into())));
     }
 }

@@ -37,7 +37,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/servers/{id}/connect", get(connect))
         .route("/api/v1/servers/{id}/connection", delete(disconnect))
-        .route("/connect/callback", get(callback))
+        .route("/connect/callback/{server}", get(callback))
 }
 
 /// What the `state` parameter carries, sealed.
@@ -55,8 +55,11 @@ fn digest(value: &str) -> String {
     hex::encode(sha2::Sha256::digest(value.as_bytes()))
 }
 
-fn redirect_uri(state: &AppState) -> String {
-    format!("{}/connect/callback", state.tokens.issuer())
+/// Each server's own redirect URI: an answer names the server whose flow it ends, so that a server whose
+/// authorization server sends the browser on to another's cannot receive that one's code (the mix-up
+/// attack: the flow's state would otherwise send the other's code and verifier to its token endpoint).
+fn redirect_uri(state: &AppState, server: Uuid) -> String {
+    format!("{}/connect/callback/{server}", state.tokens.issuer())
 }
 
 /// Server `id`'s per-person OAuth settings, when it acts on people's accounts.
@@ -109,7 +112,7 @@ async fn start(state: &AppState, caller: &Caller, id: Uuid) -> Result<Response, 
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &client_id)
-        .append_pair("redirect_uri", &redirect_uri(state))
+        .append_pair("redirect_uri", &redirect_uri(state, id))
         .append_pair("state", &URL_SAFE_NO_PAD.encode(sealed))
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
@@ -141,17 +144,18 @@ fn finished(status: StatusCode, title: &str, message: &str) -> Response {
     page(status, title, &format!("<p>{}</p>", html(message)))
 }
 
-#[utoipa::path(get, path = "/connect/callback", operation_id = "connect_account_callback", params(CallbackQuery), responses((status = 200, description = "connected: a page", content_type = "text/html"), (status = 400, description = "a refusal, an expired or foreign flow: a page", content_type = "text/html"), (status = 502, description = "the token endpoint failed: a page", content_type = "text/html"), (status = 503, description = "the connection could not be stored: a page", content_type = "text/html")))]
+#[utoipa::path(get, path = "/connect/callback/{server}", operation_id = "connect_account_callback", params(("server" = Uuid, Path), CallbackQuery), responses((status = 200, description = "connected: a page", content_type = "text/html"), (status = 400, description = "a refusal, an expired or foreign flow: a page", content_type = "text/html"), (status = 502, description = "the token endpoint failed: a page", content_type = "text/html"), (status = 503, description = "the connection could not be stored: a page", content_type = "text/html")))]
 /// The authorization server's answer: checked against the flow's sealed state and the browser that
 /// started it, the code redeemed (with the PKCE verifier), the tokens kept sealed in the person's
 /// connection (`AccountConnected`, audited). Answers a page.
 pub(crate) async fn callback(
     State(state): State<AppState>,
+    Path(server): Path<Uuid>,
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let clear = state.cookies.set(BINDING_COOKIE, "", 0);
-    let mut response = match finish(&state, &headers, query).await {
+    let mut response = match finish(&state, server, &headers, query).await {
         Ok(()) => finished(
             StatusCode::OK,
             "Connected",
@@ -165,7 +169,12 @@ pub(crate) async fn callback(
     response
 }
 
-async fn finish(state: &AppState, headers: &HeaderMap, query: CallbackQuery) -> Result<(), (StatusCode, String)> {
+async fn finish(
+    state: &AppState,
+    server: Uuid,
+    headers: &HeaderMap,
+    query: CallbackQuery,
+) -> Result<(), (StatusCode, String)> {
     let bad = |message: &str| (StatusCode::BAD_REQUEST, message.to_owned());
     let sealed = query.state.as_deref().ok_or_else(|| bad("the answer has no state"))?;
     let flow = URL_SAFE_NO_PAD
@@ -175,6 +184,9 @@ async fn finish(state: &AppState, headers: &HeaderMap, query: CallbackQuery) -> 
         .and_then(|sealed| state.keyring.open(&sealed, STATE_CONTEXT).ok())
         .and_then(|plain| serde_json::from_str::<FlowState>(plain.expose()).ok())
         .ok_or_else(|| bad("the answer's state is not one this gateway started"))?;
+    if flow.server != server {
+        return Err(bad("the answer came back for another server than the one being connected"));
+    }
     if flow.expires < Utc::now().timestamp() {
         return Err(bad("this connection took too long; start it again"));
     }
@@ -198,7 +210,7 @@ async fn finish(state: &AppState, headers: &HeaderMap, query: CallbackQuery) -> 
     let form = vec![
         ("grant_type", "authorization_code".to_owned()),
         ("code", code),
-        ("redirect_uri", redirect_uri(state)),
+        ("redirect_uri", redirect_uri(state, flow.server)),
         ("code_verifier", flow.verifier),
     ];
     let failed = |e: crate::proxy::UpstreamError| (StatusCode::BAD_GATEWAY, e.to_string());

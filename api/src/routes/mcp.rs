@@ -175,7 +175,9 @@ fn upstream_session(state: &AppState, binding: Binding<'_>, parts: &Parts) -> Re
 fn upstream_failed(id: Value, error: &UpstreamError) -> Response {
     let status = match error {
         UpstreamError::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-        UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::Unreachable(_) | UpstreamError::Credentials(_) | UpstreamError::TokenRefused(_) => {
+            StatusCode::BAD_GATEWAY
+        }
         UpstreamError::ConnectRequired => StatusCode::FORBIDDEN,
     };
     tracing::warn!(%error, "an MCP request could not be forwarded");
@@ -425,12 +427,14 @@ async fn sse_call(state: &AppState, exchange: SseExchange<'_>, messages: &[&Valu
 }
 
 /// The GET stream or the end of a session with a server that speaks HTTP+SSE: the server's own messages
-/// on this instance's stream to it, relayed as they come; or the stream closed.
+/// on this instance's stream to it, relayed as they come (through the caller's tool rules); or the
+/// stream closed.
 fn sse_session(
     state: &AppState,
     binding: Binding<'_>,
     session: Option<String>,
     method: &axum::http::Method,
+    filter: Option<tool_filter::Visible>,
 ) -> Response {
     let Some(key) = session else {
         return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "name the session in Mcp-Session-Id");
@@ -443,12 +447,15 @@ fn sse_session(
         return StatusCode::OK.into_response();
     }
     let messages = upstream.subscribe();
-    let events = futures_util::stream::unfold(messages, |mut messages| async move {
+    let events = futures_util::stream::unfold((messages, filter), |(mut messages, filter)| async move {
         loop {
             match messages.recv().await {
                 Ok(message) => {
-                    let event = format!("event: message\ndata: {message}\n\n");
-                    return Some((Ok::<_, std::io::Error>(Bytes::from(event)), messages));
+                    let mut event = format!("event: message\ndata: {message}\n\n");
+                    if let Some(rules) = &filter {
+                        event = String::from_utf8_lossy(&tool_filter::filter_sse(event.as_bytes(), rules)).into_owned();
+                    }
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(event)), (messages, filter)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
@@ -672,7 +679,8 @@ async fn forward_admitted(
         Err(unknown) => return unknown.into_response(),
     };
     if route.upstream.transport == domain::server::Transport::Sse {
-        return sse_session(&state, binding, session, &method);
+        let filter = tool_filter::Visible::new(&route.tools, caller.0.id, &caller.0.roles);
+        return sse_session(&state, binding, session, &method, filter);
     }
     let had_session = session.is_some();
     let forward = Forward {

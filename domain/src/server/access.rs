@@ -106,6 +106,11 @@ impl ToolRules {
         }
         let principals: BTreeSet<String> = self.by_principal.keys().cloned().collect();
         check("tools.by_principal", &principals)?;
+        // A key that is not a principal's id would never match: the rules meant to replace the roles'
+        // would silently not apply.
+        if principals.iter().any(|id| uuid::Uuid::parse_str(id).is_err()) {
+            return Err(AccessPolicyError::Entry("tools.by_principal"));
+        }
         for rules in self.by_principal.values() {
             if let Some(allow) = &rules.allow {
                 check("tools.by_principal.allow", allow)?;
@@ -249,19 +254,24 @@ mod tests {
         rules
             .by_role
             .insert(Role::Developer, RoleToolRules { deny: ["deploy".to_owned()].into(), ..Default::default() });
+        let alice = "0196f0a8-0000-7000-8000-000000000001";
         rules.by_principal.insert(
-            "alice".into(),
+            alice.to_uppercase(),
             RoleToolRules { allow: Some(["deploy".to_owned(), "drop_table".to_owned()].into()), ..Default::default() },
         );
-        assert!(rules.allows_for("deploy", "alice", &[Role::Developer]), "more specific than the role");
-        assert!(!rules.allows_for("write_file", "alice", &[Role::Developer]), "her own allow list limits her");
-        assert!(!rules.allows_for("drop_table", "alice", &[Role::Developer]), "the rules for everyone still hold");
+        assert!(rules.allows_for("deploy", alice, &[Role::Developer]), "more specific than the role");
+        assert!(!rules.allows_for("write_file", alice, &[Role::Developer]), "her own allow list limits her");
+        assert!(!rules.allows_for("drop_table", alice, &[Role::Developer]), "the rules for everyone still hold");
         assert!(!rules.allows_for("deploy", "bob", &[Role::Developer]));
-        let (allowed, reason) = rules.decide_for("deploy", "alice", &[Role::Developer]);
+        assert!(AccessPolicy { tools: rules.clone(), ..AccessPolicy::default() }.validate().is_ok());
+        let (allowed, reason) = rules.decide_for("deploy", alice, &[Role::Developer]);
         assert!(allowed && reason.contains("principal"), "{reason}");
         let mut bad = AccessPolicy::default();
         bad.tools.by_principal.insert(String::new(), RoleToolRules::default());
         assert_eq!(bad.validate(), Err(AccessPolicyError::Entry("tools.by_principal")));
+        let mut named = AccessPolicy::default();
+        named.tools.by_principal.insert("alice".into(), RoleToolRules::default());
+        assert_eq!(named.validate(), Err(AccessPolicyError::Entry("tools.by_principal")), "ids only");
     }
 
     #[test]

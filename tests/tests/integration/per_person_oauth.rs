@@ -53,7 +53,21 @@ async fn browse(api: &Api, path: &str, key: Option<&str>, cookie: Option<&str>) 
 }
 
 async fn a_person_connects_their_own_account_and_is_served_with_their_token(backend: Backend) {
-    let callback = format!("{PUBLIC_URL}/connect/callback");
+    let api = start_with(backend, |config| {
+        config.upstream_allowlist = vec!["127.0.0.1".into()];
+        config.public_url = Some(PUBLIC_URL.into());
+    })
+    .await;
+    // Registered first, to know its redirect URI (`/connect/callback/{id}`) before its authorization
+    // server exists; the endpoints are set once it does.
+    let placeholder = json!({ "mode": "oauth_per_person", "authorization_url": "https://93.184.216.34/auth",
+        "token_url": "https://93.184.216.34/token", "client_id": "mcp-upstream", "scopes": ["openid"] });
+    let body = json!({ "name": "io.example/personal", "description": "d", "transport": "streamable_http",
+        "url": "https://93.184.216.34/mcp", "access": { "roles": ["developer"] }, "upstream_auth": placeholder });
+    let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let callback = format!("{PUBLIC_URL}/connect/callback/{id}");
     let provider = tests::OidcProvider::start(
         &json!({
             "clients": [{ "client_id": "mcp-upstream", "client_secret": "upstream-secret", "redirect_uris": [callback] }],
@@ -65,20 +79,25 @@ async fn a_person_connects_their_own_account_and_is_served_with_their_token(back
     .unwrap();
     let issuer = provider.issuer();
     let upstream = tests::McpServer::acting_for_people(&format!("{issuer}/me")).unwrap();
-    let api = start_with(backend, |config| {
-        config.upstream_allowlist = vec!["127.0.0.1".into()];
-        config.public_url = Some(PUBLIC_URL.into());
-    })
-    .await;
-    let body = json!({ "name": "io.example/personal", "description": "d", "transport": "streamable_http",
-        "url": upstream.url(), "access": { "roles": ["developer"] },
-        "upstream_auth": { "mode": "oauth_per_person", "authorization_url": format!("{issuer}/auth"),
-            "token_url": format!("{issuer}/token"), "client_id": "mcp-upstream", "client_secret": "upstream-secret",
-            "scopes": ["openid", "offline_access"] } });
-    let created = api.call(Method::POST, "/api/v1/servers", Some(&body.to_string()), &[]).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
-    assert!(!created.raw.contains("upstream-secret"), "the client secret is never shown");
-    let id = created.body["id"].as_str().unwrap().to_owned();
+    let auth = json!({ "upstream_auth": { "mode": "oauth_per_person", "authorization_url": format!("{issuer}/auth"),
+        "token_url": format!("{issuer}/token"), "client_id": "mcp-upstream", "client_secret": "upstream-secret",
+        "scopes": ["openid", "offline_access"] } });
+    let rotated =
+        api.call(Method::POST, &format!("/api/v1/servers/{id}/rotate-credential"), Some(&auth.to_string()), &[]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.raw);
+    assert!(!rotated.raw.contains("upstream-secret"), "the client secret is never shown");
+    let moved = json!({ "url": upstream.url() }).to_string();
+    let current = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/servers/{id}?min_position={}", rotated.body["position"].as_str().unwrap()),
+            None,
+            &[],
+        )
+        .await;
+    let etag = current.headers[axum::http::header::ETAG].to_str().unwrap().to_owned();
+    let patched = api.call(Method::PATCH, &format!("/api/v1/servers/{id}"), Some(&moved), &[("if-match", &etag)]).await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.raw);
     let uri = format!("/servers/{id}/mcp");
 
     // Not connected: asked to open the connect page (URL elicitation), as a JSON-RPC error.
@@ -108,6 +127,10 @@ async fn a_person_connects_their_own_account_and_is_served_with_their_token(back
     assert!(binding.starts_with("mgw_connect="), "{binding}");
     let back = Browser::new().login(&issuer, &location, "ada").await;
     let back = back.strip_prefix(PUBLIC_URL).expect("back to the gateway's callback").to_owned();
+    assert!(back.starts_with(&format!("/connect/callback/{id}?")), "{back}");
+    // The answer taken to another server's callback (a mix-up) is refused, and the code not spent.
+    let elsewhere = back.replacen(&id, &uuid::Uuid::now_v7().to_string(), 1);
+    assert_eq!(browse(&api, &elsewhere, None, Some(&binding)).await.status(), StatusCode::BAD_REQUEST);
     // Finished in another browser (without the cookie): refused, and the code not spent.
     let foreign = browse(&api, &back, None, None).await;
     assert_eq!(foreign.status(), StatusCode::BAD_REQUEST);
