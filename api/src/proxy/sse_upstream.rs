@@ -17,13 +17,15 @@ use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
-use super::{ANSWER_TIMEOUT, Forward, Proxy, UpstreamError};
+use super::{Forward, Proxy, STREAM_IDLE_TIMEOUT, UpstreamError};
 use crate::state::AppState;
 
 /// The prefix of a session id that names one of this instance's upstream streams.
 pub(crate) const SESSION_PREFIX: &str = "sse:";
 /// A session unused this long is closed (its stream to the server with it).
 const IDLE: Duration = Duration::from_secs(600);
+/// Streams one principal may hold open on this instance.
+const SESSIONS_PER_PRINCIPAL: usize = 32;
 /// How long the server may take to name its message endpoint.
 const ENDPOINT_WITHIN: Duration = Duration::from_secs(10);
 /// Server messages kept for a GET stream that reads slowly.
@@ -35,6 +37,8 @@ const MAX_EVENT: usize = 16 * 1024 * 1024;
 #[derive(Default)]
 pub(crate) struct SseSessions {
     open: Mutex<HashMap<String, Arc<SseSession>>>,
+    /// When idle sessions were last looked for (at most once a second).
+    swept: Mutex<Option<Instant>>,
 }
 
 /// One open stream to a server.
@@ -73,6 +77,12 @@ impl SseSessions {
         upstream: &projections::authz::Upstream,
     ) -> Result<(String, Arc<SseSession>), UpstreamError> {
         self.sweep();
+        let held = self.open.lock().map(|open| open.values().filter(|s| s.principal == principal).count()).unwrap_or(0);
+        if held >= SESSIONS_PER_PRINCIPAL {
+            return Err(UpstreamError::Unreachable(format!(
+                "you hold {SESSIONS_PER_PRINCIPAL} sessions with HTTP+SSE servers on this instance; end one first"
+            )));
+        }
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         let forward = Forward {
@@ -133,8 +143,12 @@ impl SseSessions {
 
     /// The session `key`, if this instance holds it (open) for `server` and `principal`.
     pub(crate) fn get(&self, key: &str, server: Uuid, principal: Uuid) -> Option<Arc<SseSession>> {
+        self.sweep();
         let open = self.open.lock().ok()?;
         let session = open.get(key)?.clone();
+        if let Ok(mut used) = session.last_used.lock() {
+            *used = Instant::now();
+        }
         let alive = session.reader.lock().ok()?.as_ref().is_some_and(|r| !r.is_finished());
         (alive && session.server == server && session.principal == principal).then_some(session)
     }
@@ -144,8 +158,14 @@ impl SseSessions {
         self.open.lock().ok().and_then(|mut open| open.remove(key)).is_some()
     }
 
-    /// Closes sessions unused for [`IDLE`] and those whose server ended the stream.
+    /// Closes sessions unused for [`IDLE`] and those whose server ended the stream (at most once a second).
     fn sweep(&self) {
+        if let Ok(mut swept) = self.swept.lock() {
+            if swept.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *swept = Some(Instant::now());
+        }
         if let Ok(mut open) = self.open.lock() {
             open.retain(|_, s| {
                 let used = s.last_used.lock().map(|t| t.elapsed() < IDLE).unwrap_or(false);
@@ -229,7 +249,8 @@ impl SseSession {
         }
         let mut answers = Vec::with_capacity(waiting.len());
         for receiver in waiting {
-            let answer = tokio::time::timeout(ANSWER_TIMEOUT, receiver)
+            // A tool call may run long: the answer may take as long as an SSE answer may stay silent.
+            let answer = tokio::time::timeout(STREAM_IDLE_TIMEOUT, receiver)
                 .await
                 .map_err(|_| UpstreamError::TimedOut)?
                 .map_err(|_| UpstreamError::Unreachable("the server's stream ended before it answered".into()))?;

@@ -107,6 +107,68 @@ struct Exchanged {
     body: axum::body::Bytes,
 }
 
+/// [`run`] for a server that speaks HTTP+SSE: the way the proxy bridges it (a stream opened, messages
+/// posted where it says, answers read from the stream), the stream closed after.
+async fn run_sse(
+    state: &AppState,
+    id: Uuid,
+    principal: Option<Uuid>,
+    upstream: &projections::authz::Upstream,
+    needs_credentials: bool,
+    initialize: Value,
+    report: &mut TestReport,
+) {
+    let sessions = &state.proxy.sse;
+    let (key, session) = match sessions.open(&state.proxy, state, id, principal.unwrap_or_default(), upstream).await {
+        Ok(opened) => opened,
+        Err(UpstreamError::Credentials(why)) => {
+            report.credentials_valid = Some(false);
+            report.error = Some(format!("the gateway's credentials: {why}"));
+            return;
+        }
+        Err(error) => {
+            report.error = Some(error.to_string());
+            return;
+        }
+    };
+    report.reachable = true;
+    report.credentials_valid = needs_credentials.then_some(true);
+    let headers = headers(None);
+    let ask = |message: Value, ids: Vec<Value>| {
+        let (headers, session) = (&headers, &session);
+        async move { session.exchange(&state.proxy, state, headers, message.to_string().into(), &ids).await }
+    };
+    let answers = match ask(initialize, vec![json!(1)]).await {
+        Ok(answers) => answers,
+        Err(error) => {
+            sessions.close(&key);
+            report.error = Some(format!("initialize: {error}"));
+            return;
+        }
+    };
+    let result = answers.first().and_then(|a| a.get("result")).cloned().unwrap_or_default();
+    report.protocol_version = result.get("protocolVersion").and_then(Value::as_str).map(str::to_owned);
+    report.server_info = result.get("serverInfo").cloned();
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    let listed = match ask(initialized, vec![]).await {
+        Ok(_) => ask(json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {} }), vec![json!(2)]).await,
+        Err(error) => Err(error),
+    };
+    sessions.close(&key);
+    match listed.ok().and_then(|answers| answers.first()?.get("result")?.get("tools")?.as_array().cloned()) {
+        Some(tools) if report.protocol_version.is_some() => {
+            report.protocol_valid = true;
+            report.tools = tools.iter().filter_map(|t| t.get("name")?.as_str().map(str::to_owned)).collect();
+            report.discovered = Some(domain::server::DiscoveredTools::from_listed(
+                tools
+                    .iter()
+                    .filter_map(|t| Some((t.get("name")?.as_str()?, t.get("description").and_then(Value::as_str)))),
+            ));
+        }
+        _ => report.error = Some("the server did not answer initialize and tools/list as an MCP server".into()),
+    }
+}
+
 impl TestReport {
     /// The server's health as the registry records it: a credential the server needs and did not accept
     /// (or that could not be obtained) fails its check.
@@ -148,6 +210,9 @@ async fn run(
     let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
         "clientInfo": { "name": "mcp-gateway connection test", "version": env!("CARGO_PKG_VERSION") } } });
+    if upstream.transport == domain::server::Transport::Sse {
+        return run_sse(state, id, principal, upstream, needs_credentials, initialize, report).await;
+    }
     let per_person = matches!(upstream.auth, domain::server::UpstreamAuth::OauthPerPerson { .. });
     let answered = exchange(state, id, principal, upstream, Method::POST, None, Some(initialize)).await;
     let Exchanged { status, session, challenge, body } = match answered {

@@ -708,6 +708,24 @@ async fn a_server_speaking_http_and_sse_is_served_as_streamable_http(backend: Ba
         page.body["entries"].as_array().filter(|e| e.len() >= 2).map(|_| ())
     })
     .await;
+    // Tested and checked the way the proxy bridges it: healthy, with its tools.
+    let report = api
+        .call(
+            Method::POST,
+            &format!("{}/test", uri.replace("/servers/", "/api/v1/servers/").trim_end_matches("/mcp")),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(report.body["protocol_valid"], true, "{}", report.raw);
+    assert!(report.body["tools"].as_array().is_some_and(|t| t.iter().any(|t| t == "echo")), "{}", report.raw);
+    api.gateway.check_servers_now().await;
+    let id = uri.trim_start_matches("/servers/").trim_end_matches("/mcp").to_owned();
+    tests::eventually(DEADLINE, "the server healthy in the registry", || async {
+        let read = api.call(Method::GET, &format!("/api/v1/servers/{id}"), None, &[]).await;
+        (read.body["health"]["protocol_valid"] == true && read.body["tools"].is_array()).then_some(())
+    })
+    .await;
     // Ended: the stream to the server closes, and the id is no longer a session.
     let end = Request::delete(&uri)
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
