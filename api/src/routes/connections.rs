@@ -144,17 +144,21 @@ fn finished(status: StatusCode, title: &str, message: &str) -> Response {
     page(status, title, &format!("<p>{}</p>", html(message)))
 }
 
-#[utoipa::path(get, path = "/connect/callback/{server}", operation_id = "connect_account_callback", params(("server" = Uuid, Path), CallbackQuery), responses((status = 200, description = "connected: a page", content_type = "text/html"), (status = 400, description = "a refusal, an expired or foreign flow: a page", content_type = "text/html"), (status = 502, description = "the token endpoint failed: a page", content_type = "text/html"), (status = 503, description = "the connection could not be stored: a page", content_type = "text/html")))]
+#[utoipa::path(get, path = "/connect/callback/{server}", operation_id = "connect_account_callback", params(("server" = String, Path, description = "the server's id"), CallbackQuery), responses((status = 200, description = "connected: a page", content_type = "text/html"), (status = 400, description = "a refusal, an expired or foreign flow: a page", content_type = "text/html"), (status = 502, description = "the token endpoint failed: a page", content_type = "text/html"), (status = 503, description = "the connection could not be stored: a page", content_type = "text/html")))]
 /// The authorization server's answer: checked against the flow's sealed state and the browser that
 /// started it, the code redeemed (with the PKCE verifier), the tokens kept sealed in the person's
 /// connection (`AccountConnected`, audited). Answers a page.
 pub(crate) async fn callback(
     State(state): State<AppState>,
-    Path(server): Path<Uuid>,
+    Path(server): Path<String>,
     headers: HeaderMap,
-    Query(query): Query<CallbackQuery>,
+    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let clear = state.cookies.set(BINDING_COOKIE, "", 0);
+    // A browser is answered with a page, whatever is wrong with the address.
+    let (Ok(server), Ok(Query(query))) = (server.parse::<Uuid>(), query) else {
+        return finished(StatusCode::BAD_REQUEST, "Not connected", "this address is not one this gateway sent you to");
+    };
     let mut response = match finish(&state, server, &headers, query).await {
         Ok(()) => finished(
             StatusCode::OK,
