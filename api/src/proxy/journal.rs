@@ -25,13 +25,20 @@ use uuid::Uuid;
 /// A segment is closed for new calls past this size.
 const SEGMENT_BYTES: u64 = 4 << 20;
 
-/// One line of the journal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One line of the journal, as it is read back.
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct JournalLine {
     /// The record as it stands.
     pub(crate) call: ToolCalled,
     /// The metadata of its event.
     pub(crate) metadata: Metadata,
+}
+
+/// A line as it is written: the record borrowed, not copied (twice per forwarded call).
+#[derive(Serialize)]
+struct LineRef<'a> {
+    call: &'a ToolCalled,
+    metadata: &'a Metadata,
 }
 
 /// Why the journal could not be written or read.
@@ -85,8 +92,8 @@ impl Journal {
     }
 
     /// Writes a call about to be forwarded; its mark is released once the record is in the store.
-    pub(crate) fn begin(&self, line: &JournalLine) -> Result<JournalMark, JournalError> {
-        let bytes = encode(line);
+    pub(crate) fn begin(&self, call: &ToolCalled, metadata: &Metadata) -> Result<JournalMark, JournalError> {
+        let bytes = encode(call, metadata);
         let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.bytes.load(Ordering::Acquire) >= SEGMENT_BYTES || current.closed.load(Ordering::Acquire) {
             let n = self.next.fetch_add(1, Ordering::AcqRel);
@@ -108,8 +115,8 @@ impl Journal {
 
 impl JournalMark {
     /// Writes how the call ended (best effort: the start line is already there, and the record is queued).
-    pub(crate) fn end(&self, line: &JournalLine) {
-        if let Err(error) = self.segment.write(&encode(line)) {
+    pub(crate) fn end(&self, call: &ToolCalled, metadata: &Metadata) {
+        if let Err(error) = self.segment.write(&encode(call, metadata)) {
             tracing::warn!(%error, "could not write a call's end to the journal");
         }
     }
@@ -164,9 +171,9 @@ impl Segment {
     }
 }
 
-fn encode(line: &JournalLine) -> Vec<u8> {
+fn encode(call: &ToolCalled, metadata: &Metadata) -> Vec<u8> {
     // A record always serializes (its fields are plain data); an empty line is skipped on reading.
-    let mut bytes = serde_json::to_vec(line).unwrap_or_default();
+    let mut bytes = serde_json::to_vec(&LineRef { call, metadata }).unwrap_or_default();
     bytes.push(b'\n');
     bytes
 }
@@ -275,11 +282,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let (ended, running) = (line(CallOutcome::Interrupted), line(CallOutcome::Interrupted));
-        let first = journal.begin(&ended).unwrap();
-        let _second = journal.begin(&running).unwrap();
+        let first = journal.begin(&ended.call, &ended.metadata).unwrap();
+        let _second = journal.begin(&running.call, &running.metadata).unwrap();
         let mut done = ended.clone();
         done.call.outcome = CallOutcome::Answered;
-        first.end(&done);
+        first.end(&done.call, &done.metadata);
         assert!(Leftover::find(dir.path()).unwrap().is_empty(), "the writer holds its segment");
 
         // The process ends without recording (the lock goes with the file)
@@ -306,12 +313,14 @@ mod tests {
     fn a_full_segment_goes_once_its_calls_are_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        let mark = journal.begin(&line(CallOutcome::Interrupted)).unwrap();
+        let first = line(CallOutcome::Interrupted);
+        let mark = journal.begin(&first.call, &first.metadata).unwrap();
         journal.close();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a call is outstanding");
         mark.release();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let late = journal.begin(&line(CallOutcome::Interrupted)).unwrap();
+        let later = line(CallOutcome::Interrupted);
+        let late = journal.begin(&later.call, &later.metadata).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a call after closing opens a segment");
         late.release();
     }

@@ -18,6 +18,8 @@ use uuid::Uuid;
 use super::UpstreamError;
 use super::credentials::{TokenAnswer, bearer, token_request};
 
+/// The longest scope kept from a token answer, in characters.
+const MAX_SCOPE_CHARS: usize = 1_000;
 /// A token is refreshed this long before the expiry its server announced.
 const REFRESH_MARGIN: Duration = Duration::from_secs(5);
 /// A cached token is read from the connection again after this long at most: another instance's
@@ -204,6 +206,7 @@ pub(crate) fn token_set(answer: TokenAnswer, previous_refresh: Option<Secret>) -
         access_token: Secret::new(answer.access_token),
         refresh_token: answer.refresh_token.map(Secret::new).or(previous_refresh),
         expires_at: answer.expires_in.map(|s| Utc::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)),
-        scope: answer.scope,
+        // The authorization server's words reach events and the audit trail: as a line, bounded.
+        scope: answer.scope.and_then(|scope| domain::text::clean_line(&scope, MAX_SCOPE_CHARS)),
     }
 }

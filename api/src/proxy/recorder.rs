@@ -18,7 +18,7 @@ use eventstore::{EventData, EventStore, ExpectedRevision, Metadata, StreamAppend
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::journal::{Journal, JournalError, JournalLine, JournalMark, Leftover};
+use super::journal::{Journal, JournalError, JournalMark, Leftover};
 
 /// Records waiting to be appended, at most.
 const QUEUE: usize = 8_192;
@@ -76,8 +76,7 @@ impl CallRecorder {
         let permit = self.queue.clone().try_reserve_owned().ok()?;
         let mut record = Record { event: call, metadata, mark: None };
         if let Some(journal) = &self.journal {
-            let line = JournalLine { call: record.event.clone(), metadata: record.metadata.clone() };
-            match journal.begin(&line) {
+            match journal.begin(&record.event, &record.metadata) {
                 Ok(mark) => record.mark = Some(mark),
                 Err(error) => {
                     tracing::error!(%error, "could not write a tool call to the journal: refused");
@@ -110,7 +109,7 @@ impl PendingCall {
         record.event.upstream_status = status.or(record.event.upstream_status);
         record.event.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         if let Some(mark) = &record.mark {
-            mark.end(&JournalLine { call: record.event.clone(), metadata: record.metadata.clone() });
+            mark.end(&record.event, &record.metadata);
         }
         permit.send(record);
     }

@@ -121,15 +121,7 @@ async fn run_sse(
     let sessions = &state.proxy.sse;
     let (key, session) = match sessions.open(&state.proxy, state, id, principal.unwrap_or_default(), upstream).await {
         Ok(opened) => opened,
-        Err(UpstreamError::Credentials(why)) => {
-            report.credentials_valid = Some(false);
-            report.error = Some(format!("the gateway's credentials: {why}"));
-            return;
-        }
-        Err(error) => {
-            report.error = Some(error.to_string());
-            return;
-        }
+        Err(error) => return report.not_reached(error),
     };
     report.reachable = true;
     report.credentials_valid = needs_credentials.then_some(true);
@@ -170,6 +162,21 @@ async fn run_sse(
 }
 
 impl TestReport {
+    /// The first request did not get through: the credentials' fault, or the connection's.
+    fn not_reached(&mut self, error: UpstreamError) {
+        match error {
+            UpstreamError::ConnectRequired => {
+                self.credentials_valid = Some(false);
+                self.error = Some("you have not connected your account at this server".into());
+            }
+            UpstreamError::Credentials(why) => {
+                self.credentials_valid = Some(false);
+                self.error = Some(format!("the gateway's credentials: {why}"));
+            }
+            error => self.error = Some(error.to_string()),
+        }
+    }
+
     /// The server's health as the registry records it: a credential the server needs and did not accept
     /// (or that could not be obtained) fails its check.
     pub(crate) fn health(&self) -> domain::server::ServerHealth {
@@ -217,20 +224,7 @@ async fn run(
     let answered = exchange(state, id, principal, upstream, Method::POST, None, Some(initialize)).await;
     let Exchanged { status, session, challenge, body } = match answered {
         Ok(answer) => answer,
-        Err(UpstreamError::ConnectRequired) => {
-            report.credentials_valid = Some(false);
-            report.error = Some("you have not connected your account at this server".into());
-            return;
-        }
-        Err(UpstreamError::Credentials(why)) => {
-            report.credentials_valid = Some(false);
-            report.error = Some(format!("the gateway's credentials: {why}"));
-            return;
-        }
-        Err(error) => {
-            report.error = Some(error.to_string());
-            return;
-        }
+        Err(error) => return report.not_reached(error),
     };
     report.reachable = true;
     report.upstream_status = Some(status);

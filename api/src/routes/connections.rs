@@ -76,7 +76,7 @@ fn per_person(state: &AppState, id: Uuid) -> Result<(projections::authz::ServerA
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/servers/{id}/connect", operation_id = "connect_account", params(("id" = Uuid, Path)), responses((status = 303, description = "to the server's authorization server, with a browser-binding cookie"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/api/v1/servers/{id}/connect", operation_id = "connect_account", params(("id" = Uuid, Path)), responses((status = 303, description = "to the server's authorization server, with a browser-binding cookie"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
 /// Starts connecting the caller's own account at server `id` (one that acts on people's accounts):
 /// redirects the browser to the server's authorization server (code flow, PKCE S256). The URL MCP
 /// clients are given when a request needs the connection (`-32042`).
@@ -245,7 +245,7 @@ pub(crate) struct DisconnectQuery {
     reason: Option<String>,
 }
 
-#[utoipa::path(delete, path = "/api/v1/servers/{id}/connection", operation_id = "disconnect_account", params(("id" = Uuid, Path), DisconnectQuery), responses((status = 204, description = "the tokens are forgotten"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem), (status = 409, body = Problem)), security(("api_key" = [])))]
+#[utoipa::path(delete, path = "/api/v1/servers/{id}/connection", operation_id = "disconnect_account", params(("id" = Uuid, Path), DisconnectQuery), responses((status = 204, description = "the tokens are forgotten"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)), security(("api_key" = [])))]
 /// Forgets the caller's tokens at server `id` (`AccountDisconnected`, audited); the next request asks
 /// to connect again.
 pub(crate) async fn disconnect(

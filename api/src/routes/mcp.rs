@@ -403,13 +403,10 @@ async fn sse_call(state: &AppState, exchange: SseExchange<'_>, messages: &[&Valu
     }
     let batch = messages.len() > 1 || relay.error_id.is_null();
     let answer = if batch { Value::Array(answers) } else { answers.into_iter().next().unwrap_or(Value::Null) };
-    let whole = serde_json::to_vec(&answer).unwrap_or_default();
-    if !relay.calls.is_empty() {
-        finish_all(relay.calls, answer_outcome(&whole), Some(200));
-    }
-    let whole = match &relay.filter {
-        Some(rules) => tool_filter::filter_json(&whole, rules).unwrap_or(whole),
-        None => whole,
+    let whole = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+    let whole = match settle_json(whole, relay.calls, Some(200), relay.filter.as_ref(), relay.lists_tools) {
+        Ok(whole) => whole,
+        Err(error) => return upstream_failed(relay.error_id, &error),
     };
     let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], whole).into_response();
     if opened {
@@ -493,6 +490,28 @@ fn pending_call(state: &AppState, caller: &Caller, server: Uuid, tool: &str, req
 fn finish_all(calls: Vec<PendingCall>, outcome: CallOutcome, status: Option<u16>) {
     for call in calls {
         call.finish(outcome, status);
+    }
+}
+
+/// A whole JSON answer: the tool calls it answers recorded with how it ended, and the tools the caller
+/// may not see taken out; `Err` when a `tools/list` answer that must be filtered is not JSON.
+fn settle_json(
+    whole: Bytes,
+    calls: Vec<PendingCall>,
+    status: Option<u16>,
+    filter: Option<&tool_filter::Visible>,
+    lists_tools: bool,
+) -> Result<Bytes, UpstreamError> {
+    if !calls.is_empty() {
+        finish_all(calls, answer_outcome(&whole), status);
+    }
+    let Some(rules) = filter else { return Ok(whole) };
+    match tool_filter::filter_json(&whole, rules) {
+        Some(filtered) => Ok(Bytes::from(filtered)),
+        None if lists_tools => {
+            Err(UpstreamError::Unreachable("the upstream server's tools/list answer is not JSON".into()))
+        }
+        None => Ok(whole),
     }
 }
 
@@ -594,19 +613,9 @@ async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response
                 return upstream_failed(relay.error_id, &error);
             }
         };
-        if !calls.is_empty() {
-            finish_all(calls, answer_outcome(&whole), None);
-        }
-        match &relay.filter {
-            None => axum::body::Body::from(whole),
-            Some(rules) => match tool_filter::filter_json(&whole, rules) {
-                Some(filtered) => axum::body::Body::from(filtered),
-                None if relay.lists_tools => {
-                    let why = "the upstream server's tools/list answer is not JSON".to_owned();
-                    return upstream_failed(relay.error_id, &UpstreamError::Unreachable(why));
-                }
-                None => axum::body::Body::from(whole),
-            },
+        match settle_json(whole, calls, None, relay.filter.as_ref(), relay.lists_tools) {
+            Ok(whole) => axum::body::Body::from(whole),
+            Err(error) => return upstream_failed(relay.error_id, &error),
         }
     };
     response.body(body).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())

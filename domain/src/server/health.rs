@@ -28,7 +28,7 @@ pub struct ServerHealth {
 impl ServerHealth {
     /// A health with its detail cut to [`MAX_HEALTH_DETAIL_CHARS`] and stripped of control characters.
     pub fn new(reachable: bool, protocol_valid: bool, credentials_valid: bool, detail: Option<&str>) -> Self {
-        let detail = detail.map(|d| clean(d, MAX_HEALTH_DETAIL_CHARS)).filter(|d| !d.is_empty());
+        let detail = detail.and_then(|d| crate::text::clean_line(d, MAX_HEALTH_DETAIL_CHARS));
         Self { reachable, protocol_valid, credentials_valid, detail }
     }
 
@@ -84,7 +84,7 @@ impl DiscoveredTools {
             })
             .map(|(name, description)| DiscoveredTool {
                 name: name.to_owned(),
-                description: description.map(|d| clean(d, MAX_TOOL_DESCRIPTION_CHARS)).filter(|d| !d.is_empty()),
+                description: description.and_then(|d| crate::text::clean_line(d, MAX_TOOL_DESCRIPTION_CHARS)),
             })
             .collect();
         tools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -102,16 +102,6 @@ impl DiscoveredTools {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|t| t.name.as_str())
     }
-}
-
-/// `text` without control or invisible formatting characters, cut to `max` characters.
-fn clean(text: &str, max: usize) -> String {
-    text.chars()
-        .map(|c| if crate::text::is_forbidden(c) { ' ' } else { c })
-        .take(max)
-        .collect::<String>()
-        .trim()
-        .to_owned()
 }
 
 #[cfg(test)]
