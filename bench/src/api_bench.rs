@@ -37,29 +37,10 @@ pub(crate) struct Options {
     clients: usize,
 }
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let server = PostgresServer::start(PostgresOptions { durable: true, settings: write_heavy_settings() })?;
     let db = server.create_database().await?;
-    let config = GatewayConfig {
-        database_url: db.url.clone(),
-        nats_url: None,
-        listen: "127.0.0.1:0".parse()?,
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), KEY.into())],
-        upstream_allowlist: vec![],
-        max_connections: 24,
-        audit_signing_keys: vec![],
-        public_url: None,
-        idps: vec![],
-        authz_max_lag: std::time::Duration::from_secs(5),
-        registry_reads: api::RegistryReads::Public,
-        oauth_clients: Vec::new(),
-        call_journal: None,
-        health_check_interval: None,
-        proxy_limits: api::ProxyLimits::default(),
-    };
+    let config = GatewayConfig { max_connections: 24, ..crate::serving::config(&db.url) };
     let gateway = Gateway::start(&config, None).await?;
     let command_id = Uuid::now_v7();
     let context =

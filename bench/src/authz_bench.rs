@@ -34,32 +34,13 @@ pub(crate) struct Options {
     revocations: usize,
 }
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
 fn context() -> CommandContext {
     let command_id = Uuid::now_v7();
     CommandContext { command_id, metadata: Metadata::new(command_id, Actor::system("bench"), Utc::now()) }
 }
 
 fn config(database_url: &str, nats_url: String) -> GatewayConfig {
-    GatewayConfig {
-        database_url: database_url.to_owned(),
-        nats_url: Some(nats_url),
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), KEY.into())],
-        upstream_allowlist: vec![],
-        max_connections: 8,
-        audit_signing_keys: vec![],
-        public_url: None,
-        idps: vec![],
-        authz_max_lag: std::time::Duration::from_secs(5),
-        registry_reads: api::RegistryReads::Public,
-        oauth_clients: Vec::new(),
-        call_journal: None,
-        health_check_interval: None,
-        proxy_limits: api::ProxyLimits::default(),
-    }
+    GatewayConfig { nats_url: Some(nats_url), ..crate::serving::config(database_url) }
 }
 
 /// One check: the credential to its principal, then the decision.

@@ -37,7 +37,6 @@ pub(crate) struct Options {
     refreshes: usize,
 }
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const CLIENT_REDIRECT: &str = "http://127.0.0.1:33418/callback";
 const PARALLEL: usize = 8;
 
@@ -380,14 +379,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let server = PostgresServer::start(PostgresOptions::default())?;
     let db = server.create_database().await?;
     let config = GatewayConfig {
-        database_url: db.url.clone(),
-        nats_url: None,
         listen: listener.local_addr()?,
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), KEY.into())],
-        upstream_allowlist: vec![],
         max_connections: 16,
-        audit_signing_keys: vec![],
         public_url: Some(gateway_url.clone()),
         idps: vec![api::oidc::IdpConfig {
             name: "test".into(),
@@ -402,12 +395,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             }],
             kind: Default::default(),
         }],
-        authz_max_lag: Duration::from_secs(5),
-        registry_reads: api::RegistryReads::Public,
-        oauth_clients: Vec::new(),
-        call_journal: None,
-        health_check_interval: None,
-        proxy_limits: api::ProxyLimits::default(),
+        ..crate::serving::config(&db.url)
     };
     let gateway = Gateway::start(&config, Some(metrics.clone())).await?;
     let key = crate::serving::serve_with_owner(&gateway, listener).await?;

@@ -54,7 +54,6 @@ pub(crate) struct Options {
 }
 
 const CLIENTS: usize = 64;
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Where calls go, with what credential, in which session, and the echo tool's name there.
 struct Target {
@@ -181,22 +180,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway_url = format!("http://{}", listener.local_addr()?);
     let config = GatewayConfig {
-        database_url: db.url.clone(),
-        nats_url: None,
         listen: listener.local_addr()?,
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), KEY.into())],
         upstream_allowlist: vec!["127.0.0.1".into()],
         max_connections: 16,
-        audit_signing_keys: vec![],
         public_url: Some(gateway_url.clone()),
-        idps: vec![],
-        authz_max_lag: Duration::from_secs(5),
-        registry_reads: api::RegistryReads::Public,
-        oauth_clients: Vec::new(),
         call_journal: Some(std::env::temp_dir().join(format!("mgw-bench-calls-{}", uuid::Uuid::now_v7()))),
-        health_check_interval: None,
         proxy_limits: api::ProxyLimits { per_principal: 1024, per_server: 1024 },
+        ..crate::serving::config(&db.url)
     };
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let key = crate::serving::serve_with_owner(&gateway, listener).await?;

@@ -1,11 +1,38 @@
 //! A gateway served over HTTP inside a benchmark, with its owner bootstrapped, and servers registered
-//! through its REST API: what the `oauth` and `proxy` benches both start from.
+//! through its REST API: what the `oauth` and `proxy` benches both start from; and the configuration every
+//! bench's gateway starts from.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use api::{Gateway, router};
+use api::{Gateway, GatewayConfig, router};
 use serde_json::Value;
+
+/// The sealing key every bench's gateway uses (a test key: the benches keep nothing).
+pub(crate) const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A bench's gateway on `database_url`: one sealing key, no NATS, no IdP, no journal, no health checks,
+/// listening on any loopback port; each bench sets what it measures on top.
+pub(crate) fn config(database_url: &str) -> GatewayConfig {
+    GatewayConfig {
+        database_url: database_url.to_owned(),
+        nats_url: None,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        sealing_key_current: "k1".into(),
+        sealing_keys: vec![("k1".into(), KEY.into())],
+        upstream_allowlist: vec![],
+        max_connections: 8,
+        audit_signing_keys: vec![],
+        public_url: None,
+        idps: vec![],
+        authz_max_lag: Duration::from_secs(5),
+        registry_reads: api::RegistryReads::Public,
+        oauth_clients: Vec::new(),
+        call_journal: None,
+        health_check_interval: None,
+        proxy_limits: api::ProxyLimits::default(),
+    }
+}
 
 /// Serves `gateway` on `listener` and bootstraps its owner: the owner's API key.
 pub(crate) async fn serve_with_owner(gateway: &Gateway, listener: tokio::net::TcpListener) -> anyhow::Result<String> {

@@ -31,7 +31,6 @@ pub(crate) struct Options {
     without_upkeep: bool,
 }
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// The largest growth after warm-up that still counts as flat, per million requests.
 const FLAT_MB_PER_MILLION: f64 = 2.0;
 
@@ -56,22 +55,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let _upkeep = (!options.without_upkeep).then(|| api::metrics_catalog::spawn_upkeep(metrics.clone()));
     let dir = tempfile::tempdir()?;
     let config = GatewayConfig {
-        database_url: format!("sqlite://{}", dir.path().join("events.db").display()),
-        nats_url: None,
-        listen: "127.0.0.1:0".parse()?,
-        sealing_key_current: "k1".into(),
-        sealing_keys: vec![("k1".into(), KEY.into())],
-        upstream_allowlist: vec![],
-        max_connections: 8,
-        audit_signing_keys: vec![("a1".into(), KEY.into())],
-        public_url: None,
-        idps: vec![],
-        authz_max_lag: std::time::Duration::from_secs(5),
-        registry_reads: api::RegistryReads::Public,
-        oauth_clients: Vec::new(),
-        call_journal: None,
-        health_check_interval: None,
-        proxy_limits: api::ProxyLimits::default(),
+        audit_signing_keys: vec![("a1".into(), crate::serving::KEY.into())],
+        ..crate::serving::config(&format!("sqlite://{}", dir.path().join("events.db").display()))
     };
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let command_id = Uuid::now_v7();

@@ -108,8 +108,9 @@ pub struct ServerAccess {
     pub suspended: bool,
     /// Where the proxy forwards its MCP traffic, and how it authenticates there.
     pub upstream: Upstream,
-    /// The tools it listed when last checked (empty before the first check).
-    pub tools: Vec<String>,
+    /// The tools it listed when last checked (empty before the first check); shared, as every forwarded
+    /// request copies its server's entry.
+    pub tools: std::sync::Arc<[String]>,
     /// What the last connection check that changed something found.
     pub health: Option<domain::server::ServerHealth>,
 }
@@ -326,7 +327,7 @@ impl Authz {
                     policy: registered.access,
                     suspended: false,
                     upstream,
-                    tools: Vec::new(),
+                    tools: std::sync::Arc::from([]),
                     health: None,
                 };
                 self.servers.insert(id, access);
@@ -335,7 +336,7 @@ impl Authz {
             ServerEvent::ToolRulesChanged(tools) => self.server_mut(id)?.policy.tools = tools,
             ServerEvent::HealthChanged(health) => self.server_mut(id)?.health = Some(health),
             ServerEvent::ToolsDiscovered(tools) => {
-                self.server_mut(id)?.tools = tools.names().map(str::to_owned).collect();
+                self.server_mut(id)?.tools = tools.names().map(str::to_owned).collect::<Vec<_>>().into();
             }
             ServerEvent::Suspended { .. } => self.server_mut(id)?.suspended = true,
             ServerEvent::Resumed => self.server_mut(id)?.suspended = false,

@@ -424,7 +424,7 @@ pub(crate) async fn permissions(
         .collect();
     let usable = permissions.last().is_some_and(|p| p.allow);
     let principal = caller.0.id.to_string();
-    let mut names: Vec<String> = access.tools.clone();
+    let mut names: Vec<String> = access.tools.to_vec();
     if let Some(tool) = query.tool
         && !names.contains(&tool)
     {
