@@ -651,6 +651,10 @@ async fn a_server_speaking_http_and_sse_is_served_as_streamable_http(backend: Ba
     let upstream = tests::McpServer::everything_sse().unwrap();
     let (api, _, uri) = gateway_with(backend, json!({ "url": upstream.sse_url(), "transport": "sse" })).await;
     let key = api.key.clone();
+    // Without a session, only initialize opens one.
+    let (status, _, answer) = call(&api, &uri, &key, None, &rpc(1, "tools/list", json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer:?}");
+    assert!(answer[0]["error"]["message"].as_str().unwrap().contains("initialize"), "{answer:?}");
     // initialize opens the gateway's stream to the server; the session id names it.
     let (status, session, answer) = call(&api, &uri, &key, None, &initialize()).await;
     assert_eq!(status, StatusCode::OK, "{answer:?}");

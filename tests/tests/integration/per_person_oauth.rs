@@ -187,6 +187,19 @@ async fn a_person_connects_their_own_account_and_is_served_with_their_token(back
     let gone = api.call(Method::DELETE, &format!("/api/v1/servers/{id}/connection"), None, &[]).await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.raw);
     assert_eq!(whoami(&api, &uri, &api.key).await["error"]["code"], -32042);
+    let again = api.call(Method::DELETE, &format!("/api/v1/servers/{id}/connection"), None, &[]).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "nothing left to forget: {}", again.raw);
+    // A server that does not act on people's accounts has nothing to connect.
+    let plain = json!({ "name": "io.example/plain", "description": "d", "transport": "streamable_http",
+                        "url": "https://93.184.216.34/mcp" });
+    let plain = api.call(Method::POST, "/api/v1/servers", Some(&plain.to_string()), &[]).await;
+    let plain = plain.body["id"].as_str().unwrap().to_owned();
+    let refused = tests::eventually(DEADLINE, "the plain server known", || async {
+        let answer = browse(&api, &format!("/api/v1/servers/{plain}/connect"), Some(&api.key), None).await;
+        (answer.status() != StatusCode::NOT_FOUND).then_some(answer.status())
+    })
+    .await;
+    assert_eq!(refused, StatusCode::CONFLICT);
     api.gateway.stop();
 }
 
