@@ -58,6 +58,16 @@ pub struct GatewayConfig {
     pub health_check_interval: Option<std::time::Duration>,
     /// How many MCP requests one principal, and one server, may have in flight.
     pub proxy_limits: crate::proxy::limits::ProxyLimits,
+    /// Requests per client address and per principal, by route group, and the proxies trusted to name
+    /// the client.
+    pub rate_limits: crate::rate_limit::RateLimitConfig,
+    /// Origins whose pages may call the REST API with the person's cookies (a console served from
+    /// elsewhere); empty: same origin only.
+    pub cors_origins: Vec<String>,
+    /// What readiness probes cost, and the token signing key's life.
+    pub readiness: crate::readiness::ReadinessConfig,
+    /// Whether this instance rotates the token signing key before its life ends.
+    pub rotate_signing_keys: bool,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -232,6 +242,7 @@ impl Gateway {
         tokens.start(&context).await?;
         principals.ensure_owners_stream(&context).await?;
         let oauth_clients = commands::oauth_clients::OAuthClients::new(shared_store.clone());
+        let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(&config.rate_limits));
         let state = AppState::new(crate::state::Shared {
             servers,
             principals,
@@ -258,9 +269,15 @@ impl Gateway {
             oauth_clients,
             configured_clients: Arc::new(configured_clients),
             client_documents: Arc::new(client_documents),
-            registrations: Arc::default(),
+            rate_limits: rate_limits.clone(),
+            readiness: config.readiness,
+            cors_origins: config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect(),
             proxy: Arc::new(proxy),
         });
+        tasks.push(tokio::spawn(crate::rate_limit::forget_idle_buckets(rate_limits)));
+        if let (true, Some(max_age)) = (config.rotate_signing_keys, config.readiness.signing_key_max_age) {
+            tasks.push(tokio::spawn(crate::key_rotation::run(state.tokens.clone(), max_age)));
+        }
         if let Some(interval) = config.health_check_interval {
             tasks.push(tokio::spawn(crate::proxy::health_check::run(state.clone(), interval)));
         }

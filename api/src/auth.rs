@@ -22,7 +22,7 @@ pub struct Caller(pub Principal, pub Origin);
 /// Where a request came from.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
-    /// The peer's address (the socket's; a proxy in front should be configured to pass the client's).
+    /// The client's address: the socket's peer, or whom a trusted proxy forwarded for.
     pub source_ip: Option<std::net::IpAddr>,
     /// The user agent, cut to the store's limit.
     pub user_agent: Option<String>,
@@ -42,7 +42,11 @@ impl Origin {
     fn of(parts: &Parts) -> Self {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         Self {
-            source_ip: parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()),
+            // The address the rate-limiting layer resolved (through trusted proxies); the socket's peer
+            // when the request did not pass it.
+            source_ip: parts.extensions.get::<crate::client_ip::ClientIp>().map(|c| c.0).or_else(|| {
+                parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+            }),
             user_agent: header("user-agent").map(|ua| ua.chars().take(eventstore::MAX_USER_AGENT_CHARS).collect()),
             correlation_id: header("x-correlation-id").and_then(|v| uuid::Uuid::parse_str(v).ok()),
         }
@@ -72,6 +76,8 @@ impl Caller {
     ) -> Result<(), Problem> {
         let subject = Subject { id: self.0.id, roles: &self.0.roles, scopes: &self.0.scopes };
         let decision = decide(&subject, action, resource);
+        let verdict = if decision.allow { "allow" } else { "deny" };
+        metrics::counter!("mgw_authz_decisions_total", "decision" => verdict).increment(1);
         if decision.allow {
             return Ok(());
         }
@@ -252,6 +258,11 @@ pub(crate) fn admit(parts: &Parts, state: &AppState, principal: Principal) -> Re
             behind.as_millis(),
             state.authz_lag.bound().as_millis()
         )));
+    }
+    if let Some(group) = crate::rate_limit::RouteGroup::of(parts.uri.path())
+        && let Err(limited) = state.rate_limits.admit_principal(group, principal.id)
+    {
+        return Err(crate::rate_limit::too_many_problem(limited, "too many requests by this principal"));
     }
     if principal.credential != projections::authz::Credential::Session {
         state.key_usage.used(&state.tables, principal.key_id);

@@ -13,35 +13,98 @@ use crate::json_body::MAX_BODY_BYTES;
 use crate::routes;
 use crate::state::AppState;
 
-/// Latency buckets of `mgw_http_request_duration_seconds`, in seconds.
-pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let rest = Router::new()
         .merge(routes::servers::routes())
         .merge(routes::users::routes())
         .merge(routes::tokens::routes())
-        .merge(routes::login::routes())
         .merge(routes::registry_v0::routes())
-        .merge(crate::oauth::routes())
-        .merge(routes::mcp::routes())
         .merge(routes::connections::routes())
         .merge(routes::oauth_clients::routes())
         .merge(routes::grants::routes())
         .merge(routes::audit::routes())
+        .merge(crate::openapi::routes());
+    let rest = match rest_cors(&state) {
+        Some(cors) => rest.layer(cors),
+        None => rest,
+    };
+    let https = state.tokens.issuer().starts_with("https://");
+    Router::new()
+        .merge(rest)
+        .merge(routes::login::routes())
+        .merge(crate::oauth::routes())
+        .merge(routes::mcp::routes())
         .merge(routes::ops::routes())
-        .merge(crate::openapi::routes())
         .layer(middleware::map_response(problem_for_plain_errors))
         .layer(middleware::from_fn(require_json_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), crate::denials::audit_denials))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::rate_limit::limit_by_address))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 503 while a projection catches up is expected, not an error.
+        .layer(middleware::map_response(move |mut response: Response| async move {
+            add_security_headers(&mut response, https);
+            response
+        }))
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// CORS for the REST API when the operator named origins: those origins, with credentials (the
+/// session cookie, which the CSRF check still guards), the headers the API reads and answers.
+fn rest_cors(state: &AppState) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method, header};
+    if state.cors_origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(state.cors_origins.clone())
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-csrf-token"),
+                HeaderName::from_static("x-correlation-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                header::LINK,
+                HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+/// Headers every answer carries unless its route set its own (the HTML pages set a CSP with their
+/// style): no sniffing, no framing, no referrer, nothing loaded by a JSON answer opened in a browser,
+/// and HSTS when the gateway is served over https.
+fn add_security_headers(response: &mut Response, https: bool) {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    let defaults = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+    ];
+    for (name, value) in defaults {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    if https {
+        headers
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
 }
 
 /// Errors that axum produces itself (a malformed path or query, an unknown route, a wrong method) come as

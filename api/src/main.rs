@@ -7,7 +7,6 @@ use anyhow::{Context, bail};
 use api::{Gateway, GatewayConfig, router};
 use clap::{Parser, Subcommand};
 use eventstore::{Actor, EventStore, Metadata, PgEventStore, PgEventStoreOptions};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use projections::RunnerOptions;
 use projections::registry::RegistryProjection;
 use sqlx::postgres::PgPoolOptions;
@@ -41,6 +40,11 @@ enum Command {
     /// The OAuth authorization server.
     #[command(subcommand)]
     Oauth(OauthCommand),
+    /// Asks a URL and exits 0 on a 2xx answer: a container health check without curl in the image.
+    Probe {
+        /// The URL, such as `http://127.0.0.1:8080/ready`.
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,6 +179,29 @@ struct ServeArgs {
     /// MCP requests one server may have in flight through the gateway, from every caller [default: 512].
     #[arg(long, env = "MGW_MCP_MAX_IN_FLIGHT_PER_SERVER")]
     mcp_max_in_flight_per_server: Option<usize>,
+    /// Rate limits, `<group>.<per_address|per_principal>=<count>/<s|min|h>[ burst <n>]` or `=off`,
+    /// comma-separated; groups: login, oauth, registration, rest, mcp. Each changes one default.
+    #[arg(long, env = "MGW_RATE_LIMITS", value_delimiter = ',')]
+    #[serde(default)]
+    rate_limits: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or CIDR networks,
+    /// comma-separated); from any other peer the header is ignored.
+    #[arg(long, env = "MGW_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    /// Origins (`https://console.example.com`) whose pages may call the REST API with a person's
+    /// cookies, comma-separated; none: same origin only.
+    #[arg(long, env = "MGW_CORS_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    cors_origins: Vec<String>,
+    /// Days a token signing key signs before it is replaced (rotated at 80 % of them, `/ready` warns at
+    /// 90 %); 0: forever [default: 90].
+    #[arg(long, env = "MGW_SIGNING_KEY_MAX_AGE_DAYS")]
+    signing_key_max_age_days: Option<u64>,
+    /// Seconds an identity provider's readiness probe (discovery and keys fetched afresh) is reused
+    /// [default: 30].
+    #[arg(long, env = "MGW_IDP_PROBE_INTERVAL_S")]
+    idp_probe_interval_s: Option<u64>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -236,6 +263,11 @@ impl ServeArgs {
                 .or(file.mcp_max_in_flight_per_principal),
             mcp_max_in_flight_per_server: self.mcp_max_in_flight_per_server.or(file.mcp_max_in_flight_per_server),
             nats_url: self.nats_url.or(file.nats_url),
+            rate_limits: list(self.rate_limits, file.rate_limits),
+            trusted_proxies: list(self.trusted_proxies, file.trusted_proxies),
+            cors_origins: list(self.cors_origins, file.cors_origins),
+            signing_key_max_age_days: self.signing_key_max_age_days.or(file.signing_key_max_age_days),
+            idp_probe_interval_s: self.idp_probe_interval_s.or(file.idp_probe_interval_s),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
             sealing_key_current: self.sealing_key_current.or(file.sealing_key_current),
@@ -316,6 +348,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
+        Command::Probe { url } => probe(&url).await,
         Command::Migrate(db) => {
             api::store_url::StoreUrl::parse(&db.database_url)?.open().await.context("migrations")?;
             println!("migrated");
@@ -485,6 +518,12 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         );
     };
     let current = args.sealing_key_current.unwrap_or_else(|| first.0.clone());
+    let mut rate_limits = api::RateLimitConfig::default();
+    for setting in &args.rate_limits {
+        rate_limits.set(setting).map_err(|e| anyhow::anyhow!("MGW_RATE_LIMITS: {e}"))?;
+    }
+    rate_limits.trusted_proxies = api::client_ip::TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("MGW_TRUSTED_PROXIES: {e}"))?;
     Ok(GatewayConfig {
         database_url,
         nats_url: args.nats_url,
@@ -500,6 +539,16 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         registry_reads: args.registry_reads.unwrap_or_default(),
         oauth_clients: args.oauth_clients,
         call_journal: Some(call_journal),
+        rate_limits,
+        cors_origins: cors_origins(&args.cors_origins)?,
+        readiness: api::ReadinessConfig {
+            idp_probe_interval: std::time::Duration::from_secs(args.idp_probe_interval_s.unwrap_or(30)),
+            signing_key_max_age: match args.signing_key_max_age_days.unwrap_or(90) {
+                0 => None,
+                days => Some(std::time::Duration::from_secs(days * 24 * 3600)),
+            },
+        },
+        rotate_signing_keys: true,
         proxy_limits: {
             let default = api::ProxyLimits::default();
             api::ProxyLimits {
@@ -512,6 +561,21 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
             seconds => Some(std::time::Duration::from_secs(seconds)),
         },
     })
+}
+
+/// Each origin as browsers send it: scheme, host and port, nothing else.
+fn cors_origins(given: &[String]) -> anyhow::Result<Vec<String>> {
+    given
+        .iter()
+        .map(|origin| {
+            let url = url::Url::parse(origin).with_context(|| format!("MGW_CORS_ORIGINS: {origin} is not a URL"))?;
+            let serialized = url.origin().ascii_serialization();
+            if serialized == "null" || url.path() != "/" || url.query().is_some() || origin.ends_with('/') {
+                bail!("MGW_CORS_ORIGINS: {origin} is not an origin (write scheme://host[:port], no path)");
+            }
+            Ok(serialized)
+        })
+        .collect()
 }
 
 /// The embedded default's keys in `<data>/<file>` (`id:base64` lines), created on first start with one new
@@ -605,10 +669,7 @@ fn key_pairs(setting: &str, entries: &[String]) -> anyhow::Result<Vec<(String, S
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(args)?;
-    let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("mgw_http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
-        .install_recorder()?;
-    api::metrics_catalog::describe();
+    let metrics = api::metrics_catalog::install()?;
     let _upkeep = api::metrics_catalog::spawn_upkeep(metrics.clone());
     let gateway = Gateway::start(&config, Some(metrics)).await?;
     let listener =
@@ -629,6 +690,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::error!("stopping with tool calls not yet recorded: the store did not take them within 10 s");
     }
     gateway.stop();
+    Ok(())
+}
+
+/// `probe`: 2xx within 3 s, or exit 1 saying what answered.
+async fn probe(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
+    let status = client.get(url).send().await.with_context(|| format!("GET {url}"))?.status();
+    if !status.is_success() {
+        eprintln!("GET {url}: {status}");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -288,6 +288,23 @@ pub struct PendingLogin {
 struct Idp {
     config: IdpConfig,
     discovered: RwLock<Option<(CoreProviderMetadata, Instant)>>,
+    /// The last readiness probe: when, and what it found.
+    probed: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+/// What a readiness probe found at one identity provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdpProbe {
+    /// The provider's configured name.
+    pub name: String,
+    /// Why discovery or its keys could not be fetched, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How old the discovery and keys logins use are, in seconds (None: never fetched).
+    pub keys_age_s: Option<u64>,
+    /// Seconds since the probe ran (its result is reused for a while, so that readiness polls do not
+    /// become a load on the provider).
+    pub probed_s_ago: u64,
 }
 
 /// The configured identity providers.
@@ -352,7 +369,7 @@ impl Idps {
                     reason: "a multi-tenant Entra issuer admits any tenant: list allowed_tenants".into(),
                 });
             }
-            idps.insert(config.name.clone(), Idp { config, discovered: RwLock::new(None) });
+            idps.insert(config.name.clone(), Idp { config, discovered: RwLock::new(None), probed: Default::default() });
         }
         Ok(Self { http, public_url: public_url.trim_end_matches('/').to_owned(), idps })
     }
@@ -440,6 +457,42 @@ impl Idps {
         let mut names: Vec<String> = self.idps.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Probes every OpenID provider's discovery and keys (a fresh fetch, which also renews what logins
+    /// use), reusing a probe younger than `every`. GitHub has no discovery and is not probed.
+    pub async fn probe(&self, every: Duration) -> Vec<IdpProbe> {
+        let probes =
+            self.idps.values().filter(|idp| !matches!(idp.config.kind, IdpKind::Github { .. })).map(|idp| async move {
+                let recent =
+                    idp.probed.lock().ok().and_then(|probed| probed.clone()).filter(|(at, _)| at.elapsed() < every);
+                let (at, result) = match recent {
+                    Some(recent) => recent,
+                    None => {
+                        let fetched = tokio::time::timeout(Duration::from_secs(3), self.metadata(idp, true)).await;
+                        let result = match fetched {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(error)) => Err(error.to_string()),
+                            Err(_) => Err("discovery did not answer within 3 s".to_owned()),
+                        };
+                        let probed = (Instant::now(), result);
+                        if let Ok(mut slot) = idp.probed.lock() {
+                            *slot = Some(probed.clone());
+                        }
+                        probed
+                    }
+                };
+                let keys_age_s = idp.discovered.read().await.as_ref().map(|(_, at)| at.elapsed().as_secs());
+                IdpProbe {
+                    name: idp.config.name.clone(),
+                    error: result.err(),
+                    keys_age_s,
+                    probed_s_ago: at.elapsed().as_secs(),
+                }
+            });
+        let mut probes = futures_util::future::join_all(probes).await;
+        probes.sort_by(|a, b| a.name.cmp(&b.name));
+        probes
     }
 
     async fn metadata(&self, idp: &Idp, refresh: bool) -> Result<CoreProviderMetadata, OidcError> {

@@ -184,6 +184,14 @@ impl Modify for Conventions {
                 for status in implied {
                     operation.responses.responses.entry(status.to_string()).or_insert_with(|| problem().into());
                 }
+                // Every rate-limited route may answer 429, in its own error format.
+                if crate::rate_limit::RouteGroup::of(path).is_some() {
+                    let limited = utoipa::openapi::ResponseBuilder::new()
+                        .description("too many requests from this address or by this principal; `Retry-After` says when to try again")
+                        .content(crate::rate_limit::media_type(path), utoipa::openapi::ContentBuilder::new().build())
+                        .build();
+                    operation.responses.responses.entry("429".to_owned()).or_insert_with(|| limited.into());
+                }
                 for (status, response) in operation.responses.responses.iter_mut() {
                     let RefOr::T(response) = response else { continue };
                     let code = status.parse::<u16>().ok().and_then(|c| axum::http::StatusCode::from_u16(c).ok());

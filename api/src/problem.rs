@@ -25,10 +25,13 @@ pub struct Problem {
     pub field: Option<String>,
     /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
     #[serde(skip)]
-    pub challenge: Option<String>,
+    pub challenge: Option<Box<str>>,
     /// A 403 already recorded in the audit trail (so the layer that records the others does not).
     #[serde(skip)]
     pub recorded: bool,
+    /// Seconds until a refused request may be sent again (`Retry-After` of a 429 or 503).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -42,6 +45,7 @@ impl Problem {
             field: None,
             challenge: None,
             recorded: false,
+            retry_after: None,
         }
     }
 
@@ -61,7 +65,7 @@ impl Problem {
     pub fn unauthenticated() -> Self {
         let mut problem = Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required")
             .detail("send an API key or an access token as `Authorization: Bearer …`, or log in");
-        problem.challenge = Some(format!("Bearer realm=\"{REALM}\""));
+        problem.challenge = Some(format!("Bearer realm=\"{REALM}\"").into());
         problem
     }
 
@@ -69,7 +73,7 @@ impl Problem {
     pub fn invalid_credential(why: &str) -> Self {
         let mut problem = Self::new(StatusCode::UNAUTHORIZED, "invalid-credential", "Credential refused").detail(why);
         problem.challenge =
-            Some(format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{why}\""));
+            Some(format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{why}\"").into());
         problem
     }
 
@@ -111,6 +115,9 @@ impl IntoResponse for Problem {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(challenge) = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.recorded {
             response.extensions_mut().insert(crate::denials::DenialRecorded);

@@ -26,6 +26,8 @@ pub(crate) enum Refusal {
     InsufficientScope,
     /// The authorization model cannot decide now: 503.
     Unavailable(String),
+    /// Over the caller's rate limit: 429 with `Retry-After`.
+    Limited(crate::problem::Problem),
 }
 
 /// The caller of the MCP endpoint whose resource URL is `resource`.
@@ -83,5 +85,8 @@ pub(crate) async fn resource_caller(parts: &Parts, state: &AppState, resource: &
         found.client_id = claims.client_id.clone();
         found
     };
-    admit(parts, state, principal).map_err(|p| Refusal::Unavailable(p.detail.unwrap_or_default()))
+    admit(parts, state, principal).map_err(|p| match p.status {
+        429 => Refusal::Limited(p),
+        _ => Refusal::Unavailable(p.detail.unwrap_or_default()),
+    })
 }

@@ -80,8 +80,12 @@ pub struct Shared {
     pub configured_clients: std::sync::Arc<crate::oauth::clients::ConfiguredClients>,
     /// Client ID metadata documents, fetched and cached.
     pub client_documents: std::sync::Arc<crate::oauth::metadata_document::DocumentFetcher>,
-    /// Dynamic registrations per source address (this instance's bound on floods).
-    pub registrations: std::sync::Arc<crate::oauth::registration::RegistrationLimiter>,
+    /// What readiness probes cost, and the token signing key's life.
+    pub readiness: crate::readiness::ReadinessConfig,
+    /// Origins allowed to call the REST API from a browser, with credentials.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// The rate limits' buckets, per client address and per principal.
+    pub rate_limits: std::sync::Arc<crate::rate_limit::RateLimits>,
     /// The MCP proxy: the connection pool to upstream servers, session ids, upstream tokens.
     pub proxy: std::sync::Arc<crate::proxy::Proxy>,
 }

@@ -35,6 +35,24 @@ impl Tables {
         }
     }
 
+    /// How long the oldest transaction open in this database has been open, in seconds (0 with none;
+    /// None on SQLite, where one writer at a time holds nothing open across requests). A transaction
+    /// left open holds back the readers of `$all` and the vacuum.
+    pub async fn oldest_open_transaction_s(&self) -> Result<Option<f64>, String> {
+        let Tables::Postgres(pool) = self else { return Ok(None) };
+        let query = sqlx::query_scalar::<_, f64>(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM max(clock_timestamp() - xact_start)), 0)::float8 \
+             FROM pg_stat_activity \
+             WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()",
+        )
+        .fetch_one(pool);
+        match tokio::time::timeout(PING_WITHIN, query).await {
+            Ok(Ok(age)) => Ok(Some(age)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer".to_owned()),
+        }
+    }
+
     /// The PostgreSQL pool, when the gateway runs on PostgreSQL.
     pub fn postgres(&self) -> Option<&PgPool> {
         match self {

@@ -136,7 +136,7 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     let (_, ready) = http(&address, "GET", "/ready", None, None).await.unwrap();
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
     for projection in ["authz", "registry", "audit"] {
-        assert!(ready["checks"][format!("projection.{projection}")].is_object(), "{ready}");
+        assert!(ready["checks"]["projections"]["detail"][projection].is_object(), "{ready}");
         assert!(
             metrics.contains(&format!("mgw_projection_ready{{projection=\"{projection}\"}}")),
             "{projection}: {metrics}"

@@ -23,6 +23,8 @@ fn routed() -> BTreeSet<(String, String)> {
             let (route, rest) = part.split_once('"').unwrap();
             // The handlers of this route: up to the next route, or the end of the statement.
             let chain = rest.split(".route(\"").next().unwrap().split(";\n").next().unwrap();
+            // A router returned as the function's value ends with the function.
+            let chain = chain.split("\n}").next().unwrap();
             for method in ["get", "post", "put", "patch", "delete"] {
                 let called = chain.match_indices(&format!("{method}(")).any(|(at, _)| {
                     let before = chain[..at].chars().last();

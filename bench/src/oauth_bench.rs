@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use api::{Gateway, GatewayConfig};
 use domain::Role;
 use domain::identity::{ClaimSource, RoleRule};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tests::{OidcProvider, PostgresOptions, PostgresServer};
 
@@ -355,10 +355,7 @@ async fn start_fastmcp(issuer: &str, port: u16) -> anyhow::Result<tokio::process
 }
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
-    let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("mgw_http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
-        .install_recorder()?;
-    api::metrics_catalog::describe();
+    let metrics = api::metrics_catalog::install()?;
     let _upkeep = api::metrics_catalog::spawn_upkeep(metrics.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway_url = format!("http://{}", listener.local_addr()?);

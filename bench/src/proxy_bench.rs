@@ -169,8 +169,7 @@ fn rss_mib() -> f64 {
 }
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-    api::metrics_catalog::describe();
+    let metrics = api::metrics_catalog::install()?;
     let upstream = crate::echo_mcp::start().await?;
     let server = PostgresServer::start(PostgresOptions {
         durable: true,

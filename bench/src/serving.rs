@@ -31,6 +31,11 @@ pub(crate) fn config(database_url: &str) -> GatewayConfig {
         call_journal: None,
         health_check_interval: None,
         proxy_limits: api::ProxyLimits::default(),
+        // The benches drive one principal from one address far past any production budget.
+        rate_limits: api::RateLimitConfig::off(),
+        cors_origins: Vec::new(),
+        readiness: api::ReadinessConfig::default(),
+        rotate_signing_keys: true,
     }
 }
 

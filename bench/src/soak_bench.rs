@@ -12,7 +12,6 @@ use std::time::Instant;
 use api::{Gateway, GatewayConfig, router};
 use commands::servers::CommandContext;
 use eventstore::{Actor, Metadata};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use uuid::Uuid;
 
 use crate::report::Row;
@@ -48,10 +47,7 @@ fn rss_mib() -> f64 {
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     // The recorder as `serve` installs it: described, with its upkeep running.
-    let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("mgw_http_request_duration_seconds".into()), &api::http::LATENCY_BUCKETS)?
-        .install_recorder()?;
-    api::metrics_catalog::describe();
+    let metrics = api::metrics_catalog::install()?;
     let _upkeep = (!options.without_upkeep).then(|| api::metrics_catalog::spawn_upkeep(metrics.clone()));
     let dir = tempfile::tempdir()?;
     let config = GatewayConfig {

@@ -84,6 +84,8 @@ type Verified = (Arc<AccessClaims>, String);
 struct KeySet {
     /// The newest key signs.
     active: Option<(String, EncodingKey)>,
+    /// When the signing key was created (its age decides its rotation).
+    active_since: Option<DateTime<Utc>>,
     /// Every key that verifies, by kid, with its public key (base64url).
     verifying: BTreeMap<String, (DecodingKey, String)>,
     revision: Option<u64>,
@@ -123,7 +125,8 @@ fn seal_context(kid: &str) -> String {
 impl TokenService {
     /// The service for tokens issued by `issuer` for `audience`. Call [`TokenService::start`] before use.
     pub fn new(store: Arc<dyn EventStore>, keyring: Arc<Keyring>, issuer: String, audience: String) -> Self {
-        let keys = KeySet { active: None, verifying: BTreeMap::new(), revision: None, loaded_at: None };
+        let keys =
+            KeySet { active: None, active_since: None, verifying: BTreeMap::new(), revision: None, loaded_at: None };
         Self { store, keyring, issuer, audience, keys: RwLock::new(keys), verified: RwLock::default() }
     }
 
@@ -162,7 +165,7 @@ impl TokenService {
     /// Reads the keys from their stream.
     pub async fn reload(&self) -> Result<(), CommandError> {
         let stream = keys_stream()?;
-        let mut created: Vec<SigningKeyCreated> = Vec::new();
+        let mut created: Vec<(SigningKeyCreated, DateTime<Utc>)> = Vec::new();
         let mut revision = None;
         let mut cursor = StreamCursor::Start;
         loop {
@@ -170,9 +173,9 @@ impl TokenService {
             for event in &page {
                 revision = Some(event.revision);
                 match IdentityEvent::from_json(&event.event_type, &event.data).and_then(Result::ok) {
-                    Some(IdentityEvent::SigningKeyCreated(key)) => created.push(key),
+                    Some(IdentityEvent::SigningKeyCreated(key)) => created.push((key, event.metadata.occurred_at)),
                     Some(IdentityEvent::SigningKeyRetired(SigningKeyRetired { kid })) => {
-                        created.retain(|k| k.kid != kid)
+                        created.retain(|(k, _)| k.kid != kid)
                     }
                     _ => return Err(CommandError::Corrupt(event.event_id.to_string())),
                 }
@@ -183,11 +186,12 @@ impl TokenService {
             }
         }
         let mut verifying = BTreeMap::new();
-        for key in &created {
+        for (key, _) in &created {
             let decoding = DecodingKey::from_ed_components(&key.public_key).map_err(|e| invalid("signing_key", e))?;
             verifying.insert(key.kid.clone(), (decoding, key.public_key.clone()));
         }
-        let active = match created.last() {
+        let active_since = created.last().map(|(_, at)| *at);
+        let active = match created.last().map(|(key, _)| key) {
             Some(key) => {
                 let seed = self.keyring.open(&key.private_key, &seal_context(&key.kid))?;
                 let seed = URL_SAFE_NO_PAD.decode(seed.expose()).map_err(|e| invalid("signing_key", e))?;
@@ -198,12 +202,18 @@ impl TokenService {
             None => None,
         };
         let mut keys = self.keys.write().map_err(|_| invalid("signing_key", "the key set lock is poisoned"))?;
-        *keys = KeySet { active, verifying, revision, loaded_at: Some(Instant::now()) };
+        *keys = KeySet { active, active_since, verifying, revision, loaded_at: Some(Instant::now()) };
         // A retired key's tokens must not live on in the cache.
         if let Ok(mut verified) = self.verified.write() {
             verified.clear();
         }
         Ok(())
+    }
+
+    /// The signing key's id and when it was created (None before [`TokenService::start`]).
+    pub fn active_key(&self) -> Option<(String, DateTime<Utc>)> {
+        let keys = self.keys.read().ok()?;
+        Some((keys.active.as_ref()?.0.clone(), keys.active_since?))
     }
 
     /// Reloads the keys when they were loaded more than `max_age` ago: another instance's rotation retires

@@ -92,7 +92,17 @@ impl OidcProvider {
     /// it held (sessions, grants, refresh tokens, its signing keys) is gone, as after an IdP's outage
     /// that lost its state, or a revocation of everything it issued.
     pub fn restart(&self) -> Result<(), HarnessError> {
-        self.process.kill("oidc-provider")?;
+        self.stop()?;
+        self.resume()
+    }
+
+    /// Kills the provider: its port refuses connections, as during an outage.
+    pub fn stop(&self) -> Result<(), HarnessError> {
+        self.process.kill("oidc-provider")
+    }
+
+    /// Starts a stopped provider again on its port, with its configuration (and nothing it held).
+    pub fn resume(&self) -> Result<(), HarnessError> {
         let deadline = std::time::Instant::now() + READY_WITHIN;
         loop {
             match self.spawn() {

@@ -212,7 +212,7 @@ pub(crate) async fn authorize(State(state): State<AppState>, origin: Origin, Raw
         && state.authz.read().map(|model| model.client(client_id).is_none()).unwrap_or(true);
     if unseen_document
         && let Some(ip) = origin.source_ip
-        && !state.registrations.admit(ip, std::time::Instant::now())
+        && state.rate_limits.admit_address(crate::rate_limit::RouteGroup::Registration, ip).is_err()
     {
         return error_page(StatusCode::TOO_MANY_REQUESTS, "too many new clients from this address; try again later");
     }

@@ -95,5 +95,5 @@ pub(crate) fn cors() -> CorsLayer {
             HeaderName::from_static("mcp-session-id"),
             HeaderName::from_static("last-event-id"),
         ])
-        .expose_headers([header::WWW_AUTHENTICATE, HeaderName::from_static("mcp-session-id")])
+        .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER, HeaderName::from_static("mcp-session-id")])
 }

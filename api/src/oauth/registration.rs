@@ -1,11 +1,6 @@
 //! `POST /register`: dynamic client registration (RFC 7591). Open to anyone, as MCP clients need it
-//! (they arrive unknown), so it is bounded: a registration per source address is limited per minute,
+//! (they arrive unknown), so it is bounded: registrations per client address are rate-limited (the `registration` route group),
 //! bodies are small, and every registration is an event in the audit trail.
-
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,39 +18,11 @@ use super::OAuthError;
 use crate::auth::Origin;
 use crate::state::AppState;
 
-/// Registrations one source address may make per window.
-pub(crate) const REGISTRATIONS_PER_WINDOW: u32 = 30;
-/// The window.
-const WINDOW: Duration = Duration::from_secs(60);
 /// Largest registration body, in bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/register", post(register))
-}
-
-/// Registrations per source address in the current window, on this instance: a flood is refused
-/// early; the bound is per instance (a limit, not a guarantee), and nothing else depends on it.
-#[derive(Default)]
-pub struct RegistrationLimiter {
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl RegistrationLimiter {
-    /// Counts one registration from `ip`; false when the window is full.
-    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> bool {
-        let Ok(mut windows) = self.windows.lock() else { return true };
-        // Forget finished windows, so that the map stays as small as the set of recent registrants.
-        if windows.len() > 10_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-        }
-        let entry = windows.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= REGISTRATIONS_PER_WINDOW
-    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -81,18 +48,6 @@ pub(crate) async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    if let Some(ip) = origin.source_ip
-        && !state.registrations.admit(ip, Instant::now())
-    {
-        let mut response = OAuthError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "slow_down",
-            format!("at most {REGISTRATIONS_PER_WINDOW} registrations a minute from one address"),
-        )
-        .into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return Ok(response);
-    }
     if body.len() > MAX_BODY_BYTES {
         return Err(OAuthError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -74,6 +74,7 @@ fn refused(state: &AppState, id: Uuid, refusal: Refusal) -> Response {
         Refusal::Unavailable(why) => {
             return rpc_error(StatusCode::SERVICE_UNAVAILABLE, Value::Null, REFUSED, &why);
         }
+        Refusal::Limited(problem) => return forbidden(problem),
     };
     let mut challenge = format!("Bearer resource_metadata=\"{metadata}\", scope=\"{MCP_SCOPE}\"");
     if let Some(error) = error {
@@ -86,8 +87,8 @@ fn refused(state: &AppState, id: Uuid, refusal: Refusal) -> Response {
     response
 }
 
-/// A refusal of the gateway's own rules (the permission matrix, the server's access policy), as the REST
-/// API records it, answered in JSON-RPC.
+/// A refusal of the gateway's own rules (the permission matrix, the server's access policy, a rate
+/// limit), with the REST API's status and headers, answered in JSON-RPC.
 fn forbidden(problem: Problem) -> Response {
     let message = problem.detail.clone().unwrap_or_else(|| problem.title.to_owned());
     let mut response = problem.into_response();
@@ -243,7 +244,65 @@ pub(crate) async fn call(
         }
         Err(_) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, "the body could not be read"),
     };
-    held(forward_call(state, caller, id, route, parts, body).await, slot)
+    let started = std::time::Instant::now();
+    let mut measured = Measured { method: "invalid", upstream: None };
+    let response = forward_call(state, caller, id, route, parts, body, &mut measured).await;
+    measured.record(started.elapsed(), response.status());
+    held(response, slot)
+}
+
+/// What the metrics of one MCP request need from its forwarding.
+struct Measured {
+    /// The JSON-RPC method, from a bounded set.
+    method: &'static str,
+    /// How long the upstream took to answer, when it was asked.
+    upstream: Option<std::time::Duration>,
+}
+
+impl Measured {
+    /// The JSON-RPC method of `messages` as a label: one of MCP's own, or `batch`, `notification`,
+    /// `response`, `other` (a client's made-up method must not make a new series).
+    fn method_of(messages: &[&Value]) -> &'static str {
+        const KNOWN: [&str; 13] = [
+            "initialize",
+            "ping",
+            "tools/list",
+            "tools/call",
+            "resources/list",
+            "resources/read",
+            "resources/templates/list",
+            "resources/subscribe",
+            "prompts/list",
+            "prompts/get",
+            "completion/complete",
+            "logging/setLevel",
+            "elicitation/create",
+        ];
+        match messages {
+            [one] => match tool_filter::method(one) {
+                Some(method) if method.starts_with("notifications/") => "notification",
+                Some(method) => KNOWN.into_iter().find(|known| *known == method).unwrap_or("other"),
+                None => "response",
+            },
+            _ => "batch",
+        }
+    }
+
+    fn record(&self, total: std::time::Duration, status: StatusCode) {
+        let outcome = match status.as_u16() {
+            200..=299 => "ok",
+            401 | 403 | 429 => "denied",
+            502 | 504 => "upstream_error",
+            400..=499 => "client_error",
+            _ => "gateway_error",
+        };
+        metrics::counter!("mgw_mcp_requests_total", "method" => self.method, "outcome" => outcome).increment(1);
+        metrics::histogram!("mgw_mcp_request_duration_seconds", "method" => self.method).record(total.as_secs_f64());
+        if let Some(upstream) = self.upstream {
+            metrics::histogram!("mgw_upstream_duration_seconds").record(upstream.as_secs_f64());
+            metrics::histogram!("mgw_gateway_overhead_seconds").record(total.saturating_sub(upstream).as_secs_f64());
+        }
+    }
 }
 
 /// A POST, admitted: checked, decided on per tool, forwarded and relayed.
@@ -254,6 +313,7 @@ async fn forward_call(
     route: ServerRoute,
     parts: Parts,
     body: Bytes,
+    measured: &mut Measured,
 ) -> Response {
     let json = parts
         .headers
@@ -272,6 +332,7 @@ async fn forward_call(
         return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, "the body is not JSON");
     };
     let messages = tool_filter::messages(&message);
+    measured.method = Measured::method_of(&messages);
     let well_formed = !messages.is_empty()
         && messages.iter().all(|m| m.is_object() && m.get("jsonrpc").and_then(Value::as_str) == Some("2.0"));
     if !well_formed {
@@ -337,7 +398,10 @@ async fn forward_call(
         principal: Some(caller.0.id),
         body: Some(Bytes::from(decided)),
     };
-    match state.proxy.send(&state, forward).await {
+    let asked = std::time::Instant::now();
+    let sent = state.proxy.send(&state, forward).await;
+    measured.upstream = Some(asked.elapsed());
+    match sent {
         Ok(answer) => relay(&state, binding, answer, relay_as).await,
         Err(error) => {
             finish_all(relay_as.calls, CallOutcome::UpstreamFailed, None);

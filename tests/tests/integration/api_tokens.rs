@@ -277,11 +277,11 @@ async fn requests_are_refused_while_the_authorization_model_lags_and_ready_says_
     // The lag watcher measured it: the model is behind the store's head by more than the bound
     let ready = tests::eventually(crate::support::DEADLINE, "the lag to be reported", || async {
         let ready = strict.call(Method::GET, "/ready", None, &[]).await;
-        ready.body["checks"]["projection.authz"]["behind_ms"].as_u64().is_some_and(|ms| ms >= 300).then_some(ready)
+        ready.body["checks"]["authz"]["detail"]["behind_ms"].as_u64().is_some_and(|ms| ms >= 300).then_some(ready)
     })
     .await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.raw);
-    assert_eq!(ready.body["checks"]["projection.authz"]["status"], json!("unavailable"), "{}", ready.raw);
+    assert_eq!(ready.body["checks"]["projections"]["detail"]["authz"]["status"], json!("unavailable"), "{}", ready.raw);
     assert!(strict.gateway.state.authz_lag.exceeded().is_some());
 }
 

@@ -21,6 +21,7 @@ mod oauth_server;
 mod per_person_oauth;
 mod projection_faults;
 mod projections;
+mod rate_limits;
 mod readiness;
 mod registry_backends;
 mod registry_v0;

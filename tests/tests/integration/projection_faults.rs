@@ -55,7 +55,7 @@ async fn a_nul_already_in_the_log_is_escaped_and_the_trail_goes_on(backend: Back
     assert_eq!(entry["reason"], format!("before{}after", projections::audit::NUL_ESCAPE), "{entry}");
     let (status, body) = ready(&api).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["checks"]["projection.audit"]["status"], "ok", "{body}");
+    assert_eq!(body["checks"]["projections"]["detail"]["audit"]["status"], "ok", "{body}");
     let verified = api.call(Method::GET, "/api/v1/audit/verify", None, &[]).await;
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.raw);
     assert_eq!(verified.body["violation"], Value::Null, "{}", verified.raw);
@@ -71,16 +71,18 @@ async fn a_halted_projection_is_named_with_its_position_in_ready(backend: Backen
 
     let body = tests::eventually(DEADLINE, "/ready to report the registry halted", || async {
         let (status, body) = ready(&api).await;
-        (status == StatusCode::SERVICE_UNAVAILABLE && body["checks"]["projection.registry"]["state"] == "halted")
+        (status == StatusCode::SERVICE_UNAVAILABLE
+            && body["checks"]["projections"]["detail"]["registry"]["state"] == "halted")
             .then_some(body)
     })
     .await;
-    let registry = &body["checks"]["projection.registry"];
+    let registry = &body["checks"]["projections"]["detail"]["registry"];
     assert_eq!(registry["status"], "unavailable", "{body}");
     assert_eq!(registry["halted_at"], position.to_string(), "{body}");
     assert!(registry["error"].as_str().unwrap().contains("ServerExploded"), "{body}");
     assert_eq!(body["status"], "unavailable", "{body}");
-    assert_eq!(body["checks"]["event_store"], "ok", "{body}");
+    assert_eq!(body["checks"]["event_store"]["status"], "ok", "{body}");
+    assert!(body["failing"].as_array().unwrap().contains(&json!("projections")), "{body}");
 }
 
 /// Every connection of the gateway's database killed while servers are registered, again and again:
