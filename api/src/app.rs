@@ -68,6 +68,8 @@ pub struct GatewayConfig {
     pub readiness: crate::readiness::ReadinessConfig,
     /// Whether this instance rotates the token signing key before its life ends.
     pub rotate_signing_keys: bool,
+    /// The emergency owner credential (its hash), and whether it is accepted now.
+    pub break_glass: Option<crate::break_glass::BreakGlassConfig>,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -271,6 +273,7 @@ impl Gateway {
             client_documents: Arc::new(client_documents),
             rate_limits: rate_limits.clone(),
             readiness: config.readiness,
+            break_glass: config.break_glass.clone(),
             cors_origins: config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect(),
             proxy: Arc::new(proxy),
         });

@@ -39,7 +39,7 @@ impl FromRequestParts<AppState> for Origin {
 }
 
 impl Origin {
-    fn of(parts: &Parts) -> Self {
+    pub(crate) fn of(parts: &Parts) -> Self {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         Self {
             // The address the rate-limiting layer resolved (through trusted proxies); the socket's peer
@@ -98,7 +98,9 @@ impl Caller {
     /// The actor its events record: a person's session acts as the user; keys and tokens as API clients.
     pub fn actor(&self) -> eventstore::Actor {
         let kind = match self.0.credential {
-            projections::authz::Credential::Session => eventstore::ActorKind::User,
+            projections::authz::Credential::Session | projections::authz::Credential::BreakGlass => {
+                eventstore::ActorKind::User
+            }
             projections::authz::Credential::ApiKey | projections::authz::Credential::AccessToken => {
                 eventstore::ActorKind::ApiKey
             }
@@ -130,7 +132,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Prob
         .or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .filter(|presented| !presented.trim().is_empty());
     if let Some(presented) = presented {
-        return authenticate_credential(state, presented.trim()).await;
+        let presented = presented.trim();
+        if presented.starts_with(crate::break_glass::PREFIX) {
+            return crate::break_glass::authenticate(state, parts, presented).await;
+        }
+        return authenticate_credential(state, presented).await;
     }
     // A browser's session cookie. A cross-site page can make the browser send it, so a request that
     // changes anything must also carry the session's CSRF token, which such a page cannot read.
@@ -264,7 +270,7 @@ pub(crate) fn admit(parts: &Parts, state: &AppState, principal: Principal) -> Re
     {
         return Err(crate::rate_limit::too_many_problem(limited, "too many requests by this principal"));
     }
-    if principal.credential != projections::authz::Credential::Session {
+    if principal.credential == projections::authz::Credential::ApiKey {
         state.key_usage.used(&state.tables, principal.key_id);
     }
     let caller = Caller(principal, origin);

@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit_prune;
 pub mod auth;
 pub mod authz_lag;
+pub mod break_glass;
 pub mod client_ip;
 pub mod constant_time;
 pub mod cookies;

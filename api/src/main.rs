@@ -202,6 +202,14 @@ struct ServeArgs {
     /// [default: 30].
     #[arg(long, env = "MGW_IDP_PROBE_INTERVAL_S")]
     idp_probe_interval_s: Option<u64>,
+    /// SHA-256 (hex) of the break-glass credential, from `admin new-break-glass`; the credential itself
+    /// stays offline.
+    #[arg(long, env = "MGW_BREAK_GLASS_SHA256")]
+    break_glass_sha256: Option<String>,
+    /// Accept the break-glass credential (an emergency: every use is recorded and alerted on); when
+    /// off, its use is refused and recorded [default: false].
+    #[arg(long, env = "MGW_BREAK_GLASS_ENABLED")]
+    break_glass_enabled: Option<bool>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -268,6 +276,8 @@ impl ServeArgs {
             cors_origins: list(self.cors_origins, file.cors_origins),
             signing_key_max_age_days: self.signing_key_max_age_days.or(file.signing_key_max_age_days),
             idp_probe_interval_s: self.idp_probe_interval_s.or(file.idp_probe_interval_s),
+            break_glass_sha256: self.break_glass_sha256.or(file.break_glass_sha256),
+            break_glass_enabled: self.break_glass_enabled.or(file.break_glass_enabled),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
             sealing_key_current: self.sealing_key_current.or(file.sealing_key_current),
@@ -285,6 +295,9 @@ impl ServeArgs {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Makes a break-glass credential: prints it (keep it offline, in a safe) and the SHA-256 to
+    /// configure as MGW_BREAK_GLASS_SHA256.
+    NewBreakGlass,
     /// Creates the first owner and prints its API key once.
     Bootstrap {
         #[command(flatten)]
@@ -371,6 +384,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(AdminCommand::NewSealingKey) => {
             let id = format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
             println!("{id}:{}", commands::Keyring::generate_key().expose());
+            Ok(())
+        }
+        Command::Admin(AdminCommand::NewBreakGlass) => {
+            let (credential, hash) = api::break_glass::generate();
+            println!("break-glass credential (keep it offline; it is shown once): {credential}");
+            println!("configure: MGW_BREAK_GLASS_SHA256={hash}");
+            println!("use it only with MGW_BREAK_GLASS_ENABLED=true; every use is recorded and alerted on");
             Ok(())
         }
         Command::Projections(command) => projections_command(command).await,
@@ -549,6 +569,13 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
             },
         },
         rotate_signing_keys: true,
+        break_glass: match &args.break_glass_sha256 {
+            Some(hash) => Some(
+                api::break_glass::BreakGlassConfig::from_hex(hash, args.break_glass_enabled.unwrap_or(false))
+                    .map_err(|e| anyhow::anyhow!("MGW_BREAK_GLASS_SHA256: {e}"))?,
+            ),
+            None => None,
+        },
         proxy_limits: {
             let default = api::ProxyLimits::default();
             api::ProxyLimits {

@@ -51,6 +51,10 @@ fn describe() {
         "The gateway's own share of a forwarded MCP request: its answer time less the upstream's"
     );
     describe_counter!(
+        "mgw_break_glass_uses_total",
+        "Uses of the break-glass credential, by outcome (used, refused while not enabled)"
+    );
+    describe_counter!(
         "mgw_authz_decisions_total",
         "Authorization decisions of the permission matrix and servers' access policies, by decision (allow, deny)"
     );

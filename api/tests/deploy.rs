@@ -64,6 +64,11 @@ async fn the_dashboard_and_the_alert_rules_name_only_exported_metrics() {
         .unwrap();
     let printed = String::from_utf8_lossy(&bootstrap.stdout);
     let key = printed.split_whitespace().find(|w| w.starts_with("mgw_")).expect("the owner's key").to_owned();
+    let made = tokio::process::Command::new(BIN).args(["admin", "new-break-glass"]).output().await.unwrap();
+    let made = String::from_utf8_lossy(&made.stdout).into_owned();
+    let credential = made.split_whitespace().find(|w| w.starts_with("mgwbg_")).expect("a credential").to_owned();
+    let hash =
+        made.lines().find_map(|l| l.strip_prefix("configure: MGW_BREAK_GLASS_SHA256=")).expect("its hash").to_owned();
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("calls");
     let (mut gateway, address, _) = common::serve_with(
@@ -77,6 +82,7 @@ async fn the_dashboard_and_the_alert_rules_name_only_exported_metrics() {
             ("MGW_HEALTH_CHECK_INTERVAL_S", "1"),
             ("MGW_RATE_LIMITS", "login.per_address=1/min burst 1"),
             ("MGW_CALL_JOURNAL", journal.to_str().unwrap()),
+            ("MGW_BREAK_GLASS_SHA256", hash.as_str()),
         ],
     )
     .await;
@@ -120,6 +126,9 @@ async fn the_dashboard_and_the_alert_rules_name_only_exported_metrics() {
     // A login past its address's budget (the IdP is unknown: the first is a 404, the second a 429).
     http(&address, "GET", "/auth/none/login", None, None).await.unwrap();
     assert_eq!(http(&address, "GET", "/auth/none/login", None, None).await.unwrap().0, 429);
+
+    // The break-glass credential presented while not enabled: refused, and counted for the alert.
+    assert_eq!(http(&address, "GET", "/api/v1/users", Some(&credential), None).await.unwrap().0, 401);
 
     let missing = tests::eventually(DEADLINE, "every metric the dashboard and alerts name", || async {
         let (_, metrics) = http(&address, "GET", "/metrics", None, None).await?;

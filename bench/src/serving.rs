@@ -36,6 +36,7 @@ pub(crate) fn config(database_url: &str) -> GatewayConfig {
         cors_origins: Vec::new(),
         readiness: api::ReadinessConfig::default(),
         rotate_signing_keys: true,
+        break_glass: None,
     }
 }
 

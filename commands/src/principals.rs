@@ -265,6 +265,37 @@ impl PrincipalCommands {
         Ok(results.remove(0))
     }
 
+    /// Makes sure the break-glass principal `id` exists: a service principal holding `owner`, so that
+    /// commands made with the break-glass credential have an actor like any other (and the trail a name
+    /// for it). It is not one of the owners the last-owner rule counts: it is there only while
+    /// configured. Idempotent across instances.
+    pub async fn ensure_break_glass(&self, id: Uuid, context: &CommandContext) -> Result<(), CommandError> {
+        match self.load(id).await {
+            Ok(_) => return Ok(()),
+            Err(CommandError::PrincipalNotFound) => {}
+            Err(error) => return Err(error),
+        }
+        let created = IdentityEvent::PrincipalCreated(PrincipalCreated {
+            principal_id: id,
+            kind: PrincipalKind::Service,
+            display_name: "break-glass".to_owned(),
+            roles: vec![Role::Owner],
+        });
+        let appended = self
+            .store
+            .append(
+                &stream(PRINCIPAL_CATEGORY, id)?,
+                ExpectedRevision::NoStream,
+                vec![self.data(context, 0, &created)?],
+            )
+            .await;
+        match appended {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Creates a principal with no roles (a service account, or a person before their first grant).
     pub async fn create(
         &self,

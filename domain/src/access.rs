@@ -60,6 +60,31 @@ pub struct ToolCalled {
     pub arguments_hash: String,
 }
 
+/// The break-glass credential was presented and accepted: an owner acting while every identity
+/// provider may be down. Recorded before the request is served (no record, no request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassUsed {
+    /// The request it was used for: method and path (never the query or the body).
+    pub request: String,
+}
+
+/// The break-glass credential was presented, right, while break-glass is not enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassRefused {
+    /// The request it was presented with: method and path.
+    pub request: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// The principal id the break-glass credential acts as (the same on every instance and in every
+/// deployment, so that its entries are found together).
+pub fn break_glass_principal() -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, b"urn:mcp-gateway:break-glass")
+}
+
 /// How a forwarded tool call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,11 +130,16 @@ pub enum AccessEvent {
     AuditRead(AuditTrailRead),
     /// `ToolCalled`.
     ToolCalled(ToolCalled),
+    /// `BreakGlassUsed`.
+    BreakGlassUsed(BreakGlassUsed),
+    /// `BreakGlassRefused`.
+    BreakGlassRefused(BreakGlassRefused),
 }
 
 impl AccessEvent {
     /// Every type name.
-    pub const TYPES: [&'static str; 3] = ["AccessDenied", "AuditTrailRead", "ToolCalled"];
+    pub const TYPES: [&'static str; 5] =
+        ["AccessDenied", "AuditTrailRead", "ToolCalled", "BreakGlassUsed", "BreakGlassRefused"];
 
     /// The stored type name.
     pub fn event_type(&self) -> &'static str {
@@ -117,6 +147,8 @@ impl AccessEvent {
             AccessEvent::Denied(_) => Self::TYPES[0],
             AccessEvent::AuditRead(_) => Self::TYPES[1],
             AccessEvent::ToolCalled(_) => Self::TYPES[2],
+            AccessEvent::BreakGlassUsed(_) => Self::TYPES[3],
+            AccessEvent::BreakGlassRefused(_) => Self::TYPES[4],
         }
     }
 
@@ -126,6 +158,8 @@ impl AccessEvent {
             AccessEvent::Denied(e) => serde_json::to_string(e),
             AccessEvent::AuditRead(e) => serde_json::to_string(e),
             AccessEvent::ToolCalled(e) => serde_json::to_string(e),
+            AccessEvent::BreakGlassUsed(e) => serde_json::to_string(e),
+            AccessEvent::BreakGlassRefused(e) => serde_json::to_string(e),
         }
     }
 
@@ -135,6 +169,8 @@ impl AccessEvent {
             "AccessDenied" => serde_json::from_str(data).map(AccessEvent::Denied),
             "AuditTrailRead" => serde_json::from_str(data).map(AccessEvent::AuditRead),
             "ToolCalled" => serde_json::from_str(data).map(AccessEvent::ToolCalled),
+            "BreakGlassUsed" => serde_json::from_str(data).map(AccessEvent::BreakGlassUsed),
+            "BreakGlassRefused" => serde_json::from_str(data).map(AccessEvent::BreakGlassRefused),
             _ => return None,
         })
     }

@@ -48,6 +48,8 @@ pub enum Credential {
     AccessToken,
     /// A browser session's cookie (`key_id` is the session).
     Session,
+    /// The emergency owner credential configured offline (see the gateway's break-glass).
+    BreakGlass,
 }
 
 /// A principal as listed for access reviews.

@@ -59,7 +59,8 @@ pub fn entry_for(
     actor_name: Option<&str>,
 ) -> Result<AuditEntry, String> {
     let (action, target_kind, target_name, reason, changes, target_id) = describe(event, before)?;
-    let outcome = if matches!(action, "access.denied" | "mfa.rejected") { "denied" } else { "success" };
+    let outcome =
+        if matches!(action, "access.denied" | "mfa.rejected" | "break_glass.refused") { "denied" } else { "success" };
     let m = &event.metadata;
     Ok(AuditEntry {
         seq,
@@ -299,6 +300,17 @@ fn describe_access(event: &RecordedEvent) -> Result<Option<Described>, String> {
             let target = format!("server:{}:tool:{}", c.server_id, c.tool);
             ("tool.called", "tool", Some(c.tool), None, changes, Some(target))
         }
+        AccessEvent::BreakGlassUsed(u) => {
+            ("break_glass.used", "gateway", None, None, json!({ "request": u.request }), Some("break-glass".to_owned()))
+        }
+        AccessEvent::BreakGlassRefused(r) => (
+            "break_glass.refused",
+            "gateway",
+            None,
+            Some(r.reason),
+            json!({ "request": r.request }),
+            Some("break-glass".to_owned()),
+        ),
     }))
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         cors_origins: Vec::new(),
         readiness: api::ReadinessConfig::default(),
         rotate_signing_keys: true,
+        break_glass: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod api_tokens;
 mod api_users;
 mod audit;
 mod audit_verification;
+mod break_glass;
 mod conformance;
 mod events_copy;
 mod eventstore;
