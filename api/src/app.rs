@@ -70,6 +70,8 @@ pub struct GatewayConfig {
     pub rotate_signing_keys: bool,
     /// The emergency owner credential (its hash), and whether it is accepted now.
     pub break_glass: Option<crate::break_glass::BreakGlassConfig>,
+    /// Alert rules and the channels they go to.
+    pub alerting: crate::alerting::AlertingConfig,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -278,6 +280,13 @@ impl Gateway {
             proxy: Arc::new(proxy),
         });
         tasks.push(tokio::spawn(crate::rate_limit::forget_idle_buckets(rate_limits)));
+        if config.alerting.is_active() {
+            tasks.push(tokio::spawn(crate::alerting::run(
+                state.store.clone(),
+                state.tables.clone(),
+                config.alerting.clone(),
+            )));
+        }
         if let (true, Some(max_age)) = (config.rotate_signing_keys, config.readiness.signing_key_max_age) {
             tasks.push(tokio::spawn(crate::key_rotation::run(state.tokens.clone(), max_age)));
         }

@@ -2,6 +2,7 @@
 //! instance (relay and projections in-process).
 
 pub mod access_log;
+pub mod alerting;
 pub mod app;
 pub mod audit_prune;
 pub mod auth;

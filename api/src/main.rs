@@ -248,6 +248,11 @@ struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     idps: Vec<api::oidc::IdpConfig>,
+    /// Alerting (configuration file only: `[alerting]` with `[[alerting.channels]]` and
+    /// `[[alerting.rules]]`).
+    #[arg(skip)]
+    #[serde(default)]
+    alerting: api::alerting::AlertingConfig,
     /// OAuth clients configured beside those that register themselves (configuration file only:
     /// `[[oauth_clients]]` tables with `client_id`, `client_name`, `redirect_uris`, and
     /// `client_secret_sha256` for a confidential one).
@@ -287,6 +292,7 @@ impl ServeArgs {
             public_url: self.public_url.or(file.public_url),
             idps: if self.idps.is_empty() { file.idps } else { self.idps },
             oauth_clients: if self.oauth_clients.is_empty() { file.oauth_clients } else { self.oauth_clients },
+            alerting: if self.alerting.is_active() { self.alerting } else { file.alerting },
             authz_max_lag_ms: self.authz_max_lag_ms.or(file.authz_max_lag_ms),
             registry_reads: self.registry_reads.or(file.registry_reads),
         }
@@ -569,6 +575,10 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
             },
         },
         rotate_signing_keys: true,
+        alerting: {
+            args.alerting.validate().map_err(|e| anyhow::anyhow!("alerting: {e}"))?;
+            args.alerting.clone()
+        },
         break_glass: match &args.break_glass_sha256 {
             Some(hash) => Some(
                 api::break_glass::BreakGlassConfig::from_hex(hash, args.break_glass_enabled.unwrap_or(false))

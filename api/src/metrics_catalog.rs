@@ -51,6 +51,10 @@ fn describe() {
         "The gateway's own share of a forwarded MCP request: its answer time less the upstream's"
     );
     describe_counter!(
+        "mgw_alert_deliveries_total",
+        "Alert deliveries, by channel and outcome (delivered, dead_lettered)"
+    );
+    describe_counter!(
         "mgw_break_glass_uses_total",
         "Uses of the break-glass credential, by outcome (used, refused while not enabled)"
     );

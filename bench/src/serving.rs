@@ -37,6 +37,7 @@ pub(crate) fn config(database_url: &str) -> GatewayConfig {
         readiness: api::ReadinessConfig::default(),
         rotate_signing_keys: true,
         break_glass: None,
+        alerting: api::alerting::AlertingConfig::default(),
     }
 }
 

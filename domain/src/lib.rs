@@ -5,6 +5,7 @@
 //! read side folds the same events with [`server::evolve`].
 
 pub mod access;
+pub mod alert;
 pub mod authz;
 pub mod connection;
 pub mod identity;

@@ -22,6 +22,7 @@ mod nats;
 mod oidc_provider;
 mod postgres;
 mod server_process;
+mod smtp_server;
 mod watchdog;
 
 pub use error::HarnessError;
@@ -31,3 +32,4 @@ pub use mcp_server::McpServer;
 pub use nats::NatsServer;
 pub use oidc_provider::{OidcProvider, installed_peers};
 pub use postgres::{PostgresOptions, PostgresServer, TestDatabase};
+pub use smtp_server::SmtpServer;

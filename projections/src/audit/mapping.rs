@@ -2,6 +2,7 @@
 //! category with a type missing from the list halts the projection (the test below fails first).
 
 use domain::access::AccessEvent;
+use domain::alert::AlertEvent;
 use domain::connection::ConnectionEvent;
 use domain::identity::{IdentityEvent, RoleSource};
 use domain::oauth::{AuthorizationEvent, ClientEvent};
@@ -12,8 +13,8 @@ use serde_json::{Value, json};
 use super::entry::AuditEntry;
 
 /// The stream categories the audit trail covers: all of the gateway's.
-pub const AUDITED_CATEGORIES: [&str; 9] =
-    ["server", "principal", "apikey", "system", "access", "session", "client", "oauth", "connection"];
+pub const AUDITED_CATEGORIES: [&str; 10] =
+    ["server", "principal", "apikey", "system", "access", "session", "client", "oauth", "connection", "alert"];
 
 /// The marker of the first bootstrap (a plain event, not part of an aggregate's enum).
 const GATEWAY_BOOTSTRAPPED: &str = "GatewayBootstrapped";
@@ -29,6 +30,7 @@ pub fn audited_types() -> impl Iterator<Item = &'static str> {
         .chain(ClientEvent::TYPES)
         .chain(AuthorizationEvent::TYPES)
         .chain(ConnectionEvent::TYPES)
+        .chain(AlertEvent::TYPES)
         .chain([GATEWAY_BOOTSTRAPPED])
 }
 
@@ -95,6 +97,9 @@ type Described = (&'static str, &'static str, Option<String>, Option<String>, Va
 fn describe(event: &RecordedEvent, before: Option<&TargetState>) -> Result<Described, String> {
     if let Some(connection) = describe_connection(event)? {
         return Ok(connection);
+    }
+    if let Some(alert) = describe_alert(event)? {
+        return Ok(alert);
     }
     let (action, kind, name, reason, changes) = match describe_access(event)? {
         Some(access) => return Ok(access),
@@ -260,6 +265,25 @@ fn principal_fields(event: &IdentityEvent, before: Option<&TargetState>) -> Opti
 
 /// A person's account at a server: the target is the connection (its stream's id); the tokens never
 /// appear, not even sealed, only when they expire and the scope granted.
+/// Alerts and their deliveries: the target is the alert.
+fn describe_alert(event: &RecordedEvent) -> Result<Option<Described>, String> {
+    let Some(decoded) = AlertEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
+    Ok(Some(match decoded.map_err(|e| e.to_string())? {
+        AlertEvent::Raised(r) => {
+            let changes = json!({ "severity": r.severity, "event_id": r.event_id, "event_type": r.event_type,
+                                  "stream": r.stream, "summary": r.summary });
+            ("alert.raised", "alert", Some(r.rule), None, changes, None)
+        }
+        AlertEvent::Delivered(d) => {
+            ("alert.delivered", "alert", None, None, json!({ "channel": d.channel, "attempts": d.attempts }), None)
+        }
+        AlertEvent::DeadLettered(d) => {
+            let changes = json!({ "channel": d.channel, "attempts": d.attempts });
+            ("alert.dead_lettered", "alert", None, Some(d.error), changes, None)
+        }
+    }))
+}
+
 fn describe_connection(event: &RecordedEvent) -> Result<Option<Described>, String> {
     let Some(decoded) = ConnectionEvent::from_json(&event.event_type, &event.data) else { return Ok(None) };
     Ok(Some(match decoded.map_err(|e| e.to_string())? {

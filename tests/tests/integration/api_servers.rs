@@ -61,6 +61,7 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         readiness: api::ReadinessConfig::default(),
         rotate_signing_keys: true,
         break_glass: None,
+        alerting: api::alerting::AlertingConfig::default(),
     }
 }
 

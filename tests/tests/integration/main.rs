@@ -3,6 +3,7 @@
 // Test code: a failed set-up step should panic with its cause.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alerting;
 mod api_login;
 mod api_servers;
 mod api_tokens;
