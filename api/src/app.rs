@@ -72,6 +72,10 @@ pub struct GatewayConfig {
     pub break_glass: Option<crate::break_glass::BreakGlassConfig>,
     /// Alert rules and the channels they go to.
     pub alerting: crate::alerting::AlertingConfig,
+    /// After SIGTERM, how long /ready answers 503 while requests are still served.
+    pub shutdown_drain: std::time::Duration,
+    /// Then, how long the requests in flight may take to finish.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -276,6 +280,7 @@ impl Gateway {
             rate_limits: rate_limits.clone(),
             readiness: config.readiness,
             break_glass: config.break_glass.clone(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             cors_origins: config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect(),
             proxy: Arc::new(proxy),
         });

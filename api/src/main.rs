@@ -210,6 +210,14 @@ struct ServeArgs {
     /// off, its use is refused and recorded [default: false].
     #[arg(long, env = "MGW_BREAK_GLASS_ENABLED")]
     break_glass_enabled: Option<bool>,
+    /// Seconds between SIGTERM and closing the listener, during which /ready answers 503 and requests
+    /// are still served (a load balancer's time to take the instance out) [default: 0, or 5 with
+    /// DATABASE_URL].
+    #[arg(long, env = "MGW_SHUTDOWN_DRAIN_S")]
+    shutdown_drain_s: Option<u64>,
+    /// Seconds the requests in flight may take to finish once the listener closed [default: 30].
+    #[arg(long, env = "MGW_SHUTDOWN_TIMEOUT_S")]
+    shutdown_timeout_s: Option<u64>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -282,6 +290,8 @@ impl ServeArgs {
             signing_key_max_age_days: self.signing_key_max_age_days.or(file.signing_key_max_age_days),
             idp_probe_interval_s: self.idp_probe_interval_s.or(file.idp_probe_interval_s),
             break_glass_sha256: self.break_glass_sha256.or(file.break_glass_sha256),
+            shutdown_drain_s: self.shutdown_drain_s.or(file.shutdown_drain_s),
+            shutdown_timeout_s: self.shutdown_timeout_s.or(file.shutdown_timeout_s),
             break_glass_enabled: self.break_glass_enabled.or(file.break_glass_enabled),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
@@ -521,6 +531,8 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         None => args,
     };
     let data_dir = args.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("data"));
+    // On PostgreSQL there may be other instances behind a load balancer to drain towards.
+    let several = args.database_url.is_some();
     let call_journal = args.call_journal.clone().unwrap_or_else(|| data_dir.join("calls"));
     let (database_url, sealing_keys, audit_keys) = match args.database_url {
         Some(url) => (url, args.sealing_keys, args.audit_signing_keys),
@@ -575,6 +587,8 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
             },
         },
         rotate_signing_keys: true,
+        shutdown_drain: std::time::Duration::from_secs(args.shutdown_drain_s.unwrap_or(if several { 5 } else { 0 })),
+        shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout_s.unwrap_or(30)),
         alerting: {
             args.alerting.validate().map_err(|e| anyhow::anyhow!("alerting: {e}"))?;
             args.alerting.clone()
@@ -722,7 +736,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("mcp-gateway listening on http://{}", listener.local_addr()?);
     // The peer's address reaches the handlers (ConnectInfo), and from them every event's metadata.
     let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    // SIGTERM: /ready turns 503 (draining) while requests are still served, so that load balancers take
+    // the instance out before it stops accepting; then the listener closes and the requests in flight
+    // finish, for at most the shutdown timeout (an SSE stream would otherwise hold the exit forever).
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let mut stopping = stopping;
+        let _ = stopping.wait_for(|stop| *stop).await;
+    });
+    let state = gateway.state.clone();
+    let (drain, timeout) = (config.shutdown_drain, config.shutdown_timeout);
+    let signalled = async move {
+        shutdown().await;
+        state.draining.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(drain_s = drain.as_secs_f64(), "draining: /ready answers 503");
+        tokio::time::sleep(drain).await;
+        let _ = stop.send(true);
+        tracing::info!("no longer accepting; finishing the requests in flight");
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = signalled => tracing::warn!(
+            timeout_s = timeout.as_secs(),
+            "requests still running at the shutdown timeout; stopping without them"
+        ),
+    }
     if !gateway.drain_recorded_calls(std::time::Duration::from_secs(10)).await {
         tracing::error!("stopping with tool calls not yet recorded: the store did not take them within 10 s");
     }

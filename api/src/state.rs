@@ -80,6 +80,8 @@ pub struct Shared {
     pub configured_clients: std::sync::Arc<crate::oauth::clients::ConfiguredClients>,
     /// Client ID metadata documents, fetched and cached.
     pub client_documents: std::sync::Arc<crate::oauth::metadata_document::DocumentFetcher>,
+    /// Set on SIGTERM: `/ready` answers 503 so that load balancers stop sending requests here.
+    pub draining: std::sync::atomic::AtomicBool,
     /// The break-glass credential, when one is configured.
     pub break_glass: Option<crate::break_glass::BreakGlassConfig>,
     /// What readiness probes cost, and the token signing key's life.

@@ -38,6 +38,8 @@ pub(crate) fn config(database_url: &str) -> GatewayConfig {
         rotate_signing_keys: true,
         break_glass: None,
         alerting: api::alerting::AlertingConfig::default(),
+        shutdown_drain: std::time::Duration::ZERO,
+        shutdown_timeout: std::time::Duration::from_secs(30),
     }
 }
 

@@ -33,7 +33,7 @@ pub(crate) struct ReadyQuery {
 /// Readiness: the seven checks (event store, NATS, projections, authorization model, identity
 /// providers, MCP servers, keys), each with its status, latency and detail.
 ///
-/// 503 when this instance cannot serve (`unavailable`: the database does not answer, a projection is
+/// 503 `draining` from SIGTERM until the instance stops; 503 when this instance cannot serve (`unavailable`: the database does not answer, a projection is
 /// not caught up or halted, no signing key). 200 `degraded`, naming the check, when it serves with
 /// something shared missing or about to be (NATS, an IdP, a server, a key near its expiry, the
 /// authorization model behind): a load balancer then does not turn a shared dependency's outage into
@@ -41,6 +41,10 @@ pub(crate) struct ReadyQuery {
 #[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "operations", params(ReadyQuery), responses((status = 200, description = "the instance serves: `status` ok or degraded, and each check's `status`, `latency_ms` and `detail`", body = Object), (status = 503, description = "the instance cannot serve (or, with `strict`, something is degraded); the failing checks say why", body = Object)))]
 pub(crate) async fn ready(State(state): State<AppState>, Query(query): Query<ReadyQuery>) -> Response {
     use crate::readiness::CheckStatus;
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        let body = json!({ "status": "draining", "failing": ["draining"], "checks": {} });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     let report = crate::readiness::run(&state).await;
     let overall = report.status();
     let failing: Vec<&str> =
