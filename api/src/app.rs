@@ -176,6 +176,8 @@ struct Backend {
     registry: Catalogue,
     registry_status: tokio::sync::watch::Receiver<projections::ProjectionStatus>,
     audit_status: tokio::sync::watch::Receiver<projections::ProjectionStatus>,
+    analytics: projections::analytics::Analytics,
+    analytics_status: tokio::sync::watch::Receiver<projections::ProjectionStatus>,
     authz_runner: MemoryRunner<Authz>,
     nats: Option<async_nats::Client>,
 }
@@ -203,8 +205,17 @@ impl Gateway {
             }
             _ => Self::postgres(config, &audit_keys, &mut tasks).await?,
         };
-        let Backend { store: shared_store, tables, registry, registry_status, audit_status, authz_runner, nats } =
-            backend;
+        let Backend {
+            store: shared_store,
+            tables,
+            registry,
+            registry_status,
+            audit_status,
+            analytics,
+            analytics_status,
+            authz_runner,
+            nats,
+        } = backend;
         let (authz, authz_status) = (authz_runner.model(), authz_runner.status());
         tasks.push(tokio::spawn(async move {
             let error = authz_runner.run().await;
@@ -266,6 +277,8 @@ impl Gateway {
             authz_status,
             registry_status,
             audit_status,
+            analytics,
+            analytics_status,
             audit_keys,
             tables,
             store: shared_store,
@@ -364,6 +377,16 @@ impl Gateway {
             let error = audit_runner.run().await;
             tracing::error!(%error, "the audit projection halted");
         }));
+        let analytics_runner = TableRunner::new(
+            store.clone(),
+            Arc::new(projections::analytics::AnalyticsProjection::default()),
+            table_runner_options(),
+        );
+        let analytics_status = analytics_runner.status();
+        tasks.push(tokio::spawn(async move {
+            let error = analytics_runner.run().await;
+            tracing::error!(%error, "the analytics projection halted");
+        }));
         if audit_keys.can_sign() {
             tasks.push(tokio::spawn(run_checkpointer(pool.clone(), audit_keys.clone(), CheckpointPolicy::default())));
         } else {
@@ -372,9 +395,11 @@ impl Gateway {
         Ok(Backend {
             store: shared_store,
             tables: crate::tables::Tables::Postgres(pool.clone()),
-            registry: Catalogue::Postgres(Registry::new(pool)),
+            registry: Catalogue::Postgres(Registry::new(pool.clone())),
             registry_status,
             audit_status,
+            analytics: projections::analytics::Analytics::Postgres(pool),
+            analytics_status,
             authz_runner,
             nats,
         })
@@ -411,6 +436,16 @@ impl Gateway {
             let error = audit_runner.run().await;
             tracing::error!(%error, "the audit projection halted");
         }));
+        let analytics_runner = SqliteRunner::new(
+            store.clone(),
+            Arc::new(projections::analytics::SqliteAnalyticsProjection::default()),
+            table_runner_options(),
+        );
+        let analytics_status = analytics_runner.status();
+        tasks.push(tokio::spawn(async move {
+            let error = analytics_runner.run().await;
+            tracing::error!(%error, "the analytics projection halted");
+        }));
         let pool = store.pool().clone();
         if audit_keys.can_sign() {
             let trail = projections::audit::SqliteAuditTrail::new(pool.clone());
@@ -421,9 +456,11 @@ impl Gateway {
         Ok(Backend {
             store: shared_store,
             tables: crate::tables::Tables::Sqlite(pool.clone()),
-            registry: Catalogue::Sqlite(SqliteRegistry::new(pool)),
+            registry: Catalogue::Sqlite(SqliteRegistry::new(pool.clone())),
             registry_status,
             audit_status,
+            analytics: projections::analytics::Analytics::Sqlite(pool),
+            analytics_status,
             authz_runner,
             nats: None,
         })

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::oauth_clients::routes())
         .merge(routes::grants::routes())
         .merge(routes::audit::routes())
+        .merge(routes::analytics::routes())
         .merge(crate::openapi::routes());
     let rest = match rest_cors(&state) {
         Some(cors) => rest.layer(cors),

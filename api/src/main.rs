@@ -360,8 +360,8 @@ enum ProjectionsCommand {
 }
 
 /// The read models: (name, kind).
-const PROJECTIONS: [(&str, &str); 3] =
-    [("registry", "table"), ("audit", "table"), ("authz", "in-memory, rebuilt at every start")];
+const PROJECTIONS: [(&str, &str); 4] =
+    [("registry", "table"), ("audit", "table"), ("analytics", "table"), ("authz", "in-memory, rebuilt at every start")];
 
 /// mimalloc: per-thread heaps. The proxy allocates and frees on every request from both cores; glibc's
 /// allocator spent about a tenth of the `proxy` bench's CPU in `malloc`/`free` and its arena locks.
@@ -914,6 +914,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             let projection: Arc<dyn projections::SqliteProjection> = match name.as_str() {
                 "registry" => Arc::new(projections::registry::SqliteRegistryProjection::default()),
                 "audit" => Arc::new(projections::audit::SqliteAuditProjection::default()),
+                "analytics" => Arc::new(projections::analytics::SqliteAnalyticsProjection::default()),
                 "authz" => bail!("authz is in memory: every instance rebuilds it at start"),
                 other => bail!("no projection named {other}; see `mcp-gateway projections list`"),
             };
@@ -952,6 +953,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             let projection: Arc<dyn projections::TableProjection> = match name.as_str() {
                 "registry" => Arc::new(RegistryProjection::default()),
                 "audit" => Arc::new(projections::audit::AuditProjection::default()),
+                "analytics" => Arc::new(projections::analytics::AnalyticsProjection::default()),
                 "authz" => bail!("authz is in memory: every instance rebuilds it at start"),
                 other => bail!("no projection named {other}; see `mcp-gateway projections list`"),
             };

@@ -52,6 +52,8 @@ use crate::state::AppState;
         crate::routes::mcp::stream,
         crate::routes::mcp::end,
         registry_v0::version,
+        crate::routes::analytics::usage,
+        crate::routes::analytics::series,
         ops::health,
         ops::ready,
         ops::metrics,

@@ -58,6 +58,10 @@ pub struct Shared {
     pub registry_status: watch::Receiver<ProjectionStatus>,
     /// The audit trail runner's status.
     pub audit_status: watch::Receiver<ProjectionStatus>,
+    /// Usage analytics.
+    pub analytics: projections::analytics::Analytics,
+    /// The analytics runner's status.
+    pub analytics_status: watch::Receiver<ProjectionStatus>,
     /// The audit trail's signing and verification keys.
     pub audit_keys: std::sync::Arc<projections::audit::AuditKeys>,
     /// The database of the gateway's own tables and read models.
@@ -96,8 +100,8 @@ pub struct Shared {
 
 impl Shared {
     /// Every projection's status, in the order `/ready` and `/metrics` list them.
-    pub fn projections(&self) -> [&watch::Receiver<ProjectionStatus>; 3] {
-        [&self.authz_status, &self.registry_status, &self.audit_status]
+    pub fn projections(&self) -> [&watch::Receiver<ProjectionStatus>; 4] {
+        [&self.authz_status, &self.registry_status, &self.audit_status, &self.analytics_status]
     }
 
     /// True once the authorization model has caught up (requests fail closed before).

@@ -16,6 +16,7 @@
 //! The store is the truth and the source of every event; wake-ups come from appends in this process, from
 //! other instances through NATS (`eventstore::relay::wake_on_publish`), and from polling.
 
+pub mod analytics;
 pub mod audit;
 pub mod authz;
 mod error;

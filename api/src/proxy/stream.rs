@@ -35,6 +35,10 @@ pub(crate) struct Relaying {
     /// The tool calls answered on this stream, recorded when it ends (dropped with it unfinished: the
     /// client went away, and the record says so).
     calls: Vec<PendingCall>,
+    /// With calls to record: the bytes of an event not yet complete, read for how the calls ended.
+    scan: Vec<u8>,
+    /// How the answers read so far ended (the worst of them).
+    outcome: Option<CallOutcome>,
 }
 
 impl Relaying {
@@ -46,7 +50,41 @@ impl Relaying {
         error_id: Value,
         calls: Vec<PendingCall>,
     ) -> Self {
-        Self { answer, pending: Vec::new(), filter, error_id, at_boundary: true, calls }
+        Self {
+            answer,
+            pending: Vec::new(),
+            filter,
+            error_id,
+            at_boundary: true,
+            calls,
+            scan: Vec::new(),
+            outcome: None,
+        }
+    }
+
+    /// Reads the answers in `chunk` for how the calls ended (an error, a tool's `isError`), so that the
+    /// record says what the client was told.
+    fn observe(&mut self, chunk: &[u8]) {
+        if self.calls.is_empty() {
+            return;
+        }
+        self.scan.extend_from_slice(chunk);
+        while let Some(end) = event_end(&self.scan) {
+            let event: Vec<u8> = self.scan.drain(..end).collect();
+            let text = String::from_utf8_lossy(&event);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if let Ok(message) = serde_json::from_str::<Value>(&data.join("\n")) {
+                self.outcome = Some(worst(self.outcome, answer_outcome(&message)));
+            }
+        }
+        // An event larger than any answer the gateway relays whole: not read for its outcome.
+        if self.scan.len() > MAX_SCANNED_EVENT_BYTES {
+            self.scan.clear();
+        }
     }
 
     fn finish(&mut self, outcome: CallOutcome) {
@@ -59,6 +97,44 @@ impl Relaying {
 /// The end of the last complete event in `pending` (just past its blank line).
 fn last_boundary(pending: &[u8]) -> Option<usize> {
     pending.windows(2).rposition(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+/// The largest event read for the outcome of the calls it answers.
+const MAX_SCANNED_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where the first complete event of `bytes` ends (after its blank line, LF or CRLF).
+fn event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How a JSON-RPC answer (one message or a batch) to tool calls ended: the worst of its messages.
+pub(crate) fn answer_outcome(answer: &Value) -> CallOutcome {
+    match answer {
+        Value::Array(messages) => {
+            messages.iter().map(answer_outcome).fold(CallOutcome::Answered, |a, b| worst(Some(a), b))
+        }
+        message if message.get("error").is_some() => CallOutcome::Error,
+        message if message["result"]["isError"] == Value::Bool(true) => CallOutcome::ToolError,
+        _ => CallOutcome::Answered,
+    }
+}
+
+/// The worse of two outcomes of answers: an error over a tool's error over an answer.
+fn worst(seen: Option<CallOutcome>, next: CallOutcome) -> CallOutcome {
+    let rank = |o: CallOutcome| match o {
+        CallOutcome::Error => 2,
+        CallOutcome::ToolError => 1,
+        _ => 0,
+    };
+    match seen {
+        Some(seen) if rank(seen) >= rank(next) => seen,
+        _ => next,
+    }
 }
 
 /// Complete events, each filtered.
@@ -77,6 +153,7 @@ pub(crate) fn relayed(start: Relaying, idle: bool) -> impl Stream<Item = Result<
         loop {
             match next_chunk(&mut relay.answer, idle).await {
                 Ok(Some(chunk)) => {
+                    relay.observe(&chunk);
                     let Some(rules) = &relay.filter else {
                         relay.at_boundary = chunk.ends_with(b"\n\n");
                         return Some((Ok(chunk), Some(relay)));
@@ -92,7 +169,7 @@ pub(crate) fn relayed(start: Relaying, idle: bool) -> impl Stream<Item = Result<
                     return Some((Ok(out), Some(relay)));
                 }
                 Ok(None) => {
-                    relay.finish(CallOutcome::Answered);
+                    relay.finish(relay.outcome.unwrap_or(CallOutcome::Answered));
                     let rest = std::mem::take(&mut relay.pending);
                     let rules = relay.filter.as_ref()?;
                     return (!rest.is_empty()).then(|| (Ok(filtered(&rest, rules)), None));

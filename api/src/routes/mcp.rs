@@ -579,14 +579,10 @@ fn settle_json(
     }
 }
 
-/// How a JSON answer to a tool call ended.
+/// How a JSON answer to tool calls ended (not JSON: an error).
 fn answer_outcome(body: &[u8]) -> CallOutcome {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(answer) if answer.get("error").is_some() => CallOutcome::Error,
-        Ok(answer) if answer["result"]["isError"] == Value::Bool(true) => CallOutcome::ToolError,
-        Ok(_) => CallOutcome::Answered,
-        Err(_) => CallOutcome::Error,
-    }
+    serde_json::from_slice::<Value>(body)
+        .map_or(CallOutcome::Error, |answer| crate::proxy::stream::answer_outcome(&answer))
 }
 
 /// A `tools/call` the server's rules do not allow: recorded, and answered with a JSON-RPC error.

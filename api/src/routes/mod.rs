@@ -1,5 +1,6 @@
 //! The HTTP routes.
 
+pub mod analytics;
 pub mod audit;
 pub mod connections;
 pub mod grants;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod alerting;
+mod analytics;
 mod api_login;
 mod api_servers;
 mod api_tokens;

@@ -31,7 +31,7 @@ fn request(uri: &str, key: &str, session: Option<&str>, body: &Value) -> Request
 }
 
 /// Status, session id and the JSON-RPC messages of a whole answer (a JSON body, or SSE events' data).
-async fn call(
+pub(crate) async fn call(
     api: &Api,
     uri: &str,
     key: &str,
@@ -52,7 +52,7 @@ fn messages(raw: &str) -> Vec<Value> {
     raw.lines().filter_map(|line| line.strip_prefix("data: ")).filter_map(|d| serde_json::from_str(d).ok()).collect()
 }
 
-fn rpc(id: u64, method: &str, params: Value) -> Value {
+pub(crate) fn rpc(id: u64, method: &str, params: Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
 }
 
@@ -67,7 +67,7 @@ fn initialize() -> Value {
 
 /// A gateway trusting loopback upstreams, with a server at `upstream` that developers may use and whose
 /// `get-env` tool is denied; the server's MCP path.
-async fn gateway_with_server(backend: Backend, upstream: &str) -> (Api, String, String) {
+pub(crate) async fn gateway_with_server(backend: Backend, upstream: &str) -> (Api, String, String) {
     gateway_with(backend, json!({ "url": upstream })).await
 }
 
@@ -91,7 +91,7 @@ async fn gateway_with(backend: Backend, server: Value) -> (Api, String, String) 
 }
 
 /// A session of `key`'s principal at `uri`, initialized.
-async fn session(api: &Api, uri: &str, key: &str) -> String {
+pub(crate) async fn session(api: &Api, uri: &str, key: &str) -> String {
     let (status, session, answer) = call(api, uri, key, None, &initialize()).await;
     assert_eq!(status, StatusCode::OK, "{answer:?}");
     let session = session.expect("a session id");

@@ -1,0 +1,160 @@
+//! Usage analytics: calls, errors, denials and latency of the tool calls forwarded through the gateway,
+//! per server, tool, principal and client, in minute and hour buckets. Folded from `ToolCalled` and
+//! `AccessDenied` like every read model, so a rebuild by replay recounts it from the log.
+//!
+//! Latency is kept as a histogram per bucket (counts under fixed bounds), which adds up across rows and
+//! instances; percentiles are read from the summed histogram, interpolated within a bound.
+
+mod projection;
+mod query;
+mod sqlite;
+
+use std::collections::HashMap;
+
+use domain::access::{AccessEvent, CallOutcome};
+use eventstore::RecordedEvent;
+
+pub use projection::AnalyticsProjection;
+pub use query::{Analytics, Dimension, Granularity, Series, SeriesPoint, Summary, SummaryRow, UsageQuery};
+pub use sqlite::SqliteAnalyticsProjection;
+
+/// The projection's name: its checkpoint's, and its schema's (`rm_analytics`) or tables' prefix.
+pub const NAME: &str = "analytics";
+
+/// The upper bounds of the latency histogram, in milliseconds (the last bucket is everything above).
+pub const LATENCY_BOUNDS_MS: [f64; 12] = [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+/// Histogram buckets: one per bound and one above the last.
+pub const HISTOGRAM_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+/// The row a call or a denial adds to: its bucket and its dimensions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RowKey {
+    pub(crate) granularity: i64,
+    pub(crate) bucket: i64,
+    pub(crate) server: String,
+    pub(crate) tool: String,
+    pub(crate) principal: String,
+    pub(crate) client: String,
+}
+
+/// What a batch adds to one row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Counts {
+    pub(crate) calls: i64,
+    pub(crate) errors: i64,
+    pub(crate) denials: i64,
+    pub(crate) latency_ms: f64,
+    pub(crate) histogram: [i64; HISTOGRAM_BUCKETS],
+}
+
+/// The additions of `events`, row by row (a batch's events on one row add up to one upsert).
+pub(crate) fn fold(events: &[RecordedEvent]) -> Result<HashMap<RowKey, Counts>, (usize, String)> {
+    let mut rows: HashMap<RowKey, Counts> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let Some(decoded) = AccessEvent::from_json(&event.event_type, &event.data) else { continue };
+        let decoded = decoded.map_err(|e| (index, e.to_string()))?;
+        let at = event.metadata.occurred_at.timestamp();
+        let (dimensions, counts) = match decoded {
+            AccessEvent::ToolCalled(call) => {
+                let mut counts = Counts { calls: 1, latency_ms: call.latency_ms, ..Counts::default() };
+                counts.errors = i64::from(call.outcome != CallOutcome::Answered);
+                counts.histogram[histogram_bucket(call.latency_ms)] = 1;
+                let client = call.client_id.unwrap_or_default();
+                ((call.server_id.to_string(), call.tool, call.principal_id.to_string(), client), counts)
+            }
+            AccessEvent::Denied(denied) => {
+                let (server, tool) = denied_target(&denied.resource);
+                (
+                    (server, tool, denied.principal_id.to_string(), String::new()),
+                    Counts { denials: 1, ..Counts::default() },
+                )
+            }
+            _ => continue,
+        };
+        for granularity in [Granularity::Minute, Granularity::Hour] {
+            let seconds = granularity.seconds();
+            let key = RowKey {
+                granularity: seconds,
+                bucket: at - at.rem_euclid(seconds),
+                server: dimensions.0.clone(),
+                tool: dimensions.1.clone(),
+                principal: dimensions.2.clone(),
+                client: dimensions.3.clone(),
+            };
+            let row = rows.entry(key).or_default();
+            row.calls += counts.calls;
+            row.errors += counts.errors;
+            row.denials += counts.denials;
+            row.latency_ms += counts.latency_ms;
+            for (sum, add) in row.histogram.iter_mut().zip(counts.histogram) {
+                *sum += add;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// `CAST(SUM(h0) AS BIGINT), …`: the summed histogram's columns of a query.
+pub(crate) fn histogram_columns_sum() -> String {
+    (0..HISTOGRAM_BUCKETS).map(|i| format!("CAST(SUM(h{i}) AS BIGINT)")).collect::<Vec<_>>().join(", ")
+}
+
+/// The histogram bucket of a latency.
+fn histogram_bucket(latency_ms: f64) -> usize {
+    LATENCY_BOUNDS_MS.iter().position(|bound| latency_ms <= *bound).unwrap_or(LATENCY_BOUNDS_MS.len())
+}
+
+/// The server and tool a denial was about: `server:<id>:tool:<name>`, `server:<id>`, or neither.
+fn denied_target(resource: &str) -> (String, String) {
+    let Some(rest) = resource.strip_prefix("server:") else { return (String::new(), String::new()) };
+    match rest.split_once(":tool:") {
+        Some((server, tool)) => (server.to_owned(), tool.to_owned()),
+        None => (rest.to_owned(), String::new()),
+    }
+}
+
+/// The `quantile` (0–1) of a histogram, in milliseconds: linear within the bucket it falls in (the
+/// bucket above the last bound reads as that bound). None without observations.
+pub fn percentile(histogram: &[i64; HISTOGRAM_BUCKETS], quantile: f64) -> Option<f64> {
+    let total: i64 = histogram.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = quantile.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0i64;
+    for (index, count) in histogram.iter().enumerate() {
+        if *count > 0 && (below + count) as f64 >= rank {
+            let lower = if index == 0 { 0.0 } else { LATENCY_BOUNDS_MS[index - 1] };
+            let upper = LATENCY_BOUNDS_MS.get(index).copied().unwrap_or(lower);
+            let within = ((rank - below as f64) / *count as f64).clamp(0.0, 1.0);
+            return Some(lower + (upper - lower) * within);
+        }
+        below += count;
+    }
+    LATENCY_BOUNDS_MS.last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_in_their_bucket_and_percentiles_interpolate() {
+        assert_eq!(histogram_bucket(0.2), 0);
+        assert_eq!(histogram_bucket(1.0), 0);
+        assert_eq!(histogram_bucket(3.0), 2);
+        assert_eq!(histogram_bucket(9_999.0), HISTOGRAM_BUCKETS - 1);
+        let mut histogram = [0; HISTOGRAM_BUCKETS];
+        histogram[3] = 100; // (5, 10] ms
+        assert_eq!(percentile(&histogram, 0.5), Some(7.5));
+        assert_eq!(percentile(&histogram, 1.0), Some(10.0));
+        assert_eq!(percentile(&[0; HISTOGRAM_BUCKETS], 0.5), None);
+    }
+
+    #[test]
+    fn denials_name_their_server_and_tool() {
+        assert_eq!(denied_target("server:abc:tool:echo"), ("abc".into(), "echo".into()));
+        assert_eq!(denied_target("server:abc"), ("abc".into(), String::new()));
+        assert_eq!(denied_target("principal:x"), (String::new(), String::new()));
+    }
+}

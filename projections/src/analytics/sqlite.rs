@@ -1,0 +1,82 @@
+//! The analytics read model on SQLite (the embedded default): the same rows as `rm_analytics.calls`, in
+//! `analytics_calls`.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use eventstore::RecordedEvent;
+use sqlx::SqliteConnection;
+
+use super::projection::{create_table, filter, upsert};
+use super::{NAME, fold};
+use crate::{EventFilter, ProjectionError, SqliteProjection};
+
+/// The analytics projection on SQLite.
+pub struct SqliteAnalyticsProjection {
+    filter: EventFilter,
+}
+
+impl Default for SqliteAnalyticsProjection {
+    fn default() -> Self {
+        Self { filter: filter() }
+    }
+}
+
+static UPSERT: LazyLock<String> = LazyLock::new(|| upsert("analytics_calls", |_| "?".to_owned()));
+
+#[async_trait]
+impl SqliteProjection for SqliteAnalyticsProjection {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn filter(&self) -> &EventFilter {
+        &self.filter
+    }
+
+    fn tables(&self) -> &[&'static str] {
+        &["analytics_calls"]
+    }
+
+    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), ProjectionError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create_table("analytics_calls", "TEXT", "INTEGER", "REAL")))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(&self, conn: &mut SqliteConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let rows = fold(events).map_err(|(index, reason)| ProjectionError::Apply {
+            projection: NAME.to_owned(),
+            position: events[index].position,
+            reason,
+        })?;
+        let Some(last) = events.last().map(|e| e.position) else { return Ok(()) };
+        for (key, counts) in rows {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str()))
+                .bind(key.granularity)
+                .bind(key.bucket)
+                .bind(&key.server)
+                .bind(&key.tool)
+                .bind(&key.principal)
+                .bind(&key.client)
+                .bind(counts.calls)
+                .bind(counts.errors)
+                .bind(counts.denials)
+                .bind(counts.latency_ms);
+            for count in counts.histogram {
+                query = query.bind(count);
+            }
+            query.execute(&mut *conn).await.map_err(|source| ProjectionError::Write {
+                projection: NAME.to_owned(),
+                position: last,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
