@@ -270,7 +270,11 @@ pub(crate) fn admit(parts: &Parts, state: &AppState, principal: Principal) -> Re
     {
         return Err(crate::rate_limit::too_many_problem(limited, "too many requests by this principal"));
     }
-    if principal.credential == projections::authz::Credential::ApiKey {
+    // An API key's last use, whether it was presented or a token minted from it.
+    if matches!(
+        principal.credential,
+        projections::authz::Credential::ApiKey | projections::authz::Credential::AccessToken
+    ) {
         state.key_usage.used(&state.tables, principal.key_id);
     }
     let caller = Caller(principal, origin);

@@ -7,10 +7,9 @@
 //! client. From an untrusted peer the header is ignored: a spoofed header neither moves a rate limit
 //! nor reaches the audit trail.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::http::HeaderMap;
-use axum::http::request::Parts;
 use ipnet::IpNet;
 
 /// The client address resolved for a request (set by the rate-limiting layer, read by everything that
@@ -49,31 +48,25 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let forwarded: Vec<IpAddr> = headers
+        // Right to left: each entry was appended by the hop before the one that appended the next. The
+        // first entry that is not an address, or not a trusted proxy's, ends the walk: what is left of
+        // it the client wrote itself.
+        let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .map(str::trim)
-            .map(|entry| entry.parse::<IpAddr>().ok())
-            .collect::<Option<Vec<_>>>()
-            // A list with an entry that is not an address was not written by a proxy of ours: the
-            // peer is all that is known.
-            .unwrap_or_default();
+            .collect();
         let mut client = peer;
-        for address in forwarded.into_iter().rev().map(canonical) {
-            client = address;
-            if !self.trusts(address) {
+        for entry in entries.into_iter().rev() {
+            let Ok(address) = entry.parse::<IpAddr>() else { break };
+            client = canonical(address);
+            if !self.trusts(client) {
                 break;
             }
         }
         client
-    }
-
-    /// The client of the request in `parts` (None without a socket: a request made in-process).
-    pub fn client_of(&self, parts: &Parts) -> Option<IpAddr> {
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()?.0.ip();
-        Some(self.client(peer, &parts.headers))
     }
 }
 
@@ -110,7 +103,13 @@ mod tests {
         let claimed = headers("1.1.1.1, 198.51.100.1, 192.0.2.7");
         assert_eq!(proxies.client(peer, &claimed), "198.51.100.1".parse::<IpAddr>().unwrap());
         assert_eq!(proxies.client(peer, &HeaderMap::new()), peer);
-        assert_eq!(proxies.client(peer, &headers("not-an-address, 198.51.100.1")), peer);
+        // Junk the client wrote left of what our proxy appended hides nothing.
+        assert_eq!(
+            proxies.client(peer, &headers("not-an-address, 198.51.100.1")),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        // Junk in our proxy's place: the proxy is all that is known.
+        assert_eq!(proxies.client(peer, &headers("198.51.100.1, not-an-address")), peer);
     }
 
     #[test]

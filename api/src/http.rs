@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -44,10 +44,20 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 503 while a projection catches up is expected, not an error.
-        .layer(middleware::map_response(move |mut response: Response| async move {
-            add_security_headers(&mut response, https);
-            response
-        }))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            move |State(state): State<AppState>, mut response: Response| async move {
+                add_security_headers(&mut response, https);
+                // Draining: every connection closes after its answer, so that a proxy in front holds no idle
+                // connection here when the listener closes, and sends the next request elsewhere.
+                if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                }
+                response
+            },
+        ))
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -35,7 +35,8 @@ impl Tables {
         }
     }
 
-    /// How long the oldest transaction open in this database has been open, in seconds (0 with none;
+    /// How long the oldest transaction a client holds open in this database has been open, in seconds
+    /// (autovacuum and other workers are not counted; 0 with none;
     /// None on SQLite, where one writer at a time holds nothing open across requests). A transaction
     /// left open holds back the readers of `$all` and the vacuum.
     pub async fn oldest_open_transaction_s(&self) -> Result<Option<f64>, String> {
@@ -43,7 +44,8 @@ impl Tables {
         let query = sqlx::query_scalar::<_, f64>(
             "SELECT COALESCE(EXTRACT(EPOCH FROM max(clock_timestamp() - xact_start)), 0)::float8 \
              FROM pg_stat_activity \
-             WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()",
+             WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database() \
+               AND backend_type = 'client backend' AND state <> 'idle'",
         )
         .fetch_one(pool);
         match tokio::time::timeout(PING_WITHIN, query).await {

@@ -162,6 +162,8 @@ async fn the_compose_file_validates() {
         .env("MGW_SEALING_KEYS", SEALING_KEY)
         .env("MGW_AUDIT_SIGNING_KEYS", AUDIT_KEY)
         .env("GRAFANA_ADMIN_PASSWORD", "x")
+        .env("POSTGRES_PASSWORD", "x")
+        .env("NATS_TOKEN", "x")
         .output()
         .await
         .expect("docker-compose (Debian's docker-compose; .ci/run installs it)");
@@ -174,6 +176,8 @@ async fn the_compose_file_validates() {
         .env_remove("MGW_SEALING_KEYS")
         .env("MGW_AUDIT_SIGNING_KEYS", AUDIT_KEY)
         .env("GRAFANA_ADMIN_PASSWORD", "x")
+        .env("POSTGRES_PASSWORD", "x")
+        .env("NATS_TOKEN", "x")
         .output()
         .await
         .unwrap();

@@ -90,11 +90,13 @@ async fn one_command_serves_from_a_data_directory_and_a_restart_keeps_everything
     assert!(ok && out.contains("rebuilt registry"), "{out}");
     let (ok, out) = cli(&["projections", "rebuild", "audit"]).await;
     assert!(ok && out.contains("rebuilt audit"), "{out}");
+    let (ok, out) = cli(&["projections", "rebuild", "analytics"]).await;
+    assert!(ok && out.contains("rebuilt analytics"), "{out}");
     // (The stopped gateway may not have folded its last events, its own reads of the trail among them;
     // a rebuild folds everything.)
     let (ok, out) = cli(&["projections", "status"]).await;
     let behind = out.lines().filter(|l| l.ends_with("events behind")).collect::<Vec<_>>();
-    assert!(ok && behind.len() == 2 && behind.iter().all(|l| l.ends_with("\t0 events behind")), "{out}");
+    assert!(ok && behind.len() == 3 && behind.iter().all(|l| l.ends_with("\t0 events behind")), "{out}");
     let (ok, out) = cli(&["audit", "verify"]).await;
     assert!(ok && out.contains("intact"), "the rebuilt trail verifies: {out}");
 

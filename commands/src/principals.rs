@@ -268,28 +268,57 @@ impl PrincipalCommands {
     /// Makes sure the break-glass principal `id` exists: a service principal holding `owner`, so that
     /// commands made with the break-glass credential have an actor like any other (and the trail a name
     /// for it). It is not one of the owners the last-owner rule counts: it is there only while
-    /// configured. Idempotent across instances.
+    /// configured; disabled or stripped of owner by an ordinary command, it is restored at its next use.
+    /// Idempotent across instances.
     pub async fn ensure_break_glass(&self, id: Uuid, context: &CommandContext) -> Result<(), CommandError> {
-        match self.load(id).await {
-            Ok(_) => return Ok(()),
-            Err(CommandError::PrincipalNotFound) => {}
+        let (state, revision) = match self.load(id).await {
+            Ok(loaded) => loaded,
+            Err(CommandError::PrincipalNotFound) => {
+                let created = IdentityEvent::PrincipalCreated(PrincipalCreated {
+                    principal_id: id,
+                    kind: PrincipalKind::Service,
+                    display_name: "break-glass".to_owned(),
+                    roles: vec![Role::Owner],
+                });
+                let appended = self
+                    .store
+                    .append(
+                        &stream(PRINCIPAL_CATEGORY, id)?,
+                        ExpectedRevision::NoStream,
+                        vec![self.data(context, 0, &created)?],
+                    )
+                    .await;
+                return match appended {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_conflict() => Ok(()),
+                    Err(e) => Err(e.into()),
+                };
+            }
             Err(error) => return Err(error),
+        };
+        // Disabled, or its owner role taken away, by an ordinary command: the configuration decides
+        // whether break-glass works, so it is restored (and the trail shows both).
+        let mut restore = Vec::new();
+        if state.disabled {
+            restore.push(IdentityEvent::UserEnabled(domain::identity::UserEnabled { principal_id: id }));
         }
-        let created = IdentityEvent::PrincipalCreated(PrincipalCreated {
-            principal_id: id,
-            kind: PrincipalKind::Service,
-            display_name: "break-glass".to_owned(),
-            roles: vec![Role::Owner],
-        });
-        let appended = self
-            .store
-            .append(
-                &stream(PRINCIPAL_CATEGORY, id)?,
-                ExpectedRevision::NoStream,
-                vec![self.data(context, 0, &created)?],
-            )
-            .await;
-        match appended {
+        if !state.roles.contains(&Role::Owner) {
+            restore.push(IdentityEvent::RoleGranted(domain::identity::RoleGranted {
+                principal_id: id,
+                role: Role::Owner,
+                source: domain::identity::RoleSource::Admin,
+                reason: "break-glass is configured: its principal holds owner".to_owned(),
+            }));
+        }
+        if restore.is_empty() {
+            return Ok(());
+        }
+        let data = restore
+            .iter()
+            .enumerate()
+            .map(|(i, event)| self.data(context, i as u32, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.store.append(&stream(PRINCIPAL_CATEGORY, id)?, ExpectedRevision::Exact(revision), data).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_conflict() => Ok(()),
             Err(e) => Err(e.into()),

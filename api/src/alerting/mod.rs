@@ -72,109 +72,54 @@ impl AlertingConfig {
 
 /// Reads the log and delivers alerts, for as long as the instance runs.
 pub async fn run(store: Arc<dyn EventStore>, tables: Tables, config: AlertingConfig) {
-    // On PostgreSQL, one reader in the deployment; the lock lives as long as this task.
-    let _leadership = match &tables {
-        Tables::Postgres(pool) => {
-            match eventstore::LeaderLock::acquire(pool, "mgw-alerting", Duration::from_secs(2)).await {
-                Ok(lock) => Some(lock),
-                Err(error) => {
-                    tracing::error!(%error, "alerting could not take its leader lock; no alerts from this instance");
-                    return;
-                }
-            }
+    let http = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "alerting could not make its HTTP client");
+            return;
         }
-        Tables::Sqlite(_) => None,
     };
     let reader = Reader {
         store,
         tables,
-        http: match reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-        {
-            Ok(http) => http,
-            Err(error) => {
-                tracing::error!(%error, "alerting could not make its HTTP client");
-                return;
-            }
-        },
+        http,
         max_attempts: config.max_attempts.unwrap_or(5).max(1),
         retry_base: Duration::from_millis(config.retry_base_ms.unwrap_or(1_000)),
         channels: config.channels,
     };
     let mut rules = Rules::new(config.rules);
-    let mut after = loop {
-        match reader.start_position().await {
-            Ok(position) => break position,
-            Err(error) => {
-                tracing::warn!(%error, "alerting could not read its checkpoint; trying again");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    };
     loop {
-        let page = match reader.store.read_all(after, 200).await {
-            Ok(page) => page,
-            Err(error) => {
-                tracing::warn!(%error, "alerting could not read the log; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if page.is_empty() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            continue;
-        }
-        let mut stalled = false;
-        'page: for event in &page {
-            if event.stream.category() != ALERT_CATEGORY {
-                let data: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
-                for rule in rules.raised_by(&event.event_type, &data, event.metadata.occurred_at) {
-                    if let Err(error) = reader.alert(rule, event).await {
-                        // Not recorded, so not sent: read this event again rather than pass it.
-                        tracing::error!(%error, event = %event.event_id, "could not record an alert; trying again");
-                        stalled = true;
-                        break 'page;
+        // On PostgreSQL, one reader in the deployment: the others wait for the lock and take over when
+        // the holder's connection goes; a reader that loses it waits again.
+        let leadership = match &reader.tables {
+            Tables::Postgres(pool) => {
+                match eventstore::LeaderLock::acquire(pool, "mgw-alerting", Duration::from_secs(2)).await {
+                    Ok(lock) => Some(lock),
+                    Err(error) => {
+                        tracing::warn!(%error, "alerting could not wait for its leader lock; trying again");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
                     }
                 }
             }
-            after = Some(event.position);
-        }
-        if stalled {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        if let Err(error) = reader.save(after).await {
-            tracing::warn!(%error, "alerting could not save its checkpoint (alerts already recorded are not sent again)");
-        }
+            Tables::Sqlite(_) => None,
+        };
+        reader.lead(&mut rules, leadership).await;
     }
 }
 
-/// The position after which the alerting reader resumes (None before its first start).
+/// The position after which the alerting reader resumes (None before its first start): kept in the
+/// read models' checkpoint table, under its own name.
 pub async fn checkpoint(tables: &Tables) -> Result<Option<Position>, String> {
-    let saved = match tables {
-        Tables::Postgres(pool) => {
-            sqlx::query_as::<_, (i64, i64)>(
-                "SELECT transaction_id, global_position FROM es.checkpoints WHERE name = $1",
-            )
-            .bind(CHECKPOINT)
-            .fetch_optional(pool)
-            .await
-        }
-        Tables::Sqlite(pool) => {
-            sqlx::query_as::<_, (i64, i64)>(
-                "SELECT transaction_id, global_position FROM read_model_checkpoints WHERE name = ?",
-            )
-            .bind(CHECKPOINT)
-            .fetch_optional(pool)
-            .await
-        }
+    match tables {
+        Tables::Postgres(pool) => projections::load_checkpoint(pool, CHECKPOINT).await,
+        Tables::Sqlite(pool) => projections::load_sqlite_checkpoint(pool, CHECKPOINT).await,
     }
-    .map_err(|e| e.to_string())?;
-    Ok(saved.map(|(transaction_id, global_position)| Position {
-        transaction_id: transaction_id as u64,
-        global_position: global_position as u64,
-    }))
+    .map_err(|e| e.to_string())
 }
 
 /// What the reader works with.
@@ -188,6 +133,61 @@ struct Reader {
 }
 
 impl Reader {
+    /// Reads the log from the checkpoint and alerts, until the leader lock is lost (never on SQLite).
+    async fn lead(&self, rules: &mut Rules, mut leadership: Option<eventstore::LeaderLock>) {
+        let mut after = loop {
+            match self.start_position().await {
+                Ok(position) => break position,
+                Err(error) => {
+                    tracing::warn!(%error, "alerting could not read its checkpoint; trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        loop {
+            // A reader that lost its lock stops before another one's deliveries could overlap its own.
+            if let Some(lock) = &mut leadership
+                && let Err(error) = lock.confirm().await
+            {
+                tracing::warn!(%error, "alerting lost its leader lock; waiting for it again");
+                return;
+            }
+            let page = match self.store.read_all(after, 200).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "alerting could not read the log; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if page.is_empty() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            let mut stalled = false;
+            'page: for event in &page {
+                if event.stream.category() != ALERT_CATEGORY {
+                    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
+                    for rule in rules.raised_by(&event.event_type, &data, event.metadata.occurred_at) {
+                        if let Err(error) = self.alert(rule, event).await {
+                            // Not recorded, so not sent: read this event again rather than pass it.
+                            tracing::error!(%error, event = %event.event_id, "could not record an alert; trying again");
+                            stalled = true;
+                            break 'page;
+                        }
+                    }
+                }
+                after = Some(event.position);
+            }
+            if stalled {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if let Err(error) = self.save(after).await {
+                tracing::warn!(%error, "alerting could not save its checkpoint (alerts already recorded are not sent again)");
+            }
+        }
+    }
+
     /// Where the last reader stopped; on the first start, the log's head (the past raises nothing).
     async fn start_position(&self) -> Result<Option<Position>, String> {
         if let Some(saved) = checkpoint(&self.tables).await? {

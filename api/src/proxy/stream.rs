@@ -37,6 +37,11 @@ pub(crate) struct Relaying {
     calls: Vec<PendingCall>,
     /// With calls to record: the bytes of an event not yet complete, read for how the calls ended.
     scan: Vec<u8>,
+    /// How far `scan` is known to hold no event boundary (so a large event is not searched again and
+    /// again as its chunks arrive).
+    scanned: usize,
+    /// An event was too large to read: its outcome is unknown.
+    unreadable: bool,
     /// How the answers read so far ended (the worst of them).
     outcome: Option<CallOutcome>,
 }
@@ -58,6 +63,8 @@ impl Relaying {
             at_boundary: true,
             calls,
             scan: Vec::new(),
+            scanned: 0,
+            unreadable: false,
             outcome: None,
         }
     }
@@ -69,7 +76,14 @@ impl Relaying {
             return;
         }
         self.scan.extend_from_slice(chunk);
-        while let Some(end) = event_end(&self.scan) {
+        loop {
+            // A boundary may straddle the previous chunk's end: look again from a few bytes before it.
+            let from = self.scanned.saturating_sub(3);
+            let Some(end) = event_end(&self.scan[from..]).map(|end| from + end) else {
+                self.scanned = self.scan.len();
+                break;
+            };
+            self.scanned = 0;
             let event: Vec<u8> = self.scan.drain(..end).collect();
             let text = String::from_utf8_lossy(&event);
             let data: Vec<&str> = text
@@ -84,6 +98,8 @@ impl Relaying {
         // An event larger than any answer the gateway relays whole: not read for its outcome.
         if self.scan.len() > MAX_SCANNED_EVENT_BYTES {
             self.scan.clear();
+            self.scanned = 0;
+            self.unreadable = true;
         }
     }
 
@@ -169,7 +185,10 @@ pub(crate) fn relayed(start: Relaying, idle: bool) -> impl Stream<Item = Result<
                     return Some((Ok(out), Some(relay)));
                 }
                 Ok(None) => {
-                    relay.finish(relay.outcome.unwrap_or(CallOutcome::Answered));
+                    // A stream that ended without answering the call broke off (unless its answer was
+                    // too large to read).
+                    let unanswered = if relay.unreadable { CallOutcome::Answered } else { CallOutcome::Broken };
+                    relay.finish(relay.outcome.unwrap_or(unanswered));
                     let rest = std::mem::take(&mut relay.pending);
                     let rules = relay.filter.as_ref()?;
                     return (!rest.is_empty()).then(|| (Ok(filtered(&rest, rules)), None));

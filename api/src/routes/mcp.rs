@@ -232,6 +232,22 @@ pub(crate) async fn call(
     parts: Parts,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // Measured from arrival: refusals (401, 403, 429) count, and the gateway's own time includes
+    // authentication and the decision.
+    let started = std::time::Instant::now();
+    let mut measured = Measured { method: "invalid", upstream: None };
+    let response = admit_and_forward(state, id, parts, body, &mut measured).await;
+    measured.record(started.elapsed(), response.status());
+    response
+}
+
+async fn admit_and_forward(
+    state: AppState,
+    id: String,
+    parts: Parts,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    measured: &mut Measured,
+) -> Response {
     let (caller, id, route, slot) = match admitted(&state, &id, &parts).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
@@ -244,11 +260,7 @@ pub(crate) async fn call(
         }
         Err(_) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, "the body could not be read"),
     };
-    let started = std::time::Instant::now();
-    let mut measured = Measured { method: "invalid", upstream: None };
-    let response = forward_call(state, caller, id, route, parts, body, &mut measured).await;
-    measured.record(started.elapsed(), response.status());
-    held(response, slot)
+    held(forward_call(state, caller, id, route, parts, body, measured).await, slot)
 }
 
 /// What the metrics of one MCP request need from its forwarding.

@@ -136,7 +136,7 @@ impl Analytics {
             placeholder(1),
             placeholder(2),
             placeholder(3),
-            query.limit.clamp(1, 10_000),
+            query.limit.clamp(1, 20_000),
         );
         let rows = match self {
             Self::Postgres(pool) => {

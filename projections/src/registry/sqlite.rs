@@ -440,27 +440,19 @@ impl SqliteRegistry {
     /// A page of servers matching `filter`, in name order.
     pub async fn list(&self, filter: &CatalogueFilter) -> Result<CataloguePage, ProjectionError> {
         let limit = filter.limit.clamp(1, 500);
-        let text = filter.text.as_ref().map(|t| format!("%{}%", escape_like(t)));
         // SQLite's LIKE ignores ASCII case, as the catalogue's ILIKE does on Postgres.
-        let sql = format!(
-            "{SELECT}
-              WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags) WHERE json_each.value = ?1))
-                AND (?2 IS NULL OR status = ?2)
-                AND (?3 IS NULL OR owner = ?3)
-                AND (?4 IS NULL OR name LIKE ?4 ESCAPE '\\' OR title LIKE ?4 ESCAPE '\\'
-                     OR description LIKE ?4 ESCAPE '\\')
-                AND (?5 IS NULL OR name > ?5)
-              ORDER BY name LIMIT ?6"
+        let (conditions, binds) = filter.conditions(
+            |n| format!("?{n}"),
+            "LIKE",
+            " ESCAPE '\\'",
+            |n| format!("EXISTS (SELECT 1 FROM json_each(tags) WHERE json_each.value = ?{n})"),
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&filter.tag)
-            .bind(&filter.status)
-            .bind(&filter.owner)
-            .bind(text)
-            .bind(&filter.after)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = format!("{SELECT} {conditions} ORDER BY name LIMIT {}", limit + 1);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
         let (entries, next) = crate::sql::page(entries, limit, |e| e.name.clone());
         Ok(CataloguePage { entries, next })

@@ -70,6 +70,17 @@ async fn the_break_glass_credential_acts_as_an_owner_with_the_idp_down_and_every
     let grants = entries(&api, "role.granted", 2).await;
     assert!(grants.iter().any(|e| e["actor_id"] == principal.as_str()), "{grants:?}");
 
+    // An owner disables the break-glass principal by an ordinary command: while break-glass is
+    // configured, its next use restores it, and it still acts.
+    let principal_id = domain::access::break_glass_principal();
+    let reason = json!({ "reason": "tidying up" }).to_string();
+    let disabled = api.call(Method::POST, &format!("/api/v1/users/{principal_id}/disable"), Some(&reason), &[]).await;
+    assert!(disabled.status.is_success(), "{}", disabled.raw);
+    let viewer = json!({ "role": "viewer", "reason": "incident 42" }).to_string();
+    let again =
+        api.call_as(&credential, Method::POST, &format!("/api/v1/users/{developer}/roles"), Some(&viewer), &[]).await;
+    assert!(again.status.is_success(), "{}", again.raw);
+
     // A wrong secret is an ordinary refusal, and nothing is recorded for it.
     let wrong = format!("{}x", credential);
     assert_eq!(api.call_as(&wrong, Method::GET, "/api/v1/users", None, &[]).await.status, StatusCode::UNAUTHORIZED);
