@@ -55,15 +55,7 @@ async fn the_dashboard_and_the_alert_rules_name_only_exported_metrics() {
     let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let nats = tests::NatsServer::start().unwrap();
     let upstream = tests::McpServer::shared_everything().unwrap();
-    let bootstrap = tokio::process::Command::new(BIN)
-        .args(["admin", "bootstrap"])
-        .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let printed = String::from_utf8_lossy(&bootstrap.stdout);
-    let key = printed.split_whitespace().find(|w| w.starts_with("mgw_")).expect("the owner's key").to_owned();
+    let key = common::bootstrap(&db.url).await;
     let made = tokio::process::Command::new(BIN).args(["admin", "new-break-glass"]).output().await.unwrap();
     let made = String::from_utf8_lossy(&made.stdout).into_owned();
     let credential = made.split_whitespace().find(|w| w.starts_with("mgwbg_")).expect("a credential").to_owned();

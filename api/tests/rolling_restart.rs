@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{BIN, DEADLINE};
+use common::DEADLINE;
 
 const SEALING_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -93,15 +93,7 @@ async fn serve(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> tokio:
 async fn a_rolling_restart_under_load_loses_no_command_and_fails_no_request() {
     let db = tests::PostgresServer::shared().unwrap().create_database().await.unwrap();
     let nats = tests::NatsServer::start().unwrap();
-    let made = tokio::process::Command::new(BIN)
-        .args(["admin", "bootstrap"])
-        .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let printed = String::from_utf8_lossy(&made.stdout).into_owned();
-    let key = printed.split_whitespace().find(|w| w.starts_with("mgw_")).expect("the owner's key").to_owned();
+    let key = common::bootstrap(&db.url).await;
     let nats_url = nats.url();
     let env = [
         ("DATABASE_URL", db.url.as_str()),

@@ -110,6 +110,19 @@ pub(crate) async fn serve_first(dir: &std::path::Path) -> (Child, String, String
     (child, address, key)
 }
 
+/// `mcp-gateway admin bootstrap` on `database_url`: the first owner's API key it printed.
+pub(crate) async fn bootstrap(database_url: &str) -> String {
+    let made = Command::new(BIN)
+        .args(["admin", "bootstrap"])
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&made.stdout);
+    printed.split_whitespace().find(|w| w.starts_with("mgw_")).expect("the owner's key").to_owned()
+}
+
 /// Stops `child` with SIGTERM; it must exit cleanly.
 pub(crate) async fn stop(mut child: Child) {
     let pid = child.id().unwrap().to_string();

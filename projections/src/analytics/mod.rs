@@ -94,6 +94,28 @@ pub(crate) fn fold(events: &[RecordedEvent]) -> Result<HashMap<RowKey, Counts>, 
     Ok(rows)
 }
 
+/// Binds a row's key and counts to an upsert in its columns' order (both backends' query types).
+macro_rules! bind_row {
+    ($query:expr, $key:expr, $counts:expr) => {{
+        let mut query = $query
+            .bind($key.granularity)
+            .bind($key.bucket)
+            .bind(&$key.server)
+            .bind(&$key.tool)
+            .bind(&$key.principal)
+            .bind(&$key.client)
+            .bind($counts.calls)
+            .bind($counts.errors)
+            .bind($counts.denials)
+            .bind($counts.latency_ms);
+        for count in $counts.histogram {
+            query = query.bind(count);
+        }
+        query
+    }};
+}
+pub(crate) use bind_row;
+
 /// `CAST(SUM(h0) AS BIGINT), …`: the summed histogram's columns of a query.
 pub(crate) fn histogram_columns_sum() -> String {
     (0..HISTOGRAM_BUCKETS).map(|i| format!("CAST(SUM(h{i}) AS BIGINT)")).collect::<Vec<_>>().join(", ")

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use eventstore::RecordedEvent;
 use sqlx::PgConnection;
 
-use super::{Counts, HISTOGRAM_BUCKETS, NAME, RowKey, fold};
+use super::{HISTOGRAM_BUCKETS, NAME, fold};
 use crate::{EventFilter, ProjectionError, TableProjection};
 
 /// The analytics projection.
@@ -116,34 +116,11 @@ impl TableProjection for AnalyticsProjection {
         })?;
         let Some(last) = events.last().map(|e| e.position) else { return Ok(()) };
         for (key, counts) in rows {
-            bind(sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str())), &key, &counts)
+            super::bind_row!(sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str())), key, counts)
                 .execute(&mut *tx)
                 .await
                 .map_err(|source| ProjectionError::Write { projection: NAME.to_owned(), position: last, source })?;
         }
         Ok(())
     }
-}
-
-/// Binds a row's key and counts in the upsert's order.
-fn bind<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    key: &'q RowKey,
-    counts: &'q Counts,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let mut query = query
-        .bind(key.granularity)
-        .bind(key.bucket)
-        .bind(&key.server)
-        .bind(&key.tool)
-        .bind(&key.principal)
-        .bind(&key.client)
-        .bind(counts.calls)
-        .bind(counts.errors)
-        .bind(counts.denials)
-        .bind(counts.latency_ms);
-    for count in counts.histogram {
-        query = query.bind(count);
-    }
-    query
 }

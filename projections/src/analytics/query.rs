@@ -138,8 +138,9 @@ impl Analytics {
             placeholder(3),
             query.limit.clamp(1, 20_000),
         );
-        let rows = match self {
-            Self::Postgres(pool) => {
+        // The same statement and binds on either backend (their query types differ, so a macro).
+        macro_rules! fetch {
+            ($pool:expr) => {{
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(query.granularity.seconds())
                     .bind(query.from)
@@ -147,20 +148,13 @@ impl Analytics {
                 if let Some(key) = &query.key {
                     q = q.bind(key);
                 }
-                q.fetch_all(pool).await?.iter().map(decode).collect::<Result<Vec<_>, sqlx::Error>>()?
-            }
-            Self::Sqlite(pool) => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(query.granularity.seconds())
-                    .bind(query.from)
-                    .bind(query.to);
-                if let Some(key) = &query.key {
-                    q = q.bind(key);
-                }
-                q.fetch_all(pool).await?.iter().map(decode).collect::<Result<Vec<_>, sqlx::Error>>()?
-            }
-        };
-        Ok(rows)
+                q.fetch_all($pool).await?.iter().map(decode).collect::<Result<Vec<_>, sqlx::Error>>()?
+            }};
+        }
+        Ok(match self {
+            Self::Postgres(pool) => fetch!(pool),
+            Self::Sqlite(pool) => fetch!(pool),
+        })
     }
 }
 
