@@ -290,6 +290,8 @@ struct Idp {
     discovered: RwLock<Option<(CoreProviderMetadata, Instant)>>,
     /// The last readiness probe: when, and what it found.
     probed: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Held while a probe runs.
+    probing: tokio::sync::Mutex<()>,
 }
 
 /// What a readiness probe found at one identity provider.
@@ -369,7 +371,12 @@ impl Idps {
                     reason: "a multi-tenant Entra issuer admits any tenant: list allowed_tenants".into(),
                 });
             }
-            idps.insert(config.name.clone(), Idp { config, discovered: RwLock::new(None), probed: Default::default() });
+            idps.insert(config.name.clone(), Idp {
+                config,
+                discovered: RwLock::new(None),
+                probed: Default::default(),
+                probing: Default::default(),
+            });
         }
         Ok(Self { http, public_url: public_url.trim_end_matches('/').to_owned(), idps })
     }
@@ -464,9 +471,13 @@ impl Idps {
     pub async fn probe(&self, every: Duration) -> Vec<IdpProbe> {
         let probes =
             self.idps.values().filter(|idp| !matches!(idp.config.kind, IdpKind::Github { .. })).map(|idp| async move {
-                let recent =
-                    idp.probed.lock().ok().and_then(|probed| probed.clone()).filter(|(at, _)| at.elapsed() < every);
-                let (at, result) = match recent {
+                let recent = || {
+                    idp.probed.lock().ok().and_then(|probed| probed.clone()).filter(|(at, _)| at.elapsed() < every)
+                };
+                // Readiness polls arriving together wait for one fetch rather than make one each; a poll
+                // that waited finds the fresh result.
+                let _probing = if recent().is_none() { Some(idp.probing.lock().await) } else { None };
+                let (at, result) = match recent() {
                     Some(recent) => recent,
                     None => {
                         let fetched = tokio::time::timeout(Duration::from_secs(3), self.metadata(idp, true)).await;
