@@ -26,7 +26,7 @@ pub struct Origin {
     pub source_ip: Option<std::net::IpAddr>,
     /// The user agent, cut to the store's limit.
     pub user_agent: Option<String>,
-    /// `X-Correlation-Id`, when the client sent a UUID.
+    /// `X-Correlation-Id` when the client sent a UUID, else the request's id.
     pub correlation_id: Option<uuid::Uuid>,
 }
 
@@ -48,7 +48,10 @@ impl Origin {
                 parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
             }),
             user_agent: header("user-agent").map(|ua| ua.chars().take(eventstore::MAX_USER_AGENT_CHARS).collect()),
-            correlation_id: header("x-correlation-id").and_then(|v| uuid::Uuid::parse_str(v).ok()),
+            // The client's own, else the request's id (in the response's `X-Request-Id` and the trace).
+            correlation_id: header("x-correlation-id")
+                .and_then(|v| uuid::Uuid::parse_str(v).ok())
+                .or_else(|| header("x-request-id").and_then(|v| uuid::Uuid::parse_str(v).ok())),
         }
     }
 

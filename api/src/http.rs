@@ -58,7 +58,17 @@ pub fn router(state: AppState) -> Router {
                 response
             },
         ))
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)))
+        // Each request is a span at INFO (OTLP exports it): method, path (never the query or a header
+        // value that could carry a credential) and the request id, which is also the correlation id of
+        // the events the request causes unless the client sent its own.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
+                })
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)

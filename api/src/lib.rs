@@ -35,6 +35,7 @@ pub mod state;
 pub mod store_lock;
 pub mod store_url;
 pub mod tables;
+pub mod traces;
 pub mod upstream_login;
 pub mod verification;
 

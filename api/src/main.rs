@@ -370,11 +370,31 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .json()
-        .with_writer(std::io::stderr)
-        .init();
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // RUST_LOG filters the logs only: spans go to the collector at INFO whatever the log level.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter);
+    // Traces only when a collector is named (the standard OpenTelemetry variable).
+    let (traces, provider) = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => {
+            let (layer, provider) = api::traces::otlp_layer(&endpoint)?;
+            (Some(layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO)), Some(provider))
+        }
+        _ => (None, None),
+    };
+    tracing_subscriber::registry().with(logs).with(traces).init();
+    let outcome = run().await;
+    if let Some(provider) = provider
+        && let Err(error) = provider.shutdown()
+    {
+        eprintln!("could not flush the last traces: {error}");
+    }
+    outcome
+}
+
+async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::Probe { url } => probe(&url).await,

@@ -371,12 +371,10 @@ impl Idps {
                     reason: "a multi-tenant Entra issuer admits any tenant: list allowed_tenants".into(),
                 });
             }
-            idps.insert(config.name.clone(), Idp {
-                config,
-                discovered: RwLock::new(None),
-                probed: Default::default(),
-                probing: Default::default(),
-            });
+            idps.insert(
+                config.name.clone(),
+                Idp { config, discovered: RwLock::new(None), probed: Default::default(), probing: Default::default() },
+            );
         }
         Ok(Self { http, public_url: public_url.trim_end_matches('/').to_owned(), idps })
     }
@@ -471,9 +469,8 @@ impl Idps {
     pub async fn probe(&self, every: Duration) -> Vec<IdpProbe> {
         let probes =
             self.idps.values().filter(|idp| !matches!(idp.config.kind, IdpKind::Github { .. })).map(|idp| async move {
-                let recent = || {
-                    idp.probed.lock().ok().and_then(|probed| probed.clone()).filter(|(at, _)| at.elapsed() < every)
-                };
+                let recent =
+                    || idp.probed.lock().ok().and_then(|probed| probed.clone()).filter(|(at, _)| at.elapsed() < every);
                 // Readiness polls arriving together wait for one fetch rather than make one each; a poll
                 // that waited finds the fresh result.
                 let _probing = if recent().is_none() { Some(idp.probing.lock().await) } else { None };
