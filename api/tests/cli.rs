@@ -133,8 +133,14 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
         assert!(metrics.contains(&format!("# TYPE {family} ")), "{family} missing: {metrics}");
     }
     // /ready and /metrics name the same projections
-    let (_, ready) = http(&address, "GET", "/ready", None, None).await.unwrap();
+    let (_, ready) = http(&address, "GET", "/ready", Some(&key), None).await.unwrap();
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    // Without a credential, not which servers are down.
+    let (_, anonymous) = http(&address, "GET", "/ready", None, None).await.unwrap();
+    let anonymous: serde_json::Value = serde_json::from_str(&anonymous).unwrap();
+    assert!(anonymous["checks"]["servers"]["status"].is_string(), "{anonymous}");
+    assert!(anonymous["checks"]["servers"]["detail"].get("down_servers").is_none(), "{anonymous}");
+    assert!(ready["checks"]["servers"]["detail"]["down_servers"].is_array(), "{ready}");
     for projection in ["authz", "registry", "audit"] {
         assert!(ready["checks"]["projections"]["detail"][projection].is_object(), "{ready}");
         assert!(

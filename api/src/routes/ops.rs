@@ -31,7 +31,8 @@ pub(crate) struct ReadyQuery {
 }
 
 /// Readiness: the seven checks (event store, NATS, projections, authorization model, identity
-/// providers, MCP servers, keys), each with its status, latency and detail.
+/// providers, MCP servers, keys), each with its status, latency and what it found (the down servers and
+/// the IdPs' errors for authenticated callers only).
 ///
 /// 503 `draining` from SIGTERM until the instance stops; 503 when this instance cannot serve (`unavailable`: the database does not answer, a projection is
 /// not caught up or halted, no signing key). 200 `degraded`, naming the check, when it serves with
@@ -39,7 +40,11 @@ pub(crate) struct ReadyQuery {
 /// authorization model behind): a load balancer then does not turn a shared dependency's outage into
 /// a full one. `?strict=true` answers 503 for `degraded` too.
 #[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "operations", params(ReadyQuery), responses((status = 200, description = "the instance serves: `status` ok or degraded, and each check's `status`, `latency_ms` and `detail`", body = Object), (status = 503, description = "the instance cannot serve (or, with `strict`, something is degraded); the failing checks say why", body = Object)))]
-pub(crate) async fn ready(State(state): State<AppState>, Query(query): Query<ReadyQuery>) -> Response {
+pub(crate) async fn ready(
+    State(state): State<AppState>,
+    caller: Result<crate::auth::Caller, crate::problem::Problem>,
+    Query(query): Query<ReadyQuery>,
+) -> Response {
     use crate::readiness::CheckStatus;
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
         let body = json!({ "status": "draining", "failing": ["draining"], "checks": {} });
@@ -49,7 +54,23 @@ pub(crate) async fn ready(State(state): State<AppState>, Query(query): Query<Rea
     let overall = report.status();
     let failing: Vec<&str> =
         report.checks.iter().filter(|(_, c)| c.status > CheckStatus::Ok).map(|(n, _)| *n).collect();
-    let body = json!({ "status": overall, "failing": failing, "checks": report.checks_json() });
+    let mut checks = report.checks_json();
+    // Load balancers and probes ask without a credential: they get every status, latency and count,
+    // but not what names the gateway's surroundings (which servers are down and why, the IdPs' errors),
+    // which is for its users.
+    if caller.is_err() {
+        if let Some(servers) = checks.pointer_mut("/servers/detail").and_then(|d| d.as_object_mut()) {
+            servers.remove("down_servers");
+        }
+        if let Some(idps) = checks.pointer_mut("/idps/detail").and_then(|d| d.as_array_mut()) {
+            for idp in idps.iter_mut().filter_map(|idp| idp.as_object_mut()) {
+                if idp.remove("error").is_some() {
+                    idp.insert("error".into(), json!("unavailable (authenticate to see why)"));
+                }
+            }
+        }
+    }
+    let body = json!({ "status": overall, "failing": failing, "checks": checks });
     let unready = overall == CheckStatus::Unavailable || (query.strict && overall == CheckStatus::Degraded);
     let status = if unready { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (status, axum::Json(body)).into_response()
