@@ -99,27 +99,9 @@ struct ApiDoc;
 struct Conventions;
 
 /// Whether `path` answers errors in the shape a standard fixes rather than as problem documents (see
-/// [`error_media_type`]). Their operations declare every answer themselves.
+/// [`crate::problem::error_media_type`]). Their operations declare every answer themselves.
 pub fn errors_follow_a_standard(path: &str) -> bool {
-    error_media_type(path) != "application/problem+json"
-}
-
-/// The media type of `path`'s errors: the official registry's `{"error": …}` under `/v0.1`, OAuth's
-/// `{"error", "error_description"}` (RFC 6749 §5.2, RFC 7591 §3.2.2) at the authorization server's
-/// endpoints and JSON-RPC errors at the MCP endpoints, all JSON; pages at the endpoints a browser
-/// visits (an error there cannot be sent back to any client); problem documents everywhere else.
-pub fn error_media_type(path: &str) -> &'static str {
-    if ["/authorize", "/consent", "/oauth/callback/{idp}", "/connect/callback/{server}"].contains(&path) {
-        "text/html"
-    } else if path.starts_with("/v0.1/")
-        || path.starts_with("/.well-known/oauth-")
-        || (path.starts_with("/servers/") && path.ends_with("/mcp"))
-        || ["/register", "/token", "/revoke"].contains(&path)
-    {
-        "application/json"
-    } else {
-        "application/problem+json"
-    }
+    crate::problem::error_media_type(path) != "application/problem+json"
 }
 
 impl Conventions {
@@ -190,7 +172,7 @@ impl Modify for Conventions {
                 if crate::rate_limit::RouteGroup::of(path).is_some() {
                     let limited = utoipa::openapi::ResponseBuilder::new()
                         .description("too many requests from this address or by this principal; `Retry-After` says when to try again")
-                        .content(crate::rate_limit::media_type(path), utoipa::openapi::ContentBuilder::new().build())
+                        .content(crate::problem::error_media_type(path), utoipa::openapi::ContentBuilder::new().build())
                         .build();
                     operation.responses.responses.entry("429".to_owned()).or_insert_with(|| limited.into());
                 }

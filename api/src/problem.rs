@@ -104,6 +104,24 @@ impl Problem {
     }
 }
 
+/// The media type of `path`'s errors: the official registry's `{"error": …}` under `/v0.1`, OAuth's
+/// `{"error", "error_description"}` (RFC 6749 §5.2, RFC 7591 §3.2.2) at the authorization server's
+/// endpoints and JSON-RPC errors at the MCP endpoints, all JSON; pages at the endpoints a browser
+/// visits (an error there cannot be sent back to any client); problem documents everywhere else.
+pub fn error_media_type(path: &str) -> &'static str {
+    if ["/authorize", "/consent", "/oauth/callback/{idp}", "/connect/callback/{server}"].contains(&path) {
+        "text/html"
+    } else if path.starts_with("/v0.1/")
+        || path.starts_with("/.well-known/oauth-")
+        || (path.starts_with("/servers/") && path.ends_with("/mcp"))
+        || ["/register", "/token", "/revoke"].contains(&path)
+    {
+        "application/json"
+    } else {
+        "application/problem+json"
+    }
+}
+
 /// The realm of the gateway's `WWW-Authenticate` challenges.
 const REALM: &str = "mcp-gateway";
 

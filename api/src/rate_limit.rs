@@ -280,50 +280,36 @@ pub async fn limit_by_address(State(state): State<AppState>, mut request: Reques
     if let Some(group) = RouteGroup::of(request.uri().path())
         && let Err(limited) = state.rate_limits.admit_address(group, client)
     {
-        return too_many(group, request.uri().path(), limited, "too many requests from this address");
+        // The route's template decides the error's shape, as it does for every other error.
+        let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+        let route = route.unwrap_or_else(|| request.uri().path().to_owned());
+        return too_many(group, &route, limited, "too many requests from this address");
     }
     next.run(request).await
 }
 
-/// Whether `path` is a page a person's browser shows (its errors are pages too).
-fn is_page(path: &str) -> bool {
-    matches!(path, "/authorize" | "/consent")
-        || path.starts_with("/oauth/callback/")
-        || path.starts_with("/connect/callback/")
-}
-
-/// The media type of a 429 at `path` (the OpenAPI document lists it).
-pub fn media_type(path: &str) -> &'static str {
-    match RouteGroup::of(path) {
-        _ if is_page(path) => "text/html",
-        Some(RouteGroup::Rest | RouteGroup::Login) if !path.starts_with("/v0.1/") => "application/problem+json",
-        _ => "application/json",
-    }
-}
-
-/// The 429 of `group` at `path`, in its own error format: a page where a browser shows it, a problem document, the official registry's
-/// `{"error"}` under `/v0.1`, RFC 6749 error JSON, or a JSON-RPC error.
-pub fn too_many(group: RouteGroup, path: &str, limited: Limited, why: &str) -> Response {
+/// The 429 of `group` at `route` (its template), in the shape the route answers errors in
+/// ([`crate::problem::error_media_type`]): a page, a problem document, or JSON of the route's standard
+/// (RFC 6749 error JSON, a JSON-RPC error, the official registry's `{"error"}`).
+fn too_many(group: RouteGroup, route: &str, limited: Limited, why: &str) -> Response {
     let seconds = limited.retry_after_secs();
     let detail = format!("{why}; try again in {seconds} s");
-    let mut response = match group {
-        _ if is_page(path) => crate::html_page::page(
+    let mut response = match (crate::problem::error_media_type(route), group) {
+        ("text/html", _) => crate::html_page::page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many requests",
             &format!("<p>{}</p>", crate::html_page::html(&detail)),
         ),
-        RouteGroup::Rest if path.starts_with("/v0.1/") => {
-            (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({ "error": detail }))).into_response()
-        }
-        RouteGroup::Rest | RouteGroup::Login => too_many_problem(limited, why).into_response(),
-        RouteGroup::OAuth | RouteGroup::Registration => {
+        ("application/problem+json", _) => too_many_problem(limited, why).into_response(),
+        (_, RouteGroup::OAuth | RouteGroup::Registration) => {
             crate::oauth::OAuthError::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", detail).into_response()
         }
-        RouteGroup::Mcp => {
+        (_, RouteGroup::Mcp) => {
             let body =
                 serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32001, "message": detail } });
             (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
         }
+        _ => (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({ "error": detail }))).into_response(),
     };
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response

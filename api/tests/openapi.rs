@@ -99,7 +99,7 @@ fn every_route_is_documented_and_the_document_is_valid() {
                 if status.starts_with('4') || status.starts_with('5') {
                     let content = response["content"].as_object().map(|c| c.keys().cloned().collect::<Vec<_>>());
                     // Where a standard fixes the error shape, as JSON; everything else as problems
-                    let expected = api::openapi::error_media_type(path);
+                    let expected = api::problem::error_media_type(path);
                     assert!(
                         content.as_deref().is_none_or(|c| c.iter().all(|t| t == expected)),
                         "{method} {path} {status}: errors are {expected}, not {content:?}"
