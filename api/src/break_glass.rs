@@ -21,6 +21,9 @@ use crate::state::AppState;
 /// The prefix of the break-glass credential (it must not be mistaken for an API key or a token).
 pub const PREFIX: &str = "mgwbg_";
 
+/// The longest request line (method and path) an event keeps.
+const MAX_REQUEST_CHARS: usize = 300;
+
 /// The configured credential: the SHA-256 of its secret, and whether it may be used now.
 #[derive(Clone)]
 pub struct BreakGlassConfig {
@@ -75,7 +78,9 @@ pub async fn authenticate(state: &AppState, parts: &Parts, presented: &str) -> R
         key_expires_at: None,
         client_id: None,
     };
-    let request = format!("{} {}", parts.method, parts.uri.path());
+    // Kept in an event: cleaned and bounded as every text the trail holds.
+    let request = domain::text::clean_line(&format!("{} {}", parts.method, parts.uri.path()), MAX_REQUEST_CHARS)
+        .unwrap_or_default();
     let origin = Origin::of(parts);
     if !config.enabled {
         metrics::counter!("mgw_break_glass_uses_total", "outcome" => "refused").increment(1);

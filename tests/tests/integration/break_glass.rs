@@ -81,9 +81,16 @@ async fn the_break_glass_credential_acts_as_an_owner_with_the_idp_down_and_every
         api.call_as(&credential, Method::POST, &format!("/api/v1/users/{developer}/roles"), Some(&viewer), &[]).await;
     assert!(again.status.is_success(), "{}", again.raw);
 
-    // A wrong secret is an ordinary refusal, and nothing is recorded for it.
+    // A wrong secret is an ordinary refusal, and nothing is recorded for it: once the trail holds a use
+    // made after it, it holds no refusal (and no other entry of break-glass).
     let wrong = format!("{}x", credential);
     assert_eq!(api.call_as(&wrong, Method::GET, "/api/v1/users", None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.call_as(&credential, Method::GET, "/api/v1/me", None, &[]).await.status, StatusCode::OK);
+    tests::eventually(DEADLINE, "the later use in the audit trail", || async {
+        let page = api.call(Method::GET, "/api/v1/audit?action=break_glass.used", None, &[]).await;
+        page.body["entries"].as_array()?.iter().any(|e| e["changes"]["request"] == "GET /api/v1/me").then_some(())
+    })
+    .await;
     let refused = api.call(Method::GET, "/api/v1/audit?action=break_glass.refused", None, &[]).await;
     assert_eq!(refused.body["entries"], json!([]), "{}", refused.raw);
 }
