@@ -97,7 +97,7 @@ pub async fn run(state: &AppState) -> Report {
     Report {
         checks: vec![
             ("event_store", store),
-            ("nats", nats.await_with(head)),
+            ("nats", nats.with_head(head)),
             ("projections", projections(state, head)),
             ("authz", authz(state)),
             ("idps", idps),
@@ -134,7 +134,7 @@ struct NatsFinding {
 }
 
 impl NatsFinding {
-    fn await_with(self, head: Option<eventstore::Position>) -> Check {
+    fn with_head(self, head: Option<eventstore::Position>) -> Check {
         match self.result {
             None => check(CheckStatus::NotApplicable, self.started, json!("not configured: one instance, no relay")),
             Some(Err(error)) => check(CheckStatus::Degraded, self.started, json!({ "error": error })),

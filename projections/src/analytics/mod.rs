@@ -47,9 +47,25 @@ pub(crate) struct Counts {
     pub(crate) histogram: [i64; HISTOGRAM_BUCKETS],
 }
 
+/// What a batch adds, row by row.
+pub(crate) type Rows = HashMap<RowKey, Counts>;
+
+/// [`fold`] for a runner's batch: the rows, and the position a write failure is reported at; an event
+/// that does not decode halts the projection at that event.
+pub(crate) fn fold_batch(
+    events: &[RecordedEvent],
+) -> Result<Option<(Rows, eventstore::Position)>, crate::ProjectionError> {
+    let rows = fold(events).map_err(|(index, reason)| crate::ProjectionError::Apply {
+        projection: NAME.to_owned(),
+        position: events[index].position,
+        reason,
+    })?;
+    Ok(events.last().map(|last| (rows, last.position)))
+}
+
 /// The additions of `events`, row by row (a batch's events on one row add up to one upsert).
-pub(crate) fn fold(events: &[RecordedEvent]) -> Result<HashMap<RowKey, Counts>, (usize, String)> {
-    let mut rows: HashMap<RowKey, Counts> = HashMap::new();
+pub(crate) fn fold(events: &[RecordedEvent]) -> Result<Rows, (usize, String)> {
+    let mut rows = Rows::new();
     for (index, event) in events.iter().enumerate() {
         let Some(decoded) = AccessEvent::from_json(&event.event_type, &event.data) else { continue };
         let decoded = decoded.map_err(|e| (index, e.to_string()))?;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use eventstore::RecordedEvent;
 use sqlx::PgConnection;
 
-use super::{HISTOGRAM_BUCKETS, NAME, fold};
+use super::{HISTOGRAM_BUCKETS, NAME};
 use crate::{EventFilter, ProjectionError, TableProjection};
 
 /// The analytics projection.
@@ -109,12 +109,7 @@ impl TableProjection for AnalyticsProjection {
     }
 
     async fn apply(&self, tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let rows = fold(events).map_err(|(index, reason)| ProjectionError::Apply {
-            projection: NAME.to_owned(),
-            position: events[index].position,
-            reason,
-        })?;
-        let Some(last) = events.last().map(|e| e.position) else { return Ok(()) };
+        let Some((rows, last)) = super::fold_batch(events)? else { return Ok(()) };
         for (key, counts) in rows {
             super::bind_row!(sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str())), key, counts)
                 .execute(&mut *tx)

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use eventstore::RecordedEvent;
 use sqlx::SqliteConnection;
 
+use super::NAME;
 use super::projection::{create_table, filter, upsert};
-use super::{NAME, fold};
 use crate::{EventFilter, ProjectionError, SqliteProjection};
 
 /// The analytics projection on SQLite.
@@ -50,12 +50,7 @@ impl SqliteProjection for SqliteAnalyticsProjection {
     }
 
     async fn apply(&self, conn: &mut SqliteConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let rows = fold(events).map_err(|(index, reason)| ProjectionError::Apply {
-            projection: NAME.to_owned(),
-            position: events[index].position,
-            reason,
-        })?;
-        let Some(last) = events.last().map(|e| e.position) else { return Ok(()) };
+        let Some((rows, last)) = super::fold_batch(events)? else { return Ok(()) };
         for (key, counts) in rows {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str()))
                 .bind(key.granularity)
