@@ -40,6 +40,30 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     // Without sealing keys, serve refuses to start and says what is missing.
     let (ok, _, err) = run(&["serve"], &db.url).await;
     assert!(!ok && err.contains("MGW_SEALING_KEYS"), "{err}");
+    // A malformed setting is refused at start, naming it: rate limits, trusted proxies, CORS origins,
+    // the break-glass hash.
+    for (setting, value) in [
+        ("MGW_RATE_LIMITS", "rest.per_address=lots"),
+        ("MGW_TRUSTED_PROXIES", "the-proxy"),
+        ("MGW_CORS_ORIGINS", "https://console.example.com/app"),
+        ("MGW_BREAK_GLASS_SHA256", "not-hex"),
+    ] {
+        let refused = Command::new(BIN)
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("MGW_SEALING_KEYS", KEY)
+            .env(setting, value)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && err.contains(setting), "{setting}: {err}");
+    }
+    // The container health check: a refused connection is a failure (exit 1), said on stderr.
+    let closed = format!("http://127.0.0.1:{}/health", tests::free_port().unwrap());
+    let (ok, _, err) = run(&["probe", &closed], &db.url).await;
+    assert!(!ok && err.contains(&closed), "{err}");
 
     // A configuration file with an unknown key is refused, naming the file and the key.
     let dir = tempfile::tempdir().unwrap();
