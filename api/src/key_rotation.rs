@@ -11,10 +11,11 @@ use commands::tokens::TokenService;
 /// [`crate::readiness::NEAR_EXPIRY`], so a rotation that keeps failing is seen before the key ends).
 pub const ROTATE_AT: f64 = 0.8;
 
-/// Checks the key's age every twentieth of its life (between 100 ms and an hour) and rotates it when
+/// Checks the key's age every fiftieth of its life (between 100 ms and an hour: a late check still
+/// rotates well before readiness warns) and rotates it when
 /// due, for as long as the instance runs.
 pub async fn run(tokens: Arc<TokenService>, max_age: Duration) {
-    let every = (max_age / 20).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+    let every = (max_age / 50).clamp(Duration::from_millis(100), Duration::from_secs(3600));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

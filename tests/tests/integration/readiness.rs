@@ -155,17 +155,20 @@ async fn a_signing_key_near_its_expiry_is_named_and_rotation_replaces_it_in_time
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     assert_ne!(reply.body["checks"]["keys"]["detail"]["signing"]["kid"], first.as_str(), "{}", reply.raw);
 
-    // Rotation on: the key is replaced at 80 % of its life, and readiness never warns.
+    // Rotation on: the key is replaced at 80 % of its life, and readiness never warns (a 6 s life leaves
+    // the rotation 600 ms before the warning, for a busy machine's delays).
+    let life = std::time::Duration::from_secs(6);
     let api = crate::api_servers::start_with(crate::conformance::Backend::Sqlite, |config| {
         config.readiness.signing_key_max_age = Some(life);
     })
     .await;
     let (first, _) = api.gateway.state.tokens.active_key().unwrap();
-    let until = std::time::Instant::now() + life * 2;
+    let until = std::time::Instant::now() + life + life / 5;
     let mut kids = std::collections::BTreeSet::new();
     while std::time::Instant::now() < until {
-        let reply = api.call(Method::GET, "/ready?strict=true", None, &[]).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+        // The keys' check only: another check a busy machine may degrade is not this test's business.
+        let reply = api.call(Method::GET, "/ready", None, &[]).await;
+        assert_eq!(reply.body["checks"]["keys"]["status"], "ok", "{}", reply.raw);
         kids.insert(reply.body["checks"]["keys"]["detail"]["signing"]["kid"].as_str().unwrap().to_owned());
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
