@@ -12,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use projections::audit::{AuditKeys, AuditProjection, CheckpointPolicy, SqliteAuditProjection, run_checkpointer};
 use projections::authz::Authz;
 use projections::registry::{Catalogue, Registry, RegistryProjection, SqliteRegistry, SqliteRegistryProjection};
+use projections::snapshot::SnapshotTables;
 use projections::{MemoryRunner, RunnerOptions, SqliteRunner, TableRunner};
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
@@ -76,6 +77,8 @@ pub struct GatewayConfig {
     pub shutdown_drain: std::time::Duration,
     /// Then, how long the requests in flight may take to finish.
     pub shutdown_timeout: std::time::Duration,
+    /// When the authorization model's snapshots are taken.
+    pub snapshots: SnapshotConfig,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -167,6 +170,35 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+}
+
+/// When the in-memory authorization model takes snapshots, so that a start replays only the events after
+/// the last one rather than the whole log.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotConfig {
+    /// Events read since the last snapshot before the next is taken; 0: none are taken or loaded.
+    pub every_events: u64,
+    /// Time at least between two snapshots.
+    pub min_interval: std::time::Duration,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self { every_events: 10_000, min_interval: std::time::Duration::from_secs(60) }
+    }
+}
+
+impl SnapshotConfig {
+    /// The runner's policy on `tables`, or `None` when snapshots are off. The format names the model's
+    /// snapshot format and the build, so that a snapshot is only loaded by the code that wrote it.
+    fn policy(self, tables: projections::snapshot::SnapshotTables) -> Option<projections::snapshot::SnapshotPolicy> {
+        (self.every_events > 0).then(|| projections::snapshot::SnapshotPolicy {
+            tables,
+            format: format!("authz.v{}+{}.{}", Authz::SNAPSHOT_FORMAT, env!("CARGO_PKG_VERSION"), env!("MGW_GIT_SHA")),
+            every_events: self.every_events,
+            min_interval: self.min_interval,
+        })
+    }
 }
 
 /// What a backend gives the rest of the instance.
@@ -353,15 +385,18 @@ impl Gateway {
                 {
                     tasks.push(wake);
                 }
-                let feed = NatsSubscription::new(
-                    shared_store.clone(),
-                    jetstream,
-                    None,
-                    NatsFeedOptions::for_relay(&relay_options),
-                );
-                MemoryRunner::with_feed(shared_store.clone(), Authz::default(), Box::new(feed))
+                let (source, feed_options) = (shared_store.clone(), NatsFeedOptions::for_relay(&relay_options));
+                let feed_from: projections::FeedFrom = Box::new(move |from| {
+                    Box::new(NatsSubscription::new(source, jetstream, from, feed_options))
+                        as Box<dyn eventstore::EventFeed>
+                });
+                MemoryRunner::with_feed(shared_store.clone(), Authz::default(), feed_from)
             }
             None => MemoryRunner::new(shared_store.clone(), Authz::default(), SubscriptionOptions::default()),
+        };
+        let authz_runner = match config.snapshots.policy(SnapshotTables::Postgres(pool.clone())) {
+            Some(policy) => authz_runner.with_snapshots(policy),
+            None => authz_runner,
         };
         let registry_runner =
             TableRunner::new(store.clone(), Arc::new(RegistryProjection::default()), table_runner_options());
@@ -422,6 +457,10 @@ impl Gateway {
         let shared_store: Arc<dyn eventstore::EventStore> =
             Arc::new(eventstore::Instrumented::new(Arc::new(store.clone()), "sqlite"));
         let authz_runner = MemoryRunner::new(shared_store.clone(), Authz::default(), SubscriptionOptions::default());
+        let authz_runner = match config.snapshots.policy(SnapshotTables::Sqlite(store.pool().clone())) {
+            Some(policy) => authz_runner.with_snapshots(policy),
+            None => authz_runner,
+        };
         let registry_runner =
             SqliteRunner::new(store.clone(), Arc::new(SqliteRegistryProjection::default()), table_runner_options());
         let registry_status = registry_runner.status();

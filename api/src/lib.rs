@@ -39,7 +39,7 @@ pub mod traces;
 pub mod upstream_login;
 pub mod verification;
 
-pub use app::{Gateway, GatewayConfig, StartError};
+pub use app::{Gateway, GatewayConfig, SnapshotConfig, StartError};
 pub use http::router;
 pub use oauth::clients::ConfiguredClient;
 pub use proxy::limits::ProxyLimits;

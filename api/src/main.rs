@@ -218,6 +218,13 @@ struct ServeArgs {
     /// Seconds the requests in flight may take to finish once the listener closed [default: 30].
     #[arg(long, env = "MGW_SHUTDOWN_TIMEOUT_S")]
     shutdown_timeout_s: Option<u64>,
+    /// Events read after which the authorization model's snapshot is taken again (a start loads the
+    /// last one and replays only what follows it); 0: no snapshots [default: 10000].
+    #[arg(long, env = "MGW_SNAPSHOT_EVERY_EVENTS")]
+    snapshot_every_events: Option<u64>,
+    /// Seconds at least between two snapshots [default: 60].
+    #[arg(long, env = "MGW_SNAPSHOT_MIN_INTERVAL_S")]
+    snapshot_min_interval_s: Option<u64>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -292,6 +299,8 @@ impl ServeArgs {
             break_glass_sha256: self.break_glass_sha256.or(file.break_glass_sha256),
             shutdown_drain_s: self.shutdown_drain_s.or(file.shutdown_drain_s),
             shutdown_timeout_s: self.shutdown_timeout_s.or(file.shutdown_timeout_s),
+            snapshot_every_events: self.snapshot_every_events.or(file.snapshot_every_events),
+            snapshot_min_interval_s: self.snapshot_min_interval_s.or(file.snapshot_min_interval_s),
             break_glass_enabled: self.break_glass_enabled.or(file.break_glass_enabled),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
@@ -360,8 +369,12 @@ enum ProjectionsCommand {
 }
 
 /// The read models: (name, kind).
-const PROJECTIONS: [(&str, &str); 4] =
-    [("registry", "table"), ("audit", "table"), ("analytics", "table"), ("authz", "in-memory, rebuilt at every start")];
+const PROJECTIONS: [(&str, &str); 4] = [
+    ("registry", "table"),
+    ("audit", "table"),
+    ("analytics", "table"),
+    ("authz", "in-memory, rebuilt at every start from its last snapshot"),
+];
 
 /// mimalloc: per-thread heaps. The proxy allocates and frees on every request from both cores; glibc's
 /// allocator spent about a tenth of the `proxy` bench's CPU in `malloc`/`free` and its arena locks.
@@ -609,6 +622,10 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         rotate_signing_keys: true,
         shutdown_drain: std::time::Duration::from_secs(args.shutdown_drain_s.unwrap_or(if several { 5 } else { 0 })),
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout_s.unwrap_or(30)),
+        snapshots: api::SnapshotConfig {
+            every_events: args.snapshot_every_events.unwrap_or(10_000),
+            min_interval: std::time::Duration::from_secs(args.snapshot_min_interval_s.unwrap_or(60)),
+        },
         alerting: {
             args.alerting.validate().map_err(|e| anyhow::anyhow!("alerting: {e}"))?;
             args.alerting.clone()
@@ -935,7 +952,9 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
                 "registry" => Arc::new(projections::registry::SqliteRegistryProjection::default()),
                 "audit" => Arc::new(projections::audit::SqliteAuditProjection::default()),
                 "analytics" => Arc::new(projections::analytics::SqliteAnalyticsProjection::default()),
-                "authz" => bail!("authz is in memory: every instance rebuilds it at start"),
+                "authz" => bail!(
+                    "authz is in memory: every instance rebuilds it at start, from its last snapshot that the log matches"
+                ),
                 other => bail!("no projection named {other}; see `mcp-gateway projections list`"),
             };
             let applied = projections::rebuild_sqlite(&store, projection).await?;
@@ -974,7 +993,9 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
                 "registry" => Arc::new(RegistryProjection::default()),
                 "audit" => Arc::new(projections::audit::AuditProjection::default()),
                 "analytics" => Arc::new(projections::analytics::AnalyticsProjection::default()),
-                "authz" => bail!("authz is in memory: every instance rebuilds it at start"),
+                "authz" => bail!(
+                    "authz is in memory: every instance rebuilds it at start, from its last snapshot that the log matches"
+                ),
                 other => bail!("no projection named {other}; see `mcp-gateway projections list`"),
             };
             let report = projections::rebuild(&store, projection.as_ref(), RunnerOptions::default()).await?;

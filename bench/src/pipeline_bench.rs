@@ -266,9 +266,12 @@ async fn append_to_visible(url: &str, seconds: u64) -> anyhow::Result<(f64, f64,
     // relay's messages; the store fills gaps.
     let other: Arc<dyn eventstore::EventStore> =
         Arc::new(PgEventStore::new(PgPoolOptions::new().max_connections(4).connect(url).await?, Default::default()));
-    let feed = NatsSubscription::new(other.clone(), js, None, NatsFeedOptions::for_relay(&options));
+    let (source, feed_options) = (other.clone(), NatsFeedOptions::for_relay(&options));
+    let feed_from: projections::FeedFrom = Box::new(move |from| {
+        Box::new(NatsSubscription::new(source, js, from, feed_options)) as Box<dyn eventstore::EventFeed>
+    });
     let projection = Arrivals { filter: EventFilter::new(["latency"], ["ServerRegistered"]), at: HashMap::new() };
-    let runner = MemoryRunner::with_feed(other, projection, Box::new(feed));
+    let runner = MemoryRunner::with_feed(other, projection, feed_from);
     let (model, mut status) = (runner.model(), runner.status());
     let follow = tokio::spawn(runner.run());
     tokio::time::timeout(RUN_DEADLINE, status.wait_for(|s| s.is_ready())).await??;

@@ -40,6 +40,7 @@ pub(crate) fn config(database_url: &str) -> GatewayConfig {
         alerting: api::alerting::AlertingConfig::default(),
         shutdown_drain: std::time::Duration::ZERO,
         shutdown_timeout: std::time::Duration::from_secs(30),
+        snapshots: api::SnapshotConfig::default(),
     }
 }
 

@@ -9,23 +9,31 @@ use crate::Role;
 use crate::server::AccessPolicy;
 
 /// What a principal wants to do. Each is one column of the permission matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// Read the catalogue.
+    #[serde(rename = "servers.read")]
     ReadServers,
     /// Register, update, suspend, resume, rotate, deregister (a server manager: only servers it owns).
+    #[serde(rename = "servers.manage")]
     ManageServers,
     /// Call servers' tools through the gateway.
+    #[serde(rename = "servers.use")]
     UseServers,
     /// Query, export and verify the audit trail.
+    #[serde(rename = "audit.read")]
     ReadAudit,
     /// List principals, their roles and sessions (access reviews).
+    #[serde(rename = "users.read")]
     ReadUsers,
     /// Create service principals, disable and enable principals, manage others' keys and sessions.
+    #[serde(rename = "users.manage")]
     ManageUsers,
     /// Grant and revoke roles (never above one's own, never one's own).
+    #[serde(rename = "roles.grant")]
     GrantRoles,
     /// One's own API keys, sessions and second factor.
+    #[serde(rename = "self.credentials")]
     ManageOwnCredentials,
 }
 
@@ -214,6 +222,15 @@ mod tests {
         match action {
             Action::UseServers => Resource::ServerAccess { owner: "x", policy: everyone, suspended: false },
             _ => Resource::Any,
+        }
+    }
+
+    #[test]
+    fn an_action_serializes_as_its_stable_name() {
+        for action in Action::ALL {
+            let json = serde_json::to_string(&action).unwrap();
+            assert_eq!(json, format!("\"{}\"", action.as_str()));
+            assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), action);
         }
     }
 

@@ -14,6 +14,7 @@ use domain::identity::{
 use domain::oauth::{AUTHORIZATION_CATEGORY, AuthorizationEvent, CLIENT_CATEGORY, ClientEvent};
 use domain::server::{self, AccessPolicy, Endpoint, ServerEvent, Transport, UpstreamAuth};
 use eventstore::RecordedEvent;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{EventFilter, MemoryProjection, ProjectionError};
@@ -68,7 +69,7 @@ pub struct PrincipalSummary {
 }
 
 /// An API key as listed to its holder: never the key or its digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySummary {
     /// Id.
     pub key_id: Uuid,
@@ -84,7 +85,7 @@ pub struct KeySummary {
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct PrincipalEntry {
     kind: PrincipalKind,
     display_name: String,
@@ -92,7 +93,7 @@ struct PrincipalEntry {
     disabled: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyEntry {
     principal_id: Uuid,
     digest: String,
@@ -100,7 +101,7 @@ struct KeyEntry {
 }
 
 /// What the decision to use a server depends on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerAccess {
     /// The owner, as recorded on the server.
     pub owner: String,
@@ -119,7 +120,7 @@ pub struct ServerAccess {
 
 /// A server's upstream as the proxy needs it on every request: kept here so that forwarding a call
 /// reads nothing from the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upstream {
     /// The transport it speaks.
     pub transport: Transport,
@@ -132,6 +133,12 @@ pub struct Upstream {
 /// The model.
 pub struct Authz {
     filter: EventFilter,
+    tables: Tables,
+}
+
+/// What the model knows: everything a snapshot holds (the filter is the code's).
+#[derive(Default, Serialize, Deserialize)]
+struct Tables {
     principals: HashMap<Uuid, PrincipalEntry>,
     /// Key digest → key id.
     digests: HashMap<String, Uuid>,
@@ -149,7 +156,7 @@ pub struct Authz {
 
 /// What an OAuth client holds for a person: one approved authorization, living in the session of the
 /// sign-in that approved it (ending the session ends the grant).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuthGrant {
     /// The session the grant lives in.
     pub session_id: Uuid,
@@ -168,7 +175,7 @@ pub struct OAuthGrant {
 }
 
 /// An OAuth client as the model knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuthClient {
     /// Its id.
     pub client_id: String,
@@ -187,7 +194,7 @@ pub struct OAuthClient {
 }
 
 /// A session as listed to its holder and to administrators: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
     /// Id.
     pub session_id: Uuid,
@@ -231,14 +238,7 @@ impl Default for Authz {
                     .chain(ClientEvent::TYPES)
                     .chain(AuthorizationEvent::TYPES),
             ),
-            principals: HashMap::new(),
-            digests: HashMap::new(),
-            keys: HashMap::new(),
-            session_secrets: HashMap::new(),
-            sessions: HashMap::new(),
-            servers: HashMap::new(),
-            clients: HashMap::new(),
-            grants: HashMap::new(),
+            tables: Tables::default(),
         }
     }
 }
@@ -246,12 +246,12 @@ impl Default for Authz {
 impl Authz {
     /// The OAuth client `client_id`, revoked or not.
     pub fn client(&self, client_id: &str) -> Option<&OAuthClient> {
-        self.clients.get(client_id)
+        self.tables.clients.get(client_id)
     }
 
     /// Every OAuth client, newest first.
     pub fn clients(&self) -> Vec<OAuthClient> {
-        let mut clients: Vec<OAuthClient> = self.clients.values().cloned().collect();
+        let mut clients: Vec<OAuthClient> = self.tables.clients.values().cloned().collect();
         clients.sort_by(|a, b| b.registered_at.cmp(&a.registered_at).then_with(|| a.client_id.cmp(&b.client_id)));
         clients
     }
@@ -259,6 +259,7 @@ impl Authz {
     /// The grants OAuth clients hold for `principal_id` whose sessions are live at `now`, newest first.
     pub fn grants_of(&self, principal_id: Uuid, now: DateTime<Utc>) -> Vec<OAuthGrant> {
         let mut grants: Vec<OAuthGrant> = self
+            .tables
             .grants
             .values()
             .filter(|g| g.principal_id == principal_id)
@@ -271,7 +272,7 @@ impl Authz {
 
     /// The grant living in session `session_id`, live or not.
     pub fn grant(&self, session_id: Uuid) -> Option<&OAuthGrant> {
-        self.grants.get(&session_id)
+        self.tables.grants.get(&session_id)
     }
 
     fn apply_authorization(&mut self, recorded: &RecordedEvent, event: AuthorizationEvent) {
@@ -287,10 +288,10 @@ impl Authz {
                     granted_at: at,
                     last_used_at: at,
                 };
-                self.grants.insert(grant.session_id, grant);
+                self.tables.grants.insert(grant.session_id, grant);
             }
             AuthorizationEvent::TokenRefreshed(refreshed) => {
-                if let Some(grant) = self.grants.get_mut(&refreshed.session_id) {
+                if let Some(grant) = self.tables.grants.get_mut(&refreshed.session_id) {
                     grant.last_used_at = at;
                 }
             }
@@ -306,12 +307,12 @@ impl Authz {
 
     /// The owner and access policy of live server `id`.
     pub fn server_access(&self, id: Uuid) -> Option<&ServerAccess> {
-        self.servers.get(&id)
+        self.tables.servers.get(&id)
     }
 
     /// Every live server.
     pub fn servers(&self) -> impl Iterator<Item = (Uuid, &ServerAccess)> {
-        self.servers.iter().map(|(id, access)| (*id, access))
+        self.tables.servers.iter().map(|(id, access)| (*id, access))
     }
 
     fn apply_server(&mut self, recorded: &RecordedEvent, event: ServerEvent) -> Result<(), String> {
@@ -332,7 +333,7 @@ impl Authz {
                     tools: std::sync::Arc::from([]),
                     health: None,
                 };
-                self.servers.insert(id, access);
+                self.tables.servers.insert(id, access);
             }
             ServerEvent::AccessChanged(policy) => self.server_mut(id)?.policy = policy,
             ServerEvent::ToolRulesChanged(tools) => self.server_mut(id)?.policy.tools = tools,
@@ -343,7 +344,7 @@ impl Authz {
             ServerEvent::Suspended { .. } => self.server_mut(id)?.suspended = true,
             ServerEvent::Resumed => self.server_mut(id)?.suspended = false,
             ServerEvent::Deregistered { .. } => {
-                self.servers.remove(&id);
+                self.tables.servers.remove(&id);
             }
             ServerEvent::Updated(changes) => {
                 let upstream = &mut self.server_mut(id)?.upstream;
@@ -360,13 +361,13 @@ impl Authz {
     }
 
     fn server_mut(&mut self, id: Uuid) -> Result<&mut ServerAccess, String> {
-        self.servers.get_mut(&id).ok_or_else(|| format!("server {id} is not known"))
+        self.tables.servers.get_mut(&id).ok_or_else(|| format!("server {id} is not known"))
     }
 
     /// The principal holding the API key whose SHA-256 (hex) is `digest`, if the key is neither revoked
     /// nor expired at `now` and its principal is enabled.
     pub fn by_api_key_digest(&self, digest: &str, now: DateTime<Utc>) -> Option<Principal> {
-        let key_id = *self.digests.get(digest)?;
+        let key_id = *self.tables.digests.get(digest)?;
         self.by_key(key_id, now, Credential::ApiKey)
     }
 
@@ -374,7 +375,7 @@ impl Authz {
     /// that key or session still works at `now` (revoking or ending it takes its tokens with it) and
     /// belongs to it.
     pub fn by_token(&self, principal_id: Uuid, sid: Uuid, now: DateTime<Utc>) -> Option<Principal> {
-        let found = if self.sessions.contains_key(&sid) {
+        let found = if self.tables.sessions.contains_key(&sid) {
             self.by_session(sid, now, Credential::AccessToken)
         } else {
             self.by_key(sid, now, Credential::AccessToken)
@@ -384,15 +385,16 @@ impl Authz {
 
     /// The principal of the session whose cookie secret has SHA-256 `digest`, while the session is live.
     pub fn by_session_secret(&self, digest: &str, now: DateTime<Utc>) -> Option<Principal> {
-        self.by_session(*self.session_secrets.get(digest)?, now, Credential::Session)
+        self.by_session(*self.tables.session_secrets.get(digest)?, now, Credential::Session)
     }
 
     fn by_session(&self, session_id: Uuid, now: DateTime<Utc>, credential: Credential) -> Option<Principal> {
         let session = self
+            .tables
             .sessions
             .get(&session_id)
             .filter(|s| !s.revoked && !s.expired && s.expires_at > now && now - s.last_active < SESSION_IDLE)?;
-        let principal = self.principals.get(&session.principal_id).filter(|p| !p.disabled)?;
+        let principal = self.tables.principals.get(&session.principal_id).filter(|p| !p.disabled)?;
         Some(Principal {
             id: session.principal_id,
             display_name: principal.display_name.clone(),
@@ -407,23 +409,23 @@ impl Authz {
 
     /// One session, ended or not.
     pub fn session(&self, session_id: Uuid) -> Option<SessionSummary> {
-        self.sessions.get(&session_id).cloned()
+        self.tables.sessions.get(&session_id).cloned()
     }
 
     /// The sessions of `principal_id`, newest first.
     pub fn sessions_of(&self, principal_id: Uuid) -> Vec<SessionSummary> {
         let mut sessions: Vec<SessionSummary> =
-            self.sessions.values().filter(|s| s.principal_id == principal_id).cloned().collect();
+            self.tables.sessions.values().filter(|s| s.principal_id == principal_id).cloned().collect();
         sessions.sort_by_key(|s| std::cmp::Reverse(s.session_id));
         sessions
     }
 
     fn by_key(&self, key_id: Uuid, now: DateTime<Utc>, credential: Credential) -> Option<Principal> {
-        let key = self.keys.get(&key_id)?;
+        let key = self.tables.keys.get(&key_id)?;
         if key.summary.revoked || key.summary.expires_at.is_some_and(|at| at <= now) {
             return None;
         }
-        let principal = self.principals.get(&key.principal_id).filter(|p| !p.disabled)?;
+        let principal = self.tables.principals.get(&key.principal_id).filter(|p| !p.disabled)?;
         Some(Principal {
             id: key.principal_id,
             display_name: principal.display_name.clone(),
@@ -438,7 +440,7 @@ impl Authz {
 
     /// One principal.
     pub fn principal(&self, id: Uuid) -> Option<PrincipalSummary> {
-        self.principals.get(&id).map(|p| PrincipalSummary {
+        self.tables.principals.get(&id).map(|p| PrincipalSummary {
             id,
             kind: p.kind,
             display_name: p.display_name.clone(),
@@ -449,7 +451,7 @@ impl Authz {
 
     /// Every principal, by id.
     pub fn principals(&self) -> Vec<PrincipalSummary> {
-        let mut ids: Vec<Uuid> = self.principals.keys().copied().collect();
+        let mut ids: Vec<Uuid> = self.tables.principals.keys().copied().collect();
         ids.sort();
         ids.into_iter().filter_map(|id| self.principal(id)).collect()
     }
@@ -457,19 +459,25 @@ impl Authz {
     /// The keys of `principal_id`, by id.
     pub fn keys_of(&self, principal_id: Uuid) -> Vec<KeySummary> {
         let mut keys: Vec<KeySummary> =
-            self.keys.values().filter(|k| k.principal_id == principal_id).map(|k| k.summary.clone()).collect();
+            self.tables.keys.values().filter(|k| k.principal_id == principal_id).map(|k| k.summary.clone()).collect();
         keys.sort_by_key(|k| k.key_id);
         keys
     }
 
     /// Number of principals.
     pub fn principal_count(&self) -> usize {
-        self.principals.len()
+        self.tables.principals.len()
     }
 
     fn principal_mut(&mut self, id: Uuid) -> Result<&mut PrincipalEntry, String> {
-        self.principals.get_mut(&id).ok_or_else(|| format!("principal {id} is not known"))
+        self.tables.principals.get_mut(&id).ok_or_else(|| format!("principal {id} is not known"))
     }
+}
+
+impl Authz {
+    /// The layout of a snapshot's body and the meaning of the fold that produced it: bumped whenever
+    /// `Tables` or `apply` changes, so that a snapshot of an older model is replayed over, not loaded.
+    pub const SNAPSHOT_FORMAT: u32 = 1;
 }
 
 impl MemoryProjection for Authz {
@@ -479,6 +487,15 @@ impl MemoryProjection for Authz {
 
     fn filter(&self) -> &EventFilter {
         &self.filter
+    }
+
+    fn save_state(&self) -> Option<Result<Vec<u8>, ProjectionError>> {
+        Some(serde_json::to_vec(&self.tables).map_err(|e| ProjectionError::Snapshot(e.to_string())))
+    }
+
+    fn load_state(&mut self, body: &[u8]) -> Result<(), ProjectionError> {
+        self.tables = serde_json::from_slice(body).map_err(|e| ProjectionError::Snapshot(e.to_string()))?;
+        Ok(())
     }
 
     fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
@@ -499,10 +516,10 @@ impl MemoryProjection for Authz {
                         revoked: false,
                         registration: r.clone(),
                     };
-                    self.clients.insert(r.client_id.clone(), client);
+                    self.tables.clients.insert(r.client_id.clone(), client);
                 }
                 ClientEvent::Revoked(r) => {
-                    if let Some(client) = self.clients.get_mut(&r.client_id) {
+                    if let Some(client) = self.tables.clients.get_mut(&r.client_id) {
                         client.revoked = true;
                     }
                 }
@@ -533,7 +550,7 @@ impl MemoryProjection for Authz {
                     roles: created.roles.into_iter().collect(),
                     disabled: false,
                 };
-                self.principals.insert(created.principal_id, entry);
+                self.tables.principals.insert(created.principal_id, entry);
             }
             IdentityEvent::ApiKeyIssued(issued) => {
                 // Scopes were checked when the key was issued; one no longer known grants nothing.
@@ -546,17 +563,17 @@ impl MemoryProjection for Authz {
                     scopes,
                     revoked: false,
                 };
-                self.digests.insert(issued.sha256.clone(), issued.key_id);
-                self.keys.insert(
+                self.tables.digests.insert(issued.sha256.clone(), issued.key_id);
+                self.tables.keys.insert(
                     issued.key_id,
                     KeyEntry { principal_id: issued.principal_id, digest: issued.sha256, summary },
                 );
             }
             IdentityEvent::ApiKeyRevoked(revoked) => {
-                if let Some(key) = self.keys.get_mut(&revoked.key_id) {
+                if let Some(key) = self.tables.keys.get_mut(&revoked.key_id) {
                     key.summary.revoked = true;
                     // Nothing authenticates with a revoked key: drop the digest.
-                    self.digests.remove(&key.digest);
+                    self.tables.digests.remove(&key.digest);
                 }
             }
             IdentityEvent::RoleGranted(granted) => {
@@ -575,8 +592,8 @@ impl MemoryProjection for Authz {
                 self.principal_mut(updated.principal_id).map_err(fail)?.display_name = updated.display_name;
             }
             IdentityEvent::SessionStarted(started) => {
-                self.session_secrets.insert(started.secret_sha256.clone(), started.session_id);
-                self.sessions.insert(
+                self.tables.session_secrets.insert(started.secret_sha256.clone(), started.session_id);
+                self.tables.sessions.insert(
                     started.session_id,
                     SessionSummary {
                         session_id: started.session_id,
@@ -594,22 +611,22 @@ impl MemoryProjection for Authz {
                 );
             }
             IdentityEvent::SessionRevoked(domain::identity::SessionRevoked { session_id, .. }) => {
-                if let Some(session) = self.sessions.get_mut(&session_id) {
+                if let Some(session) = self.tables.sessions.get_mut(&session_id) {
                     session.revoked = true;
                 }
-                self.session_secrets.retain(|_, id| *id != session_id);
+                self.tables.session_secrets.retain(|_, id| *id != session_id);
             }
             IdentityEvent::SessionExpired(domain::identity::SessionExpired { session_id, .. }) => {
-                if let Some(session) = self.sessions.get_mut(&session_id) {
+                if let Some(session) = self.tables.sessions.get_mut(&session_id) {
                     session.expired = true;
                 }
-                self.session_secrets.retain(|_, id| *id != session_id);
+                self.tables.session_secrets.retain(|_, id| *id != session_id);
             }
             IdentityEvent::SessionRefreshed(refreshed) => {
                 // The old secret dies with the rotation; the new one takes its place.
-                self.session_secrets.retain(|_, id| *id != refreshed.session_id);
-                self.session_secrets.insert(refreshed.secret_sha256, refreshed.session_id);
-                if let Some(session) = self.sessions.get_mut(&refreshed.session_id) {
+                self.tables.session_secrets.retain(|_, id| *id != refreshed.session_id);
+                self.tables.session_secrets.insert(refreshed.secret_sha256, refreshed.session_id);
+                if let Some(session) = self.tables.sessions.get_mut(&refreshed.session_id) {
                     session.last_active = refreshed.at;
                 }
             }

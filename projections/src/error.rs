@@ -40,6 +40,9 @@ pub enum ProjectionError {
         #[source]
         source: sqlx::Error,
     },
+    /// A snapshot could not be written or read back.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// The projection's own code refused an event.
     #[error("projection {projection} failed at {position}: {reason}")]
     Apply {
@@ -61,7 +64,7 @@ impl ProjectionError {
         match self {
             Self::UnknownEventType { .. } | Self::Apply { .. } | Self::InvalidName(_) => true,
             Self::Write { source, .. } => sql_error_is_permanent(source),
-            Self::Store(_) | Self::Database(_) | Self::CheckpointMoved(_) => false,
+            Self::Store(_) | Self::Database(_) | Self::CheckpointMoved(_) | Self::Snapshot(_) => false,
         }
     }
 

@@ -8,7 +8,8 @@
 //!   while the live model serves and swaps them atomically; a new [`TableProjection::version`] makes the
 //!   runner rebuild before it serves.
 //! - [`MemoryProjection`]s live in the process and are rebuilt from the store at start
-//!   ([`MemoryRunner`]); they report ready once caught up with the head seen at start.
+//!   ([`MemoryRunner`]); they report ready once caught up with the head seen at start. A model that
+//!   takes [`snapshot`]s starts from the last one the log matches and replays only what follows it.
 //! - A projection names the stream categories it reads and the event types it knows. An event of those
 //!   categories with a type it does not know halts it, and it reports not ready: the authorization read
 //!   model fails closed rather than deciding on a partial view.
@@ -25,6 +26,7 @@ mod memory_runner;
 mod projection;
 mod rebuild;
 pub mod registry;
+pub mod snapshot;
 mod sql;
 mod sqlite_runner;
 mod status;
@@ -32,8 +34,8 @@ mod table_runner;
 mod target;
 
 pub use error::ProjectionError;
-pub use filter::EventFilter;
-pub use memory_runner::{MemoryRunner, replay_once};
+pub use filter::{EventFilter, Relevance};
+pub use memory_runner::{FeedFrom, MemoryRunner, replay_once};
 pub use projection::{MemoryProjection, TableProjection};
 pub use rebuild::{RebuildReport, rebuild};
 pub use sqlite_runner::{SqliteProjection, SqliteRunner, load_sqlite_checkpoint, rebuild_sqlite};

@@ -35,4 +35,13 @@ pub trait MemoryProjection: Send + Sync + 'static {
     fn filter(&self) -> &EventFilter;
     /// Applies one handled event.
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    /// What the model knows, as a snapshot's body; `None` for a model that does not take snapshots.
+    fn save_state(&self) -> Option<Result<Vec<u8>, ProjectionError>> {
+        None
+    }
+    /// Replaces what the model knows with a snapshot's body written by [`MemoryProjection::save_state`]
+    /// of the same snapshot format.
+    fn load_state(&mut self, _body: &[u8]) -> Result<(), ProjectionError> {
+        Err(ProjectionError::Snapshot(format!("{} takes no snapshots", self.name())))
+    }
 }

@@ -160,17 +160,9 @@ async fn an_alert_reaches_email_a_webhook_and_slack_once_across_a_restart_and_a_
     assert!(dead[0]["reason"].as_str().unwrap().contains("500"), "{dead:?}");
 
     // A restart: nothing is sent again, and the next alert is sent once.
-    let url = match (&api.db, &api._dir) {
-        (Some(db), _) => db.url.clone(),
-        (None, Some(dir)) => format!("sqlite://{}", dir.path().join("events.db").display()),
-        (None, None) => unreachable!("a test gateway has a database"),
-    };
-    let Api { key, gateway, db, _dir, .. } = api;
-    gateway.stop();
-    let mut config = crate::api_servers::config(&url, None);
+    let mut config = crate::api_servers::config(&api.database_url(), None);
     config.alerting = alerting;
-    let gateway = tests::eventually_ok(DEADLINE, || api::Gateway::start(&config, None)).await.unwrap();
-    let api = Api { router: api::router(gateway.state.clone()), key, gateway, db, _dir };
+    let api = api.restarted(config).await;
     tests::eventually(DEADLINE, "the restarted gateway to serve", || async {
         (api.call(Method::GET, "/api/v1/servers", None, &[]).await.status == StatusCode::OK).then_some(())
     })

@@ -64,6 +64,7 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         alerting: api::alerting::AlertingConfig::default(),
         shutdown_drain: std::time::Duration::ZERO,
         shutdown_timeout: std::time::Duration::from_secs(30),
+        snapshots: api::SnapshotConfig::default(),
     }
 }
 
@@ -231,6 +232,24 @@ impl Api {
             .rows_affected(),
         };
         assert_eq!(changed, 1, "the row of {table}");
+    }
+
+    /// The URL of the store this gateway runs on.
+    pub(crate) fn database_url(&self) -> String {
+        match (&self.db, &self._dir) {
+            (Some(db), _) => db.url.clone(),
+            (None, Some(dir)) => format!("sqlite://{}", dir.path().join("events.db").display()),
+            (None, None) => unreachable!("a test gateway has a database"),
+        }
+    }
+
+    /// This gateway stopped, and another started on its database with `config` (the embedded store's
+    /// lock is taken again once the stopped one let it go): the same owner key.
+    pub(crate) async fn restarted(self, config: GatewayConfig) -> Api {
+        let Api { key, gateway, db, _dir, .. } = self;
+        gateway.stop();
+        let gateway = tests::eventually_ok(DEADLINE, || Gateway::start(&config, None)).await.unwrap();
+        Api { router: router(gateway.state.clone()), key, gateway, db, _dir }
     }
 
     /// Events in the store whose stream matches the `LIKE` pattern `streams`, counted in the table

@@ -30,5 +30,6 @@ mod registry_backends;
 mod registry_v0;
 mod relay;
 mod server_commands;
+mod snapshots;
 mod support;
 mod upstream_idp;

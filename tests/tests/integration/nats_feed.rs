@@ -56,9 +56,12 @@ async fn follower(
         reconnect_after: Duration::from_millis(100),
         ..NatsFeedOptions::for_relay(&relay_options())
     };
-    let feed = NatsSubscription::new(other.clone(), js.clone(), None, options);
+    let (source, js) = (other.clone(), js.clone());
+    let feed_from: projections::FeedFrom = Box::new(move |from| {
+        Box::new(NatsSubscription::new(source, js, from, options)) as Box<dyn eventstore::EventFeed>
+    });
     let recorder = Recorder { filter: EventFilter::new(["server", "marker"], ["Registered", "Marked"]), ids: vec![] };
-    let runner = MemoryRunner::with_feed(other, recorder, Box::new(feed));
+    let runner = MemoryRunner::with_feed(other, recorder, feed_from);
     let (model, mut status) = (runner.model(), runner.status());
     let task = tokio::spawn(runner.run());
     status.wait_for(|s| s.is_ready()).await.unwrap();
