@@ -79,6 +79,8 @@ pub struct GatewayConfig {
     pub shutdown_timeout: std::time::Duration,
     /// When the authorization model's snapshots are taken.
     pub snapshots: SnapshotConfig,
+    /// Whether usage analytics are kept (the `analytics` read model and its API).
+    pub analytics: bool,
 }
 
 /// The table read models' runners: under a steady stream of appends, one batch every 20 ms rather than
@@ -199,6 +201,11 @@ impl SnapshotConfig {
             min_interval: self.min_interval,
         })
     }
+}
+
+/// The status of the analytics projection when configuration turned it off.
+fn analytics_off() -> tokio::sync::watch::Receiver<projections::ProjectionStatus> {
+    tokio::sync::watch::channel(projections::ProjectionStatus::disabled(projections::analytics::NAME)).1
 }
 
 /// What a backend gives the rest of the instance.
@@ -412,16 +419,21 @@ impl Gateway {
             let error = audit_runner.run().await;
             tracing::error!(%error, "the audit projection halted");
         }));
-        let analytics_runner = TableRunner::new(
-            store.clone(),
-            Arc::new(projections::analytics::AnalyticsProjection::default()),
-            table_runner_options(),
-        );
-        let analytics_status = analytics_runner.status();
-        tasks.push(tokio::spawn(async move {
-            let error = analytics_runner.run().await;
-            tracing::error!(%error, "the analytics projection halted");
-        }));
+        let analytics_status = if config.analytics {
+            let analytics_runner = TableRunner::new(
+                store.clone(),
+                Arc::new(projections::analytics::AnalyticsProjection::default()),
+                table_runner_options(),
+            );
+            let analytics_status = analytics_runner.status();
+            tasks.push(tokio::spawn(async move {
+                let error = analytics_runner.run().await;
+                tracing::error!(%error, "the analytics projection halted");
+            }));
+            analytics_status
+        } else {
+            analytics_off()
+        };
         if audit_keys.can_sign() {
             tasks.push(tokio::spawn(run_checkpointer(pool.clone(), audit_keys.clone(), CheckpointPolicy::default())));
         } else {
@@ -475,16 +487,21 @@ impl Gateway {
             let error = audit_runner.run().await;
             tracing::error!(%error, "the audit projection halted");
         }));
-        let analytics_runner = SqliteRunner::new(
-            store.clone(),
-            Arc::new(projections::analytics::SqliteAnalyticsProjection::default()),
-            table_runner_options(),
-        );
-        let analytics_status = analytics_runner.status();
-        tasks.push(tokio::spawn(async move {
-            let error = analytics_runner.run().await;
-            tracing::error!(%error, "the analytics projection halted");
-        }));
+        let analytics_status = if config.analytics {
+            let analytics_runner = SqliteRunner::new(
+                store.clone(),
+                Arc::new(projections::analytics::SqliteAnalyticsProjection::default()),
+                table_runner_options(),
+            );
+            let analytics_status = analytics_runner.status();
+            tasks.push(tokio::spawn(async move {
+                let error = analytics_runner.run().await;
+                tracing::error!(%error, "the analytics projection halted");
+            }));
+            analytics_status
+        } else {
+            analytics_off()
+        };
         let pool = store.pool().clone();
         if audit_keys.can_sign() {
             let trail = projections::audit::SqliteAuditTrail::new(pool.clone());

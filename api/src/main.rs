@@ -225,6 +225,9 @@ struct ServeArgs {
     /// Seconds at least between two snapshots [default: 60].
     #[arg(long, env = "MGW_SNAPSHOT_MIN_INTERVAL_S")]
     snapshot_min_interval_s: Option<u64>,
+    /// Keep usage analytics (the `analytics` read model, `/api/v1/analytics`) [default: true].
+    #[arg(long, env = "MGW_ANALYTICS")]
+    analytics: Option<bool>,
     /// NATS URL (JetStream enabled); needed for more than one instance.
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
@@ -301,6 +304,7 @@ impl ServeArgs {
             shutdown_timeout_s: self.shutdown_timeout_s.or(file.shutdown_timeout_s),
             snapshot_every_events: self.snapshot_every_events.or(file.snapshot_every_events),
             snapshot_min_interval_s: self.snapshot_min_interval_s.or(file.snapshot_min_interval_s),
+            analytics: self.analytics.or(file.analytics),
             break_glass_enabled: self.break_glass_enabled.or(file.break_glass_enabled),
             listen: self.listen.or(file.listen),
             sealing_keys: list(self.sealing_keys, file.sealing_keys),
@@ -622,6 +626,7 @@ fn config(args: ServeArgs) -> anyhow::Result<GatewayConfig> {
         rotate_signing_keys: true,
         shutdown_drain: std::time::Duration::from_secs(args.shutdown_drain_s.unwrap_or(if several { 5 } else { 0 })),
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout_s.unwrap_or(30)),
+        analytics: args.analytics.unwrap_or(true),
         snapshots: api::SnapshotConfig {
             every_events: args.snapshot_every_events.unwrap_or(10_000),
             min_interval: std::time::Duration::from_secs(args.snapshot_min_interval_s.unwrap_or(60)),

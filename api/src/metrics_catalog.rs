@@ -2,7 +2,7 @@
 //! family missing here is caught by the test that reads `/metrics` (every `# TYPE` needs its `# HELP`).
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Buckets of requests answered over the network (HTTP, MCP, upstream, IdP), in seconds.
 pub const REQUEST_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -17,15 +17,29 @@ pub const STORE_BUCKETS: [f64; 12] = [1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e
 /// without them renders as a summary, which cannot be aggregated across instances), describes every
 /// family and sets `mgw_build_info`. Once per process.
 pub fn install() -> Result<PrometheusHandle, BuildError> {
-    let handle = PrometheusBuilder::new()
+    let handle = builder()?.install_recorder()?;
+    announce();
+    Ok(handle)
+}
+
+/// The gateway's Prometheus recorder, not installed: for a harness that wraps it (the benchmark that
+/// measures what recording costs installs it behind a switch), then calls [`announce`].
+pub fn recorder() -> Result<PrometheusRecorder, BuildError> {
+    Ok(builder()?.build_recorder())
+}
+
+fn builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new()
         .set_buckets(&REQUEST_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full("mgw_gateway_overhead_seconds".into()), &IN_PROCESS_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full("mgw_eventstore_append_seconds".into()), &STORE_BUCKETS)?
-        .install_recorder()?;
+        .set_buckets_for_metric(Matcher::Full("mgw_eventstore_append_seconds".into()), &STORE_BUCKETS)
+}
+
+/// Describes every family to the installed recorder and sets `mgw_build_info` (once, after installing it).
+pub fn announce() {
     describe();
     metrics::gauge!("mgw_build_info", "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("MGW_GIT_SHA"))
         .set(1.0);
-    Ok(handle)
 }
 
 /// Describes every family to the installed recorder (call once, after installing it).

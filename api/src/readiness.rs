@@ -221,6 +221,7 @@ fn state_name(state: &ProjectionState) -> &'static str {
         ProjectionState::Standby { current: true } => "standby",
         ProjectionState::Standby { current: false } => "standby_behind",
         ProjectionState::Halted(_) => "halted",
+        ProjectionState::Disabled => "disabled",
     }
 }
 

@@ -13,6 +13,7 @@ mod contextforge;
 mod echo_mcp;
 mod eventstore_bench;
 mod oauth_bench;
+mod ops_bench;
 mod payload;
 mod pipeline_bench;
 mod proxy_bench;
@@ -22,6 +23,7 @@ mod runner;
 mod serving;
 mod soak_bench;
 mod sqlite_bench;
+mod switched_metrics;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +50,8 @@ enum Bench {
     Oauth(oauth_bench::Options),
     /// The MCP proxy: tools/call through the gateway against the upstream directly, at a fixed and the maximum rate.
     Proxy(proxy_bench::Options),
+    /// Operating at scale: ready after a restart on a million events, `/metrics`, `/ready`, analytics queries.
+    Ops(ops_bench::Options),
     /// Memory on the authenticated path: RSS over a million authenticated requests, after warm-up.
     Soak(soak_bench::Options),
 }
@@ -73,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Soak(options) => ("soak", soak_bench::run(options).await?),
         Bench::Oauth(options) => ("oauth", oauth_bench::run(options).await?),
         Bench::Proxy(options) => ("proxy", proxy_bench::run(options).await?),
+        Bench::Ops(options) => ("ops", ops_bench::run(options).await?),
     };
     report::print(name, &rows);
     let path = report::write(name, &rows)?;

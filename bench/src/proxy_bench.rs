@@ -39,6 +39,9 @@ pub(crate) struct Options {
     /// Seconds per target of the maximum-rate phase.
     #[arg(long, default_value_t = 5)]
     max_seconds: u64,
+    /// Rounds of the monitoring-overhead phase (each: the monitored gateway, then the bare one).
+    #[arg(long, default_value_t = 4)]
+    overhead_rounds: usize,
     /// Sessions opened through the gateway for the memory figure.
     #[arg(long, default_value_t = 1_000)]
     sessions: usize,
@@ -137,6 +140,17 @@ async fn fixed_rate(
 
 /// [`CLIENTS`] clients calling as fast as they are answered for `duration`: calls per second.
 async fn max_rate(http: &reqwest::Client, target: &Arc<Target>, duration: Duration) -> anyhow::Result<f64> {
+    let (calls, elapsed) = max_calls(http, target, duration).await?;
+    Ok(calls as f64 / elapsed.as_secs_f64())
+}
+
+/// [`CLIENTS`] clients calling as fast as they are answered for `duration`: the calls answered, and the
+/// time until the last answer.
+async fn max_calls(
+    http: &reqwest::Client,
+    target: &Arc<Target>,
+    duration: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     let calls = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let end = started + duration;
@@ -154,7 +168,7 @@ async fn max_rate(http: &reqwest::Client, target: &Arc<Target>, duration: Durati
     for task in tasks {
         task.await??;
     }
-    Ok(calls.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    Ok((calls.load(Ordering::Relaxed), started.elapsed()))
 }
 
 /// This process's resident set, in MiB.
@@ -168,44 +182,102 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
+/// A gateway in front of the echo server, served on a loopback port: its owner's key, the echo server's
+/// MCP URL through it, and a session there.
+struct Served {
+    gateway: Gateway,
+    key: String,
+    through: String,
+    session: String,
+    _db: tests::TestDatabase,
+}
+
+impl Served {
+    /// A gateway on a new database of `server`, keeping usage analytics or not.
+    async fn start(
+        server: &PostgresServer,
+        http: &reqwest::Client,
+        upstream: &str,
+        analytics: bool,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> anyhow::Result<Self> {
+        let db = server.create_database().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let gateway_url = format!("http://{}", listener.local_addr()?);
+        let config = GatewayConfig {
+            listen: listener.local_addr()?,
+            upstream_allowlist: vec!["127.0.0.1".into()],
+            max_connections: 16,
+            public_url: Some(gateway_url.clone()),
+            call_journal: Some(std::env::temp_dir().join(format!("mgw-bench-calls-{}", uuid::Uuid::now_v7()))),
+            proxy_limits: api::ProxyLimits { per_principal: 1024, per_server: 1024 },
+            analytics,
+            ..crate::serving::config(&db.url)
+        };
+        let gateway = Gateway::start(&config, metrics).await?;
+        let key = crate::serving::serve_with_owner(&gateway, listener).await?;
+        let server_body = json!({ "name": "io.example/echo", "description": "d", "transport": "streamable_http",
+                                  "url": upstream, "access": { "roles": ["developer"] } });
+        let server_id = crate::serving::register_server(http, &gateway_url, &key, &server_body).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let through = format!("{gateway_url}/servers/{server_id}/mcp");
+        let session = loop {
+            match initialize(http, &through, Some(&key)).await {
+                Ok(session) => break session,
+                Err(error) => {
+                    anyhow::ensure!(Instant::now() < deadline, "the server through the gateway: {error:#}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        Ok(Self { gateway, key, through, session, _db: db })
+    }
+
+    fn target(&self) -> Arc<Target> {
+        Arc::new(Target {
+            url: self.through.clone(),
+            bearer: Some(self.key.clone()),
+            session: self.session.clone(),
+            tool: "echo".to_owned(),
+        })
+    }
+
+    /// Waits until the gateway has recorded every call it forwarded and its audit trail and analytics
+    /// (when kept) have applied them: the work calls leave behind.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let state = &self.gateway.state;
+        anyhow::ensure!(self.gateway.drain_recorded_calls(Duration::from_secs(60)).await, "calls left unrecorded");
+        let head = state.store.committed_head().await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for status in [&state.audit_status, &state.analytics_status] {
+            let mut status = status.clone();
+            loop {
+                let now = status.borrow().clone();
+                if now.state == projections::ProjectionState::Disabled || now.checkpoint >= head {
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "{} did not apply the calls", now.name);
+                let _ = tokio::time::timeout(Duration::from_millis(20), status.changed()).await;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
-    let metrics = api::metrics_catalog::install()?;
+    let (metrics, switch) = crate::switched_metrics::install()?;
     let upstream = crate::echo_mcp::start().await?;
     let server = PostgresServer::start(PostgresOptions {
         durable: true,
         settings: crate::eventstore_bench::write_heavy_settings(),
     })?;
-    let db = server.create_database().await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gateway_url = format!("http://{}", listener.local_addr()?);
-    let config = GatewayConfig {
-        listen: listener.local_addr()?,
-        upstream_allowlist: vec!["127.0.0.1".into()],
-        max_connections: 16,
-        public_url: Some(gateway_url.clone()),
-        call_journal: Some(std::env::temp_dir().join(format!("mgw-bench-calls-{}", uuid::Uuid::now_v7()))),
-        proxy_limits: api::ProxyLimits { per_principal: 1024, per_server: 1024 },
-        ..crate::serving::config(&db.url)
-    };
-    let gateway = Gateway::start(&config, Some(metrics)).await?;
-    let key = crate::serving::serve_with_owner(&gateway, listener).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS * 2).tcp_nodelay(true).build()?;
-    let server_body = json!({ "name": "io.example/echo", "description": "d", "transport": "streamable_http",
-                              "url": upstream, "access": { "roles": ["developer"] } });
-    let server_id = crate::serving::register_server(&http, &gateway_url, &key, &server_body).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let through = format!("{gateway_url}/servers/{server_id}/mcp");
-    let session = loop {
-        match initialize(&http, &through, Some(&key)).await {
-            Ok(session) => break session,
-            Err(error) => {
-                anyhow::ensure!(Instant::now() < deadline, "the server through the gateway: {error:#}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let monitored = Served::start(&server, &http, &upstream, true, Some(metrics)).await?;
+    // Beside it, a gateway that keeps no usage analytics, measured with the metrics switched off.
+    let bare = Served::start(&server, &http, &upstream, false, None).await?;
+    let (key, through) = (monitored.key.clone(), monitored.through.clone());
     let echo = || "echo".to_owned();
-    let gateway_target = Arc::new(Target { url: through.clone(), bearer: Some(key.clone()), session, tool: echo() });
+    let gateway_target = monitored.target();
     let direct_session = initialize(&http, &upstream, None).await?;
     let direct_target = Arc::new(Target { url: upstream.clone(), bearer: None, session: direct_session, tool: echo() });
     let contextforge = if options.no_contextforge {
@@ -240,6 +312,35 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let span = Duration::from_secs(options.max_seconds);
     let direct_max = max_rate(&http, &direct_target, span).await?;
     let gateway_max = max_rate(&http, &gateway_target, span).await?;
+
+    // What monitoring costs: rounds alternating the monitored gateway (metrics recorded, usage analytics
+    // kept; traces are off on both) and the bare one (metrics switched off, no analytics). A round's
+    // calls/s counts the time its gateway takes afterwards to record the calls and bring its audit trail
+    // and analytics up to them, so the work calls leave behind is charged to the round that made them.
+    let bare_target = bare.target();
+    max_rate(&http, &bare_target, Duration::from_secs(1)).await?;
+    let (mut with_monitoring, mut without, mut overheads) = (Vec::new(), Vec::new(), Vec::new());
+    monitored.settle().await?;
+    bare.settle().await?;
+    for _ in 0..options.overhead_rounds.max(1) {
+        let mut rates = [0.0; 2];
+        for (slot, (served, target, on)) in
+            [(&monitored, &gateway_target, true), (&bare, &bare_target, false)].into_iter().enumerate()
+        {
+            switch.set(on);
+            let began = Instant::now();
+            let (calls, _) = max_calls(&http, target, span).await?;
+            served.settle().await?;
+            rates[slot] = calls as f64 / began.elapsed().as_secs_f64();
+        }
+        switch.set(true);
+        eprintln!("monitoring overhead round: {:.0} calls/s monitored, {:.0} bare", rates[0], rates[1]);
+        with_monitoring.push(rates[0]);
+        without.push(rates[1]);
+        overheads.push(100.0 * (1.0 - rates[0] / rates[1]));
+    }
+    let overhead = crate::runner::median(&mut overheads);
+    let (with_monitoring, without) = (crate::runner::median(&mut with_monitoring), crate::runner::median(&mut without));
 
     let mut compared = Vec::new();
     if let Some((forge, forge_target)) = &contextforge {
@@ -283,12 +384,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     }
     drop(contextforge);
 
+    bare.gateway.stop();
     let before_sessions = rss_mib();
     for _ in 0..options.sessions {
         initialize(&http, &through, Some(&key)).await?;
     }
     let with_sessions = rss_mib();
-    gateway.stop();
+    monitored.gateway.stop();
 
     let rate = options.rate;
     let mut rows = vec![
@@ -316,6 +418,14 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             gateway_max / direct_max,
             0.5,
         ),
+        Row::compared(
+            "maximum calls/s with metrics and usage analytics, settled (baseline: neither)",
+            with_monitoring,
+            "calls/s",
+            without,
+            with_monitoring / without,
+        ),
+        Row::at_most("  monitoring overhead (median of the rounds' ratios)", overhead, "%", 5.0),
         Row::info("process RSS before opening sessions (gateway, client and echo server)", before_sessions, "MiB"),
         Row::at_most(format!("process RSS with {} more sessions open", options.sessions), with_sessions, "MiB", 100.0),
     ];

@@ -41,6 +41,7 @@ pub(crate) fn config(database_url: &str) -> GatewayConfig {
         shutdown_drain: std::time::Duration::ZERO,
         shutdown_timeout: std::time::Duration::from_secs(30),
         snapshots: api::SnapshotConfig::default(),
+        analytics: true,
     }
 }
 

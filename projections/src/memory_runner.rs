@@ -140,8 +140,8 @@ impl<P: MemoryProjection> MemoryRunner<P> {
                 });
                 pending = 0;
             }
-            if live && let Some(policy) = &snapshots {
-                snapshotter.after(&event, policy, &model);
+            if let Some(policy) = &snapshots {
+                snapshotter.after(&event, live, policy, &model);
             }
         }
     }
@@ -194,11 +194,19 @@ struct Snapshotter {
 }
 
 impl Snapshotter {
-    /// Takes a snapshot after `event` when `policy` says one is due and the last one is saved: the body is
+    /// Counts `event`, and takes a snapshot after it when the model is `live` (a replay at start takes
+    /// its snapshot once caught up), `policy` says one is due and the last one is saved. The body is
     /// written under the model's read lock (readers go on; the next event waits), saved in the background.
-    fn after<P: MemoryProjection>(&mut self, event: &RecordedEvent, policy: &SnapshotPolicy, model: &RwLock<P>) {
+    fn after<P: MemoryProjection>(
+        &mut self,
+        event: &RecordedEvent,
+        live: bool,
+        policy: &SnapshotPolicy,
+        model: &RwLock<P>,
+    ) {
         self.since += 1;
-        let due = self.since >= policy.every_events.max(1)
+        let due = live
+            && self.since >= policy.every_events.max(1)
             && self.last.is_none_or(|last| last.elapsed() >= policy.min_interval)
             && self.saving.as_ref().is_none_or(JoinHandle::is_finished);
         if !due {

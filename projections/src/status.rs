@@ -19,6 +19,8 @@ pub enum ProjectionState {
     },
     /// Stopped on an error that running again cannot fix: not ready until the code or data changes.
     Halted(String),
+    /// Not run: turned off by configuration. It serves nothing, so it holds nothing up.
+    Disabled,
 }
 
 /// A snapshot of a runner.
@@ -64,8 +66,16 @@ impl ProjectionStatus {
         self.halted_at = error.position();
     }
 
-    /// True when the read model may serve requests.
+    /// The status of a projection that configuration turned off.
+    pub fn disabled(name: &str) -> Self {
+        Self { state: ProjectionState::Disabled, ..Self::new(name) }
+    }
+
+    /// True when the read model may serve requests (or, turned off, holds nothing up).
     pub fn is_ready(&self) -> bool {
-        matches!(self.state, ProjectionState::Live | ProjectionState::Standby { current: true })
+        matches!(
+            self.state,
+            ProjectionState::Live | ProjectionState::Standby { current: true } | ProjectionState::Disabled
+        )
     }
 }

@@ -132,6 +132,7 @@ pub(crate) async fn usage(
     Query(params): Query<UsageParams>,
 ) -> Result<axum::Json<UsageReply>, Problem> {
     caller.authorize(&state, Action::ReadUsers, "analytics").await?;
+    kept(&state)?;
     let query = params.query()?;
     let rows = state.analytics.summary(&query).await.map_err(unavailable)?;
     Ok(reply(params.by.as_deref().unwrap_or("server"), &query, rows))
@@ -148,9 +149,18 @@ pub(crate) async fn series(
     Query(params): Query<UsageParams>,
 ) -> Result<axum::Json<UsageReply>, Problem> {
     caller.authorize(&state, Action::ReadUsers, "analytics").await?;
+    kept(&state)?;
     let mut query = params.query()?;
     // Every bucket of the range (at most 10,080 minutes or 9,600 hours): none cut off.
     query.limit = (query.to - query.from) / query.granularity.seconds() + 1;
     let rows = state.analytics.series(&query).await.map_err(unavailable)?;
     Ok(reply("bucket", &query, rows))
+}
+
+/// Refuses when usage analytics are turned off (`MGW_ANALYTICS=false`): nothing is counted to answer.
+fn kept(state: &AppState) -> Result<(), Problem> {
+    if state.analytics_status.borrow().state == projections::ProjectionState::Disabled {
+        return Err(Problem::unavailable("usage analytics are turned off on this gateway (MGW_ANALYTICS)"));
+    }
+    Ok(())
 }

@@ -2,6 +2,10 @@
 //! per server, tool, principal and client, in minute and hour buckets. Folded from `ToolCalled` and
 //! `AccessDenied` like every read model, so a rebuild by replay recounts it from the log.
 //!
+//! Each call adds to one row per dimension (server, tool, principal, client, and `all`) and bucket: a
+//! question about one dimension over a range reads that dimension's rows only (a week of hours of one
+//! dimension is a few thousand rows however many calls were made), not the cross product of all four.
+//!
 //! Latency is kept as a histogram per bucket (counts under fixed bounds), which adds up across rows and
 //! instances; percentiles are read from the summed histogram, interpolated within a bound.
 
@@ -26,15 +30,13 @@ pub const LATENCY_BOUNDS_MS: [f64; 12] = [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0
 /// Histogram buckets: one per bound and one above the last.
 pub const HISTOGRAM_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 
-/// The row a call or a denial adds to: its bucket and its dimensions.
+/// A row a call or a denial adds to: its bucket, a dimension and the call's value in it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RowKey {
     pub(crate) granularity: i64,
     pub(crate) bucket: i64,
-    pub(crate) server: String,
-    pub(crate) tool: String,
-    pub(crate) principal: String,
-    pub(crate) client: String,
+    pub(crate) dimension: &'static str,
+    pub(crate) key: String,
 }
 
 /// What a batch adds to one row.
@@ -76,26 +78,26 @@ pub(crate) fn fold(events: &[RecordedEvent]) -> Result<Rows, (usize, String)> {
                 counts.errors = i64::from(call.outcome != CallOutcome::Answered);
                 counts.histogram[histogram_bucket(call.latency_ms)] = 1;
                 let client = call.client_id.unwrap_or_default();
-                ((call.server_id.to_string(), call.tool, call.principal_id.to_string(), client), counts)
+                (dimensions(call.server_id.to_string(), &call.tool, call.principal_id.to_string(), client), counts)
             }
             AccessEvent::Denied(denied) => {
                 let (server, tool) = denied_target(&denied.resource);
                 (
-                    (server, tool, denied.principal_id.to_string(), String::new()),
+                    dimensions(server, &tool, denied.principal_id.to_string(), String::new()),
                     Counts { denials: 1, ..Counts::default() },
                 )
             }
             _ => continue,
         };
-        for granularity in [Granularity::Minute, Granularity::Hour] {
+        for (granularity, (dimension, key)) in
+            [Granularity::Minute, Granularity::Hour].into_iter().flat_map(|g| dimensions.iter().map(move |d| (g, d)))
+        {
             let seconds = granularity.seconds();
             let key = RowKey {
                 granularity: seconds,
                 bucket: at - at.rem_euclid(seconds),
-                server: dimensions.0.clone(),
-                tool: dimensions.1.clone(),
-                principal: dimensions.2.clone(),
-                client: dimensions.3.clone(),
+                dimension: dimension.name(),
+                key: key.clone(),
             };
             let row = rows.entry(key).or_default();
             row.calls += counts.calls;
@@ -110,16 +112,26 @@ pub(crate) fn fold(events: &[RecordedEvent]) -> Result<Rows, (usize, String)> {
     Ok(rows)
 }
 
+/// A call's value in each dimension: `all` (one row per bucket for the totals), its server, its tool
+/// (`<server>/<tool>`), its principal and its client.
+fn dimensions(server: String, tool: &str, principal: String, client: String) -> [(Dimension, String); 5] {
+    [
+        (Dimension::All, String::new()),
+        (Dimension::Tool, format!("{server}/{tool}")),
+        (Dimension::Server, server),
+        (Dimension::Principal, principal),
+        (Dimension::Client, client),
+    ]
+}
+
 /// Binds a row's key and counts to an upsert in its columns' order (both backends' query types).
 macro_rules! bind_row {
     ($query:expr, $key:expr, $counts:expr) => {{
         let mut query = $query
             .bind($key.granularity)
             .bind($key.bucket)
-            .bind(&$key.server)
-            .bind(&$key.tool)
-            .bind(&$key.principal)
-            .bind(&$key.client)
+            .bind($key.dimension)
+            .bind(&$key.key)
             .bind($counts.calls)
             .bind($counts.errors)
             .bind($counts.denials)

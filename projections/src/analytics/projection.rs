@@ -1,5 +1,4 @@
-//! The analytics read model on PostgreSQL: `rm_analytics.calls`, one row per bucket and combination of
-//! server, tool, principal and client.
+//! The analytics read model on PostgreSQL: `rm_analytics.calls`, one row per bucket, dimension and key.
 
 use std::sync::LazyLock;
 
@@ -39,18 +38,16 @@ pub(crate) fn create_table(table: &str, text: &str, integer: &str, real: &str) -
         "CREATE TABLE {table} (
              granularity  {integer} NOT NULL,
              bucket       {integer} NOT NULL,
-             server_id    {text}    NOT NULL,
-             tool         {text}    NOT NULL,
-             principal_id {text}    NOT NULL,
-             client_id    {text}    NOT NULL,
+             dimension    {text}    NOT NULL,
+             key          {text}    NOT NULL,
              calls        {integer} NOT NULL,
              errors       {integer} NOT NULL,
              denials      {integer} NOT NULL,
              latency_ms   {real}    NOT NULL,
              {},
-             PRIMARY KEY (granularity, bucket, server_id, tool, principal_id, client_id)
+             PRIMARY KEY (granularity, dimension, key, bucket)
          );
-         CREATE INDEX {table}_by_time ON {table} (granularity, bucket);",
+         CREATE INDEX {table}_by_time ON {table} (granularity, dimension, bucket);",
         histogram.join(",\n             ")
     )
 }
@@ -58,27 +55,16 @@ pub(crate) fn create_table(table: &str, text: &str, integer: &str, real: &str) -
 /// Adds a batch's counts to a row, creating it (both backends; `placeholder(n)` spells parameter n).
 pub(crate) fn upsert(table: &str, placeholder: impl Fn(usize) -> String) -> String {
     let histogram = histogram_columns();
-    let columns = [
-        "granularity",
-        "bucket",
-        "server_id",
-        "tool",
-        "principal_id",
-        "client_id",
-        "calls",
-        "errors",
-        "denials",
-        "latency_ms",
-    ]
-    .iter()
-    .map(|c| (*c).to_owned())
-    .chain(histogram.iter().cloned())
-    .collect::<Vec<_>>();
+    let columns = ["granularity", "bucket", "dimension", "key", "calls", "errors", "denials", "latency_ms"]
+        .iter()
+        .map(|c| (*c).to_owned())
+        .chain(histogram.iter().cloned())
+        .collect::<Vec<_>>();
     let values: Vec<String> = (1..=columns.len()).map(&placeholder).collect();
-    let added: Vec<String> = columns[6..].iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect();
+    let added: Vec<String> = columns[4..].iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect();
     format!(
         "INSERT INTO {table} ({}) VALUES ({}) \
-         ON CONFLICT (granularity, bucket, server_id, tool, principal_id, client_id) DO UPDATE SET {}",
+         ON CONFLICT (granularity, dimension, key, bucket) DO UPDATE SET {}",
         columns.join(", "),
         values.join(", "),
         added.join(", ")
@@ -94,7 +80,8 @@ impl TableProjection for AnalyticsProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: rows per dimension instead of per combination of the four.
+        2
     }
 
     fn filter(&self) -> &EventFilter {

@@ -31,6 +31,8 @@ impl Granularity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dimension {
+    /// Every call: the totals (rows of this dimension have an empty key).
+    All,
     /// The server.
     Server,
     /// The tool (of its server: `<server id>/<tool>`).
@@ -42,12 +44,14 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    fn expression(self) -> &'static str {
+    /// Its name in the read model's `dimension` column.
+    pub fn name(self) -> &'static str {
         match self {
-            Self::Server => "server_id",
-            Self::Tool => "server_id || '/' || tool",
-            Self::Principal => "principal_id",
-            Self::Client => "client_id",
+            Self::All => "all",
+            Self::Server => "server",
+            Self::Tool => "tool",
+            Self::Principal => "principal",
+            Self::Client => "client",
         }
     }
 }
@@ -110,32 +114,40 @@ pub enum Analytics {
 impl Analytics {
     /// Totals per key of `query.by`, busiest first.
     pub async fn summary(&self, query: &UsageQuery) -> Result<Summary, ProjectionError> {
-        self.read(query, query.by.expression(), "SUM(calls) + SUM(denials) DESC, key").await
+        self.read(query, query.by, "key", "SUM(calls) + SUM(denials) DESC, key").await
     }
 
-    /// Totals per bucket, oldest first.
+    /// Totals per bucket, oldest first: of one key of `query.by` when it names one, else of every call.
     pub async fn series(&self, query: &UsageQuery) -> Result<Series, ProjectionError> {
-        self.read(query, "CAST(bucket AS TEXT)", "MIN(bucket)").await
+        let dimension = if query.key.is_some() { query.by } else { Dimension::All };
+        self.read(query, dimension, "CAST(bucket AS TEXT)", "MIN(bucket)").await
     }
 
-    async fn read(&self, query: &UsageQuery, key: &str, order: &str) -> Result<Vec<SummaryRow>, ProjectionError> {
+    async fn read(
+        &self,
+        query: &UsageQuery,
+        dimension: Dimension,
+        key: &str,
+        order: &str,
+    ) -> Result<Vec<SummaryRow>, ProjectionError> {
         let (table, placeholder): (&str, fn(usize) -> String) = match self {
             Self::Postgres(_) => ("rm_analytics.calls", |n| format!("${n}")),
             Self::Sqlite(_) => ("analytics_calls", |_| "?".to_owned()),
         };
         let filter = match query.key {
-            Some(_) => format!(" AND {} = {}", query.by.expression(), placeholder(4)),
+            Some(_) => format!(" AND key = {}", placeholder(5)),
             None => String::new(),
         };
         let sql = format!(
             "SELECT {key} AS key, CAST(SUM(calls) AS BIGINT), CAST(SUM(errors) AS BIGINT), \
                     CAST(SUM(denials) AS BIGINT), CAST(SUM(latency_ms) AS DOUBLE PRECISION), {} \
-               FROM {table} WHERE granularity = {} AND bucket >= {} AND bucket < {}{filter} \
+               FROM {table} WHERE granularity = {} AND dimension = {} AND bucket >= {} AND bucket < {}{filter} \
               GROUP BY {key} ORDER BY {order} LIMIT {}",
             histogram_columns_sum(),
             placeholder(1),
             placeholder(2),
             placeholder(3),
+            placeholder(4),
             query.limit.clamp(1, 20_000),
         );
         // The same statement and binds on either backend (their query types differ, so a macro).
@@ -143,6 +155,7 @@ impl Analytics {
             ($pool:expr) => {{
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(query.granularity.seconds())
+                    .bind(dimension.name())
                     .bind(query.from)
                     .bind(query.to);
                 if let Some(key) = &query.key {

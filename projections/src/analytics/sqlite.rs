@@ -31,7 +31,8 @@ impl SqliteProjection for SqliteAnalyticsProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: rows per dimension instead of per combination of the four.
+        2
     }
 
     fn filter(&self) -> &EventFilter {
@@ -52,20 +53,7 @@ impl SqliteProjection for SqliteAnalyticsProjection {
     async fn apply(&self, conn: &mut SqliteConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         let Some((rows, last)) = super::fold_batch(events)? else { return Ok(()) };
         for (key, counts) in rows {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str()))
-                .bind(key.granularity)
-                .bind(key.bucket)
-                .bind(&key.server)
-                .bind(&key.tool)
-                .bind(&key.principal)
-                .bind(&key.client)
-                .bind(counts.calls)
-                .bind(counts.errors)
-                .bind(counts.denials)
-                .bind(counts.latency_ms);
-            for count in counts.histogram {
-                query = query.bind(count);
-            }
+            let query = super::bind_row!(sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str())), key, counts);
             query.execute(&mut *conn).await.map_err(|source| ProjectionError::Write {
                 projection: NAME.to_owned(),
                 position: last,

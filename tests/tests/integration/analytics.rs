@@ -12,6 +12,7 @@ use crate::mcp_proxy::{call, gateway_with_server, rpc, session};
 use crate::support::DEADLINE;
 
 on_every_backend!(the_analytics_read_model_equals_a_recount_from_the_log_before_and_after_a_rebuild);
+on_every_backend!(turned_off_analytics_hold_nothing_up_and_answer_that_they_are_off);
 
 /// Calls, errors and denials per `<server>/<tool>`.
 type Counts = BTreeMap<String, (i64, i64, i64)>;
@@ -108,6 +109,15 @@ async fn the_analytics_read_model_equals_a_recount_from_the_log_before_and_after
     let series = api.call(Method::GET, &format!("/api/v1/analytics/series?by=server&key={id}"), None, &[]).await;
     let points: i64 = series.body["rows"].as_array().unwrap().iter().map(|p| p["calls"].as_i64().unwrap()).sum();
     assert_eq!(points, 6, "{}", series.raw);
+    // Without a key, the series counts every call; by client, the calls made with an API key have none.
+    let every = api.call(Method::GET, "/api/v1/analytics/series", None, &[]).await;
+    let points: i64 = every.body["rows"].as_array().unwrap().iter().map(|p| p["calls"].as_i64().unwrap()).sum();
+    assert_eq!(points, 6, "{}", every.raw);
+    let by_client = api.call(Method::GET, "/api/v1/analytics/usage?by=client", None, &[]).await;
+    assert_eq!(
+        (by_client.body["rows"][0]["key"].as_str(), by_client.body["rows"][0]["calls"].as_i64()),
+        (Some(""), Some(6))
+    );
     // Bad questions are refused, saying which part.
     let backwards = api
         .call(Method::GET, "/api/v1/analytics/usage?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", None, &[])
@@ -168,4 +178,16 @@ async fn rebuilt(api: Api, backend: Backend) -> Api {
             Api { router: api::router(gateway.state.clone()), key, gateway, db, _dir }
         }
     }
+}
+
+async fn turned_off_analytics_hold_nothing_up_and_answer_that_they_are_off(backend: Backend) {
+    let api = crate::api_servers::start_with(backend, |config| config.analytics = false).await;
+    let ready = api.call(Method::GET, "/ready?strict=true", None, &[]).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.raw);
+    let projections = &ready.body["checks"]["projections"]["detail"];
+    assert_eq!(projections["analytics"]["state"], "disabled", "{}", ready.raw);
+    let usage = api.call(Method::GET, "/api/v1/analytics/usage", None, &[]).await;
+    assert_eq!(usage.status, StatusCode::SERVICE_UNAVAILABLE, "{}", usage.raw);
+    assert!(usage.body["detail"].as_str().unwrap().contains("MGW_ANALYTICS"), "{}", usage.raw);
+    api.gateway.stop();
 }

@@ -65,6 +65,7 @@ pub(crate) fn config(database_url: &str, nats_url: Option<String>) -> GatewayCon
         shutdown_drain: std::time::Duration::ZERO,
         shutdown_timeout: std::time::Duration::from_secs(30),
         snapshots: api::SnapshotConfig::default(),
+        analytics: true,
     }
 }
 

@@ -62,11 +62,11 @@ async fn a_snapshot_the_log_or_its_digest_does_not_match_is_ignored(backend: Bac
     let empty = Authz::default().save_state().unwrap().unwrap();
     // Another event at the snapshot's place (a restored backup, another database): its chain link differs.
     // And a body changed without its digest: an empty model that would load if the digest were not checked.
-    for (what, column, value) in [("anchor", "event_hash", vec![0u8; 32]), ("digest", "body", empty)] {
+    for (what, column_name, value) in [("anchor", "event_hash", vec![0u8; 32]), ("digest", "body", empty)] {
         let api = start_with(backend, |c| c.snapshots = snapshots()).await;
         register(&api, "server", 40).await;
         saved_anchor(&api).await;
-        tamper(&api, column, value).await;
+        tamper(&api, column_name, value.clone()).await;
 
         let api = restart(api).await;
         let status = ready(&api).await;
@@ -74,6 +74,14 @@ async fn a_snapshot_the_log_or_its_digest_does_not_match_is_ignored(backend: Bac
         assert_eq!(status.applied, all, "{what}: the whole log replayed");
         let live = state_of(&api.gateway.state.authz.read().unwrap());
         assert_eq!(live, replayed(&api).await, "{what}: the same model as a whole replay");
+        // Caught up, the replayed model takes its own snapshot, and the next start loads it.
+        tests::eventually(DEADLINE, "a fresh snapshot", || async {
+            (column(&api, column_name).await != value).then_some(())
+        })
+        .await;
+        let api = restart(api).await;
+        let status = ready(&api).await;
+        assert!(status.applied < relevant_between(&api, None, status.checkpoint).await, "{what}: the fresh one loaded");
         api.gateway.stop();
     }
 }
@@ -124,6 +132,20 @@ async fn tamper(api: &Api, column: &str, value: Vec<u8>) {
         }
     };
     assert_eq!(changed, 1);
+}
+
+/// `column` of the saved snapshot.
+async fn column(api: &Api, column: &str) -> Vec<u8> {
+    match &api.gateway.state.tables {
+        api::tables::Tables::Postgres(pool) => {
+            let sql = format!("SELECT {column} FROM es.snapshots WHERE name = 'authz'");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap()
+        }
+        api::tables::Tables::Sqlite(pool) => {
+            let sql = format!("SELECT {column} FROM snapshots WHERE name = 'authz'");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap()
+        }
+    }
 }
 
 /// The authorization model's status once it is ready.
