@@ -123,7 +123,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     };
-    let (to, hour, day, week) = (at(0), at(3600), at(86_400), at(7 * 86_400 - 60));
+    let (to, hour, six, day, week) = (at(0), at(3600), at(6 * 3600), at(86_400), at(7 * 86_400 - 60));
     let queries = [
         ("usage by server, last hour (minutes)", format!("/api/v1/analytics/usage?by=server&from={hour}&to={to}")),
         ("usage by tool, last day (hours)", format!("/api/v1/analytics/usage?by=tool&from={day}&to={to}")),
@@ -212,7 +212,8 @@ async fn fill_log(store: &PgEventStore, events: u64) -> anyhow::Result<u64> {
         let mut by_principal: std::collections::HashMap<Uuid, Vec<EventData>> = Default::default();
         for _ in 0..count {
             n += 1;
-            let principal = principals[(n % principals.len() as u64) as usize];
+            // Runs of 50 calls by one principal: a batch appends to a hundred streams.
+            let principal = principals[((n / 50) % principals.len() as u64) as usize];
             let call = AccessEvent::ToolCalled(ToolCalled {
                 call_id: Uuid::now_v7(),
                 principal_id: principal,
@@ -321,7 +322,8 @@ async fn fill_analytics(pool: &PgPool, calls: u64) -> anyhow::Result<(i64, u64)>
     const PAIRS: i64 = 100;
     const PER_ROW: i64 = 10;
     let now = chrono::Utc::now().timestamp();
-    let end = now - now.rem_euclid(60);
+    // Before the current hour, which holds the rows of the calls in the log.
+    let end = now - now.rem_euclid(3600);
     let minutes = (calls as i64 / (PAIRS * PER_ROW)).max(1);
     let buckets = projections::analytics::HISTOGRAM_BUCKETS;
     let histogram: Vec<String> = (0..buckets).map(|i| format!("h{i}")).collect();
@@ -358,9 +360,10 @@ async fn fill_analytics(pool: &PgPool, calls: u64) -> anyhow::Result<(i64, u64)>
             let insert = format!(
                 "INSERT INTO rm_analytics.calls (granularity, bucket, dimension, key, calls, errors, denials, latency_ms, {})
                  SELECT {granularity}, {bucket}, '{dimension}', {key}, sum(calls), sum(errors), 0, sum(latency_ms), {}
-                   FROM bench_calls GROUP BY {bucket}, {key}",
+                   FROM bench_calls GROUP BY {bucket}{}",
                 histogram.join(", "),
                 sums.join(", "),
+                if dimension == "all" { String::new() } else { format!(", {key}") },
             );
             sqlx::raw_sql(sqlx::AssertSqlSafe(insert)).execute(&mut *db).await?;
         }
