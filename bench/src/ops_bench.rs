@@ -128,6 +128,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
         ("usage by server, last hour (minutes)", format!("/api/v1/analytics/usage?by=server&from={hour}&to={to}")),
         ("usage by tool, last day (hours)", format!("/api/v1/analytics/usage?by=tool&from={day}&to={to}")),
         ("usage by principal, last week (hours)", format!("/api/v1/analytics/usage?by=principal&from={week}&to={to}")),
+        ("usage by tool, last 6 hours (minutes)", format!("/api/v1/analytics/usage?by=tool&from={six}&to={to}")),
         (
             "series of one server, last week (hours)",
             format!("/api/v1/analytics/series?by=server&key=srv-07&from={week}&to={to}"),
