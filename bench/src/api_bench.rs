@@ -81,9 +81,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
                     "upstream_auth": {"mode": "bearer", "token": "bench-token"},
                 });
                 let (status, reply) = call(&app, &key, "POST", "/api/v1/servers", Some(body.to_string())).await?;
-                anyhow::ensure!(status == StatusCode::CREATED, "Add Server answered {status}: {reply}");
+                anyhow::ensure!(
+                    status == StatusCode::CREATED,
+                    "Add Server answered {status}: {}",
+                    String::from_utf8_lossy(&reply)
+                );
                 if i % 16 == 0 {
-                    let id: serde_json::Value = serde_json::from_str(&reply)?;
+                    let id: serde_json::Value = serde_json::from_slice(&reply)?;
                     created
                         .lock()
                         .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -136,7 +140,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             async move {
                 let id = &ids[(w * 7919 + i as usize * 104_729) % ids.len()];
                 let (status, reply) = call(&app, &key, "GET", &format!("/api/v1/servers/{id}"), None).await?;
-                anyhow::ensure!(status == StatusCode::OK, "GET answered {status}: {reply}");
+                anyhow::ensure!(status == StatusCode::OK, "GET answered {status}: {}", String::from_utf8_lossy(&reply));
                 Ok(Outcome { events: 1, conflicts: 0 })
             }
         })
@@ -156,6 +160,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
 
     // Catalogue pages of 20, from places spread over the catalogue (a cursor after a name prefix), against
     // the reads by id of the same run.
+    eprintln!("measuring catalogue pages");
     let (mut pages, mut page_p50, mut page_p99) = (vec![], vec![], vec![]);
     for _ in 0..options.rounds {
         let (app2, key2) = (app.clone(), key.clone());
@@ -165,7 +170,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
                 let after = format!("io.example/bench-{}-{}-{}", i % 3, w % 16, (i * 7919) % 1000);
                 let uri = format!("/api/v1/servers?limit=20&cursor={}", api::cursor::encode(&after));
                 let (status, reply) = call(&app, &key, "GET", &uri, None).await?;
-                anyhow::ensure!(status == StatusCode::OK, "GET a page answered {status}: {reply}");
+                anyhow::ensure!(
+                    status == StatusCode::OK,
+                    "GET a page answered {status}: {}",
+                    String::from_utf8_lossy(&reply)
+                );
                 Ok(Outcome { events: 1, conflicts: 0 })
             }
         })
@@ -185,6 +194,42 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     rows.push(Row::at_least("  pages of 20", page_rate, "pages/s", 10_000.0));
     rows.push(Row::info("  page p50", median(&mut page_p50), "ms"));
     rows.push(Row::info("  page p99", median(&mut page_p99), "ms"));
+
+    // The official registry's listing: pages of 20 releases from the same places (`<seq>:<name>` cursors).
+    eprintln!("measuring /v0.1 pages");
+    let (mut v0_pages, mut v0_p50, mut v0_p99) = (vec![], vec![], vec![]);
+    for _ in 0..options.rounds {
+        let (app2, key2) = (app.clone(), key.clone());
+        let stats = run_writers(options.clients, duration, move |w, i| {
+            let (app, key) = (app2.clone(), key2.clone());
+            async move {
+                let after = format!("0:io.example/bench-{}-{}-{}", i % 3, w % 16, (i * 7919) % 1000);
+                let uri = format!("/v0.1/servers?limit=20&cursor={}", api::cursor::encode(&after));
+                let (status, reply) = call(&app, &key, "GET", &uri, None).await?;
+                anyhow::ensure!(
+                    status == StatusCode::OK,
+                    "GET a /v0.1 page answered {status}: {}",
+                    String::from_utf8_lossy(&reply)
+                );
+                Ok(Outcome { events: 1, conflicts: 0 })
+            }
+        })
+        .await?;
+        v0_pages.push(stats.events_per_sec());
+        v0_p50.push(stats.percentile_ms(50.0));
+        v0_p99.push(stats.percentile_ms(99.0));
+    }
+    let v0_rate = median(&mut v0_pages);
+    rows.push(Row::compared(
+        format!("GET /v0.1/servers?limit=20 (vs GET by id), {} concurrent clients", options.clients),
+        v0_rate,
+        "pages/s",
+        by_id,
+        v0_rate / by_id,
+    ));
+    rows.push(Row::at_least("  pages of 20", v0_rate, "pages/s", 10_000.0));
+    rows.push(Row::info("  page p50", median(&mut v0_p50), "ms"));
+    rows.push(Row::info("  page p99", median(&mut v0_p99), "ms"));
     gateway.stop();
     Ok(rows)
 }
@@ -218,7 +263,7 @@ async fn call(
     method: &str,
     uri: &str,
     body: Option<String>,
-) -> anyhow::Result<(StatusCode, String)> {
+) -> anyhow::Result<(StatusCode, axum::body::Bytes)> {
     let request = Request::builder()
         .method(method)
         .uri(uri)
@@ -227,6 +272,6 @@ async fn call(
         .body(body.map(Body::from).unwrap_or_else(Body::empty))?;
     let response = app.clone().oneshot(request).await?;
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    // The body read whole, as a client does; decoded only when a caller needs it.
+    Ok((status, axum::body::to_bytes(response.into_body(), 1 << 20).await?))
 }

@@ -40,6 +40,9 @@ pub enum ProjectionError {
         #[source]
         source: sqlx::Error,
     },
+    /// A catalogue entry could not be rendered as JSON.
+    #[error("rendering: {0}")]
+    Render(#[from] serde_json::Error),
     /// A snapshot could not be written or read back.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -64,7 +67,9 @@ impl ProjectionError {
         match self {
             Self::UnknownEventType { .. } | Self::Apply { .. } | Self::InvalidName(_) => true,
             Self::Write { source, .. } => sql_error_is_permanent(source),
-            Self::Store(_) | Self::Database(_) | Self::CheckpointMoved(_) | Self::Snapshot(_) => false,
+            Self::Store(_) | Self::Database(_) | Self::CheckpointMoved(_) | Self::Snapshot(_) | Self::Render(_) => {
+                false
+            }
         }
     }
 

@@ -490,9 +490,18 @@ pub(crate) async fn list(
         after: query.cursor.map(|c| crate::cursor::decode(&c)).transpose()?,
         limit: query.limit.unwrap_or(50),
     };
-    let page = state.registry.list(&filter).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
-    let next = page.next.as_deref().map(crate::cursor::encode);
-    Ok(axum::Json(ServerPage { servers: page.entries, next_cursor: next }).into_response())
+    let page = state.registry.page(&filter).await.map_err(|_| Problem::unavailable("the read model is unreachable"))?;
+    let next_cursor = page.next.as_deref().map(crate::cursor::encode);
+    // A [`ServerPage`] whose entries are JSON rendered already (see `projections::registry::EntryCache`).
+    let servers: Vec<&serde_json::value::RawValue> = page.entries.iter().map(|entry| &**entry).collect();
+    Ok(axum::Json(RenderedServerPage { servers, next_cursor }).into_response())
+}
+
+/// [`ServerPage`] with its entries rendered: the same JSON.
+#[derive(serde::Serialize)]
+struct RenderedServerPage<'a> {
+    servers: Vec<&'a serde_json::value::RawValue>,
+    next_cursor: Option<String>,
 }
 
 #[cfg(test)]

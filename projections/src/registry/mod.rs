@@ -1,10 +1,12 @@
 //! The `registry` read model: the server catalogue, in tables.
 
+mod entry_cache;
 mod projection;
 mod query;
 mod sqlite;
 mod versions;
 
+pub use entry_cache::{EntryCache, RenderedPage};
 pub use projection::RegistryProjection;
 pub use query::{CatalogueEntry, CatalogueFilter, CataloguePage, Registry};
 pub use sqlite::{SqliteRegistry, SqliteRegistryProjection};
@@ -46,6 +48,14 @@ impl Catalogue {
         match self {
             Self::Postgres(r) => r.list(filter).await,
             Self::Sqlite(r) => r.list(filter).await,
+        }
+    }
+
+    /// [`Catalogue::list`], each entry rendered as JSON (unchanged ones from memory).
+    pub async fn page(&self, filter: &CatalogueFilter) -> Result<RenderedPage, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.page(filter).await,
+            Self::Sqlite(r) => r.page(filter).await,
         }
     }
 

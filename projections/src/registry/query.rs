@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::entry_cache::{EntryCache, PageRow, RenderedPage, assemble};
 use super::projection::NAME;
 use crate::sql::escape_like;
 use crate::{ProjectionError, load_checkpoint};
@@ -130,6 +131,7 @@ pub struct CataloguePage {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pool: PgPool,
+    rendered: EntryCache,
 }
 
 const COLUMNS: &str = "id, name, version, title, description, tags, repository, packages, transport, url, \
@@ -139,7 +141,7 @@ const COLUMNS: &str = "id, name, version, title, description, tags, repository, 
 impl Registry {
     /// Queries against the read model in `pool`'s database.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, rendered: EntryCache::default() }
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -161,16 +163,43 @@ impl Registry {
     /// A page of servers matching `filter`, in name order.
     pub async fn list(&self, filter: &CatalogueFilter) -> Result<CataloguePage, ProjectionError> {
         let limit = filter.limit.clamp(1, 500);
+        let entries: Vec<CatalogueEntry> = self.select(COLUMNS, filter, limit).fetch_all(&self.pool).await?;
+        let (entries, next) = crate::sql::page(entries, limit, |e| e.name.clone());
+        Ok(CataloguePage { entries, next })
+    }
+
+    /// [`Registry::list`], each entry rendered as JSON: those unchanged since last rendered come from
+    /// memory, the others are read in full.
+    pub async fn page(&self, filter: &CatalogueFilter) -> Result<RenderedPage, ProjectionError> {
+        let limit = filter.limit.clamp(1, 500);
+        let rows: Vec<(Uuid, String, i64)> =
+            self.select("id, name, revision", filter, limit).fetch_all(&self.pool).await?;
+        let rows = rows.into_iter().map(|(id, name, revision)| PageRow { id, name, revision }).collect();
+        assemble(&self.rendered, rows, limit, |ids| async move {
+            let sql = format!("SELECT {COLUMNS} FROM rm_registry.servers WHERE id = ANY($1)");
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(&self.pool).await?)
+        })
+        .await
+    }
+
+    /// `columns` of the first `limit` + 1 servers matching `filter`, in name order.
+    fn select<'q, T>(
+        &self,
+        columns: &str,
+        filter: &CatalogueFilter,
+        limit: u32,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
         let (conditions, binds) =
             filter.conditions(|n| format!("${n}"), "ILIKE", "", |n| format!("tags @> ARRAY[${n}::text]"));
-        let sql = format!("SELECT {COLUMNS} FROM rm_registry.servers {conditions} ORDER BY name LIMIT {}", limit + 1);
+        let sql = format!("SELECT {columns} FROM rm_registry.servers {conditions} ORDER BY name LIMIT {}", limit + 1);
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for bind in binds {
             query = query.bind(bind);
         }
-        let entries: Vec<CatalogueEntry> = query.fetch_all(&self.pool).await?;
-        let (entries, next) = crate::sql::page(entries, limit, |e| e.name.clone());
-        Ok(CataloguePage { entries, next })
+        query
     }
 
     /// How far the read model has applied `$all`: a command's position is visible once this passes it.

@@ -9,10 +9,10 @@ use sqlx::sqlite::{SqliteQueryResult, SqliteRow};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
+use super::entry_cache::{PageRow, RenderedPage, assemble};
 use super::projection::{NAME, auth_mode_name, exported_name, seq, transport_name};
 use super::query::{CatalogueEntry, CatalogueFilter, CataloguePage};
-use super::versions::{VERSION_COLUMNS, VersionEntry, VersionFilter, VersionPage, VersionSelector};
-use crate::sql::escape_like;
+use super::versions::{VERSION_COLUMNS, VersionBind, VersionEntry, VersionFilter, VersionPage, VersionSelector};
 use crate::{EventFilter, ProjectionError, SqliteProjection, load_sqlite_checkpoint};
 
 /// The registry projection on SQLite.
@@ -372,6 +372,7 @@ fn one_row(done: SqliteQueryResult) -> Result<(), sqlx::Error> {
 #[derive(Debug, Clone)]
 pub struct SqliteRegistry {
     pool: SqlitePool,
+    rendered: super::EntryCache,
 }
 
 const SELECT: &str = "SELECT id, name, version, title, description, tags, repository, packages, transport, url, \
@@ -420,7 +421,7 @@ fn entry(row: &SqliteRow) -> Result<CatalogueEntry, sqlx::Error> {
 impl SqliteRegistry {
     /// Queries against the read model in `pool`'s file.
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self { pool, rendered: super::EntryCache::default() }
     }
 
     /// The server with `id`.
@@ -440,6 +441,44 @@ impl SqliteRegistry {
     /// A page of servers matching `filter`, in name order.
     pub async fn list(&self, filter: &CatalogueFilter) -> Result<CataloguePage, ProjectionError> {
         let limit = filter.limit.clamp(1, 500);
+        let rows = self.select(SELECT, filter, limit).fetch_all(&self.pool).await?;
+        let entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        let (entries, next) = crate::sql::page(entries, limit, |e| e.name.clone());
+        Ok(CataloguePage { entries, next })
+    }
+
+    /// [`SqliteRegistry::list`], each entry rendered as JSON: those unchanged since last rendered come
+    /// from memory, the others are read in full.
+    pub async fn page(&self, filter: &CatalogueFilter) -> Result<RenderedPage, ProjectionError> {
+        let limit = filter.limit.clamp(1, 500);
+        let rows =
+            self.select("SELECT id, name, revision FROM registry_servers", filter, limit).fetch_all(&self.pool).await?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok(PageRow { id: row.try_get("id")?, name: row.try_get("name")?, revision: row.try_get("revision")? })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        assemble(&self.rendered, rows, limit, |ids| async move {
+            let marks = vec!["?"; ids.len()].join(", ");
+            let sql = format!("{SELECT} WHERE id IN ({marks})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&self.pool).await?;
+            Ok(rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The first `limit` + 1 rows of `select` matching `filter`, in name order.
+    fn select<'q>(
+        &self,
+        select: &str,
+        filter: &CatalogueFilter,
+        limit: u32,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
         // SQLite's LIKE ignores ASCII case, as the catalogue's ILIKE does on Postgres.
         let (conditions, binds) = filter.conditions(
             |n| format!("?{n}"),
@@ -447,15 +486,12 @@ impl SqliteRegistry {
             " ESCAPE '\\'",
             |n| format!("EXISTS (SELECT 1 FROM json_each(tags) WHERE json_each.value = ?{n})"),
         );
-        let sql = format!("{SELECT} {conditions} ORDER BY name LIMIT {}", limit + 1);
+        let sql = format!("{select} {conditions} ORDER BY name LIMIT {}", limit + 1);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for bind in binds {
             query = query.bind(bind);
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        let entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
-        let (entries, next) = crate::sql::page(entries, limit, |e| e.name.clone());
-        Ok(CataloguePage { entries, next })
+        query
     }
 
     /// How far the read model has applied `$all`.
@@ -466,30 +502,20 @@ impl SqliteRegistry {
     /// A page of releases matching `filter`, in `(name, seq)` order.
     pub async fn versions(&self, filter: &VersionFilter) -> Result<VersionPage, ProjectionError> {
         let limit = filter.limit.max(1);
-        let search = filter.search.as_ref().map(|t| format!("%{}%", escape_like(t)));
-        let (latest, exact) = VersionSelector::binds(filter.version.as_ref());
-        let (after_name, after_seq) = filter.after.clone().unzip();
+        let (conditions, binds) = filter.conditions(|n| format!("?{n}"), "LIKE", " ESCAPE '\\'");
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM registry_versions
-              WHERE (?1 IS NULL OR name LIKE ?1 ESCAPE '\\')
-                AND (?2 IS NULL OR updated_at > ?2)
-                AND (NOT ?3 OR is_latest)
-                AND (?4 IS NULL OR version = ?4)
-                AND (?5 OR status <> 'deleted')
-                AND (?6 IS NULL OR (name, seq) > (?6, ?7))
-              ORDER BY name, seq LIMIT ?8"
+            "SELECT {VERSION_COLUMNS} FROM registry_versions {conditions} ORDER BY name, seq LIMIT {}",
+            i64::from(limit) + 1
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(search)
-            .bind(filter.updated_since.map(crate::sql::to_micros))
-            .bind(latest)
-            .bind(exact)
-            .bind(filter.include_deleted)
-            .bind(after_name)
-            .bind(after_seq)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = match bind {
+                VersionBind::Text(text) => query.bind(text),
+                VersionBind::Time(time) => query.bind(crate::sql::to_micros(time)),
+                VersionBind::Integer(n) => query.bind(n),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let entries = rows.iter().map(version_entry).collect::<Result<Vec<_>, _>>()?;
         let (entries, next) = crate::sql::page(entries, limit, |e| (e.name.clone(), e.seq));
         Ok(VersionPage { entries, next })

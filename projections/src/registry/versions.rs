@@ -60,6 +60,59 @@ pub struct VersionFilter {
     pub limit: u32,
 }
 
+/// A value a [`VersionFilter`]'s conditions compare with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum VersionBind {
+    /// Text.
+    Text(String),
+    /// A time (each backend stores times its own way).
+    Time(DateTime<Utc>),
+    /// An integer.
+    Integer(i64),
+}
+
+impl VersionFilter {
+    /// `WHERE …` with only the conditions asked for, and their values in order: each combination is a
+    /// statement of its own, so the `(name, seq)` index serves the cursor (one statement with
+    /// `$n IS NULL OR …` for every filter gets a generic plan that sorts every release for each page, as
+    /// the catalogue's did). `placeholder(n)` spells parameter n, `like` the case-blind LIKE, `escape` its
+    /// escape clause.
+    pub(crate) fn conditions(
+        &self,
+        placeholder: impl Fn(usize) -> String,
+        like: &str,
+        escape: &str,
+    ) -> (String, Vec<VersionBind>) {
+        let (mut conditions, mut binds) = (Vec::new(), Vec::new());
+        if let Some(search) = &self.search {
+            binds.push(VersionBind::Text(format!("%{}%", crate::sql::escape_like(search))));
+            conditions.push(format!("name {like} {}{escape}", placeholder(binds.len())));
+        }
+        if let Some(since) = self.updated_since {
+            binds.push(VersionBind::Time(since));
+            conditions.push(format!("updated_at > {}", placeholder(binds.len())));
+        }
+        match &self.version {
+            Some(VersionSelector::Latest) => conditions.push("is_latest".to_owned()),
+            Some(VersionSelector::Exact(version)) => {
+                binds.push(VersionBind::Text(version.clone()));
+                conditions.push(format!("version = {}", placeholder(binds.len())));
+            }
+            None => {}
+        }
+        if !self.include_deleted {
+            conditions.push("status <> 'deleted'".to_owned());
+        }
+        if let Some((name, seq)) = &self.after {
+            binds.push(VersionBind::Text(name.clone()));
+            binds.push(VersionBind::Integer(*seq));
+            conditions.push(format!("(name, seq) > ({}, {})", placeholder(binds.len() - 1), placeholder(binds.len())));
+        }
+        let clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        (clause, binds)
+    }
+}
+
 /// A version asked for by value or as the latest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionSelector {
@@ -102,30 +155,20 @@ impl Registry {
     /// A page of versions matching `filter`, in `(name, seq)` order.
     pub async fn versions(&self, filter: &VersionFilter) -> Result<VersionPage, ProjectionError> {
         let limit = filter.limit.max(1);
-        let search = filter.search.as_ref().map(|t| format!("%{}%", crate::sql::escape_like(t)));
-        let (latest, exact) = VersionSelector::binds(filter.version.as_ref());
-        let (after_name, after_seq) = filter.after.clone().unzip();
+        let (conditions, binds) = filter.conditions(|n| format!("${n}"), "ILIKE", "");
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM rm_registry.versions
-              WHERE ($1::text IS NULL OR name ILIKE $1)
-                AND ($2::timestamptz IS NULL OR updated_at > $2)
-                AND (NOT $3 OR is_latest)
-                AND ($4::text IS NULL OR version = $4)
-                AND ($5 OR status <> 'deleted')
-                AND ($6::text IS NULL OR (name, seq) > ($6, $7))
-              ORDER BY name, seq LIMIT $8"
+            "SELECT {VERSION_COLUMNS} FROM rm_registry.versions {conditions} ORDER BY name, seq LIMIT {}",
+            i64::from(limit) + 1
         );
-        let entries: Vec<VersionEntry> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(search)
-            .bind(filter.updated_since)
-            .bind(latest)
-            .bind(exact)
-            .bind(filter.include_deleted)
-            .bind(after_name)
-            .bind(after_seq)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(self.pool())
-            .await?;
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = match bind {
+                VersionBind::Text(text) => query.bind(text),
+                VersionBind::Time(time) => query.bind(time),
+                VersionBind::Integer(n) => query.bind(n),
+            };
+        }
+        let entries: Vec<VersionEntry> = query.fetch_all(self.pool()).await?;
         let (entries, next) = crate::sql::page(entries, limit, |e| (e.name.clone(), e.seq));
         Ok(VersionPage { entries, next })
     }

@@ -516,12 +516,24 @@ async fn bad_bodies_get_a_problem_never_a_500(backend: Backend) {
 
 async fn suspend_resume_rotate_and_deregister(backend: Backend) {
     let api = start_on(backend).await;
-    let id = api.register(server("lifecycle")).await.body["id"].as_str().unwrap().to_owned();
+    let registered = api.register(server("lifecycle")).await;
+    let id = registered.body["id"].as_str().unwrap().to_owned();
     let post = |path: &'static str, body: Value| {
         let uri = format!("/api/v1/servers/{id}/{path}");
         let api = &api;
         async move { api.call(Method::POST, &uri, Some(&body.to_string()), &[]).await }
     };
+    // Pages show each change: a listed entry is kept rendered, and rendered again when its revision moves.
+    let listed = |position: String| {
+        let api = &api;
+        async move {
+            let page = api.call(Method::GET, &format!("/api/v1/servers?min_position={position}"), None, &[]).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.raw);
+            page.body["servers"][0].clone()
+        }
+    };
+    let active = listed(registered.body["position"].as_str().unwrap().to_owned()).await;
+    assert_eq!((active["status"].as_str(), active["revision"].as_i64()), (Some("active"), Some(0)));
     let suspended = post("suspend", json!({"reason": "maintenance"})).await;
     assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.raw);
     assert_problem(&post("suspend", json!({"reason": "again"})).await, StatusCode::CONFLICT, "invalid-state");
@@ -529,7 +541,11 @@ async fn suspend_resume_rotate_and_deregister(backend: Backend) {
     let read = api.call(Method::GET, &format!("/api/v1/servers/{id}?min_position={position}"), None, &[]).await;
     assert_eq!(read.body["status"], "suspended");
     assert_eq!(read.body["status_reason"], "maintenance");
-    assert_eq!(post("resume", json!({})).await.status, StatusCode::OK);
+    assert_eq!(listed(position).await, read.body, "the page shows what a read by id shows");
+    let resumed = post("resume", json!({})).await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    let listed_again = listed(resumed.body["position"].as_str().unwrap().to_owned()).await;
+    assert_eq!((listed_again["status"].as_str(), listed_again["revision"].as_i64()), (Some("active"), Some(2)));
     let rotated = post(
         "rotate-credential",
         json!({"upstream_auth": {"mode": "header", "name": "X-API-Key", "value": "hdr-SECRET-9"}}),
