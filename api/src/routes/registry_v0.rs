@@ -25,12 +25,6 @@ use crate::state::AppState;
 /// The `server.json` schema the documents follow.
 pub const SCHEMA: &str = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json";
 
-/// The official block of registry metadata.
-const OFFICIAL: &str = "io.modelcontextprotocol.registry/official";
-
-/// The gateway's own block: what the official statuses cannot say.
-const GATEWAY: &str = "dev.mcp-gateway/server";
-
 /// Entries per page when the client does not say, and the most it may ask for (as the official
 /// registry: more is cut to this).
 const DEFAULT_LIMIT: u32 = 30;
@@ -119,23 +113,7 @@ impl FromRequestParts<AppState> for Reader {
 }
 
 /// One release as the official `ServerResponse`: `server.json` and the registry's metadata.
-fn document(entry: &VersionEntry, issuer: &str) -> Value {
-    let mut server = json!({
-        "$schema": SCHEMA,
-        "name": entry.name,
-        "description": domain::server::Description::summary_of(&entry.description, &entry.name),
-        "version": entry.version,
-        "remotes": [{ "type": "streamable-http", "url": format!("{issuer}/servers/{}/mcp", entry.server_id) }],
-    });
-    if let Some(title) = &entry.title {
-        server["title"] = json!(title);
-    }
-    if let Some(repository) = &entry.repository {
-        server["repository"] = repository.0.clone();
-    }
-    if entry.packages.0.as_array().is_some_and(|p| !p.is_empty()) {
-        server["packages"] = entry.packages.0.clone();
-    }
+fn document<'a>(entry: &'a VersionEntry, issuer: &str) -> Document<'a> {
     let status = match entry.status.as_str() {
         "active" => "active",
         "deleted" => "deleted",
@@ -143,25 +121,106 @@ fn document(entry: &VersionEntry, issuer: &str) -> Value {
         // one that tells clients not to rely on it, and the gateway's block says which it is.
         _ => "deprecated",
     };
-    let mut official = json!({
-        "status": status,
-        "publishedAt": entry.published_at,
-        "updatedAt": entry.updated_at,
-        "isLatest": entry.is_latest,
-    });
-    if let Some(message) = &entry.status_message {
-        official["statusMessage"] = json!(message.chars().take(500).collect::<String>());
-    }
-    if let Some(at) = entry.status_changed_at {
-        official["statusChangedAt"] = json!(at);
-    }
-    json!({
-        "server": server,
-        "_meta": {
-            OFFICIAL: official,
-            GATEWAY: { "serverId": entry.server_id, "status": entry.status },
+    Document {
+        server: ServerJson {
+            schema: SCHEMA,
+            name: &entry.name,
+            description: domain::server::Description::summary_of(&entry.description, &entry.name),
+            version: &entry.version,
+            remotes: [Remote { kind: "streamable-http", url: format!("{issuer}/servers/{}/mcp", entry.server_id) }],
+            title: entry.title.as_deref(),
+            repository: entry.repository.as_ref().map(|r| &r.0),
+            packages: Some(&entry.packages.0).filter(|p| p.as_array().is_some_and(|p| !p.is_empty())),
         },
-    })
+        meta: Meta {
+            official: Official {
+                status,
+                published_at: entry.published_at,
+                updated_at: entry.updated_at,
+                is_latest: entry.is_latest,
+                status_message: entry.status_message.as_ref().map(|m| m.chars().take(500).collect()),
+                status_changed_at: entry.status_changed_at,
+            },
+            gateway: GatewayMeta { server_id: entry.server_id, status: &entry.status },
+        },
+    }
+}
+
+/// The official `ServerList`.
+#[derive(serde::Serialize)]
+struct ServerList<'a> {
+    servers: Vec<Document<'a>>,
+    metadata: ListMetadata,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMetadata {
+    count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// One entry of the official `ServerList`: typed, so a page is written straight to its bytes.
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    server: ServerJson<'a>,
+    #[serde(rename = "_meta")]
+    meta: Meta<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ServerJson<'a> {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    name: &'a str,
+    description: String,
+    version: &'a str,
+    remotes: [Remote; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repository: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packages: Option<&'a Value>,
+}
+
+#[derive(serde::Serialize)]
+struct Remote {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: String,
+}
+
+/// `_meta`.
+#[derive(serde::Serialize)]
+struct Meta<'a> {
+    /// The official block of registry metadata.
+    #[serde(rename = "io.modelcontextprotocol.registry/official")]
+    official: Official,
+    /// The gateway's own block: what the official statuses cannot say.
+    #[serde(rename = "dev.mcp-gateway/server")]
+    gateway: GatewayMeta<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Official {
+    status: &'static str,
+    published_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    is_latest: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_changed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GatewayMeta<'a> {
+    server_id: uuid::Uuid,
+    status: &'a str,
 }
 
 /// The query parameters, each at most once.
@@ -218,7 +277,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     _reader: Reader,
     RawQuery(query): RawQuery,
-) -> Result<axum::Json<Value>, RegistryError> {
+) -> Result<Response, RegistryError> {
     let parameters = parameters(query)?;
     let limit = match parameters.get("limit") {
         None => DEFAULT_LIMIT,
@@ -243,12 +302,9 @@ pub(crate) async fn list(
     };
     let page = state.registry.versions(&filter).await.map_err(|_| RegistryError::unavailable())?;
     let issuer = state.tokens.issuer();
-    let servers: Vec<Value> = page.entries.iter().map(|e| document(e, issuer)).collect();
-    let mut metadata = json!({ "count": servers.len() });
-    if let Some(next) = &page.next {
-        metadata["nextCursor"] = json!(encode_cursor(next));
-    }
-    Ok(axum::Json(json!({ "servers": servers, "metadata": metadata })))
+    let servers: Vec<Document> = page.entries.iter().map(|e| document(e, issuer)).collect();
+    let metadata = ListMetadata { count: servers.len(), next_cursor: page.next.as_ref().map(encode_cursor) };
+    Ok(axum::Json(ServerList { servers, metadata }).into_response())
 }
 
 #[utoipa::path(get, path = "/v0.1/servers/{name}/versions", operation_id = "registry_server_versions", tag = "registry",
@@ -268,7 +324,7 @@ pub(crate) async fn versions(
     _reader: Reader,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<axum::Json<Value>, RegistryError> {
+) -> Result<Response, RegistryError> {
     let include_deleted = boolean(&parameters(query)?, "include_deleted")?;
     let entries =
         state.registry.versions_named(&name, include_deleted).await.map_err(|_| RegistryError::unavailable())?;
@@ -276,8 +332,9 @@ pub(crate) async fn versions(
         return Err(RegistryError::not_found());
     }
     let issuer = state.tokens.issuer();
-    let servers: Vec<Value> = entries.iter().map(|e| document(e, issuer)).collect();
-    Ok(axum::Json(json!({ "servers": servers, "metadata": { "count": servers.len() } })))
+    let servers: Vec<Document> = entries.iter().map(|e| document(e, issuer)).collect();
+    let metadata = ListMetadata { count: servers.len(), next_cursor: None };
+    Ok(axum::Json(ServerList { servers, metadata }).into_response())
 }
 
 #[utoipa::path(get, path = "/v0.1/servers/{name}/versions/{version}", operation_id = "registry_server_version", tag = "registry",
@@ -297,7 +354,7 @@ pub(crate) async fn version(
     _reader: Reader,
     Path((name, version)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-) -> Result<axum::Json<Value>, RegistryError> {
+) -> Result<Response, RegistryError> {
     let include_deleted = boolean(&parameters(query)?, "include_deleted")?;
     let selector = VersionSelector::parse(&version);
     let entry = state
@@ -306,5 +363,5 @@ pub(crate) async fn version(
         .await
         .map_err(|_| RegistryError::unavailable())?
         .ok_or_else(RegistryError::not_found)?;
-    Ok(axum::Json(document(&entry, state.tokens.issuer())))
+    Ok(axum::Json(document(&entry, state.tokens.issuer())).into_response())
 }

@@ -30,7 +30,8 @@ impl TableProjection for RegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        3
+        // 4: the name index covers a page's ids and revisions.
+        4
     }
 
     fn filter(&self) -> &EventFilter {
@@ -41,7 +42,7 @@ impl TableProjection for RegistryProjection {
         sqlx::raw_sql(
             "CREATE TABLE servers (
                  id            uuid        PRIMARY KEY,
-                 name          text        NOT NULL UNIQUE,
+                 name          text        NOT NULL,
                  version       text        NOT NULL,
                  title         text,
                  description   text        NOT NULL,
@@ -61,6 +62,9 @@ impl TableProjection for RegistryProjection {
                  registered_at timestamptz NOT NULL,
                  updated_at    timestamptz NOT NULL
              );
+             -- Unique names; a page reads its rows' ids and revisions from the index alone (the entries
+             -- themselves come rendered from memory, see `EntryCache`).
+             CREATE UNIQUE INDEX servers_name ON servers (name) INCLUDE (id, revision);
              CREATE INDEX servers_tags ON servers USING gin (tags);
              CREATE INDEX servers_owner ON servers (owner, id);
              CREATE INDEX servers_status ON servers (status, id);
