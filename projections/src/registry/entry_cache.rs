@@ -17,16 +17,26 @@ use uuid::Uuid;
 use super::CatalogueEntry;
 use crate::ProjectionError;
 
-/// Entries kept (a kilobyte or two each): the most read of a large catalogue.
-const CAPACITY: usize = 50_000;
+/// The memory rendered entries may take: the most read of a large catalogue (an entry is about a kilobyte).
+const BUDGET_BYTES: u64 = 64 << 20;
+
+/// What an entry costs the budget: its JSON and its bookkeeping.
+#[derive(Clone)]
+struct Bytes;
+
+impl quick_cache::Weighter<Uuid, (i64, Arc<RawValue>)> for Bytes {
+    fn weight(&self, _: &Uuid, (_, json): &(i64, Arc<RawValue>)) -> u64 {
+        json.get().len() as u64 + 64
+    }
+}
 
 /// Rendered entries by server id, with the revision they render.
 #[derive(Clone)]
-pub struct EntryCache(Arc<quick_cache::sync::Cache<Uuid, (i64, Arc<RawValue>)>>);
+pub struct EntryCache(Arc<quick_cache::sync::Cache<Uuid, (i64, Arc<RawValue>), Bytes>>);
 
 impl Default for EntryCache {
     fn default() -> Self {
-        Self(Arc::new(quick_cache::sync::Cache::new(CAPACITY)))
+        Self(Arc::new(quick_cache::sync::Cache::with_weighter(BUDGET_BYTES as usize / 1024, BUDGET_BYTES, Bytes)))
     }
 }
 
