@@ -312,6 +312,7 @@ impl Gateway {
             cookies: Arc::new(crate::cookies::Cookies::for_url(&issuer)),
             keyring,
             registry,
+            registry_documents: Default::default(),
             authz,
             authz_status,
             registry_status,

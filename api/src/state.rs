@@ -50,6 +50,8 @@ pub struct Shared {
     pub keyring: std::sync::Arc<commands::Keyring>,
     /// Catalogue queries.
     pub registry: Catalogue,
+    /// The `/v0.1` documents of releases, rendered (see `projections::registry::RenderCache`).
+    pub registry_documents: projections::registry::VersionDocuments,
     /// The authorization model.
     pub authz: SharedAuthz,
     /// Its runner's status.

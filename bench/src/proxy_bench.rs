@@ -39,8 +39,9 @@ pub(crate) struct Options {
     /// Seconds per target of the maximum-rate phase.
     #[arg(long, default_value_t = 5)]
     max_seconds: u64,
-    /// Rounds of the monitoring-overhead phase (each: the monitored gateway, then the bare one).
-    #[arg(long, default_value_t = 4)]
+    /// Rounds of the monitoring-overhead phase (each: the monitored gateway, then the bare one); a round's
+    /// ratio swings by several percent on a busy 2-core machine, so the median of many is reported.
+    #[arg(long, default_value_t = 9)]
     overhead_rounds: usize,
     /// Sessions opened through the gateway for the memory figure.
     #[arg(long, default_value_t = 1_000)]

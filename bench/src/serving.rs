@@ -59,7 +59,7 @@ pub(crate) async fn serve_with_owner(gateway: &Gateway, listener: tokio::net::Tc
 }
 
 /// Registers the server `body` at the gateway at `base` with the owner's `key`: its id. The key works once
-/// the authorization model has applied the bootstrap, so a 401 is tried again for a while.
+/// the authorization model has loaded and applied the bootstrap, so a 401 or 503 is tried again for a while.
 pub(crate) async fn register_server(
     http: &reqwest::Client,
     base: &str,
@@ -73,7 +73,8 @@ pub(crate) async fn register_server(
         if let Some(id) = created["id"].as_str() {
             return Ok(id.to_owned());
         }
-        anyhow::ensure!(status == 401 && Instant::now() < deadline, "no server: {created}");
+        // 401 until the model knows the key; 503 while the model is still loading.
+        anyhow::ensure!(matches!(status.as_u16(), 401 | 503) && Instant::now() < deadline, "no server: {created}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

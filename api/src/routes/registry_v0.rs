@@ -146,10 +146,10 @@ fn document<'a>(entry: &'a VersionEntry, issuer: &str) -> Document<'a> {
     }
 }
 
-/// The official `ServerList`.
+/// The official `ServerList` (of documents, or of documents rendered already).
 #[derive(serde::Serialize)]
-struct ServerList<'a> {
-    servers: Vec<Document<'a>>,
+struct ServerList<S> {
+    servers: Vec<S>,
     metadata: ListMetadata,
 }
 
@@ -300,9 +300,14 @@ pub(crate) async fn list(
         after: parameters.get("cursor").map(|c| decode_cursor(c)).transpose()?,
         limit,
     };
-    let page = state.registry.versions(&filter).await.map_err(|_| RegistryError::unavailable())?;
     let issuer = state.tokens.issuer();
-    let servers: Vec<Document> = page.entries.iter().map(|e| document(e, issuer)).collect();
+    let render = |entry: &VersionEntry| serde_json::value::to_raw_value(&document(entry, issuer));
+    let page = state
+        .registry
+        .versions_rendered(&filter, &state.registry_documents, render)
+        .await
+        .map_err(|_| RegistryError::unavailable())?;
+    let servers: Vec<&serde_json::value::RawValue> = page.documents.iter().map(|d| &**d).collect();
     let metadata = ListMetadata { count: servers.len(), next_cursor: page.next.as_ref().map(encode_cursor) };
     Ok(axum::Json(ServerList { servers, metadata }).into_response())
 }

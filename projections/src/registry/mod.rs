@@ -1,16 +1,16 @@
 //! The `registry` read model: the server catalogue, in tables.
 
-mod entry_cache;
 mod projection;
 mod query;
+mod render_cache;
 mod sqlite;
 mod versions;
 
-pub use entry_cache::{EntryCache, RenderedPage};
 pub use projection::RegistryProjection;
-pub use query::{CatalogueEntry, CatalogueFilter, CataloguePage, Registry};
+pub use query::{CatalogueEntry, CatalogueFilter, CataloguePage, Registry, RenderedPage};
+pub use render_cache::RenderCache;
 pub use sqlite::{SqliteRegistry, SqliteRegistryProjection};
-pub use versions::{VersionEntry, VersionFilter, VersionPage, VersionSelector};
+pub use versions::{RenderedVersionPage, VersionDocuments, VersionEntry, VersionFilter, VersionPage, VersionSelector};
 
 use eventstore::Position;
 use uuid::Uuid;
@@ -64,6 +64,19 @@ impl Catalogue {
         match self {
             Self::Postgres(r) => r.versions(filter).await,
             Self::Sqlite(r) => r.versions(filter).await,
+        }
+    }
+
+    /// [`Catalogue::versions`], each rendered by `render` (unchanged ones from `cache`).
+    pub async fn versions_rendered(
+        &self,
+        filter: &VersionFilter,
+        cache: &VersionDocuments,
+        render: impl Fn(&VersionEntry) -> Result<Box<serde_json::value::RawValue>, serde_json::Error>,
+    ) -> Result<RenderedVersionPage, ProjectionError> {
+        match self {
+            Self::Postgres(r) => r.versions_rendered(filter, cache, render).await,
+            Self::Sqlite(r) => r.versions_rendered(filter, cache, render).await,
         }
     }
 

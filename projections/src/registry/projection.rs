@@ -30,8 +30,8 @@ impl TableProjection for RegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        // 4: the name index covers a page's ids and revisions.
-        4
+        // 4: the name index covers a page's ids and revisions; 5: releases carry their rendering's stamp.
+        5
     }
 
     fn filter(&self) -> &EventFilter {
@@ -63,7 +63,7 @@ impl TableProjection for RegistryProjection {
                  updated_at    timestamptz NOT NULL
              );
              -- Unique names; a page reads its rows' ids and revisions from the index alone (the entries
-             -- themselves come rendered from memory, see `EntryCache`).
+             -- themselves come rendered from memory, see `RenderCache`).
              CREATE UNIQUE INDEX servers_name ON servers (name) INCLUDE (id, revision);
              CREATE INDEX servers_tags ON servers USING gin (tags);
              CREATE INDEX servers_owner ON servers (owner, id);
@@ -86,6 +86,8 @@ impl TableProjection for RegistryProjection {
                  published_at      timestamptz NOT NULL,
                  updated_at        timestamptz NOT NULL,
                  is_latest         boolean     NOT NULL,
+                 -- The $all position of the event that last changed the row: its rendering's stamp.
+                 stamp             bigint      NOT NULL,
                  PRIMARY KEY (server_id, version)
              );
              CREATE UNIQUE INDEX versions_order ON versions (name, seq);
@@ -193,13 +195,13 @@ impl Registrations {
                              at, version, repository, packages, seq, exported_name)
              ), superseded AS (
                  -- A deleted server's name taken again: its releases are no longer the name's latest.
-                 UPDATE versions v SET is_latest = false, updated_at = r.at
+                 UPDATE versions v SET is_latest = false, updated_at = r.at, stamp = r.seq
                    FROM r WHERE v.name = r.exported_name AND v.status = 'deleted' AND v.is_latest
              ), published AS (
                  INSERT INTO versions (server_id, version, seq, name, title, description, transport, url,
-                                       repository, packages, status, published_at, updated_at, is_latest)
+                                       repository, packages, status, published_at, updated_at, is_latest, stamp)
                  SELECT r.id, r.version, r.seq, r.exported_name, r.title, r.description, r.transport, r.url,
-                        r.repository::jsonb, r.packages::jsonb, 'active', r.at, r.at, true
+                        r.repository::jsonb, r.packages::jsonb, 'active', r.at, r.at, true, r.seq
                    FROM r
              )
              INSERT INTO servers (id, name, version, title, description, tags, repository, packages, transport, url,
@@ -323,15 +325,15 @@ async fn apply_one(
         }
         ServerEvent::Suspended { reason } => {
             set_status(tx, id, "suspended", Some(reason), revision, at).await?;
-            set_version_status(tx, id, "suspended", Some(reason), at).await
+            set_version_status(tx, id, "suspended", Some(reason), at, seq(recorded)).await
         }
         ServerEvent::Resumed => {
             set_status(tx, id, "active", None, revision, at).await?;
-            set_version_status(tx, id, "active", None, at).await
+            set_version_status(tx, id, "active", None, at, seq(recorded)).await
         }
         ServerEvent::Deregistered { reason, .. } => {
             sqlx::query("DELETE FROM servers WHERE id = $1").bind(id).execute(&mut *tx).await.and_then(one_row)?;
-            set_version_status(tx, id, "deleted", Some(reason), at).await
+            set_version_status(tx, id, "deleted", Some(reason), at, seq(recorded)).await
         }
     }
 }
@@ -368,9 +370,9 @@ async fn release(
         sqlx::query(
             "INSERT INTO versions (server_id, version, seq, name, title, description, transport, url, repository,
                                    packages, status, status_message, status_changed_at, published_at, updated_at,
-                                   is_latest)
+                                   is_latest, stamp)
              SELECT s.id, s.version, $2, v.name, s.title, s.description, s.transport, s.url, s.repository,
-                    s.packages, v.status, v.status_message, v.status_changed_at, $3, $3, true
+                    s.packages, v.status, v.status_message, v.status_changed_at, $3, $3, true, $2
                FROM servers s JOIN versions v ON v.server_id = s.id AND v.is_latest
               WHERE s.id = $1",
         )
@@ -381,7 +383,8 @@ async fn release(
         .await
         .and_then(one_row)?;
         sqlx::query(
-            "UPDATE versions SET is_latest = false, updated_at = $3 WHERE server_id = $1 AND is_latest AND seq <> $2",
+            "UPDATE versions SET is_latest = false, updated_at = $3, stamp = $2
+              WHERE server_id = $1 AND is_latest AND seq <> $2",
         )
         .bind(id)
         .bind(seq)
@@ -392,12 +395,13 @@ async fn release(
     } else {
         sqlx::query(
             "UPDATE versions v SET title = s.title, description = s.description, transport = s.transport,
-                    url = s.url, repository = s.repository, packages = s.packages, updated_at = $2
+                    url = s.url, repository = s.repository, packages = s.packages, updated_at = $2, stamp = $3
                FROM servers s
               WHERE v.server_id = s.id AND v.is_latest AND s.id = $1",
         )
         .bind(id)
         .bind(at)
+        .bind(seq)
         .execute(&mut *tx)
         .await
         .and_then(one_row)
@@ -411,15 +415,17 @@ async fn set_version_status(
     status: &str,
     message: Option<&String>,
     at: chrono::DateTime<chrono::Utc>,
+    stamp: i64,
 ) -> Result<(), sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE versions SET status = $2, status_message = $3, status_changed_at = $4, updated_at = $4
+        "UPDATE versions SET status = $2, status_message = $3, status_changed_at = $4, updated_at = $4, stamp = $5
           WHERE server_id = $1",
     )
     .bind(id)
     .bind(status)
     .bind(message)
     .bind(at)
+    .bind(stamp)
     .execute(&mut *tx)
     .await?;
     match done.rows_affected() {

@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::entry_cache::{EntryCache, PageRow, RenderedPage, assemble};
 use super::projection::NAME;
+use super::render_cache::{RenderCache, assemble};
 use crate::sql::escape_like;
 use crate::{ProjectionError, load_checkpoint};
 
@@ -118,6 +118,25 @@ impl CatalogueFilter {
     }
 }
 
+/// A page of the catalogue, each entry rendered as JSON.
+#[derive(Debug, Clone)]
+pub struct RenderedPage {
+    /// The servers' JSON, in name order.
+    pub entries: Vec<std::sync::Arc<serde_json::value::RawValue>>,
+    /// The last name, when more may follow.
+    pub next: Option<String>,
+}
+
+/// An entry's key and stamp in the rendered-entry cache: its id and revision.
+pub(super) fn stamp(entry: &CatalogueEntry) -> (Uuid, i64) {
+    (entry.id, entry.revision)
+}
+
+/// An entry as JSON.
+pub(super) fn render(entry: &CatalogueEntry) -> Result<Box<serde_json::value::RawValue>, serde_json::Error> {
+    serde_json::value::to_raw_value(entry)
+}
+
 /// A page of the catalogue, in name order.
 #[derive(Debug, Clone)]
 pub struct CataloguePage {
@@ -131,7 +150,7 @@ pub struct CataloguePage {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pool: PgPool,
-    rendered: EntryCache,
+    rendered: RenderCache<Uuid>,
 }
 
 const COLUMNS: &str = "id, name, version, title, description, tags, repository, packages, transport, url, \
@@ -141,7 +160,7 @@ const COLUMNS: &str = "id, name, version, title, description, tags, repository, 
 impl Registry {
     /// Queries against the read model in `pool`'s database.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, rendered: EntryCache::default() }
+        Self { pool, rendered: RenderCache::default() }
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -174,12 +193,14 @@ impl Registry {
         let limit = filter.limit.clamp(1, 500);
         let rows: Vec<(Uuid, String, i64)> =
             self.select("id, name, revision", filter, limit).fetch_all(&self.pool).await?;
-        let rows = rows.into_iter().map(|(id, name, revision)| PageRow { id, name, revision }).collect();
-        assemble(&self.rendered, rows, limit, |ids| async move {
+        let (rows, next) = crate::sql::page(rows, limit, |(_, name, _)| name.clone());
+        let keys: Vec<(Uuid, i64)> = rows.iter().map(|(id, _, revision)| (*id, *revision)).collect();
+        let fetch = |ids: Vec<Uuid>| async move {
             let sql = format!("SELECT {COLUMNS} FROM rm_registry.servers WHERE id = ANY($1)");
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(&self.pool).await?)
-        })
-        .await
+        };
+        let entries = assemble(&self.rendered, &keys, fetch, stamp, render).await?;
+        Ok(RenderedPage { entries, next })
     }
 
     /// `columns` of the first `limit` + 1 servers matching `filter`, in name order.

@@ -9,10 +9,13 @@ use sqlx::sqlite::{SqliteQueryResult, SqliteRow};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::entry_cache::{PageRow, RenderedPage, assemble};
 use super::projection::{NAME, auth_mode_name, exported_name, seq, transport_name};
-use super::query::{CatalogueEntry, CatalogueFilter, CataloguePage};
-use super::versions::{VERSION_COLUMNS, VersionBind, VersionEntry, VersionFilter, VersionPage, VersionSelector};
+use super::query::{CatalogueEntry, CatalogueFilter, CataloguePage, RenderedPage, render, stamp};
+use super::render_cache::{RenderCache, assemble};
+use super::versions::{
+    RenderedVersionPage, VERSION_COLUMNS, VersionBind, VersionDocuments, VersionEntry, VersionFilter, VersionPage,
+    VersionSelector,
+};
 use crate::{EventFilter, ProjectionError, SqliteProjection, load_sqlite_checkpoint};
 
 /// The registry projection on SQLite.
@@ -33,7 +36,8 @@ impl SqliteProjection for SqliteRegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        3
+        // 4: releases carry their rendering's stamp.
+        4
     }
 
     fn filter(&self) -> &EventFilter {
@@ -87,6 +91,7 @@ impl SqliteProjection for SqliteRegistryProjection {
                  published_at      TEXT    NOT NULL,
                  updated_at        TEXT    NOT NULL,
                  is_latest         INTEGER NOT NULL,
+                 stamp             INTEGER NOT NULL,
                  PRIMARY KEY (server_id, version)
              ) WITHOUT ROWID;
              CREATE UNIQUE INDEX registry_versions_order ON registry_versions (name, seq);
@@ -155,23 +160,25 @@ async fn apply_one(
             let name = exported_name(&r.name);
             // A deleted server's name taken again: its releases are no longer the name's latest.
             sqlx::query(
-                "UPDATE registry_versions SET is_latest = 0, updated_at = ?
+                "UPDATE registry_versions SET is_latest = 0, updated_at = ?, stamp = ?
                   WHERE name = ? AND status = 'deleted' AND is_latest",
             )
             .bind(at)
+            .bind(seq(recorded))
             .bind(&name)
             .execute(&mut *conn)
             .await?;
             sqlx::query(
                 "INSERT INTO registry_versions (server_id, version, seq, name, title, description, transport, url,
                                                     repository, packages, status, published_at, updated_at,
-                                                    is_latest)
+                                                    is_latest, stamp)
                      SELECT id, version, ?, ?, title, description, transport, url, repository, packages,
-                            'active', registered_at, updated_at, 1
+                            'active', registered_at, updated_at, 1, ?
                        FROM registry_servers WHERE id = ?",
             )
             .bind(seq(recorded))
             .bind(name)
+            .bind(seq(recorded))
             .bind(id)
             .execute(&mut *conn)
             .await?
@@ -249,16 +256,16 @@ async fn apply_one(
         }
         ServerEvent::Suspended { reason } => {
             one_row(set_status(conn, id, "suspended", Some(reason), revision, at).await?)?;
-            return set_version_status(conn, id, "suspended", Some(reason), at).await;
+            return set_version_status(conn, id, "suspended", Some(reason), at, seq(recorded)).await;
         }
         ServerEvent::Resumed => {
             one_row(set_status(conn, id, "active", None, revision, at).await?)?;
-            return set_version_status(conn, id, "active", None, at).await;
+            return set_version_status(conn, id, "active", None, at, seq(recorded)).await;
         }
         ServerEvent::Deregistered { reason, .. } => {
             let done = sqlx::query("DELETE FROM registry_servers WHERE id = ?").bind(id).execute(&mut *conn).await?;
             one_row(done)?;
-            return set_version_status(conn, id, "deleted", Some(reason), at).await;
+            return set_version_status(conn, id, "deleted", Some(reason), at, seq(recorded)).await;
         }
     };
     one_row(done)
@@ -277,11 +284,12 @@ async fn release(
         return sqlx::query(
             "UPDATE registry_versions AS v
                 SET title = s.title, description = s.description, transport = s.transport, url = s.url,
-                    repository = s.repository, packages = s.packages, updated_at = ?
+                    repository = s.repository, packages = s.packages, updated_at = ?, stamp = ?
                FROM registry_servers AS s
               WHERE v.server_id = s.id AND v.is_latest AND s.id = ?",
         )
         .bind(at)
+        .bind(seq)
         .bind(id)
         .execute(&mut *conn)
         .await;
@@ -289,23 +297,26 @@ async fn release(
     let added = sqlx::query(
         "INSERT INTO registry_versions (server_id, version, seq, name, title, description, transport, url,
                                         repository, packages, status, status_message, status_changed_at,
-                                        published_at, updated_at, is_latest)
+                                        published_at, updated_at, is_latest, stamp)
          SELECT s.id, s.version, ?, v.name, s.title, s.description, s.transport, s.url, s.repository, s.packages,
-                v.status, v.status_message, v.status_changed_at, ?, ?, 1
+                v.status, v.status_message, v.status_changed_at, ?, ?, 1, ?
            FROM registry_servers AS s JOIN registry_versions AS v ON v.server_id = s.id AND v.is_latest
           WHERE s.id = ?",
     )
     .bind(seq)
     .bind(at)
     .bind(at)
+    .bind(seq)
     .bind(id)
     .execute(&mut *conn)
     .await?;
     one_row(added)?;
     sqlx::query(
-        "UPDATE registry_versions SET is_latest = 0, updated_at = ? WHERE server_id = ? AND is_latest AND seq <> ?",
+        "UPDATE registry_versions SET is_latest = 0, updated_at = ?, stamp = ?
+          WHERE server_id = ? AND is_latest AND seq <> ?",
     )
     .bind(at)
+    .bind(seq)
     .bind(id)
     .bind(seq)
     .execute(&mut *conn)
@@ -319,15 +330,17 @@ async fn set_version_status(
     status: &str,
     message: Option<&String>,
     at: chrono::DateTime<chrono::Utc>,
+    stamp: i64,
 ) -> Result<(), sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE registry_versions SET status = ?, status_message = ?, status_changed_at = ?, updated_at = ?
+        "UPDATE registry_versions SET status = ?, status_message = ?, status_changed_at = ?, updated_at = ?, stamp = ?
           WHERE server_id = ?",
     )
     .bind(status)
     .bind(message)
     .bind(at)
     .bind(at)
+    .bind(stamp)
     .bind(id)
     .execute(&mut *conn)
     .await?;
@@ -372,7 +385,7 @@ fn one_row(done: SqliteQueryResult) -> Result<(), sqlx::Error> {
 #[derive(Debug, Clone)]
 pub struct SqliteRegistry {
     pool: SqlitePool,
-    rendered: super::EntryCache,
+    rendered: RenderCache<Uuid>,
 }
 
 const SELECT: &str = "SELECT id, name, version, title, description, tags, repository, packages, transport, url, \
@@ -421,7 +434,7 @@ fn entry(row: &SqliteRow) -> Result<CatalogueEntry, sqlx::Error> {
 impl SqliteRegistry {
     /// Queries against the read model in `pool`'s file.
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool, rendered: super::EntryCache::default() }
+        Self { pool, rendered: RenderCache::default() }
     }
 
     /// The server with `id`.
@@ -455,21 +468,21 @@ impl SqliteRegistry {
             self.select("SELECT id, name, revision FROM registry_servers", filter, limit).fetch_all(&self.pool).await?;
         let rows = rows
             .iter()
-            .map(|row| {
-                Ok(PageRow { id: row.try_get("id")?, name: row.try_get("name")?, revision: row.try_get("revision")? })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        assemble(&self.rendered, rows, limit, |ids| async move {
-            let marks = vec!["?"; ids.len()].join(", ");
-            let sql = format!("{SELECT} WHERE id IN ({marks})");
+            .map(|row| Ok((row.try_get("id")?, row.try_get("name")?, row.try_get("revision")?)))
+            .collect::<Result<Vec<(Uuid, String, i64)>, sqlx::Error>>()?;
+        let (rows, next) = crate::sql::page(rows, limit, |(_, name, _)| name.clone());
+        let keys: Vec<(Uuid, i64)> = rows.iter().map(|(id, _, revision)| (*id, *revision)).collect();
+        let fetch = |ids: Vec<Uuid>| async move {
+            let sql = format!("{SELECT} WHERE id IN ({})", vec!["?"; ids.len()].join(", "));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in ids {
                 query = query.bind(id);
             }
             let rows = query.fetch_all(&self.pool).await?;
             Ok(rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        };
+        let entries = assemble(&self.rendered, &keys, fetch, stamp, render).await?;
+        Ok(RenderedPage { entries, next })
     }
 
     /// The first `limit` + 1 rows of `select` matching `filter`, in name order.
@@ -502,9 +515,53 @@ impl SqliteRegistry {
     /// A page of releases matching `filter`, in `(name, seq)` order.
     pub async fn versions(&self, filter: &VersionFilter) -> Result<VersionPage, ProjectionError> {
         let limit = filter.limit.max(1);
+        let rows = self.select_versions(VERSION_COLUMNS, filter, limit).fetch_all(&self.pool).await?;
+        let entries = rows.iter().map(version_entry).collect::<Result<Vec<_>, _>>()?;
+        let (entries, next) = crate::sql::page(entries, limit, |e| (e.name.clone(), e.seq));
+        Ok(VersionPage { entries, next })
+    }
+
+    /// [`SqliteRegistry::versions`], each rendered by `render`: those unchanged since last rendered come
+    /// from `cache`, the others are read in full.
+    pub async fn versions_rendered(
+        &self,
+        filter: &VersionFilter,
+        cache: &VersionDocuments,
+        render: impl Fn(&VersionEntry) -> Result<Box<serde_json::value::RawValue>, serde_json::Error>,
+    ) -> Result<RenderedVersionPage, ProjectionError> {
+        let limit = filter.limit.max(1);
+        let rows = self.select_versions("name, seq, stamp", filter, limit).fetch_all(&self.pool).await?;
+        let rows = rows
+            .iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("seq")?, row.try_get("stamp")?)))
+            .collect::<Result<Vec<(String, i64, i64)>, sqlx::Error>>()?;
+        let (rows, next) = crate::sql::page(rows, limit, |(name, seq, _)| (name.clone(), *seq));
+        let keys: Vec<((String, i64), i64)> = rows.into_iter().map(|(name, seq, stamp)| ((name, seq), stamp)).collect();
+        let fetch = |keys: Vec<(String, i64)>| async move {
+            let pairs = vec!["(?, ?)"; keys.len()].join(", ");
+            let sql = format!("SELECT {VERSION_COLUMNS} FROM registry_versions WHERE (name, seq) IN (VALUES {pairs})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (name, seq) in keys {
+                query = query.bind(name).bind(seq);
+            }
+            let rows = query.fetch_all(&self.pool).await?;
+            Ok(rows.iter().map(version_entry).collect::<Result<Vec<_>, _>>()?)
+        };
+        let stamp_of = |e: &VersionEntry| ((e.name.clone(), e.seq), e.stamp);
+        let documents = assemble(cache, &keys, fetch, stamp_of, render).await?;
+        Ok(RenderedVersionPage { documents, next })
+    }
+
+    /// `columns` of the first `limit` + 1 releases matching `filter`, in `(name, seq)` order.
+    fn select_versions<'q>(
+        &self,
+        columns: &str,
+        filter: &VersionFilter,
+        limit: u32,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
         let (conditions, binds) = filter.conditions(|n| format!("?{n}"), "LIKE", " ESCAPE '\\'");
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM registry_versions {conditions} ORDER BY name, seq LIMIT {}",
+            "SELECT {columns} FROM registry_versions {conditions} ORDER BY name, seq LIMIT {}",
             i64::from(limit) + 1
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -515,10 +572,7 @@ impl SqliteRegistry {
                 VersionBind::Integer(n) => query.bind(n),
             };
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        let entries = rows.iter().map(version_entry).collect::<Result<Vec<_>, _>>()?;
-        let (entries, next) = crate::sql::page(entries, limit, |e| (e.name.clone(), e.seq));
-        Ok(VersionPage { entries, next })
+        query
     }
 
     /// The releases named `name`, newest first.
@@ -578,5 +632,6 @@ fn version_entry(row: &SqliteRow) -> Result<VersionEntry, sqlx::Error> {
         published_at: row.try_get("published_at")?,
         updated_at: row.try_get("updated_at")?,
         is_latest: row.try_get("is_latest")?,
+        stamp: row.try_get("stamp")?,
     })
 }

@@ -41,6 +41,8 @@ pub struct VersionEntry {
     pub updated_at: DateTime<Utc>,
     /// Whether it is the server's current version.
     pub is_latest: bool,
+    /// The `$all` position of the event that last changed it: its rendering's stamp.
+    pub stamp: i64,
 }
 
 /// Which versions to list.
@@ -138,6 +140,18 @@ impl VersionSelector {
     }
 }
 
+/// A page of versions, each rendered as JSON, and the cursor of the next.
+#[derive(Debug, Clone)]
+pub struct RenderedVersionPage {
+    /// The documents, in `(name, seq)` order.
+    pub documents: Vec<std::sync::Arc<serde_json::value::RawValue>>,
+    /// The last `(name, seq)`, when more may follow.
+    pub next: Option<(String, i64)>,
+}
+
+/// Rendered releases by `(name, seq)`.
+pub type VersionDocuments = super::RenderCache<(String, i64)>;
+
 /// A page of versions in `(name, seq)` order.
 #[derive(Debug, Clone)]
 pub struct VersionPage {
@@ -149,28 +163,66 @@ pub struct VersionPage {
 
 pub(crate) const VERSION_COLUMNS: &str = "server_id, name, version, seq, title, description, transport, url, \
                                           repository, packages, status, status_message, status_changed_at, \
-                                          published_at, updated_at, is_latest";
+                                          published_at, updated_at, is_latest, stamp";
+
+/// `columns` of the first `limit` + 1 versions matching `filter`, in `(name, seq)` order.
+fn select_versions<'q, T>(
+    columns: &str,
+    filter: &VersionFilter,
+    limit: u32,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    let (conditions, binds) = filter.conditions(|n| format!("${n}"), "ILIKE", "");
+    let sql = format!(
+        "SELECT {columns} FROM rm_registry.versions {conditions} ORDER BY name, seq LIMIT {}",
+        i64::from(limit) + 1
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for bind in binds {
+        query = match bind {
+            VersionBind::Text(text) => query.bind(text),
+            VersionBind::Time(time) => query.bind(time),
+            VersionBind::Integer(n) => query.bind(n),
+        };
+    }
+    query
+}
 
 impl Registry {
     /// A page of versions matching `filter`, in `(name, seq)` order.
     pub async fn versions(&self, filter: &VersionFilter) -> Result<VersionPage, ProjectionError> {
         let limit = filter.limit.max(1);
-        let (conditions, binds) = filter.conditions(|n| format!("${n}"), "ILIKE", "");
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM rm_registry.versions {conditions} ORDER BY name, seq LIMIT {}",
-            i64::from(limit) + 1
-        );
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for bind in binds {
-            query = match bind {
-                VersionBind::Text(text) => query.bind(text),
-                VersionBind::Time(time) => query.bind(time),
-                VersionBind::Integer(n) => query.bind(n),
-            };
-        }
-        let entries: Vec<VersionEntry> = query.fetch_all(self.pool()).await?;
+        let entries: Vec<VersionEntry> = select_versions(VERSION_COLUMNS, filter, limit).fetch_all(self.pool()).await?;
         let (entries, next) = crate::sql::page(entries, limit, |e| (e.name.clone(), e.seq));
         Ok(VersionPage { entries, next })
+    }
+
+    /// [`Registry::versions`], each rendered by `render`: those unchanged since last rendered come from
+    /// `cache`, the others are read in full.
+    pub async fn versions_rendered(
+        &self,
+        filter: &VersionFilter,
+        cache: &VersionDocuments,
+        render: impl Fn(&VersionEntry) -> Result<Box<serde_json::value::RawValue>, serde_json::Error>,
+    ) -> Result<RenderedVersionPage, ProjectionError> {
+        let limit = filter.limit.max(1);
+        let rows: Vec<(String, i64, i64)> =
+            select_versions("name, seq, stamp", filter, limit).fetch_all(self.pool()).await?;
+        let (rows, next) = crate::sql::page(rows, limit, |(name, seq, _)| (name.clone(), *seq));
+        let keys: Vec<((String, i64), i64)> = rows.into_iter().map(|(name, seq, stamp)| ((name, seq), stamp)).collect();
+        let fetch = |keys: Vec<(String, i64)>| async move {
+            let (names, seqs): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM rm_registry.versions
+                  WHERE (name, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(names).bind(seqs).fetch_all(self.pool()).await?)
+        };
+        let stamp_of = |e: &VersionEntry| ((e.name.clone(), e.seq), e.stamp);
+        let documents = super::render_cache::assemble(cache, &keys, fetch, stamp_of, render).await?;
+        Ok(RenderedVersionPage { documents, next })
     }
 
     /// The versions named `name`, newest first.
