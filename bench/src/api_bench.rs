@@ -159,77 +159,42 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     rows.push(Row::info("  GET p99", median(&mut read_p99), "ms"));
 
     // Catalogue pages of 20, from places spread over the catalogue (a cursor after a name prefix), against
-    // the reads by id of the same run.
-    eprintln!("measuring catalogue pages");
-    let (mut pages, mut page_p50, mut page_p99) = (vec![], vec![], vec![]);
-    for _ in 0..options.rounds {
-        let (app2, key2) = (app.clone(), key.clone());
-        let stats = run_writers(options.clients, duration, move |w, i| {
-            let (app, key) = (app2.clone(), key2.clone());
-            async move {
-                let after = format!("io.example/bench-{}-{}-{}", i % 3, w % 16, (i * 7919) % 1000);
-                let uri = format!("/api/v1/servers?limit=20&cursor={}", api::cursor::encode(&after));
-                let (status, reply) = call(&app, &key, "GET", &uri, None).await?;
-                anyhow::ensure!(
-                    status == StatusCode::OK,
-                    "GET a page answered {status}: {}",
-                    String::from_utf8_lossy(&reply)
-                );
-                Ok(Outcome { events: 1, conflicts: 0 })
-            }
-        })
-        .await?;
-        pages.push(stats.events_per_sec());
-        page_p50.push(stats.percentile_ms(50.0));
-        page_p99.push(stats.percentile_ms(99.0));
+    // the reads by id of the same run; then the official registry's listing from the same places
+    // (`<seq>:<name>` cursors).
+    let by_id = median(&mut reads.clone());
+    for (path, cursor_prefix) in [("/api/v1/servers", ""), ("/v0.1/servers", "0:")] {
+        eprintln!("measuring {path} pages");
+        let (mut pages, mut page_p50, mut page_p99) = (vec![], vec![], vec![]);
+        for _ in 0..options.rounds {
+            let (app2, key2) = (app.clone(), key.clone());
+            let stats = run_writers(options.clients, duration, move |w, i| {
+                let (app, key) = (app2.clone(), key2.clone());
+                async move {
+                    let after = format!("{cursor_prefix}io.example/bench-{}-{}-{}", i % 3, w % 16, (i * 7919) % 1000);
+                    let uri = format!("{path}?limit=20&cursor={}", api::cursor::encode(&after));
+                    let (status, reply) = call(&app, &key, "GET", &uri, None).await?;
+                    let text = || String::from_utf8_lossy(&reply).into_owned();
+                    anyhow::ensure!(status == StatusCode::OK, "GET {path} answered {status}: {}", text());
+                    Ok(Outcome { events: 1, conflicts: 0 })
+                }
+            })
+            .await?;
+            pages.push(stats.events_per_sec());
+            page_p50.push(stats.percentile_ms(50.0));
+            page_p99.push(stats.percentile_ms(99.0));
+        }
+        let page_rate = median(&mut pages);
+        rows.push(Row::compared(
+            format!("GET {path}?limit=20 (vs GET by id), {} concurrent clients", options.clients),
+            page_rate,
+            "pages/s",
+            by_id,
+            page_rate / by_id,
+        ));
+        rows.push(Row::at_least("  pages of 20", page_rate, "pages/s", 10_000.0));
+        rows.push(Row::info("  page p50", median(&mut page_p50), "ms"));
+        rows.push(Row::info("  page p99", median(&mut page_p99), "ms"));
     }
-    let (by_id, page_rate) = (median(&mut reads.clone()), median(&mut pages));
-    rows.push(Row::compared(
-        format!("GET /api/v1/servers?limit=20 (vs GET by id), {} concurrent clients", options.clients),
-        page_rate,
-        "pages/s",
-        by_id,
-        page_rate / by_id,
-    ));
-    rows.push(Row::at_least("  pages of 20", page_rate, "pages/s", 10_000.0));
-    rows.push(Row::info("  page p50", median(&mut page_p50), "ms"));
-    rows.push(Row::info("  page p99", median(&mut page_p99), "ms"));
-
-    // The official registry's listing: pages of 20 releases from the same places (`<seq>:<name>` cursors).
-    eprintln!("measuring /v0.1 pages");
-    let (mut v0_pages, mut v0_p50, mut v0_p99) = (vec![], vec![], vec![]);
-    for _ in 0..options.rounds {
-        let (app2, key2) = (app.clone(), key.clone());
-        let stats = run_writers(options.clients, duration, move |w, i| {
-            let (app, key) = (app2.clone(), key2.clone());
-            async move {
-                let after = format!("0:io.example/bench-{}-{}-{}", i % 3, w % 16, (i * 7919) % 1000);
-                let uri = format!("/v0.1/servers?limit=20&cursor={}", api::cursor::encode(&after));
-                let (status, reply) = call(&app, &key, "GET", &uri, None).await?;
-                anyhow::ensure!(
-                    status == StatusCode::OK,
-                    "GET a /v0.1 page answered {status}: {}",
-                    String::from_utf8_lossy(&reply)
-                );
-                Ok(Outcome { events: 1, conflicts: 0 })
-            }
-        })
-        .await?;
-        v0_pages.push(stats.events_per_sec());
-        v0_p50.push(stats.percentile_ms(50.0));
-        v0_p99.push(stats.percentile_ms(99.0));
-    }
-    let v0_rate = median(&mut v0_pages);
-    rows.push(Row::compared(
-        format!("GET /v0.1/servers?limit=20 (vs GET by id), {} concurrent clients", options.clients),
-        v0_rate,
-        "pages/s",
-        by_id,
-        v0_rate / by_id,
-    ));
-    rows.push(Row::at_least("  pages of 20", v0_rate, "pages/s", 10_000.0));
-    rows.push(Row::info("  page p50", median(&mut v0_p50), "ms"));
-    rows.push(Row::info("  page p99", median(&mut v0_p99), "ms"));
     gateway.stop();
     Ok(rows)
 }

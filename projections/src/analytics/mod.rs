@@ -52,6 +52,36 @@ pub(crate) struct Counts {
 /// What a batch adds, row by row.
 pub(crate) type Rows = HashMap<RowKey, Counts>;
 
+/// A batch's rows, a vector per column (PostgreSQL binds them as arrays).
+#[derive(Default)]
+pub(crate) struct RowColumns {
+    pub(crate) granularity: Vec<i64>,
+    pub(crate) bucket: Vec<i64>,
+    pub(crate) dimension: Vec<&'static str>,
+    pub(crate) key: Vec<String>,
+    pub(crate) calls: Vec<i64>,
+    pub(crate) errors: Vec<i64>,
+    pub(crate) denials: Vec<i64>,
+    pub(crate) latency_ms: Vec<f64>,
+    pub(crate) histogram: [Vec<i64>; HISTOGRAM_BUCKETS],
+}
+
+impl RowColumns {
+    pub(crate) fn push(&mut self, key: RowKey, counts: Counts) {
+        self.granularity.push(key.granularity);
+        self.bucket.push(key.bucket);
+        self.dimension.push(key.dimension);
+        self.key.push(key.key);
+        self.calls.push(counts.calls);
+        self.errors.push(counts.errors);
+        self.denials.push(counts.denials);
+        self.latency_ms.push(counts.latency_ms);
+        for (column, count) in self.histogram.iter_mut().zip(counts.histogram) {
+            column.push(count);
+        }
+    }
+}
+
 /// [`fold`] for a runner's batch: the rows, and the position a write failure is reported at; an event
 /// that does not decode halts the projection at that event.
 pub(crate) fn fold_batch(
@@ -123,26 +153,6 @@ fn dimensions(server: String, tool: &str, principal: String, client: String) -> 
         (Dimension::Client, client),
     ]
 }
-
-/// Binds a row's key and counts to an upsert in its columns' order (both backends' query types).
-macro_rules! bind_row {
-    ($query:expr, $key:expr, $counts:expr) => {{
-        let mut query = $query
-            .bind($key.granularity)
-            .bind($key.bucket)
-            .bind($key.dimension)
-            .bind(&$key.key)
-            .bind($counts.calls)
-            .bind($counts.errors)
-            .bind($counts.denials)
-            .bind($counts.latency_ms);
-        for count in $counts.histogram {
-            query = query.bind(count);
-        }
-        query
-    }};
-}
-pub(crate) use bind_row;
 
 /// `CAST(SUM(h0) AS BIGINT), …`: the summed histogram's columns of a query.
 pub(crate) fn histogram_columns_sum() -> String {

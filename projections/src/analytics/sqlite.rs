@@ -8,7 +8,7 @@ use eventstore::RecordedEvent;
 use sqlx::SqliteConnection;
 
 use super::NAME;
-use super::projection::{create_table, filter, upsert};
+use super::projection::{columns, create_table, filter, upsert};
 use crate::{EventFilter, ProjectionError, SqliteProjection};
 
 /// The analytics projection on SQLite.
@@ -22,7 +22,38 @@ impl Default for SqliteAnalyticsProjection {
     }
 }
 
-static UPSERT: LazyLock<String> = LazyLock::new(|| upsert("analytics_calls", |_| "?".to_owned()));
+/// Rows per statement: SQLite takes at most 32,766 parameters, a row binds 21.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The upsert of `rows` rows.
+fn upsert_of(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns().len()].join(", "));
+    upsert("analytics_calls", &format!("VALUES {}", vec![row; rows].join(", ")))
+}
+
+/// Binds a row's key and counts in [`columns`] order.
+fn bind_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    key: &'q super::RowKey,
+    counts: &super::Counts,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut query = query
+        .bind(key.granularity)
+        .bind(key.bucket)
+        .bind(key.dimension)
+        .bind(&key.key)
+        .bind(counts.calls)
+        .bind(counts.errors)
+        .bind(counts.denials)
+        .bind(counts.latency_ms);
+    for count in counts.histogram {
+        query = query.bind(count);
+    }
+    query
+}
+
+/// The upsert of a full chunk, made once.
+static UPSERT: LazyLock<String> = LazyLock::new(|| upsert_of(ROWS_PER_STATEMENT));
 
 #[async_trait]
 impl SqliteProjection for SqliteAnalyticsProjection {
@@ -52,8 +83,20 @@ impl SqliteProjection for SqliteAnalyticsProjection {
 
     async fn apply(&self, conn: &mut SqliteConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         let Some((rows, last)) = super::fold_batch(events)? else { return Ok(()) };
-        for (key, counts) in rows {
-            let query = super::bind_row!(sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str())), key, counts);
+        // A statement per chunk of rows: a call adds to ten of them (five dimensions, two granularities).
+        let rows: Vec<_> = rows.into_iter().collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let partial;
+            let sql = if chunk.len() == ROWS_PER_STATEMENT {
+                UPSERT.as_str()
+            } else {
+                partial = upsert_of(chunk.len());
+                partial.as_str()
+            };
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (key, counts) in chunk {
+                query = bind_row(query, key, counts);
+            }
             query.execute(&mut *conn).await.map_err(|source| ProjectionError::Write {
                 projection: NAME.to_owned(),
                 position: last,
