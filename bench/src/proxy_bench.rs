@@ -43,6 +43,10 @@ pub(crate) struct Options {
     /// ratio swings by several percent on a busy 2-core machine, so the median of many is reported.
     #[arg(long, default_value_t = 9)]
     overhead_rounds: usize,
+    /// What the overhead phase compares: both (the target), or one of metrics and analytics alone (the other
+    /// on both sides, or off on both).
+    #[arg(long, value_enum, default_value = "both")]
+    overhead_of: Monitoring,
     /// Sessions opened through the gateway for the memory figure.
     #[arg(long, default_value_t = 1_000)]
     sessions: usize,
@@ -58,6 +62,17 @@ pub(crate) struct Options {
 }
 
 const CLIENTS: usize = 64;
+
+/// What monitoring the overhead phase takes away on the bare side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Monitoring {
+    /// Metrics and usage analytics.
+    Both,
+    /// Metrics only (analytics kept on both sides).
+    Metrics,
+    /// Usage analytics only (metrics off on both sides).
+    Analytics,
+}
 
 /// Where calls go, with what credential, in which session, and the echo tool's name there.
 struct Target {
@@ -275,7 +290,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS * 2).tcp_nodelay(true).build()?;
     let monitored = Served::start(&server, &http, &upstream, true, Some(metrics)).await?;
     // Beside it, a gateway that keeps no usage analytics, measured with the metrics switched off.
-    let bare = Served::start(&server, &http, &upstream, false, None).await?;
+    let bare = Served::start(&server, &http, &upstream, options.overhead_of == Monitoring::Metrics, None).await?;
     let (key, through) = (monitored.key.clone(), monitored.through.clone());
     let echo = || "echo".to_owned();
     let gateway_target = monitored.target();
@@ -326,7 +341,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     for _ in 0..options.overhead_rounds.max(1) {
         let mut rates = [0.0; 2];
         for (slot, (served, target, on)) in
-            [(&monitored, &gateway_target, true), (&bare, &bare_target, false)].into_iter().enumerate()
+            [(&monitored, &gateway_target, options.overhead_of != Monitoring::Analytics), (&bare, &bare_target, false)]
+                .into_iter()
+                .enumerate()
         {
             switch.set(on);
             let began = Instant::now();
@@ -420,7 +437,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             0.5,
         ),
         Row::compared(
-            "maximum calls/s with metrics and usage analytics, settled (baseline: neither)",
+            match options.overhead_of {
+                Monitoring::Both => "maximum calls/s with metrics and usage analytics, settled (baseline: neither)",
+                Monitoring::Metrics => "maximum calls/s with metrics, settled (baseline: without; analytics on both)",
+                Monitoring::Analytics => {
+                    "maximum calls/s with usage analytics, settled (baseline: without; no metrics)"
+                }
+            },
             with_monitoring,
             "calls/s",
             without,
