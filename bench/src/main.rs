@@ -10,6 +10,7 @@ mod api_bench;
 mod audit_bench;
 mod authz_bench;
 mod contextforge;
+mod cpu_time;
 mod echo_mcp;
 mod eventstore_bench;
 mod oauth_bench;

@@ -336,28 +336,39 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let bare_target = bare.target();
     max_rate(&http, &bare_target, Duration::from_secs(1)).await?;
     let (mut with_monitoring, mut without, mut overheads) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_overheads = Vec::new();
+    let pg_data = server.directory().join("data");
     monitored.settle().await?;
     bare.settle().await?;
     for _ in 0..options.overhead_rounds.max(1) {
-        let mut rates = [0.0; 2];
+        let (mut rates, mut cpu_per_call) = ([0.0; 2], [0.0; 2]);
         for (slot, (served, target, on)) in
             [(&monitored, &gateway_target, options.overhead_of != Monitoring::Analytics), (&bare, &bare_target, false)]
                 .into_iter()
                 .enumerate()
         {
             switch.set(on);
-            let began = Instant::now();
+            let (began, cpu_before) = (Instant::now(), crate::cpu_time::used_seconds(&pg_data)?);
             let (calls, _) = max_calls(&http, target, span).await?;
             served.settle().await?;
             rates[slot] = calls as f64 / began.elapsed().as_secs_f64();
+            cpu_per_call[slot] = (crate::cpu_time::used_seconds(&pg_data)? - cpu_before) / calls.max(1) as f64;
         }
         switch.set(true);
-        eprintln!("monitoring overhead round: {:.0} calls/s monitored, {:.0} bare", rates[0], rates[1]);
+        eprintln!(
+            "monitoring overhead round: {:.0} calls/s monitored, {:.0} bare; CPU per call {:.1} µs monitored, {:.1} bare",
+            rates[0],
+            rates[1],
+            cpu_per_call[0] * 1e6,
+            cpu_per_call[1] * 1e6
+        );
+        cpu_overheads.push(100.0 * (cpu_per_call[0] / cpu_per_call[1] - 1.0));
         with_monitoring.push(rates[0]);
         without.push(rates[1]);
         overheads.push(100.0 * (1.0 - rates[0] / rates[1]));
     }
     let overhead = crate::runner::median(&mut overheads);
+    let cpu_overhead = crate::runner::median(&mut cpu_overheads);
     let (with_monitoring, without) = (crate::runner::median(&mut with_monitoring), crate::runner::median(&mut without));
 
     let mut compared = Vec::new();
@@ -450,6 +461,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             with_monitoring / without,
         ),
         Row::at_most("  monitoring overhead (median of the rounds' ratios)", overhead, "%", 5.0),
+        Row::at_most(
+            "  monitoring overhead in CPU per call (the process: client, gateways, echo server; and PostgreSQL; median)",
+            cpu_overhead,
+            "%",
+            5.0,
+        ),
         Row::info("process RSS before opening sessions (gateway, client and echo server)", before_sessions, "MiB"),
         Row::at_most(format!("process RSS with {} more sessions open", options.sessions), with_sessions, "MiB", 100.0),
     ];
