@@ -132,24 +132,39 @@ impl Analytics {
     ) -> Result<Vec<SummaryRow>, ProjectionError> {
         let (table, placeholder): (&str, fn(usize) -> String) = match self {
             Self::Postgres(_) => ("rm_analytics.calls", |n| format!("${n}")),
-            Self::Sqlite(_) => ("analytics_calls", |_| "?".to_owned()),
+            Self::Sqlite(_) => ("analytics_calls", |n| format!("?{n}")),
         };
         let filter = match query.key {
             Some(_) => format!(" AND key = {}", placeholder(5)),
             None => String::new(),
         };
-        let sql = format!(
-            "SELECT {key} AS key, CAST(SUM(calls) AS BIGINT), CAST(SUM(errors) AS BIGINT), \
-                    CAST(SUM(denials) AS BIGINT), CAST(SUM(latency_ms) AS DOUBLE PRECISION), {} \
-               FROM {table} WHERE granularity = {} AND dimension = {} AND bucket >= {} AND bucket < {}{filter} \
-              GROUP BY {key} ORDER BY {order} LIMIT {}",
-            histogram_columns_sum(),
+        let range = format!(
+            "granularity = {} AND dimension = {} AND bucket >= {} AND bucket < {}{filter}",
             placeholder(1),
             placeholder(2),
             placeholder(3),
-            placeholder(4),
-            query.limit.clamp(1, 20_000),
+            placeholder(4)
         );
+        let sums = format!(
+            "CAST(SUM(calls) AS BIGINT), CAST(SUM(errors) AS BIGINT), CAST(SUM(denials) AS BIGINT), \
+             CAST(SUM(latency_ms) AS DOUBLE PRECISION), {}",
+            histogram_columns_sum()
+        );
+        let limit = query.limit.clamp(1, 20_000);
+        let sql = if key == "key" {
+            // The busiest keys first, from two sums; then every sum, of those keys only. With many keys
+            // (ten thousand principals in a week) the sixteen other sums of every key cost most of it.
+            format!(
+                "SELECT key, {sums} FROM {table} \
+                  WHERE {range} AND key IN (SELECT key FROM {table} WHERE {range} \
+                                             GROUP BY key ORDER BY {order} LIMIT {limit}) \
+                  GROUP BY key ORDER BY {order}"
+            )
+        } else {
+            format!(
+                "SELECT {key} AS key, {sums} FROM {table} WHERE {range} GROUP BY {key} ORDER BY {order} LIMIT {limit}"
+            )
+        };
         // The same statement and binds on either backend (their query types differ, so a macro).
         macro_rules! fetch {
             ($pool:expr) => {{
