@@ -151,20 +151,12 @@ impl Analytics {
             histogram_columns_sum()
         );
         let limit = query.limit.clamp(1, 20_000);
-        let sql = if key == "key" {
-            // The busiest keys first, from two sums; then every sum, of those keys only. With many keys
-            // (ten thousand principals in a week) the sixteen other sums of every key cost most of it.
-            format!(
-                "SELECT key, {sums} FROM {table} \
-                  WHERE {range} AND key IN (SELECT key FROM {table} WHERE {range} \
-                                             GROUP BY key ORDER BY {order} LIMIT {limit}) \
-                  GROUP BY key ORDER BY {order}"
-            )
-        } else {
-            format!(
-                "SELECT {key} AS key, {sums} FROM {table} WHERE {range} GROUP BY {key} ORDER BY {order} LIMIT {limit}"
-            )
-        };
+        // One pass over the range's rows of the dimension. (Finding the busiest keys from two sums first and
+        // summing every column of those only halved a week by principal with ten thousand principals, but
+        // read a range with few keys twice: six hours of minutes by tool took twice as long.)
+        let sql = format!(
+            "SELECT {key} AS key, {sums} FROM {table} WHERE {range} GROUP BY {key} ORDER BY {order} LIMIT {limit}"
+        );
         // The same statement and binds on either backend (their query types differ, so a macro).
         macro_rules! fetch {
             ($pool:expr) => {{
