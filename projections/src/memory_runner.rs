@@ -191,6 +191,8 @@ struct Snapshotter {
     since: u64,
     last: Option<Instant>,
     saving: Option<JoinHandle<()>>,
+    /// The model said it takes no snapshots: none is tried again.
+    unsupported: bool,
 }
 
 impl Snapshotter {
@@ -206,6 +208,7 @@ impl Snapshotter {
     ) {
         self.since += 1;
         let due = live
+            && !self.unsupported
             && self.since >= policy.every_events.max(1)
             && self.last.is_none_or(|last| last.elapsed() >= policy.min_interval)
             && self.saving.as_ref().is_none_or(JoinHandle::is_finished);
@@ -225,8 +228,7 @@ impl Snapshotter {
                 return;
             }
             None => {
-                // A model without snapshots: never due again.
-                self.last = Some(Instant::now() + Duration::from_secs(u32::MAX.into()));
+                self.unsupported = true;
                 return;
             }
         };
