@@ -42,11 +42,14 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
     assert!(!ok && err.contains("MGW_SEALING_KEYS"), "{err}");
     // A malformed setting is refused at start, naming it: rate limits, trusted proxies, CORS origins,
     // the break-glass hash.
-    for (setting, value) in [
-        ("MGW_RATE_LIMITS", "rest.per_address=lots"),
-        ("MGW_TRUSTED_PROXIES", "the-proxy"),
-        ("MGW_CORS_ORIGINS", "https://console.example.com/app"),
-        ("MGW_BREAK_GLASS_SHA256", "not-hex"),
+    // Settings parsed by the command line name their flag: snapshots, analytics.
+    for (setting, value, named) in [
+        ("MGW_RATE_LIMITS", "rest.per_address=lots", "MGW_RATE_LIMITS"),
+        ("MGW_TRUSTED_PROXIES", "the-proxy", "MGW_TRUSTED_PROXIES"),
+        ("MGW_CORS_ORIGINS", "https://console.example.com/app", "MGW_CORS_ORIGINS"),
+        ("MGW_BREAK_GLASS_SHA256", "not-hex", "MGW_BREAK_GLASS_SHA256"),
+        ("MGW_SNAPSHOT_EVERY_EVENTS", "often", "--snapshot-every-events"),
+        ("MGW_ANALYTICS", "maybe", "--analytics"),
     ] {
         let refused = Command::new(BIN)
             .arg("serve")
@@ -58,7 +61,7 @@ async fn migrate_bootstrap_serve_add_a_server_rebuild_and_stop() {
             .await
             .unwrap();
         let err = String::from_utf8_lossy(&refused.stderr);
-        assert!(!refused.status.success() && err.contains(setting), "{setting}: {err}");
+        assert!(!refused.status.success() && err.contains(named), "{setting}: {err}");
     }
     // The container health check: a refused connection is a failure (exit 1), said on stderr.
     let closed = format!("http://127.0.0.1:{}/health", tests::free_port().unwrap());
