@@ -80,6 +80,10 @@ impl EventStore for Instrumented {
         self.inner.read_all(after, limit).await
     }
 
+    async fn read_all_following(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_all_following(after, limit).await
+    }
+
     async fn head(&self) -> Result<Option<Position>> {
         self.inner.head().await
     }

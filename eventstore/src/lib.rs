@@ -41,6 +41,7 @@ mod sqlite;
 mod store;
 mod stream_name;
 mod subscription;
+mod tail_cache;
 mod upcast;
 mod verify;
 
@@ -59,5 +60,6 @@ pub use sqlite::{SqliteEventStore, SqliteEventStoreOptions};
 pub use store::{AppendResult, Direction, EventStore, StreamAppend, StreamCursor};
 pub use stream_name::{MAX_STREAM_NAME_BYTES, StreamName, StreamNameError};
 pub use subscription::{EventFeed, Subscription, SubscriptionOptions};
+pub use tail_cache::TailCacheLimits;
 pub use upcast::{UpcastError, UpcastFn, Upcasters};
 pub use verify::{ChainVerifier, MAX_VIOLATIONS, StoredRow, VerifyReport, Violation, ViolationKind};

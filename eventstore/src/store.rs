@@ -118,6 +118,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// commit order. Events of transactions that may still commit below them are withheld.
     async fn read_all(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>>;
 
+    /// [`read_all`](Self::read_all) for a reader following the head (a projection, the relay, alerting):
+    /// what this process read of the tail of `$all` lately comes from memory (see `tail_cache.rs`), the
+    /// rest from the database. A page comes back short only when the database had no more. Replays start
+    /// where they like, and verification must see the database itself: both call `read_all`.
+    async fn read_all_following(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.read_all(after, limit).await
+    }
+
     /// The position of the last event a reader of `$all` can see now.
     async fn head(&self) -> Result<Option<Position>>;
 

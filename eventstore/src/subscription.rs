@@ -79,7 +79,7 @@ impl Subscription {
                         tokio::time::sleep(wait).await;
                     }
                     self.last_read = Some(Instant::now());
-                    self.store.read_all(self.checkpoint, self.options.page_size).await?
+                    self.store.read_all_following(self.checkpoint, self.options.page_size).await?
                 }
             };
             if page.is_empty() {
@@ -93,7 +93,7 @@ impl Subscription {
                 // Still catching up: read the next page while this one is handed out.
                 let (store, after, size) =
                     (self.store.clone(), page.last().map(|e| e.position), self.options.page_size);
-                self.ahead = Some(tokio::spawn(async move { store.read_all(after, size).await }));
+                self.ahead = Some(tokio::spawn(async move { store.read_all_following(after, size).await }));
             }
             self.buffer.extend(page);
         }

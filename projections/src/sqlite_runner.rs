@@ -75,7 +75,7 @@ impl SqliteRunner {
             if let Some(pause) = last_read.and_then(|at| self.options.min_read_interval.checked_sub(at.elapsed())) {
                 tokio::time::sleep(pause).await;
             }
-            let page = self.store.read_all(position, self.options.batch_size).await?;
+            let page = self.store.read_all_following(position, self.options.batch_size).await?;
             last_read = (page.len() < self.options.batch_size).then(Instant::now);
             if page.is_empty() {
                 self.report(position, 0, true);

@@ -108,7 +108,7 @@ impl TableRunner {
             if let Some(wait) = last_read.and_then(|at| self.options.min_read_interval.checked_sub(at.elapsed())) {
                 tokio::time::sleep(wait).await;
             }
-            let page = self.store.read_all(checkpoint.position, self.options.batch_size).await?;
+            let page = self.store.read_all_following(checkpoint.position, self.options.batch_size).await?;
             // A full page means catching up: the next read follows at once.
             last_read = (page.len() < self.options.batch_size).then(Instant::now);
             if page.is_empty() {

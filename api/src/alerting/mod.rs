@@ -152,7 +152,7 @@ impl Reader {
                 tracing::warn!(%error, "alerting lost its leader lock; waiting for it again");
                 return;
             }
-            let page = match self.store.read_all(after, 200).await {
+            let page = match self.store.read_all_following(after, 200).await {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::warn!(%error, "alerting could not read the log; trying again");

@@ -16,6 +16,7 @@ use super::rows::{decode_row, select_events};
 use super::unit_of_work::PgUnitOfWork;
 use crate::error::from_sqlx;
 use crate::store::{Direction, StreamCursor, sql_limit};
+use crate::tail_cache::{TailCache, TailCacheLimits};
 use crate::{
     AppendResult, Claim, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
     RecordedEvent, Result, StreamAppend, StreamName, Upcasters, VerifyReport,
@@ -35,6 +36,8 @@ pub struct PgEventStoreOptions {
     /// How long an append waits for a group before it runs alone (every lane may be stuck behind a row
     /// lock held by a caller that is itself waiting for this append).
     pub group_wait: Duration,
+    /// How much of `$all`'s tail followers share from memory ([`EventStore::read_all_following`]).
+    pub tail_cache: TailCacheLimits,
 }
 
 impl Default for PgEventStoreOptions {
@@ -44,6 +47,7 @@ impl Default for PgEventStoreOptions {
             upcasters: Upcasters::new(),
             append_lanes: 2,
             group_wait: Duration::from_millis(100),
+            tail_cache: TailCacheLimits::default(),
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct PgEventStore {
     pub(super) appended: Arc<watch::Sender<u64>>,
     pub(super) heads: Arc<HeadCache>,
     pub(super) groups: Arc<AppendGroups>,
+    tail: Arc<TailCache>,
 }
 
 /// How long a group statement waits for a row lock before it fails and its appends run alone. Group
@@ -104,6 +109,7 @@ impl PgEventStore {
             pool,
             group_pool,
             feed_pool,
+            tail: Arc::new(TailCache::new(options.tail_cache)),
             options: Arc::new(options),
             appended: Arc::new(appended),
             heads: Arc::default(),
@@ -333,6 +339,10 @@ impl EventStore for PgEventStore {
         .await
         .map_err(from_sqlx)?;
         self.decode_all(rows)
+    }
+
+    async fn read_all_following(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.tail.read_following(after, limit, |after, limit| self.read_all(after, limit)).await
     }
 
     async fn head(&self) -> Result<Option<Position>> {

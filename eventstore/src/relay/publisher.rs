@@ -87,7 +87,7 @@ impl Relay {
         loop {
             // The lock lives exactly as long as this connection: check it before every page.
             lock.confirm().await.map_err(|_| RelayError::LostLeadership)?;
-            let events = self.store.read_all(after, self.options.page_size).await?;
+            let events = self.store.read_all_following(after, self.options.page_size).await?;
             let Some((last, written_at)) = events.last().map(|e| (e.position, e.metadata.occurred_at)) else {
                 // Nothing new: caught up. Wait for an append in this process or for the next poll.
                 metrics::gauge!("mgw_relay_lag_seconds", "stream" => self.options.stream.clone()).set(0.0);

@@ -14,6 +14,7 @@ use super::rows::{select_events, stored_row};
 use crate::error::from_sqlx;
 use crate::prepare::PreparedAppend;
 use crate::store::{Direction, StreamCursor, sql_limit};
+use crate::tail_cache::{TailCache, TailCacheLimits};
 use crate::{
     AppendResult, Claim, Claims, DEFAULT_MAX_EVENT_BYTES, Error, EventData, EventStore, ExpectedRevision, Position,
     RecordedEvent, Result, StreamAppend, StreamName, Upcasters, VerifyReport,
@@ -26,11 +27,17 @@ pub struct SqliteEventStoreOptions {
     pub max_event_bytes: usize,
     /// Upcasters applied on every read.
     pub upcasters: Upcasters,
+    /// How much of `$all`'s tail followers share from memory ([`EventStore::read_all_following`]).
+    pub tail_cache: TailCacheLimits,
 }
 
 impl Default for SqliteEventStoreOptions {
     fn default() -> Self {
-        Self { max_event_bytes: DEFAULT_MAX_EVENT_BYTES, upcasters: Upcasters::new() }
+        Self {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            upcasters: Upcasters::new(),
+            tail_cache: TailCacheLimits::default(),
+        }
     }
 }
 
@@ -55,6 +62,7 @@ pub struct SqliteEventStore {
     writer: Arc<Mutex<()>>,
     options: Arc<SqliteEventStoreOptions>,
     appended: Arc<watch::Sender<u64>>,
+    tail: Arc<TailCache>,
 }
 
 /// Creates the store file at `path`, readable and writable by this user only, if it does not exist:
@@ -117,7 +125,8 @@ impl SqliteEventStore {
     /// A store on `pool`, migrated already ([`SqliteEventStore::migrate`]).
     pub fn new(pool: SqlitePool, options: SqliteEventStoreOptions) -> Self {
         let (appended, _) = watch::channel(0);
-        Self { pool, writer: Arc::default(), options: Arc::new(options), appended: Arc::new(appended) }
+        let tail = Arc::new(TailCache::new(options.tail_cache));
+        Self { pool, writer: Arc::default(), options: Arc::new(options), appended: Arc::new(appended), tail }
     }
 
     /// Applies the schema migrations in `migrations/sqlite`.
@@ -288,6 +297,10 @@ impl EventStore for SqliteEventStore {
             .await
             .map_err(from_sqlx)?;
         self.decode_all(rows)
+    }
+
+    async fn read_all_following(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.tail.read_following(after, limit, |after, limit| self.read_all(after, limit)).await
     }
 
     async fn head(&self) -> Result<Option<Position>> {

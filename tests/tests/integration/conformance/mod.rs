@@ -6,6 +6,7 @@
 mod appends;
 mod claims;
 mod concurrency;
+mod following;
 mod limits;
 mod reads;
 mod subscriptions;
@@ -14,7 +15,10 @@ mod upcasting;
 
 use std::sync::Arc;
 
-use eventstore::{EventStore, PgEventStore, PgEventStoreOptions, SqliteEventStore, SqliteEventStoreOptions, Upcasters};
+use eventstore::{
+    EventStore, PgEventStore, PgEventStoreOptions, SqliteEventStore, SqliteEventStoreOptions, TailCacheLimits,
+    Upcasters,
+};
 use tests::{PostgresOptions, PostgresServer, TestDatabase};
 use uuid::Uuid;
 
@@ -52,6 +56,7 @@ pub(crate) enum Backend {
 pub(crate) struct Settings {
     pub(crate) upcasters: Upcasters,
     pub(crate) max_event_bytes: Option<usize>,
+    pub(crate) tail_cache: Option<TailCacheLimits>,
 }
 
 /// A store under test, with what keeps it alive (its database, its directory), and a way to look at its
@@ -110,6 +115,7 @@ fn pg_options(settings: &Settings) -> PgEventStoreOptions {
     PgEventStoreOptions {
         upcasters: settings.upcasters.clone(),
         max_event_bytes: settings.max_event_bytes.unwrap_or(defaults.max_event_bytes),
+        tail_cache: settings.tail_cache.unwrap_or(defaults.tail_cache),
         ..defaults
     }
 }
@@ -119,6 +125,7 @@ fn sqlite_options(settings: &Settings) -> SqliteEventStoreOptions {
     SqliteEventStoreOptions {
         upcasters: settings.upcasters.clone(),
         max_event_bytes: settings.max_event_bytes.unwrap_or(defaults.max_event_bytes),
+        tail_cache: settings.tail_cache.unwrap_or(defaults.tail_cache),
     }
 }
 
