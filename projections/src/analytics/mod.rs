@@ -96,62 +96,97 @@ pub(crate) fn fold_batch(
 }
 
 /// The additions of `events`, row by row (a batch's events on one row add up to one upsert).
+///
+/// A batch's calls are first added up by what they have in common (their minute, server, tool, principal
+/// and client: a handful of shapes in a batch of thousands), and each shape is then spread over its ten
+/// rows (five dimensions, two granularities): one lookup per call rather than ten, and no key built per
+/// call and row.
 pub(crate) fn fold(events: &[RecordedEvent]) -> Result<Rows, (usize, String)> {
-    let mut rows = Rows::new();
+    let mut shapes: HashMap<Shape, Counts> = HashMap::new();
     for (index, event) in events.iter().enumerate() {
         let Some(decoded) = AccessEvent::from_json(&event.event_type, &event.data) else { continue };
         let decoded = decoded.map_err(|e| (index, e.to_string()))?;
         let at = event.metadata.occurred_at.timestamp();
-        let (dimensions, counts) = match decoded {
+        let minute = at - at.rem_euclid(Granularity::Minute.seconds());
+        let (shape, counts) = match decoded {
             AccessEvent::ToolCalled(call) => {
                 let mut counts = Counts { calls: 1, latency_ms: call.latency_ms, ..Counts::default() };
                 counts.errors = i64::from(call.outcome != CallOutcome::Answered);
                 counts.histogram[histogram_bucket(call.latency_ms)] = 1;
-                let client = call.client_id.unwrap_or_default();
-                (dimensions(call.server_id.to_string(), &call.tool, call.principal_id.to_string(), client), counts)
+                let shape = Shape {
+                    minute,
+                    server: call.server_id.to_string(),
+                    tool: call.tool,
+                    principal: call.principal_id.to_string(),
+                    client: call.client_id.unwrap_or_default(),
+                };
+                (shape, counts)
             }
             AccessEvent::Denied(denied) => {
                 let (server, tool) = denied_target(&denied.resource);
+                let principal = denied.principal_id.to_string();
                 (
-                    dimensions(server, &tool, denied.principal_id.to_string(), String::new()),
+                    Shape { minute, server, tool, principal, client: String::new() },
                     Counts { denials: 1, ..Counts::default() },
                 )
             }
             _ => continue,
         };
-        for (granularity, (dimension, key)) in
-            [Granularity::Minute, Granularity::Hour].into_iter().flat_map(|g| dimensions.iter().map(move |d| (g, d)))
-        {
-            let seconds = granularity.seconds();
-            let key = RowKey {
-                granularity: seconds,
-                bucket: at - at.rem_euclid(seconds),
-                dimension: dimension.name(),
-                key: key.clone(),
-            };
-            let row = rows.entry(key).or_default();
-            row.calls += counts.calls;
-            row.errors += counts.errors;
-            row.denials += counts.denials;
-            row.latency_ms += counts.latency_ms;
-            for (sum, add) in row.histogram.iter_mut().zip(counts.histogram) {
-                *sum += add;
+        shapes.entry(shape).or_default().add(&counts);
+    }
+    let mut rows = Rows::new();
+    for (shape, counts) in shapes {
+        let hour = shape.minute - shape.minute.rem_euclid(Granularity::Hour.seconds());
+        for (dimension, key) in shape.dimensions() {
+            for (granularity, bucket) in [(Granularity::Minute, shape.minute), (Granularity::Hour, hour)] {
+                let key = RowKey {
+                    granularity: granularity.seconds(),
+                    bucket,
+                    dimension: dimension.name(),
+                    key: key.clone(),
+                };
+                rows.entry(key).or_default().add(&counts);
             }
         }
     }
     Ok(rows)
 }
 
-/// A call's value in each dimension: `all` (one row per bucket for the totals), its server, its tool
-/// (`<server>/<tool>`), its principal and its client.
-fn dimensions(server: String, tool: &str, principal: String, client: String) -> [(Dimension, String); 5] {
-    [
-        (Dimension::All, String::new()),
-        (Dimension::Tool, format!("{server}/{tool}")),
-        (Dimension::Server, server),
-        (Dimension::Principal, principal),
-        (Dimension::Client, client),
-    ]
+/// What calls that add to the same ten rows have in common.
+#[derive(PartialEq, Eq, Hash)]
+struct Shape {
+    /// The start of its minute (Unix seconds).
+    minute: i64,
+    server: String,
+    tool: String,
+    principal: String,
+    client: String,
+}
+
+impl Shape {
+    /// Its value in each dimension: `all` (one row per bucket for the totals), its server, its tool
+    /// (`<server>/<tool>`), its principal and its client.
+    fn dimensions(&self) -> [(Dimension, String); 5] {
+        [
+            (Dimension::All, String::new()),
+            (Dimension::Tool, format!("{}/{}", self.server, self.tool)),
+            (Dimension::Server, self.server.clone()),
+            (Dimension::Principal, self.principal.clone()),
+            (Dimension::Client, self.client.clone()),
+        ]
+    }
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.denials += other.denials;
+        self.latency_ms += other.latency_ms;
+        for (sum, add) in self.histogram.iter_mut().zip(other.histogram) {
+            *sum += add;
+        }
+    }
 }
 
 /// `CAST(SUM(h0) AS BIGINT), …`: the summed histogram's columns of a query.
@@ -209,6 +244,86 @@ mod tests {
         assert_eq!(percentile(&histogram, 0.5), Some(7.5));
         assert_eq!(percentile(&histogram, 1.0), Some(10.0));
         assert_eq!(percentile(&[0; HISTOGRAM_BUCKETS], 0.5), None);
+    }
+
+    fn recorded(event_type: &str, data: String, at: &str) -> RecordedEvent {
+        let occurred_at = chrono::DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&chrono::Utc);
+        RecordedEvent {
+            position: eventstore::Position::START,
+            event_id: uuid::Uuid::now_v7(),
+            stream: eventstore::StreamName::parse("access-1".to_owned()).unwrap(),
+            revision: 0,
+            event_type: event_type.into(),
+            schema_version: 1,
+            data,
+            metadata: eventstore::Metadata::new(uuid::Uuid::now_v7(), eventstore::Actor::system("test"), occurred_at),
+            hash: [0; 32],
+        }
+    }
+
+    fn call(
+        server: uuid::Uuid,
+        tool: &str,
+        principal: uuid::Uuid,
+        client: Option<&str>,
+        ms: f64,
+        at: &str,
+    ) -> RecordedEvent {
+        let call = domain::access::ToolCalled {
+            call_id: uuid::Uuid::now_v7(),
+            principal_id: principal,
+            credential_id: uuid::Uuid::now_v7(),
+            client_id: client.map(str::to_owned),
+            server_id: server,
+            tool: tool.into(),
+            outcome: if ms > 10.0 { CallOutcome::ToolError } else { CallOutcome::Answered },
+            latency_ms: ms,
+            upstream_status: Some(200),
+            arguments_hash: "hmac-sha256:k:00".into(),
+        };
+        recorded("ToolCalled", serde_json::to_string(&call).unwrap(), at)
+    }
+
+    #[test]
+    fn a_batch_adds_each_call_to_its_row_in_every_dimension_and_bucket() {
+        let (server, alice, bob) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let denied = domain::access::AccessDenied {
+            principal_id: alice,
+            action: "call_tool".into(),
+            resource: format!("server:{server}:tool:echo"),
+            reason: "no".into(),
+        };
+        let events = [
+            call(server, "echo", alice, None, 3.0, "2026-12-07T10:00:05Z"),
+            call(server, "echo", alice, None, 30.0, "2026-12-07T10:00:50Z"),
+            recorded("AccessDenied", serde_json::to_string(&denied).unwrap(), "2026-12-07T10:00:30Z"),
+            call(server, "add", bob, Some("cli"), 1.0, "2026-12-07T10:01:10Z"),
+            call(server, "echo", bob, None, 2.0, "2026-12-07T11:59:59Z"),
+        ];
+        let rows = fold(&events).unwrap();
+        let ten = chrono::DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z").unwrap().timestamp();
+        let row = |granularity: Granularity, bucket: i64, dimension: Dimension, key: &str| {
+            let key =
+                RowKey { granularity: granularity.seconds(), bucket, dimension: dimension.name(), key: key.into() };
+            rows.get(&key).map(|c| (c.calls, c.errors, c.denials)).unwrap_or_default()
+        };
+        let echo = format!("{server}/echo");
+        assert_eq!(row(Granularity::Minute, ten, Dimension::All, ""), (2, 1, 1));
+        assert_eq!(row(Granularity::Minute, ten + 60, Dimension::All, ""), (1, 0, 0));
+        assert_eq!(row(Granularity::Hour, ten, Dimension::All, ""), (3, 1, 1));
+        assert_eq!(row(Granularity::Hour, ten + 3600, Dimension::All, ""), (1, 0, 0));
+        assert_eq!(row(Granularity::Minute, ten, Dimension::Tool, &echo), (2, 1, 1));
+        assert_eq!(row(Granularity::Hour, ten, Dimension::Server, &server.to_string()), (3, 1, 1));
+        assert_eq!(row(Granularity::Hour, ten, Dimension::Principal, &alice.to_string()), (2, 1, 1));
+        assert_eq!(row(Granularity::Hour, ten, Dimension::Principal, &bob.to_string()), (1, 0, 0));
+        assert_eq!(row(Granularity::Hour, ten, Dimension::Client, "cli"), (1, 0, 0));
+        assert_eq!(row(Granularity::Hour, ten, Dimension::Client, ""), (2, 1, 1));
+        let hour = &rows[&RowKey { granularity: 3600, bucket: ten, dimension: "all", key: String::new() }];
+        assert_eq!(hour.latency_ms, 34.0);
+        assert_eq!(hour.histogram.iter().sum::<i64>(), 3, "denials add no latency");
+        // Each row once: five for each of the three minutes; over hours, eight for 10:00 (two tools, two
+        // principals, two clients) and five for 11:00.
+        assert_eq!(rows.len(), 28);
     }
 
     #[test]
