@@ -78,6 +78,8 @@ pub struct Shared {
     pub verifying: std::sync::Arc<tokio::sync::Semaphore>,
     /// The Prometheus exporter, when installed.
     pub metrics: Option<PrometheusHandle>,
+    /// The MCP route's metric handles.
+    pub(crate) mcp_metrics: crate::proxy::metrics::McpMetrics,
     /// Who may read the `/v0.1` catalogue.
     pub registry_reads: crate::routes::registry_v0::RegistryReads,
     /// OAuth client registration and revocation.

@@ -6,6 +6,7 @@ mod credentials;
 pub(crate) mod health_check;
 pub mod journal;
 pub mod limits;
+pub(crate) mod metrics;
 pub(crate) mod person_tokens;
 pub(crate) mod recorder;
 mod resolver;

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::proxy::limits::{HeldBody, LimitHit, Slot};
+use crate::proxy::metrics::McpMethod;
 use crate::proxy::recorder::PendingCall;
 use crate::proxy::session::Binding;
 use crate::proxy::{Forward, SESSION_HEADER, UpstreamError, tool_filter};
@@ -235,9 +236,10 @@ pub(crate) async fn call(
     // Measured from arrival: refusals (401, 403, 429) count, and the gateway's own time includes
     // authentication and the decision.
     let started = std::time::Instant::now();
-    let mut measured = Measured { method: "invalid", upstream: None };
+    let mut measured = Measured { method: McpMethod::INVALID, upstream: None };
+    let metrics = state.clone();
     let response = admit_and_forward(state, id, parts, body, &mut measured).await;
-    measured.record(started.elapsed(), response.status());
+    metrics.mcp_metrics.record(measured.method, response.status(), started.elapsed(), measured.upstream);
     response
 }
 
@@ -265,56 +267,10 @@ async fn admit_and_forward(
 
 /// What the metrics of one MCP request need from its forwarding.
 struct Measured {
-    /// The JSON-RPC method, from a bounded set.
-    method: &'static str,
+    /// The JSON-RPC method.
+    method: McpMethod,
     /// How long the upstream took to answer, when it was asked.
     upstream: Option<std::time::Duration>,
-}
-
-impl Measured {
-    /// The JSON-RPC method of `messages` as a label: one of MCP's own, or `batch`, `notification`,
-    /// `response`, `other` (a client's made-up method must not make a new series).
-    fn method_of(messages: &[&Value]) -> &'static str {
-        const KNOWN: [&str; 13] = [
-            "initialize",
-            "ping",
-            "tools/list",
-            "tools/call",
-            "resources/list",
-            "resources/read",
-            "resources/templates/list",
-            "resources/subscribe",
-            "prompts/list",
-            "prompts/get",
-            "completion/complete",
-            "logging/setLevel",
-            "elicitation/create",
-        ];
-        match messages {
-            [one] => match tool_filter::method(one) {
-                Some(method) if method.starts_with("notifications/") => "notification",
-                Some(method) => KNOWN.into_iter().find(|known| *known == method).unwrap_or("other"),
-                None => "response",
-            },
-            _ => "batch",
-        }
-    }
-
-    fn record(&self, total: std::time::Duration, status: StatusCode) {
-        let outcome = match status.as_u16() {
-            200..=299 => "ok",
-            401 | 403 | 429 => "denied",
-            502 | 504 => "upstream_error",
-            400..=499 => "client_error",
-            _ => "gateway_error",
-        };
-        metrics::counter!("mgw_mcp_requests_total", "method" => self.method, "outcome" => outcome).increment(1);
-        metrics::histogram!("mgw_mcp_request_duration_seconds", "method" => self.method).record(total.as_secs_f64());
-        if let Some(upstream) = self.upstream {
-            metrics::histogram!("mgw_upstream_duration_seconds").record(upstream.as_secs_f64());
-            metrics::histogram!("mgw_gateway_overhead_seconds").record(total.saturating_sub(upstream).as_secs_f64());
-        }
-    }
 }
 
 /// A POST, admitted: checked, decided on per tool, forwarded and relayed.
@@ -344,7 +300,7 @@ async fn forward_call(
         return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, "the body is not JSON");
     };
     let messages = tool_filter::messages(&message);
-    measured.method = Measured::method_of(&messages);
+    measured.method = McpMethod::of(&messages);
     let well_formed = !messages.is_empty()
         && messages.iter().all(|m| m.is_object() && m.get("jsonrpc").and_then(Value::as_str) == Some("2.0"));
     if !well_formed {
