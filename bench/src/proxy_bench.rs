@@ -39,12 +39,20 @@ pub(crate) struct Options {
     /// Seconds per target of the maximum-rate phase.
     #[arg(long, default_value_t = 5)]
     max_seconds: u64,
-    /// Rounds of the monitoring-overhead phase (each: the monitored gateway, then the bare one); a round's
-    /// ratio swings by several percent on a busy 2-core machine, so the median of many is reported.
-    #[arg(long, default_value_t = 9)]
+    /// Rounds of the monitoring-overhead phase (each: a fresh monitored gateway and a fresh bare one side
+    /// by side, started in turn first); rounds count in pairs, and the median of the pairs' ratios is
+    /// reported.
+    #[arg(long, default_value_t = 16)]
     overhead_rounds: usize,
-    /// What the overhead phase compares: both (the target), or one of metrics and analytics alone (the other
-    /// on both sides, or off on both).
+    /// Seconds per round of the monitoring-overhead phase.
+    #[arg(long, default_value_t = 5)]
+    overhead_seconds: u64,
+    /// Calls per second to each gateway in the monitoring-overhead phase; 0: as many as they answer
+    /// ([`CLIENTS`] clients each), the throughput the target is about.
+    #[arg(long, default_value_t = 0)]
+    overhead_rate: u64,
+    /// What the overhead phase compares: both (the target), one of metrics and analytics alone (the other
+    /// on both sides, or off on both), or nothing (two gateways alike: the method's own bias).
     #[arg(long, value_enum, default_value = "both")]
     overhead_of: Monitoring,
     /// Sessions opened through the gateway for the memory figure.
@@ -72,6 +80,24 @@ enum Monitoring {
     Metrics,
     /// Usage analytics only (metrics off on both sides).
     Analytics,
+    /// Nothing: both gateways keep both, as a control.
+    Nothing,
+}
+
+impl Monitoring {
+    /// Whether the monitored gateway records metrics, and whether the bare one does.
+    fn metrics(self) -> (bool, bool) {
+        match self {
+            Monitoring::Both | Monitoring::Metrics => (true, false),
+            Monitoring::Analytics => (false, false),
+            Monitoring::Nothing => (true, true),
+        }
+    }
+
+    /// Whether the bare gateway keeps usage analytics (the monitored one always does).
+    fn bare_analytics(self) -> bool {
+        matches!(self, Monitoring::Metrics | Monitoring::Nothing)
+    }
 }
 
 /// Where calls go, with what credential, in which session, and the echo tool's name there.
@@ -154,6 +180,16 @@ async fn fixed_rate(
     Ok(latencies)
 }
 
+/// Calls to `target` for `duration`: at `rate` per second, or as fast as [`CLIENTS`] clients are
+/// answered when `rate` is 0. How many were answered.
+async fn load(http: &reqwest::Client, target: &Arc<Target>, rate: u64, duration: Duration) -> anyhow::Result<u64> {
+    if rate == 0 {
+        Ok(max_calls(http, target, duration).await?.0)
+    } else {
+        Ok(fixed_rate(http, target, rate, duration).await?.len() as u64)
+    }
+}
+
 /// [`CLIENTS`] clients calling as fast as they are answered for `duration`: calls per second.
 async fn max_rate(http: &reqwest::Client, target: &Arc<Target>, duration: Duration) -> anyhow::Result<f64> {
     let (calls, elapsed) = max_calls(http, target, duration).await?;
@@ -198,40 +234,85 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
-/// A gateway in front of the echo server, served on a loopback port: its owner's key, the echo server's
-/// MCP URL through it, and a session there.
+/// A tokio runtime of its own, whose threads all carry one name: what a gateway spawns runs there, and
+/// the CPU its threads use is the gateway's ([`crate::cpu_time::threads_seconds`]).
+struct OwnRuntime {
+    name: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl OwnRuntime {
+    /// Two worker threads named `name`, recording metrics or not.
+    fn new(name: &str, metrics: bool) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .on_thread_start(move || crate::switched_metrics::record_on_this_thread(metrics))
+            .enable_all()
+            .build()?;
+        Ok(Self { name: name.to_owned(), runtime: Some(runtime) })
+    }
+
+    fn handle(&self) -> anyhow::Result<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|r| r.handle().clone()).ok_or_else(|| anyhow::anyhow!("runtime shut down"))
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        // Dropped inside the bench's own runtime, where waiting for its tasks is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A gateway in front of the echo server, served on a loopback port (from a runtime of its own, or the
+/// bench's): its owner's key, the echo server's MCP URL through it, and a session there.
 struct Served {
     gateway: Gateway,
     key: String,
     through: String,
     session: String,
-    _db: tests::TestDatabase,
+    db: tests::TestDatabase,
+    runtime: Option<OwnRuntime>,
 }
 
 impl Served {
-    /// A gateway on a new database of `server`, keeping usage analytics or not.
+    /// A gateway on a new database of `server`, keeping usage analytics or not, on `runtime` (or the
+    /// bench's).
     async fn start(
         server: &PostgresServer,
         http: &reqwest::Client,
         upstream: &str,
         analytics: bool,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        runtime: Option<OwnRuntime>,
     ) -> anyhow::Result<Self> {
         let db = server.create_database().await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let gateway_url = format!("http://{}", listener.local_addr()?);
-        let config = GatewayConfig {
-            listen: listener.local_addr()?,
-            upstream_allowlist: vec!["127.0.0.1".into()],
-            max_connections: 16,
-            public_url: Some(gateway_url.clone()),
-            call_journal: Some(std::env::temp_dir().join(format!("mgw-bench-calls-{}", uuid::Uuid::now_v7()))),
-            proxy_limits: api::ProxyLimits { per_principal: 1024, per_server: 1024 },
-            analytics,
-            ..crate::serving::config(&db.url)
+        let database_url = db.url.clone();
+        // Started, bound and served on its runtime; the client's calls below stay on the bench's.
+        let serve = async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let gateway_url = format!("http://{}", listener.local_addr()?);
+            let config = GatewayConfig {
+                listen: listener.local_addr()?,
+                upstream_allowlist: vec!["127.0.0.1".into()],
+                max_connections: 16,
+                public_url: Some(gateway_url.clone()),
+                call_journal: Some(std::env::temp_dir().join(format!("mgw-bench-calls-{}", uuid::Uuid::now_v7()))),
+                proxy_limits: api::ProxyLimits { per_principal: 1024, per_server: 1024 },
+                analytics,
+                ..crate::serving::config(&database_url)
+            };
+            let gateway = Gateway::start(&config, metrics).await?;
+            let key = crate::serving::serve_with_owner(&gateway, listener).await?;
+            anyhow::Ok((gateway, key, gateway_url))
         };
-        let gateway = Gateway::start(&config, metrics).await?;
-        let key = crate::serving::serve_with_owner(&gateway, listener).await?;
+        let (gateway, key, gateway_url) = match &runtime {
+            Some(runtime) => runtime.handle()?.spawn(serve).await??,
+            None => serve.await?,
+        };
         let server_body = json!({ "name": "io.example/echo", "description": "d", "transport": "streamable_http",
                                   "url": upstream, "access": { "roles": ["developer"] } });
         let server_id = crate::serving::register_server(http, &gateway_url, &key, &server_body).await?;
@@ -246,7 +327,16 @@ impl Served {
                 }
             }
         };
-        Ok(Self { gateway, key, through, session, _db: db })
+        Ok(Self { gateway, key, through, session, db, runtime })
+    }
+
+    /// Seconds of CPU this gateway has used so far: its runtime's threads, and its database's backends.
+    fn cpu_seconds(&self, pg_data: &std::path::Path) -> anyhow::Result<[f64; 2]> {
+        let runtime = self.runtime.as_ref().ok_or_else(|| anyhow::anyhow!("a gateway on the bench's runtime"))?;
+        Ok([
+            crate::cpu_time::threads_seconds(&runtime.name)?,
+            crate::cpu_time::database_seconds(pg_data, &self.db.name)?,
+        ])
     }
 
     fn target(&self) -> Arc<Target> {
@@ -281,19 +371,17 @@ impl Served {
 }
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
-    let (metrics, switch) = crate::switched_metrics::install()?;
+    let metrics = crate::switched_metrics::install()?;
     let upstream = crate::echo_mcp::start().await?;
     let server = PostgresServer::start(PostgresOptions {
         durable: true,
         settings: crate::eventstore_bench::write_heavy_settings(),
     })?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS * 2).tcp_nodelay(true).build()?;
-    let monitored = Served::start(&server, &http, &upstream, true, Some(metrics)).await?;
-    // Beside it, a gateway that keeps no usage analytics, measured with the metrics switched off.
-    let bare = Served::start(&server, &http, &upstream, options.overhead_of == Monitoring::Metrics, None).await?;
-    let (key, through) = (monitored.key.clone(), monitored.through.clone());
+    let primary = Served::start(&server, &http, &upstream, true, Some(metrics.clone()), None).await?;
+    let (key, through) = (primary.key.clone(), primary.through.clone());
     let echo = || "echo".to_owned();
-    let gateway_target = monitored.target();
+    let gateway_target = primary.target();
     let direct_session = initialize(&http, &upstream, None).await?;
     let direct_target = Arc::new(Target { url: upstream.clone(), bearer: None, session: direct_session, tool: echo() });
     let contextforge = if options.no_contextforge {
@@ -328,48 +416,6 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     let span = Duration::from_secs(options.max_seconds);
     let direct_max = max_rate(&http, &direct_target, span).await?;
     let gateway_max = max_rate(&http, &gateway_target, span).await?;
-
-    // What monitoring costs: rounds alternating the monitored gateway (metrics recorded, usage analytics
-    // kept; traces are off on both) and the bare one (metrics switched off, no analytics). A round's
-    // calls/s counts the time its gateway takes afterwards to record the calls and bring its audit trail
-    // and analytics up to them, so the work calls leave behind is charged to the round that made them.
-    let bare_target = bare.target();
-    max_rate(&http, &bare_target, Duration::from_secs(1)).await?;
-    let (mut with_monitoring, mut without, mut overheads) = (Vec::new(), Vec::new(), Vec::new());
-    let mut cpu_overheads = Vec::new();
-    let pg_data = server.directory().join("data");
-    monitored.settle().await?;
-    bare.settle().await?;
-    for _ in 0..options.overhead_rounds.max(1) {
-        let (mut rates, mut cpu_per_call) = ([0.0; 2], [0.0; 2]);
-        for (slot, (served, target, on)) in
-            [(&monitored, &gateway_target, options.overhead_of != Monitoring::Analytics), (&bare, &bare_target, false)]
-                .into_iter()
-                .enumerate()
-        {
-            switch.set(on);
-            let (began, cpu_before) = (Instant::now(), crate::cpu_time::used_seconds(&pg_data)?);
-            let (calls, _) = max_calls(&http, target, span).await?;
-            served.settle().await?;
-            rates[slot] = calls as f64 / began.elapsed().as_secs_f64();
-            cpu_per_call[slot] = (crate::cpu_time::used_seconds(&pg_data)? - cpu_before) / calls.max(1) as f64;
-        }
-        switch.set(true);
-        eprintln!(
-            "monitoring overhead round: {:.0} calls/s monitored, {:.0} bare; CPU per call {:.1} µs monitored, {:.1} bare",
-            rates[0],
-            rates[1],
-            cpu_per_call[0] * 1e6,
-            cpu_per_call[1] * 1e6
-        );
-        cpu_overheads.push(100.0 * (cpu_per_call[0] / cpu_per_call[1] - 1.0));
-        with_monitoring.push(rates[0]);
-        without.push(rates[1]);
-        overheads.push(100.0 * (1.0 - rates[0] / rates[1]));
-    }
-    let overhead = crate::runner::median(&mut overheads);
-    let cpu_overhead = crate::runner::median(&mut cpu_overheads);
-    let (with_monitoring, without) = (crate::runner::median(&mut with_monitoring), crate::runner::median(&mut without));
 
     let mut compared = Vec::new();
     if let Some((forge, forge_target)) = &contextforge {
@@ -413,13 +459,14 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     }
     drop(contextforge);
 
-    bare.gateway.stop();
     let before_sessions = rss_mib();
     for _ in 0..options.sessions {
         initialize(&http, &through, Some(&key)).await?;
     }
     let with_sessions = rss_mib();
-    monitored.gateway.stop();
+    primary.gateway.stop();
+
+    let (cpu_monitored, cpu_bare, overhead) = monitoring_overhead(&options, &server, &http, &upstream, metrics).await?;
 
     let rate = options.rate;
     let mut rows = vec![
@@ -448,22 +495,29 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
             0.5,
         ),
         Row::compared(
-            match options.overhead_of {
-                Monitoring::Both => "maximum calls/s with metrics and usage analytics, settled (baseline: neither)",
-                Monitoring::Metrics => "maximum calls/s with metrics, settled (baseline: without; analytics on both)",
-                Monitoring::Analytics => {
-                    "maximum calls/s with usage analytics, settled (baseline: without; no metrics)"
-                }
-            },
-            with_monitoring,
-            "calls/s",
-            without,
-            with_monitoring / without,
+            format!(
+                "gateway CPU per call side by side, {}, {} (its threads and its database's backends; median \
+                 of {} rounds)",
+                match options.overhead_rate {
+                    0 => "each as fast as it answers".to_owned(),
+                    rate => format!("{rate} calls/s each"),
+                },
+                match options.overhead_of {
+                    Monitoring::Both => "with metrics and usage analytics (baseline: neither)",
+                    Monitoring::Metrics => "with metrics (baseline: without; analytics on both)",
+                    Monitoring::Analytics => "with usage analytics (baseline: without; no metrics)",
+                    Monitoring::Nothing => "control: both alike (baseline: the other)",
+                },
+                options.overhead_rounds.max(2)
+            ),
+            cpu_monitored,
+            "µs",
+            cpu_bare,
+            cpu_monitored / cpu_bare,
         ),
-        Row::at_most("  monitoring overhead (median of the rounds' ratios)", overhead, "%", 5.0),
         Row::at_most(
-            "  monitoring overhead in CPU per call (the process: client, gateways, echo server; and PostgreSQL; median)",
-            cpu_overhead,
+            "  monitoring overhead in CPU per call (median over pairs of rounds, each pair's ratios' geometric mean)",
+            overhead,
             "%",
             5.0,
         ),
@@ -472,4 +526,98 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Vec<Row>> {
     ];
     rows.extend(compared);
     Ok(rows)
+}
+
+/// What monitoring costs: a gateway with it and one without side by side, each sent the same calls per
+/// second, each charged the CPU of its own runtime's threads and of its own database's backends (the
+/// client's and the echo server's left out): the median CPU per call of each, in µs, and the overhead in
+/// percent.
+///
+/// Run together, the two see the same machine: rates measured one after the other swung by 15 % between
+/// rounds on this 2-core machine, more than the cost to be measured. Side by side, two gateways alike
+/// still differed by 2–3 % with the same one always ahead (`--overhead-of nothing`), so each round starts
+/// a fresh pair, the monitored one first in one round and second in the next, and a pair of rounds
+/// counts the geometric mean of its two ratios: what the order adds to one it takes from the other. A
+/// round's CPU counts the time its gateways take afterwards to record the calls and bring their audit
+/// trail and analytics up to them, so the work calls leave behind is charged to the round.
+async fn monitoring_overhead(
+    options: &Options,
+    server: &PostgresServer,
+    http: &reqwest::Client,
+    upstream: &str,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let (monitored_metrics, bare_metrics) = options.overhead_of.metrics();
+    let (rate, span) = (options.overhead_rate, Duration::from_secs(options.overhead_seconds));
+    let pg_data = server.directory().join("data");
+    let (mut cpu_monitored, mut cpu_bare, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..options.overhead_rounds.max(2) {
+        let monitored_first = round % 2 == 0;
+        // Threads of a runtime shut down may linger a moment: each round's names are its own.
+        let start_monitored = async {
+            let runtime = OwnRuntime::new(&format!("gw-mon-{round}"), monitored_metrics)?;
+            Served::start(server, http, upstream, true, Some(metrics.clone()), Some(runtime)).await
+        };
+        let start_bare = async {
+            let runtime = OwnRuntime::new(&format!("gw-bare-{round}"), bare_metrics)?;
+            Served::start(server, http, upstream, options.overhead_of.bare_analytics(), None, Some(runtime)).await
+        };
+        let (monitored, bare) = if monitored_first {
+            let monitored = start_monitored.await?;
+            (monitored, start_bare.await?)
+        } else {
+            let bare = start_bare.await?;
+            (start_monitored.await?, bare)
+        };
+        let mut pair = [&monitored, &bare];
+        if !monitored_first {
+            pair.reverse();
+        }
+        let targets = pair.map(Served::target);
+        for target in &targets {
+            max_rate(http, target, Duration::from_secs(1)).await?;
+        }
+        for served in pair {
+            served.settle().await?;
+        }
+        let before = [pair[0].cpu_seconds(&pg_data)?, pair[1].cpu_seconds(&pg_data)?];
+        let (first, second) = tokio::join!(load(http, &targets[0], rate, span), load(http, &targets[1], rate, span));
+        let calls = [first?, second?];
+        for served in pair {
+            served.settle().await?;
+        }
+        let after = [pair[0].cpu_seconds(&pg_data)?, pair[1].cpu_seconds(&pg_data)?];
+        // Per call, in µs: [gateway threads, PostgreSQL backends] of each.
+        let mut split: Vec<[f64; 2]> = (0..2)
+            .map(|i| [0, 1].map(|part| (after[i][part] - before[i][part]) / calls[i].max(1) as f64 * 1e6))
+            .collect();
+        let mut calls = calls.to_vec();
+        if !monitored_first {
+            split.reverse();
+            calls.reverse();
+        }
+        let per_call: Vec<f64> = split.iter().map(|[threads, backends]| threads + backends).collect();
+        eprintln!(
+            "monitoring overhead round {round} ({} first): CPU per call {:.1} µs monitored ({:.1} + {:.1} in \
+             PostgreSQL), {:.1} µs bare ({:.1} + {:.1}); {} and {} calls",
+            if monitored_first { "monitored" } else { "bare" },
+            per_call[0],
+            split[0][0],
+            split[0][1],
+            per_call[1],
+            split[1][0],
+            split[1][1],
+            calls[0],
+            calls[1],
+        );
+        cpu_monitored.push(per_call[0]);
+        cpu_bare.push(per_call[1]);
+        ratios.push(per_call[0] / per_call[1]);
+        monitored.gateway.stop();
+        bare.gateway.stop();
+    }
+    let mut overheads: Vec<f64> =
+        ratios.chunks_exact(2).map(|pair| 100.0 * ((pair[0] * pair[1]).sqrt() - 1.0)).collect();
+    let overhead = crate::runner::median(&mut overheads);
+    Ok((crate::runner::median(&mut cpu_monitored), crate::runner::median(&mut cpu_bare), overhead))
 }

@@ -1,36 +1,37 @@
-//! The gateway's Prometheus recorder behind a switch, installed for the whole process: on, every metric
-//! is recorded as in production; off, the recorder hands out no-op handles, as when none is installed
-//! (the gateway's call sites build their keys and labels either way, as they do without a recorder). The
-//! `proxy` bench turns it off to measure what recording costs.
+//! The gateway's Prometheus recorder behind a switch per thread, installed for the whole process: on,
+//! every metric is recorded as in production; off, the recorder hands out no-op handles, as when none is
+//! installed (the gateway's call sites build their keys and labels either way, as they do without a
+//! recorder). The `proxy` bench runs a gateway with its metrics and one without side by side, each on a
+//! runtime of its own whose threads are switched on or off at their start.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 
-/// Turns recording on and off.
-#[derive(Clone)]
-pub(crate) struct MetricsSwitch(Arc<AtomicBool>);
+thread_local! {
+    static RECORDING: Cell<bool> = const { Cell::new(true) };
+}
 
-impl MetricsSwitch {
-    pub(crate) fn set(&self, on: bool) {
-        self.0.store(on, Ordering::SeqCst);
-    }
+/// Turns recording on or off for the calling thread (for a runtime's threads: from `on_thread_start`).
+pub(crate) fn record_on_this_thread(on: bool) {
+    RECORDING.with(|recording| recording.set(on));
+}
+
+fn recording() -> bool {
+    RECORDING.with(Cell::get)
 }
 
 struct Switched {
-    on: Arc<AtomicBool>,
     inner: PrometheusRecorder,
 }
 
-/// Installs the gateway's recorder behind a switch (on), describes the gateway's metrics, and keeps its
+/// Installs the gateway's recorder behind the switch, describes the gateway's metrics, and keeps its
 /// histograms drained as the exporter's own installation does.
-pub(crate) fn install() -> anyhow::Result<(PrometheusHandle, MetricsSwitch)> {
+pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     let inner = api::metrics_catalog::recorder()?;
     let handle = inner.handle();
-    let on = Arc::new(AtomicBool::new(true));
-    metrics::set_global_recorder(Switched { on: on.clone(), inner })
+    metrics::set_global_recorder(Switched { inner })
         .map_err(|_| anyhow::anyhow!("a metrics recorder is installed already"))?;
     api::metrics_catalog::announce();
     let upkeep = handle.clone();
@@ -40,7 +41,7 @@ pub(crate) fn install() -> anyhow::Result<(PrometheusHandle, MetricsSwitch)> {
             upkeep.run_upkeep();
         }
     });
-    Ok((handle, MetricsSwitch(on)))
+    Ok(handle)
 }
 
 impl Recorder for Switched {
@@ -57,14 +58,14 @@ impl Recorder for Switched {
     }
 
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        if self.on.load(Ordering::Relaxed) { self.inner.register_counter(key, metadata) } else { Counter::noop() }
+        if recording() { self.inner.register_counter(key, metadata) } else { Counter::noop() }
     }
 
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        if self.on.load(Ordering::Relaxed) { self.inner.register_gauge(key, metadata) } else { Gauge::noop() }
+        if recording() { self.inner.register_gauge(key, metadata) } else { Gauge::noop() }
     }
 
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        if self.on.load(Ordering::Relaxed) { self.inner.register_histogram(key, metadata) } else { Histogram::noop() }
+        if recording() { self.inner.register_histogram(key, metadata) } else { Histogram::noop() }
     }
 }
