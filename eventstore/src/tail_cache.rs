@@ -56,10 +56,11 @@ impl Tail {
     }
 }
 
-/// What an event costs the cache, roughly: its strings and a fixed share for the rest.
+/// What an event costs the cache, roughly: its strings (metadata's too) and a fixed share for the rest.
 fn weight(event: &RecordedEvent) -> usize {
     const FIXED: usize = 256;
-    FIXED + event.data.len() + event.event_type.len() + event.stream.as_str().len()
+    let metadata = event.metadata.actor.id.len() + event.metadata.user_agent.as_ref().map_or(0, String::len);
+    FIXED + event.data.len() + event.event_type.len() + event.stream.as_str().len() + metadata
 }
 
 impl TailCache {
@@ -117,6 +118,19 @@ impl TailCache {
         if self.limits.events == 0 || page.is_empty() {
             return;
         }
+        // Copied before taking the lock, and only the newest events the limits let stay.
+        let mut room = (self.limits.events, self.limits.bytes);
+        let kept = page
+            .iter()
+            .rev()
+            .take_while(|event| {
+                let fits = room.0 > 0 && weight(event) <= room.1;
+                room = (room.0.saturating_sub(1), room.1.saturating_sub(weight(event)));
+                fits
+            })
+            .count();
+        let (dropped, kept) = page.split_at(page.len() - kept);
+        let kept: Vec<Arc<RecordedEvent>> = kept.iter().map(|event| Arc::new(event.clone())).collect();
         let Ok(mut tail) = self.tail.lock() else { return };
         match tail.end() {
             Some(end) if after < end => return,
@@ -124,9 +138,13 @@ impl TailCache {
             // Nothing held, or the page starts past what is held: a new stretch from `after`.
             _ => *tail = Tail { start: Some(after), ..Tail::default() },
         }
-        for event in page {
-            tail.bytes += weight(event);
-            tail.events.push_back(Arc::new(event.clone()));
+        if let Some(last_dropped) = dropped.last() {
+            // The page's older part did not fit: the stretch starts after it.
+            *tail = Tail { start: Some(last_dropped.position), ..Tail::default() };
+        }
+        for event in kept {
+            tail.bytes += weight(&event);
+            tail.events.push_back(event);
         }
         while tail.events.len() > self.limits.events || tail.bytes > self.limits.bytes {
             let Some(oldest) = tail.events.pop_front() else { break };
@@ -190,6 +208,17 @@ mod tests {
         cache.extend(at(20), &[event(21)]);
         assert!(cache.read(at(6), 10).is_none());
         assert_eq!(positions(&cache.read(at(20), 10).unwrap()), vec![21]);
+    }
+
+    #[test]
+    fn a_page_larger_than_the_limits_keeps_its_newest_events() {
+        let cache = TailCache::new(TailCacheLimits { events: 2, bytes: usize::MAX });
+        cache.extend(at(0), &(1..=3).map(event).collect::<Vec<_>>());
+        assert!(cache.read(at(0), 10).is_none(), "1 was never held");
+        assert_eq!(positions(&cache.read(at(1), 10).unwrap()), vec![2, 3]);
+        let heavy = TailCache::new(TailCacheLimits { events: 10, bytes: weight(&event(1)) * 2 });
+        heavy.extend(at(0), &(1..=3).map(event).collect::<Vec<_>>());
+        assert_eq!(positions(&heavy.read(at(1), 10).unwrap()), vec![2, 3]);
     }
 
     #[test]

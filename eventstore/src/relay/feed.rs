@@ -140,7 +140,9 @@ impl NatsSubscription {
             }
             if self.read_store || self.behind.is_some() {
                 self.wake.borrow_and_update();
-                let page = self.store.read_all_following(self.checkpoint, self.options.page_size).await?;
+                // The store only fills what NATS missed: this checkpoint moves with NATS messages, ahead of what
+                // the followers of this process read, and a read from there would drop the tail they share.
+                let page = self.store.read_all(self.checkpoint, self.options.page_size).await?;
                 // Keep reading the store until it has nothing more; then NATS takes over.
                 self.read_store = !page.is_empty();
                 if page.is_empty() && self.behind.is_some() {
