@@ -123,9 +123,10 @@ impl TailCache {
         let kept = page
             .iter()
             .rev()
-            .take_while(|event| {
-                let fits = room.0 > 0 && weight(event) <= room.1;
-                room = (room.0.saturating_sub(1), room.1.saturating_sub(weight(event)));
+            .map(weight)
+            .take_while(|weight| {
+                let fits = room.0 > 0 && *weight <= room.1;
+                room = (room.0.saturating_sub(1), room.1.saturating_sub(*weight));
                 fits
             })
             .count();

@@ -10,9 +10,12 @@ use axum::http::StatusCode;
 use metrics::{Counter, Histogram};
 use serde_json::Value;
 
+/// How many of [`METHODS`] are MCP's own; the labels after them stand for anything else.
+const MCP_METHODS: usize = 13;
+
 /// The JSON-RPC method labels: MCP's own methods, and what stands for anything else (a client's
 /// made-up method must not make a new series).
-const METHODS: [&str; 18] = [
+const METHODS: [&str; MCP_METHODS + 5] = [
     "initialize",
     "ping",
     "tools/list",
@@ -43,10 +46,10 @@ pub(crate) struct McpMethod(usize);
 impl McpMethod {
     /// A request that could not be read.
     pub(crate) const INVALID: Self = Self(METHODS.len() - 1);
-    const BATCH: Self = Self(13);
-    const NOTIFICATION: Self = Self(14);
-    const RESPONSE: Self = Self(15);
-    const OTHER: Self = Self(16);
+    const BATCH: Self = Self(MCP_METHODS);
+    const NOTIFICATION: Self = Self(MCP_METHODS + 1);
+    const RESPONSE: Self = Self(MCP_METHODS + 2);
+    const OTHER: Self = Self(MCP_METHODS + 3);
 
     /// The method of a request's messages: of a single request, its own (`notification`, `response`
     /// or `other` when it is none of MCP's); of several, `batch`.
@@ -54,7 +57,9 @@ impl McpMethod {
         match messages {
             [one] => match super::tool_filter::method(one) {
                 Some(method) if method.starts_with("notifications/") => Self::NOTIFICATION,
-                Some(method) => METHODS[..13].iter().position(|known| *known == method).map_or(Self::OTHER, Self),
+                Some(method) => {
+                    METHODS[..MCP_METHODS].iter().position(|known| *known == method).map_or(Self::OTHER, Self)
+                }
                 None => Self::RESPONSE,
             },
             _ => Self::BATCH,
