@@ -29,6 +29,7 @@ pub mod problem;
 pub mod proxy;
 pub mod rate_limit;
 pub mod readiness;
+mod rendered_page;
 pub mod resource_auth;
 pub mod routes;
 pub mod state;

@@ -309,7 +309,7 @@ pub(crate) async fn list(
         .map_err(|_| RegistryError::unavailable())?;
     let servers: Vec<&serde_json::value::RawValue> = page.documents.iter().map(|d| &**d).collect();
     let metadata = ListMetadata { count: servers.len(), next_cursor: page.next.as_ref().map(encode_cursor) };
-    Ok(axum::Json(ServerList { servers, metadata }).into_response())
+    Ok(crate::rendered_page::json(&ServerList { servers, metadata }, page.documents.iter().map(|d| &**d)))
 }
 
 #[utoipa::path(get, path = "/v0.1/servers/{name}/versions", operation_id = "registry_server_versions", tag = "registry",

@@ -494,7 +494,7 @@ pub(crate) async fn list(
     let next_cursor = page.next.as_deref().map(crate::cursor::encode);
     // A [`ServerPage`] whose entries are JSON rendered already (see `projections::registry::EntryCache`).
     let servers: Vec<&serde_json::value::RawValue> = page.entries.iter().map(|entry| &**entry).collect();
-    Ok(axum::Json(RenderedServerPage { servers, next_cursor }).into_response())
+    Ok(crate::rendered_page::json(&RenderedServerPage { servers, next_cursor }, page.entries.iter().map(|e| &**e)))
 }
 
 /// [`ServerPage`] with its entries rendered: the same JSON.

@@ -30,8 +30,9 @@ impl TableProjection for RegistryProjection {
     }
 
     fn version(&self) -> u32 {
-        // 4: the name index covers a page's ids and revisions; 5: releases carry their rendering's stamp.
-        5
+        // 4: the name index covers a page's ids and revisions; 5: releases carry their rendering's stamp;
+        // 6: the release order index covers a `/v0.1` page's statuses and stamps.
+        6
     }
 
     fn filter(&self) -> &EventFilter {
@@ -90,7 +91,9 @@ impl TableProjection for RegistryProjection {
                  stamp             bigint      NOT NULL,
                  PRIMARY KEY (server_id, version)
              );
-             CREATE UNIQUE INDEX versions_order ON versions (name, seq);
+             -- A `/v0.1` page reads its rows' keys and stamps from the index alone, live ones by the status
+             -- (an index-only scan: the documents come rendered from memory, see `RenderCache`).
+             CREATE UNIQUE INDEX versions_order ON versions (name, seq) INCLUDE (status, stamp);
              CREATE INDEX versions_updated ON versions (updated_at);",
         )
         .execute(&mut *tx)
