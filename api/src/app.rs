@@ -338,6 +338,7 @@ impl Gateway {
             verifying: Arc::new(tokio::sync::Semaphore::new(1)),
             metrics,
             mcp_metrics: Default::default(),
+            http_metrics: Default::default(),
             registry_reads: config.registry_reads,
             oauth_clients,
             configured_clients: Arc::new(configured_clients),

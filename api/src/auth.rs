@@ -79,8 +79,7 @@ impl Caller {
     ) -> Result<(), Problem> {
         let subject = Subject { id: self.0.id, roles: &self.0.roles, scopes: &self.0.scopes };
         let decision = decide(&subject, action, resource);
-        let verdict = if decision.allow { "allow" } else { "deny" };
-        metrics::counter!("mgw_authz_decisions_total", "decision" => verdict).increment(1);
+        state.http_metrics.record_decision(decision.allow);
         if decision.allow {
             return Ok(());
         }

@@ -41,7 +41,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(require_json_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), crate::denials::audit_denials))
         .layer(middleware::from_fn_with_state(state.clone(), crate::rate_limit::limit_by_address))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 503 while a projection catches up is expected, not an error.
         .layer(middleware::map_response_with_state(
@@ -196,16 +196,12 @@ async fn require_json_bodies(request: Request, next: Next) -> Response {
 
 /// Counts requests and records their latency by route template (never the raw path: ids would explode
 /// the label set).
-async fn record_metrics(request: Request, next: Next) -> Response {
-    let route =
-        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_owned();
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("mgw_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("mgw_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.http_metrics.record_request(&method, route, response.status(), started.elapsed());
     response
 }

@@ -16,6 +16,7 @@ mod denials;
 pub mod github;
 mod html_page;
 pub mod http;
+mod http_metrics;
 pub mod idempotency;
 pub mod json_body;
 pub mod key_rotation;

@@ -80,6 +80,8 @@ pub struct Shared {
     pub metrics: Option<PrometheusHandle>,
     /// The MCP route's metric handles.
     pub(crate) mcp_metrics: crate::proxy::metrics::McpMetrics,
+    /// The HTTP layer's and the authorization decisions' metric handles.
+    pub(crate) http_metrics: crate::http_metrics::HttpMetrics,
     /// Who may read the `/v0.1` catalogue.
     pub registry_reads: crate::routes::registry_v0::RegistryReads,
     /// OAuth client registration and revocation.
