@@ -118,6 +118,11 @@ impl TailCache {
         if self.limits.events == 0 || page.is_empty() {
             return;
         }
+        // A page from before the stretch's end (a follower catching up from an old checkpoint reads many)
+        // is not copied only to be left out below.
+        if self.tail.lock().map_or(true, |tail| tail.end().is_some_and(|end| after < end)) {
+            return;
+        }
         // Copied before taking the lock, and only the newest events the limits let stay.
         let mut room = (self.limits.events, self.limits.bytes);
         let kept = page

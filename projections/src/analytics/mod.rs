@@ -117,16 +117,15 @@ pub(crate) fn fold(events: &[RecordedEvent]) -> Result<Rows, (usize, String)> {
                     minute,
                     server: call.server_id.to_string(),
                     tool: call.tool,
-                    principal: call.principal_id.to_string(),
+                    principal: call.principal_id,
                     client: call.client_id.unwrap_or_default(),
                 };
                 (shape, counts)
             }
             AccessEvent::Denied(denied) => {
                 let (server, tool) = denied_target(&denied.resource);
-                let principal = denied.principal_id.to_string();
                 (
-                    Shape { minute, server, tool, principal, client: String::new() },
+                    Shape { minute, server, tool, principal: denied.principal_id, client: String::new() },
                     Counts { denials: 1, ..Counts::default() },
                 )
             }
@@ -159,7 +158,8 @@ struct Shape {
     minute: i64,
     server: String,
     tool: String,
-    principal: String,
+    /// Kept as an id: spelt out once per shape, not once per call.
+    principal: uuid::Uuid,
     client: String,
 }
 
@@ -171,7 +171,7 @@ impl Shape {
             (Dimension::All, String::new()),
             (Dimension::Tool, format!("{}/{}", self.server, self.tool)),
             (Dimension::Server, self.server.clone()),
-            (Dimension::Principal, self.principal.clone()),
+            (Dimension::Principal, self.principal.to_string()),
             (Dimension::Client, self.client.clone()),
         ]
     }
