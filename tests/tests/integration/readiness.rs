@@ -73,8 +73,12 @@ async fn a_nats_outage_degrades_ready_and_a_lost_stream_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_check_answers_with_its_status_latency_and_detail() {
     let api = crate::api_servers::start_on(crate::conformance::Backend::Sqlite).await;
-    let (status, body) = ready(&api).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    // A projection still starting on a busy machine makes the instance unready for a moment.
+    let body = tests::eventually(DEADLINE, "every projection to be live", || async {
+        let (status, body) = ready(&api).await;
+        (status == StatusCode::OK).then_some(body)
+    })
+    .await;
     for name in ["event_store", "nats", "projections", "authz", "idps", "servers", "keys"] {
         let check = &body["checks"][name];
         assert!(check["status"].is_string() && check["latency_ms"].is_f64(), "{name}: {body}");
@@ -140,12 +144,13 @@ async fn a_signing_key_near_its_expiry_is_named_and_rotation_replaces_it_in_time
     })
     .await;
     let (first, _) = api.gateway.state.tokens.active_key().unwrap();
-    let body = tests::eventually(DEADLINE, "the key to be near its expiry", || async {
+    // Only the keys failing: a projection still starting on a busy machine fails for a moment too.
+    let body = tests::eventually(DEADLINE, "the key to be near its expiry, and nothing else failing", || async {
         let reply = api.call(Method::GET, "/ready?strict=true", None, &[]).await;
-        (reply.status == StatusCode::SERVICE_UNAVAILABLE).then_some(reply.body)
+        (reply.status == StatusCode::SERVICE_UNAVAILABLE && reply.body["failing"] == serde_json::json!(["keys"]))
+            .then_some(reply.body)
     })
     .await;
-    assert_eq!(body["failing"], serde_json::json!(["keys"]), "{body}");
     assert_eq!(body["checks"]["keys"]["detail"]["signing"]["kid"], first.as_str(), "{body}");
 
     let context =
