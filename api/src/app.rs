@@ -347,6 +347,7 @@ impl Gateway {
             readiness: config.readiness,
             break_glass: config.break_glass.clone(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
             cors_origins: config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect(),
             proxy: Arc::new(proxy),
         });

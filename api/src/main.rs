@@ -780,10 +780,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = router(gateway.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // SIGTERM: /ready turns 503 (draining) while requests are still served, so that load balancers take
     // the instance out before it stops accepting; then the listener closes and the requests in flight
-    // finish, for at most the shutdown timeout (an SSE stream would otherwise hold the exit forever).
-    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // finish, for at most the shutdown timeout. MCP GET streams end then too (`AppState::stopping`):
+    // they answer no request, and would otherwise hold the exit for the whole timeout.
+    let mut stopping = gateway.state.stopping.subscribe();
     let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let mut stopping = stopping;
         let _ = stopping.wait_for(|stop| *stop).await;
     });
     let state = gateway.state.clone();
@@ -793,7 +793,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.draining.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(drain_s = drain.as_secs_f64(), "draining: /ready answers 503");
         tokio::time::sleep(drain).await;
-        let _ = stop.send(true);
+        state.stopping.send_replace(true);
         tracing::info!("no longer accepting; finishing the requests in flight");
         tokio::time::sleep(timeout).await;
     };

@@ -92,6 +92,10 @@ pub struct Shared {
     pub client_documents: std::sync::Arc<crate::oauth::metadata_document::DocumentFetcher>,
     /// Set on SIGTERM: `/ready` answers 503 so that load balancers stop sending requests here.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Set when the listener closes: streams that answer no request (an MCP session's GET stream) end
+    /// between two events, so that they do not hold the exit for the whole shutdown timeout; their
+    /// clients resume elsewhere with `Last-Event-ID`.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// The break-glass credential, when one is configured.
     pub break_glass: Option<crate::break_glass::BreakGlassConfig>,
     /// What readiness probes cost, and the token signing key's life.

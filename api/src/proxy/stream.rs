@@ -163,16 +163,34 @@ fn filtered(events: &[u8], rules: &Visible) -> Bytes {
 /// so events are passed on whole. When the upstream breaks off an answer to a request (`error_id`), the
 /// client gets a last event with a JSON-RPC error for that request, so that it does not wait forever; on
 /// a GET stream the connection just ends, and the client reconnects with `Last-Event-ID`.
-pub(crate) fn relayed(start: Relaying, idle: bool) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures_util::stream::unfold(Some(start), move |state| async move {
-        let mut relay = state?;
+///
+/// With `stopping` (a GET stream, which answers no request), the stream also ends when the instance
+/// stops, between two events, so that the client resumes at another instance without a torn event.
+pub(crate) fn relayed(
+    start: Relaying,
+    idle: bool,
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures_util::stream::unfold(Some((start, stopping)), move |state| async move {
+        let (mut relay, mut stopping) = state?;
         loop {
-            match next_chunk(&mut relay.answer, idle).await {
+            let between_events = if relay.filter.is_some() { relay.pending.is_empty() } else { relay.at_boundary };
+            let next = match stopping.as_mut().filter(|_| between_events) {
+                Some(stopping) => tokio::select! {
+                    next = next_chunk(&mut relay.answer, idle) => next,
+                    () = stopped(stopping) => {
+                        relay.finish(relay.outcome.unwrap_or(CallOutcome::Answered));
+                        return None;
+                    }
+                },
+                None => next_chunk(&mut relay.answer, idle).await,
+            };
+            match next {
                 Ok(Some(chunk)) => {
                     relay.observe(&chunk);
                     let Some(rules) = &relay.filter else {
-                        relay.at_boundary = chunk.ends_with(b"\n\n");
-                        return Some((Ok(chunk), Some(relay)));
+                        relay.at_boundary = chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
+                        return Some((Ok(chunk), Some((relay, stopping))));
                     };
                     relay.pending.extend_from_slice(&chunk);
                     if relay.pending.contains(&b'\r') {
@@ -182,7 +200,7 @@ pub(crate) fn relayed(start: Relaying, idle: bool) -> impl Stream<Item = Result<
                     let Some(end) = last_boundary(&relay.pending) else { continue };
                     let complete: Vec<u8> = relay.pending.drain(..end).collect();
                     let out = filtered(&complete, rules);
-                    return Some((Ok(out), Some(relay)));
+                    return Some((Ok(out), Some((relay, stopping))));
                 }
                 Ok(None) => {
                     // A stream that ended without answering the call broke off (unless its answer was
@@ -210,6 +228,13 @@ pub(crate) fn relayed(start: Relaying, idle: bool) -> impl Stream<Item = Result<
             }
         }
     })
+}
+
+/// Resolves once the instance stops; never when nothing will tell it to (the sender gone).
+pub(crate) async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The whole answer, at most `max` bytes.

@@ -476,21 +476,29 @@ fn sse_session(
         return StatusCode::OK.into_response();
     }
     let messages = upstream.subscribe();
-    let events = futures_util::stream::unfold((messages, filter), |(mut messages, filter)| async move {
-        loop {
-            match messages.recv().await {
-                Ok(message) => {
-                    let mut event = format!("event: message\ndata: {message}\n\n");
-                    if let Some(rules) = &filter {
-                        event = String::from_utf8_lossy(&tool_filter::filter_sse(event.as_bytes(), rules)).into_owned();
+    // Ends when the instance stops, as a streamable HTTP server's GET stream does.
+    let stopping = state.stopping.subscribe();
+    let events =
+        futures_util::stream::unfold((messages, filter, stopping), |(mut messages, filter, mut stopping)| async move {
+            loop {
+                let received = tokio::select! {
+                    received = messages.recv() => received,
+                    () = crate::proxy::stream::stopped(&mut stopping) => return None,
+                };
+                match received {
+                    Ok(message) => {
+                        let mut event = format!("event: message\ndata: {message}\n\n");
+                        if let Some(rules) = &filter {
+                            event =
+                                String::from_utf8_lossy(&tool_filter::filter_sse(event.as_bytes(), rules)).into_owned();
+                        }
+                        return Some((Ok::<_, std::io::Error>(Bytes::from(event)), (messages, filter, stopping)));
                     }
-                    return Some((Ok::<_, std::io::Error>(Bytes::from(event)), (messages, filter)));
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    });
+        });
     let mut response = axum::body::Body::from_stream(events).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -632,7 +640,9 @@ async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response
     }
     let body = if crate::proxy::is_event_stream(answer.headers()) {
         let relaying = crate::proxy::stream::Relaying::new(answer, relay.filter, relay.error_id, calls);
-        axum::body::Body::from_stream(crate::proxy::stream::relayed(relaying, relay.idle))
+        // A GET stream (no idle limit) answers no request: it ends when the instance stops.
+        let stopping = (!relay.idle).then(|| state.stopping.subscribe());
+        axum::body::Body::from_stream(crate::proxy::stream::relayed(relaying, relay.idle, stopping))
     } else {
         let whole = match crate::proxy::stream::read_whole(answer, MAX_BUFFERED).await {
             Ok(whole) => whole,

@@ -730,6 +730,12 @@ async fn a_server_speaking_http_and_sse_is_served_as_streamable_http(backend: Ba
         (read.body["health"]["protocol_valid"] == true && read.body["tools"].is_array()).then_some(())
     })
     .await;
+    // The instance stopping ends the GET stream between two events, as it ends a streamable HTTP
+    // server's: the client resumes at another instance.
+    api.gateway.state.stopping.send_replace(true);
+    while let Some(chunk) = next_chunk(&mut stream).await {
+        assert!(chunk.ends_with("\n\n"), "whole events only: {chunk:?}");
+    }
     // Ended: the stream to the server closes, and the id is no longer a session.
     let end = Request::delete(&uri)
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
