@@ -47,7 +47,7 @@ pub struct GatewayConfig {
     /// How long the authorization model may lag the store before every request is refused.
     pub authz_max_lag: std::time::Duration,
     /// Who may read the `/v0.1` catalogue.
-    pub registry_reads: crate::routes::registry_v0::RegistryReads,
+    pub registry_reads: crate::registry_reads::RegistryReads,
     /// OAuth clients the operator configured (beside those that register themselves).
     pub oauth_clients: Vec<crate::oauth::clients::ConfiguredClient>,
     /// Where forwarded tool calls are journaled until their records are in the store; the calls a

@@ -77,8 +77,7 @@ pub async fn prune_to_archive(
         }
     })?;
     let filter = AuditFilter { after: Some(first - 1), through: Some(last), limit: 500, ..Default::default() };
-    let mut lines =
-        std::pin::pin!(crate::routes::audit::export_lines(trail.clone(), keys.clone(), filter, false, true));
+    let mut lines = std::pin::pin!(crate::audit_export::export_lines(trail.clone(), keys.clone(), filter, false, true));
     let mut digest = Sha256::new();
     while let Some(chunk) = lines.next().await {
         let chunk = chunk.map_err(io)?;

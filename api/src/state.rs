@@ -83,7 +83,7 @@ pub struct Shared {
     /// The HTTP layer's and the authorization decisions' metric handles.
     pub(crate) http_metrics: crate::http_metrics::HttpMetrics,
     /// Who may read the `/v0.1` catalogue.
-    pub registry_reads: crate::routes::registry_v0::RegistryReads,
+    pub registry_reads: crate::registry_reads::RegistryReads,
     /// OAuth client registration and revocation.
     pub oauth_clients: commands::oauth_clients::OAuthClients,
     /// OAuth clients the operator configured.

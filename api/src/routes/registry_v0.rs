@@ -30,17 +30,6 @@ pub const SCHEMA: &str = "https://static.modelcontextprotocol.io/schemas/2025-12
 const DEFAULT_LIMIT: u32 = 30;
 const MAX_LIMIT: u32 = 100;
 
-/// Who may read the catalogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegistryReads {
-    /// Anyone, as the official registry.
-    #[default]
-    Public,
-    /// Callers with the `servers.read` permission (a private registry).
-    Authenticated,
-}
-
 /// The routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -103,7 +92,7 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = RegistryError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if state.registry_reads == RegistryReads::Public {
+        if state.registry_reads == crate::registry_reads::RegistryReads::Public {
             return Ok(Reader);
         }
         let caller = Caller::from_request_parts(parts, state).await?;
