@@ -12,6 +12,7 @@ use tokio::process::Child;
 
 mod common;
 
+use common::mcp::{post, registered_with_session, rpc};
 use common::{DEADLINE, http, serve_with, stop};
 
 /// The embedded gateway in `dir`, allowed to reach loopback upstreams, ready; its process, address and
@@ -23,31 +24,6 @@ async fn serve(dir: &std::path::Path) -> (Child, String, Option<String>) {
     })
     .await;
     (child, address, key)
-}
-
-fn rpc(id: u64, method: &str, params: Value) -> String {
-    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string()
-}
-
-/// A POST to the server's MCP endpoint through the gateway.
-fn post(
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-    session: Option<&str>,
-    body: String,
-) -> reqwest::RequestBuilder {
-    let mut request = client
-        .post(url)
-        .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(body);
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    request
 }
 
 /// The recorded calls: call id → outcome.
@@ -75,27 +51,8 @@ async fn every_call_is_recorded_once_across_a_gateway_killed_mid_burst() {
     let dir = tempfile::tempdir().unwrap();
     let (mut gateway, address, key) = serve(dir.path()).await;
     let key = key.expect("the first start prints the owner's key");
-    let server = json!({ "name": "io.example/everything", "description": "d", "transport": "streamable_http",
-                         "url": upstream.url() });
-    let (status, body) =
-        http(&address, "POST", "/api/v1/servers", Some(&key), Some(&server.to_string())).await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
-    let url = format!("http://{address}/servers/{id}/mcp");
+    let (url, session) = registered_with_session(&address, &key, &upstream.url()).await;
     let client = reqwest::Client::new();
-
-    let initialize = rpc(
-        0,
-        "initialize",
-        json!({ "protocolVersion": "2025-06-18", "capabilities": {},
-                                                  "clientInfo": { "name": "journal-test", "version": "1" } }),
-    );
-    let session = tests::eventually(DEADLINE, "a session through the gateway", || async {
-        let answer = post(&client, &url, &key, None, initialize.clone()).send().await.ok()?;
-        answer.status().is_success().then_some(())?;
-        answer.headers().get("mcp-session-id")?.to_str().ok().map(str::to_owned)
-    })
-    .await;
 
     // Calls that answer at once, all answered…
     let quick = futures_util::future::join_all((1..=30u64).map(|n| {

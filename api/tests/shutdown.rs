@@ -11,38 +11,14 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{DEADLINE, http, serve_with};
+use common::mcp::{post, registered_with_session, request, rpc};
+use common::{DEADLINE, serve_with};
 
 /// Far longer than the test waits for anything: an exit that took it would fail the test.
 const SHUTDOWN_TIMEOUT_S: &str = "300";
 
 /// How long the stream and the process may take to end after SIGTERM on a busy machine.
 const PROMPTLY: Duration = Duration::from_secs(30);
-
-fn rpc(id: u64, method: &str, params: Value) -> String {
-    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string()
-}
-
-fn mcp(request: reqwest::RequestBuilder, key: &str, session: Option<&str>) -> reqwest::RequestBuilder {
-    let request = request
-        .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18");
-    match session {
-        Some(session) => request.header("mcp-session-id", session),
-        None => request,
-    }
-}
-
-fn post(
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-    session: Option<&str>,
-    body: String,
-) -> reqwest::RequestBuilder {
-    mcp(client.post(url), key, session).header("content-type", "application/json").body(body)
-}
 
 /// Reads `body` until `text` has arrived; what was read.
 async fn read_until(
@@ -68,28 +44,11 @@ async fn a_sigterm_ends_get_streams_between_events_answers_calls_in_flight_and_e
     ];
     let (mut gateway, address, key) = serve_with(dir.path(), &env).await;
     let key = key.expect("the first start prints the owner's key");
-    let server = json!({ "name": "io.example/everything", "description": "d", "transport": "streamable_http",
-                         "url": upstream.url() });
-    let (status, body) =
-        http(&address, "POST", "/api/v1/servers", Some(&key), Some(&server.to_string())).await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
-    let url = format!("http://{address}/servers/{id}/mcp");
+    let (url, session) = registered_with_session(&address, &key, &upstream.url()).await;
     let client = reqwest::Client::new();
-    let initialize = rpc(
-        0,
-        "initialize",
-        json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "shutdown-test", "version": "1" } }),
-    );
-    let session = tests::eventually(DEADLINE, "a session through the gateway", || async {
-        let answer = post(&client, &url, &key, None, initialize.clone()).send().await.ok()?;
-        answer.status().is_success().then_some(())?;
-        answer.headers().get("mcp-session-id")?.to_str().ok().map(str::to_owned)
-    })
-    .await;
 
     // The session's GET stream, carrying the server's own messages (simulated logging)…
-    let stream = mcp(client.get(&url), &key, Some(&session)).send().await.unwrap();
+    let stream = request(client.get(&url), &key, Some(&session)).send().await.unwrap();
     assert_eq!(stream.status(), 200);
     let mut stream = stream.bytes_stream();
     let toggle = rpc(1, "tools/call", json!({ "name": "toggle-simulated-logging", "arguments": {} }));

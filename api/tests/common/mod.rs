@@ -10,6 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+pub(crate) mod mcp;
+
 /// The binary under test.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mcp-gateway");
 /// How long a started process may take.
