@@ -103,6 +103,13 @@ impl Relaying {
         }
     }
 
+    /// Records the calls as the stream left them at its end: as their answers ended, or broken off when
+    /// none was read (unless an answer was too large to read).
+    fn end(&mut self) {
+        let unanswered = if self.unreadable { CallOutcome::Answered } else { CallOutcome::Broken };
+        self.finish(self.outcome.unwrap_or(unanswered));
+    }
+
     fn finish(&mut self, outcome: CallOutcome) {
         for call in self.calls.drain(..) {
             call.finish(outcome, None);
@@ -153,6 +160,17 @@ fn worst(seen: Option<CallOutcome>, next: CallOutcome) -> CallOutcome {
     }
 }
 
+/// What an SSE relay carries, which decides how it ends.
+pub(crate) enum StreamKind {
+    /// The answer to a request (a POST): a silence of [`STREAM_IDLE_TIMEOUT`] ends it, and it runs to its
+    /// end when the instance stops (a request in flight).
+    Answer,
+    /// A session's GET stream, which answers no request: no silence ends it, and it ends between two
+    /// events when the instance stops (`AppState::stopping`), so that its client resumes at another
+    /// instance with `Last-Event-ID` instead of holding this one's exit.
+    Standing(tokio::sync::watch::Receiver<bool>),
+}
+
 /// Complete events, each filtered.
 fn filtered(events: &[u8], rules: &Visible) -> Bytes {
     Bytes::from(filter_sse(events, rules))
@@ -162,15 +180,13 @@ fn filtered(events: &[u8], rules: &Visible) -> Bytes {
 /// event is filtered (a `tools/list` result can come on any stream: a POST's, a GET's, a resumed one's),
 /// so events are passed on whole. When the upstream breaks off an answer to a request (`error_id`), the
 /// client gets a last event with a JSON-RPC error for that request, so that it does not wait forever; on
-/// a GET stream the connection just ends, and the client reconnects with `Last-Event-ID`.
-///
-/// With `stopping` (a GET stream, which answers no request), the stream also ends when the instance
-/// stops, between two events, so that the client resumes at another instance without a torn event.
-pub(crate) fn relayed(
-    start: Relaying,
-    idle: bool,
-    stopping: Option<tokio::sync::watch::Receiver<bool>>,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+/// a GET stream the connection just ends, and the client reconnects with `Last-Event-ID`. How silence and
+/// the instance's stop end it follows its [`StreamKind`].
+pub(crate) fn relayed(start: Relaying, kind: StreamKind) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let (idle, stopping) = match kind {
+        StreamKind::Answer => (true, None),
+        StreamKind::Standing(stopping) => (false, Some(stopping)),
+    };
     futures_util::stream::unfold(Some((start, stopping)), move |state| async move {
         let (mut relay, mut stopping) = state?;
         loop {
@@ -179,7 +195,7 @@ pub(crate) fn relayed(
                 Some(stopping) => tokio::select! {
                     next = next_chunk(&mut relay.answer, idle) => next,
                     () = stopped(stopping) => {
-                        relay.finish(relay.outcome.unwrap_or(CallOutcome::Answered));
+                        relay.end();
                         return None;
                     }
                 },
@@ -203,10 +219,7 @@ pub(crate) fn relayed(
                     return Some((Ok(out), Some((relay, stopping))));
                 }
                 Ok(None) => {
-                    // A stream that ended without answering the call broke off (unless its answer was
-                    // too large to read).
-                    let unanswered = if relay.unreadable { CallOutcome::Answered } else { CallOutcome::Broken };
-                    relay.finish(relay.outcome.unwrap_or(unanswered));
+                    relay.end();
                     let rest = std::mem::take(&mut relay.pending);
                     let rules = relay.filter.as_ref()?;
                     return (!rest.is_empty()).then(|| (Ok(filtered(&rest, rules)), None));

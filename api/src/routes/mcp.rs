@@ -24,6 +24,7 @@ use crate::proxy::limits::{HeldBody, LimitHit, Slot};
 use crate::proxy::metrics::McpMethod;
 use crate::proxy::recorder::PendingCall;
 use crate::proxy::session::Binding;
+use crate::proxy::stream::StreamKind;
 use crate::proxy::{Forward, SESSION_HEADER, UpstreamError, tool_filter};
 use crate::resource_auth::{Refusal, resource_caller};
 use crate::state::AppState;
@@ -350,7 +351,7 @@ async fn forward_call(
         lists_tools,
         had_session: session.is_some(),
         error_id: error_id.clone(),
-        idle: true,
+        kind: StreamKind::Answer,
         calls,
     };
     if route.upstream.transport == domain::server::Transport::Sse {
@@ -588,8 +589,8 @@ struct Relay {
     had_session: bool,
     /// The request an error is answered for, if the upstream breaks off an SSE answer.
     error_id: Value,
-    /// Whether a silence of [`crate::proxy::STREAM_IDLE_TIMEOUT`] ends the answer (not on GET streams).
-    idle: bool,
+    /// An answer to a request, or a GET stream: how silence and the instance's stop end an SSE relay.
+    kind: StreamKind,
     /// The tool calls in the request, recorded when the answer ends.
     calls: Vec<PendingCall>,
 }
@@ -640,9 +641,7 @@ async fn relay(state: &AppState, binding: Binding<'_>, answer: reqwest::Response
     }
     let body = if crate::proxy::is_event_stream(answer.headers()) {
         let relaying = crate::proxy::stream::Relaying::new(answer, relay.filter, relay.error_id, calls);
-        // A GET stream (no idle limit) answers no request: it ends when the instance stops.
-        let stopping = (!relay.idle).then(|| state.stopping.subscribe());
-        axum::body::Body::from_stream(crate::proxy::stream::relayed(relaying, relay.idle, stopping))
+        axum::body::Body::from_stream(crate::proxy::stream::relayed(relaying, relay.kind))
     } else {
         let whole = match crate::proxy::stream::read_whole(answer, MAX_BUFFERED).await {
             Ok(whole) => whole,
@@ -746,7 +745,7 @@ async fn forward_admitted(
                 lists_tools: false,
                 had_session,
                 error_id: Value::Null,
-                idle: false,
+                kind: StreamKind::Standing(state.stopping.subscribe()),
                 calls: Vec::new(),
             };
             relay(&state, binding, answer, relay_as).await
